@@ -1,0 +1,3 @@
+from mlxd.cli.main import cli
+
+cli(prog_name="mlxd")

@@ -1,0 +1,1 @@
+"""The catalog: every model with its lineage, every job, every benchmark, in one SQLite file."""

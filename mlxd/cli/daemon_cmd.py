@@ -1,0 +1,71 @@
+"""mlxd daemon start|stop|status."""
+
+from __future__ import annotations
+
+import click
+
+from mlxd.cli.common import UserError, echo_json, get_paths, output_options
+
+
+@click.group()
+def daemon():
+    """Start, stop and inspect the background daemon that runs queued jobs."""
+
+
+@daemon.command()
+@click.option("--foreground", is_flag=True, help="Run in this process (for launchd/systemd)")
+@click.option("--workers", type=click.IntRange(1, 16), default=1, show_default=True,
+              help="Jobs run at the same time")  # fmt: skip
+def start(foreground: bool, workers: int):
+    """Start the daemon (in the background unless --foreground)."""
+    from mlxd.daemon.service import DaemonError, run_daemon, start_background
+
+    p = get_paths()
+    try:
+        if foreground:
+            run_daemon(p, workers=workers)
+            return
+        pid = start_background(p, workers=workers)
+    except DaemonError as e:
+        raise UserError(str(e)) from None
+    click.echo(f"Daemon started (pid {pid}, home {p.home}); logs in {p.logs}")
+
+
+@daemon.command()
+@click.option("--timeout", "timeout_s", type=float, default=30.0, show_default=True,
+              help="Seconds to wait before killing it")  # fmt: skip
+def stop(timeout_s: float):
+    """Stop the daemon; a running job is stopped and queued again."""
+    from mlxd.daemon.service import stop as stop_daemon
+
+    pid = stop_daemon(get_paths(), timeout_s=timeout_s)
+    if pid is None:
+        raise UserError("the daemon is not running")
+    click.echo(f"Daemon stopped (pid {pid})")
+
+
+@daemon.command()
+@output_options(csv_ok=False)
+def status(json_: bool):
+    """Whether the daemon runs, and what it is doing."""
+    from mlxd.cli.common import get_store
+    from mlxd.daemon.service import status as daemon_status
+
+    p = get_paths()
+    st = daemon_status(p)
+    info = st.as_dict()
+    if p.catalog_db.exists():
+        store = get_store()
+        info["running_jobs"] = [j.id for j in store.list_jobs(["running"])]
+        info["queued_jobs"] = len(store.list_jobs(["queued"]))
+    else:
+        info["running_jobs"], info["queued_jobs"] = [], 0
+    if json_:
+        echo_json(info)
+        return
+    if st.running:
+        click.echo(f"Daemon running (pid {st.pid}), home {st.home}")
+    else:
+        click.echo(f"Daemon not running, home {st.home}")
+    running = ", ".join(map(str, info["running_jobs"])) or "none"
+    click.echo(f"Jobs running: {running}; queued: {info['queued_jobs']}")

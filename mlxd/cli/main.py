@@ -1,0 +1,62 @@
+"""The `mlxd` entry point: a Click group that loads its subcommands only when asked."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+import mlxd
+
+# name -> "module:attribute"; a command's module is imported only when that command runs
+# (or when help lists it), so `mlxd --help` stays fast.
+COMMANDS = {
+    "daemon": "mlxd.cli.daemon_cmd:daemon",
+    "models": "mlxd.cli.models_cmd:models",
+    "convert": "mlxd.cli.work_cmd:convert",
+    "quantize": "mlxd.cli.work_cmd:quantize",
+    "bench": "mlxd.cli.work_cmd:bench",
+    "generate": "mlxd.cli.generate_cmd:generate",
+    "jobs": "mlxd.cli.jobs_cmd:jobs",
+    "results": "mlxd.cli.results_cmd:results",
+    "demo": "mlxd.cli.demo_cmd:demo",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on demand, and whose errors are one line."""
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx, name):
+        if name in self.lazy:
+            module, attr = self.lazy[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+    def main(self, args=None, prog_name=None, **kwargs):
+        try:
+            rv = super().main(args=args, prog_name=prog_name, standalone_mode=False, **kwargs)
+        except click.exceptions.Abort:
+            click.echo("Error: aborted", err=True)
+            sys.exit(1)
+        except click.ClickException as e:
+            # One line, no usage dump: scripts read the first line of stderr.
+            message = " ".join(e.format_message().split())
+            click.echo(f"Error: {message}", err=True)
+            sys.exit(e.exit_code)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(mlxd.__version__, prog_name="mlxd")
+def cli():
+    """Queue, run and compare MLX model work: convert, quantize, benchmark."""

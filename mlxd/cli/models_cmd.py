@@ -1,0 +1,230 @@
+"""mlxd models add|synth|list|show|rm."""
+
+from __future__ import annotations
+
+import click
+
+from mlxd.cli.common import (
+    BadUsage,
+    UserError,
+    catalog_errors,
+    echo_csv,
+    echo_json,
+    get_paths,
+    get_store,
+    human_bytes,
+    human_count,
+    output_options,
+    render_table,
+    when,
+)
+
+
+@click.group()
+def models():
+    """Register, make, list and remove models in the catalog."""
+
+
+@models.command()
+@click.argument("path", type=click.Path(file_okay=False, path_type=str))
+@click.option("--name", help="Catalog name (default: the folder's name)")
+@catalog_errors
+def add(path: str, name: str | None):
+    """Register an existing Hugging Face or MLX model folder."""
+    from pathlib import Path
+
+    from mlxd.catalog.models import Model
+    from mlxd.jobs.synth import check_name
+    from mlxd.modelfolder import inspect_folder
+
+    info = inspect_folder(Path(path))
+    name = name or info.path.name
+    check_name(name)
+    q = info.quantization or {}
+    model = get_store().add_model(
+        Model(
+            name=name,
+            path=str(info.path),
+            format=info.format,
+            source="local",
+            architecture=info.architecture,
+            num_parameters=info.num_parameters,
+            size_bytes=info.size_bytes,
+            dtype=info.dtype,
+            quant_bits=q.get("bits"),
+            quant_group_size=q.get("group_size"),
+            quant_mode=q.get("mode", "affine") if q else None,
+            bits_per_weight=info.bits_per_weight if q else None,
+            managed=False,
+        )
+    )
+    click.echo(
+        f"Added model {model.id}: {model.name} ({model.format}, {model.architecture}, "
+        f"{human_count(model.num_parameters)} parameters)"
+    )
+
+
+@models.command()
+@click.argument("name")
+@click.option("--arch", type=click.Choice(["llama", "qwen2"]), default="llama", show_default=True)
+@click.option("--size", type=click.Choice(["tiny", "small", "base"]), default="tiny",
+              show_default=True, help="tiny ~1M, small ~10M, base ~100M parameters")  # fmt: skip
+@click.option(
+    "--like",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Copy the shape of this config.json",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@catalog_errors
+def synth(name: str, arch: str, size: str, like: str | None, seed: int):
+    """Make a real-architecture model with random weights, offline (runs now, no daemon)."""
+    from pathlib import Path
+
+    from mlxd.daemon.runner import Runner
+    from mlxd.jobs.synth import Spec
+
+    store = get_store()
+    if store.find_model(name) is not None:
+        raise BadUsage(f"a model named '{name}' already exists")
+    spec = Spec(name=name, arch=arch, size=size, seed=seed,
+                like=str(Path(like).resolve()) if like else None)  # fmt: skip
+    job = store.submit_job("synth", spec.to_params(), max_attempts=1)
+    outcome = Runner(store, get_paths()).handle(job.id)
+    if outcome is None or outcome.status != "succeeded":
+        raise UserError(f"synth failed: {outcome.error if outcome else 'not run'}")
+    model = store.resolve_model(name)
+    click.echo(
+        f"Made model {model.id}: {model.name} ({model.architecture}, "
+        f"{human_count(model.num_parameters)} parameters, random weights) at {model.path}"
+    )
+
+
+def _quant_label(m) -> str:
+    if m.quant_recipe:
+        return m.quant_recipe
+    if m.quant_mode and m.quant_mode != "affine":
+        return m.quant_mode
+    if m.quant_bits:
+        return f"{m.quant_bits}bit-g{m.quant_group_size}"
+    return ""
+
+
+@models.command("list")
+@output_options()
+def list_(json_: bool, csv_: bool):
+    """List the models in the catalog."""
+    store = get_store()
+    rows = store.list_models()
+    names = {m.id: m.name for m in rows}
+    if json_:
+        echo_json(rows)
+        return
+    if csv_:
+        echo_csv([m.model_dump() for m in rows])
+        return
+    if not rows:
+        click.echo("No models yet. Try 'mlxd models synth tiny' or 'mlxd models add PATH'.")
+        return
+    table = [
+        (
+            m.id,
+            m.name,
+            m.format,
+            m.architecture,
+            human_count(m.num_parameters),
+            human_bytes(m.size_bytes),
+            m.dtype,
+            _quant_label(m),
+            f"{m.bits_per_weight:.2f}" if m.bits_per_weight else "",
+            names.get(m.parent_id, ""),
+        )
+        for m in rows
+    ]
+    headers = ["ID", "NAME", "FORMAT", "ARCH", "PARAMS", "SIZE", "DTYPE", "QUANT", "BPW", "PARENT"]
+    click.echo(render_table(headers, table))
+
+
+@models.command()
+@click.argument("ref")
+@output_options(csv_ok=False)
+@catalog_errors
+def show(ref: str, json_: bool):
+    """Show one model: facts, lineage, derived models and benchmarks."""
+    store = get_store()
+    m = store.resolve_model(ref)
+    lineage = []
+    parent_id = m.parent_id
+    while parent_id is not None and len(lineage) < 50:
+        try:
+            parent = store.resolve_model(parent_id)
+        except Exception:
+            break
+        lineage.append(parent)
+        parent_id = parent.parent_id
+    children = store.children(m.id)
+    runs = store.bench_runs([m.id])
+    if json_:
+        data = m.model_dump()
+        data["lineage"] = [{"id": p.id, "name": p.name, "source": p.source} for p in lineage]
+        data["children"] = [{"id": c.id, "name": c.name} for c in children]
+        data["bench_run_ids"] = [r.id for r in runs]
+        echo_json(data)
+        return
+    facts = [
+        ("id", m.id),
+        ("name", m.name),
+        ("path", m.path),
+        ("format", m.format),
+        ("source", m.source + (f" (job {m.created_by_job_id})" if m.created_by_job_id else "")),
+        ("architecture", m.architecture),
+        ("parameters", f"{m.num_parameters:,}" if m.num_parameters else None),
+        ("size on disk", human_bytes(m.size_bytes)),
+        ("dtype", m.dtype),
+        ("quantization", _quant_label(m) or None),
+        ("bits per weight", f"{m.bits_per_weight:.3f}" if m.bits_per_weight else None),
+        ("created", when(m.created_at)),
+    ]
+    width = max(len(k) for k, _ in facts)
+    for k, v in facts:
+        if v not in (None, ""):
+            click.echo(f"{k.ljust(width)}  {v}")
+    if m.synthetic:
+        click.echo(
+            "note: random weights (synthetic model): speed and memory figures are real for "
+            "this shape, generated text and quality figures are meaningless"
+        )
+    if lineage:
+        chain = " <- ".join([m.name] + [p.name for p in lineage])
+        click.echo(f"lineage       {chain}")
+    if children:
+        click.echo("derived       " + ", ".join(c.name for c in children))
+    if runs:
+        click.echo(f"benchmarks    {len(runs)} run(s); see 'mlxd results --model {m.name}'")
+
+
+@models.command()
+@click.argument("ref")
+@click.option("--files", is_flag=True, help="Also delete the model's folder (only ones mlxd made)")
+@catalog_errors
+def rm(ref: str, files: bool):
+    """Remove a model from the catalog (its benchmarks too)."""
+    import shutil
+    from pathlib import Path
+
+    store = get_store()
+    m = store.resolve_model(ref)
+    busy = [
+        j.id
+        for j in store.list_jobs(["queued", "running"])
+        if j.params.get("model_id") == m.id or j.params.get("model") == m.name
+    ]
+    if busy:
+        raise UserError(f"model '{m.name}' is used by queued or running job(s) {busy}")
+    models_dir = get_paths().models
+    path = Path(m.path)
+    if files and not (m.managed and path.resolve().is_relative_to(models_dir)):
+        raise UserError(f"{path} was not made by mlxd; remove it yourself, or drop --files")
+    store.delete_model(m.id)
+    if files:
+        shutil.rmtree(path, ignore_errors=True)
+    click.echo(f"Removed model {m.id}: {m.name}" + (f" and deleted {path}" if files else ""))

@@ -1,0 +1,145 @@
+"""Job-submitting commands: mlxd convert|quantize|bench."""
+
+from __future__ import annotations
+
+import click
+
+from mlxd.cli.common import BadUsage, catalog_errors, get_store, job_options, submit
+
+
+def model_ref(ref: str, after: int | None) -> tuple[str, int | None]:
+    """(REF, its catalog id); a REF not found yet is allowed only after another job."""
+    from mlxd.catalog.store import NotFound
+
+    try:
+        return ref, get_store().resolve_model(ref).id
+    except NotFound:
+        if after is None:
+            raise
+        click.echo(f"Note: model '{ref}' does not exist yet; it is looked up when job "
+                   f"{after} has finished.", err=True)  # fmt: skip
+        return ref, None
+
+
+def check_free_name(name: str) -> None:
+    if get_store().find_model(name) is not None:
+        raise BadUsage(
+            f"a model named '{name}' already exists; pass --name or remove it with "
+            f"'mlxd models rm {name}'"
+        )
+
+
+def int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise BadUsage(
+            f"{what} must be a comma-separated list of whole numbers, not '{text}'"
+        ) from None
+    if not values:
+        raise BadUsage(f"{what} needs at least one value")
+    return values
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--dtype", type=click.Choice(["float16", "bfloat16", "float32"]),
+              help="Weights' dtype (default: float32 on the CPU backend, the model's own on Metal)")  # fmt: skip
+@click.option("--name", help="Name of the new model (default: REF-mlx)")
+@job_options
+@catalog_errors
+def convert(ref, dtype, name, wait, after, priority, timeout_s):
+    """Convert a Hugging Face-format model to MLX."""
+    from mlxd.jobs.convert import Spec
+
+    ref, model_id = model_ref(ref, after)
+    spec = Spec(model=ref, model_id=model_id, dtype=dtype, name=name)
+    check_free_name(spec.name)
+    submit("convert", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+
+
+@click.command()
+@click.argument("ref")
+@click.option(
+    "--bits", type=click.Choice(["2", "3", "4", "5", "6", "8"]), default="4", show_default=True
+)
+@click.option(
+    "--group-size", type=click.Choice(["32", "64", "128"]), default="64", show_default=True
+)
+@click.option("--mode", type=click.Choice(["affine", "mxfp4", "nvfp4", "mxfp8"]), default="affine",
+              show_default=True)  # fmt: skip
+@click.option("--recipe", type=click.Choice(["mixed_2_6", "mixed_3_4", "mixed_3_6", "mixed_4_6"]),
+              help="Mixed precision: more bits for the layers that matter most")  # fmt: skip
+@click.option("--dtype", type=click.Choice(["float16", "bfloat16", "float32"]),
+              help="dtype of scales and unquantized layers (default: float32 on CPU)")  # fmt: skip
+@click.option("--name", help="Name of the new model (default: from the recipe, e.g. REF-4bit-g64)")
+@job_options
+@catalog_errors
+def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, priority, timeout_s):
+    """Quantize a model (affine 2-8 bits, mxfp4, nvfp4, mxfp8 or a mixed recipe)."""
+    from mlxd.jobs.quantize import Spec
+
+    ref, model_id = model_ref(ref, after)
+    spec = Spec(model=ref, model_id=model_id, bits=int(bits), group_size=int(group_size),
+                mode=mode, recipe=recipe, dtype=dtype, name=name)  # fmt: skip
+    check_free_name(spec.name)
+    submit("quantize", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+
+
+@click.command()
+@click.argument("ref")
+@click.option(
+    "-p", "--prompt-tokens", default="512", show_default=True, help="Prompt length(s), e.g. 128,512"
+)
+@click.option(
+    "-g", "--gen-tokens", default="128", show_default=True, help="Tokens to generate, e.g. 64,128"
+)
+@click.option("-n", "--trials", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Unrecorded runs first",
+)
+@click.option("-b", "--batch-size", default="1", show_default=True, help="Batch size(s), e.g. 1,4")
+@click.option(
+    "--depth", default="0", show_default=True, help="Tokens already in the KV cache, e.g. 0,4096"
+)
+@click.option("--kv-bits", default=None, help="Quantized KV cache bits, e.g. 4,8")
+@click.option(
+    "--prefill-step-size", default="2048", show_default=True, help="Prefill chunk size(s)"
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the random prompt tokens"
+)
+@click.option(
+    "--delay",
+    "delay_s",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Seconds between trials (cool-down)",
+)
+@job_options
+@catalog_errors
+def bench(ref, prompt_tokens, gen_tokens, trials, warmup, batch_size, depth, kv_bits,
+          prefill_step_size, seed, delay_s, wait, after, priority, timeout_s):  # fmt: skip
+    """Benchmark a model: prompt and generation tok/s, time to first token, peak memory."""
+    from mlxd.jobs.bench import Spec
+
+    ref, model_id = model_ref(ref, after)
+    spec = Spec(
+        model=ref,
+        model_id=model_id,
+        prompt_tokens=int_list(prompt_tokens, "-p"),
+        gen_tokens=int_list(gen_tokens, "-g"),
+        batch_size=int_list(batch_size, "--batch-size"),
+        depth=int_list(depth, "--depth"),
+        kv_bits=int_list(kv_bits, "--kv-bits") if kv_bits else [None],
+        prefill_step_size=int_list(prefill_step_size, "--prefill-step-size"),
+        trials=trials,
+        warmup=warmup,
+        seed=seed,
+        delay_s=delay_s,
+    )
+    submit("bench", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)

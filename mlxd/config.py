@@ -1,0 +1,75 @@
+"""Where mlxd keeps its state, and the few settings that shape it.
+
+Everything lives under one folder, ``MLXD_HOME`` (default: the platform's
+app-data folder), so a test or a second team can point the whole tool elsewhere
+with one environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_HOME = "MLXD_HOME"
+
+
+def default_home() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("mlxd", appauthor=False))
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The layout of one ``MLXD_HOME``."""
+
+    home: Path
+
+    @property
+    def catalog_db(self) -> Path:
+        return self.home / "catalog.db"
+
+    @property
+    def queue_db(self) -> Path:
+        return self.home / "queue.db"
+
+    @property
+    def models(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def partial(self) -> Path:
+        # Jobs write here first; only a finished job's folder is renamed into models/.
+        return self.models / ".partial"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.logs / "daemon.log"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.home / "daemon.pid"
+
+    @property
+    def lockfile(self) -> Path:
+        return self.home / "daemon.lock"
+
+    def job_log(self, job_id: int) -> Path:
+        return self.logs / f"job-{job_id}.log"
+
+    def ensure(self) -> Paths:
+        for p in (self.home, self.models, self.partial, self.logs):
+            p.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def paths(home: str | os.PathLike | None = None) -> Paths:
+    """The paths for ``home``, else ``$MLXD_HOME``, else the platform default."""
+    if home is None:
+        home = os.environ.get(ENV_HOME) or default_home()
+    return Paths(Path(home).expanduser().resolve())

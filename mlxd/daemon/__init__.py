@@ -1,0 +1,1 @@
+"""The daemon: huey consumer, one child process per job, supervision and recovery."""

@@ -1,0 +1,262 @@
+"""Running one job: claim it, start its child process, follow it, record the outcome.
+
+The same code serves the daemon's worker threads and commands that run a job in the
+foreground (``mlxd models synth``): a job always runs in a fresh child process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlxd.catalog.models import utcnow
+from mlxd.catalog.store import CatalogError, Store
+from mlxd.config import Paths
+from mlxd.jobs import UnknownJobKind, load_kind
+from mlxd.jobs.base import FinishContext, JobFailed, SpecError
+from mlxd.modelfolder import ModelFolderError
+
+log = logging.getLogger("mlxd.runner")
+
+POLL_S = 0.2  # how often the supervisor looks at cancel requests and the clock
+PROGRESS_WRITE_S = 0.5  # at most this often a progress row is written
+KILL_GRACE_S = 3.0
+
+
+@dataclass
+class Outcome:
+    status: str  # succeeded | failed | cancelled | requeued
+    error: str | None = None
+
+
+@dataclass
+class Runner:
+    store: Store
+    paths: Paths
+    # Set when the daemon is shutting down: the running job is stopped and re-queued.
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    # Called with a job id that became runnable (a dependent whose prerequisite succeeded).
+    release: Callable[[int], None] = lambda job_id: None
+
+    def handle(self, job_id: int) -> Outcome | None:
+        """Run job ``job_id`` if it is queued and its prerequisite allows; None otherwise."""
+        try:
+            job = self.store.get_job(job_id)
+        except CatalogError:
+            log.warning("job %s is not in the catalog; dropped", job_id)
+            return None
+        if job.status != "queued":
+            return None
+        if job.after_job_id is not None:
+            pre = self.store.get_job(job.after_job_id)
+            if pre.status in ("queued", "running"):
+                return None  # released when the prerequisite finishes
+            if pre.status != "succeeded":
+                self.store.fail_dependents(pre.id)
+                return Outcome("failed", "prerequisite failed")
+        claimed = self.store.claim_job(job_id, host=socket.gethostname(), daemon_pid=os.getpid())
+        if claimed is None:
+            return None
+        outcome = self._run(claimed)
+        if outcome.status == "succeeded":
+            for dep in self.store.dependents(job_id):
+                self.release(dep.id)
+        elif outcome.status in ("failed", "cancelled"):
+            self.store.fail_dependents(job_id)
+        return outcome
+
+    # -- one attempt ----------------------------------------------------------------------
+
+    def _run(self, job) -> Outcome:
+        self.paths.ensure()
+        log_path = Path(job.log_path or self.paths.job_log(job.id))
+        with open(log_path, "a", buffering=1) as joblog:
+            joblog.write(
+                f"=== job {job.id} ({job.kind}) attempt {job.attempts} on {job.host} "
+                f"at {utcnow():%Y-%m-%d %H:%M:%S} UTC\n"
+            )
+            outcome = self._attempt(job, joblog)
+            joblog.write(
+                f"=== {outcome.status}" + (f": {outcome.error}" if outcome.error else "") + "\n"
+            )
+        return outcome
+
+    def _fail(self, job_id: int, error: str) -> Outcome:
+        self.store.finish_job(job_id, "failed", error=error)
+        return Outcome("failed", error)
+
+    def _attempt(self, job, joblog) -> Outcome:
+        try:
+            kind = load_kind(job.kind)
+            spec = kind.Spec.from_params(job.params)
+            inputs = kind.prepare(spec, self.store)
+        except (UnknownJobKind, SpecError, CatalogError, JobFailed, ModelFolderError) as e:
+            return self._fail(job.id, str(e).strip("'\""))
+        except TypeError as e:
+            return self._fail(job.id, f"invalid parameters for a {job.kind} job ({e})")
+
+        output_dir = None
+        if getattr(kind, "PRODUCES_MODEL", False):
+            output_dir = self.paths.partial / f"job-{job.id}-attempt-{job.attempts}"
+            shutil.rmtree(output_dir, ignore_errors=True)
+        request = {
+            "job_id": job.id,
+            "kind": job.kind,
+            "params": job.params,
+            "inputs": inputs,
+            "output_dir": str(output_dir) if output_dir else None,
+        }
+        result, error, ended = self._supervise(job, request, joblog)
+        if ended in ("cancelled", "requeued") or error is not None or result is None:
+            if output_dir:
+                shutil.rmtree(output_dir, ignore_errors=True)
+        if ended == "cancelled":
+            self.store.finish_job(job.id, "cancelled", error="cancelled by user")
+            return Outcome("cancelled", "cancelled by user")
+        if ended == "requeued":
+            # Not the job's fault: this attempt does not count against max_attempts.
+            self.store.update_job(job.id, attempts=max(job.attempts - 1, 0))
+            self.store.requeue_job(job.id, "the daemon stopped; the job will run again")
+            return Outcome("requeued")
+        if error is not None or result is None:
+            return self._fail(job.id, error or "the job ended without a result")
+        return self._finish(job, kind, spec, inputs, result, output_dir)
+
+    def _finish(self, job, kind, spec, inputs, result, output_dir: Path | None) -> Outcome:
+        final = None
+        if output_dir is not None:
+            final = self.paths.models / spec.name
+            if final.exists():
+                if self.store.find_model(str(final)) is not None:
+                    shutil.rmtree(output_dir, ignore_errors=True)
+                    return self._fail(job.id, f"a model folder already exists at {final}")
+                # Left over from a crash between the rename and the catalog commit.
+                shutil.rmtree(final)
+            os.replace(output_dir, final)
+        try:
+            with self.store.write() as s:
+                fin = FinishContext(self.store, s, job, final)
+                kind.finish(spec, inputs, result, fin)
+                self.store.finish_job(
+                    job.id,
+                    "succeeded",
+                    session=s,
+                    progress=1.0,
+                    message="done",
+                    result=fin.summary,
+                    output_model_id=fin.output_model_id,
+                )
+        except Exception as e:  # the catalog refused the result: undo the folder move
+            log.exception("recording the result of job %s failed", job.id)
+            if final is not None:
+                shutil.rmtree(final, ignore_errors=True)
+            return self._fail(job.id, f"could not record the result: {e}")
+        return Outcome("succeeded")
+
+    # -- the child process ----------------------------------------------------------------
+
+    def _supervise(self, job, request: dict[str, Any], joblog):
+        """Run the child; returns (result, error, ended) with ended in done|cancelled|requeued."""
+        env = dict(os.environ, MLXD_HOME=str(self.paths.home), PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlxd.daemon.child"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=joblog,
+            env=env,
+            text=True,
+        )
+        self.store.update_job(job.id, pid=proc.pid, message="started")
+        try:
+            proc.stdin.write(json.dumps(request))
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        events: queue.Queue = queue.Queue()
+
+        def read_events():
+            for line in proc.stdout:
+                try:
+                    events.put(json.loads(line))
+                except json.JSONDecodeError:
+                    joblog.write(line)
+            events.put(None)
+
+        reader = threading.Thread(target=read_events, daemon=True)
+        reader.start()
+
+        started = time.monotonic()
+        result = error = None
+        ended = "done"
+        last_write = 0.0
+        pending_progress: dict[str, Any] | None = None
+        last_check = 0.0
+        while True:
+            try:
+                ev = events.get(timeout=POLL_S)
+            except queue.Empty:
+                ev = False
+            if ev is None:
+                break
+            if ev:
+                kind = ev.get("event")
+                if kind == "progress":
+                    pending_progress = {"progress": ev["fraction"], "message": ev["message"]}
+                elif kind == "result":
+                    result = ev["result"]
+                elif kind == "error":
+                    error = ev["message"]
+            now = time.monotonic()
+            if pending_progress and now - last_write >= PROGRESS_WRITE_S:
+                self.store.update_job(job.id, heartbeat_at=utcnow(), **pending_progress)
+                pending_progress, last_write = None, now
+            if now - last_check >= POLL_S:
+                last_check = now
+                if self.stop_event.is_set():
+                    ended = "requeued"
+                elif job.timeout_s and now - started > job.timeout_s:
+                    error = f"timed out after {job.timeout_s:g} s"
+                elif self.store.get_job(job.id).cancel_requested:
+                    ended = "cancelled"
+                if ended != "done" or error:
+                    _terminate(proc)
+                    break
+        rc = proc.wait()
+        reader.join(timeout=5)
+        if ended == "done" and error is None and rc != 0:
+            error = _describe_exit(rc)
+        return result, error, ended
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL: a long C call inside MLX may not notice a polite request."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(KILL_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _describe_exit(rc: int) -> str:
+    if rc < 0:
+        sig = signal.Signals(-rc).name
+        if sig == "SIGKILL":
+            return "the job's process was killed (SIGKILL; out of memory?)"
+        return f"the job's process crashed ({sig})"
+    return f"the job's process exited with status {rc}"

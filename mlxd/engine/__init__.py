@@ -1,0 +1,1 @@
+"""The only mlxd code that imports mlx / mlx_lm; submodules load it lazily, types never."""

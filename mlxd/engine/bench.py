@@ -1,0 +1,259 @@
+"""Throughput / latency / memory benchmark of one model over a list of BenchPoints."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .types import BenchPoint, BenchResult, TrialResult
+
+# mlx-lm's default group size for a quantized KV cache, and the fallback for small heads.
+KV_GROUP_SIZES = (64, 32)
+KV_BITS = (2, 3, 4, 5, 6, 8)
+# Often enough to catch the RSS peak of a trial without costing measurable CPU.
+RSS_SAMPLE_INTERVAL_S = 0.005
+
+
+def bench_model(
+    path: Path,
+    points: list[BenchPoint],
+    *,
+    trials: int = 3,
+    warmup: int = 1,
+    seed: int = 0,
+    delay_s: float = 0.0,
+    on_trial: Callable[[TrialResult], None] | None = None,
+    on_progress: Callable[[float, str], None] | None = None,
+) -> BenchResult:
+    """Load the model once, then run `warmup` unrecorded and `trials` recorded runs per point.
+
+    Prompts are random ids from the tokenizer's ordinary vocabulary (no special tokens), drawn
+    from `seed`; EOS is ignored so every run generates exactly gen_tokens tokens per sequence.
+    For batch_size > 1 the token counts and tok/s figures are totals over the batch.
+    """
+    for point in points:
+        _check_point(point)
+    if trials < 1 or warmup < 0:
+        raise ValueError("trials must be at least 1 and warmup at least 0.")
+
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm import load
+    from mlx_lm.utils import compute_bits_per_weight, get_total_parameters
+
+    from .system import backend_facts
+
+    progress = on_progress or (lambda _fraction, _message: None)
+    progress(0.0, f"loading {path}")
+    tic = time.perf_counter()
+    model, tokenizer, config = load(str(path), return_config=True)
+    load_time_s = time.perf_counter() - tic
+    # No EOS: every run must produce exactly the requested number of tokens.
+    tokenizer.eos_token_ids = set()
+    token_pool = _token_pool(tokenizer, config)
+    needs_kv_group = any(p.kv_bits is not None for p in points)
+    kv_group_size = _kv_group_size(model, config) if needs_kv_group else KV_GROUP_SIZES[0]
+    mx.random.seed(seed)
+
+    facts = backend_facts()
+    result = BenchResult(
+        load_time_s=load_time_s,
+        trials=[],
+        model_memory_bytes=int(sum(v.nbytes for _, v in tree_flatten(model.parameters()))),
+        num_parameters=int(get_total_parameters(model)),
+        bits_per_weight=float(compute_bits_per_weight(model)),
+        backend=facts["backend"],
+        mlx_version=facts["mlx_version"],
+        mlx_lm_version=facts["mlx_lm_version"],
+    )
+
+    runs_total = len(points) * (warmup + trials)
+    runs_done = 0
+    for point_index, point in enumerate(points):
+        rng = np.random.default_rng([seed, point_index])
+        label = (
+            f"p={point.prompt_tokens} g={point.gen_tokens} b={point.batch_size}"
+            f" depth={point.depth} kv_bits={point.kv_bits}"
+        )
+        for run in range(warmup + trials):
+            measured = run >= warmup
+            what = (
+                f"trial {run - warmup + 1}/{trials}" if measured else f"warmup {run + 1}/{warmup}"
+            )
+            progress(runs_done / runs_total, f"{label}: {what}")
+            if measured and delay_s > 0:
+                time.sleep(delay_s)
+            trial = _run_once(model, tokenizer, point, rng, token_pool, kv_group_size)
+            runs_done += 1
+            if measured:
+                trial = replace(trial, trial_index=run - warmup)
+                result.trials.append(trial)
+                if on_trial is not None:
+                    on_trial(trial)
+    progress(1.0, "done")
+    return result
+
+
+def _check_point(point: BenchPoint) -> None:
+    if point.prompt_tokens < 1 or point.gen_tokens < 1 or point.batch_size < 1:
+        raise ValueError("prompt_tokens, gen_tokens and batch_size must be at least 1.")
+    if point.depth < 0 or point.prefill_step_size < 1:
+        raise ValueError("depth must be at least 0 and prefill_step_size at least 1.")
+    if point.kv_bits is not None and point.kv_bits not in KV_BITS:
+        raise ValueError(
+            f"kv_bits must be one of {'/'.join(map(str, KV_BITS))}, not {point.kv_bits}."
+        )
+    if point.batch_size > 1 and (point.depth or point.kv_bits is not None):
+        # mlx-lm's BatchGenerator has no quantized KV cache, and a shared depth would need
+        # per-sequence caches: measure those at batch size 1.
+        raise ValueError("depth and kv_bits are supported only with batch_size 1.")
+
+
+def _token_pool(tokenizer: Any, config: dict[str, Any]) -> np.ndarray:
+    """Ids a random prompt may use: ordinary tokens known to both tokenizer and embedding."""
+    vocab_size = config.get("vocab_size") or config["text_config"]["vocab_size"]
+    size = min(vocab_size, len(tokenizer.get_vocab()))
+    special = set(tokenizer.all_special_ids)
+    special.update(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    pool = np.array([i for i in range(size) if i not in special], dtype=np.int64)
+    if pool.size == 0:
+        raise ValueError("The tokenizer has no ordinary tokens to build a prompt from.")
+    return pool
+
+
+def _kv_group_size(model: Any, config: dict[str, Any]) -> int:
+    """Largest usual KV quantization group that divides the head dimension (keys are grouped
+    along it); tiny models have heads narrower than mlx-lm's default 64."""
+    head_dim = config.get("head_dim")
+    if not head_dim:
+        try:
+            head_dim = model.layers[0].self_attn.head_dim
+        except AttributeError:
+            head_dim = config["hidden_size"] // config["num_attention_heads"]
+    for group in KV_GROUP_SIZES:
+        if head_dim % group == 0:
+            return group
+    raise ValueError(
+        f"A quantized KV cache needs a head dimension divisible by 32, not {head_dim}."
+    )
+
+
+def _run_once(
+    model: Any,
+    tokenizer: Any,
+    point: BenchPoint,
+    rng: np.random.Generator,
+    pool: np.ndarray,
+    kv_group_size: int,
+) -> TrialResult:
+    import mlx.core as mx
+    from mlx_lm import batch_generate, stream_generate
+    from mlx_lm.generate import maybe_quantize_kv_cache
+    from mlx_lm.models.cache import make_prompt_cache
+
+    prompts = rng.choice(pool, size=(point.batch_size, point.prompt_tokens)).tolist()
+
+    prompt_cache = None
+    if point.depth:
+        # Untimed: `depth` tokens already sit in the KV cache when the measured prompt arrives.
+        prompt_cache = make_prompt_cache(model)
+        context = mx.array(rng.choice(pool, size=point.depth))
+        for start in range(0, point.depth, point.prefill_step_size):
+            model(context[None, start : start + point.prefill_step_size], cache=prompt_cache)
+            mx.eval([c.state for c in prompt_cache])
+        # Quantize now so the conversion is not timed as part of the measured prompt.
+        maybe_quantize_kv_cache(prompt_cache, 0, kv_group_size, point.kv_bits)
+        mx.eval([c.state for c in prompt_cache])
+
+    mx.reset_peak_memory()
+    with _RssSampler() as rss:
+        tic = time.perf_counter()
+        if point.batch_size == 1:
+            ttft_s = 0.0
+            response = None
+            kv_args: dict[str, Any] = {}
+            if point.kv_bits is not None:
+                kv_args = {
+                    "kv_bits": point.kv_bits,
+                    "kv_group_size": kv_group_size,
+                    "quantized_kv_start": 0,
+                }
+            for response in stream_generate(
+                model,
+                tokenizer,
+                prompts[0],
+                max_tokens=point.gen_tokens,
+                prompt_cache=prompt_cache,
+                prefill_step_size=point.prefill_step_size,
+                **kv_args,
+            ):
+                if response.generation_tokens == 1:
+                    ttft_s = time.perf_counter() - tic
+            total_s = time.perf_counter() - tic
+            assert response is not None
+            prompt_tps, generation_tps = response.prompt_tps, response.generation_tps
+            prompt_tokens, generated = response.prompt_tokens, response.generation_tokens
+        else:
+            stats = batch_generate(
+                model,
+                tokenizer,
+                prompts,
+                max_tokens=point.gen_tokens,
+                prefill_step_size=point.prefill_step_size,
+            ).stats
+            total_s = time.perf_counter() - tic
+            # The batch API reports no per-token times; its prompt phase ends at the first tokens.
+            ttft_s = stats.prompt_time
+            prompt_tps, generation_tps = stats.prompt_tps, stats.generation_tps
+            prompt_tokens, generated = stats.prompt_tokens, stats.generation_tokens
+
+    return TrialResult(
+        point=point,
+        trial_index=0,
+        prompt_tps=float(prompt_tps),
+        generation_tps=float(generation_tps),
+        ttft_s=ttft_s,
+        total_s=total_s,
+        peak_memory_bytes=int(mx.get_peak_memory()),
+        active_memory_bytes=int(mx.get_active_memory()),
+        cache_memory_bytes=int(mx.get_cache_memory()),
+        peak_rss_bytes=rss.peak,
+        prompt_tokens=int(prompt_tokens),
+        generated_tokens=int(generated),
+    )
+
+
+class _RssSampler:
+    """Max RSS of this process while the block runs (psutil has no resettable peak)."""
+
+    def __init__(self, interval_s: float = RSS_SAMPLE_INTERVAL_S) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="mlxd-rss", daemon=True)
+        self.peak = 0
+
+    def _read(self) -> None:
+        self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self._read()
+
+    def __enter__(self) -> _RssSampler:
+        self._read()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._read()

@@ -1,0 +1,78 @@
+"""Plain result types of the engine (no mlx import): JSON-serialisable via dataclasses.asdict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BenchPoint:
+    """One benchmark configuration: prompt and generation lengths plus cache settings."""
+
+    prompt_tokens: int
+    gen_tokens: int
+    batch_size: int = 1
+    depth: int = 0
+    kv_bits: int | None = None
+    prefill_step_size: int = 2048
+
+
+@dataclass
+class TrialResult:
+    """One measured trial of a BenchPoint.
+
+    peak/active/cache_memory_bytes are MLX's own counters (peak counts active memory only,
+    not MLX's buffer cache); peak_rss_bytes is the OS resident set size of the process.
+    """
+
+    point: BenchPoint
+    trial_index: int
+    prompt_tps: float
+    generation_tps: float
+    ttft_s: float
+    total_s: float
+    peak_memory_bytes: int
+    active_memory_bytes: int
+    cache_memory_bytes: int
+    peak_rss_bytes: int
+    prompt_tokens: int
+    generated_tokens: int
+
+
+@dataclass
+class BenchResult:
+    """All trials of one bench_model call."""
+
+    load_time_s: float
+    trials: list[TrialResult]
+    model_memory_bytes: int
+    num_parameters: int = 0
+    bits_per_weight: float = 0.0
+    backend: str = ""
+    mlx_version: str = ""
+    mlx_lm_version: str = ""
+
+
+@dataclass
+class QuantizeResult:
+    """What quantize_model produced."""
+
+    bits_per_weight: float
+    num_parameters: int
+    bits: int
+    group_size: int
+    mode: str
+    recipe: str | None = None
+    dtype: str | None = None
+
+
+@dataclass
+class GenerationStats:
+    """Figures of one generate_stream run, final once iteration has ended."""
+
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    prompt_tps: float = 0.0
+    generation_tps: float = 0.0
+    peak_memory_bytes: int = 0
+    finish_reason: str | None = None

@@ -1,0 +1,174 @@
+"""bench: speed and memory of a model, over a grid of points, model loaded once."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlxd.jobs.base import (
+    FinishContext,
+    ModelRefSpec,
+    RunContext,
+    SpecError,
+    resolve_input_model,
+)
+
+PRODUCES_MODEL = False
+KV_BITS = (2, 3, 4, 6, 8)
+
+
+@dataclass
+class Spec(ModelRefSpec):
+    prompt_tokens: list[int] = field(default_factory=lambda: [512])
+    gen_tokens: list[int] = field(default_factory=lambda: [128])
+    batch_size: list[int] = field(default_factory=lambda: [1])
+    depth: list[int] = field(default_factory=lambda: [0])
+    kv_bits: list[int | None] = field(default_factory=lambda: [None])
+    prefill_step_size: list[int] = field(default_factory=lambda: [2048])
+    trials: int = 3
+    warmup: int = 1
+    seed: int = 0
+    delay_s: float = 0.0
+
+    def __post_init__(self):
+        for name in ("prompt_tokens", "gen_tokens", "batch_size", "prefill_step_size"):
+            values = getattr(self, name)
+            if not values or any(int(v) < 1 for v in values):
+                raise SpecError(f"{name.replace('_', ' ')} must be positive whole numbers")
+        if any(int(d) < 0 for d in self.depth):
+            raise SpecError("depth must be zero or more tokens")
+        if any(k is not None and k not in KV_BITS for k in self.kv_bits):
+            raise SpecError(f"--kv-bits must be one of {', '.join(map(str, KV_BITS))}")
+        if self.trials < 1:
+            raise SpecError("--trials must be at least 1")
+        if self.warmup < 0:
+            raise SpecError("--warmup must be zero or more")
+        if self.delay_s < 0:
+            raise SpecError("--delay must be zero or more seconds")
+
+    def points(self) -> list[dict[str, Any]]:
+        grid = itertools.product(
+            self.prompt_tokens,
+            self.gen_tokens,
+            self.batch_size,
+            self.depth,
+            self.kv_bits,
+            self.prefill_step_size,
+        )
+        keys = (
+            "prompt_tokens",
+            "gen_tokens",
+            "batch_size",
+            "depth",
+            "kv_bits",
+            "prefill_step_size",
+        )
+        return [dict(zip(keys, values, strict=True)) for values in grid]
+
+
+def describe(spec: Spec) -> str:
+    p = ",".join(map(str, spec.prompt_tokens))
+    g = ",".join(map(str, spec.gen_tokens))
+    return f"bench {spec.model} -p {p} -g {g} -n {spec.trials}"
+
+
+def prepare(spec: Spec, store) -> dict[str, Any]:
+    return resolve_input_model(spec, store)
+
+
+def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+    import dataclasses
+    from pathlib import Path
+
+    from mlxd.engine.bench import bench_model
+    from mlxd.engine.types import BenchPoint
+    from mlxd.sysinfo import system_facts
+
+    points = [BenchPoint(**p) for p in spec.points()]
+    ctx.progress(0.0, f"loading {inputs['model_name']}")
+    result = bench_model(
+        Path(inputs["model_path"]),
+        points,
+        trials=spec.trials,
+        warmup=spec.warmup,
+        seed=spec.seed,
+        delay_s=spec.delay_s,
+        on_progress=ctx.progress,
+    )
+    out = dataclasses.asdict(result)
+    out["system"] = system_facts()
+    return out
+
+
+def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: FinishContext) -> None:
+    from mlxd.catalog.models import BenchRun, BenchTrial
+    from mlxd.stats import summarize
+
+    system = fin.store.system_for(result["system"], session=fin.session)
+    by_point: dict[tuple, list[dict[str, Any]]] = {}
+    for t in result["trials"]:
+        key = tuple(sorted(t["point"].items(), key=lambda kv: kv[0]))
+        by_point.setdefault(key, []).append(t)
+    run_ids = []
+    for key, trials in by_point.items():
+        point = dict(key)
+        prompt = summarize([t["prompt_tps"] for t in trials])
+        gen = summarize([t["generation_tps"] for t in trials])
+        ttft = summarize([t["ttft_s"] for t in trials])
+        run = BenchRun(
+            job_id=fin.job.id,
+            model_id=inputs["model_id"],
+            system_id=system.id,
+            prompt_tokens=point["prompt_tokens"],
+            gen_tokens=point["gen_tokens"],
+            batch_size=point["batch_size"],
+            depth=point["depth"],
+            kv_bits=point["kv_bits"],
+            prefill_step_size=point["prefill_step_size"],
+            trials=len(trials),
+            warmup=spec.warmup,
+            seed=spec.seed,
+            load_time_s=result.get("load_time_s"),
+            prompt_tps_mean=prompt.mean,
+            prompt_tps_median=prompt.median,
+            prompt_tps_std=prompt.std,
+            generation_tps_mean=gen.mean,
+            generation_tps_median=gen.median,
+            generation_tps_std=gen.std,
+            ttft_s_mean=ttft.mean,
+            ttft_s_median=ttft.median,
+            ttft_s_std=ttft.std,
+            peak_memory_bytes=max(t["peak_memory_bytes"] for t in trials),
+            peak_rss_bytes=max((t.get("peak_rss_bytes") or 0) for t in trials) or None,
+            model_memory_bytes=result.get("model_memory_bytes"),
+            details={
+                "prompt_tps_ci95": _finite(prompt.ci95),
+                "generation_tps_ci95": _finite(gen.ci95),
+                "ttft_s_ci95": _finite(ttft.ci95),
+            },
+        )
+        rows = [
+            BenchTrial(
+                run_id=0,
+                trial_index=t["trial_index"],
+                prompt_tokens=t["prompt_tokens"],
+                generated_tokens=t["generated_tokens"],
+                prompt_tps=t["prompt_tps"],
+                generation_tps=t["generation_tps"],
+                ttft_s=t["ttft_s"],
+                total_s=t["total_s"],
+                peak_memory_bytes=t["peak_memory_bytes"],
+                active_memory_bytes=t.get("active_memory_bytes"),
+                cache_memory_bytes=t.get("cache_memory_bytes"),
+                peak_rss_bytes=t.get("peak_rss_bytes"),
+            )
+            for t in trials
+        ]
+        fin.store.add_bench_run(run, rows, session=fin.session)
+        run_ids.append(run.id)
+    fin.summary["bench_run_ids"] = run_ids
+
+
+def _finite(x: float) -> float | None:
+    return None if x != x else x  # NaN -> None (JSON has no NaN)

@@ -1,0 +1,118 @@
+"""quantize: affine (2-8 bits), microscaling (mxfp4, nvfp4, mxfp8) or mixed-precision recipes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mlxd.jobs.base import (
+    FinishContext,
+    ModelRefSpec,
+    RunContext,
+    SpecError,
+    base_name,
+    resolve_input_model,
+)
+from mlxd.jobs.convert import DTYPES, _parent_synthetic
+from mlxd.jobs.synth import check_name
+
+PRODUCES_MODEL = True
+BITS = (2, 3, 4, 5, 6, 8)
+GROUP_SIZES = (32, 64, 128)
+# Microscaling modes fix their bits and group size (MLX's quantize documentation).
+MODES = {"affine": None, "mxfp4": (4, 32), "nvfp4": (4, 16), "mxfp8": (8, 32)}
+RECIPES = ("mixed_2_6", "mixed_3_4", "mixed_3_6", "mixed_4_6")
+
+
+@dataclass
+class Spec(ModelRefSpec):
+    bits: int = 4
+    group_size: int = 64
+    mode: str = "affine"
+    recipe: str | None = None
+    dtype: str | None = None  # of scales and unquantized layers; None: backend default
+    name: str | None = None
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise SpecError(f"unknown mode '{self.mode}'; choose from {', '.join(MODES)}")
+        if self.recipe is not None and self.recipe not in RECIPES:
+            raise SpecError(f"unknown recipe '{self.recipe}'; choose from {', '.join(RECIPES)}")
+        if self.recipe is not None and self.mode != "affine":
+            raise SpecError("--recipe works with the affine mode only")
+        fixed = MODES[self.mode]
+        if fixed:
+            self.bits, self.group_size = fixed
+        else:
+            if self.bits not in BITS:
+                raise SpecError(f"--bits must be one of {', '.join(map(str, BITS))}")
+            if self.group_size not in GROUP_SIZES:
+                raise SpecError(f"--group-size must be one of {', '.join(map(str, GROUP_SIZES))}")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise SpecError(f"unknown dtype '{self.dtype}'; choose from {', '.join(DTYPES)}")
+        if self.name is None:
+            self.name = f"{base_name(self.model)}-{self.variant}"
+        check_name(self.name)
+
+    @property
+    def variant(self) -> str:
+        """The recipe as a short name: '4bit-g64', 'mxfp4', 'mixed_3_6-g64'."""
+        if self.recipe:
+            return f"{self.recipe}-g{self.group_size}"
+        if self.mode != "affine":
+            return self.mode
+        return f"{self.bits}bit-g{self.group_size}"
+
+
+def describe(spec: Spec) -> str:
+    return f"quantize {spec.model} -> {spec.name}"
+
+
+def prepare(spec: Spec, store) -> dict[str, Any]:
+    return resolve_input_model(spec, store)
+
+
+def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+    from pathlib import Path
+
+    from mlxd.engine.convert import quantize_model
+
+    ctx.progress(0.1, f"quantizing {inputs['model_name']} to {spec.variant}")
+    info = quantize_model(
+        Path(inputs["model_path"]),
+        ctx.output_dir,
+        bits=spec.bits,
+        group_size=spec.group_size,
+        mode=spec.mode,
+        recipe=spec.recipe,
+        dtype=spec.dtype,
+    )
+    ctx.progress(1.0, "done")
+    return dict(info)
+
+
+def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: FinishContext) -> None:
+    fin.register_model(
+        name=spec.name,
+        source="quantize",
+        parent_id=inputs["model_id"],
+        synthetic=_parent_synthetic(fin, inputs),
+        quant_bits=None if spec.recipe else spec.bits,
+        quant_group_size=spec.group_size,
+        quant_mode=spec.mode,
+        quant_recipe=spec.recipe,
+        bits_per_weight=result.get("bits_per_weight"),
+        num_parameters=result.get("num_parameters"),
+        details={
+            "recipe": {
+                "quantize": {
+                    "bits": spec.bits,
+                    "group_size": spec.group_size,
+                    "mode": spec.mode,
+                    "recipe": spec.recipe,
+                    "dtype": spec.dtype,
+                }
+            }
+        },
+    )
+    fin.summary["bits_per_weight"] = result.get("bits_per_weight")

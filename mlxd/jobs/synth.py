@@ -1,0 +1,78 @@
+"""synth: a real-architecture model with random weights and a trained tokenizer, made offline."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from mlxd.jobs.base import FinishContext, RunContext, SpecError
+
+PRODUCES_MODEL = True
+ARCHS = ("llama", "qwen2")
+SIZES = ("tiny", "small", "base")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_name(name: str) -> None:
+    if not NAME_RE.match(name) or name.isdigit():
+        raise SpecError(
+            f"invalid model name '{name}': use letters, digits, '.', '_' or '-' "
+            "(and not only digits)"
+        )
+
+
+@dataclass
+class Spec:
+    name: str
+    arch: str = "llama"
+    size: str = "tiny"
+    seed: int = 0
+    like: str | None = None  # a config.json whose shape to copy
+
+    def __post_init__(self):
+        check_name(self.name)
+        if self.arch not in ARCHS:
+            raise SpecError(f"unknown architecture '{self.arch}'; choose from {', '.join(ARCHS)}")
+        if self.like is None and self.size not in SIZES:
+            raise SpecError(f"unknown size '{self.size}'; choose from {', '.join(SIZES)}")
+
+    def to_params(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Spec:
+        return cls(**params)
+
+
+def describe(spec: Spec) -> str:
+    shape = f"like {spec.like}" if spec.like else spec.size
+    return f"synth {spec.name} ({spec.arch}, {shape}, seed {spec.seed})"
+
+
+def prepare(spec: Spec, store) -> dict[str, Any]:
+    return {}
+
+
+def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+    from pathlib import Path
+
+    from mlxd.engine.synth import synth_model
+
+    ctx.progress(0.05, "training tokenizer and writing weights")
+    like = Path(spec.like) if spec.like else None
+    info = synth_model(ctx.output_dir, arch=spec.arch, size=spec.size, seed=spec.seed, like=like)
+    ctx.progress(1.0, "done")
+    return dict(info)
+
+
+def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: FinishContext) -> None:
+    fin.register_model(
+        name=spec.name,
+        source="synth",
+        parent_id=None,
+        synthetic=True,
+        num_parameters=result.get("num_parameters"),
+        details={"arch": spec.arch, "size": spec.size, "seed": spec.seed, "like": spec.like},
+    )
