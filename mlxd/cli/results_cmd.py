@@ -12,6 +12,7 @@ from mlxd.cli.common import (
     human_bytes,
     output_options,
     render_table,
+    row_dict,
     when,
 )
 
@@ -45,7 +46,13 @@ def result_rows(model_refs: tuple[str, ...] = ()) -> list[dict]:
                 "bits_per_weight": model.bits_per_weight,
                 "model_size_bytes": model.size_bytes,
             }  # fmt: skip
-            row.update(run.model_dump(exclude={"id", "job_id", "model_id", "details"}))
+            row.update(
+                {
+                    k: v
+                    for k, v in row_dict(run).items()
+                    if k not in ("id", "job_id", "model_id", "details")
+                }
+            )
             row.update({f"{k}": v for k, v in (run.details or {}).items()})
             row.update(
                 host=system.host,
@@ -75,7 +82,7 @@ def _pm(mean, std, digits=1) -> str:
 @output_options()
 @catalog_errors
 def results(models: tuple[str, ...], md: bool, json_: bool, csv_: bool):
-    """Benchmark results: tok/s, time to first token and peak memory per model and point."""
+    """Benchmark results: tok/s, time to first token and peak memory per point."""
     rows = result_rows(models)
     if json_:
         echo_json(rows)

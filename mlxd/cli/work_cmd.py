@@ -124,7 +124,7 @@ def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, prio
 @catalog_errors
 def bench(ref, prompt_tokens, gen_tokens, trials, warmup, batch_size, depth, kv_bits,
           prefill_step_size, seed, delay_s, wait, after, priority, timeout_s):  # fmt: skip
-    """Benchmark a model: prompt and generation tok/s, time to first token, peak memory."""
+    """Benchmark a model: prompt and generation tok/s, time to first token, memory."""
     from mlxd.jobs.bench import Spec
 
     ref, model_id = model_ref(ref, after)

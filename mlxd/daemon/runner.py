@@ -104,7 +104,7 @@ class Runner:
             spec = kind.Spec.from_params(job.params)
             inputs = kind.prepare(spec, self.store)
         except (UnknownJobKind, SpecError, CatalogError, JobFailed, ModelFolderError) as e:
-            return self._fail(job.id, str(e).strip("'\""))
+            return self._fail(job.id, str(e.args[0]) if e.args else str(e))
         except TypeError as e:
             return self._fail(job.id, f"invalid parameters for a {job.kind} job ({e})")
 

@@ -29,7 +29,7 @@ import struct
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 
@@ -242,6 +242,8 @@ def _check_supported(header: GGUFHeader) -> str:
         raise GGUFError(
             f"GGUF tokenizer model {model!r} is not supported (only 'gpt2', byte-level BPE)."
         )
+    if not md.get("tokenizer.ggml.tokens") or not md.get("tokenizer.ggml.merges"):
+        raise GGUFError("GGUF file has no tokenizer vocabulary (tokenizer.ggml.tokens/merges).")
     pre = md.get("tokenizer.ggml.pre", "default")
     if pre not in _GPT2_PRE | _DIGITS_PRE | _LLAMA3_PRE:
         raise GGUFError(f"GGUF pre-tokenizer {pre!r} is not supported.")
@@ -320,12 +322,14 @@ def _build_config(
     # The tensors are the truth for sizes that metadata may omit (llama.vocab_size is
     # optional in GGUF).
     vocab_size = by_name["token_embd.weight"].shape[0]
-    intermediate = by_name["blk.0.ffn_up.weight"].shape[0]
+    ffn_up = by_name.get("blk.0.ffn_up.weight")
     config: dict[str, Any] = {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
         "hidden_size": hidden,
-        "intermediate_size": _int_md(md, p + "feed_forward_length", intermediate),
+        "intermediate_size": _int_md(
+            md, p + "feed_forward_length", ffn_up.shape[0] if ffn_up else None
+        ),
         "num_hidden_layers": _int_md(md, p + "block_count"),
         "num_attention_heads": n_heads,
         "num_key_value_heads": n_kv_heads,
@@ -499,7 +503,7 @@ def _read_bf16(path: Path, header: GGUFHeader, info: GGUFTensorInfo) -> Any:
     return mx.array((raw.astype(np.uint32) << 16).view(np.float32).reshape(info.shape))
 
 
-def import_gguf(gguf_path: Path, out_dir: Path, *, dequantize: bool = False) -> dict:
+def import_gguf(gguf_path: Path, out_dir: Path, *, dequantize: bool = False) -> dict[str, Any]:
     """Turn a llama-family GGUF file into an MLX model folder that `mlx_lm.load` accepts.
 
     Quantized GGUF tensors (Q4_0/Q4_1/Q8_0) stay quantized as MLX affine, group size 32,
@@ -520,16 +524,16 @@ def import_gguf(gguf_path: Path, out_dir: Path, *, dequantize: bool = False) -> 
     arch = _check_supported(header)
     md = header.metadata
 
-    # Map every tensor name first, so an unknown one (rope_freqs, MoE experts, ...) is
-    # refused before the weights are loaded.
-    n_heads = _int_md(md, f"{arch}.attention.head_count")
-    n_kv_heads = _int_md(md, f"{arch}.attention.head_count_kv", n_heads)
+    # Everything that can be refused is decided from the header, before the weights are
+    # loaded and before anything is written: tensor names (rope_freqs, MoE experts, ...
+    # have no llama equivalent), the config and the tokenizer.
     plan: list[tuple[GGUFTensorInfo, str]] = []
     unknown = []
     for info in header.tensors:
         base, _, suffix = info.name.rpartition(".")
+        quantized_bias = suffix == "bias" and info.type_name in _QUANT_BITS
         try:
-            if suffix not in ("weight", "bias"):
+            if suffix not in ("weight", "bias") or quantized_bias:
                 raise KeyError(info.name)
             plan.append((info, f"{_hf_name(base)}.{suffix}"))
         except KeyError:
@@ -539,59 +543,60 @@ def import_gguf(gguf_path: Path, out_dir: Path, *, dequantize: bool = False) -> 
     if not any(i.name == "token_embd.weight" for i in header.tensors):
         raise GGUFError("GGUF file has no token_embd.weight tensor.")
 
+    quantization: dict[str, Any] | None = None
+    layer_bits = {
+        hf_name.rpartition(".")[0]: _QUANT_BITS[info.type_name]
+        for info, hf_name in plan
+        if info.type_name in _QUANT_BITS
+    }
+    if layer_bits and not dequantize:
+        # The most common width is the default; the rest (typically an 8-bit Q8_0
+        # embedding next to 4-bit linears) become per-layer entries, which mlx-lm's
+        # load() hands to nn.quantize's class_predicate as they are. Layers without
+        # scales (F16/F32 linears) stay unquantized on load.
+        default_bits = Counter(layer_bits.values()).most_common(1)[0][0]
+        quantization = {"group_size": _GROUP_SIZE, "bits": default_bits, "mode": "affine"}
+        for module, bits in sorted(layer_bits.items()):
+            if bits != default_bits:
+                quantization[module] = {"group_size": _GROUP_SIZE, "bits": bits, "mode": "affine"}
+    config = _build_config(header, arch, quantization)
+    tokenizer, tokenizer_config = _build_tokenizer(md, config["max_position_embeddings"])
+
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty")
 
     import mlx.core as mx
 
-    loaded = mx.load(str(gguf_path))
-    assert isinstance(loaded, dict)
+    loaded = cast(dict[str, Any], mx.load(str(gguf_path)))
     weights: dict[str, Any] = {}
-    layer_bits: dict[str, int] = {}
     for info, hf_name in plan:
         module = hf_name.rpartition(".")[0]
         rows = None
         if module.endswith("self_attn.q_proj"):
-            rows = _unpermute_rows(n_heads, info.shape[0])
+            rows = _unpermute_rows(config["num_attention_heads"], info.shape[0])
         elif module.endswith("self_attn.k_proj"):
-            rows = _unpermute_rows(n_kv_heads, info.shape[0])
+            rows = _unpermute_rows(config["num_key_value_heads"], info.shape[0])
         idx = mx.array(rows) if rows is not None else None
 
         if info.type_name in _QUANT_BITS:
-            bits = _QUANT_BITS[info.type_name]
-            base = info.name.rpartition(".")[0]
-            w = loaded[f"{base}.weight"]
-            s = loaded[f"{base}.scales"].astype(mx.float32)
-            b = loaded[f"{base}.biases"].astype(mx.float32)
+            w = loaded[info.name]
+            s = loaded[f"{info.name[: -len('.weight')]}.scales"].astype(mx.float32)
+            b = loaded[f"{info.name[: -len('.weight')]}.biases"].astype(mx.float32)
             if idx is not None:
                 w, s, b = w[idx], s[idx], b[idx]
             if dequantize:
+                bits = _QUANT_BITS[info.type_name]
                 weights[hf_name] = mx.dequantize(w, s, b, group_size=_GROUP_SIZE, bits=bits)
             else:
                 weights[hf_name] = w
                 weights[f"{module}.scales"] = s
                 weights[f"{module}.biases"] = b
-                layer_bits[module] = bits
         else:
             if info.type_name == "BF16":
                 arr = _read_bf16(gguf_path, header, info)
             else:
                 arr = loaded[info.name].astype(mx.float32)
             weights[hf_name] = arr[idx] if idx is not None else arr
-
-    quantization: dict[str, Any] | None = None
-    if layer_bits:
-        # The most common width is the default; the rest (typically an 8-bit Q8_0
-        # embedding next to 4-bit linears) become per-layer entries, which mlx-lm's
-        # load() hands to nn.quantize's class_predicate as they are.
-        default_bits = Counter(layer_bits.values()).most_common(1)[0][0]
-        quantization = {"group_size": _GROUP_SIZE, "bits": default_bits, "mode": "affine"}
-        for module, bits in sorted(layer_bits.items()):
-            if bits != default_bits:
-                quantization[module] = {"group_size": _GROUP_SIZE, "bits": bits, "mode": "affine"}
-
-    config = _build_config(header, arch, quantization)
-    tokenizer, tokenizer_config = _build_tokenizer(md, config["max_position_embeddings"])
 
     record = {
         "architecture": arch,

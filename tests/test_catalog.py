@@ -1,0 +1,104 @@
+"""The catalog: migrations to head, concurrent writers, lineage and deletion."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlmodel import SQLModel
+
+from mlxd.catalog import schema
+from mlxd.catalog.models import BenchRun, BenchTrial, Model
+from mlxd.catalog.store import Store
+from mlxd.config import paths
+
+
+def test_head_revision_constant_matches_the_migration_scripts():
+    script = ScriptDirectory.from_config(schema.alembic_config())
+    assert script.get_current_head() == schema.HEAD_REVISION
+
+
+def test_empty_db_upgrades_to_head_and_matches_the_models(tmp_path):
+    store = Store(paths(tmp_path / "h"))
+    assert schema.current_revision(store.db_path) == schema.HEAD_REVISION
+    with store._write_engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+    assert diff == [], f"models and migrations differ: {diff}"
+    mode = sqlite3.connect(store.db_path).execute("pragma journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_concurrent_writers_never_see_database_is_locked(tmp_path):
+    p = paths(tmp_path / "h")
+    Store(p)
+    errors = []
+
+    def writer(n):
+        try:
+            s = Store(p)
+            for i in range(40):
+                job = s.submit_job("convert", {"model": f"m{n}-{i}"})
+                s.update_job(job.id, progress=0.5, message="half")
+                s.claim_job(job.id, host="h", daemon_pid=1)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(Store(p).list_jobs()) == 160
+
+
+def test_claim_is_exclusive(tmp_path):
+    s = Store(paths(tmp_path / "h"))
+    job = s.submit_job("convert", {"model": "x"})
+    assert s.claim_job(job.id, host="h", daemon_pid=1).status == "running"
+    assert s.claim_job(job.id, host="h", daemon_pid=2) is None
+
+
+def test_deleting_a_parent_keeps_children_and_drops_its_benchmarks(tmp_path):
+    s = Store(paths(tmp_path / "h"))
+    parent = s.add_model(Model(name="p", path="/p", format="hf", source="local"))
+    child = s.add_model(
+        Model(name="c", path="/c", format="mlx", source="quantize", parent_id=parent.id)
+    )
+    system = s.system_for({"host": "h", "os_name": "Linux", "os_version": "6", "cpu": "x",
+                           "backend": "cpu", "python_version": "3.11", "mlx_version": "1",
+                           "mlx_lm_version": "1", "mlxd_version": "0"})  # fmt: skip
+    run = s.add_bench_run(
+        BenchRun(
+            model_id=parent.id,
+            system_id=system.id,
+            prompt_tokens=1,
+            gen_tokens=1,
+            trials=1,
+            warmup=0,
+        ),  # fmt: skip
+        [
+            BenchTrial(
+                run_id=0,
+                trial_index=0,
+                prompt_tokens=1,
+                generated_tokens=1,
+                prompt_tps=1,
+                generation_tps=1,
+                ttft_s=1,
+                total_s=1,
+                peak_memory_bytes=1,
+            )
+        ],  # fmt: skip
+    )
+    assert s.trials(run.id)
+    s.delete_model(parent.id)
+    assert s.resolve_model("c").parent_id is None
+    assert s.bench_runs() == [] and s.trials(run.id) == []
+    assert s.system_for({"host": "h", "os_name": "Linux", "os_version": "6", "cpu": "x",
+                         "backend": "cpu", "python_version": "3.11", "mlx_version": "1",
+                         "mlx_lm_version": "1", "mlxd_version": "0"}).id == system.id  # fmt: skip
+    assert child.id

@@ -1,0 +1,142 @@
+"""The CLI contract: help everywhere, --json that parses, one-line errors with exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from mlxd.cli.main import cli
+from tests.conftest import run_json, run_mlxd
+
+
+def all_commands(group: click.Group, ctx: click.Context, prefix=()):
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        yield (*prefix, name), cmd
+        if isinstance(cmd, click.Group):
+            yield from all_commands(cmd, ctx, (*prefix, name))
+
+
+COMMANDS = list(all_commands(cli, click.Context(cli)))
+
+
+@pytest.mark.parametrize("path,cmd", COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
+def test_every_command_has_help(path, cmd):
+    assert cmd.help and cmd.help.strip(), f"mlxd {' '.join(path)} has no help"
+    first = cmd.help.strip().splitlines()[0]
+    assert len(first) <= 80, f"first help line of {path} is too long for a listing"
+    result = CliRunner().invoke(cli, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert first.split()[0] in result.output
+
+
+def test_help_does_not_import_mlx_or_the_catalog():
+    code = (
+        "import sys\nfrom click.testing import CliRunner\nfrom mlxd.cli.main import cli\n"
+        "r = CliRunner().invoke(cli, ['--help'])\nassert r.exit_code == 0\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlx', 'mlx_lm', 'sqlmodel')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_lists_and_shows_give_json_and_csv(tiny_model_dir):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    models = run_json("models", "list")
+    assert models[0]["name"] == "tiny" and models[0]["architecture"] == "llama"
+    assert run_json("models", "show", "tiny")["num_parameters"] == models[0]["num_parameters"]
+    run_mlxd("quantize", "tiny", "--bits", "4", check=True)  # queued, no daemon
+    jobs = run_json("jobs", "list")
+    assert jobs[0]["kind"] == "quantize" and jobs[0]["status"] == "queued"
+    assert run_json("jobs", "show", str(jobs[0]["id"]))["params"]["bits"] == 4
+    assert run_json("results") == []
+    assert json.loads(run_mlxd("daemon", "status", "--json", check=True).stdout)["running"] is False
+    csv_out = run_mlxd("models", "list", "--csv", check=True).stdout.splitlines()
+    assert csv_out[0].startswith("id,name,path") and csv_out[1].startswith("1,tiny,")
+    assert run_mlxd("jobs", "list", "--csv", check=True).stdout.startswith("id,kind,")
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["quantize", "tiny", "--bits", "7"], "'7' is not one of"),
+        (["quantize", "nosuch"], "model 'nosuch' not found; see 'mlxd models list'"),
+        (["bench", "tiny", "-p", "abc"], "-p must be a comma-separated list"),
+        (["bench", "tiny", "-p", "0"], "prompt tokens must be positive"),
+        (["convert", "tiny", "--name", "bad name!"], "invalid model name 'bad name!'"),
+        (
+            ["quantize", "tiny", "--bits", "4", "--name", "tiny"],
+            "a model named 'tiny' already exists",
+        ),
+        (["models", "add", "/nonexistent/folder"], "is not a folder"),
+        (["models", "show", "nosuch"], "model 'nosuch' not found"),
+        (["jobs", "show", "999"], "job 999 not found"),
+        (["jobs", "list", "--status", "weird"], "'weird' is not one of"),
+        (["nosuchcommand"], "No such command 'nosuchcommand'"),
+        (["bench", "tiny", "--after", "999"], "job 999 not found"),
+    ],
+)
+def test_bad_arguments_give_one_error_line_and_exit_2(args, message, tiny_model_dir):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    proc = run_mlxd(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("Error: "), proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_models_add_refuses_a_folder_that_is_not_a_model(tmp_path):
+    (tmp_path / "notamodel").mkdir()
+    proc = run_mlxd("models", "add", str(tmp_path / "notamodel"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith("is not a model folder (no config.json)")
+
+
+def test_wait_without_a_daemon_is_refused_and_nothing_is_queued(tiny_model_dir):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    proc = run_mlxd("convert", "tiny", "--wait")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("Error: the daemon is not running")
+    assert run_json("jobs", "list") == []
+
+
+def test_cancel_queued_job_and_its_dependents(tiny_model_dir):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    run_mlxd("convert", "tiny", check=True)
+    run_mlxd("bench", "tiny-mlx", "--after", "1", check=True)
+    out = run_mlxd("jobs", "cancel", "1", check=True).stdout
+    assert "Cancelled job 1" in out and "[2]" in out
+    jobs = {j["id"]: j for j in run_json("jobs", "list")}
+    assert jobs[1]["status"] == "cancelled"
+    assert jobs[2]["status"] == "failed" and "prerequisite job 1 cancelled" in jobs[2]["error"]
+    again = run_mlxd("jobs", "cancel", "1")
+    assert again.returncode == 1 and "already cancelled" in again.stderr
+    retried = run_mlxd("jobs", "retry", "1", check=True).stdout
+    assert "Queued job 3 (retry of job 1)" in retried
+
+
+def test_models_rm_keeps_files_it_did_not_make(tiny_model_dir):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    proc = run_mlxd("models", "rm", "tiny", "--files")
+    assert proc.returncode == 1 and "was not made by mlxd" in proc.stderr
+    run_mlxd("models", "rm", "tiny", check=True)
+    assert run_json("models", "list") == []
+    assert (tiny_model_dir / "config.json").exists()
+
+
+def test_synth_makes_a_catalog_model_without_a_daemon(mlxd_home):
+    out = run_mlxd("models", "synth", "mini", "--arch", "qwen2", check=True).stdout
+    assert "Made model 1: mini (qwen2" in out
+    m = run_json("models", "show", "mini")
+    assert m["synthetic"] and m["source"] == "synth" and m["format"] == "hf"
+    assert (mlxd_home / "models" / "mini" / "tokenizer.json").exists()
+    text = run_mlxd("models", "show", "mini", check=True).stdout
+    assert "random weights" in text
+    dup = run_mlxd("models", "synth", "mini")
+    assert dup.returncode == 2 and "already exists" in dup.stderr

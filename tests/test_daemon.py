@@ -1,0 +1,174 @@
+"""The daemon as users meet it: a real background process, a real queue, real MLX jobs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import psutil
+import pytest
+
+from tests.conftest import run_json, run_mlxd, wait_for
+
+pytestmark = pytest.mark.daemon
+
+
+def submit(*args: str) -> int:
+    proc = run_mlxd(*args, check=True)
+    # "Queued job N: ..."
+    return int(proc.stdout.split()[2].rstrip(":"))
+
+
+def job(job_id: int) -> dict:
+    return run_json("jobs", "show", str(job_id))
+
+
+def wait_job(job_id: int, timeout: float = 180) -> dict:
+    run_mlxd("jobs", "wait", str(job_id), "--timeout", str(timeout), timeout=timeout + 30)
+    return job(job_id)
+
+
+def test_pipeline_convert_quantize_bench(daemon, tiny_model_dir, mlxd_home):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    daemon.start()
+    conv = submit("convert", "tiny")
+    q4 = submit("quantize", "tiny-mlx", "--bits", "4", "--after", str(conv))
+    q8 = submit("quantize", "tiny-mlx", "--bits", "8", "--after", str(conv))
+    benches = [
+        submit("bench", name, "-p", "32", "-g", "8", "-n", "2", "--after", str(after))
+        for name, after in (("tiny-mlx", conv), ("tiny-4bit-g64", q4), ("tiny-8bit-g64", q8))
+    ]
+    for j in [conv, q4, q8, *benches]:
+        assert wait_job(j)["status"] == "succeeded", job(j)
+
+    models = {m["name"]: m for m in run_json("models", "list")}
+    assert set(models) == {"tiny", "tiny-mlx", "tiny-4bit-g64", "tiny-8bit-g64"}
+    assert models["tiny-mlx"]["parent_id"] == models["tiny"]["id"]
+    assert models["tiny-mlx"]["format"] == "mlx"
+    for bits in (4, 8):
+        m = models[f"tiny-{bits}bit-g64"]
+        assert m["parent_id"] == models["tiny-mlx"]["id"]
+        assert m["quant_bits"] == bits and m["quant_group_size"] == 64
+        assert m["created_by_job_id"] in (q4, q8)
+        assert (mlxd_home / "models" / m["name"] / "config.json").exists()
+    assert models["tiny-4bit-g64"]["bits_per_weight"] < models["tiny-8bit-g64"]["bits_per_weight"]
+    assert models["tiny-4bit-g64"]["size_bytes"] < models["tiny-mlx"]["size_bytes"]
+
+    rows = run_json("results")
+    assert {r["model"] for r in rows} == {"tiny-mlx", "tiny-4bit-g64", "tiny-8bit-g64"}
+    for r in rows:
+        assert r["trials"] == 2
+        assert r["prompt_tps_mean"] > 0 and r["generation_tps_mean"] > 0
+        assert r["ttft_s_mean"] > 0
+        assert r["peak_memory_bytes"] > 0 and r["peak_rss_bytes"] > 0
+        assert r["mlx_version"] and r["host"]
+    # Nothing half-made is left behind.
+    assert list((mlxd_home / "models" / ".partial").iterdir()) == []
+
+
+def test_kill_9_mid_job_then_restart_finishes_it(daemon, tiny_model_dir, mlxd_home):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    daemon.start()
+    j = submit("quantize", "tiny", "--bits", "4")
+    # The child takes about a second to import mlx: kill the daemon while it is running.
+    child_pid = wait_for(lambda: job(j)["pid"], timeout=30, what="the job's child process")
+    assert job(j)["status"] == "running"
+    daemon.kill9()
+    # The orphaned child notices and exits by itself.
+    wait_for(lambda: not psutil.pid_exists(child_pid) or _zombie(child_pid), timeout=10,
+             what="the orphaned child to exit")  # fmt: skip
+    assert job(j)["status"] == "running"  # nobody has told the catalog yet
+
+    daemon.start()
+    final = wait_job(j)
+    assert final["status"] == "succeeded", final
+    assert final["attempts"] == 2
+    names = [m["name"] for m in run_json("models", "list")]
+    assert names.count("tiny-4bit-g64") == 1
+    assert list((mlxd_home / "models" / ".partial").iterdir()) == []
+    assert "attempt 2" in run_mlxd("jobs", "logs", str(j), check=True).stdout
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_failed_job_has_a_reason_and_the_next_job_runs(daemon, tiny_model_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    run_mlxd("models", "add", str(broken), "--name", "broken", check=True)
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    # Damage the folder after registering it: the weights no longer match the config.
+    cfg = json.loads((broken / "config.json").read_text())
+    cfg["hidden_size"] = cfg["hidden_size"] * 2
+    (broken / "config.json").write_text(json.dumps(cfg))
+    daemon.start()
+    bad = submit("convert", "broken")
+    good = submit("convert", "tiny")
+    bad_job = wait_job(bad)
+    assert bad_job["status"] == "failed"
+    assert bad_job["error"] and "\n" not in bad_job["error"]
+    assert "Traceback" not in bad_job["error"]
+    assert wait_job(good)["status"] == "succeeded"
+    # --wait on a failed job: one Error line, exit 1.
+    proc = run_mlxd("jobs", "wait", str(bad))
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("Error: job") and proc.stderr.count("\n") == 1
+    # The full story is in the log.
+    assert "Traceback" in run_mlxd("jobs", "logs", str(bad), check=True).stdout
+    assert daemon.proc.poll() is None
+
+
+def test_cancel_running_job_kills_its_child(daemon, tiny_model_dir):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    daemon.start()
+    j = submit("bench", "tiny", "-p", "64", "-g", "4000", "-n", "50")
+    wait_for(lambda: job(j)["status"] == "running" and job(j)["pid"], timeout=30, what="running")
+    child = job(j)["pid"]
+    proc = run_mlxd("jobs", "cancel", str(j), check=True)
+    assert "cancelled" in proc.stdout
+    wait_for(lambda: not psutil.pid_exists(child) or _zombie(child), timeout=10, what="child gone")
+    final = job(j)
+    assert final["status"] == "cancelled"
+    # The daemon carries on with the next job.
+    nxt = submit("convert", "tiny")
+    assert wait_job(nxt)["status"] == "succeeded"
+
+
+def test_sigterm_requeues_the_running_job(daemon, tiny_model_dir):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    daemon.start()
+    j = submit("bench", "tiny", "-p", "32", "-g", "2000", "-n", "3")
+    wait_for(lambda: job(j)["status"] == "running" and job(j)["pid"], timeout=30, what="running")
+    child = job(j)["pid"]
+    assert daemon.stop() == 0
+    assert not psutil.pid_exists(child) or _zombie(child)
+    queued = job(j)
+    assert queued["status"] == "queued" and queued["attempts"] == 0
+    assert not run_json("daemon", "status")["running"]
+
+
+def test_dependent_of_a_failed_job_fails_with_that_reason(daemon, tiny_model_dir):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    daemon.start()
+    # A timeout of 0.5 s fails the bench (the child alone takes longer to start).
+    first = submit("bench", "tiny", "-p", "32", "-g", "8", "--timeout", "0.5")
+    second = submit("quantize", "tiny", "--bits", "8", "--after", str(first))
+    assert wait_job(first)["status"] == "failed"
+    dep = wait_for(lambda: job(second)["status"] != "queued" and job(second), timeout=30,
+                   what="the dependent to fail")  # fmt: skip
+    assert dep["status"] == "failed"
+    assert f"prerequisite job {first} failed" in dep["error"]
+    assert "timed out" in dep["error"]
+
+
+def test_second_start_says_already_running(daemon):
+    daemon.start()
+    proc = run_mlxd("daemon", "start")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"Error: the daemon is already running (pid {daemon.pid})"
+    st = run_json("daemon", "status")
+    assert st["running"] and st["pid"] == daemon.pid
