@@ -102,3 +102,35 @@ def test_deleting_a_parent_keeps_children_and_drops_its_benchmarks(tmp_path):
                          "backend": "cpu", "python_version": "3.11", "mlx_version": "1",
                          "mlx_lm_version": "1", "mlxd_version": "0"}).id == system.id  # fmt: skip
     assert child.id
+
+
+def test_an_old_catalog_with_data_upgrades_to_head(tmp_path):
+    from sqlalchemy import create_engine, text
+
+    db = tmp_path / "h" / "catalog.db"
+    db.parent.mkdir()
+    engine = create_engine(f"sqlite:///{db}")
+    schema.upgrade(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(text(
+            "insert into model (name, path, format, source, synthetic, managed, details, created_at)"
+            " values ('old', '/old', 'hf', 'local', 0, 1, '{}', '2026-01-01 00:00:00')"
+        ))  # fmt: skip
+        conn.execute(text(
+            "insert into system (fingerprint, host, os_name, os_version, cpu, backend,"
+            " python_version, mlx_version, mlx_lm_version, mlxd_version, created_at) values"
+            " ('f', 'h', 'Darwin', '15', 'Apple M3', 'metal', '3.12', '0.30', '0.30', '0.1',"
+            " '2026-01-01 00:00:00')"
+        ))  # fmt: skip
+        conn.execute(text(
+            "insert into benchrun (model_id, system_id, created_at, prompt_tokens, gen_tokens,"
+            " batch_size, depth, trials, warmup, seed, details) values"
+            " (1, 1, '2026-01-01 00:00:00', 128, 64, 1, 0, 3, 1, 0, '{}')"
+        ))  # fmt: skip
+    engine.dispose()
+    assert schema.current_revision(db) == "0001"
+    store = Store(paths(db.parent))  # opening migrates
+    assert schema.current_revision(db) == schema.HEAD_REVISION
+    [run] = store.bench_runs()
+    assert run.noisy is False and run.prompt_tokens == 128
+    assert store.resolve_model("old").path == "/old"

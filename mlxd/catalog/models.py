@@ -126,9 +126,20 @@ class BenchRun(SQLModel, table=True):
     ttft_s_mean: float | None = None
     ttft_s_median: float | None = None
     ttft_s_std: float | None = None
+    prompt_tps_ci95: float | None = None  # half-width of the 95% confidence interval
+    generation_tps_ci95: float | None = None
+    ttft_s_ci95: float | None = None
+    noisy: bool = False  # a coefficient of variation above the threshold
     peak_memory_bytes: int | None = None  # MLX's own peak (active memory), max over trials
+    active_memory_bytes: int | None = None  # MLX active memory after the last trial
+    cache_memory_bytes: int | None = None  # MLX buffer cache after the last trial
     peak_rss_bytes: int | None = None  # the OS's view of the process, max over trials
-    model_memory_bytes: int | None = None
+    model_memory_bytes: int | None = None  # the loaded weights
+    system_available_before_bytes: int | None = None  # psutil available memory
+    system_available_after_bytes: int | None = None
+    power_source: str | None = None  # "ac" | "battery" (macOS)
+    low_power_mode: bool | None = None
+    thermal_state: str | None = None  # "nominal" | "moderate" | "heavy" | "trapping" | "sleeping"
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
@@ -148,3 +159,51 @@ class BenchTrial(SQLModel, table=True):
     active_memory_bytes: int | None = None
     cache_memory_bytes: int | None = None
     peak_rss_bytes: int | None = None
+
+
+class QualityRun(SQLModel, table=True):
+    """Perplexity of a model on a fixed text and, against its base, how far its outputs moved."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int | None = Field(default=None, foreign_key="job.id", index=True)
+    model_id: int = Field(foreign_key="model.id", index=True)
+    base_model_id: int | None = Field(default=None, foreign_key="model.id")
+    system_id: int | None = Field(default=None, foreign_key="system.id")
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    text_name: str  # "default" or the file's name
+    text_sha256: str
+    tokens: int  # tokens scored
+    perplexity: float
+    base_perplexity: float | None = None
+    kl_mean: float | None = None  # mean KL(base || model) per token, nats
+    top1_agreement: float | None = None  # fraction of positions with the same argmax
+    max_abs_delta_logprob: float | None = None  # of the observed next token
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Sweep(SQLModel, table=True):
+    """A quantization sweep: one job graph over variants of one base model."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    base_model_id: int = Field(foreign_key="model.id", index=True)
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # [{"variant": "4bit-g64", "model": name, "quantize_job": id|None, "bench_job": id,
+    #   "quality_job": id}, ...]
+    variants: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Probe(SQLModel, table=True):
+    """A measured property of a machine (memory bandwidth), stored once per machine."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    host: str = Field(index=True)
+    cpu: str
+    backend: str
+    ram_bytes: int | None = None
+    memory_bandwidth_bytes_per_s: float
+    method: str  # how it was measured, e.g. "mlx copy 1 GiB x 10"
+    created_at: datetime = Field(default_factory=utcnow)
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
