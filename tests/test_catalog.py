@@ -127,10 +127,17 @@ def test_an_old_catalog_with_data_upgrades_to_head(tmp_path):
             " batch_size, depth, trials, warmup, seed, details) values"
             " (1, 1, '2026-01-01 00:00:00', 128, 64, 1, 0, 3, 1, 0, '{}')"
         ))  # fmt: skip
+        # Trials point at the run: rebuilding benchrun must not break them.
+        conn.execute(text(
+            "insert into benchtrial (run_id, trial_index, prompt_tokens, generated_tokens,"
+            " prompt_tps, generation_tps, ttft_s, total_s, peak_memory_bytes) values"
+            " (1, 0, 128, 64, 500.0, 50.0, 0.25, 1.5, 1000000)"
+        ))  # fmt: skip
     engine.dispose()
     assert schema.current_revision(db) == "0001"
     store = Store(paths(db.parent))  # opening migrates
     assert schema.current_revision(db) == schema.HEAD_REVISION
     [run] = store.bench_runs()
     assert run.noisy is False and run.prompt_tokens == 128
+    assert [t.generation_tps for t in store.trials(run.id)] == [50.0]
     assert store.resolve_model("old").path == "/old"

@@ -42,7 +42,19 @@ def upgrade(engine, revision: str = "head") -> None:
     """Apply pending migrations on ``engine``'s database."""
     from alembic import command
 
-    with engine.begin() as conn:
-        cfg = alembic_config()
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    with engine.connect() as conn:
+        # Batch migrations rebuild tables (copy, drop, rename); with foreign keys enforced the
+        # drop fails while other tables point at it. The pragma only works outside a
+        # transaction, so it goes straight to the driver before SQLAlchemy begins one.
+        raw = conn.connection.driver_connection
+        raw.execute("pragma foreign_keys=off")
+        try:
+            with conn.begin():
+                cfg = alembic_config()
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+            problems = raw.execute("pragma foreign_key_check").fetchall()
+            if problems:
+                raise RuntimeError(f"catalog migration left broken references: {problems[:5]}")
+        finally:
+            raw.execute("pragma foreign_keys=on")

@@ -53,7 +53,36 @@ class LazyGroup(click.Group):
             sys.exit(e.exit_code)
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Error: interrupted", err=True)
+            sys.exit(130)
+        except Exception as e:  # a bug: one line for the user, the traceback in a log
+            where = _log_traceback()
+            message = " ".join(str(e).split())[:300] or type(e).__name__
+            click.echo(
+                f"Error: internal error ({type(e).__name__}: {message}); see {where}", err=True
+            )
+            sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _log_traceback() -> str:
+    import traceback
+    from datetime import datetime
+
+    from mlxd.config import paths
+
+    try:
+        logs = paths().logs
+        logs.mkdir(parents=True, exist_ok=True)
+        path = logs / "cli-errors.log"
+        with open(path, "a") as f:
+            f.write(f"--- {datetime.now().isoformat()} mlxd {' '.join(sys.argv[1:])}\n")
+            f.write(traceback.format_exc())
+        return str(path)
+    except OSError:
+        traceback.print_exc()
+        return "the traceback above"
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})

@@ -120,10 +120,17 @@ def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, prio
     default=0.0,
     help="Seconds between trials (cool-down)",
 )
+@click.option(
+    "--noise-threshold",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.05,
+    show_default=True,
+    help="Flag a run noisy when a metric's std/mean exceeds this",
+)
 @job_options
 @catalog_errors
 def bench(ref, prompt_tokens, gen_tokens, trials, warmup, batch_size, depth, kv_bits,
-          prefill_step_size, seed, delay_s, wait, after, priority, timeout_s):  # fmt: skip
+          prefill_step_size, seed, delay_s, noise_threshold, wait, after, priority, timeout_s):  # fmt: skip
     """Benchmark a model: prompt and generation tok/s, time to first token, memory."""
     from mlxd.jobs.bench import Spec
 
@@ -141,5 +148,6 @@ def bench(ref, prompt_tokens, gen_tokens, trials, warmup, batch_size, depth, kv_
         warmup=warmup,
         seed=seed,
         delay_s=delay_s,
+        noise_threshold=noise_threshold,
     )
     submit("bench", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)

@@ -30,6 +30,9 @@ class Spec(ModelRefSpec):
     warmup: int = 1
     seed: int = 0
     delay_s: float = 0.0
+    # A run whose coefficient of variation (std/mean) of prompt tok/s, generation tok/s or
+    # time to first token exceeds this is flagged noisy.
+    noise_threshold: float = 0.05
 
     def __post_init__(self):
         for name in ("prompt_tokens", "gen_tokens", "batch_size", "prefill_step_size"):
@@ -46,6 +49,8 @@ class Spec(ModelRefSpec):
             raise SpecError("--warmup must be zero or more")
         if self.delay_s < 0:
             raise SpecError("--delay must be zero or more seconds")
+        if not 0 < self.noise_threshold < 1:
+            raise SpecError("--noise-threshold must be between 0 and 1 (e.g. 0.05 for 5%)")
 
     def points(self) -> list[dict[str, Any]]:
         grid = itertools.product(
@@ -81,12 +86,16 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     import dataclasses
     from pathlib import Path
 
+    import psutil
+
+    from mlxd import sysinfo
     from mlxd.engine.bench import bench_model
     from mlxd.engine.types import BenchPoint
     from mlxd.sysinfo import system_facts
 
     points = [BenchPoint(**p) for p in spec.points()]
     ctx.progress(0.0, f"loading {inputs['model_name']}")
+    available_before = psutil.virtual_memory().available
     result = bench_model(
         Path(inputs["model_path"]),
         points,
@@ -97,7 +106,11 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         on_progress=ctx.progress,
     )
     out = dataclasses.asdict(result)
+    out["system_available_before_bytes"] = available_before
+    out["system_available_after_bytes"] = psutil.virtual_memory().available
     out["system"] = system_facts()
+    power_state = getattr(sysinfo, "power_state", None)
+    out["power"] = power_state() if power_state else {}
     return out
 
 
@@ -116,6 +129,9 @@ def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: Fini
         prompt = summarize([t["prompt_tps"] for t in trials])
         gen = summarize([t["generation_tps"] for t in trials])
         ttft = summarize([t["ttft_s"] for t in trials])
+        cvs = {"prompt_tps": prompt.cv, "generation_tps": gen.cv, "ttft_s": ttft.cv}
+        noisy = [k for k, cv in cvs.items() if cv == cv and cv > spec.noise_threshold]
+        power = result.get("power") or {}
         run = BenchRun(
             job_id=fin.job.id,
             model_id=inputs["model_id"],
@@ -139,13 +155,25 @@ def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: Fini
             ttft_s_mean=ttft.mean,
             ttft_s_median=ttft.median,
             ttft_s_std=ttft.std,
+            prompt_tps_ci95=_finite(prompt.ci95),
+            generation_tps_ci95=_finite(gen.ci95),
+            ttft_s_ci95=_finite(ttft.ci95),
+            noisy=bool(noisy),
             peak_memory_bytes=max(t["peak_memory_bytes"] for t in trials),
+            active_memory_bytes=trials[-1].get("active_memory_bytes"),
+            cache_memory_bytes=trials[-1].get("cache_memory_bytes"),
             peak_rss_bytes=max((t.get("peak_rss_bytes") or 0) for t in trials) or None,
             model_memory_bytes=result.get("model_memory_bytes"),
+            system_available_before_bytes=result.get("system_available_before_bytes"),
+            system_available_after_bytes=result.get("system_available_after_bytes"),
+            power_source=power.get("power_source"),
+            low_power_mode=power.get("low_power_mode"),
+            thermal_state=power.get("thermal_state"),
             details={
-                "prompt_tps_ci95": _finite(prompt.ci95),
-                "generation_tps_ci95": _finite(gen.ci95),
-                "ttft_s_ci95": _finite(ttft.ci95),
+                "cv": {k: _finite(v) for k, v in cvs.items()},
+                "noisy_metrics": noisy,
+                "noise_threshold": spec.noise_threshold,
+                "delay_s": spec.delay_s,
             },
         )
         rows = [
