@@ -261,6 +261,18 @@ def follow(job_id: int, *, timeout_s: float | None = None, show_progress: bool =
     if job.status != "succeeded":
         raise UserError(f"job {job.id} {job.status}: {job.error or 'no reason recorded'}")
     if show_progress:
-        summary = ", ".join(f"{k} {v}" for k, v in (job.result or {}).items() if v is not None)
+        summary = ", ".join(
+            f"{k.replace('_', ' ')} {_short(v)}"
+            for k, v in (job.result or {}).items()
+            if v is not None
+        )
         click.echo(f"Job {job.id} succeeded" + (f": {summary}" if summary else ""))
     return job
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, list):
+        return ", ".join(_short(v) for v in value)
+    return str(value)
