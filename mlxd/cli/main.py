@@ -17,6 +17,7 @@ COMMANDS = {
     "convert": "mlxd.cli.work_cmd:convert",
     "quantize": "mlxd.cli.work_cmd:quantize",
     "bench": "mlxd.cli.work_cmd:bench",
+    "quality": "mlxd.cli.quality_cmd:quality",
     "generate": "mlxd.cli.generate_cmd:generate",
     "jobs": "mlxd.cli.jobs_cmd:jobs",
     "results": "mlxd.cli.results_cmd:results",

@@ -26,6 +26,7 @@ KINDS: dict[str, str] = {
     "convert": "mlxd.jobs.convert",
     "quantize": "mlxd.jobs.quantize",
     "bench": "mlxd.jobs.bench",
+    "quality": "mlxd.jobs.quality",
 }
 
 

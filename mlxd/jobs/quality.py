@@ -1,0 +1,156 @@
+"""quality: perplexity on a fixed text and, against a base model, KL divergence and agreement."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlxd.jobs.base import (
+    FinishContext,
+    JobFailed,
+    ModelRefSpec,
+    RunContext,
+    SpecError,
+    resolve_input_model,
+)
+
+PRODUCES_MODEL = False
+MIN_MAX_TOKENS = 16
+
+
+@dataclass
+class Spec(ModelRefSpec):
+    base: str | None = None  # REF of the model to compare with; None: from lineage
+    base_id: int | None = None
+    text: str | None = None  # a text file's path; None: the text that ships with mlxd
+    max_tokens: int | None = None
+
+    def __post_init__(self):
+        if self.max_tokens is not None and self.max_tokens < MIN_MAX_TOKENS:
+            raise SpecError(f"--max-tokens must be at least {MIN_MAX_TOKENS}")
+        if self.text is not None:
+            path = Path(self.text).expanduser()
+            if not path.is_file():
+                raise SpecError(f"text file '{self.text}' not found")
+            if path.stat().st_size == 0:
+                raise SpecError(f"text file '{self.text}' is empty")
+            # The daemon runs elsewhere: keep the path it can open whatever its cwd.
+            self.text = str(path.resolve())
+
+
+def describe(spec: Spec) -> str:
+    against = f" vs {spec.base}" if spec.base else ""
+    text = f" on {Path(spec.text).name}" if spec.text else ""
+    limit = f" (max {spec.max_tokens} tokens)" if spec.max_tokens else ""
+    return f"quality {spec.model}{against}{text}{limit}"
+
+
+def prepare(spec: Spec, store) -> dict[str, Any]:
+    inputs = resolve_input_model(spec, store)
+    if spec.base is not None or spec.base_id is not None:
+        base = store.resolve_model(spec.base_id if spec.base_id is not None else spec.base)
+        if not Path(base.path).is_dir():
+            raise JobFailed(f"base model '{base.name}' has no folder at {base.path}")
+    else:
+        base = lineage_base(store, inputs["model_id"])
+    inputs.update(
+        base_id=base.id if base else None,
+        base_name=base.name if base else None,
+        base_path=base.path if base else None,
+    )
+    return inputs
+
+
+def lineage_base(store, model_id: int):
+    """The nearest ancestor that is not quantized and is another model, or None.
+
+    For a quantized model that is its unquantized source. Ancestors whose folder is gone are
+    passed over: the next one up holds the same weights in another format.
+    """
+    from mlxd.catalog.models import Model
+
+    with store.read() as s:
+        model = s.get(Model, model_id)
+        seen = {model_id}
+        parent_id = model.parent_id if model else None
+        while parent_id is not None and parent_id not in seen:
+            seen.add(parent_id)
+            parent = s.get(Model, parent_id)
+            if parent is None:
+                return None
+            unquantized = (
+                parent.quant_bits is None
+                and parent.quant_mode is None
+                and parent.quant_recipe is None
+            )
+            if unquantized and parent.path != model.path and Path(parent.path).is_dir():
+                return parent
+            parent_id = parent.parent_id
+    return None
+
+
+def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+    import dataclasses
+    import time
+
+    from mlxd.engine.quality import default_text, evaluate_quality
+    from mlxd.sysinfo import system_facts
+
+    if spec.text is None:
+        text_name, text = default_text()
+    else:
+        text_name, text = Path(spec.text).name, Path(spec.text).read_text(encoding="utf-8")
+    ctx.progress(0.0, f"scoring {inputs['model_name']} on {text_name}")
+    tic = time.perf_counter()
+    result = evaluate_quality(
+        Path(inputs["model_path"]),
+        text,
+        base_path=Path(inputs["base_path"]) if inputs.get("base_path") else None,
+        max_tokens=spec.max_tokens,
+        on_progress=ctx.progress,
+    )
+    out = dataclasses.asdict(result)
+    out.update(text_name=text_name, elapsed_s=time.perf_counter() - tic, system=system_facts())
+    return out
+
+
+def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: FinishContext) -> None:
+    from mlxd.catalog.models import QualityRun
+
+    system = fin.store.system_for(result["system"], session=fin.session)
+    row = QualityRun(
+        job_id=fin.job.id,
+        model_id=inputs["model_id"],
+        base_model_id=inputs.get("base_id"),
+        system_id=system.id,
+        text_name=result["text_name"],
+        text_sha256=result["text_sha256"],
+        tokens=result["tokens"],
+        perplexity=result["perplexity"],
+        base_perplexity=result["base_perplexity"],
+        kl_mean=result["kl_mean"],
+        top1_agreement=result["top1_agreement"],
+        max_abs_delta_logprob=result["max_abs_delta_logprob"],
+        details={
+            "text_path": spec.text,
+            "max_tokens": spec.max_tokens,
+            "base_from": "given" if spec.base or spec.base_id else "lineage",
+            "elapsed_s": result.get("elapsed_s"),
+        },
+    )
+    fin.session.add(row)
+    fin.session.flush()
+    fin.summary.update(
+        quality_run_id=row.id,
+        tokens=row.tokens,
+        perplexity=_short(row.perplexity),
+        base=inputs.get("base_name"),
+        kl_mean=_short(row.kl_mean),
+        top1_agreement=_short(row.top1_agreement),
+    )
+
+
+def _short(x: float | None) -> float | None:
+    # Six significant digits read well in "Job N succeeded: ..."; the row keeps the full value.
+    return None if x is None else float(f"{x:.6g}")
