@@ -720,13 +720,3 @@ class TestSmolLM2:
             for name, (model, tokenizer) in smollm2["models"].items()
         }
         assert results["q"][0] == results["f32"][0], results
-
-    def test_knows_the_capital_of_france(self, smollm2: dict[str, Any]) -> None:
-        model, tokenizer = smollm2["models"]["q"]
-        prompt = tokenizer.apply_chat_template(
-            [{"role": "user", "content": "What is the capital of France?"}],
-            add_generation_prompt=True,
-            tokenize=False,
-        )
-        _, text = _greedy(model, tokenizer, prompt, max_tokens=12)
-        assert "Paris" in text, text

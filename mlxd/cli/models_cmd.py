@@ -1,4 +1,4 @@
-"""mlxd models add|synth|list|show|rm."""
+"""mlxd models add|synth|import-gguf|list|show|rm."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from mlxd.cli.common import (
     get_store,
     human_bytes,
     human_count,
+    job_options,
     output_options,
     render_table,
     row_dict,
+    submit,
     when,
 )
 
@@ -98,6 +100,36 @@ def synth(name: str, arch: str, size: str, like: str | None, seed: int):
         f"Made model {model.id}: {model.name} ({model.architecture}, "
         f"{human_count(model.num_parameters)} parameters, random weights) at {model.path}"
     )
+
+
+@models.command("import-gguf")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.option(
+    "--name", help="Catalog name (default: the file's name, e.g. SmolLM2-135M-Instruct.Q4_1)"
+)
+@click.option("--dequantize", is_flag=True,
+              help="Dequantize to float32 (exact) instead of keeping Q4_0/Q4_1/Q8_0 as MLX affine")  # fmt: skip
+@job_options
+@catalog_errors
+def import_gguf(file: str, name: str | None, dequantize: bool, wait, after, priority, timeout_s):
+    """Import a llama-family GGUF file (llama.cpp's format) as an MLX model."""
+    from pathlib import Path
+
+    from mlxd.cli.work_cmd import check_free_name
+    from mlxd.engine.gguf import GGUFError, check_gguf  # the header reader: pure Python
+    from mlxd.jobs.import_gguf import Spec
+
+    path = Path(file).expanduser().resolve()
+    # Refuse what the import would refuse before anything is queued: the header says it all.
+    try:
+        check_gguf(path, dequantize=dequantize)
+    except GGUFError as e:
+        raise BadUsage(f"cannot import {path.name}: {e}") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    spec = Spec(file=str(path), name=name, dequantize=dequantize)
+    check_free_name(spec.name)
+    submit("import_gguf", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
 
 
 def _quant_label(m) -> str:
@@ -185,6 +217,15 @@ def show(ref: str, json_: bool):
         ("bits per weight", f"{m.bits_per_weight:.3f}" if m.bits_per_weight else None),
         ("created", when(m.created_at)),
     ]
+    if m.source == "gguf" and m.details.get("gguf_file"):
+        # An import's lineage is a file, not a parent row: say which file, exactly.
+        facts.append(("imported from", m.details["gguf_file"]))
+        facts.append(("gguf sha256", m.details.get("gguf_sha256")))
+    overrides = m.details.get("quantization_overrides") or {}
+    if overrides:
+        facts.append(("quant overrides", ", ".join(
+            f"{layer} {q.get('bits')}bit-g{q.get('group_size')}" for layer, q in overrides.items()
+        )))  # fmt: skip
     width = max(len(k) for k, _ in facts)
     for k, v in facts:
         if v not in (None, ""):

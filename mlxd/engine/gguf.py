@@ -38,6 +38,7 @@ __all__ = [
     "GGUFHeader",
     "GGUFTensorInfo",
     "SUPPORTED_TENSOR_TYPES",
+    "check_gguf",
     "import_gguf",
     "read_gguf_header",
 ]
@@ -503,30 +504,21 @@ def _read_bf16(path: Path, header: GGUFHeader, info: GGUFTensorInfo) -> Any:
     return mx.array((raw.astype(np.uint32) << 16).view(np.float32).reshape(info.shape))
 
 
-def import_gguf(gguf_path: Path, out_dir: Path, *, dequantize: bool = False) -> dict[str, Any]:
-    """Turn a llama-family GGUF file into an MLX model folder that `mlx_lm.load` accepts.
+@dataclass(frozen=True)
+class _ImportPlan:
+    header: GGUFHeader
+    arch: str
+    tensors: list[tuple[GGUFTensorInfo, str]]  # GGUF tensor -> mlx-lm llama name
+    quantization: dict[str, Any] | None
+    config: dict[str, Any]
 
-    Quantized GGUF tensors (Q4_0/Q4_1/Q8_0) stay quantized as MLX affine, group size 32,
-    with float32 scales/biases; with `dequantize=True` they are dequantized exactly to
-    float32. Float tensors (F32/F16/BF16) are written as float32. `out_dir` must be absent
-    or empty; nothing is written when the file is refused.
 
-    Returns (and writes to `out_dir/mlxd_import.json`) a record: `architecture`,
-    `num_parameters` (logical weights, quantized ones counted unpacked), `quantization`
-    (the config.json entry, or None), `source_sha256`, `gguf_name` (general.name), plus
-    `source`, `dequantized` and `tensor_types` (GGUF type name -> count).
-
-    Raises GGUFError (a ValueError) for architectures, tensor types, tokenizers or layouts
-    that are not supported, with a one-sentence message naming them.
-    """
-    gguf_path, out_dir = Path(gguf_path), Path(out_dir)
+def _plan_import(gguf_path: Path, dequantize: bool) -> _ImportPlan:
+    """Decide everything that can be refused from the header alone (pure Python, no mlx)."""
     header = read_gguf_header(gguf_path)
     arch = _check_supported(header)
-    md = header.metadata
 
-    # Everything that can be refused is decided from the header, before the weights are
-    # loaded and before anything is written: tensor names (rope_freqs, MoE experts, ...
-    # have no llama equivalent), the config and the tokenizer.
+    # Tensor names (rope_freqs, MoE experts, ... have no llama equivalent) and the config.
     plan: list[tuple[GGUFTensorInfo, str]] = []
     unknown = []
     for info in header.tensors:
@@ -560,6 +552,42 @@ def import_gguf(gguf_path: Path, out_dir: Path, *, dequantize: bool = False) -> 
             if bits != default_bits:
                 quantization[module] = {"group_size": _GROUP_SIZE, "bits": bits, "mode": "affine"}
     config = _build_config(header, arch, quantization)
+    return _ImportPlan(header, arch, plan, quantization, config)
+
+
+def check_gguf(gguf_path: Path, *, dequantize: bool = False) -> GGUFHeader:
+    """Refuse a file `import_gguf` would refuse, from its header alone; returns the header.
+
+    Pure Python and cheap (no mlx, no weights read): the CLI calls it before queueing an
+    import. Raises GGUFError with a one-sentence message naming what is not supported
+    (only tokenizer details are left for `import_gguf` itself to find).
+    """
+    return _plan_import(Path(gguf_path), dequantize).header
+
+
+def import_gguf(gguf_path: Path, out_dir: Path, *, dequantize: bool = False) -> dict[str, Any]:
+    """Turn a llama-family GGUF file into an MLX model folder that `mlx_lm.load` accepts.
+
+    Quantized GGUF tensors (Q4_0/Q4_1/Q8_0) stay quantized as MLX affine, group size 32,
+    with float32 scales/biases; with `dequantize=True` they are dequantized exactly to
+    float32. Float tensors (F32/F16/BF16) are written as float32. `out_dir` must be absent
+    or empty; nothing is written when the file is refused.
+
+    Returns (and writes to `out_dir/mlxd_import.json`) a record: `architecture`,
+    `num_parameters` (logical weights, quantized ones counted unpacked), `quantization`
+    (the config.json entry, or None), `source_sha256`, `gguf_name` (general.name), plus
+    `source`, `dequantized` and `tensor_types` (GGUF type name -> count).
+
+    Raises GGUFError (a ValueError) for architectures, tensor types, tokenizers or layouts
+    that are not supported, with a one-sentence message naming them.
+    """
+    gguf_path, out_dir = Path(gguf_path), Path(out_dir)
+    # Everything that can be refused is decided before the weights are loaded and before
+    # anything is written: the header checks, the tensor names, the config, the tokenizer.
+    planned = _plan_import(gguf_path, dequantize)
+    header, arch, plan = planned.header, planned.arch, planned.tensors
+    quantization, config = planned.quantization, planned.config
+    md = header.metadata
     tokenizer, tokenizer_config = _build_tokenizer(md, config["max_position_embeddings"])
 
     if out_dir.exists() and any(out_dir.iterdir()):
