@@ -48,3 +48,48 @@ def summarize(values: Sequence[float]) -> Summary:
     return Summary(
         n=n, mean=statistics.fmean(vals), median=statistics.median(vals), std=std, ci95=ci
     )
+
+
+def pool(groups: Sequence[tuple[int, float, float]]) -> Summary:
+    """One Summary from several (n, mean, std) groups, as if their values were pooled.
+
+    Exact for mean and std (between-group spread counts as variance); the median of the
+    pooled values is unknown unless every group is a single value, so it is nan otherwise.
+    """
+    groups = [(int(n), float(m), float(s)) for n, m, s in groups if n > 0]
+    if not groups:
+        raise ValueError("no values to summarize")
+    if all(n == 1 for n, _, _ in groups):
+        return summarize([m for _, m, _ in groups])
+    total = sum(n for n, _, _ in groups)
+    mean = sum(n * m for n, m, _ in groups) / total
+    ss = sum((n - 1) * s * s + n * (m - mean) ** 2 for n, m, s in groups)
+    std = math.sqrt(ss / (total - 1)) if total > 1 else 0.0
+    ci = t95(total - 1) * std / math.sqrt(total) if total > 1 else math.nan
+    return Summary(n=total, mean=mean, median=math.nan, std=std, ci95=ci)
+
+
+def ratio_of_means(a: Summary, b: Summary) -> tuple[float, float]:
+    """``b.mean / a.mean`` and the half-width of its 95% interval.
+
+    The relative 95% half-widths of the two means are added in quadrature (first-order
+    error propagation); nan when either side has fewer than two values.
+    """
+    if not a.mean:
+        return math.nan, math.nan
+    ratio = b.mean / a.mean
+    if a.n < 2 or b.n < 2 or not b.mean:
+        return ratio, math.nan
+    rel = math.hypot(a.ci95 / a.mean, b.ci95 / b.mean)
+    return ratio, abs(ratio) * rel
+
+
+def means_differ(a: Summary, b: Summary) -> bool | None:
+    """True when the 95% confidence intervals of the two means do not overlap.
+
+    A deliberately cautious test (stricter than a t-test at 5%): a benchmark verdict should
+    survive the run-to-run noise. None when either side has fewer than two values.
+    """
+    if a.n < 2 or b.n < 2:
+        return None
+    return abs(b.mean - a.mean) > a.ci95 + b.ci95

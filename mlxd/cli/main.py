@@ -21,6 +21,7 @@ COMMANDS = {
     "generate": "mlxd.cli.generate_cmd:generate",
     "jobs": "mlxd.cli.jobs_cmd:jobs",
     "results": "mlxd.cli.results_cmd:results",
+    "sweep": "mlxd.cli.sweep_cmd:sweep",
     "demo": "mlxd.cli.demo_cmd:demo",
 }
 

@@ -1,71 +1,40 @@
-"""mlxd results: the benchmark table."""
+"""mlxd results: the benchmark table, filtered, or two things compared.
+
+This module must not import sqlmodel or alembic (a third of a second before any work):
+the reading is done by mlxd.results with plain sqlite3.
+"""
 
 from __future__ import annotations
+
+import math
+import sys
 
 import click
 
 from mlxd.cli.common import (
-    catalog_errors,
+    BadUsage,
     echo_csv,
     echo_json,
-    get_store,
+    get_paths,
     human_bytes,
     output_options,
     render_table,
-    row_dict,
     when,
 )
 
 
 def result_rows(model_refs: tuple[str, ...] = ()) -> list[dict]:
     """Benchmark runs as flat rows (one per measured point), with model and machine names."""
-    from sqlmodel import select
+    from mlxd.results import ResultFilter, ResultsError, connect
+    from mlxd.results import result_rows as rows
 
-    from mlxd.catalog.models import BenchRun, Model, System
-
-    store = get_store()
-    model_ids = [store.resolve_model(ref).id for ref in model_refs]
-    with store.read() as s:
-        q = (
-            select(BenchRun, Model, System)
-            .join(Model, Model.id == BenchRun.model_id)
-            .join(System, System.id == BenchRun.system_id)
-            .order_by(BenchRun.id)
-        )
-        if model_ids:
-            q = q.where(BenchRun.model_id.in_(model_ids))
-        out = []
-        for run, model, system in s.exec(q):
-            row = {
-                "run_id": run.id,
-                "job_id": run.job_id,
-                "model": model.name,
-                "model_id": model.id,
-                "quantization": model.quant_recipe or (model.quant_mode if model.quant_mode != "affine" else None)
-                or (f"{model.quant_bits}bit-g{model.quant_group_size}" if model.quant_bits else model.dtype),
-                "bits_per_weight": model.bits_per_weight,
-                "model_size_bytes": model.size_bytes,
-            }  # fmt: skip
-            row.update(
-                {
-                    k: v
-                    for k, v in row_dict(run).items()
-                    if k not in ("id", "job_id", "model_id", "details")
-                }
-            )
-            row.update({f"{k}": v for k, v in (run.details or {}).items()})
-            row.update(
-                host=system.host,
-                cpu=system.cpu,
-                chip=system.chip,
-                backend=system.backend,
-                os=f"{system.os_name} {system.os_version}",
-                mlx_version=system.mlx_version,
-                mlx_lm_version=system.mlx_lm_version,
-                mlxd_version=system.mlxd_version,
-            )
-            out.append(row)
-        return out
+    con = connect(get_paths())
+    try:
+        return rows(con, ResultFilter(models=tuple(model_refs)))
+    except ResultsError as e:
+        raise BadUsage(str(e)) from None
+    finally:
+        con.close()
 
 
 def _pm(mean, std, digits=1) -> str:
@@ -78,23 +47,90 @@ def _pm(mean, std, digits=1) -> str:
 @click.option(
     "--model", "models", multiple=True, metavar="REF", help="Only this model (repeatable)"
 )
+@click.option(
+    "--machine",
+    "machines",
+    multiple=True,
+    metavar="HOST",
+    help="Only runs on this host (repeatable)",
+)
+@click.option(
+    "--since", metavar="WHEN", help="Only runs since a date (2026-01-31) or an age (7d, 12h, 2w)"
+)
+@click.option(
+    "--mlx-version",
+    "mlx_versions",
+    multiple=True,
+    metavar="V",
+    help="Only runs with this mlx version (repeatable)",
+)
+@click.option(
+    "--compare", nargs=2, metavar="A B", help="B against A: two models, machines or mlx versions"
+)
+@click.option(
+    "--compare-by",
+    type=click.Choice(["model", "machine", "mlx"]),
+    help="What A and B name (default: models if both are, else machines, else mlx versions)",
+)
+@click.option("--limit", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Only the newest N runs (0: all)")  # fmt: skip
 @click.option("--md", "md", is_flag=True, help="Output as a Markdown table")
 @output_options()
-@catalog_errors
-def results(models: tuple[str, ...], md: bool, json_: bool, csv_: bool):
-    """Benchmark results: tok/s, time to first token and peak memory per point."""
-    rows = result_rows(models)
+def results(models, machines, since, mlx_versions, compare, compare_by, limit, md, json_, csv_):
+    """Benchmark results: tok/s, time to first token, peak memory, roofline %."""  # fmt: skip
+    from mlxd.results import ResultFilter, ResultsError, connect, parse_since
+
+    if compare_by and not compare:
+        raise BadUsage("--compare-by needs --compare A B")
+    con = connect(get_paths())
+    try:
+        flt = ResultFilter(
+            models=tuple(models),
+            machines=tuple(machines),
+            since=parse_since(since) if since else None,
+            mlx_versions=tuple(mlx_versions),
+            limit=0 if compare else limit,
+        )
+        if compare:
+            _compare(con, compare, compare_by, flt, md=md, json_=json_, csv_=csv_)
+        else:
+            _results(con, flt, md=md, json_=json_, csv_=csv_)
+    except ResultsError as e:
+        raise BadUsage(str(e)) from None
+    finally:
+        con.close()
+
+
+def _results(con, flt, *, md: bool, json_: bool, csv_: bool) -> None:
+    from mlxd.results import result_csv_rows, result_rows, write_results_json
+
     if json_:
-        echo_json(rows)
+        # SQLite writes each row's JSON (see mlxd.results).
+        sys.stdout.flush()
+        try:
+            write_results_json(con, flt, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:  # `mlxd results --json | head`: the reader has had enough
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
     if csv_:
-        echo_csv(rows)
+        import csv
+
+        names, rows = result_csv_rows(con, flt)
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows(rows)
         return
+    rows = result_rows(con, flt)
     if not rows:
         click.echo("No benchmark results yet. Queue one with 'mlxd bench REF'.")
         return
-    headers = ["RUN", "MODEL", "QUANT", "P", "G", "B", "DEPTH", "KV", "N",
-               "PROMPT TOK/S", "GEN TOK/S", "TTFT S", "PEAK MEM", "HOST", "WHEN"]  # fmt: skip
+    if flt.limit and len(rows) == flt.limit:
+        click.echo(f"Note: the newest {flt.limit} runs; --limit 0 shows all", err=True)
+    headers = ["RUN", "MODEL", "QUANT", "P", "G", "B", "DEPTH", "KV", "N", "PROMPT TOK/S",
+               "GEN TOK/S", "TTFT S", "PEAK MEM", "ROOF %", "HOST", "MLX", "WHEN"]  # fmt: skip
     table = [
         (
             r["run_id"],
@@ -110,9 +146,69 @@ def results(models: tuple[str, ...], md: bool, json_: bool, csv_: bool):
             _pm(r["generation_tps_mean"], r["generation_tps_std"]),
             _pm(r["ttft_s_mean"], r["ttft_s_std"], 3),
             human_bytes(r["peak_memory_bytes"]),
+            "" if r["roofline_pct"] is None else f"{r['roofline_pct']:.1f}",
             r["host"],
+            r["mlx_version"],
             when(r["created_at"]),
         )
         for r in rows
     ]
     click.echo(render_table(headers, table, markdown=md))
+
+
+def _compare(con, ab, by, flt, *, md: bool, json_: bool, csv_: bool) -> None:
+    from mlxd.results import compare, iter_compare_dicts
+
+    a, b = ab
+    cmp = compare(con, a, b, by, flt)
+    if json_:
+        echo_json(list(iter_compare_dicts(cmp)))
+        return
+    if csv_:
+        echo_csv(list(iter_compare_dicts(cmp)))
+        return
+    what = {"model": "models", "machine": "machines", "mlx": "mlx versions"}[cmp.by]
+    if not cmp.rows:
+        click.echo(f"No benchmark point was measured on both {a} and {b} ({what}).")
+        return
+    headers = [*(c.upper() for c in cmp.rows[0].context), "P", "G", "B", "DEPTH", "KV",
+               "METRIC", f"A: {a}", f"B: {b}", "B/A (95%)", "VERDICT"]  # fmt: skip
+    table = []
+    for row in cmp.rows:
+        p = row.point
+        digits = 3 if row.metric == "ttft_s" else 1
+        table.append((
+            *row.context.values(), p["prompt_tokens"], p["gen_tokens"], p["batch_size"],
+            p["depth"], p["kv_bits"] or "", _METRIC_LABELS[row.metric],
+            _side(row.metric, row.a, digits), _side(row.metric, row.b, digits),
+            _ratio(row.ratio, row.ratio_ci95), row.verdict,
+        ))  # fmt: skip
+    click.echo(f"Comparing {what}: B = {b} against A = {a} (mean ± 95% CI, n trials)")
+    click.echo(render_table(headers, table, markdown=md))
+    if cmp.unmatched_a or cmp.unmatched_b:
+        click.echo(
+            f"Not compared: {cmp.unmatched_a} point(s) measured only on {a}, "
+            f"{cmp.unmatched_b} only on {b}.",
+            err=True,
+        )
+
+
+_METRIC_LABELS = {
+    "prompt_tps": "prompt tok/s",
+    "generation_tps": "gen tok/s",
+    "ttft_s": "TTFT s",
+    "peak_memory_bytes": "peak memory",
+}
+
+
+def _side(metric: str, s, digits: int) -> str:
+    if metric == "peak_memory_bytes":
+        return human_bytes(int(s.mean)) + f" (n={s.n})"
+    ci = f" ± {s.ci95:.{digits}f}" if math.isfinite(s.ci95) else ""
+    return f"{s.mean:.{digits}f}{ci} (n={s.n})"
+
+
+def _ratio(ratio: float, ci: float) -> str:
+    if not math.isfinite(ratio):
+        return ""
+    return f"{ratio:.3f} ± {ci:.3f}" if math.isfinite(ci) else f"{ratio:.3f}"

@@ -1,0 +1,116 @@
+"""Quantization sweeps: the job graph, reuse of what exists, and the table it fills."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlxd.catalog.models import Model
+from mlxd.catalog.store import Store
+from mlxd.config import paths
+from mlxd.sweeps import SweepRequest, plan_sweep, submit_sweep
+from tests.conftest import run_json, run_mlxd
+
+
+def _store_with_base(tmp_path) -> Store:
+    store = Store(paths())
+    store.add_model(Model(name="tiny", path=str(tmp_path / "tiny"), format="mlx",
+                          source="synth", dtype="float32"))  # fmt: skip
+    return store
+
+
+def _submitter(store, log):
+    def submit(kind, spec, after):
+        job = store.submit_job(kind, spec.to_params(), after_job_id=after)
+        log.append((kind, job.id, after))
+        return job.id
+
+    return submit
+
+
+def test_plan_queues_a_graph_and_a_second_sweep_reuses_the_queued_jobs(tmp_path):
+    store = _store_with_base(tmp_path)
+    req = SweepRequest(base="tiny", bits=[4, 8], group_sizes=[64], recipes=["mixed_3_6"],
+                       prompt_tokens=16, gen_tokens=8, trials=2, max_tokens=64)  # fmt: skip
+    first: list = []
+    sweep = submit_sweep(store, plan_sweep(store, req), _submitter(store, first))
+
+    kinds = [k for k, _, _ in first]
+    assert kinds.count("quantize") == 3 and kinds.count("bench") == 4
+    assert kinds.count("quality") == 4
+    by_variant = {v["variant"]: v for v in sweep.variants}
+    assert set(by_variant) == {"base", "4bit-g64", "8bit-g64", "mixed_3_6-g64"}
+    # bench and quality of a variant wait for its quantize job; the base's run at once
+    v4 = by_variant["4bit-g64"]
+    assert store.get_job(v4["bench_job"]).after_job_id == v4["quantize_job"]
+    assert store.get_job(v4["quality_job"]).after_job_id == v4["quantize_job"]
+    assert store.get_job(v4["quality_job"]).params["base"] == "tiny"
+    assert store.get_job(by_variant["base"]["bench_job"]).after_job_id is None
+    assert store.get_job(by_variant["base"]["quality_job"]).params["base"] is None
+    assert store.get_job(v4["quantize_job"]).params["name"] == "tiny-4bit-g64"
+
+    # The same sweep again, while everything is still queued: nothing new.
+    second: list = []
+    again = submit_sweep(store, plan_sweep(store, req), _submitter(store, second))
+    assert second == []
+    assert [v["quantize_job"] for v in again.variants] == [
+        v["quantize_job"] for v in sweep.variants
+    ]
+    assert all("bench" in v["reused"] and "quality" in v["reused"] for v in again.variants)
+
+
+def test_a_different_model_with_the_default_name_is_not_taken_for_the_variant(tmp_path):
+    store = _store_with_base(tmp_path)
+    # Same name, but not quantized from tiny: must not be reused, nor overwritten.
+    store.add_model(Model(name="tiny-4bit-g64", path=str(tmp_path / "other"), format="mlx",
+                          source="local", quant_bits=4, quant_group_size=64,
+                          quant_mode="affine"))  # fmt: skip
+    log: list = []
+    sweep = submit_sweep(store, plan_sweep(store, SweepRequest(base="tiny", bits=[4])),
+                         _submitter(store, log))  # fmt: skip
+    v = next(v for v in sweep.variants if v["variant"] == "4bit-g64")
+    assert v["model"] == "tiny-4bit-g64-2" and v["reused"] == []
+    assert store.get_job(v["quantize_job"]).params["name"] == "tiny-4bit-g64-2"
+
+
+def test_sweep_rejects_bad_grids_before_queueing(tmp_path, tiny_model_dir):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    bad = run_mlxd("sweep", "tiny", "--bits", "7")
+    assert bad.returncode == 2 and bad.stderr.startswith("Error: --bits must be one of")
+    bad = run_mlxd("sweep", "nope", "--bits", "4")
+    assert bad.returncode == 2 and "model 'nope' not found" in bad.stderr
+    assert run_json("jobs", "list") == []
+
+
+@pytest.mark.daemon
+def test_sweep_end_to_end_fills_every_cell_and_resubmitting_reuses(daemon, tiny_model_dir):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    daemon.start()
+    args = ["sweep", "tiny", "--bits", "4,8", "--group-size", "64", "-p", "16", "-g", "8",
+            "-n", "2", "--max-tokens", "64"]  # fmt: skip
+    out = run_mlxd(*args, "--wait", timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Perplexity" in out.stdout and "queued" not in out.stdout.split("Precision")[-1]
+
+    table = run_json("sweep", "show", "1")
+    rows = {r["variant"]: r for r in table["rows"]}
+    assert list(rows) == ["base", "4bit-g64", "8bit-g64"]
+    for r in rows.values():
+        for col in ("perplexity", "prompt_tps", "generation_tps", "peak_memory_gb",
+                    "size_gb", "bits_per_weight"):  # fmt: skip
+            assert isinstance(r[col], float) and r[col] > 0, (r["variant"], col, r[col])
+    for name in ("4bit-g64", "8bit-g64"):
+        assert isinstance(rows[name]["kl_mean"], float) and rows[name]["kl_mean"] >= 0
+    assert rows["4bit-g64"]["bits_per_weight"] < rows["8bit-g64"]["bits_per_weight"]
+    assert rows["4bit-g64"]["kl_mean"] > rows["8bit-g64"]["kl_mean"]
+    md = run_mlxd("sweep", "show", "1", "--md", check=True).stdout
+    assert md.startswith("| Precision | Perplexity | KL |") and md.count("\n") == 5
+
+    models_before = run_json("models", "list")
+    jobs_before = run_json("jobs", "list")
+    again = run_mlxd(*args, check=True)
+    assert "Reused existing variant(s), not quantized again: 4bit-g64, 8bit-g64" in again.stdout
+    assert run_json("models", "list") == models_before
+    assert run_json("jobs", "list") == jobs_before  # bench and quality results reused too
+    second = run_json("sweep", "show", "2")
+    assert [r["perplexity"] for r in second["rows"]] == [r["perplexity"] for r in table["rows"]]
+    assert [s["id"] for s in run_json("sweep", "list")] == [1, 2]
