@@ -1,12 +1,13 @@
-"""Facts about the machine a job runs on: host, chip, cores, memory, OS, versions.
+"""Facts about the machine a job runs on: host, chip, cores, memory, OS, versions, power.
 
-Mac-only readings (sysctl) are parsed by small functions that tests feed with recorded
-outputs, since these build machines are Linux.
+Mac-only readings (sysctl, pmset, notifyutil) are parsed by small pure functions that tests
+feed with recorded outputs, since these build machines are Linux.
 """
 
 from __future__ import annotations
 
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -124,3 +125,93 @@ def system_facts() -> dict[str, Any]:
     if backend.get("device_name") and facts["backend"] != "cpu":
         facts["chip"] = facts.get("chip") or backend["device_name"]
     return facts
+
+
+# -- power and thermal state (macOS; AC/battery also on Linux laptops) ---------------------
+
+# notifyutil's com.apple.system.thermalpressurelevel, as NSProcessInfo.thermalState names it
+# (0..4); "trapping" and "sleeping" only happen just before the machine protects itself.
+THERMAL_STATES = ("nominal", "moderate", "heavy", "trapping", "sleeping")
+THERMAL_PRESSURE_KEY = "com.apple.system.thermalpressurelevel"
+
+
+def parse_pmset_batt(text: str) -> str | None:
+    """``pmset -g batt`` -> "ac" | "battery" | None, from "Now drawing from 'AC Power'"."""
+    m = re.search(r"Now drawing from '([^']+)'", text)
+    if not m:
+        return None
+    source = m.group(1).lower()
+    if source.startswith("ac"):
+        return "ac"
+    if source.startswith("battery"):
+        return "battery"
+    return None  # "UPS Power" and the like: neither of ours
+
+
+def parse_pmset_low_power(text: str) -> bool | None:
+    """``pmset -g`` -> whether low-power mode is on, None if the setting is not listed.
+
+    Most Macs list ``lowpowermode 0|1``; Macs that also have a high-power mode list
+    ``powermode 0|1|2`` instead (automatic / low / high).
+    """
+    m = re.search(r"^\s*lowpowermode\s+(\d+)", text, re.M)
+    if m:
+        return m.group(1) != "0"
+    m = re.search(r"^\s*powermode\s+(\d+)", text, re.M)
+    if m:
+        return m.group(1) == "1"
+    return None
+
+
+def parse_thermal_pressure(text: str) -> str | None:
+    """``notifyutil -g com.apple.system.thermalpressurelevel`` -> a THERMAL_STATES name."""
+    m = re.search(re.escape(THERMAL_PRESSURE_KEY) + r"\s+(\d+)", text)
+    if not m:
+        return None
+    level = int(m.group(1))
+    return THERMAL_STATES[level] if level < len(THERMAL_STATES) else None
+
+
+def parse_pmset_therm(text: str) -> str | None:
+    """``pmset -g therm`` -> "nominal" or "heavy" (throttled), None if it says neither.
+
+    Coarser than the thermal pressure level: pmset only tells whether the CPU is held back
+    (CPU_Speed_Limit below 100) or a thermal warning level above 0 was recorded.
+    """
+    speed = re.search(r"CPU_Speed_Limit\s*=\s*(\d+)", text)
+    warning = re.search(r"Thermal Warning Level\s*=\s*(\d+)", text, re.I)
+    if (speed and int(speed.group(1)) < 100) or (warning and int(warning.group(1)) > 0):
+        return "heavy"
+    if speed or warning or "No thermal warning level has been recorded" in text:
+        return "nominal"
+    return None
+
+
+def power_state() -> dict[str, Any]:
+    """Power source ("ac" | "battery"), low-power mode and thermal state; None where unknown.
+
+    Read fresh on each call (cheap: a few short commands on macOS), so a benchmark can
+    record the state it actually ran in.
+    """
+    state: dict[str, Any] = {"power_source": None, "low_power_mode": None, "thermal_state": None}
+    if sys.platform == "darwin":
+        batt = _run(["pmset", "-g", "batt"])
+        if batt:
+            state["power_source"] = parse_pmset_batt(batt)
+        settings = _run(["pmset", "-g"])
+        if settings:
+            state["low_power_mode"] = parse_pmset_low_power(settings)
+        pressure = _run(["notifyutil", "-g", THERMAL_PRESSURE_KEY])
+        state["thermal_state"] = parse_thermal_pressure(pressure) if pressure else None
+        if state["thermal_state"] is None:
+            therm = _run(["pmset", "-g", "therm"])
+            state["thermal_state"] = parse_pmset_therm(therm) if therm else None
+        return state
+    # Linux laptops report AC/battery through /sys; desktops and servers have no battery.
+    try:
+        battery = psutil.sensors_battery()
+    except (AttributeError, NotImplementedError, OSError):
+        battery = None
+    if battery is not None and battery.power_plugged is not None:
+        state["power_source"] = "ac" if battery.power_plugged else "battery"
+    return state

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import time
 
 import psutil
 import pytest
 
+from mlxd.catalog.store import Store
+from mlxd.config import paths
 from tests.conftest import run_json, run_mlxd, wait_for
 
 pytestmark = pytest.mark.daemon
@@ -66,26 +71,57 @@ def test_pipeline_convert_quantize_bench(daemon, tiny_model_dir, mlxd_home):
     assert list((mlxd_home / "models" / ".partial").iterdir()) == []
 
 
+def _freeze_running_child(store, job_id: int, timeout: float = 30) -> int | None:
+    """SIGSTOP the job's child the moment it appears; None if the job ended first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        j = store.get_job(job_id)
+        if j.status in ("succeeded", "failed", "cancelled"):
+            return None
+        if j.status == "running" and j.pid:
+            try:
+                os.kill(j.pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                return None
+            # Frozen while the catalog still says running: the job is truly mid-way.
+            if store.get_job(job_id).status == "running":
+                return j.pid
+            os.kill(j.pid, signal.SIGCONT)
+            return None
+        time.sleep(0.005)
+    raise AssertionError("the job never started")
+
+
 def test_kill_9_mid_job_then_restart_finishes_it(daemon, tiny_model_dir, mlxd_home):
     run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     daemon.start()
-    j = submit("quantize", "tiny", "--bits", "4")
-    # The child takes about a second to import mlx: kill the daemon while it is running.
-    child_pid = wait_for(lambda: job(j)["pid"], timeout=30, what="the job's child process")
-    assert job(j)["status"] == "running"
+    store = Store(paths(mlxd_home))
+    # The job is frozen (SIGSTOP) mid-way so the kill lands during it however fast it is.
+    for bits in ("4", "8", "6"):
+        j = submit("quantize", "tiny", "--bits", bits)
+        child_pid = _freeze_running_child(store, j)
+        if child_pid is not None:
+            break
+        assert job(j)["status"] == "succeeded"
+    else:
+        raise AssertionError("every job finished before it could be frozen")
+    name = f"tiny-{bits}bit-g64"
     daemon.kill9()
-    # The orphaned child notices and exits by itself.
+    os.kill(child_pid, signal.SIGCONT)
+    # The orphaned child notices its daemon is gone and exits by itself.
     wait_for(lambda: not psutil.pid_exists(child_pid) or _zombie(child_pid), timeout=10,
              what="the orphaned child to exit")  # fmt: skip
     assert job(j)["status"] == "running"  # nobody has told the catalog yet
+    assert name not in [m["name"] for m in run_json("models", "list")]
 
     daemon.start()
     final = wait_job(j)
     assert final["status"] == "succeeded", final
     assert final["attempts"] == 2
     names = [m["name"] for m in run_json("models", "list")]
-    assert names.count("tiny-4bit-g64") == 1
+    assert names.count(name) == 1
     assert list((mlxd_home / "models" / ".partial").iterdir()) == []
+    assert (mlxd_home / "models" / name / "config.json").exists()
     assert "attempt 2" in run_mlxd("jobs", "logs", str(j), check=True).stdout
 
 
@@ -154,8 +190,8 @@ def test_sigterm_requeues_the_running_job(daemon, tiny_model_dir):
 def test_dependent_of_a_failed_job_fails_with_that_reason(daemon, tiny_model_dir):
     run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     daemon.start()
-    # A timeout of 0.5 s fails the bench (the child alone takes longer to start).
-    first = submit("bench", "tiny", "-p", "32", "-g", "8", "--timeout", "0.5")
+    # A timeout of 0.5 s fails a bench that generates 3000 tokens.
+    first = submit("bench", "tiny", "-p", "32", "-g", "3000", "--timeout", "0.5")
     second = submit("quantize", "tiny", "--bits", "8", "--after", str(first))
     assert wait_job(first)["status"] == "failed"
     dep = wait_for(lambda: job(second)["status"] != "queued" and job(second), timeout=30,

@@ -23,6 +23,7 @@ COMMANDS = {
     "results": "mlxd.cli.results_cmd:results",
     "sweep": "mlxd.cli.sweep_cmd:sweep",
     "demo": "mlxd.cli.demo_cmd:demo",
+    "system": "mlxd.cli.system_cmd:system",
 }
 
 

@@ -2,6 +2,11 @@
 
 The same code serves the daemon's worker threads and commands that run a job in the
 foreground (``mlxd models synth``): a job always runs in a fresh child process.
+
+In the daemon (``prewarm``) one spare child waits with mlx and mlx_lm already imported, so
+the next job starts at once instead of paying ~1 s of imports. Each spare serves one job; the
+next spare starts as soon as a job is handed over, or, for a measuring job (QUIET_KINDS),
+as soon as that job's process has ended.
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ log = logging.getLogger("mlxd.runner")
 POLL_S = 0.2  # how often the supervisor looks at cancel requests and the clock
 PROGRESS_WRITE_S = 0.5  # at most this often a progress row is written
 KILL_GRACE_S = 3.0
+CHILD_CMD = [sys.executable, "-m", "mlxd.daemon.child"]
+# Jobs whose figures a spare's imports (~1 s of a CPU core) would disturb: their next spare
+# starts only when they have ended. Others overlap it with their own work.
+QUIET_KINDS = frozenset({"bench", "probe"})
 
 
 @dataclass
@@ -50,6 +59,11 @@ class Runner:
     stop_event: threading.Event = field(default_factory=threading.Event)
     # Called with a job id that became runnable (a dependent whose prerequisite succeeded).
     release: Callable[[int], None] = lambda job_id: None
+    # Keep one pre-started child waiting for the next job (the daemon; not in-CLI runs).
+    prewarm: bool = False
+    _spare: subprocess.Popen | None = field(default=None, init=False, repr=False)
+    _spare_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _closed: bool = field(default=False, init=False, repr=False)
 
     def handle(self, job_id: int) -> Outcome | None:
         """Run job ``job_id`` if it is queued and its prerequisite allows; None otherwise."""
@@ -166,25 +180,86 @@ class Runner:
             return self._fail(job.id, f"could not record the result: {e}")
         return Outcome("succeeded")
 
-    # -- the child process ----------------------------------------------------------------
+    # -- the spare child ------------------------------------------------------------------
 
-    def _supervise(self, job, request: dict[str, Any], joblog):
-        """Run the child; returns (result, error, ended) with ended in done|cancelled|requeued."""
-        env = dict(os.environ, MLXD_HOME=str(self.paths.home), PYTHONUNBUFFERED="1")
+    def start_spare(self) -> None:
+        """Start a spare child (if prewarm is on and none is waiting)."""
+        if not self.prewarm:
+            return
+        with self._spare_lock:
+            if self._closed or self.stop_event.is_set():
+                return
+            if self._spare is not None and self._spare.poll() is None:
+                return
+            self.paths.ensure()
+            # Until it has a job, what the spare prints (import warnings) goes to the daemon log.
+            with open(self.paths.daemon_log, "a") as out:
+                self._spare = subprocess.Popen(
+                    [*CHILD_CMD, "--preload"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=out,
+                    env=self._child_env(),
+                    text=True,
+                )
+            log.info("spare child %s started", self._spare.pid)
+
+    def close(self) -> None:
+        """Stop the spare child; no new one is started after this."""
+        with self._spare_lock:
+            self._closed = True
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            _dismiss(spare)
+
+    def _take_spare(self) -> subprocess.Popen | None:
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        if spare is not None and spare.poll() is not None:
+            log.warning("spare child %s had exited (status %s)", spare.pid, spare.returncode)
+            _dismiss(spare)
+            return None
+        return spare
+
+    def _child_env(self) -> dict[str, str]:
+        return dict(os.environ, MLXD_HOME=str(self.paths.home), PYTHONUNBUFFERED="1")
+
+    def _start_child(self, request: dict[str, Any], joblog) -> subprocess.Popen:
+        """Hand the request to the spare, or to a fresh child when there is none."""
+        spare = self._take_spare() if self.prewarm else None
+        if spare is not None:
+            try:
+                spare.stdin.write(json.dumps({**request, "log_path": joblog.name}))
+                spare.stdin.close()
+            except (BrokenPipeError, OSError):
+                _dismiss(spare)  # it died just now: fall back to a fresh child
+            else:
+                if request["kind"] not in QUIET_KINDS:
+                    self.start_spare()  # the next job gets a warm child too
+                return spare
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mlxd.daemon.child"],
+            CHILD_CMD,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=joblog,
-            env=env,
+            env=self._child_env(),
             text=True,
         )
-        self.store.update_job(job.id, pid=proc.pid, message="started")
         try:
             proc.stdin.write(json.dumps(request))
             proc.stdin.close()
         except BrokenPipeError:
             pass
+        if self.prewarm and request["kind"] not in QUIET_KINDS:
+            self.start_spare()  # there was none (first job, or it died): have one next time
+        return proc
+
+    # -- the child process ----------------------------------------------------------------
+
+    def _supervise(self, job, request: dict[str, Any], joblog):
+        """Run the child; returns (result, error, ended) with ended in done|cancelled|requeued."""
+        proc = self._start_child(request, joblog)
+        self.store.update_job(job.id, pid=proc.pid, message="started")
         events: queue.Queue = queue.Queue()
 
         def read_events():
@@ -219,6 +294,13 @@ class Runner:
                     result = ev["result"]
                 elif kind == "error":
                     error = ev["message"]
+                elif kind == "timing":
+                    # Where the child's time went: what benchmarks/run.py subtracts as work.
+                    joblog.write(
+                        f"=== child {proc.pid} ({'spare' if ev.get('spare') else 'fresh'}): "
+                        f"imports {ev['imports_s']:.3f} s, idle {ev['idle_s']:.3f} s, "
+                        f"work {ev['work_s']:.3f} s\n"
+                    )
             now = time.monotonic()
             if pending_progress and now - last_write >= PROGRESS_WRITE_S:
                 self.store.update_job(job.id, heartbeat_at=utcnow(), **pending_progress)
@@ -235,6 +317,7 @@ class Runner:
                     _terminate(proc)
                     break
         rc = proc.wait()
+        self.start_spare()  # (if prewarm) after a quiet job, or if none is waiting
         reader.join(timeout=5)
         if ended == "done" and error is None and rc != 0:
             error = _describe_exit(rc)
@@ -251,6 +334,18 @@ def _terminate(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def _dismiss(proc: subprocess.Popen) -> None:
+    """End a child that has no job (it may still be importing: do not wait for EOF)."""
+    try:
+        if proc.stdin and not proc.stdin.closed:
+            proc.stdin.close()
+    except OSError:
+        pass
+    _terminate(proc)
+    if proc.stdout:
+        proc.stdout.close()
 
 
 def _describe_exit(rc: int) -> str:

@@ -27,6 +27,8 @@ from mlxd.daemon.runner import Runner
 log = logging.getLogger("mlxd.daemon")
 
 _runner: Runner | None = None
+# MLXD_SPARE_CHILD=0 turns the pre-started spare child off (it holds ~0.3 GB while it waits).
+ENV_SPARE_CHILD = "MLXD_SPARE_CHILD"
 
 
 class DaemonError(Exception):
@@ -192,8 +194,10 @@ def run_daemon(paths: Paths, workers: int = 1) -> None:
         paths,
         stop_event=consumer.stop_flag,
         release=lambda job_id: _enqueue_job(paths, store, job_id),
+        prewarm=os.environ.get(ENV_SPARE_CHILD, "1") != "0",
     )
     recover(store, paths)
+    _runner.start_spare()  # the first job after a start gets a warm child too
     paths.pidfile.write_text(f"{os.getpid()}\n")
     log.info(
         "mlxd daemon started (pid %s, home %s, %s worker(s))", os.getpid(), paths.home, workers
@@ -201,6 +205,7 @@ def run_daemon(paths: Paths, workers: int = 1) -> None:
     try:
         consumer.run()
     finally:
+        _runner.close()  # no spare child outlives its daemon
         log.info("mlxd daemon stopped")
         if _pidfile_pid(paths) == os.getpid():
             paths.pidfile.unlink(missing_ok=True)

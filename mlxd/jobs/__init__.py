@@ -27,6 +27,7 @@ KINDS: dict[str, str] = {
     "quantize": "mlxd.jobs.quantize",
     "bench": "mlxd.jobs.bench",
     "quality": "mlxd.jobs.quality",
+    "probe": "mlxd.jobs.probe",
     "import_gguf": "mlxd.jobs.import_gguf",
 }
 

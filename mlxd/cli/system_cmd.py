@@ -1,0 +1,104 @@
+"""mlxd system probe|show: this machine's facts, power state and measured memory bandwidth."""
+
+from __future__ import annotations
+
+import click
+
+from mlxd.cli.common import (
+    UserError,
+    catalog_errors,
+    echo_json,
+    get_paths,
+    get_store,
+    human_bytes,
+    output_options,
+    row_dict,
+    when,
+)
+
+
+@click.group()
+def system():
+    """Show this machine's facts and measure its memory bandwidth."""
+
+
+@system.command()
+@click.option("--size-mb", type=click.IntRange(min=1), metavar="MB",
+              help="Array size in MiB (default: 256-1024, from the machine's RAM)")  # fmt: skip
+@click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Timed runs; the best one counts")  # fmt: skip
+@catalog_errors
+def probe(size_mb: int | None, repeats: int):
+    """Measure the memory bandwidth once and store it (runs now, no daemon)."""
+    from mlxd.daemon.runner import Runner
+    from mlxd.jobs.probe import Spec, latest_probe
+
+    store = get_store()
+    spec = Spec(size_mb=size_mb, repeats=repeats)
+    # A job row like any other, run in its own child process: this command never imports mlx.
+    job = store.submit_job("probe", spec.to_params(), max_attempts=1)
+    outcome = Runner(store, get_paths()).handle(job.id)
+    if outcome is None or outcome.status != "succeeded":
+        raise UserError(f"probe failed: {outcome.error if outcome else 'not run'}")
+    p = latest_probe(store)
+    click.echo(
+        f"Memory bandwidth: {p.memory_bandwidth_bytes_per_s / 1e9:.1f} GB/s "
+        f"({p.backend}, {p.method}); stored as probe {p.id}"
+    )
+
+
+@system.command()
+@output_options(csv_ok=False)
+def show(json_: bool):
+    """Show this machine's facts, power state and latest bandwidth probe."""
+    from mlxd.jobs.probe import latest_probe
+    from mlxd.sysinfo import machine_facts, power_state
+
+    facts = machine_facts()
+    power = power_state()
+    latest = latest_probe(get_store(), facts["host"])
+    if json_:
+        echo_json({**facts, **power, "probe": row_dict(latest) if latest else None})
+        return
+    rows = [
+        ("host", facts["host"]),
+        ("os", f"{facts['os_name']} {facts['os_version']}"),
+        ("cpu", facts["cpu"]),
+        ("chip", facts["chip"]),
+        ("cores", _cores(facts)),
+        ("gpu cores", facts["gpu_cores"]),
+        ("ram", human_bytes(facts["ram_bytes"])),
+        ("backend", facts["backend"]),
+        ("python", facts["python_version"]),
+        ("mlx", facts["mlx_version"]),
+        ("mlx-lm", facts["mlx_lm_version"]),
+        ("mlxd", facts["mlxd_version"]),
+        ("power source", power["power_source"]),
+        ("low power mode", _yes_no(power["low_power_mode"])),
+        ("thermal state", power["thermal_state"]),
+    ]
+    if latest:
+        rows.append(
+            (
+                "memory bandwidth",
+                f"{latest.memory_bandwidth_bytes_per_s / 1e9:.1f} GB/s "
+                f"(probe {latest.id}, {when(latest.created_at)}, {latest.method})",
+            )
+        )
+    else:
+        rows.append(("memory bandwidth", "not measured yet; run 'mlxd system probe'"))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        if v not in (None, ""):
+            click.echo(f"{k.ljust(width)}  {v}")
+
+
+def _cores(facts: dict) -> str:
+    text = f"{facts['cores_physical']} physical, {facts['cores_logical']} logical"
+    if facts.get("cores_performance"):
+        text += f" ({facts['cores_performance']}P + {facts.get('cores_efficiency') or 0}E)"
+    return text
+
+
+def _yes_no(value: bool | None) -> str | None:
+    return None if value is None else ("on" if value else "off")

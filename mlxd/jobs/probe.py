@@ -1,0 +1,90 @@
+"""probe: measure this machine's memory bandwidth once and keep it in the catalog.
+
+Benchmarks divide by it to show generation throughput as a share of the bandwidth roofline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from mlxd.jobs.base import FinishContext, RunContext, SpecError
+
+PRODUCES_MODEL = False
+MAX_SIZE_MB = 64 * 1024
+
+
+@dataclass
+class Spec:
+    size_mb: int | None = None  # None: chosen from the machine's RAM (256 MiB to 1 GiB)
+    repeats: int = 10
+
+    def __post_init__(self):
+        if self.size_mb is not None and not 1 <= self.size_mb <= MAX_SIZE_MB:
+            raise SpecError(f"--size-mb must be between 1 and {MAX_SIZE_MB}")
+        if self.repeats < 1:
+            raise SpecError("--repeats must be at least 1")
+
+    def to_params(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Spec:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in params.items() if k in names})
+
+
+def describe(spec: Spec) -> str:
+    size = f"{spec.size_mb} MiB" if spec.size_mb else "auto size"
+    return f"probe memory bandwidth ({size}, best of {spec.repeats})"
+
+
+def prepare(spec: Spec, store) -> dict[str, Any]:
+    return {}
+
+
+def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+    from mlxd.engine.probe import MIB, default_size_bytes, measure_bandwidth
+    from mlxd.sysinfo import system_facts
+
+    facts = system_facts()
+    size = spec.size_mb * MIB if spec.size_mb else default_size_bytes(facts.get("ram_bytes"))
+    ctx.progress(0.1, f"measuring memory bandwidth on {size // MIB} MiB")
+    measured = measure_bandwidth(size, spec.repeats)
+    ctx.progress(1.0, "done")
+    return {"bandwidth": measured, "system": facts}
+
+
+def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: FinishContext) -> None:
+    from mlxd.catalog.models import Probe
+
+    m, facts = result["bandwidth"], result["system"]
+    probe = Probe(
+        host=facts["host"],
+        cpu=facts["cpu"],
+        backend=facts["backend"],
+        ram_bytes=facts.get("ram_bytes"),
+        memory_bandwidth_bytes_per_s=m["memory_bandwidth_bytes_per_s"],
+        method=f"mlx sum and x+1 on {m['size_bytes'] // (1 << 20)} MiB float32, "
+        f"best of {m['repeats']} after {m['warmup']} warm-up",
+        details={**m, "chip": facts.get("chip"), "mlx_version": facts.get("mlx_version")},
+    )
+    fin.session.add(probe)
+    fin.session.flush()
+    fin.summary["probe_id"] = probe.id
+    fin.summary["memory_bandwidth_gb_per_s"] = round(m["memory_bandwidth_bytes_per_s"] / 1e9, 2)
+
+
+def latest_probe(store, host: str | None = None):
+    """The newest Probe row for ``host`` (default: this machine), or None."""
+    import socket
+
+    from sqlmodel import select
+
+    from mlxd.catalog.models import Probe
+
+    host = host or socket.gethostname()
+    with store.read() as s:
+        q = select(Probe).where(Probe.host == host).order_by(Probe.id.desc()).limit(1)
+        return s.exec(q).first()
