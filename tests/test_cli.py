@@ -145,7 +145,9 @@ def test_synth_makes_a_catalog_model_without_a_daemon(mlxd_home):
 def test_generate_streams_text_and_is_deterministic_at_temp_0(tiny_model_dir):
     run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     first = run_mlxd("generate", "tiny", "--prompt", "Hello there", "--max-tokens", "6", check=True)
-    second = run_mlxd("generate", "tiny", "--prompt", "Hello there", "--max-tokens", "6", check=True)
+    second = run_mlxd(
+        "generate", "tiny", "--prompt", "Hello there", "--max-tokens", "6", check=True
+    )
     assert first.stdout.strip() and first.stdout == second.stdout
     assert "6 generated" in first.stderr and "tok/s" in first.stderr
     raw = run_mlxd("generate", "tiny", "--prompt", "Hello", "--raw", "--max-tokens", "3",
