@@ -6,6 +6,7 @@ stay fast and never import mlx.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import struct
@@ -49,6 +50,14 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
         if n > 100_000_000:
             raise ModelFolderError(f"{path.name} is not a safetensors file")
         return json.loads(f.read(n))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def folder_size(path: Path) -> int:

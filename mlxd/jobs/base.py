@@ -19,8 +19,21 @@ class JobFailed(RuntimeError):
     """A job that cannot go on, with a one-line reason for the user."""
 
 
+class JobSpec:
+    """What every kind's ``Spec`` dataclass shares: to and from the job row's JSON params."""
+
+    def to_params(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]):
+        # Keys a newer or older mlxd wrote that this Spec does not know are left out.
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in params.items() if k in names})
+
+
 @dataclass
-class ModelRefSpec:
+class ModelRefSpec(JobSpec):
     """A spec that works on one catalog model, named by REF (name, id or path).
 
     ``model_id`` is filled in at submit time when REF already exists; a job queued
@@ -29,14 +42,6 @@ class ModelRefSpec:
 
     model: str
     model_id: int | None = None
-
-    def to_params(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]):
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in params.items() if k in names})
 
 
 def resolve_input_model(spec: ModelRefSpec, store) -> dict[str, Any]:

@@ -7,13 +7,12 @@ the file itself: its path and sha256 go into the model's details (there is no pa
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlxd.jobs.base import FinishContext, JobFailed, RunContext, SpecError
+from mlxd.jobs.base import FinishContext, JobFailed, JobSpec, RunContext, SpecError
 from mlxd.jobs.synth import check_name
 
 PRODUCES_MODEL = True
@@ -34,7 +33,7 @@ def default_name(file: str, dequantize: bool = False) -> str:
 
 
 @dataclass
-class Spec:
+class Spec(JobSpec):
     file: str  # absolute path of the .gguf
     name: str | None = None
     dequantize: bool = False
@@ -47,14 +46,6 @@ class Spec:
         if self.name is None:
             self.name = default_name(self.file, self.dequantize)
         check_name(self.name)
-
-    def to_params(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> Spec:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in params.items() if k in names})
 
 
 def describe(spec: Spec) -> str:

@@ -5,18 +5,17 @@ Benchmarks divide by it to show generation throughput as a share of the bandwidt
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from mlxd.jobs.base import FinishContext, RunContext, SpecError
+from mlxd.jobs.base import FinishContext, JobSpec, RunContext, SpecError
 
 PRODUCES_MODEL = False
 MAX_SIZE_MB = 64 * 1024
 
 
 @dataclass
-class Spec:
+class Spec(JobSpec):
     size_mb: int | None = None  # None: chosen from the machine's RAM (256 MiB to 1 GiB)
     repeats: int = 10
 
@@ -25,14 +24,6 @@ class Spec:
             raise SpecError(f"--size-mb must be between 1 and {MAX_SIZE_MB}")
         if self.repeats < 1:
             raise SpecError("--repeats must be at least 1")
-
-    def to_params(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> Spec:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in params.items() if k in names})
 
 
 def describe(spec: Spec) -> str:

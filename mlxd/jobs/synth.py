@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from mlxd.jobs.base import FinishContext, RunContext, SpecError
+from mlxd.jobs.base import FinishContext, JobSpec, RunContext, SpecError
 
 PRODUCES_MODEL = True
 ARCHS = ("llama", "qwen2")
@@ -24,7 +23,7 @@ def check_name(name: str) -> None:
 
 
 @dataclass
-class Spec:
+class Spec(JobSpec):
     name: str
     arch: str = "llama"
     size: str = "tiny"
@@ -37,13 +36,6 @@ class Spec:
             raise SpecError(f"unknown architecture '{self.arch}'; choose from {', '.join(ARCHS)}")
         if self.like is None and self.size not in SIZES:
             raise SpecError(f"unknown size '{self.size}'; choose from {', '.join(SIZES)}")
-
-    def to_params(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> Spec:
-        return cls(**params)
 
 
 def describe(spec: Spec) -> str:
