@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -155,3 +156,10 @@ def test_generate_streams_text_and_is_deterministic_at_temp_0(tiny_model_dir):
     assert raw.stderr == ""
     bad = run_mlxd("generate", "tiny", "--prompt", "x", "--max-tokens", "0")
     assert bad.returncode == 2 and bad.stderr.startswith("Error: ")
+
+
+def test_every_command_is_documented_in_the_readme():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for path, _ in COMMANDS:
+        if len(path) == 1:
+            assert f"mlxd {path[0]}" in readme, f"README.md does not show 'mlxd {path[0]}'"

@@ -38,6 +38,7 @@ log = logging.getLogger("mlxd.runner")
 
 POLL_S = 0.2  # how often the supervisor looks at cancel requests and the clock
 PROGRESS_WRITE_S = 0.5  # at most this often a progress row is written
+HEARTBEAT_S = 5.0  # at least this often the job's heartbeat_at is refreshed
 KILL_GRACE_S = 3.0
 CHILD_CMD = [sys.executable, "-m", "mlxd.daemon.child"]
 # Jobs whose figures a spare's imports (~1 s of a CPU core) would disturb: their next spare
@@ -302,8 +303,10 @@ class Runner:
                         f"work {ev['work_s']:.3f} s\n"
                     )
             now = time.monotonic()
-            if pending_progress and now - last_write >= PROGRESS_WRITE_S:
-                self.store.update_job(job.id, heartbeat_at=utcnow(), **pending_progress)
+            if (pending_progress and now - last_write >= PROGRESS_WRITE_S) or (
+                now - last_write >= HEARTBEAT_S  # a long step without progress still shows life
+            ):
+                self.store.update_job(job.id, heartbeat_at=utcnow(), **(pending_progress or {}))
                 pending_progress, last_write = None, now
             if now - last_check >= POLL_S:
                 last_check = now
