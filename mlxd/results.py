@@ -275,7 +275,10 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     now = now or datetime.now(UTC)
     m = _AGE.match(text)
     if m:
-        return now - timedelta(**{_AGE_UNITS[m.group(2)]: float(m.group(1))})
+        try:
+            return now - timedelta(**{_AGE_UNITS[m.group(2)]: float(m.group(1))})
+        except OverflowError:
+            raise ResultsError(f"--since {text}: that is further back than any date") from None
     try:
         dt = datetime.fromisoformat(text.strip())
     except ValueError:

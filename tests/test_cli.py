@@ -119,7 +119,7 @@ def test_cancel_queued_job_and_its_dependents(tiny_model_dir):
     again = run_mlxd("jobs", "cancel", "1")
     assert again.returncode == 1 and "already cancelled" in again.stderr
     retried = run_mlxd("jobs", "retry", "1", check=True).stdout
-    assert "Queued job 3 (retry of job 1)" in retried
+    assert "Queued job 3: retry of job 1 (convert tiny -> tiny-mlx)" in retried
 
 
 def test_models_rm_keeps_files_it_did_not_make(tiny_model_dir):
@@ -163,3 +163,81 @@ def test_every_command_is_documented_in_the_readme():
     for path, _ in COMMANDS:
         if len(path) == 1:
             assert f"mlxd {path[0]}" in readme, f"README.md does not show 'mlxd {path[0]}'"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["convert", "tiny", "--timeout", "-1"], "-1.0 is not in the range"),
+        (["convert", "tiny", "--timeout", "nan"], "--timeout must be a number of seconds"),
+        (["daemon", "stop", "--timeout", "-1"], "-1.0 is not in the range"),
+        (["results", "--since", "99999999d"], "further back than any date"),
+    ],
+)
+def test_out_of_range_values_are_usage_errors(args, message, tiny_model_dir):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    proc = run_mlxd(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("Error: ") and proc.stderr.count("\n") == 1
+    assert message in proc.stderr
+
+
+def test_a_group_alone_prints_its_help():
+    proc = run_mlxd("jobs")
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert "Commands:" in proc.stdout and "cancel" in proc.stdout
+
+
+def test_a_model_named_by_id_gives_outputs_its_name(tiny_model_dir):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    out = run_mlxd("quantize", "1", "--bits", "4", check=True).stdout
+    assert "quantize tiny -> tiny-4bit-g64" in out
+
+
+def test_jobs_after_a_failed_job_are_refused_and_retry_keeps_the_prerequisite(tiny_model_dir):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    run_mlxd("convert", "tiny", check=True)  # job 1
+    run_mlxd("bench", "tiny-mlx", "--after", "1", check=True)  # job 2
+    run_mlxd("jobs", "cancel", "1", check=True)  # fails job 2 too
+    proc = run_mlxd("bench", "tiny", "--after", "1")
+    assert proc.returncode == 2 and "job 1 is cancelled; retry it first" in proc.stderr
+    run_mlxd("jobs", "retry", "1", check=True)  # job 3
+    assert run_mlxd("jobs", "retry", "2").returncode == 2  # still waits on cancelled job 1
+    run_mlxd("jobs", "retry", "2", "--after", "3", check=True)  # job 4
+    assert run_json("jobs", "show", "4")["after_job_id"] == 3
+
+
+def test_removing_a_model_with_quality_scores_and_a_sweep(tiny_model_dir):
+    from mlxd.catalog.models import QualityRun, Sweep
+    from mlxd.catalog.store import Store
+    from mlxd.config import paths
+
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "other", check=True)
+    store = Store(paths())
+    with store.write() as s:
+        s.add(QualityRun(model_id=1, base_model_id=2, text_name="t", text_sha256="x",
+                         tokens=10, perplexity=5.0))  # fmt: skip
+        s.add(QualityRun(model_id=2, base_model_id=1, text_name="t", text_sha256="x",
+                         tokens=10, perplexity=6.0))  # fmt: skip
+        s.add(Sweep(base_model_id=1))
+    run_mlxd("models", "rm", "tiny", check=True)
+    with store.read() as s:
+        from sqlmodel import select
+
+        runs = list(s.exec(select(QualityRun)))
+        assert [(r.model_id, r.base_model_id) for r in runs] == [(2, None)]
+        assert list(s.exec(select(Sweep))) == []
+    store.close()
+
+
+def test_generate_on_a_deleted_folder_says_so(tmp_path, tiny_model_dir):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    run_mlxd("models", "add", str(copy), "--name", "gone", check=True)
+    shutil.rmtree(copy)
+    proc = run_mlxd("generate", "gone", "--prompt", "hi")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"Error: model 'gone' has no folder at {copy} (was it deleted?)"

@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
@@ -13,7 +15,7 @@ import pytest
 
 from mlxd.catalog.store import Store
 from mlxd.config import paths
-from tests.conftest import run_json, run_mlxd, wait_for
+from tests.conftest import mlxd_env, run_json, run_mlxd, wait_for
 
 pytestmark = pytest.mark.daemon
 
@@ -208,3 +210,79 @@ def test_second_start_says_already_running(daemon):
     assert proc.stderr.strip() == f"Error: the daemon is already running (pid {daemon.pid})"
     st = run_json("daemon", "status")
     assert st["running"] and st["pid"] == daemon.pid
+
+
+def _start_foreground_synth(name: str, home) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mlxd", "models", "synth", name],
+        env=mlxd_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_daemon_start_leaves_a_foreground_job_alone_and_runs_its_dependents(daemon, mlxd_home):
+    mlxd_home.mkdir(parents=True, exist_ok=True)
+    run_mlxd("jobs", "list", check=True)  # creates the catalog
+    store = Store(paths(mlxd_home))
+    cli = _start_foreground_synth("fg", mlxd_home)
+    wait_for(lambda: store.list_jobs(["running"]), timeout=30, what="the synth job to run")
+    [synth] = store.list_jobs(["running"])
+    child = _freeze_running_child(store, synth.id)
+    assert child is not None, "synth finished before it could be frozen"
+    dependent = submit("quantize", "fg", "--bits", "8", "--after", str(synth.id))
+    daemon.start()  # its recovery must not take the CLI's running job for a leftover
+    assert job(synth.id)["status"] == "running" and psutil.pid_exists(child)
+    os.kill(child, signal.SIGCONT)
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 0, err
+    assert "Made model" in out
+    # The CLI released the job that waited on its synth; the daemon ran it.
+    assert wait_job(dependent)["status"] == "succeeded"
+
+
+def test_ctrl_c_in_a_foreground_job_cancels_it_and_cleans_up(mlxd_home):
+    mlxd_home.mkdir(parents=True, exist_ok=True)
+    run_mlxd("jobs", "list", check=True)
+    store = Store(paths(mlxd_home))
+    cli = _start_foreground_synth("fg", mlxd_home)
+    wait_for(lambda: store.list_jobs(["running"]), timeout=30, what="the synth job to run")
+    [synth] = store.list_jobs(["running"])
+    child = _freeze_running_child(store, synth.id)
+    assert child is not None, "synth finished before it could be frozen"
+    cli.send_signal(signal.SIGINT)
+    _, err = cli.communicate(timeout=30)
+    assert cli.returncode == 130 and err.strip() == "Error: interrupted"
+    final = job(synth.id)
+    assert final["status"] == "cancelled" and final["error"] == "interrupted"
+    wait_for(lambda: not psutil.pid_exists(child) or _zombie(child), timeout=10, what="child gone")
+    assert list((mlxd_home / "models" / ".partial").iterdir()) == []
+
+
+def test_cancel_after_the_daemon_died_ends_the_job_for_good(daemon, tiny_model_dir, mlxd_home):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    daemon.start()
+    store = Store(paths(mlxd_home))
+    j = submit("bench", "tiny", "-p", "32", "-g", "2000", "-n", "5")
+    child = _freeze_running_child(store, j)
+    assert child is not None
+    daemon.kill9()
+    os.kill(child, signal.SIGCONT)
+    proc = run_mlxd("jobs", "cancel", str(j), timeout=20)
+    assert proc.returncode == 0 and f"Cancelled job {j}" in proc.stdout
+    daemon.start()
+    time.sleep(1)  # the daemon would have picked it up again by now
+    final = job(j)
+    assert final["status"] == "cancelled" and final["attempts"] == 1
+    assert "attempt 2" not in run_mlxd("jobs", "logs", str(j), check=True).stdout
+
+
+def test_waiting_on_a_queued_job_without_a_daemon_gives_up(tiny_model_dir):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    j = submit("convert", "tiny")
+    proc = run_mlxd("jobs", "wait", str(j), timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        f"Error: job {j} is queued but no daemon is running it; start one with 'mlxd daemon start'"
+    )

@@ -27,6 +27,8 @@ from mlxd.catalog.models import (
     BenchTrial,
     Job,
     Model,
+    QualityRun,
+    Sweep,
     System,
     utcnow,
 )
@@ -152,6 +154,15 @@ class Store:
             run_ids = select(BenchRun.id).where(BenchRun.model_id == model_id)
             s.execute(delete(BenchTrial).where(BenchTrial.run_id.in_(run_ids)))
             s.execute(delete(BenchRun).where(BenchRun.model_id == model_id))
+            # Its quality scores go with it; scores of others against it lose their base.
+            s.execute(delete(QualityRun).where(QualityRun.model_id == model_id))
+            s.execute(
+                update(QualityRun)
+                .where(QualityRun.base_model_id == model_id)
+                .values(base_model_id=None)
+            )
+            # A sweep is a record about its base: without the base it means nothing.
+            s.execute(delete(Sweep).where(Sweep.base_model_id == model_id))
             s.execute(
                 update(Job).where(Job.output_model_id == model_id).values(output_model_id=None)
             )

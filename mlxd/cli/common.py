@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -164,7 +165,7 @@ def job_options(fn: Callable) -> Callable:
         click.option("--wait", is_flag=True, help="Follow the job with a progress bar; exit 1 if it fails"),
         click.option("--after", "after", type=int, metavar="ID", help="Start only after job ID succeeded"),
         click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first"),
-        click.option("--timeout", "timeout_s", type=float, metavar="SECONDS", help="Fail the job if it runs longer"),
+        click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True, max=1e9), metavar="SECONDS", help="Fail the job if it runs longer"),
     ]  # fmt: skip
     for opt in reversed(opts):
         fn = opt(fn)
@@ -180,10 +181,17 @@ def submit(
     priority: int = 0,
     timeout_s: float | None = None,
     quiet: bool = False,
+    max_attempts: int = 3,
+    label: str = "",
 ) -> int:
-    """Record a job in the catalog, hand its id to the queue, and maybe follow it."""
+    """Record a job in the catalog, hand its id to the queue, and maybe follow it.
+
+    ``spec`` is a kind's Spec, or the params dict of an earlier job (retry).
+    """
     from mlxd.daemon.service import status
 
+    if timeout_s is not None and not math.isfinite(timeout_s):
+        raise BadUsage("--timeout must be a number of seconds")
     p = get_paths()
     running = status(p).running
     if wait and not running:
@@ -192,12 +200,13 @@ def submit(
             "(or leave out --wait to queue the job for later)"
         )
     store = get_store()
-    job = store.submit_job(
-        kind, spec.to_params(), priority=priority, after_job_id=after, timeout_s=timeout_s
-    )
+    check_prerequisite(after)
+    params = spec if isinstance(spec, dict) else spec.to_params()
+    job = store.submit_job(kind, params, priority=priority, after_job_id=after,
+                           timeout_s=timeout_s, max_attempts=max_attempts)  # fmt: skip
     release_if_runnable(job.id)
     if not quiet:
-        desc = describe(kind, spec)
+        desc = label or describe(kind, spec)
         click.echo(f"Queued job {job.id}: {desc}" + (f" (after job {after})" if after else ""))
         if not running:
             click.echo(
@@ -207,6 +216,18 @@ def submit(
     if wait:
         follow(job.id)
     return job.id
+
+
+def check_prerequisite(after: int | None) -> None:
+    """A job may wait on one that is queued, running or done well; not on one that failed."""
+    if after is None:
+        return
+    pre = get_store().get_job(after)
+    if pre.status in ("failed", "cancelled"):
+        raise BadUsage(
+            f"job {after} is {pre.status}; retry it first ('mlxd jobs retry {after}') "
+            "and wait on the new job"
+        )
 
 
 def describe(kind: str, spec) -> str:
@@ -250,6 +271,8 @@ def follow(job_id: int, *, timeout_s: float | None = None, show_progress: bool =
         console=Console(stderr=True),
         transient=True,
     )
+    stalled = 0  # consecutive checks that found nobody to run the job
+    last_check = time.monotonic()
     with progress:
         task = progress.add_task(desc, total=1.0, message=job.status)
         while job.status in ("queued", "running"):
@@ -258,6 +281,14 @@ def follow(job_id: int, *, timeout_s: float | None = None, show_progress: bool =
             time.sleep(0.2)
             job = store.get_job(job_id)
             progress.update(task, completed=job.progress, message=job.message or job.status)
+            if time.monotonic() - last_check >= 1.0:
+                last_check = time.monotonic()
+                stalled = stalled + 1 if _nobody_runs(job) else 0
+                if stalled >= 3:  # a few seconds' grace: a daemon may be restarting
+                    raise UserError(
+                        f"job {job_id} is {job.status} but no daemon is running it; "
+                        "start one with 'mlxd daemon start'"
+                    )
     if job.status != "succeeded":
         raise UserError(f"job {job.id} {job.status}: {job.error or 'no reason recorded'}")
     if show_progress:
@@ -268,6 +299,26 @@ def follow(job_id: int, *, timeout_s: float | None = None, show_progress: bool =
         )
         click.echo(f"Job {job.id} succeeded" + (f": {summary}" if summary else ""))
     return job
+
+
+def _nobody_runs(job) -> bool:
+    from mlxd.daemon.liveness import owner_alive
+    from mlxd.daemon.service import status
+
+    if job.status == "queued":
+        return not status(get_paths()).running
+    if job.status == "running":
+        return not owner_alive(job)
+    return False
+
+
+def foreground_runner():
+    """A Runner for a job this command runs itself (no daemon), releasing its dependents."""
+    from mlxd.daemon.queue import enqueue
+    from mlxd.daemon.runner import Runner
+
+    store, p = get_store(), get_paths()
+    return Runner(store, p, release=lambda j: enqueue(p, j, priority=store.get_job(j).priority))
 
 
 def _short(value: Any) -> str:

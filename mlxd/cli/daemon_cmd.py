@@ -32,7 +32,7 @@ def start(foreground: bool, workers: int):
 
 
 @daemon.command()
-@click.option("--timeout", "timeout_s", type=float, default=30.0, show_default=True,
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds to wait before killing it")  # fmt: skip
 def stop(timeout_s: float):
     """Stop the daemon; a running job is stopped and queued again."""

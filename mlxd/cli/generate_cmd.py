@@ -24,6 +24,8 @@ def generate(ref, prompt, max_tokens, temp, top_p, seed, raw, stats):
     from pathlib import Path
 
     model = get_store().resolve_model(ref)
+    if not Path(model.path).is_dir():
+        raise UserError(f"model '{model.name}' has no folder at {model.path} (was it deleted?)")
     if prompt == "-":
         prompt = sys.stdin.read()
     from mlxd.engine.generate import generate_stream

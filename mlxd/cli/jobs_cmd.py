@@ -12,9 +12,9 @@ from mlxd.cli.common import (
     follow,
     get_store,
     output_options,
-    release_if_runnable,
     render_table,
     row_dict,
+    submit,
     when,
 )
 
@@ -126,8 +126,14 @@ def logs(job_id: int):
 @catalog_errors
 def cancel(job_id: int):
     """Cancel a queued job, or stop a running one."""
+    from mlxd.daemon.liveness import owner_alive
+
     store = get_store()
     job = store.request_cancel(job_id)
+    if job.status == "running" and not owner_alive(job):
+        # Its daemon is gone: nobody would act on the request; the job ends here.
+        store.finish_job(job_id, "cancelled", error="cancelled by user")
+        job = store.get_job(job_id)
     if job.status == "cancelled":
         failed = store.fail_dependents(job_id)
         click.echo(
@@ -136,6 +142,8 @@ def cancel(job_id: int):
         return
     click.echo(f"Stopping job {job_id}...")
     job = _wait_end(job_id)
+    if job.status == "running":
+        raise UserError(f"job {job_id} is still running; the daemon has not stopped it yet")
     click.echo(f"Job {job_id} {job.status}")
 
 
@@ -153,27 +161,43 @@ def _wait_end(job_id: int, timeout_s: float = 30.0):
 
 @jobs.command()
 @click.argument("job_id", type=int)
+@click.option("--after", "after", type=int, metavar="ID",
+              help="Wait on this job instead of the original's prerequisite")  # fmt: skip
 @click.option("--wait", is_flag=True, help="Follow the new job")
 @catalog_errors
-def retry(job_id: int, wait: bool):
+def retry(job_id: int, after: int | None, wait: bool):
     """Queue a failed or cancelled job again, as a new job with the same parameters."""
     store = get_store()
     old = store.get_job(job_id)
     if old.status not in ("failed", "cancelled"):
         raise UserError(f"job {job_id} is {old.status}; only failed or cancelled jobs are retried")
-    new = store.submit_job(old.kind, old.params, priority=old.priority, timeout_s=old.timeout_s,
-                           max_attempts=old.max_attempts)  # fmt: skip
-    release_if_runnable(new.id)
-    click.echo(f"Queued job {new.id} (retry of job {job_id})")
-    if wait:
-        follow(new.id)
+    submit(
+        old.kind,
+        old.params,
+        wait=wait,
+        after=after if after is not None else old.after_job_id,
+        priority=old.priority,
+        timeout_s=old.timeout_s,
+        max_attempts=old.max_attempts,
+        label=f"retry of job {job_id} ({_describe(old)})",
+    )
 
 
 @jobs.command()
 @click.argument("job_ids", type=int, nargs=-1, required=True)
-@click.option("--timeout", "timeout_s", type=float, help="Give up after this many seconds")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True),
+              help="Give up after this many seconds")  # fmt: skip
 @catalog_errors
 def wait(job_ids: tuple[int, ...], timeout_s: float | None):
     """Wait for jobs to finish; exit 1 if any did not succeed."""
+    errors = []
     for job_id in job_ids:
-        follow(job_id, timeout_s=timeout_s)
+        try:
+            follow(job_id, timeout_s=timeout_s)
+        except UserError as e:
+            if len(job_ids) == 1:
+                raise
+            click.echo(f"Error: {e.message}", err=True)
+            errors.append(job_id)
+    if errors:
+        raise UserError(f"job(s) {', '.join(map(str, errors))} did not succeed")

@@ -46,9 +46,16 @@ class LazyGroup(click.Group):
     def main(self, args=None, prog_name=None, **kwargs):
         try:
             rv = super().main(args=args, prog_name=prog_name, standalone_mode=False, **kwargs)
-        except click.exceptions.Abort:
+        except click.exceptions.Abort as e:
+            if isinstance(e.__cause__, KeyboardInterrupt):  # Click turns Ctrl-C into Abort
+                click.echo("Error: interrupted", err=True)
+                sys.exit(130)
             click.echo("Error: aborted", err=True)
             sys.exit(1)
+        except click.exceptions.NoArgsIsHelpError as e:
+            # `mlxd jobs` alone: its help, as a user asking for it would expect.
+            click.echo(e.ctx.get_help())
+            sys.exit(0)
         except click.ClickException as e:
             # One line, no usage dump: scripts read the first line of stderr.
             message = " ".join(e.format_message().split())

@@ -83,7 +83,7 @@ def synth(name: str, arch: str, size: str, like: str | None, seed: int):
     """Make a real-architecture model with random weights, offline (no daemon)."""
     from pathlib import Path
 
-    from mlxd.daemon.runner import Runner
+    from mlxd.cli.common import foreground_runner
     from mlxd.jobs.synth import Spec
 
     store = get_store()
@@ -92,7 +92,7 @@ def synth(name: str, arch: str, size: str, like: str | None, seed: int):
     spec = Spec(name=name, arch=arch, size=size, seed=seed,
                 like=str(Path(like).resolve()) if like else None)  # fmt: skip
     job = store.submit_job("synth", spec.to_params(), max_attempts=1)
-    outcome = Runner(store, get_paths()).handle(job.id)
+    outcome = foreground_runner().handle(job.id)
     if outcome is None or outcome.status != "succeeded":
         raise UserError(f"synth failed: {outcome.error if outcome else 'not run'}")
     model = store.resolve_model(name)

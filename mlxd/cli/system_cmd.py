@@ -8,7 +8,6 @@ from mlxd.cli.common import (
     UserError,
     catalog_errors,
     echo_json,
-    get_paths,
     get_store,
     human_bytes,
     output_options,
@@ -30,14 +29,14 @@ def system():
 @catalog_errors
 def probe(size_mb: int | None, repeats: int):
     """Measure the memory bandwidth once and store it (runs now, no daemon)."""
-    from mlxd.daemon.runner import Runner
+    from mlxd.cli.common import foreground_runner
     from mlxd.jobs.probe import Spec, latest_probe
 
     store = get_store()
     spec = Spec(size_mb=size_mb, repeats=repeats)
     # A job row like any other, run in its own child process: this command never imports mlx.
     job = store.submit_job("probe", spec.to_params(), max_attempts=1)
-    outcome = Runner(store, get_paths()).handle(job.id)
+    outcome = foreground_runner().handle(job.id)
     if outcome is None or outcome.status != "succeeded":
         raise UserError(f"probe failed: {outcome.error if outcome else 'not run'}")
     p = latest_probe(store)

@@ -12,7 +12,9 @@ def model_ref(ref: str, after: int | None) -> tuple[str, int | None]:
     from mlxd.catalog.store import NotFound
 
     try:
-        return ref, get_store().resolve_model(ref).id
+        # The catalog name from here on: `quantize 3` makes tiny-4bit-g64, not 3-4bit-g64.
+        model = get_store().resolve_model(ref)
+        return model.name, model.id
     except NotFound:
         if after is None:
             raise

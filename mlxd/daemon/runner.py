@@ -44,6 +44,7 @@ CHILD_CMD = [sys.executable, "-m", "mlxd.daemon.child"]
 # Jobs whose figures a spare's imports (~1 s of a CPU core) would disturb: their next spare
 # starts only when they have ended. Others overlap it with their own work.
 QUIET_KINDS = frozenset({"bench", "probe"})
+_FINISH_LOCK = threading.Lock()
 
 
 @dataclass
@@ -134,7 +135,14 @@ class Runner:
             "inputs": inputs,
             "output_dir": str(output_dir) if output_dir else None,
         }
-        result, error, ended = self._supervise(job, request, joblog)
+        try:
+            result, error, ended = self._supervise(job, request, joblog)
+        except BaseException:  # Ctrl-C in a foreground run: nothing may stay "running"
+            if output_dir:
+                shutil.rmtree(output_dir, ignore_errors=True)
+            self.store.finish_job(job.id, "cancelled", error="interrupted")
+            self.store.fail_dependents(job.id)
+            raise
         if ended in ("cancelled", "requeued") or error is not None or result is None:
             if output_dir:
                 shutil.rmtree(output_dir, ignore_errors=True)
@@ -151,6 +159,12 @@ class Runner:
         return self._finish(job, kind, spec, inputs, result, output_dir)
 
     def _finish(self, job, kind, spec, inputs, result, output_dir: Path | None) -> Outcome:
+        # With several workers, two jobs may finish at once: one at a time, so neither takes
+        # the other's fresh folder for a crash leftover.
+        with _FINISH_LOCK:
+            return self._finish_locked(job, kind, spec, inputs, result, output_dir)
+
+    def _finish_locked(self, job, kind, spec, inputs, result, output_dir: Path | None) -> Outcome:
         final = None
         if output_dir is not None:
             final = self.paths.models / spec.name
@@ -260,6 +274,13 @@ class Runner:
     def _supervise(self, job, request: dict[str, Any], joblog):
         """Run the child; returns (result, error, ended) with ended in done|cancelled|requeued."""
         proc = self._start_child(request, joblog)
+        try:
+            return self._follow_child(job, proc, joblog)
+        except BaseException:
+            _terminate(proc)
+            raise
+
+    def _follow_child(self, job, proc: subprocess.Popen, joblog):
         self.store.update_job(job.id, pid=proc.pid, message="started")
         events: queue.Queue = queue.Queue()
 

@@ -21,6 +21,7 @@ from huey.consumer import Consumer
 
 from mlxd.catalog.store import Store
 from mlxd.config import Paths
+from mlxd.daemon.liveness import owner_alive
 from mlxd.daemon.queue import enqueue, get_huey, pending_job_ids
 from mlxd.daemon.runner import Runner
 
@@ -48,6 +49,7 @@ def handle_job(job_id: int) -> None:
         log.exception("job %s: unexpected error in the supervisor", job_id)
         try:
             _runner.store.finish_job(job_id, "failed", error="internal error; see the daemon log")
+            _runner.store.fail_dependents(job_id)
         except Exception:
             log.exception("could not mark job %s failed", job_id)
 
@@ -115,6 +117,9 @@ def start_background(paths: Paths, workers: int = 1, timeout_s: float = 30.0) ->
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            other = status(paths)
+            if other.running:  # another start won the race
+                raise DaemonError(f"the daemon is already running (pid {other.pid})")
             raise DaemonError(f"the daemon exited at start ({_last_log_line(paths)})")
         if _pidfile_pid(paths) == proc.pid:
             return proc.pid
@@ -220,10 +225,18 @@ def _enqueue_job(paths: Paths, store: Store, job_id: int) -> None:
 
 def recover(store: Store, paths: Paths) -> None:
     """Start-up recovery: huey delivers at most once, so the catalog is the truth."""
-    # 1. Jobs left running by a daemon that is gone (we hold the lock: no other daemon runs).
+    # 1. Jobs left running by a daemon that is gone (we hold the lock: no other daemon runs;
+    #    a job a CLI runs in the foreground, `mlxd models synth`, is left alone).
+    keep_partial = set()
     for job in store.list_jobs(["running"]):
+        if owner_alive(job) and job.daemon_pid != os.getpid():
+            keep_partial.add(f"job-{job.id}-attempt-{job.attempts}")
+            continue
         _kill_stale_child(job.pid)
-        if job.attempts >= job.max_attempts:
+        if job.cancel_requested:
+            store.finish_job(job.id, "cancelled", error="cancelled by user")
+            store.fail_dependents(job.id)
+        elif job.attempts >= job.max_attempts:
             store.finish_job(
                 job.id,
                 "failed",
@@ -239,6 +252,8 @@ def recover(store: Store, paths: Paths) -> None:
     # 2. Partial outputs of jobs that never finished.
     if paths.partial.exists():
         for p in paths.partial.iterdir():
+            if p.name in keep_partial:
+                continue
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     # 3. Queued jobs that huey no longer holds.
     pending = pending_job_ids(paths)
