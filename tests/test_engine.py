@@ -228,3 +228,24 @@ def test_backend_facts() -> None:
     assert facts["mlx_version"] and facts["mlx_lm_version"]
     assert "memory_bytes" in facts and "device_name" in facts
     json.dumps(facts)
+
+
+@pytest.mark.parametrize("kernel_peak", [True, False])
+def test_peak_rss_sees_a_short_lived_allocation(monkeypatch, kernel_peak):
+    import time
+
+    import numpy as np
+
+    from mlxd.engine import bench as bench_mod
+
+    if not kernel_peak:  # as on macOS: no resettable peak, a sampling thread instead
+        monkeypatch.setattr(bench_mod, "_vm_hwm_bytes", lambda: None)
+    import psutil
+
+    before = psutil.Process().memory_info().rss
+    with bench_mod._RssSampler() as rss:
+        block = np.ones(40_000_000)  # 320 MB, freed before the block ends
+        time.sleep(0.2)
+        del block
+    assert rss._kernel_peak is kernel_peak
+    assert rss.peak > before + 250_000_000
