@@ -438,7 +438,7 @@ def main() -> None:
 
     med = {k: {m: median(r[m] for r in v) for m in ("prompt_tps", "generation_tps")}
            for k, v in rounds.items()}  # fmt: skip
-    # The first latency job after the daemon starts has no spare yet: report it apart.
+    # The first latency job after the daemon starts (its spare may still be importing): apart.
     warm_latency = latency[1:]
     figures = {
         "ratio_generation": med["mlxd"]["generation_tps"] / med["mlx_lm"]["generation_tps"],
@@ -475,7 +475,7 @@ def main() -> None:
     print(f"generation tok/s across rounds, coefficient of variation: {cvs}")
     if "skipped" in results:
         print(f"note: results latency not measured: {results['skipped']}")
-    print(f"first job after daemon start (no spare yet): submit to first progress "
+    print(f"first job after daemon start: submit to first progress "
           f"{latency[0]['submitted_to_first_progress_s']:.3f} s")  # fmt: skip
     print(f"harness ran {time.time() - started:.0f} s")
 
