@@ -114,3 +114,13 @@ def test_sweep_end_to_end_fills_every_cell_and_resubmitting_reuses(daemon, tiny_
     second = run_json("sweep", "show", "2")
     assert [r["perplexity"] for r in second["rows"]] == [r["perplexity"] for r in table["rows"]]
     assert [s["id"] for s in run_json("sweep", "list")] == [1, 2]
+
+
+def test_an_unfinished_sweep_shows_states_in_the_table_and_nulls_in_json(tiny_model_dir):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    run_mlxd("sweep", "tiny", "--bits", "4", check=True)  # no daemon: everything stays queued
+    rows = {r["variant"]: r for r in run_json("sweep", "show", "1")["rows"]}
+    q4 = rows["4bit-g64"]
+    assert q4["perplexity"] is None and q4["generation_tps"] is None
+    assert q4["bench_status"] == "queued" and q4["quality_status"] == "queued"
+    assert "queued" in run_mlxd("sweep", "show", "1", check=True).stdout

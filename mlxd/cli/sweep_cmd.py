@@ -185,18 +185,35 @@ HEADERS = ["Precision", "Perplexity", "KL", "Prompt (tok/s)", "Generation (tok/s
            "Peak memory (GB)", "Size (GB)", "Bits per weight"]  # fmt: skip
 
 
-def _print_table(sw, *, fmt: str) -> None:
+BENCH_FIELDS = ("prompt_tps", "generation_tps", "peak_memory_gb")
+QUALITY_FIELDS = ("perplexity", "kl_mean")
+
+
+def _machine_row(row) -> dict:
+    """A row for --json/--csv: numbers or null, and each unfinished job's state apart."""
     import dataclasses
 
+    d = dataclasses.asdict(row)
+    for status_key, fields in (("bench_status", BENCH_FIELDS), ("quality_status", QUALITY_FIELDS)):
+        states = [d[f] for f in fields if isinstance(d[f], str)]
+        d[status_key] = (
+            states[0] if states else ("done" if any(d[f] is not None for f in fields) else None)
+        )
+        for f in fields:
+            if isinstance(d[f], str):
+                d[f] = None
+    return d
+
+
+def _print_table(sw, *, fmt: str) -> None:
     from mlxd.sweeps import sweep_rows
 
     rows = sweep_rows(get_store(), sw)
     if fmt == "json":
-        echo_json({"id": sw.id, "params": sw.params,
-                   "rows": [dataclasses.asdict(r) for r in rows]})  # fmt: skip
+        echo_json({"id": sw.id, "params": sw.params, "rows": [_machine_row(r) for r in rows]})
         return
     if fmt == "csv":
-        echo_csv([dataclasses.asdict(r) for r in rows])
+        echo_csv([_machine_row(r) for r in rows])
         return
     p = sw.params
     table = [
