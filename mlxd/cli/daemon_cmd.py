@@ -1,4 +1,4 @@
-"""mlxd daemon start|stop|status."""
+"""mlxd daemon start|stop|status|install|uninstall."""
 
 from __future__ import annotations
 
@@ -69,3 +69,47 @@ def status(json_: bool):
         click.echo(f"Daemon not running, home {st.home}")
     running = ", ".join(map(str, info["running_jobs"])) or "none"
     click.echo(f"Jobs running: {running}; queued: {info['queued_jobs']}")
+
+
+@daemon.command()
+@click.option("--workers", type=click.IntRange(1, 16), default=1, show_default=True,
+              help="Jobs run at the same time")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Print the service file; change nothing")
+def install(workers: int, dry_run: bool):
+    """Start the daemon at login (launchd agent on macOS, systemd user unit on Linux)."""
+    from mlxd.daemon import autostart
+    from mlxd.daemon.service import status as daemon_status
+
+    p = get_paths()
+    try:
+        service = autostart.plan(p, workers=workers)
+        if dry_run:
+            click.echo(f"# {service.path}")
+            click.echo(service.content, nl=False)
+            return
+        st = daemon_status(p)
+        if st.running:
+            raise UserError(
+                f"the daemon is already running (pid {st.pid}); stop it with "
+                "'mlxd daemon stop' first, so the service can start its own"
+            )
+        p.ensure()
+        autostart.install(service)
+    except autostart.AutostartError as e:
+        raise UserError(str(e)) from None
+    click.echo(f"Installed {service.path} ({service.manager}); the daemon starts now and at login")
+
+
+@daemon.command()
+def uninstall():
+    """Stop starting the daemon at login (and stop the one the service runs)."""
+    from mlxd.daemon import autostart
+
+    try:
+        service = autostart.plan(get_paths())
+        removed = autostart.uninstall(service)
+    except autostart.AutostartError as e:
+        raise UserError(str(e)) from None
+    if not removed:
+        raise UserError(f"no login service is installed ({service.path} does not exist)")
+    click.echo(f"Removed {service.path}")
