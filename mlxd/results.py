@@ -260,7 +260,18 @@ def result_csv_rows(con: sqlite3.Connection, flt: ResultFilter = ResultFilter())
     where, params = _where(con, flt)
     select = ", ".join(f"{expr} as {name}" for name, expr in COLUMNS)
     cur = con.execute(f"select {select} {_FROM} {where} order by r.id", params)
-    return [d[0] for d in cur.description], cur
+    names = [d[0] for d in cur.description]
+    flags = [i for i, name in enumerate(names) if name in BOOL_COLUMNS]
+
+    def rows():
+        for row in cur:
+            if flags:  # SQLite stores booleans as 0/1; say True/False as --json does
+                row = list(row)
+                for i in flags:
+                    row[i] = None if row[i] is None else bool(row[i])
+            yield row
+
+    return names, rows()
 
 
 # -- filters from the command line -----------------------------------------------------------
@@ -404,6 +415,7 @@ def compare(
     if by == "model":
         flt = replace(flt, models=())  # the two sides are the models
     sides = {}
+    sides_value_a = None
     for label, ref in (("a", a), ("b", b)):
         if by == "model":
             value: Any = resolve_model_id(con, ref)
@@ -412,6 +424,9 @@ def compare(
             _check_known(con, column, [ref], "machine" if by == "machine" else "mlx version")
             value = ref
         sides[label] = _side_groups(con, _SIDE[by], value, _CONTEXT[by], flt)
+        if label == "b" and value == sides_value_a:
+            raise ResultsError(f"--compare needs two different {by}s, not '{a}' twice")
+        sides_value_a = value
     rows = []
     common = [k for k in sides["a"] if k in sides["b"]]
     for key in sorted(common, key=lambda k: tuple((v is None, v) for v in k)):

@@ -241,3 +241,11 @@ def test_generate_on_a_deleted_folder_says_so(tmp_path, tiny_model_dir):
     proc = run_mlxd("generate", "gone", "--prompt", "hi")
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"Error: model 'gone' has no folder at {copy} (was it deleted?)"
+
+
+def test_compare_and_quality_need_two_different_models(tiny_model_dir):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    proc = run_mlxd("quality", "tiny", "--base", "tiny")
+    assert proc.returncode == 2 and "is the model itself" in proc.stderr
+    proc = run_mlxd("results", "--compare", "tiny", "tiny")
+    assert proc.returncode == 2 and "two different models" in proc.stderr

@@ -286,3 +286,14 @@ def test_waiting_on_a_queued_job_without_a_daemon_gives_up(tiny_model_dir):
     assert proc.stderr.strip() == (
         f"Error: job {j} is queued but no daemon is running it; start one with 'mlxd daemon start'"
     )
+
+
+def test_logs_follow_prints_until_the_job_ends(daemon, tiny_model_dir):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    daemon.start()
+    j = submit("bench", "tiny", "-p", "16", "-g", "200", "-n", "2")
+    proc = run_mlxd("jobs", "logs", str(j), "--follow", timeout=120)
+    assert proc.returncode == 0
+    assert proc.stdout.startswith(f"=== job {j} (bench) attempt 1")
+    assert proc.stdout.rstrip().endswith("=== succeeded")
+    assert job(j)["status"] == "succeeded"

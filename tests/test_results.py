@@ -226,3 +226,10 @@ def test_limit_keeps_the_newest_runs_oldest_first(catalog):
     assert len(only_a) == 1 and only_a[0]["model"] == "a"
     table = run_mlxd("results", "--limit", "2", check=True)
     assert "Note: the newest 2 runs; --limit 0 shows all" in table.stderr
+
+
+def test_csv_says_true_and_false_like_json(catalog):
+    lines = run_mlxd("results", "--csv", check=True).stdout.splitlines()
+    header = lines[0].split(",")
+    noisy = {line.split(",")[header.index("noisy")] for line in lines[1:]}
+    assert noisy <= {"True", "False"} and noisy

@@ -109,16 +109,30 @@ def show(job_id: int, json_: bool):
 
 @jobs.command()
 @click.argument("job_id", type=int)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends")
 @catalog_errors
-def logs(job_id: int):
+def logs(job_id: int, follow: bool):
     """Print a job's full log (its child process's output)."""
+    import time
     from pathlib import Path
 
-    j = get_store().get_job(job_id)
+    store = get_store()
+    j = store.get_job(job_id)
     path = Path(j.log_path) if j.log_path else None
-    if path is None or not path.exists():
+    if not follow and (path is None or not path.exists()):
         raise UserError(f"job {job_id} has no log yet (status: {j.status})")
-    click.echo(path.read_text(errors="replace"), nl=False)
+    offset = 0
+    while True:
+        if path is not None and path.exists():
+            with open(path, errors="replace") as f:
+                f.seek(offset)
+                chunk = f.read()
+                offset = f.tell()
+            click.echo(chunk, nl=False)
+        if not follow or j.status not in ("queued", "running"):
+            return
+        time.sleep(0.3)
+        j = store.get_job(job_id)
 
 
 @jobs.command()

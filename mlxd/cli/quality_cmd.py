@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from mlxd.cli.common import catalog_errors, job_options, row_dict, submit
+from mlxd.cli.common import BadUsage, catalog_errors, job_options, row_dict, submit
 from mlxd.cli.work_cmd import model_ref
 
 
@@ -33,6 +33,8 @@ def quality(ref, base, text, max_tokens, wait, after, priority, timeout_s):
     base_id = None
     if base is not None:
         base, base_id = model_ref(base, after)
+        if base == ref:
+            raise BadUsage(f"--base {base} is the model itself; compare it with another model")
     spec = Spec(
         model=ref,
         model_id=model_id,

@@ -50,6 +50,8 @@ def prepare(spec: Spec, store) -> dict[str, Any]:
     inputs = resolve_input_model(spec, store)
     if spec.base is not None or spec.base_id is not None:
         base = store.resolve_model(spec.base_id if spec.base_id is not None else spec.base)
+        if base.id == inputs["model_id"]:
+            raise JobFailed(f"'{base.name}' is the model itself; compare it with another base")
         if not Path(base.path).is_dir():
             raise JobFailed(f"base model '{base.name}' has no folder at {base.path}")
     else:
