@@ -16,7 +16,7 @@ from typing import Any
 
 import psutil
 
-import mlxd
+from mlxd import __version__
 
 
 def _run(cmd: list[str], timeout: float = 5.0) -> str | None:
@@ -97,7 +97,7 @@ def machine_facts() -> dict[str, Any]:
         "python_version": platform.python_version(),
         "mlx_version": _version("mlx"),
         "mlx_lm_version": _version("mlx-lm"),
-        "mlxd_version": mlxd.__version__,
+        "mlxd_version": __version__,
         "backend": "metal" if sys.platform == "darwin" else "cpu",
     }
     if sys.platform == "darwin":

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-import mlxd
+from mlxd import __version__
 
 # name -> "module:attribute"; a command's module is imported only when that command runs
 # (or when help lists it), so `mlxd --help` stays fast.
@@ -96,6 +96,6 @@ def _log_traceback() -> str:
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(mlxd.__version__, prog_name="mlxd")
+@click.version_option(__version__, prog_name="mlxd")
 def cli():
     """Queue, run and compare MLX model work: convert, quantize, benchmark."""
