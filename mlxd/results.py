@@ -250,9 +250,20 @@ def json_array(items: Sequence[str]) -> str:
     return "[\n  " + ",\n  ".join(items) + "\n]"
 
 
-def write_results_json(con: sqlite3.Connection, flt: ResultFilter, out) -> None:
-    """Write the rows as a JSON array to the binary stream ``out``."""
-    out.write((json_array(result_json_rows(con, flt)) + "\n").encode())
+def write_results_json(con: sqlite3.Connection, flt: ResultFilter, out) -> int:
+    """Write the rows as a JSON array to the binary stream ``out``; returns how many."""
+    rows = result_json_rows(con, flt)
+    out.write((json_array(rows) + "\n").encode())
+    return len(rows)
+
+
+def hidden_by_limit(con: sqlite3.Connection, flt: ResultFilter, shown: int) -> int:
+    """How many matching runs --limit left out."""
+    if not flt.limit or shown < flt.limit:
+        return 0
+    where, params = _where(con, replace(flt, limit=0))
+    (total,) = con.execute(f"select count(*) {_FROM} {where}", params).fetchone()
+    return max(total - shown, 0)
 
 
 def result_csv_rows(con: sqlite3.Connection, flt: ResultFilter = ResultFilter()):
@@ -307,7 +318,14 @@ COMPARE_BY = ("model", "machine", "mlx")
 # same benchmark point (comparing models: on the same machine; machines: the same model...).
 _SIDE = {"model": "r.model_id = ?", "machine": "s.host = ?", "mlx": "s.mlx_version = ?"}
 _CONTEXT = {"model": ("host",), "machine": ("model",), "mlx": ("model", "host")}
-POINT_FIELDS = ("prompt_tokens", "gen_tokens", "batch_size", "depth", "kv_bits")
+POINT_FIELDS = (
+    "prompt_tokens",
+    "gen_tokens",
+    "batch_size",
+    "depth",
+    "kv_bits",
+    "prefill_step_size",
+)
 
 
 @dataclass(frozen=True)

@@ -267,6 +267,8 @@ def _finished_bench_job(store, model_id: int, spec: bench.Spec) -> int | None:
                 BenchRun.batch_size == 1,
                 BenchRun.depth == 0,
                 BenchRun.kv_bits.is_(None),
+                BenchRun.prefill_step_size == spec.prefill_step_size[0],
+                BenchRun.seed == spec.seed,
                 BenchRun.trials == spec.trials,
                 BenchRun.warmup == spec.warmup,
                 BenchRun.job_id.is_not(None),
@@ -299,14 +301,31 @@ def _quality_step(
     return Step("quality", spec=spec)
 
 
+def _text_sha256(path: str | None) -> str:
+    """The sha256 quality jobs record for their text (the packaged default when None)."""
+    import hashlib
+    from pathlib import Path
+
+    if path is None:
+        from mlxd.engine.quality import default_text
+
+        text = default_text()[1]
+    else:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _finished_quality_job(store, model_id: int, base_id: int | None, spec) -> int | None:
     from sqlmodel import select
 
     from mlxd.catalog.models import QualityRun
 
+    # The same text means the same bytes, not only the same path (the file may have changed).
+    text_sha256 = _text_sha256(spec.text)
     with store.read() as s:
         q = select(QualityRun).where(QualityRun.model_id == model_id,
-                                     QualityRun.job_id.is_not(None))  # fmt: skip
+                                     QualityRun.job_id.is_not(None),
+                                     QualityRun.text_sha256 == text_sha256)  # fmt: skip
         if base_id is not None:
             q = q.where(QualityRun.base_model_id == base_id)
         for run in s.exec(q.order_by(QualityRun.id.desc())):
@@ -340,6 +359,8 @@ class SweepRow:
 
 
 DTYPE_BITS = {"float32": 32.0, "float16": 16.0, "bfloat16": 16.0}
+# A sweep benchmarks with bench.Spec's default prefill step size.
+SWEEP_PREFILL_STEP_SIZE = bench.Spec(model="-").prefill_step_size[0]
 
 
 def get_sweep(store, sweep_id: int):
@@ -385,11 +406,16 @@ def sweep_rows(store, sweep) -> list[SweepRow]:
             model = _variant_model(s, v, jobs["quantize_job"])
             bench_run = quality_run = None
             if jobs["bench_job"] is not None and jobs["bench_job"].status == "succeeded":
+                # A reused bench job may have measured other points too: take the sweep's.
                 bench_run = s.exec(
                     select(BenchRun).where(
                         BenchRun.job_id == jobs["bench_job"].id,
                         BenchRun.prompt_tokens == p.get("prompt_tokens"),
                         BenchRun.gen_tokens == p.get("gen_tokens"),
+                        BenchRun.batch_size == 1,
+                        BenchRun.depth == 0,
+                        BenchRun.kv_bits.is_(None),
+                        BenchRun.prefill_step_size == SWEEP_PREFILL_STEP_SIZE,
                     )
                 ).first()
             if jobs["quality_job"] is not None and jobs["quality_job"].status == "succeeded":

@@ -96,6 +96,9 @@ def test_runs_are_grouped_per_point_and_flagged_noisy(tmp_path):
         ({"trials": 0}, "--trials must be at least 1"),
         ({"depth": [-1]}, "depth must be zero or more"),
         ({"noise_threshold": 2.0}, "--noise-threshold must be between 0 and 1"),
+        ({"gen_tokens": [1, 8]}, "-g must be at least 2 tokens"),
+        ({"batch_size": [1, 2], "kv_bits": [4]}, "--batch-size above 1 cannot be combined"),
+        ({"batch_size": [2], "depth": [0, 64]}, "--batch-size above 1 cannot be combined"),
     ],
 )
 def test_bad_bench_specs_are_refused(kwargs, message):

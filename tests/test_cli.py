@@ -249,3 +249,12 @@ def test_compare_and_quality_need_two_different_models(tiny_model_dir):
     assert proc.returncode == 2 and "is the model itself" in proc.stderr
     proc = run_mlxd("results", "--compare", "tiny", "tiny")
     assert proc.returncode == 2 and "two different models" in proc.stderr
+
+
+def test_quality_refuses_a_text_that_is_not_utf8(tmp_path, tiny_model_dir):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("Caf\xe9 au lait, s'il vous pla\xeet.".encode("latin-1"))
+    proc = run_mlxd("quality", "tiny", "--text", str(latin1))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"Error: text file '{latin1}' is not UTF-8 text"

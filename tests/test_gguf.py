@@ -601,6 +601,22 @@ def test_not_a_gguf_file_is_refused(tmp_path: Path) -> None:
         import_gguf(bogus, tmp_path / "out")
 
 
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        # one key whose string value claims 2**62 bytes
+        struct.pack("<Q", 4) + b"name" + struct.pack("<I", 8) + struct.pack("<Q", 2**62),
+        # one key whose array claims 2**61 strings
+        struct.pack("<Q", 4) + b"list" + struct.pack("<I", 9) + struct.pack("<IQ", 8, 2**61),
+    ],
+)
+def test_a_corrupt_header_is_refused_not_allocated(tmp_path: Path, metadata: bytes) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + metadata)
+    with pytest.raises(GGUFError, match="corrupt"):
+        read_gguf_header(bad)
+
+
 def test_real_model_helper_reports_unavailable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -225,7 +225,10 @@ def test_limit_keeps_the_newest_runs_oldest_first(catalog):
                                  check=True).stdout)  # fmt: skip
     assert len(only_a) == 1 and only_a[0]["model"] == "a"
     table = run_mlxd("results", "--limit", "2", check=True)
-    assert "Note: the newest 2 runs; --limit 0 shows all" in table.stderr
+    assert "Note: the newest 2 runs;" in table.stderr and "older ones not shown" in table.stderr
+    as_json = run_mlxd("results", "--json", "--limit", "2", check=True)
+    assert "older ones not shown" in as_json.stderr
+    assert run_mlxd("results", "--json", "--limit", "0", check=True).stderr == ""
 
 
 def test_csv_says_true_and_false_like_json(catalog):

@@ -124,3 +124,30 @@ def test_an_unfinished_sweep_shows_states_in_the_table_and_nulls_in_json(tiny_mo
     assert q4["perplexity"] is None and q4["generation_tps"] is None
     assert q4["bench_status"] == "queued" and q4["quality_status"] == "queued"
     assert "queued" in run_mlxd("sweep", "show", "1", check=True).stdout
+
+
+def test_a_bench_run_with_other_settings_is_not_reused(tmp_path):
+    from mlxd.catalog.models import BenchRun
+
+    store = _store_with_base(tmp_path)
+    system = store.system_for({"host": "h", "os_name": "Linux", "os_version": "6", "cpu": "x",
+                               "backend": "cpu", "python_version": "3.11", "mlx_version": "1",
+                               "mlx_lm_version": "1", "mlxd_version": "0"})  # fmt: skip
+    earlier = store.submit_job("bench", {"model": "tiny"})
+    # Same p/g/n as the sweep, but another prefill step size and seed: not the sweep's run.
+    store.add_bench_run(BenchRun(job_id=earlier.id, model_id=1, system_id=system.id,
+                                 prompt_tokens=16, gen_tokens=8, trials=2, warmup=1,
+                                 prefill_step_size=16, seed=7), [])  # fmt: skip
+    req = SweepRequest(base="tiny", bits=[4], group_sizes=[64], prompt_tokens=16, gen_tokens=8,
+                       trials=2, max_tokens=64)  # fmt: skip
+    log: list = []
+    sweep = submit_sweep(store, plan_sweep(store, req), _submitter(store, log))
+    base = next(v for v in sweep.variants if v["variant"] == "base")
+    assert base["bench_job"] != earlier.id and "bench" not in base["reused"]
+
+
+def test_repeated_grid_values_make_one_variant(tiny_model_dir):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    out = run_mlxd("sweep", "tiny", "--bits", "8,8", "--group-size", "64,64", check=True).stdout
+    variants = [v["variant"] for v in run_json("sweep", "show", "1")["rows"]]
+    assert variants == ["base", "8bit-g64"], out

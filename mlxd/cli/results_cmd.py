@@ -102,18 +102,20 @@ def results(models, machines, since, mlx_versions, compare, compare_by, limit, m
 
 
 def _results(con, flt, *, md: bool, json_: bool, csv_: bool) -> None:
-    from mlxd.results import result_csv_rows, result_rows, write_results_json
+    from mlxd.results import hidden_by_limit, result_csv_rows, result_rows, write_results_json
 
     if json_:
         # SQLite writes each row's JSON (see mlxd.results).
         sys.stdout.flush()
         try:
-            write_results_json(con, flt, sys.stdout.buffer)
+            shown = write_results_json(con, flt, sys.stdout.buffer)
             sys.stdout.buffer.flush()
         except BrokenPipeError:  # `mlxd results --json | head`: the reader has had enough
             import os
 
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return
+        _note_hidden(hidden_by_limit(con, flt, shown), flt)
         return
     if csv_:
         import csv
@@ -121,15 +123,18 @@ def _results(con, flt, *, md: bool, json_: bool, csv_: bool) -> None:
         names, rows = result_csv_rows(con, flt)
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(names)
-        writer.writerows(rows)
+        shown = 0
+        for row in rows:
+            writer.writerow(row)
+            shown += 1
+        _note_hidden(hidden_by_limit(con, flt, shown), flt)
         return
     rows = result_rows(con, flt)
     if not rows:
         click.echo("No benchmark results yet. Queue one with 'mlxd bench REF'.")
         return
-    if flt.limit and len(rows) == flt.limit:
-        click.echo(f"Note: the newest {flt.limit} runs; --limit 0 shows all", err=True)
-    headers = ["RUN", "MODEL", "QUANT", "P", "G", "B", "DEPTH", "KV", "N", "PROMPT TOK/S",
+    _note_hidden(hidden_by_limit(con, flt, len(rows)), flt)
+    headers = ["RUN", "MODEL", "QUANT", "P", "G", "B", "DEPTH", "KV", "PREFILL", "N", "PROMPT TOK/S",
                "GEN TOK/S", "TTFT S", "PEAK MEM", "ROOF %", "HOST", "MLX", "WHEN"]  # fmt: skip
     table = [
         (
@@ -141,6 +146,7 @@ def _results(con, flt, *, md: bool, json_: bool, csv_: bool) -> None:
             r["batch_size"],
             r["depth"],
             r["kv_bits"] or "",
+            r["prefill_step_size"] or "",
             r["trials"],
             _pm(r["prompt_tps_mean"], r["prompt_tps_std"]),
             _pm(r["generation_tps_mean"], r["generation_tps_std"]),
@@ -154,6 +160,15 @@ def _results(con, flt, *, md: bool, json_: bool, csv_: bool) -> None:
         for r in rows
     ]
     click.echo(render_table(headers, table, markdown=md))
+
+
+def _note_hidden(hidden: int, flt) -> None:
+    # On stderr: --json and --csv output stays clean, and a script still hears of it.
+    if hidden:
+        click.echo(
+            f"Note: the newest {flt.limit} runs; {hidden} older ones not shown (--limit 0: all)",
+            err=True,
+        )
 
 
 def _compare(con, ab, by, flt, *, md: bool, json_: bool, csv_: bool) -> None:
@@ -172,14 +187,15 @@ def _compare(con, ab, by, flt, *, md: bool, json_: bool, csv_: bool) -> None:
         click.echo(f"No benchmark point was measured on both {a} and {b} ({what}).")
         return
     headers = [*(c.upper() for c in cmp.rows[0].context), "P", "G", "B", "DEPTH", "KV",
-               "METRIC", f"A: {a}", f"B: {b}", "B/A (95%)", "VERDICT"]  # fmt: skip
+               "PREFILL", "METRIC", f"A: {a}", f"B: {b}", "B/A (95%)", "VERDICT"]  # fmt: skip
     table = []
     for row in cmp.rows:
         p = row.point
         digits = 3 if row.metric == "ttft_s" else 1
         table.append((
             *row.context.values(), p["prompt_tokens"], p["gen_tokens"], p["batch_size"],
-            p["depth"], p["kv_bits"] or "", _METRIC_LABELS[row.metric],
+            p["depth"], p["kv_bits"] or "", p["prefill_step_size"] or "",
+            _METRIC_LABELS[row.metric],
             _side(row.metric, row.a, digits), _side(row.metric, row.b, digits),
             _ratio(row.ratio, row.ratio_ci95), row.verdict,
         ))  # fmt: skip

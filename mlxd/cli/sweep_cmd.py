@@ -75,8 +75,9 @@ def run(ref, bits, group_size, recipes, prompt_tokens, gen_tokens, trials, warmu
                         "(or leave out --wait to queue the sweep for later)")  # fmt: skip
     req = SweepRequest(
         base=ref,
-        bits=int_list(bits, "--bits"),
-        group_sizes=int_list(group_size, "--group-size"),
+        # Each value once: --bits 8,8 is one variant, not two.
+        bits=list(dict.fromkeys(int_list(bits, "--bits"))),
+        group_sizes=list(dict.fromkeys(int_list(group_size, "--group-size"))),
         recipes=list(dict.fromkeys(recipes)),
         prompt_tokens=prompt_tokens,
         gen_tokens=gen_tokens,

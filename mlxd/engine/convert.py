@@ -99,12 +99,14 @@ def quantize_model(
         raise ValueError(f"{src} is already quantized; quantize its unquantized parent instead.")
     # mlx-lm silently leaves a layer unquantized when its input width is not a multiple of
     # the group size; with hidden_size that would be nearly every layer.
-    hidden = config.get("hidden_size")
-    if isinstance(hidden, int) and hidden % group_size:
-        raise ValueError(
-            f"Group size {group_size} does not divide this model's hidden_size {hidden}; "
-            "choose a smaller group size."
-        )
+    # (intermediate_size is the input width of the MLP's down projection.)
+    for key in ("hidden_size", "intermediate_size"):
+        width = config.get(key)
+        if isinstance(width, int) and width % group_size:
+            raise ValueError(
+                f"Group size {group_size} does not divide this model's {key} {width}; "
+                "choose a smaller group size."
+            )
     from mlx_lm import convert
 
     with _stdout_to_stderr():

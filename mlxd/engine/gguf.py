@@ -23,6 +23,7 @@ What it rests on:
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 from collections import Counter
@@ -136,6 +137,11 @@ class GGUFHeader:
 
 
 def _read_exact(f: BinaryIO, n: int) -> bytes:
+    # Lengths come from the file: one larger than what is left is corruption, not a reason
+    # to allocate gigabytes.
+    left = os.fstat(f.fileno()).st_size - f.tell()
+    if n > left:
+        raise GGUFError("The GGUF header is corrupt or truncated (a length points past its end).")
     data = f.read(n)
     if len(data) != n:
         raise GGUFError("The GGUF file ends in the middle of its header (truncated file?).")
@@ -161,6 +167,8 @@ def _read_value(f: BinaryIO, vtype: int) -> Any:
             fmt = _SCALAR_FORMATS[etype]
             size = struct.calcsize(fmt)
             return list(struct.unpack(f"<{count}{fmt[1]}", _read_exact(f, size * count)))
+        if count > os.fstat(f.fileno()).st_size - f.tell():  # each item takes a byte at least
+            raise GGUFError("The GGUF header is corrupt (an array longer than the file).")
         return [_read_value(f, etype) for _ in range(count)]
     if vtype in _SCALAR_FORMATS:
         value = _read_struct(f, _SCALAR_FORMATS[vtype])

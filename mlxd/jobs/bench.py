@@ -41,6 +41,16 @@ class Spec(ModelRefSpec):
                 raise SpecError(f"{name.replace('_', ' ')} must be positive whole numbers")
         if any(int(d) < 0 for d in self.depth):
             raise SpecError("depth must be zero or more tokens")
+        if any(int(g) < 2 for g in self.gen_tokens):
+            # mlx-lm's generation speed is measured from the first token to the last.
+            raise SpecError("-g must be at least 2 tokens to measure a generation speed")
+        if any(b > 1 for b in self.batch_size) and (
+            any(self.depth) or any(k is not None for k in self.kv_bits)
+        ):
+            raise SpecError(
+                "--batch-size above 1 cannot be combined with --depth or --kv-bits "
+                "(mlx-lm's batch generation has no pre-filled or quantized cache)"
+            )
         if any(k is not None and k not in KV_BITS for k in self.kv_bits):
             raise SpecError(f"--kv-bits must be one of {', '.join(map(str, KV_BITS))}")
         if self.trials < 1:

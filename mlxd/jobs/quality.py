@@ -35,6 +35,10 @@ class Spec(ModelRefSpec):
                 raise SpecError(f"text file '{self.text}' not found")
             if path.stat().st_size == 0:
                 raise SpecError(f"text file '{self.text}' is empty")
+            try:
+                path.read_text(encoding="utf-8-sig")
+            except UnicodeDecodeError:
+                raise SpecError(f"text file '{self.text}' is not UTF-8 text") from None
             # The daemon runs elsewhere: keep the path it can open whatever its cwd.
             self.text = str(path.resolve())
 
@@ -102,7 +106,7 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     if spec.text is None:
         text_name, text = default_text()
     else:
-        text_name, text = Path(spec.text).name, Path(spec.text).read_text(encoding="utf-8")
+        text_name, text = Path(spec.text).name, Path(spec.text).read_text(encoding="utf-8-sig")
     ctx.progress(0.0, f"scoring {inputs['model_name']} on {text_name}")
     tic = time.perf_counter()
     result = evaluate_quality(
