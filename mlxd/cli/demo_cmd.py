@@ -98,13 +98,26 @@ def _with_daemon(body: Callable) -> None:
         click.echo()
         click.get_current_context().invoke(results, models=tuple(targets), md=False,
                                            json_=False, csv_=False)  # fmt: skip
-        click.echo(f"\nSee these again with: MLXD_HOME={p.home} mlxd results")
+        click.echo(f"\nSee these again with: MLXD_HOME={p.home} {_mlxd_command()} results")
         if problems:
             raise UserError("; ".join(problems))
     finally:
         if started:
             service.stop(p)
             click.echo("Stopped the daemon the demo started")
+
+
+def _mlxd_command() -> str:
+    """How to call mlxd from this shell: plain `mlxd` when it is on PATH (`make demo` runs the
+    one in .venv/bin, which usually is not)."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    here = Path(sys.executable).parent / "mlxd"
+    if here.exists() and shutil.which("mlxd") != str(here):
+        return str(here)
+    return "mlxd"
 
 
 def _bench_spec(model: str, shape: tuple[int, int, int]):
