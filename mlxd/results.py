@@ -62,6 +62,16 @@ def _ci(name: str) -> str:
     return f"coalesce(r.{name}, json_extract(r.details, '$.{name}'))"
 
 
+# What makes two runs the same benchmark point (bench.Spec's grid dimensions).
+POINT_FIELDS = (
+    "prompt_tokens",
+    "gen_tokens",
+    "batch_size",
+    "depth",
+    "kv_bits",
+    "prefill_step_size",
+)
+
 # (output name, SQL expression): one list serves the Python rows and the JSON text, so the
 # two outputs cannot drift apart.
 COLUMNS: list[tuple[str, str]] = [
@@ -77,12 +87,7 @@ COLUMNS: list[tuple[str, str]] = [
     *[
         (c, f"r.{c}")
         for c in (
-            "prompt_tokens",
-            "gen_tokens",
-            "batch_size",
-            "depth",
-            "kv_bits",
-            "prefill_step_size",
+            *POINT_FIELDS,
             "trials",
             "warmup",
             "seed",
@@ -318,14 +323,6 @@ COMPARE_BY = ("model", "machine", "mlx")
 # same benchmark point (comparing models: on the same machine; machines: the same model...).
 _SIDE = {"model": "r.model_id = ?", "machine": "s.host = ?", "mlx": "s.mlx_version = ?"}
 _CONTEXT = {"model": ("host",), "machine": ("model",), "mlx": ("model", "host")}
-POINT_FIELDS = (
-    "prompt_tokens",
-    "gen_tokens",
-    "batch_size",
-    "depth",
-    "kv_bits",
-    "prefill_step_size",
-)
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,9 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny(work: Path) -> Path:
-    path = work / "tiny"
-    synth_model(path, arch="llama", size="tiny", seed=0)
-    return path
+def tiny(tiny_model_dir: Path) -> Path:
+    # The session's tiny llama (conftest): the same synth_model(size="tiny", seed=0).
+    return tiny_model_dir
 
 
 def _scale_bits() -> int:

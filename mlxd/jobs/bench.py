@@ -16,6 +16,8 @@ from mlxd.jobs.base import (
 
 PRODUCES_MODEL = False
 KV_BITS = (2, 3, 4, 6, 8)
+# The grid's dimensions, in the order points() walks them (the engine's BenchPoint fields).
+POINT_KEYS = ("prompt_tokens", "gen_tokens", "batch_size", "depth", "kv_bits", "prefill_step_size")
 
 
 @dataclass
@@ -71,15 +73,7 @@ class Spec(ModelRefSpec):
             self.kv_bits,
             self.prefill_step_size,
         )
-        keys = (
-            "prompt_tokens",
-            "gen_tokens",
-            "batch_size",
-            "depth",
-            "kv_bits",
-            "prefill_step_size",
-        )
-        return [dict(zip(keys, values, strict=True)) for values in grid]
+        return [dict(zip(POINT_KEYS, values, strict=True)) for values in grid]
 
 
 def describe(spec: Spec) -> str:
