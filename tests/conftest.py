@@ -22,15 +22,13 @@ def mlxd_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("MLXD_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    import mlxd.cli.common as common
+    import mlxd.cli.context as context
     from mlxd.daemon.queue import get_huey
 
-    common._store = None
+    context.reset()
     get_huey.cache_clear()
     yield home
-    if common._store is not None:
-        common._store.close()
-        common._store = None
+    context.reset()
 
 
 def mlxd_env(home: Path) -> dict[str, str]:

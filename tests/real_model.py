@@ -1,4 +1,4 @@
-"""A real trained model for tests: a thin wrapper over mlxd.realmodel.
+"""A real trained model for tests: a thin wrapper over mlxd.cli.realmodel.
 
 Tests keep the .gguf in `<repo>/.cache/real-model` (git-ignored), not in the per-test
 MLXD_HOME, so one download serves every run from the same clone.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlxd.realmodel import (
+from mlxd.cli.realmodel import (
     SMOLLM2_FILENAME,
     SMOLLM2_REQUIREMENT,
     SMOLLM2_SHA256,

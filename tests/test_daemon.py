@@ -186,7 +186,8 @@ def test_sigterm_requeues_the_running_job(daemon, tiny_model_dir):
     assert not psutil.pid_exists(child) or _zombie(child)
     queued = job(j)
     assert queued["status"] == "queued" and queued["attempts"] == 0
-    assert not run_json("daemon", "status")["running"]
+    status = run_mlxd("daemon", "status", "--json")
+    assert status.returncode == 3 and json.loads(status.stdout)["running"] is False
 
 
 def test_dependent_of_a_failed_job_fails_with_that_reason(daemon, tiny_model_dir):

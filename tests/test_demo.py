@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import run_json, run_mlxd
@@ -17,7 +19,8 @@ def test_demo_runs_the_chain_and_leaves_the_catalog(mlxd_home):
     for name in ("tiny-mlx", "tiny-4bit-g64", "tiny-8bit-g64"):
         assert name in out
     # The daemon the demo started is gone; what it learned stays.
-    assert run_json("daemon", "status")["running"] is False
+    status = run_mlxd("daemon", "status", "--json")
+    assert status.returncode == 3 and json.loads(status.stdout)["running"] is False
     rows = run_json("results")
     assert sorted(r["model"] for r in rows) == ["tiny-4bit-g64", "tiny-8bit-g64", "tiny-mlx"]
     assert all(r["generation_tps_mean"] > 0 for r in rows)

@@ -16,11 +16,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 pytest.importorskip("mlx_lm")
 
+from mlxd.engine.backend import backend_facts
 from mlxd.engine.bench import bench_model
 from mlxd.engine.convert import convert_model, default_dtype, model_info, quantize_model
 from mlxd.engine.generate import generate_stream
 from mlxd.engine.synth import SIZES, list_sizes, synth_model
-from mlxd.engine.system import backend_facts
 from mlxd.engine.types import BenchPoint, TrialResult
 
 

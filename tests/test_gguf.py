@@ -20,7 +20,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlxd.engine.gguf import GGUFError, import_gguf, read_gguf_header
+from mlxd.engine.gguf import import_gguf
+from mlxd.formats.gguf import GGUFError, read_gguf_header
 
 try:
     from tests.real_model import SMOLLM2_SHA256, RealModelUnavailable, smollm2_gguf

@@ -144,17 +144,17 @@ def test_bad_input_is_one_line_exit_2(tiny: Path, tmp_path: Path) -> None:
     empty.write_text("")
     r = run_mlxd("quality", "tiny", "--text", str(empty))
     assert r.returncode == 2 and "empty" in r.stderr
-    few = run_mlxd("quality", "tiny", "--max-tokens", "3")
+    few = run_mlxd("quality", "tiny", "--text-tokens", "3")
     assert few.returncode == 2
-    assert few.stderr.startswith("Error:") and "--max-tokens" in few.stderr
+    assert few.stderr.startswith("Error:") and "--text-tokens" in few.stderr
     # Nothing was queued.
     assert run_json("jobs", "list") == []
 
 
 @pytest.mark.daemon
 def test_quality_job_finds_its_base_in_the_lineage(daemon, tiny: Path, tmp_path: Path) -> None:
-    from mlxd.cli.common import get_store
-    from mlxd.cli.quality_cmd import quality_rows
+    from mlxd.catalog.read import Reader
+    from mlxd.cli.context import get_paths, get_store
 
     run_mlxd("models", "add", str(tiny), "--name", "tiny", check=True)
     daemon.start()
@@ -162,8 +162,8 @@ def test_quality_job_finds_its_base_in_the_lineage(daemon, tiny: Path, tmp_path:
     own_text = tmp_path / "own.txt"
     own_text.write_text(default_text()[1][:3000])
     # Named before the model exists: looked up when the quantize job has finished.
-    qq = _submit("quality", "tiny-4bit-g64", "--max-tokens", "64", "--after", str(q))
-    qt = _submit("quality", "tiny", "--text", str(own_text), "--max-tokens", "32")
+    qq = _submit("quality", "tiny-4bit-g64", "--text-tokens", "64", "--after", str(q))
+    qt = _submit("quality", "tiny", "--text", str(own_text), "--text-tokens", "32")
     for j in (q, qq, qt):
         run_mlxd("jobs", "wait", str(j), "--timeout", "180", timeout=210)
         assert run_json("jobs", "show", str(j))["status"] == "succeeded", daemon.stdio()
@@ -175,7 +175,8 @@ def test_quality_job_finds_its_base_in_the_lineage(daemon, tiny: Path, tmp_path:
 
     store = get_store()
     ids = {m.name: m.id for m in store.list_models()}
-    rows = {r["job_id"]: r for r in quality_rows(store)}
+    reader = Reader(get_paths())
+    rows = {r["job_id"]: r for r in reader.quality_rows()}
     quant = rows[qq]
     assert quant["model"] == "tiny-4bit-g64" and quant["base"] == "tiny"
     assert quant["base_model_id"] == ids["tiny"] and quant["model_id"] == ids["tiny-4bit-g64"]
@@ -186,7 +187,8 @@ def test_quality_job_finds_its_base_in_the_lineage(daemon, tiny: Path, tmp_path:
     plain = rows[qt]
     assert plain["base"] is None and plain["kl_mean"] is None and plain["perplexity"] > 1
     assert plain["text_name"] == "own.txt" and plain["tokens"] == 31
-    assert [r["job_id"] for r in quality_rows(store, [ids["tiny"]])] == [qt]
+    assert [r["job_id"] for r in reader.quality_rows([ids["tiny"]])] == [qt]
+    reader.close()
 
 
 def _submit(*args: str) -> int:

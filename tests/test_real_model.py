@@ -81,7 +81,7 @@ def smollm2(gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
 
 @real_model
 def test_import_gguf_registers_models_with_their_source(smollm2: dict[str, Any]) -> None:
-    from mlxd.engine.gguf import read_gguf_header
+    from mlxd.formats.gguf import read_gguf_header
 
     home = smollm2["home"]
     assert "succeeded" in smollm2["imports"]["q"].stdout

@@ -10,16 +10,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from mlxd.catalog.models import BenchRun, BenchTrial, Model, Probe, System
+from mlxd.catalog.read import Reader, ResultFilter
 from mlxd.catalog.store import Store
 from mlxd.config import paths
-from mlxd.results import (
-    ResultFilter,
-    compare,
-    connect,
-    json_array,
-    result_json_rows,
-    result_rows,
-)
+from mlxd.reports.results import compare, json_array
 from mlxd.stats import summarize
 from tests.conftest import mlxd_env, run_json, run_mlxd
 
@@ -97,7 +91,7 @@ def _row(cmp, metric: str):
 
 
 def test_compare_two_models_gives_ratio_uncertainty_and_verdicts(catalog):
-    con = connect(catalog)
+    con = Reader(catalog)
     cmp = compare(con, "a", "b")
     assert cmp.by == "model"
     gen = _row(cmp, "generation_tps")
@@ -117,7 +111,7 @@ def test_compare_two_models_gives_ratio_uncertainty_and_verdicts(catalog):
 
 
 def test_compare_machines_and_mlx_versions_is_guessed_from_the_names(catalog):
-    con = connect(catalog)
+    con = Reader(catalog)
     cmp = compare(con, "studio", "laptop")
     assert cmp.by == "machine"
     gen = _row(cmp, "generation_tps")
@@ -141,17 +135,17 @@ def test_cli_compare_json_and_one_line_errors(catalog):
 
 
 def test_filters_and_roofline(catalog):
-    con = connect(catalog)
-    everything = result_rows(con)
+    con = Reader(catalog)
+    everything = con.result_rows()
     assert len(everything) == 5
-    laptop = result_rows(con, ResultFilter(machines=("laptop",)))
+    laptop = con.result_rows(ResultFilter(machines=("laptop",)))
     assert [(r["model"], r["host"], r["mlx_version"]) for r in laptop] == [
         ("a", "laptop", "0.31.0")
     ]
-    assert result_rows(con, ResultFilter(mlx_versions=("0.31.0",))) == laptop
-    recent = result_rows(con, ResultFilter(since=datetime.now(UTC) - timedelta(days=7)))
+    assert con.result_rows(ResultFilter(mlx_versions=("0.31.0",))) == laptop
+    recent = con.result_rows(ResultFilter(since=datetime.now(UTC) - timedelta(days=7)))
     assert len(recent) == 4 and "laptop" not in {r["host"] for r in recent}
-    only_a = result_rows(con, ResultFilter(models=("a",)))
+    only_a = con.result_rows(ResultFilter(models=("a",)))
     assert {r["model"] for r in only_a} == {"a"} and len(only_a) == 2
     # 10 MB of weights x 100 tok/s = 1 GB/s read, against a measured 0.1 GB/s... = 1000%:
     # hand-made numbers; what matters is the formula and that only probed machines get one.
@@ -171,9 +165,9 @@ def test_filters_and_roofline(catalog):
 
 
 def test_json_rows_built_by_sqlite_match_the_python_rows(catalog):
-    con = connect(catalog)
-    py_rows = result_rows(con)
-    sql_rows = [json.loads(t) for t in result_json_rows(con)]
+    con = Reader(catalog)
+    py_rows = con.result_rows()
+    sql_rows = [json.loads(t) for t in con.result_json_rows()]
     assert len(sql_rows) == len(py_rows)
     for s, p in zip(sql_rows, py_rows, strict=True):
         assert list(s) == list(p)
@@ -217,10 +211,10 @@ def test_limit_keeps_the_newest_runs_oldest_first(catalog):
     assert len(every) > 2
     newest = json.loads(run_mlxd("results", "--json", "--limit", "2", check=True).stdout)
     assert [r["run_id"] for r in newest] == [r["run_id"] for r in every[-2:]]
-    with connect(catalog) as con:
+    with Reader(catalog) as con:
         flt = ResultFilter(limit=2)
-        assert [r["run_id"] for r in result_rows(con, flt)] == [r["run_id"] for r in newest]
-        assert json.loads(json_array(result_json_rows(con, flt))) == newest
+        assert [r["run_id"] for r in con.result_rows(flt)] == [r["run_id"] for r in newest]
+        assert json.loads(json_array(con.result_json_rows(flt))) == newest
     only_a = json.loads(run_mlxd("results", "--json", "--model", "a", "--limit", "1",
                                  check=True).stdout)  # fmt: skip
     assert len(only_a) == 1 and only_a[0]["model"] == "a"

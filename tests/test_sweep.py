@@ -7,7 +7,7 @@ import pytest
 from mlxd.catalog.models import Model
 from mlxd.catalog.store import Store
 from mlxd.config import paths
-from mlxd.sweeps import SweepRequest, plan_sweep, submit_sweep
+from mlxd.jobs.sweeps import SweepRequest, plan_sweep, submit_sweep
 from tests.conftest import run_json, run_mlxd
 
 
@@ -86,7 +86,7 @@ def test_sweep_end_to_end_fills_every_cell_and_resubmitting_reuses(daemon, tiny_
     run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     daemon.start()
     args = ["sweep", "tiny", "--bits", "4,8", "--group-size", "64", "-p", "16", "-g", "8",
-            "-n", "2", "--max-tokens", "64"]  # fmt: skip
+            "-n", "2", "--text-tokens", "64"]  # fmt: skip
     out = run_mlxd(*args, "--wait", timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Perplexity" in out.stdout and "queued" not in out.stdout.split("Precision")[-1]

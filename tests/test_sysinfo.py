@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mlxd import sysinfo
+from mlxd.system import sysinfo
 from tests.conftest import run_json, run_mlxd, wait_for
 
 MACOS = Path(__file__).parent / "data" / "macos"

@@ -21,6 +21,7 @@ from sqlalchemy import delete, event, update
 from sqlmodel import Session, create_engine, select
 
 from mlxd.catalog import schema
+from mlxd.catalog.errors import CatalogError, NotFound
 from mlxd.catalog.models import (
     FINISHED_STATUSES,
     BenchRun,
@@ -36,13 +37,7 @@ from mlxd.config import Paths
 
 BUSY_TIMEOUT_MS = 30_000
 
-
-class CatalogError(Exception):
-    """A user-facing problem with a catalog request (unknown model, duplicate name...)."""
-
-
-class NotFound(CatalogError):
-    pass
+__all__ = ["CatalogError", "NotFound", "Store"]
 
 
 def _make_engine(db_path: Path, *, immediate: bool):
@@ -126,6 +121,22 @@ class Store:
             return self.resolve_model(ref)
         except NotFound:
             return None
+
+    def ancestors(self, model_id: int, limit: int = 50) -> list[Model]:
+        """A model's parent, its parent's parent, ... (nearest first; cycles cut)."""
+        out: list[Model] = []
+        with self.read() as s:
+            model = s.get(Model, model_id)
+            seen = {model_id}
+            parent_id = model.parent_id if model else None
+            while parent_id is not None and parent_id not in seen and len(out) < limit:
+                seen.add(parent_id)
+                parent = s.get(Model, parent_id)
+                if parent is None:
+                    break
+                out.append(parent)
+                parent_id = parent.parent_id
+        return out
 
     def add_model(self, model: Model, session: Session | None = None) -> Model:
         with contextlib.ExitStack() as stack:
@@ -286,6 +297,20 @@ class Store:
             s.add(job)
             return job
 
+    def prerequisite_gate(self, job: Job) -> str:
+        """May ``job`` start? The one answer for the CLI, the daemon and recovery:
+        "go"; "wait" (its prerequisite is queued or running: released when that ends); or
+        "failed" (its prerequisite did not succeed: this job and its dependents were failed)."""
+        if job.after_job_id is None:
+            return "go"
+        pre = self.get_job(job.after_job_id)
+        if pre.status in ("queued", "running"):
+            return "wait"
+        if pre.status != "succeeded":
+            self.fail_dependents(pre.id)
+            return "failed"
+        return "go"
+
     def dependents(self, job_id: int) -> list[Job]:
         with self.read() as s:
             return list(
@@ -360,6 +385,58 @@ class Store:
                     .order_by(BenchTrial.trial_index)
                 )
             )
+
+    # -- what sweeps reuse ----------------------------------------------------------------
+
+    def add_sweep(
+        self, base_model_id: int, params: dict[str, Any], variants: list[dict[str, Any]]
+    ) -> Sweep:
+        with self.write() as s:
+            sweep = Sweep(base_model_id=base_model_id, params=params, variants=variants)
+            s.add(sweep)
+            s.flush()
+            return sweep
+
+    def quantized_children(
+        self, parent_id: int, *, mode: str, group_size: int, bits: int, recipe: str | None
+    ) -> list[Model]:
+        """Models quantized from ``parent_id`` with this mode, group size and recipe/bits."""
+        with self.read() as s:
+            q = select(Model).where(
+                Model.parent_id == parent_id,
+                Model.quant_mode == mode,
+                Model.quant_group_size == group_size,
+            )
+            if recipe:
+                q = q.where(Model.quant_recipe == recipe)
+            else:
+                q = q.where(Model.quant_recipe.is_(None), Model.quant_bits == bits)
+            return list(s.exec(q.order_by(Model.id)))
+
+    def newest_bench_job(self, model_id: int, point: dict[str, Any]) -> int | None:
+        """The newest bench job that measured ``model_id`` at ``point`` (BenchRun columns)."""
+        with self.read() as s:
+            q = select(BenchRun.job_id).where(
+                BenchRun.model_id == model_id, BenchRun.job_id.is_not(None)
+            )
+            for column, value in point.items():
+                col = getattr(BenchRun, column)
+                q = q.where(col.is_(None) if value is None else col == value)
+            return s.exec(q.order_by(BenchRun.id.desc())).first()
+
+    def quality_runs(
+        self, model_id: int, *, text_sha256: str, base_id: int | None = None
+    ) -> list[QualityRun]:
+        """A model's quality runs (made by jobs) on one text, newest first."""
+        with self.read() as s:
+            q = select(QualityRun).where(
+                QualityRun.model_id == model_id,
+                QualityRun.job_id.is_not(None),
+                QualityRun.text_sha256 == text_sha256,
+            )
+            if base_id is not None:
+                q = q.where(QualityRun.base_model_id == base_id)
+            return list(s.exec(q.order_by(QualityRun.id.desc())))
 
 
 def _user() -> str | None:

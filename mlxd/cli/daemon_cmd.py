@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from mlxd.cli.common import UserError, echo_json, get_paths, output_options
+from mlxd.cli.context import DAEMON_NOT_RUNNING_EXIT, UserError, get_paths
+from mlxd.cli.output import echo_json, output_options
+from mlxd.cli.params import renamed_option
 
 
 @click.group()
@@ -32,7 +34,8 @@ def start(foreground: bool, workers: int):
 
 
 @daemon.command()
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
+@renamed_option("--timeout", "--stop-timeout", "timeout_s", type=click.FloatRange(min=0))
+@click.option("--stop-timeout", "timeout_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds to wait before killing it")  # fmt: skip
 def stop(timeout_s: float):
     """Stop the daemon; a running job is stopped and queued again."""
@@ -45,30 +48,33 @@ def stop(timeout_s: float):
 
 
 @daemon.command()
-@output_options(csv_ok=False)
-def status(json_: bool):
-    """Whether the daemon runs, and what it is doing."""
-    from mlxd.cli.common import get_store
+@output_options("show")
+def status(fmt: str):
+    """Whether the daemon runs and what it is doing (exit status 3: not running)."""
+    from mlxd.cli.context import get_reader
     from mlxd.daemon.service import status as daemon_status
 
     p = get_paths()
     st = daemon_status(p)
     info = st.as_dict()
     if p.catalog_db.exists():
-        store = get_store()
-        info["running_jobs"] = [j.id for j in store.list_jobs(["running"])]
-        info["queued_jobs"] = len(store.list_jobs(["queued"]))
+        reader = get_reader()
+        info["running_jobs"] = [j.id for j in reader.jobs(["running"])]
+        info["queued_jobs"] = reader.count_jobs(["queued"])
     else:
         info["running_jobs"], info["queued_jobs"] = [], 0
-    if json_:
+    if fmt == "json":
         echo_json(info)
-        return
-    if st.running:
-        click.echo(f"Daemon running (pid {st.pid}), home {st.home}")
     else:
-        click.echo(f"Daemon not running, home {st.home}")
-    running = ", ".join(map(str, info["running_jobs"])) or "none"
-    click.echo(f"Jobs running: {running}; queued: {info['queued_jobs']}")
+        if st.running:
+            click.echo(f"Daemon running (pid {st.pid}), home {st.home}")
+        else:
+            click.echo(f"Daemon not running, home {st.home}")
+        running = ", ".join(map(str, info["running_jobs"])) or "none"
+        click.echo(f"Jobs running: {running}; queued: {info['queued_jobs']}")
+    if not st.running:
+        # As `systemctl is-active`: a script can test `mlxd daemon status` directly.
+        raise SystemExit(DAEMON_NOT_RUNNING_EXIT)
 
 
 @daemon.command()

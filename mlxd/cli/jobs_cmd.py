@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import click
 
-from mlxd.cli.common import (
+from mlxd.cli.context import (
+    WAIT_TIMEOUT_EXIT,
     UserError,
+    WaitTimedOut,
     catalog_errors,
-    echo_csv,
-    echo_json,
-    follow,
+    get_reader,
     get_store,
-    output_options,
-    render_table,
-    row_dict,
-    submit,
-    when,
 )
+from mlxd.cli.output import echo_facts, echo_json, emit, output_options, when
+from mlxd.cli.params import list_option
+from mlxd.cli.submit import follow, submit
 
 STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -37,25 +35,26 @@ def _describe(job) -> str:
 
 
 @jobs.command("list")
-@click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES),
-              help="Only jobs with this status (repeatable)")  # fmt: skip
+@list_option("--status", "statuses", choices=STATUSES,
+             help="Only jobs with these statuses (comma list or repeated)")  # fmt: skip
 @click.option("--kind", help="Only jobs of this kind")
-@click.option("--limit", type=int, default=50, show_default=True, help="Newest N jobs (0: all)")
+@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Newest N jobs (0: all)")  # fmt: skip
 @output_options()
-def list_(statuses, kind, limit, json_, csv_):
+def list_(statuses, kind, limit, fmt):
     """List jobs, oldest first."""
-    rows = get_store().list_jobs(statuses or None, kind=kind, limit=limit)
-    if json_:
-        echo_json(rows)
-        return
-    if csv_:
-        echo_csv([row_dict(j) for j in rows])
-        return
-    if not rows:
-        click.echo("No jobs.")
-        return
-    table = [
-        (
+    reader = get_reader()
+    rows = reader.jobs(statuses or None, kind=kind, limit=limit)
+    if limit and len(rows) == limit:
+        total = reader.count_jobs(statuses or None, kind=kind)
+        if total > limit:
+            # On stderr: --json and --csv stay clean, and a script still hears of it.
+            click.echo(f"Note: the newest {limit} of {total} jobs (--limit 0: all)", err=True)
+    emit(
+        fmt,
+        rows,
+        headers=["ID", "KIND", "STATUS", "PROGRESS", "BY", "SUBMITTED", "WHAT", "NOTE"],
+        table=lambda j: (
             j.id,
             j.kind,
             j.status,
@@ -63,26 +62,33 @@ def list_(statuses, kind, limit, json_, csv_):
             j.submitted_by,
             when(j.submitted_at),
             _describe(j),
-            j.error or (j.message if j.status == "running" else ""),
-        )
-        for j in rows
-    ]
-    click.echo(
-        render_table(["ID", "KIND", "STATUS", "PROGRESS", "BY", "SUBMITTED", "WHAT", "NOTE"], table)
+            _note(j),
+        ),
+        empty="No jobs.",
     )
+
+
+def _note(j) -> str:
+    if j.error:
+        return j.error
+    if j.status == "running":
+        return j.message or ""
+    if j.status == "queued" and j.after_job_id is not None:
+        return f"waiting for job {j.after_job_id}"
+    return ""
 
 
 @jobs.command()
 @click.argument("job_id", type=int)
-@output_options(csv_ok=False)
+@output_options("show")
 @catalog_errors
-def show(job_id: int, json_: bool):
+def show(job_id: int, fmt: str):
     """Show one job."""
-    j = get_store().get_job(job_id)
-    if json_:
+    j = get_reader().job(job_id)
+    if fmt == "json":
         echo_json(j)
         return
-    facts = [
+    echo_facts([
         ("id", j.id),
         ("kind", j.kind),
         ("what", _describe(j)),
@@ -92,6 +98,7 @@ def show(job_id: int, json_: bool):
         ("after job", j.after_job_id),
         ("attempts", f"{j.attempts} of {j.max_attempts}"),
         ("priority", j.priority),
+        ("timeout", f"{j.timeout_s:g} s" if j.timeout_s else None),
         ("submitted", f"{when(j.submitted_at)} by {j.submitted_by}"),
         ("started", when(j.started_at)),
         ("finished", when(j.finished_at)),
@@ -99,12 +106,8 @@ def show(job_id: int, json_: bool):
         ("pid", j.pid),
         ("result", ", ".join(f"{k}={v}" for k, v in (j.result or {}).items())),
         ("log", j.log_path),
-    ]
-    width = max(len(k) for k, _ in facts)
-    for k, v in facts:
-        if v not in (None, ""):
-            click.echo(f"{k.ljust(width)}  {v}")
-    click.echo("params".ljust(width) + "  " + ", ".join(f"{k}={v}" for k, v in j.params.items()))
+        ("params", ", ".join(f"{k}={v}" for k, v in j.params.items())),
+    ])  # fmt: skip
 
 
 @jobs.command()
@@ -116,8 +119,8 @@ def logs(job_id: int, follow: bool):
     import time
     from pathlib import Path
 
-    store = get_store()
-    j = store.get_job(job_id)
+    reader = get_reader()
+    j = reader.job(job_id)
     path = Path(j.log_path) if j.log_path else None
     if not follow and (path is None or not path.exists()):
         raise UserError(f"job {job_id} has no log yet (status: {j.status})")
@@ -132,18 +135,44 @@ def logs(job_id: int, follow: bool):
         if not follow or j.status not in ("queued", "running"):
             return
         time.sleep(0.3)
-        j = store.get_job(job_id)
+        j = reader.job(job_id)
 
 
 @jobs.command()
-@click.argument("job_id", type=int)
+@click.argument("job_ids", type=int, nargs=-1, required=True)
 @catalog_errors
-def cancel(job_id: int):
-    """Cancel a queued job, or stop a running one."""
+def cancel(job_ids: tuple[int, ...]):
+    """Cancel queued jobs, or stop running ones (several ids at once)."""
+    _each_job(job_ids, _cancel_one, "were not cancelled")
+
+
+def _each_job(job_ids, action, failed: str) -> None:
+    """``action(id)`` for each job; one failure does not stop the others (one line each), and
+    the exit status says whether all went well. A timed-out wait ends everything at once."""
+    errors = []
+    for job_id in job_ids:
+        try:
+            action(job_id)
+        except WaitTimedOut:
+            raise
+        except UserError as e:
+            if len(job_ids) == 1:
+                raise
+            click.echo(f"Error: {e.message}", err=True)
+            errors.append(job_id)
+    if errors:
+        raise UserError(f"job(s) {', '.join(map(str, errors))} {failed}")
+
+
+def _cancel_one(job_id: int) -> None:
+    from mlxd.catalog.errors import CatalogError
     from mlxd.daemon.liveness import owner_alive
 
     store = get_store()
-    job = store.request_cancel(job_id)
+    try:
+        job = store.request_cancel(job_id)
+    except CatalogError as e:
+        raise UserError(str(e)) from None
     if job.status == "running" and not owner_alive(job):
         # Its daemon is gone: nobody would act on the request; the job ends here.
         store.finish_job(job_id, "cancelled", error="cancelled by user")
@@ -164,12 +193,12 @@ def cancel(job_id: int):
 def _wait_end(job_id: int, timeout_s: float = 30.0):
     import time
 
-    store = get_store()
+    reader = get_reader()
     deadline = time.monotonic() + timeout_s
-    job = store.get_job(job_id)
+    job = reader.job(job_id)
     while job.status == "running" and time.monotonic() < deadline:
         time.sleep(0.2)
-        job = store.get_job(job_id)
+        job = reader.job(job_id)
     return job
 
 
@@ -199,19 +228,17 @@ def retry(job_id: int, after: int | None, wait: bool):
 
 @jobs.command()
 @click.argument("job_ids", type=int, nargs=-1, required=True)
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True),
-              help="Give up after this many seconds")  # fmt: skip
+@click.option("--wait-timeout", "--timeout", "timeout_s",
+              type=click.FloatRange(min=0, min_open=True, max=1e9), metavar="SECONDS",
+              help=f"Give up after this many seconds (exit status {WAIT_TIMEOUT_EXIT})")  # fmt: skip
 @catalog_errors
 def wait(job_ids: tuple[int, ...], timeout_s: float | None):
-    """Wait for jobs to finish; exit 1 if any did not succeed."""
-    errors = []
-    for job_id in job_ids:
-        try:
-            follow(job_id, timeout_s=timeout_s)
-        except UserError as e:
-            if len(job_ids) == 1:
-                raise
-            click.echo(f"Error: {e.message}", err=True)
-            errors.append(job_id)
-    if errors:
-        raise UserError(f"job(s) {', '.join(map(str, errors))} did not succeed")
+    """Wait for jobs to end; exit 1 if one failed, 124 if the wait ran out."""
+    import time
+
+    deadline = time.monotonic() + timeout_s if timeout_s else None
+
+    def wait_one(job_id: int) -> None:
+        follow(job_id, timeout_s=timeout_s, deadline=deadline)
+
+    _each_job(job_ids, wait_one, "did not succeed")

@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import click
 
-from mlxd.cli.common import (
-    BadUsage,
-    UserError,
-    catalog_errors,
-    echo_csv,
+from mlxd.cli.context import BadUsage, UserError, catalog_errors, get_paths, get_reader, get_store
+from mlxd.cli.output import (
+    echo_facts,
     echo_json,
-    get_paths,
-    get_store,
+    emit,
     human_bytes,
     human_count,
-    job_options,
     output_options,
-    render_table,
     row_dict,
-    submit,
     when,
 )
+from mlxd.cli.params import SEED
+from mlxd.cli.submit import job_options, submit
+from mlxd.jobs.choices import quant_label
 
 
 @click.group()
@@ -37,8 +34,8 @@ def add(path: str, name: str | None):
     from pathlib import Path
 
     from mlxd.catalog.models import Model
-    from mlxd.jobs.synth import check_name
-    from mlxd.modelfolder import inspect_folder
+    from mlxd.formats.modelfolder import inspect_folder
+    from mlxd.jobs.base import check_name
 
     info = inspect_folder(Path(path))
     name = name or info.path.name
@@ -77,13 +74,13 @@ def add(path: str, name: str | None):
     type=click.Path(exists=True, dir_okay=False),
     help="Copy the shape of this config.json",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @catalog_errors
 def synth(name: str, arch: str, size: str, like: str | None, seed: int):
     """Make a real-architecture model with random weights, offline (no daemon)."""
     from pathlib import Path
 
-    from mlxd.cli.common import foreground_runner
+    from mlxd.cli.submit import foreground_runner
     from mlxd.jobs.synth import Spec
 
     store = get_store()
@@ -115,8 +112,8 @@ def import_gguf(file: str, name: str | None, dequantize: bool, wait, after, prio
     """Import a llama-family GGUF file (llama.cpp's format) as an MLX model."""
     from pathlib import Path
 
-    from mlxd.cli.work_cmd import check_free_name
-    from mlxd.engine.gguf import GGUFError, check_gguf  # the header reader: pure Python
+    from mlxd.cli.submit import check_free_name
+    from mlxd.formats.gguf import GGUFError, check_gguf  # the header reader: pure Python
     from mlxd.jobs.import_gguf import Spec
 
     path = Path(file).expanduser().resolve()
@@ -132,34 +129,28 @@ def import_gguf(file: str, name: str | None, dequantize: bool, wait, after, prio
     submit("import_gguf", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
 
 
-def _quant_label(m) -> str:
-    if m.quant_recipe:
-        return m.quant_recipe
-    if m.quant_mode and m.quant_mode != "affine":
-        return m.quant_mode
-    if m.quant_bits:
-        return f"{m.quant_bits}bit-g{m.quant_group_size}"
-    return ""
-
-
 @models.command("list")
 @output_options()
-def list_(json_: bool, csv_: bool):
+def list_(fmt: str):
     """List the models in the catalog."""
-    store = get_store()
-    rows = store.list_models()
+    rows = get_reader().models()
     names = {m.id: m.name for m in rows}
-    if json_:
-        echo_json(rows)
-        return
-    if csv_:
-        echo_csv([row_dict(m) for m in rows])
-        return
-    if not rows:
-        click.echo("No models yet. Try 'mlxd models synth tiny' or 'mlxd models add PATH'.")
-        return
-    table = [
-        (
+    emit(
+        fmt,
+        rows,
+        headers=[
+            "ID",
+            "NAME",
+            "FORMAT",
+            "ARCH",
+            "PARAMS",
+            "SIZE",
+            "DTYPE",
+            "QUANT",
+            "BPW",
+            "PARENT",
+        ],
+        table=lambda m: (
             m.id,
             m.name,
             m.format,
@@ -167,40 +158,30 @@ def list_(json_: bool, csv_: bool):
             human_count(m.num_parameters),
             human_bytes(m.size_bytes),
             m.dtype,
-            _quant_label(m),
+            quant_label(m),
             f"{m.bits_per_weight:.2f}" if m.bits_per_weight else "",
             names.get(m.parent_id, ""),
-        )
-        for m in rows
-    ]
-    headers = ["ID", "NAME", "FORMAT", "ARCH", "PARAMS", "SIZE", "DTYPE", "QUANT", "BPW", "PARENT"]
-    click.echo(render_table(headers, table))
+        ),
+        empty="No models yet. Try 'mlxd models synth tiny' or 'mlxd models add PATH'.",
+    )
 
 
 @models.command()
 @click.argument("ref")
-@output_options(csv_ok=False)
+@output_options("show")
 @catalog_errors
-def show(ref: str, json_: bool):
+def show(ref: str, fmt: str):
     """Show one model: facts, lineage, derived models and benchmarks."""
-    store = get_store()
-    m = store.resolve_model(ref)
-    lineage = []
-    parent_id = m.parent_id
-    while parent_id is not None and len(lineage) < 50:
-        try:
-            parent = store.resolve_model(parent_id)
-        except Exception:
-            break
-        lineage.append(parent)
-        parent_id = parent.parent_id
-    children = store.children(m.id)
-    runs = store.bench_runs([m.id])
-    if json_:
+    reader = get_reader()
+    m = reader.model(ref)
+    lineage = reader.ancestors(m.id)
+    children = reader.children(m.id)
+    run_ids = reader.bench_run_ids(m.id)
+    if fmt == "json":
         data = row_dict(m)
         data["lineage"] = [{"id": p.id, "name": p.name, "source": p.source} for p in lineage]
         data["children"] = [{"id": c.id, "name": c.name} for c in children]
-        data["bench_run_ids"] = [r.id for r in runs]
+        data["bench_run_ids"] = run_ids
         echo_json(data)
         return
     facts = [
@@ -213,7 +194,7 @@ def show(ref: str, json_: bool):
         ("parameters", f"{m.num_parameters:,}" if m.num_parameters else None),
         ("size on disk", human_bytes(m.size_bytes)),
         ("dtype", m.dtype),
-        ("quantization", _quant_label(m) or None),
+        ("quantization", quant_label(m) or None),
         ("bits per weight", f"{m.bits_per_weight:.3f}" if m.bits_per_weight else None),
         ("created", when(m.created_at)),
     ]
@@ -226,22 +207,18 @@ def show(ref: str, json_: bool):
         facts.append(("quant overrides", ", ".join(
             f"{layer} {q.get('bits')}bit-g{q.get('group_size')}" for layer, q in overrides.items()
         )))  # fmt: skip
-    width = max(len(k) for k, _ in facts)
-    for k, v in facts:
-        if v not in (None, ""):
-            click.echo(f"{k.ljust(width)}  {v}")
+    if lineage:
+        facts.append(("lineage", " <- ".join([m.name] + [p.name for p in lineage])))
+    if children:
+        facts.append(("derived", ", ".join(c.name for c in children)))
+    if run_ids:
+        facts.append(("benchmarks", f"{len(run_ids)} run(s); see 'mlxd results --model {m.name}'"))
+    echo_facts(facts)
     if m.synthetic:
         click.echo(
             "note: random weights (synthetic model): speed and memory figures are real for "
             "this shape, generated text and quality figures are meaningless"
         )
-    if lineage:
-        chain = " <- ".join([m.name] + [p.name for p in lineage])
-        click.echo(f"lineage       {chain}")
-    if children:
-        click.echo("derived       " + ", ".join(c.name for c in children))
-    if runs:
-        click.echo(f"benchmarks    {len(runs)} run(s); see 'mlxd results --model {m.name}'")
 
 
 @models.command()

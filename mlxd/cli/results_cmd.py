@@ -1,7 +1,7 @@
 """mlxd results: the benchmark table, filtered, or two things compared.
 
 This module must not import sqlmodel or alembic (a third of a second before any work):
-the reading is done by mlxd.results with plain sqlite3.
+the reading is done by mlxd.reports.results with plain sqlite3.
 """
 
 from __future__ import annotations
@@ -11,30 +11,9 @@ import sys
 
 import click
 
-from mlxd.cli.common import (
-    BadUsage,
-    echo_csv,
-    echo_json,
-    get_paths,
-    human_bytes,
-    output_options,
-    render_table,
-    when,
-)
-
-
-def result_rows(model_refs: tuple[str, ...] = ()) -> list[dict]:
-    """Benchmark runs as flat rows (one per measured point), with model and machine names."""
-    from mlxd.results import ResultFilter, ResultsError, connect
-    from mlxd.results import result_rows as rows
-
-    con = connect(get_paths())
-    try:
-        return rows(con, ResultFilter(models=tuple(model_refs)))
-    except ResultsError as e:
-        raise BadUsage(str(e)) from None
-    finally:
-        con.close()
+from mlxd.cli.context import BadUsage, get_paths
+from mlxd.cli.output import emit, human_bytes, output_options, render_table, when
+from mlxd.cli.params import list_option
 
 
 def _pm(mean, std, digits=1) -> str:
@@ -44,26 +23,14 @@ def _pm(mean, std, digits=1) -> str:
 
 
 @click.command()
-@click.option(
-    "--model", "models", multiple=True, metavar="REF", help="Only this model (repeatable)"
-)
-@click.option(
-    "--machine",
-    "machines",
-    multiple=True,
-    metavar="HOST",
-    help="Only runs on this host (repeatable)",
-)
+@list_option("--model", "models", metavar="REF", help="Only these models (comma list or repeated)")
+@list_option("--machine", "machines", metavar="HOST",
+             help="Only runs on these hosts (comma list or repeated)")  # fmt: skip
 @click.option(
     "--since", metavar="WHEN", help="Only runs since a date (2026-01-31) or an age (7d, 12h, 2w)"
 )
-@click.option(
-    "--mlx-version",
-    "mlx_versions",
-    multiple=True,
-    metavar="V",
-    help="Only runs with this mlx version (repeatable)",
-)
+@list_option("--mlx-version", "mlx_versions", metavar="V",
+             help="Only runs with these mlx versions (comma list or repeated)")  # fmt: skip
 @click.option(
     "--compare", nargs=2, metavar="A B", help="B against A: two models, machines or mlx versions"
 )
@@ -74,15 +41,16 @@ def _pm(mean, std, digits=1) -> str:
 )
 @click.option("--limit", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Only the newest N runs (0: all)")  # fmt: skip
-@click.option("--md", "md", is_flag=True, help="Output as a Markdown table")
 @output_options()
-def results(models, machines, since, mlx_versions, compare, compare_by, limit, md, json_, csv_):
+def results(models, machines, since, mlx_versions, compare, compare_by, limit, fmt):
     """Benchmark results: tok/s, time to first token, peak memory, roofline %."""  # fmt: skip
-    from mlxd.results import ResultFilter, ResultsError, connect, parse_since
+    from mlxd.catalog.errors import NotFound, QueryError
+    from mlxd.catalog.read import Reader, ResultFilter
+    from mlxd.reports.results import parse_since
 
     if compare_by and not compare:
         raise BadUsage("--compare-by needs --compare A B")
-    con = connect(get_paths())
+    reader = Reader(get_paths())
     try:
         flt = ResultFilter(
             models=tuple(models),
@@ -92,48 +60,55 @@ def results(models, machines, since, mlx_versions, compare, compare_by, limit, m
             limit=0 if compare else limit,
         )
         if compare:
-            _compare(con, compare, compare_by, flt, md=md, json_=json_, csv_=csv_)
+            _compare(reader, compare, compare_by, flt, fmt)
         else:
-            _results(con, flt, md=md, json_=json_, csv_=csv_)
-    except ResultsError as e:
+            _results(reader, flt, fmt)
+    except (QueryError, NotFound) as e:
         raise BadUsage(str(e)) from None
     finally:
-        con.close()
+        reader.close()
 
 
-def _results(con, flt, *, md: bool, json_: bool, csv_: bool) -> None:
-    from mlxd.results import hidden_by_limit, result_csv_rows, result_rows, write_results_json
+def _results(reader, flt, fmt: str) -> None:
+    from mlxd.reports.results import write_results_json
 
-    if json_:
-        # SQLite writes each row's JSON (see mlxd.results).
+    if fmt == "jsonl":
+        shown = 0
+        for line in reader.result_json_rows(flt):
+            click.echo(line)
+            shown += 1
+        _note_hidden(reader.hidden_by_limit(flt, shown), flt)
+        return
+    if fmt == "json":
+        # SQLite writes each row's JSON (see mlxd.catalog.read).
         sys.stdout.flush()
         try:
-            shown = write_results_json(con, flt, sys.stdout.buffer)
+            shown = write_results_json(reader, flt, sys.stdout.buffer)
             sys.stdout.buffer.flush()
         except BrokenPipeError:  # `mlxd results --json | head`: the reader has had enough
             import os
 
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return
-        _note_hidden(hidden_by_limit(con, flt, shown), flt)
+        _note_hidden(reader.hidden_by_limit(flt, shown), flt)
         return
-    if csv_:
+    if fmt == "csv":
         import csv
 
-        names, rows = result_csv_rows(con, flt)
+        names, rows = reader.result_csv_rows(flt)
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(names)
         shown = 0
         for row in rows:
             writer.writerow(row)
             shown += 1
-        _note_hidden(hidden_by_limit(con, flt, shown), flt)
+        _note_hidden(reader.hidden_by_limit(flt, shown), flt)
         return
-    rows = result_rows(con, flt)
+    rows = reader.result_rows(flt)
     if not rows:
         click.echo("No benchmark results yet. Queue one with 'mlxd bench REF'.")
         return
-    _note_hidden(hidden_by_limit(con, flt, len(rows)), flt)
+    _note_hidden(reader.hidden_by_limit(flt, len(rows)), flt)
     headers = ["RUN", "MODEL", "QUANT", "P", "G", "B", "DEPTH", "KV", "PREFILL", "N", "PROMPT TOK/S",
                "GEN TOK/S", "TTFT S", "PEAK MEM", "ROOF %", "HOST", "MLX", "WHEN"]  # fmt: skip
     table = [
@@ -159,7 +134,7 @@ def _results(con, flt, *, md: bool, json_: bool, csv_: bool) -> None:
         )
         for r in rows
     ]
-    click.echo(render_table(headers, table, markdown=md))
+    click.echo(render_table(headers, table, markdown=fmt == "md"))
 
 
 def _note_hidden(hidden: int, flt) -> None:
@@ -171,16 +146,13 @@ def _note_hidden(hidden: int, flt) -> None:
         )
 
 
-def _compare(con, ab, by, flt, *, md: bool, json_: bool, csv_: bool) -> None:
-    from mlxd.results import compare, iter_compare_dicts
+def _compare(reader, ab, by, flt, fmt: str) -> None:
+    from mlxd.reports.results import compare, iter_compare_dicts
 
     a, b = ab
-    cmp = compare(con, a, b, by, flt)
-    if json_:
-        echo_json(list(iter_compare_dicts(cmp)))
-        return
-    if csv_:
-        echo_csv(list(iter_compare_dicts(cmp)))
+    cmp = compare(reader, a, b, by, flt)
+    if fmt in ("json", "jsonl", "csv"):
+        emit(fmt, list(iter_compare_dicts(cmp)))
         return
     what = {"model": "models", "machine": "machines", "mlx": "mlx versions"}[cmp.by]
     if not cmp.rows:
@@ -200,7 +172,7 @@ def _compare(con, ab, by, flt, *, md: bool, json_: bool, csv_: bool) -> None:
             _ratio(row.ratio, row.ratio_ci95), row.verdict,
         ))  # fmt: skip
     click.echo(f"Comparing {what}: B = {b} against A = {a} (mean ± 95% CI, n trials)")
-    click.echo(render_table(headers, table, markdown=md))
+    click.echo(render_table(headers, table, markdown=fmt == "md"))
     if cmp.unmatched_a or cmp.unmatched_b:
         click.echo(
             f"Not compared: {cmp.unmatched_a} point(s) measured only on {a}, "

@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import click
 
-from mlxd.cli.common import (
-    UserError,
-    catalog_errors,
-    echo_csv,
-    echo_json,
+from mlxd.cli.context import UserError, catalog_errors, get_paths, get_store
+from mlxd.cli.output import echo_json, emit, output_options, render_table, when
+from mlxd.cli.params import int_list, list_option, renamed_option
+from mlxd.cli.submit import (
+    check_prerequisite,
+    daemon_running,
     follow,
-    get_store,
-    output_options,
+    job_options,
+    note_no_daemon,
     release_if_runnable,
-    render_table,
-    when,
 )
-from mlxd.cli.work_cmd import int_list
-
-RECIPES = ["mixed_2_6", "mixed_3_4", "mixed_3_6", "mixed_4_6"]
+from mlxd.jobs.choices import QUANT_RECIPES
 
 
 class _SweepGroup(click.Group):
@@ -46,50 +43,47 @@ def sweep():
 
 @sweep.command("run")
 @click.argument("ref")
-@click.option("--bits", default="4", show_default=True, help="Bit widths, e.g. 3,4,6,8")
-@click.option("--group-size", default="64", show_default=True, help="Group sizes, e.g. 32,64")
-@click.option("--recipe", "recipes", multiple=True, type=click.Choice(RECIPES),
-              help="Also a mixed-precision recipe (repeatable)")  # fmt: skip
+@list_option("--bits", default="4", show_default=True, help="Bit widths, e.g. 3,4,6,8")
+@list_option("--group-size", default="64", show_default=True, help="Group sizes, e.g. 32,64")
+@list_option("--recipe", "recipes", choices=QUANT_RECIPES,
+             help="Also mixed-precision recipes (comma list or repeated)")  # fmt: skip
 @click.option("-p", "--prompt-tokens", type=click.IntRange(min=1), default=512, show_default=True)
 @click.option("-g", "--gen-tokens", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("-n", "--trials", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
-@click.option(
-    "--max-tokens", type=int, metavar="N", help="Quality: read at most N tokens of the text"
-)
+@click.option("--text-tokens", type=click.IntRange(min=2), metavar="N",
+              help="Quality: score at most N tokens of the text")  # fmt: skip
+@renamed_option("--max-tokens", "--text-tokens", "text_tokens", type=click.IntRange(min=2))
 @click.option("--text", metavar="FILE", help="Quality: score this text (default: mlxd's own)")
-@click.option(
-    "--wait", is_flag=True, help="Follow every job, then print the table; exit 1 if one fails"
-)
+@job_options
 @catalog_errors
-def run(ref, bits, group_size, recipes, prompt_tokens, gen_tokens, trials, warmup, max_tokens,
-        text, wait):  # fmt: skip
+def run(ref, bits, group_size, recipes, prompt_tokens, gen_tokens, trials, warmup, text_tokens,
+        text, wait, after, priority, timeout_s):  # fmt: skip
     """Queue a sweep: quantize, bench and quality jobs for each variant and the base."""
-    from mlxd.cli.common import get_paths
-    from mlxd.daemon.service import status
-    from mlxd.sweeps import SweepRequest, plan_sweep, submit_sweep
+    from mlxd.jobs.sweeps import SweepRequest, plan_sweep, submit_sweep
 
     store = get_store()
-    if wait and not status(get_paths()).running:
-        raise UserError("the daemon is not running; start it with 'mlxd daemon start' "
-                        "(or leave out --wait to queue the sweep for later)")  # fmt: skip
+    running = daemon_running(wait=wait, what="the sweep")
     req = SweepRequest(
         base=ref,
         # Each value once: --bits 8,8 is one variant, not two.
-        bits=list(dict.fromkeys(int_list(bits, "--bits"))),
-        group_sizes=list(dict.fromkeys(int_list(group_size, "--group-size"))),
-        recipes=list(dict.fromkeys(recipes)),
+        bits=int_list(bits, "--bits"),
+        group_sizes=int_list(group_size, "--group-size"),
+        recipes=list(recipes),
         prompt_tokens=prompt_tokens,
         gen_tokens=gen_tokens,
         trials=trials,
         warmup=warmup,
-        max_tokens=max_tokens,
+        max_tokens=text_tokens,
         text=text,
     )
     plan = plan_sweep(store, req)
+    check_prerequisite(after)
 
-    def submit(kind, spec, after):
-        job = store.submit_job(kind, spec.to_params(), after_job_id=after)
+    def submit(kind, spec, after_job_id):
+        # The graph's first jobs wait on --after; the rest wait on their variant's quantize.
+        job = store.submit_job(kind, spec.to_params(), after_job_id=after_job_id or after,
+                               priority=priority, timeout_s=timeout_s)  # fmt: skip
         release_if_runnable(job.id)
         return job.id
 
@@ -106,19 +100,18 @@ def run(ref, bits, group_size, recipes, prompt_tokens, gen_tokens, trials, warmu
     reused = [v["variant"] for v in sw.variants if "quantize" in v["reused"]]
     if reused:
         click.echo(f"Reused existing variant(s), not quantized again: {', '.join(reused)}")
-    if not status(get_paths()).running:
-        click.echo("Note: the daemon is not running; the jobs start with 'mlxd daemon start'.",
-                   err=True)  # fmt: skip
+    if not running:
+        note_no_daemon("the jobs start")
     if wait:
         _follow_all(sw)
         click.echo()
-        _print_table(sw, fmt="text")
+        _print_table(sw.id, fmt="text")
     else:
         click.echo(f"See the table with: mlxd sweep show {sw.id}")
 
 
 def _follow_all(sw) -> None:
-    from mlxd.sweeps import sweep_jobs
+    from mlxd.reports.sweeps import sweep_jobs
 
     failed = []
     for job_id in sweep_jobs(sw):
@@ -128,38 +121,31 @@ def _follow_all(sw) -> None:
             failed.append(job_id)
             click.echo(f"Error: {e.message}", err=True)
     if failed:
-        _print_table(sw, fmt="text")
+        _print_table(sw.id, fmt="text")
         raise UserError(f"sweep {sw.id}: job(s) {', '.join(map(str, failed))} did not succeed; "
                         f"see 'mlxd jobs logs ID'")  # fmt: skip
 
 
 @sweep.command()
 @click.argument("sweep_id", type=int)
-@click.option("--md", "md", is_flag=True, help="Output as a Markdown table")
 @output_options()
 @catalog_errors
-def show(sweep_id, md, json_, csv_):
+def show(sweep_id, fmt):
     """Show a sweep as a table: perplexity, KL, speed, memory and size per variant."""
-    from mlxd.sweeps import get_sweep
-
-    sw = get_sweep(get_store(), sweep_id)
-    _print_table(sw, fmt="json" if json_ else "csv" if csv_ else "md" if md else "text")
+    _print_table(sweep_id, fmt=fmt)
 
 
 @sweep.command("list")
 @output_options()
 @catalog_errors
-def list_(json_, csv_):
+def list_(fmt):
     """List sweeps, oldest first."""
-    from mlxd.catalog.models import Model
-    from mlxd.sweeps import list_sweeps
+    from mlxd.catalog.read import Reader
 
-    store = get_store()
-    sweeps = list_sweeps(store)
     rows = []
-    with store.read() as s:
-        for sw in sweeps:
-            base = s.get(Model, sw.base_model_id)
+    with Reader(get_paths()) as reader:
+        for sw in reader.sweeps():
+            base = reader.model_by_id(sw.base_model_id)
             rows.append({
                 "id": sw.id,
                 "base": base.name if base else None,
@@ -167,19 +153,20 @@ def list_(json_, csv_):
                 "params": sw.params,
                 "created_at": sw.created_at,
             })  # fmt: skip
-    if json_:
-        echo_json(rows)
-        return
-    if csv_:
-        echo_csv(rows)
-        return
-    if not rows:
-        click.echo("No sweeps. Queue one with 'mlxd sweep REF --bits 4,8'.")
-        return
-    table = [(r["id"], r["base"], ", ".join(r["variants"]),
-              f"p={r['params'].get('prompt_tokens')} g={r['params'].get('gen_tokens')} "
-              f"n={r['params'].get('trials')}", when(r["created_at"])) for r in rows]  # fmt: skip
-    click.echo(render_table(["ID", "BASE", "VARIANTS", "BENCH", "CREATED"], table))
+    emit(
+        fmt,
+        rows,
+        headers=["ID", "BASE", "VARIANTS", "BENCH", "CREATED"],
+        table=lambda r: (
+            r["id"],
+            r["base"],
+            ", ".join(r["variants"]),
+            f"p={r['params'].get('prompt_tokens')} g={r['params'].get('gen_tokens')} "
+            f"n={r['params'].get('trials')}",
+            when(r["created_at"]),
+        ),  # fmt: skip
+        empty="No sweeps. Queue one with 'mlxd sweep REF --bits 4,8'.",
+    )
 
 
 HEADERS = ["Precision", "Perplexity", "KL", "Prompt (tok/s)", "Generation (tok/s)",
@@ -206,15 +193,18 @@ def _machine_row(row) -> dict:
     return d
 
 
-def _print_table(sw, *, fmt: str) -> None:
-    from mlxd.sweeps import sweep_rows
+def _print_table(sweep_id: int, *, fmt: str) -> None:
+    from mlxd.catalog.read import Reader
+    from mlxd.reports.sweeps import sweep_rows
 
-    rows = sweep_rows(get_store(), sw)
+    with Reader(get_paths()) as reader:
+        sw = reader.sweep(sweep_id)
+        rows = sweep_rows(reader, sw)
     if fmt == "json":
         echo_json({"id": sw.id, "params": sw.params, "rows": [_machine_row(r) for r in rows]})
         return
-    if fmt == "csv":
-        echo_csv([_machine_row(r) for r in rows])
+    if fmt in ("csv", "jsonl"):
+        emit(fmt, [_machine_row(r) for r in rows])
         return
     p = sw.params
     table = [

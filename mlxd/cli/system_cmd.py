@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import click
 
-from mlxd.cli.common import (
-    UserError,
-    catalog_errors,
-    echo_json,
-    get_store,
-    human_bytes,
-    output_options,
-    row_dict,
-    when,
-)
+from mlxd.cli.context import UserError, catalog_errors, get_paths, get_store
+from mlxd.cli.output import echo_facts, echo_json, human_bytes, output_options, row_dict, when
 
 
 @click.group()
@@ -29,8 +21,11 @@ def system():
 @catalog_errors
 def probe(size_mb: int | None, repeats: int):
     """Measure the memory bandwidth once and store it (runs now, no daemon)."""
-    from mlxd.cli.common import foreground_runner
-    from mlxd.jobs.probe import Spec, latest_probe
+    import socket
+
+    from mlxd.catalog.read import Reader
+    from mlxd.cli.submit import foreground_runner
+    from mlxd.jobs.probe import Spec
 
     store = get_store()
     spec = Spec(size_mb=size_mb, repeats=repeats)
@@ -39,7 +34,8 @@ def probe(size_mb: int | None, repeats: int):
     outcome = foreground_runner().handle(job.id)
     if outcome is None or outcome.status != "succeeded":
         raise UserError(f"probe failed: {outcome.error if outcome else 'not run'}")
-    p = latest_probe(store)
+    with Reader(get_paths()) as reader:
+        p = reader.latest_probe(socket.gethostname())
     click.echo(
         f"Memory bandwidth: {p.memory_bandwidth_bytes_per_s / 1e9:.1f} GB/s "
         f"({p.backend}, {p.method}); stored as probe {p.id}"
@@ -47,16 +43,17 @@ def probe(size_mb: int | None, repeats: int):
 
 
 @system.command()
-@output_options(csv_ok=False)
-def show(json_: bool):
+@output_options("show")
+def show(fmt: str):
     """Show this machine's facts, power state and latest bandwidth probe."""
-    from mlxd.jobs.probe import latest_probe
-    from mlxd.sysinfo import machine_facts, power_state
+    from mlxd.catalog.read import Reader
+    from mlxd.system.sysinfo import machine_facts, power_state
 
     facts = machine_facts()
     power = power_state()
-    latest = latest_probe(get_store(), facts["host"])
-    if json_:
+    with Reader(get_paths()) as reader:
+        latest = reader.latest_probe(facts["host"])
+    if fmt == "json":
         echo_json({**facts, **power, "probe": row_dict(latest) if latest else None})
         return
     rows = [
@@ -86,10 +83,7 @@ def show(json_: bool):
         )
     else:
         rows.append(("memory bandwidth", "not measured yet; run 'mlxd system probe'"))
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        if v not in (None, ""):
-            click.echo(f"{k.ljust(width)}  {v}")
+    echo_facts(rows)
 
 
 def _cores(facts: dict) -> str:

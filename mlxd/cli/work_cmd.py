@@ -4,48 +4,24 @@ from __future__ import annotations
 
 import click
 
-from mlxd.cli.common import BadUsage, catalog_errors, get_store, job_options, submit
-
-
-def model_ref(ref: str, after: int | None) -> tuple[str, int | None]:
-    """(REF, its catalog id); a REF not found yet is allowed only after another job."""
-    from mlxd.catalog.store import NotFound
-
-    try:
-        # The catalog name from here on: `quantize 3` makes tiny-4bit-g64, not 3-4bit-g64.
-        model = get_store().resolve_model(ref)
-        return model.name, model.id
-    except NotFound:
-        if after is None:
-            raise
-        click.echo(f"Note: model '{ref}' does not exist yet; it is looked up when job "
-                   f"{after} has finished.", err=True)  # fmt: skip
-        return ref, None
-
-
-def check_free_name(name: str) -> None:
-    if get_store().find_model(name) is not None:
-        raise BadUsage(
-            f"a model named '{name}' already exists; pass --name or remove it with "
-            f"'mlxd models rm {name}'"
-        )
-
-
-def int_list(text: str, what: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise BadUsage(
-            f"{what} must be a comma-separated list of whole numbers, not '{text}'"
-        ) from None
-    if not values:
-        raise BadUsage(f"{what} needs at least one value")
-    return values
+from mlxd.cli.context import catalog_errors
+from mlxd.cli.params import SEED, int_list, list_option
+from mlxd.cli.submit import check_free_name, job_options, model_ref, submit
+from mlxd.jobs.choices import (
+    BITS,
+    DEFAULT_BITS,
+    DEFAULT_GROUP_SIZE,
+    DEFAULT_PREFILL_STEP_SIZE,
+    DTYPES,
+    GROUP_SIZES,
+    QUANT_MODES,
+    QUANT_RECIPES,
+)
 
 
 @click.command()
 @click.argument("ref")
-@click.option("--dtype", type=click.Choice(["float16", "bfloat16", "float32"]),
+@click.option("--dtype", type=click.Choice(DTYPES),
               help="Weights' dtype (default: float32 on the CPU backend, the model's own on Metal)")  # fmt: skip
 @click.option("--name", help="Name of the new model (default: REF-mlx)")
 @job_options
@@ -62,17 +38,14 @@ def convert(ref, dtype, name, wait, after, priority, timeout_s):
 
 @click.command()
 @click.argument("ref")
-@click.option(
-    "--bits", type=click.Choice(["2", "3", "4", "5", "6", "8"]), default="4", show_default=True
-)
-@click.option(
-    "--group-size", type=click.Choice(["32", "64", "128"]), default="64", show_default=True
-)
-@click.option("--mode", type=click.Choice(["affine", "mxfp4", "nvfp4", "mxfp8"]), default="affine",
+@click.option("--bits", type=click.Choice([str(b) for b in BITS]), default=str(DEFAULT_BITS),
               show_default=True)  # fmt: skip
-@click.option("--recipe", type=click.Choice(["mixed_2_6", "mixed_3_4", "mixed_3_6", "mixed_4_6"]),
+@click.option("--group-size", type=click.Choice([str(g) for g in GROUP_SIZES]),
+              default=str(DEFAULT_GROUP_SIZE), show_default=True)  # fmt: skip
+@click.option("--mode", type=click.Choice(list(QUANT_MODES)), default="affine", show_default=True)
+@click.option("--recipe", type=click.Choice(QUANT_RECIPES),
               help="Mixed precision: more bits for the layers that matter most")  # fmt: skip
-@click.option("--dtype", type=click.Choice(["float16", "bfloat16", "float32"]),
+@click.option("--dtype", type=click.Choice(DTYPES),
               help="dtype of scales and unquantized layers (default: float32 on CPU)")  # fmt: skip
 @click.option("--name", help="Name of the new model (default: from the recipe, e.g. REF-4bit-g64)")
 @job_options
@@ -90,12 +63,10 @@ def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, prio
 
 @click.command()
 @click.argument("ref")
-@click.option(
-    "-p", "--prompt-tokens", default="512", show_default=True, help="Prompt length(s), e.g. 128,512"
-)
-@click.option(
-    "-g", "--gen-tokens", default="128", show_default=True, help="Tokens to generate, e.g. 64,128"
-)
+@list_option("-p", "--prompt-tokens", default="512", show_default=True,
+             help="Prompt length(s), e.g. 128,512")  # fmt: skip
+@list_option("-g", "--gen-tokens", default="128", show_default=True,
+             help="Tokens to generate, e.g. 64,128")  # fmt: skip
 @click.option("-n", "--trials", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option(
     "--warmup",
@@ -104,16 +75,14 @@ def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, prio
     show_default=True,
     help="Unrecorded runs first",
 )
-@click.option("-b", "--batch-size", default="1", show_default=True, help="Batch size(s), e.g. 1,4")
+@list_option("-b", "--batch-size", default="1", show_default=True, help="Batch size(s), e.g. 1,4")
+@list_option("--depth", default="0", show_default=True,
+             help="Tokens already in the KV cache, e.g. 0,4096")  # fmt: skip
+@list_option("--kv-bits", help="Quantized KV cache bits, e.g. 4,8")
+@list_option("--prefill-step-size", default=str(DEFAULT_PREFILL_STEP_SIZE), show_default=True,
+             help="Prefill chunk size(s)")  # fmt: skip
 @click.option(
-    "--depth", default="0", show_default=True, help="Tokens already in the KV cache, e.g. 0,4096"
-)
-@click.option("--kv-bits", default=None, help="Quantized KV cache bits, e.g. 4,8")
-@click.option(
-    "--prefill-step-size", default="2048", show_default=True, help="Prefill chunk size(s)"
-)
-@click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of the random prompt tokens"
+    "--seed", type=SEED, default=0, show_default=True, help="Seed of the random prompt tokens"
 )
 @click.option(
     "--delay",

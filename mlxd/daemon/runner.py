@@ -5,7 +5,7 @@ foreground (``mlxd models synth``): a job always runs in a fresh child process.
 
 In the daemon (``prewarm``) one spare child waits with mlx and mlx_lm already imported, so
 the next job starts at once instead of paying ~1 s of imports. Each spare serves one job; the
-next spare starts as soon as a job is handed over, or, for a measuring job (QUIET_KINDS),
+next spare starts as soon as a job is handed over, or, for a measuring job (a kind's QUIET),
 as soon as that job's process has ended.
 """
 
@@ -30,9 +30,9 @@ from typing import Any
 from mlxd.catalog.models import utcnow
 from mlxd.catalog.store import CatalogError, Store
 from mlxd.config import Paths
+from mlxd.formats.modelfolder import ModelFolderError
 from mlxd.jobs import UnknownJobKind, load_kind
 from mlxd.jobs.base import FinishContext, JobFailed, SpecError
-from mlxd.modelfolder import ModelFolderError
 
 log = logging.getLogger("mlxd.runner")
 
@@ -41,9 +41,6 @@ PROGRESS_WRITE_S = 0.5  # at most this often a progress row is written
 HEARTBEAT_S = 5.0  # at least this often the job's heartbeat_at is refreshed
 KILL_GRACE_S = 3.0
 CHILD_CMD = [sys.executable, "-m", "mlxd.daemon.child"]
-# Jobs whose figures a spare's imports (~1 s of a CPU core) would disturb: their next spare
-# starts only when they have ended. Others overlap it with their own work.
-QUIET_KINDS = frozenset({"bench", "probe"})
 _FINISH_LOCK = threading.Lock()
 
 
@@ -76,13 +73,11 @@ class Runner:
             return None
         if job.status != "queued":
             return None
-        if job.after_job_id is not None:
-            pre = self.store.get_job(job.after_job_id)
-            if pre.status in ("queued", "running"):
-                return None  # released when the prerequisite finishes
-            if pre.status != "succeeded":
-                self.store.fail_dependents(pre.id)
-                return Outcome("failed", "prerequisite failed")
+        gate = self.store.prerequisite_gate(job)
+        if gate == "wait":
+            return None  # released when the prerequisite finishes
+        if gate == "failed":
+            return Outcome("failed", "prerequisite failed")
         claimed = self.store.claim_job(job_id, host=socket.gethostname(), daemon_pid=os.getpid())
         if claimed is None:
             return None
@@ -125,7 +120,7 @@ class Runner:
             return self._fail(job.id, f"invalid parameters for a {job.kind} job ({e})")
 
         output_dir = None
-        if getattr(kind, "PRODUCES_MODEL", False):
+        if kind.PRODUCES_MODEL:
             output_dir = self.paths.partial / f"job-{job.id}-attempt-{job.attempts}"
             shutil.rmtree(output_dir, ignore_errors=True)
         request = {
@@ -249,7 +244,7 @@ class Runner:
             except (BrokenPipeError, OSError):
                 _dismiss(spare)  # it died just now: fall back to a fresh child
             else:
-                if request["kind"] not in QUIET_KINDS:
+                if not _quiet(request["kind"]):
                     self.start_spare()  # the next job gets a warm child too
                 return spare
         proc = subprocess.Popen(
@@ -265,7 +260,7 @@ class Runner:
             proc.stdin.close()
         except BrokenPipeError:
             pass
-        if self.prewarm and request["kind"] not in QUIET_KINDS:
+        if self.prewarm and not _quiet(request["kind"]):
             self.start_spare()  # there was none (first job, or it died): have one next time
         return proc
 
@@ -379,3 +374,12 @@ def _describe_exit(rc: int) -> str:
             return "the job's process was killed (SIGKILL; out of memory?)"
         return f"the job's process crashed ({sig})"
     return f"the job's process exited with status {rc}"
+
+
+def _quiet(kind_name: str) -> bool:
+    """Jobs whose figures a spare's imports (~1 s of a CPU core) would disturb: their next
+    spare starts only when they have ended. Others overlap it with their own work."""
+    try:
+        return load_kind(kind_name).QUIET
+    except UnknownJobKind:
+        return False

@@ -260,14 +260,8 @@ def recover(store: Store, paths: Paths) -> None:
     for job in store.list_jobs(["queued"]):
         if job.id in pending:
             continue
-        if job.after_job_id is not None:
-            pre = store.get_job(job.after_job_id)
-            if pre.status in ("queued", "running"):
-                continue
-            if pre.status != "succeeded":
-                store.fail_dependents(pre.id)
-                continue
-        enqueue(paths, job.id, priority=job.priority)
+        if store.prerequisite_gate(job) == "go":
+            enqueue(paths, job.id, priority=job.priority)
 
 
 def _kill_stale_child(pid: int | None) -> None:

@@ -11,11 +11,12 @@ from typing import Any
 
 import numpy as np
 
+from mlxd.jobs.choices import KV_BITS
+
 from .types import BenchPoint, BenchResult, TrialResult
 
 # mlx-lm's default group size for a quantized KV cache, and the fallback for small heads.
 KV_GROUP_SIZES = (64, 32)
-KV_BITS = (2, 3, 4, 5, 6, 8)
 # Where the kernel keeps no resettable peak (macOS), RSS is sampled this often.
 RSS_SAMPLE_INTERVAL_S = 0.05
 
@@ -47,7 +48,7 @@ def bench_model(
     from mlx_lm import load
     from mlx_lm.utils import compute_bits_per_weight, get_total_parameters
 
-    from .system import backend_facts
+    from .backend import backend_facts
 
     progress = on_progress or (lambda _fraction, _message: None)
     progress(0.0, f"loading {path}")

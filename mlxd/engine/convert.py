@@ -8,18 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .types import QuantizeResult
+from mlxd.jobs.choices import DTYPES, QUANT_MODES, QUANT_RECIPES, mode_bits_and_group
 
-# mx.quantize's table of modes: (allowed bits, allowed group sizes, default bits, default group).
-QUANT_MODES: dict[str, tuple[tuple[int, ...], tuple[int, ...], int, int]] = {
-    "affine": ((2, 3, 4, 5, 6, 8), (32, 64, 128), 4, 64),
-    "mxfp4": ((4,), (32,), 4, 32),
-    "nvfp4": ((4,), (16,), 4, 16),
-    "mxfp8": ((8,), (32,), 8, 32),
-}
-# Same list as mlx_lm.convert.QUANT_RECIPES, kept here so validation needs no mlx import.
-QUANT_RECIPES = ("mixed_2_6", "mixed_3_4", "mixed_3_6", "mixed_4_6")
-DTYPES = ("float16", "bfloat16", "float32")
+from .types import QuantizeResult
 
 
 def default_dtype() -> str | None:
@@ -39,7 +30,7 @@ def check_quant_params(
         raise ValueError(
             f"Quantization mode must be one of {', '.join(QUANT_MODES)}, not {mode!r}."
         )
-    allowed_bits, allowed_groups, default_bits, default_group = QUANT_MODES[mode]
+    allowed_bits, allowed_groups, default_bits, default_group = mode_bits_and_group(mode)
     bits = default_bits if bits is None else bits
     group_size = default_group if group_size is None else group_size
     if bits not in allowed_bits:

@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from mlxd.jobs.choices import DTYPES
+
 CORPUS_PATH = Path(__file__).resolve().parent.parent / "data" / "corpus.txt"
 
 ARCHS = ("llama", "qwen2")
-DTYPES = ("float32", "float16", "bfloat16")
 
 # Every quantized input dimension (hidden_size, intermediate_size, heads * head_dim) is a
 # multiple of 128, so affine groups 32/64/128, mxfp4/mxfp8 (32) and nvfp4 (16) all apply.

@@ -3,16 +3,34 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
-from mlxd.modelfolder import inspect_folder
+from mlxd.formats.modelfolder import inspect_folder
 
 
 class SpecError(ValueError):
     """Invalid job parameters; the message is one line a user can act on."""
+
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MAX_NAME_LENGTH = 100  # a folder name under models/, with room for suffixes like -4bit-g64
+
+
+def check_name(name: str) -> None:
+    """A catalog name is also a folder name under models/: nothing that escapes it."""
+    if len(name) > MAX_NAME_LENGTH:
+        raise SpecError(
+            f"model name '{name[:20]}...' is {len(name)} characters; at most {MAX_NAME_LENGTH}"
+        )
+    if not NAME_RE.match(name) or name.isdigit():
+        raise SpecError(
+            f"invalid model name '{name}': use letters, digits, '.', '_' or '-' "
+            "(and not only digits)"
+        )
 
 
 class JobFailed(RuntimeError):
@@ -30,6 +48,45 @@ class JobSpec:
         # Keys a newer or older mlxd wrote that this Spec does not know are left out.
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in params.items() if k in names})
+
+
+class JobKind(Protocol):
+    """What a job kind's module provides (a module satisfies this Protocol structurally).
+
+    A job flows: the CLI builds ``Spec`` (validation, no MLX) and queues it; the daemon calls
+    ``prepare``; the job's child process calls ``run``; the daemon calls ``finish``.
+    """
+
+    #: The kind's parameters: a dataclass subclassing :class:`JobSpec`, validated in
+    #: ``__post_init__`` (pure Python, cheap: the CLI builds it to refuse bad input before
+    #: anything is queued). Stored as the job row's JSON ``params``.
+    Spec: ClassVar[type[JobSpec]]
+
+    #: True when the job makes a model folder: ``run`` gets ``ctx.output_dir`` (a partial
+    #: folder) and the daemon renames it into ``MLXD_HOME/models/`` only after success.
+    PRODUCES_MODEL: ClassVar[bool]
+
+    #: True for jobs that measure speed: the daemon keeps other work (the next spare child's
+    #: imports) off the CPU while they run.
+    QUIET: ClassVar[bool]
+
+    def describe(self, spec: Any) -> str:
+        """One line for job listings (``mlxd jobs list``), e.g. ``quantize tiny -> tiny-4bit``."""
+
+    def prepare(self, spec: Any, store: Any) -> dict[str, Any]:
+        """In the daemon, before the child starts: resolve catalog references into the plain,
+        JSON-able inputs the child needs (paths, ids). Raise :class:`JobFailed` to refuse."""
+
+    def run(self, spec: Any, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+        """In the job's child process (the only place MLX is imported, via ``mlxd.engine``):
+        do the work, report ``ctx.progress``, return a JSON-able result."""
+
+    def finish(
+        self, spec: Any, inputs: dict[str, Any], result: dict[str, Any], fin: FinishContext
+    ) -> None:
+        """Back in the daemon, inside the transaction that marks the job succeeded: record
+        the result in the catalog (``fin.register_model``, Store methods with
+        ``session=fin.session``) and put what ``jobs show`` prints in ``fin.summary``."""
 
 
 @dataclass

@@ -13,11 +13,10 @@ from mlxd.jobs.base import (
     SpecError,
     resolve_input_model,
 )
+from mlxd.jobs.choices import BENCH_POINT_KEYS, DEFAULT_PREFILL_STEP_SIZE, KV_BITS
 
 PRODUCES_MODEL = False
-KV_BITS = (2, 3, 4, 6, 8)
-# The grid's dimensions, in the order points() walks them (the engine's BenchPoint fields).
-POINT_KEYS = ("prompt_tokens", "gen_tokens", "batch_size", "depth", "kv_bits", "prefill_step_size")
+QUIET = True  # measures speed: nothing else may use the CPU meanwhile
 
 
 @dataclass
@@ -27,7 +26,7 @@ class Spec(ModelRefSpec):
     batch_size: list[int] = field(default_factory=lambda: [1])
     depth: list[int] = field(default_factory=lambda: [0])
     kv_bits: list[int | None] = field(default_factory=lambda: [None])
-    prefill_step_size: list[int] = field(default_factory=lambda: [2048])
+    prefill_step_size: list[int] = field(default_factory=lambda: [DEFAULT_PREFILL_STEP_SIZE])
     trials: int = 3
     warmup: int = 1
     seed: int = 0
@@ -73,7 +72,7 @@ class Spec(ModelRefSpec):
             self.kv_bits,
             self.prefill_step_size,
         )
-        return [dict(zip(POINT_KEYS, values, strict=True)) for values in grid]
+        return [dict(zip(BENCH_POINT_KEYS, values, strict=True)) for values in grid]
 
 
 def describe(spec: Spec) -> str:
@@ -92,10 +91,9 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
 
     import psutil
 
-    from mlxd import sysinfo
     from mlxd.engine.bench import bench_model
     from mlxd.engine.types import BenchPoint
-    from mlxd.sysinfo import system_facts
+    from mlxd.system.sysinfo import power_state, system_facts
 
     points = [BenchPoint(**p) for p in spec.points()]
     ctx.progress(0.0, f"loading {inputs['model_name']}")
@@ -113,8 +111,7 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     out["system_available_before_bytes"] = available_before
     out["system_available_after_bytes"] = psutil.virtual_memory().available
     out["system"] = system_facts()
-    power_state = getattr(sysinfo, "power_state", None)
-    out["power"] = power_state() if power_state else {}
+    out["power"] = power_state()
     return out
 
 

@@ -11,12 +11,13 @@ from mlxd.jobs.base import (
     RunContext,
     SpecError,
     base_name,
+    check_name,
     resolve_input_model,
 )
-from mlxd.jobs.synth import check_name
+from mlxd.jobs.choices import DTYPES
 
 PRODUCES_MODEL = True
-DTYPES = ("float16", "bfloat16", "float32")
+QUIET = False
 
 
 @dataclass

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlxd.jobs.base import FinishContext, JobFailed, JobSpec, RunContext, SpecError
-from mlxd.jobs.synth import check_name
+from mlxd.jobs.base import FinishContext, JobFailed, JobSpec, RunContext, SpecError, check_name
 
 PRODUCES_MODEL = True
+QUIET = False
 DEQUANTIZED_SUFFIX = "-f32"
 
 
@@ -56,7 +56,7 @@ def describe(spec: Spec) -> str:
 def prepare(spec: Spec, store) -> dict[str, Any]:
     # The header check is pure Python (no mlx), so a refused file fails here, in the daemon,
     # before a child process is started; the CLI has usually refused it already.
-    from mlxd.engine.gguf import GGUFError, check_gguf
+    from mlxd.formats.gguf import GGUFError, check_gguf
 
     path = Path(spec.file)
     if not path.is_file():

@@ -11,6 +11,7 @@ from typing import Any
 from mlxd.jobs.base import FinishContext, JobSpec, RunContext, SpecError
 
 PRODUCES_MODEL = False
+QUIET = True  # measures speed: nothing else may use the CPU meanwhile
 MAX_SIZE_MB = 64 * 1024
 
 
@@ -37,7 +38,7 @@ def prepare(spec: Spec, store) -> dict[str, Any]:
 
 def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     from mlxd.engine.probe import MIB, default_size_bytes, measure_bandwidth
-    from mlxd.sysinfo import system_facts
+    from mlxd.system.sysinfo import system_facts
 
     facts = system_facts()
     size = spec.size_mb * MIB if spec.size_mb else default_size_bytes(facts.get("ram_bytes"))
@@ -65,17 +66,3 @@ def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: Fini
     fin.session.flush()
     fin.summary["probe_id"] = probe.id
     fin.summary["memory_bandwidth_gb_per_s"] = round(m["memory_bandwidth_bytes_per_s"] / 1e9, 2)
-
-
-def latest_probe(store, host: str | None = None):
-    """The newest Probe row for ``host`` (default: this machine), or None."""
-    import socket
-
-    from sqlmodel import select
-
-    from mlxd.catalog.models import Probe
-
-    host = host or socket.gethostname()
-    with store.read() as s:
-        q = select(Probe).where(Probe.host == host).order_by(Probe.id.desc()).limit(1)
-        return s.exec(q).first()

@@ -16,6 +16,7 @@ from mlxd.jobs.base import (
 )
 
 PRODUCES_MODEL = False
+QUIET = False
 MIN_MAX_TOKENS = 16
 
 
@@ -28,7 +29,7 @@ class Spec(ModelRefSpec):
 
     def __post_init__(self):
         if self.max_tokens is not None and self.max_tokens < MIN_MAX_TOKENS:
-            raise SpecError(f"--max-tokens must be at least {MIN_MAX_TOKENS}")
+            raise SpecError(f"--text-tokens must be at least {MIN_MAX_TOKENS}")
         if self.text is not None:
             path = Path(self.text).expanduser()
             if not path.is_file():
@@ -74,25 +75,12 @@ def lineage_base(store, model_id: int):
     For a quantized model that is its unquantized source. Ancestors whose folder is gone are
     passed over: the next one up holds the same weights in another format.
     """
-    from mlxd.catalog.models import Model
+    from mlxd.jobs.choices import is_quantized
 
-    with store.read() as s:
-        model = s.get(Model, model_id)
-        seen = {model_id}
-        parent_id = model.parent_id if model else None
-        while parent_id is not None and parent_id not in seen:
-            seen.add(parent_id)
-            parent = s.get(Model, parent_id)
-            if parent is None:
-                return None
-            unquantized = (
-                parent.quant_bits is None
-                and parent.quant_mode is None
-                and parent.quant_recipe is None
-            )
-            if unquantized and parent.path != model.path and Path(parent.path).is_dir():
-                return parent
-            parent_id = parent.parent_id
+    model = store.find_model(model_id)
+    for parent in store.ancestors(model_id):
+        if not is_quantized(parent) and parent.path != model.path and Path(parent.path).is_dir():
+            return parent
     return None
 
 
@@ -101,7 +89,7 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     import time
 
     from mlxd.engine.quality import default_text, evaluate_quality
-    from mlxd.sysinfo import system_facts
+    from mlxd.system.sysinfo import system_facts
 
     if spec.text is None:
         text_name, text = default_text()

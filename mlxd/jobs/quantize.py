@@ -11,17 +11,14 @@ from mlxd.jobs.base import (
     RunContext,
     SpecError,
     base_name,
+    check_name,
     resolve_input_model,
 )
-from mlxd.jobs.convert import DTYPES, _parent_synthetic
-from mlxd.jobs.synth import check_name
+from mlxd.jobs.choices import BITS, DTYPES, GROUP_SIZES, QUANT_MODES, QUANT_RECIPES
+from mlxd.jobs.convert import _parent_synthetic
 
 PRODUCES_MODEL = True
-BITS = (2, 3, 4, 5, 6, 8)
-GROUP_SIZES = (32, 64, 128)
-# Microscaling modes fix their bits and group size (MLX's quantize documentation).
-MODES = {"affine": None, "mxfp4": (4, 32), "nvfp4": (4, 16), "mxfp8": (8, 32)}
-RECIPES = ("mixed_2_6", "mixed_3_4", "mixed_3_6", "mixed_4_6")
+QUIET = False
 
 
 @dataclass
@@ -34,13 +31,15 @@ class Spec(ModelRefSpec):
     name: str | None = None
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise SpecError(f"unknown mode '{self.mode}'; choose from {', '.join(MODES)}")
-        if self.recipe is not None and self.recipe not in RECIPES:
-            raise SpecError(f"unknown recipe '{self.recipe}'; choose from {', '.join(RECIPES)}")
+        if self.mode not in QUANT_MODES:
+            raise SpecError(f"unknown mode '{self.mode}'; choose from {', '.join(QUANT_MODES)}")
+        if self.recipe is not None and self.recipe not in QUANT_RECIPES:
+            raise SpecError(
+                f"unknown recipe '{self.recipe}'; choose from {', '.join(QUANT_RECIPES)}"
+            )
         if self.recipe is not None and self.mode != "affine":
             raise SpecError("--recipe works with the affine mode only")
-        fixed = MODES[self.mode]
+        fixed = QUANT_MODES[self.mode]
         if fixed:
             self.bits, self.group_size = fixed
         else:

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from mlxd.jobs.base import FinishContext, JobSpec, RunContext, SpecError
+from mlxd.jobs.base import FinishContext, JobSpec, RunContext, SpecError, check_name
 
 PRODUCES_MODEL = True
+QUIET = False
 ARCHS = ("llama", "qwen2")
 SIZES = ("tiny", "small", "base")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def check_name(name: str) -> None:
-    if not NAME_RE.match(name) or name.isdigit():
-        raise SpecError(
-            f"invalid model name '{name}': use letters, digits, '.', '_' or '-' "
-            "(and not only digits)"
-        )
 
 
 @dataclass

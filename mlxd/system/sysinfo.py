@@ -11,12 +11,12 @@ import re
 import socket
 import subprocess
 import sys
-from importlib import metadata
 from typing import Any
 
 import psutil
 
 from mlxd import __version__
+from mlxd.system.versions import version_or_missing
 
 
 def _run(cmd: list[str], timeout: float = 5.0) -> str | None:
@@ -73,13 +73,6 @@ def linux_cpu_name(cpuinfo_text: str) -> str | None:
     return None
 
 
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def machine_facts() -> dict[str, Any]:
     """What can be known without importing mlx."""
     facts: dict[str, Any] = {
@@ -95,8 +88,8 @@ def machine_facts() -> dict[str, Any]:
         "gpu_cores": None,
         "ram_bytes": psutil.virtual_memory().total,
         "python_version": platform.python_version(),
-        "mlx_version": _version("mlx"),
-        "mlx_lm_version": _version("mlx-lm"),
+        "mlx_version": version_or_missing("mlx"),
+        "mlx_lm_version": version_or_missing("mlx-lm"),
         "mlxd_version": __version__,
         "backend": "metal" if sys.platform == "darwin" else "cpu",
     }
@@ -115,7 +108,7 @@ def machine_facts() -> dict[str, Any]:
 
 def system_facts() -> dict[str, Any]:
     """machine_facts() plus what the MLX backend says (call only where mlx may be imported)."""
-    from mlxd.engine.system import backend_facts
+    from mlxd.engine.backend import backend_facts
 
     facts = machine_facts()
     backend = backend_facts()

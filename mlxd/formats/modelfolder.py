@@ -21,6 +21,14 @@ DTYPE_BITS = {
 SAFETENSORS_DTYPE_NAMES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 
 
+def dtype_bits(dtype: str | None) -> int | None:
+    """Bits per element of a dtype named as safetensors does (F16) or as MLX does (float16)."""
+    if dtype is None:
+        return None
+    names = {v: k for k, v in SAFETENSORS_DTYPE_NAMES.items()}
+    return DTYPE_BITS.get(names.get(dtype, dtype))
+
+
 class ModelFolderError(ValueError):
     pass
 

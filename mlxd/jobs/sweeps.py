@@ -13,9 +13,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlxd.jobs import bench, quality, quantize
+from mlxd.jobs.choices import is_quantized
 
 PENDING = ("queued", "running")
 BASE = "base"
+# A sweep benchmarks with bench.Spec's default prefill step size.
+SWEEP_PREFILL_STEP_SIZE = bench.Spec(model="-").prefill_step_size[0]
+
+
+def sweep_point(prompt_tokens: int, gen_tokens: int) -> dict[str, Any]:
+    """The one benchmark point a sweep measures for each variant."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "gen_tokens": gen_tokens,
+        "batch_size": 1,
+        "depth": 0,
+        "kv_bits": None,
+        "prefill_step_size": SWEEP_PREFILL_STEP_SIZE,
+    }
 
 
 @dataclass
@@ -98,7 +113,7 @@ def quantize_specs(req: SweepRequest, base_name: str, base_id: int) -> list[quan
 def plan_sweep(store, req: SweepRequest) -> SweepPlan:
     """Decide every job of the sweep, reusing models, runs and jobs the catalog already has."""
     base = store.resolve_model(req.base)
-    if base.quant_bits is not None or base.quant_mode is not None or base.quant_recipe:
+    if is_quantized(base):
         from mlxd.jobs.base import SpecError
 
         raise SpecError(f"model '{base.name}' is already quantized; sweep its unquantized base")
@@ -155,8 +170,6 @@ def plan_sweep(store, req: SweepRequest) -> SweepPlan:
 def submit_sweep(store, plan: SweepPlan, submit: Callable[[str, Any, int | None], int]):
     """Queue the plan's new jobs with ``submit(kind, spec, after_job_id) -> job id`` and
     record the graph as a Sweep row."""
-    from mlxd.catalog.models import Sweep
-
     variants = []
     for v in plan.variants:
         q = v.quantize
@@ -178,11 +191,7 @@ def submit_sweep(store, plan: SweepPlan, submit: Callable[[str, Any, int | None]
                 "reused": v.reused,
             }
         )
-    with store.write() as s:
-        sweep = Sweep(base_model_id=plan.base_id, params=plan.request.params(), variants=variants)
-        s.add(sweep)
-        s.flush()
-        return sweep
+    return store.add_sweep(plan.base_id, plan.request.params(), variants)
 
 
 # -- what the catalog already has ------------------------------------------------------------
@@ -190,23 +199,12 @@ def submit_sweep(store, plan: SweepPlan, submit: Callable[[str, Any, int | None]
 
 def find_variant(store, base_id: int, spec: quantize.Spec):
     """A model quantized from ``base_id`` with exactly this recipe, or None."""
-    from sqlmodel import select
-
-    from mlxd.catalog.models import Model
-
-    with store.read() as s:
-        q = select(Model).where(
-            Model.parent_id == base_id,
-            Model.quant_mode == spec.mode,
-            Model.quant_group_size == spec.group_size,
-        )
-        q = q.where(Model.quant_recipe == spec.recipe) if spec.recipe else q.where(
-            Model.quant_recipe.is_(None), Model.quant_bits == spec.bits
-        )  # fmt: skip
-        for model in s.exec(q.order_by(Model.id)):
-            recipe = (model.details or {}).get("recipe", {}).get("quantize", {})
-            if recipe.get("dtype") == spec.dtype:
-                return model
+    for model in store.quantized_children(
+        base_id, mode=spec.mode, group_size=spec.group_size, bits=spec.bits, recipe=spec.recipe
+    ):
+        recipe = (model.details or {}).get("recipe", {}).get("quantize", {})
+        if recipe.get("dtype") == spec.dtype:
+            return model
     return None
 
 
@@ -253,29 +251,10 @@ def _bench_step(store, name: str, model_id: int | None, after: int | None, kw) -
 
 def _finished_bench_job(store, model_id: int, spec: bench.Spec) -> int | None:
     """The newest bench job that measured this model at the sweep's point and protocol."""
-    from sqlmodel import select
-
-    from mlxd.catalog.models import BenchRun
-
-    with store.read() as s:
-        q = (
-            select(BenchRun.job_id)
-            .where(
-                BenchRun.model_id == model_id,
-                BenchRun.prompt_tokens == spec.prompt_tokens[0],
-                BenchRun.gen_tokens == spec.gen_tokens[0],
-                BenchRun.batch_size == 1,
-                BenchRun.depth == 0,
-                BenchRun.kv_bits.is_(None),
-                BenchRun.prefill_step_size == spec.prefill_step_size[0],
-                BenchRun.seed == spec.seed,
-                BenchRun.trials == spec.trials,
-                BenchRun.warmup == spec.warmup,
-                BenchRun.job_id.is_not(None),
-            )
-            .order_by(BenchRun.id.desc())
-        )
-        return s.exec(q).first()
+    point = sweep_point(spec.prompt_tokens[0], spec.gen_tokens[0])
+    point["prefill_step_size"] = spec.prefill_step_size[0]
+    protocol = {"seed": spec.seed, "trials": spec.trials, "warmup": spec.warmup}
+    return store.newest_bench_job(model_id, {**point, **protocol})
 
 
 def _quality_step(
@@ -316,168 +295,10 @@ def _text_sha256(path: str | None) -> str:
 
 
 def _finished_quality_job(store, model_id: int, base_id: int | None, spec) -> int | None:
-    from sqlmodel import select
-
-    from mlxd.catalog.models import QualityRun
-
     # The same text means the same bytes, not only the same path (the file may have changed).
-    text_sha256 = _text_sha256(spec.text)
-    with store.read() as s:
-        q = select(QualityRun).where(QualityRun.model_id == model_id,
-                                     QualityRun.job_id.is_not(None),
-                                     QualityRun.text_sha256 == text_sha256)  # fmt: skip
-        if base_id is not None:
-            q = q.where(QualityRun.base_model_id == base_id)
-        for run in s.exec(q.order_by(QualityRun.id.desc())):
-            d = run.details or {}
-            if d.get("text_path") == spec.text and d.get("max_tokens") == spec.max_tokens:
-                if base_id is not None or d.get("base_from") != "given":
-                    return run.job_id
+    for run in store.quality_runs(model_id, text_sha256=_text_sha256(spec.text), base_id=base_id):
+        d = run.details or {}
+        if d.get("text_path") == spec.text and d.get("max_tokens") == spec.max_tokens:
+            if base_id is not None or d.get("base_from") != "given":
+                return run.job_id
     return None
-
-
-# -- the table -----------------------------------------------------------------------------------
-
-
-@dataclass
-class SweepRow:
-    """One line of the sweep table; a metric is a number, or the state of its unfinished job."""
-
-    variant: str
-    model: str
-    precision: str
-    perplexity: float | str | None
-    kl_mean: float | str | None
-    prompt_tps: float | str | None
-    generation_tps: float | str | None
-    peak_memory_gb: float | str | None
-    size_gb: float | None
-    bits_per_weight: float | None
-    quantize_job: int | None
-    bench_job: int | None
-    quality_job: int | None
-
-
-DTYPE_BITS = {"float32": 32.0, "float16": 16.0, "bfloat16": 16.0}
-# A sweep benchmarks with bench.Spec's default prefill step size.
-SWEEP_PREFILL_STEP_SIZE = bench.Spec(model="-").prefill_step_size[0]
-
-
-def get_sweep(store, sweep_id: int):
-    from mlxd.catalog.models import Sweep
-    from mlxd.catalog.store import NotFound
-
-    with store.read() as s:
-        sweep = s.get(Sweep, sweep_id)
-    if sweep is None:
-        raise NotFound(f"sweep {sweep_id} not found; see 'mlxd sweep list'")
-    return sweep
-
-
-def list_sweeps(store) -> list:
-    from sqlmodel import select
-
-    from mlxd.catalog.models import Sweep
-
-    with store.read() as s:
-        return list(s.exec(select(Sweep).order_by(Sweep.id)))
-
-
-def sweep_jobs(sweep) -> list[int]:
-    """Every job of the sweep's graph, in submission order."""
-    ids = []
-    for v in sweep.variants:
-        ids += [v.get(k) for k in ("quantize_job", "bench_job", "quality_job")]
-    return sorted({i for i in ids if i is not None})
-
-
-def sweep_rows(store, sweep) -> list[SweepRow]:
-    """The sweep as a table: the base first, then each variant."""
-    from sqlmodel import select
-
-    from mlxd.catalog.models import BenchRun, Job, QualityRun
-
-    p = sweep.params
-    rows = []
-    with store.read() as s:
-        for v in sweep.variants:
-            jobs = {k: s.get(Job, v[k]) if v.get(k) else None
-                    for k in ("quantize_job", "bench_job", "quality_job")}  # fmt: skip
-            model = _variant_model(s, v, jobs["quantize_job"])
-            bench_run = quality_run = None
-            if jobs["bench_job"] is not None and jobs["bench_job"].status == "succeeded":
-                # A reused bench job may have measured other points too: take the sweep's.
-                bench_run = s.exec(
-                    select(BenchRun).where(
-                        BenchRun.job_id == jobs["bench_job"].id,
-                        BenchRun.prompt_tokens == p.get("prompt_tokens"),
-                        BenchRun.gen_tokens == p.get("gen_tokens"),
-                        BenchRun.batch_size == 1,
-                        BenchRun.depth == 0,
-                        BenchRun.kv_bits.is_(None),
-                        BenchRun.prefill_step_size == SWEEP_PREFILL_STEP_SIZE,
-                    )
-                ).first()
-            if jobs["quality_job"] is not None and jobs["quality_job"].status == "succeeded":
-                quality_run = s.exec(
-                    select(QualityRun).where(QualityRun.job_id == jobs["quality_job"].id)
-                ).first()
-            is_base = v["variant"] == BASE
-            bench_state = _state(jobs["bench_job"])
-            quality_state = _state(jobs["quality_job"])
-            if model is None:  # not made yet: its own numbers wait on the quantize job
-                size = bpw = None
-            else:
-                size = model.size_bytes / 1e9 if model.size_bytes else None
-                bpw = model.bits_per_weight or (DTYPE_BITS.get(model.dtype) if is_base else None)
-            rows.append(
-                SweepRow(
-                    variant=v["variant"],
-                    model=v["model"],
-                    precision=(f"{model.dtype} (base)" if model and model.dtype else "base")
-                    if is_base
-                    else v["variant"],
-                    perplexity=quality_run.perplexity if quality_run else quality_state,
-                    kl_mean=(None if is_base else quality_run.kl_mean)
-                    if quality_run
-                    else quality_state,
-                    prompt_tps=bench_run.prompt_tps_mean if bench_run else bench_state,
-                    generation_tps=bench_run.generation_tps_mean if bench_run else bench_state,
-                    peak_memory_gb=(bench_run.peak_memory_bytes or 0) / 1e9
-                    if bench_run
-                    else bench_state,
-                    size_gb=size,
-                    bits_per_weight=bpw,
-                    quantize_job=v.get("quantize_job"),
-                    bench_job=v.get("bench_job"),
-                    quality_job=v.get("quality_job"),
-                )
-            )
-    return rows
-
-
-def _variant_model(s, v: dict[str, Any], quantize_job):
-    from sqlmodel import select
-
-    from mlxd.catalog.models import Model
-
-    if v.get("model_id") is not None:
-        m = s.get(Model, v["model_id"])
-        if m is not None:
-            return m
-    if quantize_job is not None and quantize_job.output_model_id is not None:
-        return s.get(Model, quantize_job.output_model_id)
-    if quantize_job is None or quantize_job.status == "succeeded":
-        return s.exec(select(Model).where(Model.name == v["model"])).first()
-    return None
-
-
-def _state(job) -> str | None:
-    """What an unfinished (or failed) job's cell shows."""
-    if job is None:
-        return None
-    if job.status == "running":
-        return f"running {job.progress * 100:.0f}%"
-    if job.status == "succeeded":
-        return "no result"
-    return job.status

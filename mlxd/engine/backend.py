@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from importlib import metadata
 from typing import Any
+
+from mlxd.system.versions import dist_version
 
 # Keys mx.device_info() may report, normalised to names with units. Metal reports
 # memory_size, some other backends total_memory; the CPU backend reports neither.
@@ -36,8 +37,8 @@ def backend_facts() -> dict[str, Any]:
             continue
 
     facts: dict[str, Any] = {
-        "mlx_version": getattr(mx, "__version__", None) or _dist_version("mlx"),
-        "mlx_lm_version": _dist_version("mlx-lm") or _dist_version("mlx_lm"),
+        "mlx_version": getattr(mx, "__version__", None) or dist_version("mlx"),
+        "mlx_lm_version": dist_version("mlx-lm") or dist_version("mlx_lm"),
         "backend": backend,
         "default_device": str(mx.default_device()),
         "device_name": info.get("device_name"),
@@ -60,10 +61,3 @@ def _backend(mx: Any) -> str:
     if cuda is not None and cuda.is_available():
         return "cuda"
     return "cpu"
-
-
-def _dist_version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None

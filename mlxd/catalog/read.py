@@ -1,0 +1,505 @@
+"""The catalog's fast read path: every query a read command makes, on the stdlib driver.
+
+`mlxd jobs list` is typed many times a day, and `import sqlmodel` alone costs ~0.35 s; the
+SQL here needs only ``sqlite3`` (and plain SQL, so a PostgreSQL catalog can run the same
+texts with its own driver). The Store (SQLModel, Alembic) is opened only to migrate, when
+the file's schema revision is not the one this code knows, or to create a new catalog.
+
+Rows come back as :class:`Row`: a dict whose keys are also attributes, with JSON columns
+decoded, datetimes parsed and booleans as ``bool``, like the SQLModel rows the Store returns.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mlxd.catalog.errors import NotFound, QueryError
+from mlxd.catalog.schema import HEAD_REVISION, current_revision
+from mlxd.config import Paths
+from mlxd.jobs.choices import BENCH_POINT_KEYS
+
+PENDING_STATUSES = ("queued", "running")
+
+
+def connect(paths: Paths) -> sqlite3.Connection:
+    """A read-only connection to the catalog, migrated (or created) first if needed."""
+    db = paths.catalog_db
+    if current_revision(db) != HEAD_REVISION:
+        from mlxd.catalog.store import Store  # slow imports, paid only when migrating
+
+        Store(paths).close()
+    con = sqlite3.connect(db, timeout=30)
+    con.execute("pragma query_only = 1")
+    return con
+
+
+class Row(dict):
+    """A catalog row: ``row["status"]`` and ``row.status`` alike."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _decoder(decl_type: str):
+    t = decl_type.upper()
+    if t == "JSON":
+        return lambda v: json.loads(v) if isinstance(v, str) else v
+    if t in ("DATETIME", "TIMESTAMP"):
+        return lambda v: datetime.fromisoformat(v) if isinstance(v, str) else v
+    if t == "BOOLEAN":
+        return lambda v: None if v is None else bool(v)
+    return None
+
+
+# The quantization as one short label: the recipe, a microscaling mode, "4bit-g64", or the
+# dtype of an unquantized model.
+_QUANT = (
+    "coalesce(m.quant_recipe, case when m.quant_mode != 'affine' then m.quant_mode end, "
+    "case when m.quant_bits is not null then m.quant_bits || 'bit-g' || m.quant_group_size end, "
+    "m.dtype)"
+)
+# Batched runs report tok/s summed over the batch, but each decoding step reads the weights
+# once for the whole batch: bytes read per second = weights x (tok/s / batch).
+_ROOFLINE = (
+    "round(r.model_memory_bytes * r.generation_tps_mean / r.batch_size "
+    "/ nullif(p.memory_bandwidth_bytes_per_s, 0) * 100, 2)"
+)
+
+
+def _ci(name: str) -> str:
+    # bench jobs from before the ci95 columns kept the half-widths in details
+    return f"coalesce(r.{name}, json_extract(r.details, '$.{name}'))"
+
+
+# (output name, SQL expression): one list serves the Python rows and the JSON text, so the
+# two outputs cannot drift apart.
+COLUMNS: list[tuple[str, str]] = [
+    ("run_id", "r.id"),
+    ("job_id", "r.job_id"),
+    ("model", "m.name"),
+    ("model_id", "m.id"),
+    ("quantization", _QUANT),
+    ("bits_per_weight", "m.bits_per_weight"),
+    ("model_size_bytes", "m.size_bytes"),
+    ("system_id", "r.system_id"),
+    ("created_at", "replace(r.created_at, ' ', 'T') || '+00:00'"),
+    *[
+        (c, f"r.{c}")
+        for c in (
+            *BENCH_POINT_KEYS,
+            "trials",
+            "warmup",
+            "seed",
+            "load_time_s",
+            "prompt_tps_mean",
+            "prompt_tps_median",
+            "prompt_tps_std",
+            "generation_tps_mean",
+            "generation_tps_median",
+            "generation_tps_std",
+            "ttft_s_mean",
+            "ttft_s_median",
+            "ttft_s_std",
+        )
+    ],  # fmt: skip
+    ("prompt_tps_ci95", _ci("prompt_tps_ci95")),
+    ("generation_tps_ci95", _ci("generation_tps_ci95")),
+    ("ttft_s_ci95", _ci("ttft_s_ci95")),
+    ("noisy", "r.noisy"),
+    *[
+        (c, f"r.{c}")
+        for c in (
+            "peak_memory_bytes",
+            "active_memory_bytes",
+            "cache_memory_bytes",
+            "peak_rss_bytes",
+            "model_memory_bytes",
+            "system_available_before_bytes",
+            "system_available_after_bytes",
+            "power_source",
+            "low_power_mode",
+            "thermal_state",
+        )
+    ],  # fmt: skip
+    ("host", "s.host"),
+    ("cpu", "s.cpu"),
+    ("chip", "s.chip"),
+    ("backend", "s.backend"),
+    ("os", "s.os_name || ' ' || s.os_version"),
+    ("mlx_version", "s.mlx_version"),
+    ("mlx_lm_version", "s.mlx_lm_version"),
+    ("mlxd_version", "s.mlxd_version"),
+    ("memory_bandwidth_bytes_per_s", "p.memory_bandwidth_bytes_per_s"),
+    ("roofline_pct", _ROOFLINE),
+]
+BOOL_COLUMNS = ("noisy", "low_power_mode")
+
+# The newest probe of each machine gives its memory bandwidth.
+_FROM = """
+    from benchrun r
+    join model m on m.id = r.model_id
+    join system s on s.id = r.system_id
+    left join (
+        select host, memory_bandwidth_bytes_per_s from probe
+        where id in (select max(id) from probe group by host)
+    ) p on p.host = s.host
+"""
+
+
+@dataclass(frozen=True)
+class ResultFilter:
+    """Which runs to show; empty fields do not filter."""
+
+    models: tuple[str, ...] = ()  # REFs: name, id or path
+    machines: tuple[str, ...] = ()  # host names
+    since: datetime | None = None
+    mlx_versions: tuple[str, ...] = ()
+    limit: int = 0  # the newest N runs (still listed oldest first); 0: all
+
+
+class Reader:
+    """Read-only queries on one catalog; use as a context manager or call :meth:`close`."""
+
+    def __init__(self, paths: Paths):
+        self.paths = paths
+        self.con = connect(paths)
+        self._decoders: dict[str, dict[str, Any]] = {}
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- rows of one table ------------------------------------------------------------------
+
+    def _table_decoders(self, table: str) -> dict[str, Any]:
+        if table not in self._decoders:
+            info = self.con.execute(f"pragma table_info({table})").fetchall()
+            self._decoders[table] = {
+                name: dec for _, name, decl, *_ in info if (dec := _decoder(decl or ""))
+            }
+        return self._decoders[table]
+
+    def rows(self, table: str, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """``select * from TABLE ...`` as Rows (columns in the table's order)."""
+        cur = self.con.execute(sql, list(params))
+        names = [d[0] for d in cur.description]
+        decoders = self._table_decoders(table)
+        out = []
+        for values in cur:
+            row = Row(zip(names, values, strict=True))
+            for name, dec in decoders.items():
+                if name in row:
+                    row[name] = dec(row[name])
+            out.append(row)
+        return out
+
+    def _one(self, table: str, sql: str, params: Sequence[Any]) -> Row | None:
+        found = self.rows(table, sql, params)
+        return found[0] if found else None
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def _job_filter(self, statuses, kind) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        if statuses:
+            clauses.append(f"status in ({','.join('?' * len(statuses))})")
+            params += list(statuses)
+        if kind:
+            clauses.append("kind = ?")
+            params.append(kind)
+        return (" where " + " and ".join(clauses)) if clauses else "", params
+
+    def jobs(
+        self, statuses: Sequence[str] | None = None, kind: str | None = None, limit: int = 0
+    ) -> list[Row]:
+        """Jobs oldest first; with ``limit`` only the newest N."""
+        where, params = self._job_filter(statuses, kind)
+        sql = f"select * from job{where} order by id desc" + (" limit ?" if limit else "")
+        return list(reversed(self.rows("job", sql, params + ([limit] if limit else []))))
+
+    def count_jobs(self, statuses: Sequence[str] | None = None, kind: str | None = None) -> int:
+        where, params = self._job_filter(statuses, kind)
+        return self.con.execute(f"select count(*) from job{where}", params).fetchone()[0]
+
+    def job(self, job_id: int) -> Row:
+        job = self._one("job", "select * from job where id = ?", (job_id,))
+        if job is None:
+            raise NotFound(f"job {job_id} not found; see 'mlxd jobs list'")
+        return job
+
+    def jobs_by_id(self, ids: Sequence[int]) -> dict[int, Row]:
+        ids = [i for i in ids if i is not None]
+        if not ids:
+            return {}
+        sql = f"select * from job where id in ({','.join('?' * len(ids))})"
+        return {j.id: j for j in self.rows("job", sql, ids)}
+
+    # -- models -----------------------------------------------------------------------------
+
+    def models(self) -> list[Row]:
+        return self.rows("model", "select * from model order by id")
+
+    def find_model(self, ref: str | int) -> Row | None:
+        """A model by catalog name, catalog id, or the path of its folder (as the Store)."""
+        ref_s = str(ref)
+        m = self.model_named(ref_s)
+        if m is None and ref_s.isdigit():
+            m = self._one("model", "select * from model where id = ?", (int(ref_s),))
+        if m is None and ("/" in ref_s or ref_s.startswith(".")):
+            path = str(Path(ref_s).expanduser().resolve())
+            m = self._one("model", "select * from model where path = ?", (path,))
+        return m
+
+    def model(self, ref: str | int) -> Row:
+        m = self.find_model(ref)
+        if m is None:
+            raise NotFound(f"model '{ref}' not found; see 'mlxd models list'")
+        return m
+
+    def model_named(self, name: str) -> Row | None:
+        return self._one("model", "select * from model where name = ?", (name,))
+
+    def model_by_id(self, model_id: int | None) -> Row | None:
+        if model_id is None:
+            return None
+        return self._one("model", "select * from model where id = ?", (model_id,))
+
+    def ancestors(self, model_id: int, limit: int = 50) -> list[Row]:
+        """A model's parent, its parent's parent, ... (nearest first; cycles cut)."""
+        out: list[Row] = []
+        seen = {model_id}
+        model = self.model_by_id(model_id)
+        parent_id = model.parent_id if model else None
+        while parent_id is not None and parent_id not in seen and len(out) < limit:
+            seen.add(parent_id)
+            parent = self.model_by_id(parent_id)
+            if parent is None:
+                break
+            out.append(parent)
+            parent_id = parent.parent_id
+        return out
+
+    def children(self, model_id: int) -> list[Row]:
+        return self.rows(
+            "model", "select * from model where parent_id = ? order by id", (model_id,)
+        )
+
+    def bench_run_ids(self, model_id: int) -> list[int]:
+        sql = "select id from benchrun where model_id = ? order by id"
+        return [r[0] for r in self.con.execute(sql, (model_id,))]
+
+    # -- sweeps, probes ---------------------------------------------------------------------
+
+    def sweeps(self) -> list[Row]:
+        return self.rows("sweep", "select * from sweep order by id")
+
+    def sweep(self, sweep_id: int) -> Row:
+        sweep = self._one("sweep", "select * from sweep where id = ?", (sweep_id,))
+        if sweep is None:
+            raise NotFound(f"sweep {sweep_id} not found; see 'mlxd sweep list'")
+        return sweep
+
+    def bench_run_at(self, job_id: int, point: dict[str, Any]) -> Row | None:
+        """The run of a bench job at one point (a reused job may have measured others)."""
+        clauses = ["job_id = ?"] + [
+            f"{k} is null" if v is None else f"{k} = ?" for k, v in point.items()
+        ]
+        params = [job_id] + [v for v in point.values() if v is not None]
+        sql = f"select * from benchrun where {' and '.join(clauses)} order by id limit 1"
+        return self._one("benchrun", sql, params)
+
+    def quality_run_of_job(self, job_id: int) -> Row | None:
+        sql = "select * from qualityrun where job_id = ? order by id limit 1"
+        return self._one("qualityrun", sql, (job_id,))
+
+    def quality_rows(self, model_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """Quality runs as flat rows, oldest first, with model, base and machine names."""
+        where, params = "", []
+        if model_ids:
+            where = f" where q.model_id in ({','.join('?' * len(model_ids))})"
+            params = list(model_ids)
+        sql = f"""
+            select q.*, m.name as model, b.name as base, m.bits_per_weight, s.host, s.backend
+            from qualityrun q
+            join model m on m.id = q.model_id
+            left join model b on b.id = q.base_model_id
+            left join system s on s.id = q.system_id
+            {where} order by q.id
+        """
+        rows = []
+        for r in self.rows("qualityrun", sql, params):
+            run_id, job_id, model, model_id = (
+                r.pop("id"),
+                r.pop("job_id"),
+                r.pop("model"),
+                r.pop("model_id"),
+            )
+            rows.append(
+                {"run_id": run_id, "job_id": job_id, "model": model, "model_id": model_id, **r}
+            )
+        return rows
+
+    def latest_probe(self, host: str) -> Row | None:
+        sql = "select * from probe where host = ? order by id desc limit 1"
+        return self._one("probe", sql, (host,))
+
+    # -- benchmark results ------------------------------------------------------------------
+
+    def _where(self, flt: ResultFilter) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        if flt.models:
+            ids = [self.model(ref).id for ref in flt.models]
+            clauses.append(f"r.model_id in ({','.join('?' * len(ids))})")
+            params += ids
+        if flt.machines:
+            self.check_known("host", flt.machines, "machine")
+            clauses.append(f"s.host in ({','.join('?' * len(flt.machines))})")
+            params += flt.machines
+        if flt.mlx_versions:
+            self.check_known("mlx_version", flt.mlx_versions, "mlx version")
+            clauses.append(f"s.mlx_version in ({','.join('?' * len(flt.mlx_versions))})")
+            params += flt.mlx_versions
+        if flt.since is not None:
+            # created_at is stored as UTC text that sorts like the time it names
+            clauses.append("r.created_at >= ?")
+            params.append(flt.since.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"))
+        if flt.limit:
+            # The newest N matching runs; the id index makes this cheap at any catalog size.
+            inner = ("where " + " and ".join(clauses)) if clauses else ""
+            sub = f"select r.id {_FROM} {inner} order by r.id desc limit ?"
+            return f" where r.id in ({sub})", [*params, flt.limit]
+        return (" where " + " and ".join(clauses)) if clauses else "", params
+
+    def check_known(self, column: str, values: Sequence[str], what: str) -> None:
+        known = [r[0] for r in self.con.execute(f"select distinct {column} from system order by 1")]
+        for v in values:
+            if v not in known:
+                listed = ", ".join(known) if known else "none yet"
+                raise QueryError(
+                    f"no benchmarks from {what} '{v}' in the catalog (known: {listed})"
+                )
+
+    def result_rows(self, flt: ResultFilter = ResultFilter()) -> list[dict]:
+        """One dict per benchmark run (a measured point), oldest first; created_at is a datetime."""
+        where, params = self._where(flt)
+        select = ", ".join(f"{expr} as {name}" for name, expr in COLUMNS)
+        cur = self.con.execute(f"select {select} {_FROM} {where} order by r.id", params)
+        names = [d[0] for d in cur.description]
+        rows = []
+        for values in cur:
+            row = dict(zip(names, values, strict=True))
+            for name in BOOL_COLUMNS:
+                if row[name] is not None:
+                    row[name] = bool(row[name])
+            row["created_at"] = datetime.fromisoformat(row["created_at"])
+            rows.append(row)
+        return rows
+
+    def result_json_rows(
+        self, flt: ResultFilter = ResultFilter(), *, after_id: int = 0
+    ) -> list[str]:
+        """The same rows as JSON object texts, built by SQLite (the fast path of --json);
+        only runs with an id above ``after_id``."""
+        where, params = self._where(flt)
+        where, params = (where + " and " if where else " where ") + "r.id > ?", [*params, after_id]
+        pairs = []
+        for name, expr in COLUMNS:
+            if name in BOOL_COLUMNS:
+                expr = f"case when {expr} is null then null when {expr} then json('true') else json('false') end"  # noqa: E501
+            pairs.append(f"'{name}', {expr}")
+        sql = f"select json_object({', '.join(pairs)}) {_FROM} {where} order by r.id"
+        try:
+            return [row[0] for row in self.con.execute(sql, params)]
+        except sqlite3.OperationalError as e:
+            if "json" not in str(e):
+                raise
+            # An SQLite built without JSON functions: let Python encode.
+            return [
+                json.dumps(r | {"created_at": r["created_at"].isoformat()})
+                for r in self.result_rows(flt)
+                if r["run_id"] > after_id
+            ]
+
+    def hidden_by_limit(self, flt: ResultFilter, shown: int) -> int:
+        """How many matching runs --limit left out."""
+        if not flt.limit or shown < flt.limit:
+            return 0
+        where, params = self._where(replace(flt, limit=0))
+        (total,) = self.con.execute(f"select count(*) {_FROM} {where}", params).fetchone()
+        return max(total - shown, 0)
+
+    def result_csv_rows(self, flt: ResultFilter = ResultFilter()):
+        """(column names, row tuples) for CSV: the values as stored, no per-row dicts."""
+        where, params = self._where(flt)
+        select = ", ".join(f"{expr} as {name}" for name, expr in COLUMNS)
+        cur = self.con.execute(f"select {select} {_FROM} {where} order by r.id", params)
+        names = [d[0] for d in cur.description]
+        flags = [i for i, name in enumerate(names) if name in BOOL_COLUMNS]
+
+        def rows():
+            for row in cur:
+                if flags:  # SQLite stores booleans as 0/1; say True/False as --json does
+                    row = list(row)
+                    for i in flags:
+                        row[i] = None if row[i] is None else bool(row[i])
+                yield row
+
+        return names, rows()
+
+    def side_groups(
+        self,
+        side_clause: str,
+        side_value: Any,
+        context: Sequence[str],
+        flt: ResultFilter,
+    ) -> dict[tuple, dict[str, list[tuple[int, float, float]]]]:
+        """key (context + point) -> metric -> [(n, mean, std)]: one group per trial, or per run
+        where a run has no trial rows."""
+        where, params = self._where(flt)
+        where = (where + " and " if where else " where ") + side_clause
+        ctx = {"model": "m.name", "host": "s.host"}
+        key_cols = [ctx[c] for c in context] + [f"r.{c}" for c in BENCH_POINT_KEYS]
+        sql = f"""
+            select {", ".join(key_cols)}, t.id,
+                   t.prompt_tps, t.generation_tps, t.ttft_s, t.peak_memory_bytes,
+                   r.trials, r.prompt_tps_mean, r.prompt_tps_std, r.generation_tps_mean,
+                   r.generation_tps_std, r.ttft_s_mean, r.ttft_s_std, r.peak_memory_bytes
+            {_FROM} left join benchtrial t on t.run_id = r.id
+            {where}
+        """
+        out: dict[tuple, dict[str, list[tuple[int, float, float]]]] = {}
+        nk = len(key_cols)
+        for row in self.con.execute(sql, [*params, side_value]):
+            key, rest = tuple(row[:nk]), row[nk:]
+            metrics = out.setdefault(key, {})
+            trial_id, tp, tg, tt, tm, n, pm, ps, gm, gs, tmn, tsd, peak = rest
+            if trial_id is not None:
+                groups = (("prompt_tps", tp, 0.0), ("generation_tps", tg, 0.0),
+                          ("ttft_s", tt, 0.0), ("peak_memory_bytes", tm, 0.0))  # fmt: skip
+                n = 1
+            else:
+                groups = (("prompt_tps", pm, ps), ("generation_tps", gm, gs),
+                          ("ttft_s", tmn, tsd), ("peak_memory_bytes", peak, 0.0))  # fmt: skip
+            for name, mean, std in groups:
+                if mean is not None and n:
+                    metrics.setdefault(name, []).append((n, mean, std or 0.0))
+        return out
+
+    def all_in_systems(self, column: str, values: Sequence[str]) -> bool:
+        """Whether every value names a machine (host) or an mlx version with benchmarks."""
+        q = f"select count(distinct {column}) from system where {column} in ({','.join('?' * len(values))})"
+        return self.con.execute(q, list(values)).fetchone()[0] == len(set(values))

@@ -1,0 +1,92 @@
+"""What every command needs: the state folder, the catalog handle, and one-line errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from mlxd.config import Paths, paths
+
+FAILED_JOB_EXIT = 1
+
+
+class UserError(click.ClickException):
+    """A problem the user can fix; exit status 1."""
+
+    exit_code = 1
+
+
+WAIT_TIMEOUT_EXIT = 124  # as timeout(1): the wait ran out, the job itself did not fail
+DAEMON_NOT_RUNNING_EXIT = 3  # as `systemctl is-active` / LSB status: not running
+
+
+class WaitTimedOut(UserError):
+    """A wait that ran out before the job ended (the job goes on)."""
+
+    exit_code = WAIT_TIMEOUT_EXIT
+
+
+class BadUsage(click.UsageError):
+    """Bad arguments; exit status 2."""
+
+    exit_code = 2
+
+
+def get_paths() -> Paths:
+    return paths()
+
+
+_store = None
+
+
+def get_store():
+    """The catalog (opened and migrated once per process)."""
+    global _store
+    if _store is None:
+        from mlxd.catalog.store import Store
+
+        _store = Store(get_paths())
+    return _store
+
+
+_reader = None
+
+
+def get_reader():
+    """The catalog's fast read path (stdlib sqlite3; no SQLAlchemy), opened once per process."""
+    global _reader
+    if _reader is None:
+        from mlxd.catalog.read import Reader
+
+        _reader = Reader(get_paths())
+    return _reader
+
+
+def reset() -> None:
+    """Forget the catalog handles (tests switch MLXD_HOME between calls)."""
+    global _store, _reader
+    for handle in (_store, _reader):
+        if handle is not None:
+            handle.close()
+    _store = _reader = None
+
+
+def catalog_errors(fn: Callable) -> Callable:
+    """Turn catalog and spec errors into one-line CLI errors with the right exit status."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from mlxd.catalog.errors import CatalogError, NotFound, QueryError
+        from mlxd.formats.modelfolder import ModelFolderError
+        from mlxd.jobs.base import SpecError
+
+        try:
+            return fn(*args, **kwargs)
+        except (NotFound, QueryError, SpecError, ModelFolderError) as e:
+            raise BadUsage(str(e.args[0])) from None
+        except CatalogError as e:
+            raise UserError(str(e.args[0])) from None
+
+    return wrapper

@@ -1,0 +1,217 @@
+"""Submitting jobs and following them: the options every submitting command takes, the
+prerequisite check, model references and name checks shared by those commands."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from mlxd.cli.context import BadUsage, UserError, WaitTimedOut, get_paths, get_reader, get_store
+
+PRIORITY_LIMIT = 1_000_000
+
+
+def job_options(fn: Callable) -> Callable:
+    """Options every job-submitting command takes."""
+    opts = [
+        click.option("--wait", is_flag=True, help="Follow the job with a progress bar; exit 1 if it fails"),
+        click.option("--after", "after", type=click.IntRange(min=1), metavar="ID", help="Start only after job ID succeeded"),
+        click.option("--priority", type=click.IntRange(-PRIORITY_LIMIT, PRIORITY_LIMIT), default=0, show_default=True, help="Higher runs first"),
+        click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True, max=1e9), metavar="SECONDS", help="Fail the job if it runs longer"),
+    ]  # fmt: skip
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def submit(
+    kind: str,
+    spec,
+    *,
+    wait: bool = False,
+    after: int | None = None,
+    priority: int = 0,
+    timeout_s: float | None = None,
+    quiet: bool = False,
+    max_attempts: int = 3,
+    label: str = "",
+) -> int:
+    """Record a job in the catalog, hand its id to the queue, and maybe follow it.
+
+    ``spec`` is a kind's Spec, or the params dict of an earlier job (retry).
+    """
+    if timeout_s is not None and not math.isfinite(timeout_s):
+        raise BadUsage("--timeout must be a number of seconds")
+    running = daemon_running(wait=wait, what="the job")
+    store = get_store()
+    check_prerequisite(after)
+    params = spec if isinstance(spec, dict) else spec.to_params()
+    job = store.submit_job(kind, params, priority=priority, after_job_id=after,
+                           timeout_s=timeout_s, max_attempts=max_attempts)  # fmt: skip
+    release_if_runnable(job.id)
+    if not quiet:
+        desc = label or describe(kind, spec)
+        click.echo(f"Queued job {job.id}: {desc}" + (f" (after job {after})" if after else ""))
+        if not running:
+            note_no_daemon("the job starts")
+    if wait:
+        follow(job.id)
+    return job.id
+
+
+def daemon_running(*, wait: bool, what: str) -> bool:
+    """Whether a daemon runs; with ``--wait`` there must be one (nobody would run the job)."""
+    from mlxd.daemon.service import status
+
+    running = status(get_paths()).running
+    if wait and not running:
+        raise UserError(
+            "the daemon is not running; start it with 'mlxd daemon start' "
+            f"(or leave out --wait to queue {what} for later)"
+        )
+    return running
+
+
+def note_no_daemon(what: str) -> None:
+    click.echo(f"Note: the daemon is not running; {what} with 'mlxd daemon start'.", err=True)
+
+
+def check_prerequisite(after: int | None) -> None:
+    """A job may wait on one that is queued, running or done well; not on one that failed."""
+    if after is None:
+        return
+    pre = get_store().get_job(after)
+    if pre.status in ("failed", "cancelled"):
+        raise BadUsage(
+            f"job {after} is {pre.status}; retry it first ('mlxd jobs retry {after}') "
+            "and wait on the new job"
+        )
+
+
+def describe(kind: str, spec) -> str:
+    from mlxd.jobs import load_kind
+
+    return load_kind(kind).describe(spec)
+
+
+def release_if_runnable(job_id: int) -> None:
+    """Enqueue a job unless it waits on an unfinished prerequisite (then the daemon will)."""
+    from mlxd.daemon.queue import enqueue
+
+    store = get_store()
+    job = store.get_job(job_id)
+    if store.prerequisite_gate(job) == "go":
+        enqueue(get_paths(), job.id, priority=job.priority)
+
+
+def follow(
+    job_id: int,
+    *,
+    timeout_s: float | None = None,
+    deadline: float | None = None,
+    show_progress: bool = True,
+) -> Any:
+    """Show a job's progress until it ends; UserError (exit 1) if it did not succeed."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    reader = get_reader()
+    job = reader.job(job_id)
+    if deadline is None and timeout_s:
+        deadline = time.monotonic() + timeout_s  # several waits may share one deadline
+    desc = f"job {job.id} {job.kind}"
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[message]}"),
+        disable=not show_progress or not sys.stderr.isatty(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    stalled = 0  # consecutive checks that found nobody to run the job
+    last_check = time.monotonic()
+    with progress:
+        task = progress.add_task(desc, total=1.0, message=job.status)
+        while job.status in ("queued", "running"):
+            if deadline and time.monotonic() > deadline:
+                raise WaitTimedOut(f"job {job_id} still {job.status} after {timeout_s:g} s")
+            time.sleep(0.2)
+            job = reader.job(job_id)
+            progress.update(task, completed=job.progress, message=job.message or job.status)
+            if time.monotonic() - last_check >= 1.0:
+                last_check = time.monotonic()
+                stalled = stalled + 1 if _nobody_runs(job) else 0
+                if stalled >= 3:  # a few seconds' grace: a daemon may be restarting
+                    raise UserError(
+                        f"job {job_id} is {job.status} but no daemon is running it; "
+                        "start one with 'mlxd daemon start'"
+                    )
+    if job.status != "succeeded":
+        raise UserError(f"job {job.id} {job.status}: {job.error or 'no reason recorded'}")
+    if show_progress:
+        summary = ", ".join(
+            f"{k.replace('_', ' ')} {_short(v)}"
+            for k, v in (job.result or {}).items()
+            if v is not None
+        )
+        click.echo(f"Job {job.id} succeeded" + (f": {summary}" if summary else ""))
+    return job
+
+
+def _nobody_runs(job) -> bool:
+    from mlxd.daemon.liveness import owner_alive
+    from mlxd.daemon.service import status
+
+    if job.status == "queued":
+        return not status(get_paths()).running
+    if job.status == "running":
+        return not owner_alive(job)
+    return False
+
+
+def foreground_runner():
+    """A Runner for a job this command runs itself (no daemon), releasing its dependents."""
+    from mlxd.daemon.queue import enqueue
+    from mlxd.daemon.runner import Runner
+
+    store, p = get_store(), get_paths()
+    return Runner(store, p, release=lambda j: enqueue(p, j, priority=store.get_job(j).priority))
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, list):
+        return ", ".join(_short(v) for v in value)
+    return str(value)
+
+
+def model_ref(ref: str, after: int | None) -> tuple[str, int | None]:
+    """(REF, its catalog id); a REF not found yet is allowed only after another job."""
+    from mlxd.catalog.store import NotFound
+
+    try:
+        # The catalog name from here on: `quantize 3` makes tiny-4bit-g64, not 3-4bit-g64.
+        model = get_store().resolve_model(ref)
+        return model.name, model.id
+    except NotFound:
+        if after is None:
+            raise
+        click.echo(f"Note: model '{ref}' does not exist yet; it is looked up when job "
+                   f"{after} has finished.", err=True)  # fmt: skip
+        return ref, None
+
+
+def check_free_name(name: str) -> None:
+    if get_store().find_model(name) is not None:
+        raise BadUsage(
+            f"a model named '{name}' already exists; pass --name or remove it with "
+            f"'mlxd models rm {name}'"
+        )

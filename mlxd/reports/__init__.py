@@ -1,0 +1,1 @@
+"""Turning catalog rows into what a person reads: results tables, comparisons, sweep tables."""

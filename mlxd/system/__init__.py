@@ -1,0 +1,1 @@
+"""Facts about the machine (chip, memory, power, thermal, versions), without MLX."""
