@@ -25,7 +25,7 @@ def test_summary_against_hand_worked_numbers():
     assert one.std == 0.0 and math.isnan(one.ci95)
     assert t95(1) == 12.706 and t95(10) == 2.228 and t95(1000) == 1.96
     assert t95(22) == t95(20)  # between table rows: the more conservative value
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no values to summarize"):
         summarize([])
 
 

@@ -73,11 +73,11 @@ def test_synth_is_deterministic_per_seed(tiny: Path, work: Path) -> None:
 
 
 def test_synth_rejects_bad_input(work: Path, tiny: Path) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="arch must be one of llama, qwen2, not 'gpt2'"):
         synth_model(work / "bad", arch="gpt2")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="size must be one of tiny, small, base"):
         synth_model(work / "bad", size="huge")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match="is not empty"):
         synth_model(tiny)
 
 
@@ -116,7 +116,7 @@ def test_convert_float32(tiny: Path, work: Path) -> None:
         out["num_parameters"]
         == json.loads((tiny / "mlxd_synth.json").read_text())["num_parameters"]
     )
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="f32 already exists"):
         convert_model(tiny, work / "f32")  # exists already
 
 
@@ -132,19 +132,19 @@ def test_quantize_affine_bits(tiny: Path, work: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "kwargs,message",
     [
-        {"bits": 7},
-        {"bits": 4, "group_size": 16},
-        {"mode": "mxfp8", "bits": 4},
-        {"mode": "nvfp4", "group_size": 32},
-        {"mode": "int4"},
-        {"recipe": "mixed_9_9"},
-        {"recipe": "mixed_3_6", "mode": "mxfp4"},
+        ({"bits": 7}, "affine quantization supports bits 2/3/4/5/6/8, not 7"),
+        ({"bits": 4, "group_size": 16}, "supports group size 32/64/128, not 16"),
+        ({"mode": "mxfp8", "bits": 4}, "mxfp8 quantization supports bits 8, not 4"),
+        ({"mode": "nvfp4", "group_size": 32}, "nvfp4 quantization supports group size 16"),
+        ({"mode": "int4"}, "Quantization mode must be one of"),
+        ({"recipe": "mixed_9_9"}, "Recipe must be one of"),
+        ({"recipe": "mixed_3_6", "mode": "mxfp4"}, "only support affine"),
     ],
 )
-def test_quantize_rejects_invalid(tiny: Path, work: Path, kwargs: dict) -> None:
-    with pytest.raises(ValueError):
+def test_quantize_rejects_invalid(tiny: Path, work: Path, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         quantize_model(tiny, work / "never", **kwargs)
     assert not (work / "never").exists()
 
@@ -204,7 +204,7 @@ def test_bench_depth_kv_bits_and_batch(tiny: Path) -> None:
     assert [t.point for t in result.trials] == points
     assert [t.generated_tokens for t in result.trials] == [8, 8, 8, 16]
     assert all(t.generation_tps > 0 and t.peak_memory_bytes > 0 for t in result.trials)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="only with batch_size 1"):
         bench_model(tiny, [BenchPoint(16, 8, batch_size=2, kv_bits=8)])
 
 

@@ -590,7 +590,7 @@ def test_unsupported_content_is_refused(
 def test_non_empty_output_folder_is_refused(tmp_path: Path, mixed_gguf: dict[str, Any]) -> None:
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match="exists and is not empty"):
         import_gguf(mixed_gguf["path"], tmp_path / "out")
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
 

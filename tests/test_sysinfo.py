@@ -120,9 +120,9 @@ def test_probe_rejects_bad_options():
 def test_measure_bandwidth_checks_its_arguments():
     from mlxd.engine.probe import default_size_bytes, measure_bandwidth
 
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least 1 MiB"):
         measure_bandwidth(1000, 1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="repeats must be at least 1"):
         measure_bandwidth(1 << 20, 0)
     assert default_size_bytes(None) == 256 << 20
     assert default_size_bytes(64 << 30) == 1 << 30
