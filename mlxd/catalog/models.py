@@ -207,3 +207,11 @@ class Probe(SQLModel, table=True):
     method: str  # how it was measured, e.g. "mlx copy 1 GiB x 10"
     created_at: datetime = Field(default_factory=utcnow)
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+def row_from(table: type[SQLModel], result: Any, **values: Any) -> Any:
+    """A ``table`` row from a result dataclass (or its dict): every field that has a column of
+    the same name, plus ``values``. The one mapping from engine results to catalog rows."""
+    fields = result if isinstance(result, dict) else vars(result)
+    columns = table.model_fields
+    return table(**{k: v for k, v in fields.items() if k in columns}, **values)

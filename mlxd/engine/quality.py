@@ -24,30 +24,18 @@ import hashlib
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .types import QualityResult
+
 # Base log-probabilities above this size go to a temporary file instead of memory.
 SPILL_BYTES = 512 * 1024**2
 
 Progress = Callable[[float, str], None]
-
-
-@dataclass
-class QualityResult:
-    """Figures over ``tokens`` scored positions; the base fields are None without a base."""
-
-    tokens: int  # positions scored (next-token predictions)
-    perplexity: float
-    base_perplexity: float | None
-    kl_mean: float | None  # mean KL(base || model) per position, nats
-    top1_agreement: float | None  # fraction of positions where both argmaxes agree
-    max_abs_delta_logprob: float | None  # of the actual next token, nats
-    text_sha256: str  # of the whole text (UTF-8), before truncation
 
 
 def default_text() -> tuple[str, str]:

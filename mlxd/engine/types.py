@@ -76,3 +76,21 @@ class GenerationStats:
     generation_tps: float = 0.0
     peak_memory_bytes: int = 0
     finish_reason: str | None = None
+
+
+@dataclass
+class QualityResult:
+    """Figures over ``tokens`` scored positions; the base fields are None without a base."""
+
+    tokens: int  # positions scored (next-token predictions)
+    perplexity: float
+    base_perplexity: float | None
+    kl_mean: float | None  # mean KL(base || model) per position, nats
+    top1_agreement: float | None  # fraction of positions where both argmaxes agree
+    max_abs_delta_logprob: float | None  # of the actual next token, nats
+    text_sha256: str  # of the whole text (UTF-8), before truncation
+
+
+def trial_from_dict(d: dict) -> TrialResult:
+    """A TrialResult back from its JSON form (as it crossed the child's pipe)."""
+    return TrialResult(**{**d, "point": BenchPoint(**d["point"])})

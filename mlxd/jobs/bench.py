@@ -116,7 +116,8 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
 
 
 def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: FinishContext) -> None:
-    from mlxd.catalog.models import BenchRun, BenchTrial
+    from mlxd.catalog.models import BenchRun, BenchTrial, row_from
+    from mlxd.engine.types import trial_from_dict
     from mlxd.stats import summarize
 
     system = fin.store.system_for(result["system"], session=fin.session)
@@ -177,23 +178,7 @@ def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: Fini
                 "delay_s": spec.delay_s,
             },
         )
-        rows = [
-            BenchTrial(
-                run_id=0,
-                trial_index=t["trial_index"],
-                prompt_tokens=t["prompt_tokens"],
-                generated_tokens=t["generated_tokens"],
-                prompt_tps=t["prompt_tps"],
-                generation_tps=t["generation_tps"],
-                ttft_s=t["ttft_s"],
-                total_s=t["total_s"],
-                peak_memory_bytes=t["peak_memory_bytes"],
-                active_memory_bytes=t.get("active_memory_bytes"),
-                cache_memory_bytes=t.get("cache_memory_bytes"),
-                peak_rss_bytes=t.get("peak_rss_bytes"),
-            )
-            for t in trials
-        ]
+        rows = [row_from(BenchTrial, trial_from_dict(t), run_id=0) for t in trials]
         fin.store.add_bench_run(run, rows, session=fin.session)
         run_ids.append(run.id)
     fin.summary["bench_run_ids"] = run_ids

@@ -110,22 +110,21 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
 
 
 def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: FinishContext) -> None:
-    from mlxd.catalog.models import QualityRun
+    import dataclasses
+
+    from mlxd.catalog.models import QualityRun, row_from
+    from mlxd.engine.types import QualityResult
 
     system = fin.store.system_for(result["system"], session=fin.session)
-    row = QualityRun(
+    figures = QualityResult(**{f.name: result[f.name] for f in dataclasses.fields(QualityResult)})
+    row = row_from(
+        QualityRun,
+        figures,
         job_id=fin.job.id,
         model_id=inputs["model_id"],
         base_model_id=inputs.get("base_id"),
         system_id=system.id,
         text_name=result["text_name"],
-        text_sha256=result["text_sha256"],
-        tokens=result["tokens"],
-        perplexity=result["perplexity"],
-        base_perplexity=result["base_perplexity"],
-        kl_mean=result["kl_mean"],
-        top1_agreement=result["top1_agreement"],
-        max_abs_delta_logprob=result["max_abs_delta_logprob"],
         details={
             "text_path": spec.text,
             "max_tokens": spec.max_tokens,
