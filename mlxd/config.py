@@ -8,6 +8,7 @@ with one environment variable.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,28 @@ class Paths:
         for p in (self.home, self.models, self.partial, self.logs):
             p.mkdir(parents=True, exist_ok=True)
         return self
+
+
+class HomeError(Exception):
+    """MLXD_HOME cannot be used; the message says which path and why, in one line."""
+
+
+def check_home(p: Paths) -> Paths:
+    """``p`` if its home is a folder this process can write in (created if missing)."""
+    home = p.home
+    if home.exists() and not home.is_dir():
+        raise HomeError(f"MLXD_HOME {home} is a file, not a folder; point {ENV_HOME} at a folder")
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        # A write probe: catches read-only file systems and permissions alike (os.access
+        # says yes to root on a read-only folder).
+        with tempfile.TemporaryFile(dir=home):
+            pass
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+        raise HomeError(f"MLXD_HOME {home} is not usable ({why}); point {ENV_HOME} at a "
+                        "folder you can write in") from None  # fmt: skip
+    return p
 
 
 def paths(home: str | os.PathLike | None = None) -> Paths:

@@ -66,8 +66,16 @@ class Daemon:
     def start(self, timeout: float = 30, workers: int = 1) -> Daemon:
         log = open(self.home.parent / "daemon-stdio.log", "a")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlxd", "daemon", "start", "--foreground",
-             "--workers", str(workers)],  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "mlxd",
+                "daemon",
+                "start",
+                "--foreground",
+                "--workers",
+                str(workers),
+            ],  # fmt: skip
             env=mlxd_env(self.home),
             stdout=log,
             stderr=log,

@@ -222,7 +222,12 @@ def test_removing_a_model_with_quality_scores_and_a_sweep(tiny_model_dir):
         s.add(QualityRun(model_id=2, base_model_id=1, text_name="t", text_sha256="x",
                          tokens=10, perplexity=6.0))  # fmt: skip
         s.add(Sweep(base_model_id=1))
-    run_mlxd("models", "rm", "tiny", check=True)
+    refused = run_mlxd("models", "rm", "tiny")
+    assert refused.returncode == 1
+    assert "model 'tiny' has 2 quality runs, 1 sweep; 'mlxd models rm tiny --force'" in (
+        refused.stderr
+    )
+    run_mlxd("models", "rm", "tiny", "--force", check=True)
     with store.read() as s:
         from sqlmodel import select
 

@@ -163,7 +163,7 @@ def test_failed_job_has_a_reason_and_the_next_job_runs(daemon, tiny_model_dir, t
 def test_cancel_running_job_kills_its_child(daemon, tiny_model_dir):
     run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     daemon.start()
-    j = submit("bench", "tiny", "-p", "64", "-g", "4000", "-n", "50")
+    j = submit("bench", "tiny", "-p", "64", "-g", "1900", "-n", "100")
     wait_for(lambda: job(j)["status"] == "running" and job(j)["pid"], timeout=30, what="running")
     child = job(j)["pid"]
     proc = run_mlxd("jobs", "cancel", str(j), check=True)

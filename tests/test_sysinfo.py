@@ -189,7 +189,7 @@ def test_spare_children_exit_when_the_daemon_is_killed(daemon, tiny_model_dir):
     warm = submit("bench", "tiny", "-p", "16", "-g", "4", "-n", "1", "--warmup", "0")
     run_mlxd("jobs", "wait", str(warm), "--timeout", "120", check=True)
     spare = wait_for(lambda: spare_children(daemon.pid), timeout=30, what="a spare child")[0]
-    long = submit("bench", "tiny", "-p", "16", "-g", "4000", "-n", "50")
+    long = submit("bench", "tiny", "-p", "16", "-g", "1900", "-n", "100")
     wait_for(lambda: run_json("jobs", "show", str(long))["pid"] == spare, timeout=30,
              what="the spare to take the job")  # fmt: skip
     idle = wait_for(lambda: spare_children(daemon.pid), timeout=30, what="the next spare")

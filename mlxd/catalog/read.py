@@ -298,6 +298,25 @@ class Reader:
             "model", "select * from model where parent_id = ? order by id", (model_id,)
         )
 
+    def references(self, model_id: int) -> list[str]:
+        """What refers to a model, as phrases ("2 derived models", "1 sweep", ...)."""
+        counts = [
+            ("derived model", "select count(*) from model where parent_id = ?", 1),
+            ("benchmark run", "select count(*) from benchrun where model_id = ?", 1),
+            (
+                "quality run",
+                "select count(*) from qualityrun where model_id = ? or base_model_id = ?",
+                2,
+            ),
+            ("sweep", "select count(*) from sweep where base_model_id = ?", 1),
+        ]
+        out = []
+        for what, sql, n in counts:
+            (count,) = self.con.execute(sql, (model_id,) * n).fetchone()
+            if count:
+                out.append(f"{count} {what}{'s' if count > 1 else ''}")
+        return out
+
     def bench_run_ids(self, model_id: int) -> list[int]:
         sql = "select id from benchrun where model_id = ? order by id"
         return [r[0] for r in self.con.execute(sql, (model_id,))]

@@ -160,8 +160,15 @@ class Store:
             m = s.get(Model, model_id)
             if m is None:
                 raise NotFound(f"model {model_id} not found")
-            # Children keep existing; they just lose their parent link.
-            s.execute(update(Model).where(Model.parent_id == model_id).values(parent_id=None))
+            # Children keep existing; their lineage says which parent was removed.
+            for child in s.exec(select(Model).where(Model.parent_id == model_id)):
+                child.details = {
+                    **(child.details or {}),
+                    "parent_removed": {"id": m.id, "name": m.name, "source": m.source},
+                }
+                child.parent_id = None
+                s.add(child)
+            s.flush()
             run_ids = select(BenchRun.id).where(BenchRun.model_id == model_id)
             s.execute(delete(BenchTrial).where(BenchTrial.run_id.in_(run_ids)))
             s.execute(delete(BenchRun).where(BenchRun.model_id == model_id))

@@ -33,8 +33,21 @@ class BadUsage(click.UsageError):
     exit_code = 2
 
 
+_paths: Paths | None = None
+
+
 def get_paths() -> Paths:
-    return paths()
+    """This process's MLXD_HOME, checked to be usable once (a one-line error otherwise)."""
+    global _paths
+    p = paths()
+    if _paths != p:
+        from mlxd.config import HomeError, check_home
+
+        try:
+            _paths = check_home(p)
+        except HomeError as e:
+            raise UserError(str(e)) from None
+    return p
 
 
 _store = None

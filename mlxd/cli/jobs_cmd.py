@@ -6,6 +6,7 @@ import click
 
 from mlxd.cli.context import (
     WAIT_TIMEOUT_EXIT,
+    BadUsage,
     UserError,
     WaitTimedOut,
     catalog_errors,
@@ -165,12 +166,14 @@ def _each_job(job_ids, action, failed: str) -> None:
 
 
 def _cancel_one(job_id: int) -> None:
-    from mlxd.catalog.errors import CatalogError
+    from mlxd.catalog.errors import CatalogError, NotFound
     from mlxd.daemon.liveness import owner_alive
 
     store = get_store()
     try:
         job = store.request_cancel(job_id)
+    except NotFound as e:
+        raise BadUsage(str(e)) from None
     except CatalogError as e:
         raise UserError(str(e)) from None
     if job.status == "running" and not owner_alive(job):

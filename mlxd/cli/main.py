@@ -66,7 +66,14 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Error: interrupted", err=True)
             sys.exit(130)
-        except Exception as e:  # a bug: one line for the user, the traceback in a log
+        except Exception as e:
+            from mlxd.catalog.errors import CatalogError
+            from mlxd.config import HomeError
+
+            if isinstance(e, CatalogError | HomeError):  # a state the user can mend
+                click.echo(f"Error: {' '.join(str(e).split())}", err=True)
+                sys.exit(1)
+            # A bug: one line for the user, the traceback in a log.
             where = _log_traceback()
             message = " ".join(str(e).split())[:300] or type(e).__name__
             click.echo(

@@ -37,7 +37,7 @@ def add(path: str, name: str | None):
     from mlxd.formats.modelfolder import inspect_folder
     from mlxd.jobs.base import check_name
 
-    info = inspect_folder(Path(path))
+    info = inspect_folder(Path(path), check=True)
     name = name or info.path.name
     check_name(name)
     q = info.quantization or {}
@@ -207,8 +207,12 @@ def show(ref: str, fmt: str):
         facts.append(("quant overrides", ", ".join(
             f"{layer} {q.get('bits')}bit-g{q.get('group_size')}" for layer, q in overrides.items()
         )))  # fmt: skip
-    if lineage:
-        facts.append(("lineage", " <- ".join([m.name] + [p.name for p in lineage])))
+    chain = [m.name] + [p.name for p in lineage]
+    removed = ((lineage[-1] if lineage else m).details or {}).get("parent_removed")
+    if removed:
+        chain.append(f"{removed['name']} (removed)")
+    if len(chain) > 1:
+        facts.append(("lineage", " <- ".join(chain)))
     if children:
         facts.append(("derived", ", ".join(c.name for c in children)))
     if run_ids:
@@ -224,8 +228,10 @@ def show(ref: str, fmt: str):
 @models.command()
 @click.argument("ref")
 @click.option("--files", is_flag=True, help="Also delete the model's folder (only ones mlxd made)")
+@click.option("--force", is_flag=True,
+              help="Remove it although derived models, sweeps or scores refer to it")  # fmt: skip
 @catalog_errors
-def rm(ref: str, files: bool):
+def rm(ref: str, files: bool, force: bool):
     """Remove a model from the catalog (its benchmarks too)."""
     import shutil
     from pathlib import Path
@@ -239,6 +245,13 @@ def rm(ref: str, files: bool):
     ]
     if busy:
         raise UserError(f"model '{m.name}' is used by queued or running job(s) {busy}")
+    affected = get_reader().references(m.id)
+    if affected and not force:
+        raise UserError(
+            f"model '{m.name}' has {', '.join(affected)}; 'mlxd models rm {m.name} --force' "
+            "removes its benchmarks, scores and sweeps (derived models stay, marked "
+            "'parent removed')"
+        )
     models_dir = get_paths().models
     path = Path(m.path)
     if files and not (m.managed and path.resolve().is_relative_to(models_dir)):

@@ -6,7 +6,7 @@ import click
 
 from mlxd.cli.context import BadUsage, catalog_errors
 from mlxd.cli.params import renamed_option
-from mlxd.cli.submit import job_options, model_ref, submit
+from mlxd.cli.submit import catalog_model, job_options, model_ref, submit
 
 
 @click.command()
@@ -30,6 +30,7 @@ def quality(ref, base, text, text_tokens, wait, after, priority, timeout_s):
         base, base_id = model_ref(base, after)
         if base == ref:
             raise BadUsage(f"--base {base} is the model itself; compare it with another model")
+        check_same_tokenizer(catalog_model(model_id), catalog_model(base_id))
     spec = Spec(
         model=ref,
         model_id=model_id,
@@ -39,3 +40,17 @@ def quality(ref, base, text, text_tokens, wait, after, priority, timeout_s):
         max_tokens=text_tokens,
     )
     submit("quality", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+
+
+def check_same_tokenizer(model, base) -> None:
+    """KL and top-1 compare distributions token by token: both need the same vocabulary."""
+    from mlxd.formats.modelfolder import tokenizer_fingerprint
+
+    if model is None or base is None:
+        return  # one is made by an earlier job: the job checks
+    a, b = tokenizer_fingerprint(model.path), tokenizer_fingerprint(base.path)
+    if a and b and a != b:
+        raise BadUsage(
+            f"'{model.name}' and '{base.name}' have different tokenizers; quality compares a "
+            "model with a base of the same vocabulary (e.g. its unquantized parent)"
+        )

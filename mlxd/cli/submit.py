@@ -210,8 +210,43 @@ def model_ref(ref: str, after: int | None) -> tuple[str, int | None]:
 
 
 def check_free_name(name: str) -> None:
+    """A new model's name must be free in the catalog and not claimed by a queued job."""
     if get_store().find_model(name) is not None:
         raise BadUsage(
             f"a model named '{name}' already exists; pass --name or remove it with "
             f"'mlxd models rm {name}'"
+        )
+    for job in get_reader().jobs(("queued", "running")):
+        if job.params.get("name") == name and job.kind != "bench":
+            raise BadUsage(
+                f"job {job.id} ({job.kind}, {job.status}) will make a model named '{name}'; "
+                "pass --name"
+            )
+
+
+def catalog_model(model_id: int | None):
+    """The catalog row of a model REF resolved at submit (None when it does not exist yet)."""
+    return None if model_id is None else get_reader().model_by_id(model_id)
+
+
+def check_not_quantized(model, verb: str) -> None:
+    """Quantized weights cannot be quantized or converted again: say where to start instead."""
+    from mlxd.jobs.choices import is_quantized, quant_label
+
+    if model is not None and is_quantized(model):
+        parent = get_reader().model_by_id(model.parent_id)
+        hint = f"; {verb} its unquantized parent '{parent.name}'" if parent else ""
+        raise BadUsage(f"model '{model.name}' is already quantized ({quant_label(model)}){hint}")
+
+
+def check_context(model, needed: int, what: str) -> None:
+    """Refuse lengths past the model's context (its position embeddings) at submit."""
+    from mlxd.formats.modelfolder import context_length, read_config
+
+    if model is None:
+        return
+    limit = context_length(read_config(model.path))
+    if limit is not None and needed > limit:
+        raise BadUsage(
+            f"{what} is {needed:,} tokens; model '{model.name}' has a context of {limit:,}"
         )

@@ -6,7 +6,15 @@ import click
 
 from mlxd.cli.context import catalog_errors
 from mlxd.cli.params import SEED, int_list, list_option
-from mlxd.cli.submit import check_free_name, job_options, model_ref, submit
+from mlxd.cli.submit import (
+    catalog_model,
+    check_context,
+    check_free_name,
+    check_not_quantized,
+    job_options,
+    model_ref,
+    submit,
+)
 from mlxd.jobs.choices import (
     BITS,
     DEFAULT_BITS,
@@ -17,6 +25,7 @@ from mlxd.jobs.choices import (
     QUANT_MODES,
     QUANT_RECIPES,
 )
+from mlxd.jobs.quantize import check_explicit_choices
 
 
 @click.command()
@@ -31,6 +40,7 @@ def convert(ref, dtype, name, wait, after, priority, timeout_s):
     from mlxd.jobs.convert import Spec
 
     ref, model_id = model_ref(ref, after)
+    check_not_quantized(catalog_model(model_id), "convert")
     spec = Spec(model=ref, model_id=model_id, dtype=dtype, name=name)
     check_free_name(spec.name)
     submit("convert", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
@@ -38,10 +48,10 @@ def convert(ref, dtype, name, wait, after, priority, timeout_s):
 
 @click.command()
 @click.argument("ref")
-@click.option("--bits", type=click.Choice([str(b) for b in BITS]), default=str(DEFAULT_BITS),
-              show_default=True)  # fmt: skip
+@click.option("--bits", type=click.Choice([str(b) for b in BITS]),
+              help=f"Bits per weight (default {DEFAULT_BITS}; fixed by --mode other than affine)")  # fmt: skip
 @click.option("--group-size", type=click.Choice([str(g) for g in GROUP_SIZES]),
-              default=str(DEFAULT_GROUP_SIZE), show_default=True)  # fmt: skip
+              help=f"Weights per scale (default {DEFAULT_GROUP_SIZE}; fixed by --mode)")  # fmt: skip
 @click.option("--mode", type=click.Choice(list(QUANT_MODES)), default="affine", show_default=True)
 @click.option("--recipe", type=click.Choice(QUANT_RECIPES),
               help="Mixed precision: more bits for the layers that matter most")  # fmt: skip
@@ -55,8 +65,13 @@ def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, prio
     from mlxd.jobs.quantize import Spec
 
     ref, model_id = model_ref(ref, after)
-    spec = Spec(model=ref, model_id=model_id, bits=int(bits), group_size=int(group_size),
-                mode=mode, recipe=recipe, dtype=dtype, name=name)  # fmt: skip
+    bits = None if bits is None else int(bits)
+    group_size = None if group_size is None else int(group_size)
+    check_explicit_choices(mode, recipe, bits, group_size)
+    check_not_quantized(catalog_model(model_id), "quantize")
+    spec = Spec(model=ref, model_id=model_id, bits=bits or DEFAULT_BITS,
+                group_size=group_size or DEFAULT_GROUP_SIZE, mode=mode, recipe=recipe,
+                dtype=dtype, name=name)  # fmt: skip
     check_free_name(spec.name)
     submit("quantize", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
 
@@ -121,4 +136,6 @@ def bench(ref, prompt_tokens, gen_tokens, trials, warmup, batch_size, depth, kv_
         delay_s=delay_s,
         noise_threshold=noise_threshold,
     )
+    longest = max(spec.depth) + max(spec.prompt_tokens) + max(spec.gen_tokens)
+    check_context(catalog_model(model_id), longest, "the longest point (depth + -p + -g)")
     submit("bench", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)

@@ -52,12 +52,77 @@ class FolderInfo:
         return weight_bytes * 8 / self.num_parameters
 
 
-def read_safetensors_header(path: Path) -> dict[str, Any]:
+def read_safetensors_header(path: Path, *, check_sizes: bool = False) -> dict[str, Any]:
+    """The JSON header of a safetensors file (the data is not read).
+
+    With ``check_sizes``, every tensor's byte range must match its shape and dtype and lie
+    inside the file: a truncated or corrupt download is refused here, not at load time."""
+    size = path.stat().st_size
     with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        if n > 100_000_000:
-            raise ModelFolderError(f"{path.name} is not a safetensors file")
-        return json.loads(f.read(n))
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise ModelFolderError(f"{path.name} is not a safetensors file (too short)")
+        (n,) = struct.unpack("<Q", raw)
+        if n > 100_000_000 or 8 + n > size:
+            raise ModelFolderError(f"{path.name} is not a safetensors file (bad header length)")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ModelFolderError(f"{path.name} is not a safetensors file (bad header)") from None
+    if check_sizes:
+        data = size - 8 - n
+        for name, t in header.items():
+            if name == "__metadata__":
+                continue
+            try:
+                begin, end = t["data_offsets"]
+                want = math.prod(t["shape"]) * DTYPE_BITS[t["dtype"]] // 8
+            except (KeyError, TypeError, ValueError):
+                raise ModelFolderError(
+                    f"{path.name}: tensor {name} has a malformed entry"
+                ) from None
+            if end > data:
+                raise ModelFolderError(
+                    f"{path.name} is truncated: tensor {name} ends at byte {end:,} of the data, "
+                    f"which holds {data:,} (an incomplete download?)"
+                )
+            if end - begin != want:
+                raise ModelFolderError(
+                    f"{path.name}: tensor {name} has {end - begin:,} bytes, its shape and dtype "
+                    f"need {want:,}"
+                )
+    return header
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A model folder's config.json as a dict ({} when it is missing or unreadable)."""
+    try:
+        config = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def context_length(config: dict[str, Any]) -> int | None:
+    """The longest sequence the model was built for (its position embeddings), if stated."""
+    for cfg in (config, config.get("text_config") or {}):
+        for key in ("max_position_embeddings", "max_sequence_length", "n_positions"):
+            if isinstance(cfg.get(key), int) and cfg[key] > 0:
+                return cfg[key]
+    return None
+
+
+def tokenizer_fingerprint(path: Path) -> str | None:
+    """A hash of the folder's token id -> token map (tokenizer.json's vocabulary and added
+    tokens): two models share token ids exactly when these are equal. None if unreadable."""
+    try:
+        data = json.loads((Path(path) / "tokenizer.json").read_text())
+        vocab = data["model"]["vocab"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    added = sorted((t.get("id"), t.get("content")) for t in data.get("added_tokens") or [])
+    canonical = json.dumps([vocab, added], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def file_sha256(path: Path) -> str:
@@ -72,8 +137,11 @@ def folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def inspect_folder(path: Path) -> FolderInfo:
-    """Describe the HF or MLX model folder at ``path``; ModelFolderError if it is not one."""
+def inspect_folder(path: Path, *, check: bool = False) -> FolderInfo:
+    """Describe the HF or MLX model folder at ``path``; ModelFolderError if it is not one.
+
+    With ``check`` (a folder a user brings), also refuse what mlx-lm could not load: a config
+    without a known ``model_type``, truncated or inconsistent safetensors files."""
     path = Path(path).expanduser().resolve()
     if not path.is_dir():
         raise ModelFolderError(f"{path} is not a folder")
@@ -84,12 +152,20 @@ def inspect_folder(path: Path) -> FolderInfo:
         config = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as e:
         raise ModelFolderError(f"{cfg_path} is not valid JSON ({e.msg})") from None
+    if not isinstance(config, dict):
+        raise ModelFolderError(f"{cfg_path} is not a model config (not a JSON object)")
     weights = sorted(path.glob("*.safetensors"))
     if not weights:
         raise ModelFolderError(f"{path} has no *.safetensors weights")
+    if check:
+        from mlxd.formats.support import unsupported_reason
+
+        reason = unsupported_reason(config)
+        if reason:
+            raise ModelFolderError(f"{path.name} cannot be loaded: {reason}")
 
     quant = config.get("quantization") or config.get("quantization_config")
-    headers = [read_safetensors_header(w) for w in weights]
+    headers = [read_safetensors_header(w, check_sizes=check) for w in weights]
     is_mlx = any(h.get("__metadata__", {}).get("format") == "mlx" for h in headers)
     dtypes: dict[str, int] = {}
     params = 0

@@ -21,6 +21,21 @@ PRODUCES_MODEL = True
 QUIET = False
 
 
+def check_explicit_choices(
+    mode: str, recipe: str | None, bits: int | None, group_size: int | None
+) -> None:
+    """Refuse options the mode or recipe would silently override (given ones are not None)."""
+    fixed = QUANT_MODES.get(mode)
+    if fixed and bits is not None and bits != fixed[0]:
+        raise SpecError(f"--mode {mode} is {fixed[0]}-bit; leave out --bits {bits}")
+    if fixed and group_size is not None and group_size != fixed[1]:
+        raise SpecError(
+            f"--mode {mode} uses groups of {fixed[1]}; leave out --group-size {group_size}"
+        )
+    if recipe and bits is not None:
+        raise SpecError(f"--recipe {recipe} sets the bits of each layer; leave out --bits {bits}")
+
+
 @dataclass
 class Spec(ModelRefSpec):
     bits: int = 4
