@@ -34,7 +34,11 @@ class BadUsage(click.UsageError):
 
 
 def get_paths() -> Paths:
-    return paths()
+    p = paths()
+    from mlxd.daemon.permissions import apply_umask
+
+    apply_umask(p.home)  # a group-shared home: files the whole group can use
+    return p
 
 
 _store = None
@@ -45,8 +49,11 @@ def get_store():
     global _store
     if _store is None:
         from mlxd.catalog.store import Store
+        from mlxd.daemon.permissions import share_files
 
-        _store = Store(get_paths())
+        p = get_paths()
+        _store = Store(p)
+        share_files(p.home)  # SQLite ignores the umask's group bits
     return _store
 
 
