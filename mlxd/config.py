@@ -13,6 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ENV_HOME = "MLXD_HOME"
+# How long a catalog or queue write waits for another process's lock (seconds).
+ENV_BUSY_TIMEOUT = "MLXD_BUSY_TIMEOUT_S"
+DEFAULT_BUSY_TIMEOUT_S = 30.0
+
+
+def busy_timeout_s() -> float:
+    """MLXD_BUSY_TIMEOUT_S, else 30 s (the fault tests hold locks longer than a short one)."""
+    try:
+        value = float(os.environ.get(ENV_BUSY_TIMEOUT, ""))
+    except ValueError:
+        return DEFAULT_BUSY_TIMEOUT_S
+    return value if value > 0 else DEFAULT_BUSY_TIMEOUT_S
 
 
 def default_home() -> Path:

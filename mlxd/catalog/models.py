@@ -97,6 +97,13 @@ class Job(SQLModel, table=True):
     # No foreign key: model.created_by_job_id already points the other way (no FK cycle).
     output_model_id: int | None = None
     result: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # Reliability (migration 0003): the child's start time tells it from a reused pid; daemon
+    # deaths during this job (a poison pill at 5) are not charged as attempts; the job's own
+    # crashes are retried once, with the reason kept.
+    pid_started_at: float | None = None
+    interruptions: int = 0
+    crashes: int = 0
+    crash_reason: str | None = None
 
 
 class BenchRun(SQLModel, table=True):

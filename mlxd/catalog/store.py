@@ -33,15 +33,20 @@ from mlxd.catalog.models import (
     System,
     utcnow,
 )
-from mlxd.config import Paths
+from mlxd.config import Paths, busy_timeout_s
 
-BUSY_TIMEOUT_MS = 30_000
+
+# A writer waits this long for another's lock; MLXD_BUSY_TIMEOUT_S changes it (config.py).
+def busy_timeout_ms() -> int:
+    return int(busy_timeout_s() * 1000)
+
 
 __all__ = ["CatalogError", "NotFound", "Store"]
 
 
 def _make_engine(db_path: Path, *, immediate: bool):
-    engine = create_engine(f"sqlite:///{db_path}", connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+    busy_ms = busy_timeout_ms()
+    engine = create_engine(f"sqlite:///{db_path}", connect_args={"timeout": busy_ms / 1000})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
@@ -49,7 +54,7 @@ def _make_engine(db_path: Path, *, immediate: bool):
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("pragma journal_mode=wal")
-        cur.execute(f"pragma busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute(f"pragma busy_timeout={busy_ms}")
         cur.execute("pragma foreign_keys=on")
         cur.execute("pragma synchronous=normal")
         cur.close()
@@ -444,6 +449,47 @@ class Store:
             if base_id is not None:
                 q = q.where(QualityRun.base_model_id == base_id)
             return list(s.exec(q.order_by(QualityRun.id.desc())))
+
+    # -- reliability (issue 8) ---------------------------------------------------------
+
+    def requeue_after_crash(self, job_id: int, reason: str) -> None:
+        """The job's own process crashed: queue it once more, keeping the reason."""
+        with self.write() as s:
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(
+                    status="queued",
+                    pid=None,
+                    pid_started_at=None,
+                    progress=0.0,
+                    started_at=None,
+                    crashes=Job.crashes + 1,
+                    crash_reason=reason,
+                    message=f"running again after a crash: {reason}",
+                )
+            )
+
+    def requeue_after_interruption(self, job_id: int, message: str) -> bool:
+        """The daemon died during this job: not the job's fault, so no attempt is charged.
+
+        False if the job is no longer running (it ended meanwhile)."""
+        with self.write() as s:
+            res = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "running")
+                .values(
+                    status="queued",
+                    pid=None,
+                    pid_started_at=None,
+                    progress=0.0,
+                    started_at=None,
+                    interruptions=Job.interruptions + 1,
+                    attempts=Job.attempts - 1,
+                    message=message,
+                )
+            )
+            return res.rowcount == 1
 
 
 def _user() -> str | None:

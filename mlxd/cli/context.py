@@ -42,7 +42,9 @@ def get_paths() -> Paths:
     p = paths()
     if _paths != p:
         from mlxd.config import HomeError, check_home
+        from mlxd.daemon.permissions import apply_umask
 
+        apply_umask(p.home)  # a group-shared home: files the whole group can use
         try:
             _paths = check_home(p)
         except HomeError as e:
@@ -58,8 +60,11 @@ def get_store():
     global _store
     if _store is None:
         from mlxd.catalog.store import Store
+        from mlxd.daemon.permissions import share_files
 
-        _store = Store(get_paths())
+        p = get_paths()
+        _store = Store(p)
+        share_files(p.home)  # SQLite ignores the umask's group bits
     return _store
 
 

@@ -20,11 +20,13 @@ def daemon():
               help="Jobs run at the same time")  # fmt: skip
 def start(foreground: bool, workers: int):
     """Start the daemon (in the background unless --foreground)."""
-    from mlxd.daemon.service import DaemonError, run_daemon, start_background
+    from mlxd.daemon.control import DaemonError, start_background
 
     p = get_paths()
     try:
         if foreground:
+            from mlxd.daemon.service import run_daemon
+
             run_daemon(p, workers=workers)
             return
         pid = start_background(p, workers=workers)
@@ -39,7 +41,7 @@ def start(foreground: bool, workers: int):
               help="Seconds to wait before killing it")  # fmt: skip
 def stop(timeout_s: float):
     """Stop the daemon; a running job is stopped and queued again."""
-    from mlxd.daemon.service import stop as stop_daemon
+    from mlxd.daemon.control import stop as stop_daemon
 
     pid = stop_daemon(get_paths(), timeout_s=timeout_s)
     if pid is None:
@@ -52,7 +54,7 @@ def stop(timeout_s: float):
 def status(fmt: str):
     """Whether the daemon runs and what it is doing (exit status 3: not running)."""
     from mlxd.cli.context import get_reader
-    from mlxd.daemon.service import status as daemon_status
+    from mlxd.daemon.control import status as daemon_status
 
     p = get_paths()
     st = daemon_status(p)
@@ -84,7 +86,7 @@ def status(fmt: str):
 def install(workers: int, dry_run: bool):
     """Start the daemon at login (launchd agent on macOS, systemd user unit on Linux)."""
     from mlxd.daemon import autostart
-    from mlxd.daemon.service import status as daemon_status
+    from mlxd.daemon.control import status as daemon_status
 
     p = get_paths()
     try:

@@ -62,12 +62,12 @@ def _with_daemon(body: Callable) -> None:
     body queues the demo's jobs with `queue` and returns (models to show, after), where
     after is called once every job has ended (the real demo's question goes there).
     """
-    from mlxd.daemon import service
+    from mlxd.daemon import control
 
     p = get_paths()
     started = False
-    if not service.status(p).running:
-        pid = service.start_background(p)
+    if not control.status(p).running:
+        pid = control.start_background(p)
         started = True
         click.echo(f"Started the daemon (pid {pid})")
     try:
@@ -103,7 +103,7 @@ def _with_daemon(body: Callable) -> None:
             raise UserError("; ".join(problems))
     finally:
         if started:
-            service.stop(p)
+            control.stop(p)
             click.echo("Stopped the daemon the demo started")
 
 

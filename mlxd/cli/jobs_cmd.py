@@ -10,6 +10,7 @@ from mlxd.cli.context import (
     UserError,
     WaitTimedOut,
     catalog_errors,
+    get_paths,
     get_reader,
     get_store,
 )
@@ -76,6 +77,8 @@ def _note(j) -> str:
         return j.message or ""
     if j.status == "queued" and j.after_job_id is not None:
         return f"waiting for job {j.after_job_id}"
+    if j.status == "queued":
+        return j.message or ""  # "waiting: memory ...", or why it was queued again
     return ""
 
 
@@ -98,6 +101,8 @@ def show(job_id: int, fmt: str):
         ("error", j.error),
         ("after job", j.after_job_id),
         ("attempts", f"{j.attempts} of {j.max_attempts}"),
+        ("crashes", f"{j.crashes} ({j.crash_reason})" if j.crashes else None),
+        ("interrupted", f"{j.interruptions} daemon stop(s)" if j.interruptions else None),
         ("priority", j.priority),
         ("timeout", f"{j.timeout_s:g} s" if j.timeout_s else None),
         ("submitted", f"{when(j.submitted_at)} by {j.submitted_by}"),
@@ -141,10 +146,11 @@ def logs(job_id: int, follow: bool):
 
 @jobs.command()
 @click.argument("job_ids", type=int, nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Cancel jobs another user submitted")
 @catalog_errors
-def cancel(job_ids: tuple[int, ...]):
+def cancel(job_ids: tuple[int, ...], force: bool):
     """Cancel queued jobs, or stop running ones (several ids at once)."""
-    _each_job(job_ids, _cancel_one, "were not cancelled")
+    _each_job(job_ids, lambda job_id: _cancel_one(job_id, force), "were not cancelled")
 
 
 def _each_job(job_ids, action, failed: str) -> None:
@@ -165,17 +171,42 @@ def _each_job(job_ids, action, failed: str) -> None:
         raise UserError(f"job(s) {', '.join(map(str, errors))} {failed}")
 
 
-def _cancel_one(job_id: int) -> None:
+def _cancel_one(job_id: int, force: bool = False) -> None:
     from mlxd.catalog.errors import CatalogError, NotFound
+    from mlxd.daemon.admission import current_user
+    from mlxd.daemon.control import request_cancel_file
     from mlxd.daemon.liveness import owner_alive
+    from mlxd.daemon.retry import transient
 
     store = get_store()
+    current = store.get_job(job_id)
+    me = current_user()
+    if current.submitted_by and me and current.submitted_by != me and not force:
+        raise UserError(
+            f"job {job_id} was submitted by {current.submitted_by}; "
+            "cancel another user's job with --force"
+        )
+    running = current.status == "running"
+    if running:
+        # The supervisor sees this file at once, even while the catalog is locked.
+        request_cancel_file(get_paths(), job_id)
     try:
         job = store.request_cancel(job_id)
     except NotFound as e:
         raise BadUsage(str(e)) from None
     except CatalogError as e:
         raise UserError(str(e)) from None
+    except Exception as e:
+        if not transient(e):
+            raise
+        if not running:
+            raise UserError(
+                f"the catalog is locked by another process ({e.orig}); try again"
+            ) from None
+        click.echo(
+            f"Stopping job {job_id}; the catalog is busy, so the daemon records it when it can"
+        )
+        return
     if job.status == "running" and not owner_alive(job):
         # Its daemon is gone: nobody would act on the request; the job ends here.
         store.finish_job(job_id, "cancelled", error="cancelled by user")

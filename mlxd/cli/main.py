@@ -24,6 +24,7 @@ COMMANDS = {
     "sweep": "mlxd.cli.sweep_cmd:sweep",
     "demo": "mlxd.cli.demo_cmd:demo",
     "system": "mlxd.cli.system_cmd:system",
+    "doctor": "mlxd.cli.doctor_cmd:doctor",
 }
 
 

@@ -51,12 +51,30 @@ def submit(
     store = get_store()
     check_prerequisite(after)
     params = spec if isinstance(spec, dict) else spec.to_params()
+    desc = label or describe(kind, spec)  # before the row exists: an error here leaves no job
+    from mlxd.daemon.admission import AdmissionError, check_at_submit
+
+    try:
+        disk_note = check_at_submit(kind, params, store)
+    except AdmissionError as e:
+        raise UserError(str(e)) from None
     job = store.submit_job(kind, params, priority=priority, after_job_id=after,
                            timeout_s=timeout_s, max_attempts=max_attempts)  # fmt: skip
-    release_if_runnable(job.id)
+    # The catalog row is the job: if the queue cannot be written now, a running daemon finds
+    # the row within seconds (and a starting one at once), so this is a note, not an error.
+    queue_note = None
+    try:
+        release_if_runnable(job.id)
+    except Exception as e:  # noqa: BLE001
+        queue_note = (
+            f"the queue could not be written ({type(e).__name__}); "
+            "the daemon picks the job up from the catalog within seconds"
+        )
     if not quiet:
-        desc = label or describe(kind, spec)
         click.echo(f"Queued job {job.id}: {desc}" + (f" (after job {after})" if after else ""))
+        for note in (queue_note, disk_note):
+            if note:
+                click.echo(f"Note: {note}.", err=True)
         if not running:
             note_no_daemon("the job starts")
     if wait:
@@ -66,7 +84,7 @@ def submit(
 
 def daemon_running(*, wait: bool, what: str) -> bool:
     """Whether a daemon runs; with ``--wait`` there must be one (nobody would run the job)."""
-    from mlxd.daemon.service import status
+    from mlxd.daemon.control import status
 
     running = status(get_paths()).running
     if wait and not running:
@@ -166,8 +184,8 @@ def follow(
 
 
 def _nobody_runs(job) -> bool:
+    from mlxd.daemon.control import status
     from mlxd.daemon.liveness import owner_alive
-    from mlxd.daemon.service import status
 
     if job.status == "queued":
         return not status(get_paths()).running

@@ -38,6 +38,26 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
+def _heartbeat(send) -> None:
+    from mlxd.daemon.settings import child_heartbeat_s
+
+    interval = child_heartbeat_s()
+    while True:
+        send("beat")
+        time.sleep(interval)
+
+
+def _limit_address_space() -> None:
+    # MLXD_JOB_MEMORY_LIMIT_BYTES: a job that asks for more fails instead of taking the machine.
+    from mlxd.daemon.settings import memory_limit_bytes
+
+    limit = memory_limit_bytes()
+    if limit:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
 def _preload() -> None:
     """Import everything a job needs before it starts (mlx_lm alone is ~1 s)."""
     from mlxd.engine.preload import warm_imports
@@ -87,10 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0  # the daemon closed stdin without a job: it is stopping
     request = json.loads(text)
     received = time.monotonic()
+    # The job's lease: this process says it is alive; a stopped one (SIGSTOP) falls silent.
+    threading.Thread(target=_heartbeat, args=(send,), daemon=True).start()
     if spare and request.get("log_path"):
         _log_to(request["log_path"])
     if not spare:
         _preload()
+    _limit_address_space()  # after the imports: the limit is on the job's own allocations
     # The job's own work starts when both the imports and the request are there.
     work_start = time.monotonic()
     from mlxd.jobs import load_kind

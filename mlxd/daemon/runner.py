@@ -3,10 +3,19 @@
 The same code serves the daemon's worker threads and commands that run a job in the
 foreground (``mlxd models synth``): a job always runs in a fresh child process.
 
-In the daemon (``prewarm``) one spare child waits with mlx and mlx_lm already imported, so
-the next job starts at once instead of paying ~1 s of imports. Each spare serves one job; the
-next spare starts as soon as a job is handed over, or, for a measuring job (a kind's QUIET),
-as soon as that job's process has ended.
+In the daemon (``prewarm``) one spare child waits with mlx and mlx_lm already imported
+(``spare.py``). The next spare starts as soon as a job is handed over, or, for a measuring
+job (a kind's QUIET), as soon as that job's process has ended.
+
+What keeps a job from being lost or stuck (issue 8):
+- the child heartbeats on its pipe; a child that neither beats nor uses CPU for the lease
+  timeout (stopped, deadlocked) is killed, and that counts as the job's own crash;
+- the job's own crash is retried once with the reason kept, then fails;
+- every job has a time limit (its kind's default unless ``--timeout``);
+- a job writing models stops when the disk falls below the reserve, saying so;
+- catalog writes that end a job are retried with backoff while the catalog is locked;
+- the folder moved into models/ carries a commit marker with the result, so a daemon killed
+  between the move and the catalog commit leaves something the next start adopts.
 """
 
 from __future__ import annotations
@@ -16,10 +25,8 @@ import logging
 import os
 import queue
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -27,9 +34,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from mlxd.catalog.models import utcnow
 from mlxd.catalog.store import CatalogError, Store
 from mlxd.config import Paths
+from mlxd.daemon import admission, faults, reasons, settings
+from mlxd.daemon.control import cancel_file
+from mlxd.daemon.liveness import start_time
+from mlxd.daemon.retry import GaveUp, disk_full, retry_write, transient, try_write
+from mlxd.daemon.spare import CHILD_CMD, Spare, dismiss, terminate
 from mlxd.formats.modelfolder import ModelFolderError
 from mlxd.jobs import UnknownJobKind, load_kind
 from mlxd.jobs.base import FinishContext, JobFailed, SpecError
@@ -38,9 +52,10 @@ log = logging.getLogger("mlxd.runner")
 
 POLL_S = 0.2  # how often the supervisor looks at cancel requests and the clock
 PROGRESS_WRITE_S = 0.5  # at most this often a progress row is written
-HEARTBEAT_S = 5.0  # at least this often the job's heartbeat_at is refreshed
-KILL_GRACE_S = 3.0
-CHILD_CMD = [sys.executable, "-m", "mlxd.daemon.child"]
+HEARTBEAT_S = 5.0  # at least this often the job's heartbeat_at (its lease) is renewed
+CPU_CHECK_S = 1.0
+DISK_CHECK_S = 2.0
+COMMIT_MARKER = ".mlxd-commit.json"
 _FINISH_LOCK = threading.Lock()
 
 
@@ -51,18 +66,40 @@ class Outcome:
 
 
 @dataclass
+class ChildEnd:
+    """How a child's run ended, before it is turned into a job status."""
+
+    result: dict[str, Any] | None = None
+    error: str | None = None  # the job's own error, or a limit it hit
+    ended: str = "done"  # done | cancelled | requeued (the daemon is stopping)
+    crash: reasons.Crash | None = None  # the process died of something not its own error
+
+
+@dataclass
 class Runner:
     store: Store
     paths: Paths
     # Set when the daemon is shutting down: the running job is stopped and re-queued.
     stop_event: threading.Event = field(default_factory=threading.Event)
-    # Called with a job id that became runnable (a dependent whose prerequisite succeeded).
+    # Called with a job id that became runnable (a dependent, or a crashed job run again).
     release: Callable[[int], None] = lambda job_id: None
     # Keep one pre-started child waiting for the next job (the daemon; not in-CLI runs).
     prewarm: bool = False
-    _spare: subprocess.Popen | None = field(default=None, init=False, repr=False)
-    _spare_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    _closed: bool = field(default=False, init=False, repr=False)
+    spare: Spare = field(init=False, repr=False)
+    _active: set[int] = field(default_factory=set, init=False, repr=False)
+    _reserved: dict[int, int] = field(default_factory=dict, init=False, repr=False)
+    _admit_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self):
+        self.spare = Spare(self.paths, self._child_env, enabled=self.prewarm)
+
+    def active_jobs(self) -> set[int]:
+        """The jobs this runner's workers are handling now (the housekeeper leaves them be)."""
+        return set(self._active)
+
+    def _write(self, fn: Callable[[], Any], what: str) -> Any:
+        """A write that ends a job: retried while the catalog is locked or full."""
+        return retry_write(fn, what=what, stop=self.stop_event)
 
     def handle(self, job_id: int) -> Outcome | None:
         """Run job ``job_id`` if it is queued and its prerequisite allows; None otherwise."""
@@ -73,21 +110,62 @@ class Runner:
             return None
         if job.status != "queued":
             return None
-        gate = self.store.prerequisite_gate(job)
+        gate = self._write(lambda: self.store.prerequisite_gate(job), "prerequisite gate")
         if gate == "wait":
             return None  # released when the prerequisite finishes
         if gate == "failed":
             return Outcome("failed", "prerequisite failed")
-        claimed = self.store.claim_job(job_id, host=socket.gethostname(), daemon_pid=os.getpid())
-        if claimed is None:
-            return None
-        outcome = self._run(claimed)
+        admitted = self._admit(job)
+        if admitted is not True:
+            return admitted
+        try:
+            claimed = self._write(
+                lambda: self.store.claim_job(
+                    job_id, host=socket.gethostname(), daemon_pid=os.getpid()
+                ),
+                f"claim job {job_id}",
+            )
+            if claimed is None:
+                return None
+            outcome = self._run(claimed)
+        finally:
+            with self._admit_lock:
+                self._active.discard(job_id)
+                self._reserved.pop(job_id, None)
         if outcome.status == "succeeded":
             for dep in self.store.dependents(job_id):
                 self.release(dep.id)
         elif outcome.status in ("failed", "cancelled"):
-            self.store.fail_dependents(job_id)
+            self._write(lambda: self.store.fail_dependents(job_id), "fail dependents")
         return outcome
+
+    def _admit(self, job) -> Outcome | None | bool:
+        """True to run the job now (its memory reserved, and it is marked active: from here
+        on housekeeping never takes it for unowned); None if it waits; an Outcome if refused."""
+        try:
+            est = admission.estimate(job.kind, job.params, self.store)
+        except Exception:  # noqa: BLE001  an estimate is advice, never a reason to fail
+            log.exception("job %s: no memory estimate", job.id)
+            est = None
+        with self._admit_lock:
+            try:
+                wait = admission.decide(est, sum(self._reserved.values()), self.paths.models)
+            except admission.AdmissionError as e:
+                wait, refused = None, str(e)
+            else:
+                refused = None
+            if refused is None and wait is None:
+                self._active.add(job.id)
+                self._reserved[job.id] = est.memory_bytes if est else 0
+                return True
+        if refused is not None:
+            self._write(
+                lambda: self.store.finish_job(job.id, "failed", error=refused), "refuse job"
+            )
+            return Outcome("failed", refused)
+        if job.message != wait:
+            try_write(lambda: self.store.update_job(job.id, message=wait), what="waiting")
+        return None  # the housekeeper enqueues it again within seconds
 
     # -- one attempt ----------------------------------------------------------------------
 
@@ -95,18 +173,27 @@ class Runner:
         self.paths.ensure()
         log_path = Path(job.log_path or self.paths.job_log(job.id))
         with open(log_path, "a", buffering=1) as joblog:
+            history = "".join(
+                f", after {n} {what}" for n, what in ((job.interruptions, "daemon stop(s)"),
+                                                       (job.crashes, "crash(es)")) if n
+            )  # fmt: skip
             joblog.write(
-                f"=== job {job.id} ({job.kind}) attempt {job.attempts} on {job.host} "
+                f"=== job {job.id} ({job.kind}) attempt {job.attempts}{history} on {job.host} "
                 f"at {utcnow():%Y-%m-%d %H:%M:%S} UTC\n"
             )
-            outcome = self._attempt(job, joblog)
+            try:
+                outcome = self._attempt(job, joblog)
+            except GaveUp:
+                # Stopping while the catalog refuses writes: the row still says running; the
+                # next start recovers it (and adopts a committed-on-disk result).
+                outcome = Outcome("requeued", "the daemon stopped while the catalog was locked")
             joblog.write(
                 f"=== {outcome.status}" + (f": {outcome.error}" if outcome.error else "") + "\n"
             )
         return outcome
 
     def _fail(self, job_id: int, error: str) -> Outcome:
-        self.store.finish_job(job_id, "failed", error=error)
+        self._write(lambda: self.store.finish_job(job_id, "failed", error=error), "fail job")
         return Outcome("failed", error)
 
     def _attempt(self, job, joblog) -> Outcome:
@@ -131,27 +218,47 @@ class Runner:
             "output_dir": str(output_dir) if output_dir else None,
         }
         try:
-            result, error, ended = self._supervise(job, request, joblog)
+            end = self._supervise(job, request, joblog, output_dir)
         except BaseException:  # Ctrl-C in a foreground run: nothing may stay "running"
             if output_dir:
                 shutil.rmtree(output_dir, ignore_errors=True)
             self.store.finish_job(job.id, "cancelled", error="interrupted")
             self.store.fail_dependents(job.id)
             raise
-        if ended in ("cancelled", "requeued") or error is not None or result is None:
+        if end.ended != "done" or end.error is not None or end.result is None or end.crash:
             if output_dir:
                 shutil.rmtree(output_dir, ignore_errors=True)
-        if ended == "cancelled":
-            self.store.finish_job(job.id, "cancelled", error="cancelled by user")
+        if end.ended == "cancelled":
+            self._write(
+                lambda: self.store.finish_job(job.id, "cancelled", error="cancelled by user"),
+                "cancel job",
+            )
+            cancel_file(self.paths, job.id).unlink(missing_ok=True)
             return Outcome("cancelled", "cancelled by user")
-        if ended == "requeued":
+        if end.ended == "requeued":
             # Not the job's fault: this attempt does not count against max_attempts.
-            self.store.update_job(job.id, attempts=max(job.attempts - 1, 0))
-            self.store.requeue_job(job.id, "the daemon stopped; the job will run again")
+            def requeue():
+                self.store.update_job(job.id, attempts=max(job.attempts - 1, 0))
+                self.store.requeue_job(job.id, "the daemon stopped; the job will run again")
+
+            self._write(requeue, "requeue job")
             return Outcome("requeued")
-        if error is not None or result is None:
-            return self._fail(job.id, error or "the job ended without a result")
-        return self._finish(job, kind, spec, inputs, result, output_dir)
+        if end.crash is not None:
+            return self._crashed(job, end.crash)
+        if end.error is not None or end.result is None:
+            return self._fail(job.id, end.error or "the job ended without a result")
+        return self._finish(job, kind, spec, inputs, end.result, output_dir)
+
+    def _crashed(self, job, crash: reasons.Crash) -> Outcome:
+        """The job's own process died: run it once more, then fail with the reason."""
+        if crash.retryable and job.crashes < settings.CRASH_RETRIES:
+            self._write(lambda: self.store.requeue_after_crash(job.id, crash.reason), "requeue job")
+            log.warning("job %s crashed (%s); it will run once more", job.id, crash.reason)
+            self.release(job.id)
+            return Outcome("requeued", crash.reason)
+        if job.crashes:
+            return self._fail(job.id, f"{crash.reason} (again, after a retry)")
+        return self._fail(job.id, crash.reason)
 
     def _finish(self, job, kind, spec, inputs, result, output_dir: Path | None) -> Outcome:
         # With several workers, two jobs may finish at once: one at a time, so neither takes
@@ -169,80 +276,48 @@ class Runner:
                     return self._fail(job.id, f"a model folder already exists at {final}")
                 # Left over from a crash between the rename and the catalog commit.
                 shutil.rmtree(final)
+            write_commit_marker(output_dir, job, result)
             os.replace(output_dir, final)
+            faults.reach("after-rename")
         try:
-            with self.store.write() as s:
-                fin = FinishContext(self.store, s, job, final)
-                kind.finish(spec, inputs, result, fin)
-                self.store.finish_job(
-                    job.id,
-                    "succeeded",
-                    session=s,
-                    progress=1.0,
-                    message="done",
-                    result=fin.summary,
-                    output_model_id=fin.output_model_id,
-                )
+            self._write(
+                lambda: commit_result(self.store, job, kind, spec, inputs, result, final),
+                f"record the result of job {job.id}",
+            )
+        except GaveUp:
+            raise  # the marker stays: the next start adopts the folder
         except Exception as e:  # the catalog refused the result: undo the folder move
             log.exception("recording the result of job %s failed", job.id)
             if final is not None:
                 shutil.rmtree(final, ignore_errors=True)
+            if transient(e) and disk_full(e):
+                return self._fail(job.id, reasons.disk_full(self.paths.catalog_db))
             return self._fail(job.id, f"could not record the result: {e}")
+        if final is not None:
+            (final / COMMIT_MARKER).unlink(missing_ok=True)
         return Outcome("succeeded")
 
-    # -- the spare child ------------------------------------------------------------------
+    # -- the child process ----------------------------------------------------------------
 
     def start_spare(self) -> None:
-        """Start a spare child (if prewarm is on and none is waiting)."""
-        if not self.prewarm:
-            return
-        with self._spare_lock:
-            if self._closed or self.stop_event.is_set():
-                return
-            if self._spare is not None and self._spare.poll() is None:
-                return
-            self.paths.ensure()
-            # Until it has a job, what the spare prints (import warnings) goes to the daemon log.
-            with open(self.paths.daemon_log, "a") as out:
-                self._spare = subprocess.Popen(
-                    [*CHILD_CMD, "--preload"],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=out,
-                    env=self._child_env(),
-                    text=True,
-                )
-            log.info("spare child %s started", self._spare.pid)
+        self.spare.start(self.stop_event)
 
     def close(self) -> None:
         """Stop the spare child; no new one is started after this."""
-        with self._spare_lock:
-            self._closed = True
-            spare, self._spare = self._spare, None
-        if spare is not None:
-            _dismiss(spare)
-
-    def _take_spare(self) -> subprocess.Popen | None:
-        with self._spare_lock:
-            spare, self._spare = self._spare, None
-        if spare is not None and spare.poll() is not None:
-            log.warning("spare child %s had exited (status %s)", spare.pid, spare.returncode)
-            _dismiss(spare)
-            return None
-        return spare
+        self.spare.close()
 
     def _child_env(self) -> dict[str, str]:
         return dict(os.environ, MLXD_HOME=str(self.paths.home), PYTHONUNBUFFERED="1")
 
     def _start_child(self, request: dict[str, Any], joblog) -> subprocess.Popen:
         """Hand the request to the spare, or to a fresh child when there is none."""
-        spare = self._take_spare() if self.prewarm else None
+        spare = self.spare.take() if self.prewarm else None
         if spare is not None:
             try:
                 spare.stdin.write(json.dumps({**request, "log_path": joblog.name}))
                 spare.stdin.close()
             except (BrokenPipeError, OSError):
-                _dismiss(spare)  # it died just now: fall back to a fresh child
+                dismiss(spare)  # it died just now: fall back to a fresh child
             else:
                 if not _quiet(request["kind"]):
                     self.start_spare()  # the next job gets a warm child too
@@ -264,23 +339,30 @@ class Runner:
             self.start_spare()  # there was none (first job, or it died): have one next time
         return proc
 
-    # -- the child process ----------------------------------------------------------------
-
-    def _supervise(self, job, request: dict[str, Any], joblog):
-        """Run the child; returns (result, error, ended) with ended in done|cancelled|requeued."""
+    def _supervise(self, job, request: dict[str, Any], joblog, output_dir: Path | None):
+        oom_before = reasons.cgroup_oom_kills()
         proc = self._start_child(request, joblog)
         try:
-            return self._follow_child(job, proc, joblog)
+            end = self._follow_child(job, proc, joblog, output_dir)
         except BaseException:
-            _terminate(proc)
+            terminate(proc)
             raise
+        if end.crash is not None and proc.returncode == -9 and oom_before is not None:
+            oom_after = reasons.cgroup_oom_kills() or 0
+            if oom_after > oom_before and "no sign of life" not in end.crash.reason:
+                end.crash = reasons.Crash("out of memory: the kernel's OOM killer ended the job")
+        return end
 
-    def _follow_child(self, job, proc: subprocess.Popen, joblog):
-        self.store.update_job(job.id, pid=proc.pid, message="started")
+    def _follow_child(self, job, proc: subprocess.Popen, joblog, output_dir: Path | None):
+        ident = {"pid": proc.pid, "pid_started_at": start_time(proc.pid), "message": "started"}
+        if try_write(lambda: self.store.update_job(job.id, **ident), what="record the child"):
+            ident = {}
         events: queue.Queue = queue.Queue()
+        last_life = [time.monotonic()]  # stamped by the reader: a busy supervisor is no excuse
 
         def read_events():
             for line in proc.stdout:
+                last_life[0] = time.monotonic()
                 try:
                     events.put(json.loads(line))
                 except json.JSONDecodeError:
@@ -290,12 +372,19 @@ class Runner:
         reader = threading.Thread(target=read_events, daemon=True)
         reader.start()
 
+        lease_s = settings.lease_timeout_s()
+        limit_s = settings.time_limit_s(job.kind, job.timeout_s)
+        reserve = settings.disk_reserve_bytes() if output_dir is not None else 0
+        memory_limit = settings.memory_limit_bytes()
+        try:
+            ps = psutil.Process(proc.pid)
+        except psutil.Error:
+            ps = None
+        cpu_seen = -1.0
         started = time.monotonic()
-        result = error = None
-        ended = "done"
-        last_write = 0.0
+        end = ChildEnd()
+        last_write = last_check = last_cpu = last_disk = write_after = 0.0
         pending_progress: dict[str, Any] | None = None
-        last_check = 0.0
         while True:
             try:
                 ev = events.get(timeout=POLL_S)
@@ -308,9 +397,11 @@ class Runner:
                 if kind == "progress":
                     pending_progress = {"progress": ev["fraction"], "message": ev["message"]}
                 elif kind == "result":
-                    result = ev["result"]
+                    end.result = ev["result"]
                 elif kind == "error":
-                    error = ev["message"]
+                    end.error = reasons.describe_error(
+                        ev["message"], output_path=output_dir, memory_limit=memory_limit
+                    )
                 elif kind == "timing":
                     # Where the child's time went: what benchmarks/run.py subtracts as work.
                     joblog.write(
@@ -319,61 +410,103 @@ class Runner:
                         f"work {ev['work_s']:.3f} s\n"
                     )
             now = time.monotonic()
-            if (pending_progress and now - last_write >= PROGRESS_WRITE_S) or (
-                now - last_write >= HEARTBEAT_S  # a long step without progress still shows life
+            if ps is not None and now - last_cpu >= CPU_CHECK_S:
+                last_cpu = now
+                try:
+                    t = ps.cpu_times()
+                    cpu = t.user + t.system
+                except psutil.Error:
+                    cpu = cpu_seen
+                if cpu > cpu_seen:  # a deadlocked or stopped process uses no CPU
+                    cpu_seen, last_life[0] = cpu, max(last_life[0], now)
+            alive = now - last_life[0] < lease_s
+            if (
+                alive
+                and now >= write_after
+                and (
+                    (pending_progress and now - last_write >= PROGRESS_WRITE_S)
+                    or now - last_write >= HEARTBEAT_S  # renew the lease even without progress
+                )
             ):
-                self.store.update_job(job.id, heartbeat_at=utcnow(), **(pending_progress or {}))
-                pending_progress, last_write = None, now
+                values = {**ident, "heartbeat_at": utcnow(), **(pending_progress or {})}
+                if try_write(lambda v=values: self.store.update_job(job.id, **v), what="heartbeat"):
+                    pending_progress, ident = None, {}
+                else:  # a locked catalog: keep following the child, try again later
+                    write_after = time.monotonic() + HEARTBEAT_S
+                last_write = now
+            if reserve and now - last_disk >= DISK_CHECK_S:
+                last_disk = now
+                if reasons.free_bytes(self.paths.models) < reserve:
+                    end.error = reasons.disk_full(self.paths.models, reserve)
             if now - last_check >= POLL_S:
                 last_check = now
                 if self.stop_event.is_set():
-                    ended = "requeued"
-                elif job.timeout_s and now - started > job.timeout_s:
-                    error = f"timed out after {job.timeout_s:g} s"
-                elif self.store.get_job(job.id).cancel_requested:
-                    ended = "cancelled"
-                if ended != "done" or error:
-                    _terminate(proc)
+                    end.ended = "requeued"
+                elif not alive:
+                    end.crash = reasons.Crash(
+                        f"the job's process showed no sign of life for {lease_s:g} s "
+                        "(stopped or hung); killed"
+                    )
+                elif now - started > limit_s:
+                    end.error = f"timed out after {limit_s:g} s"
+                elif self._cancel_requested(job.id):
+                    end.ended = "cancelled"
+                if end.ended != "done" or end.error or end.crash:
+                    terminate(proc)
                     break
         rc = proc.wait()
         self.start_spare()  # (if prewarm) after a quiet job, or if none is waiting
         reader.join(timeout=5)
-        if ended == "done" and error is None and rc != 0:
-            error = _describe_exit(rc)
-        return result, error, ended
+        if end.ended == "done" and end.error is None and end.crash is None:
+            if end.result is None and rc != 0:
+                end.crash = reasons.describe_exit(
+                    rc,
+                    log_tail=reasons.log_tail(Path(joblog.name)),
+                    memory_limit=memory_limit,
+                    output_path=output_dir,
+                )
+                if not end.crash.retryable:
+                    end.error, end.crash = end.crash.reason, None
+        return end
+
+    def _cancel_requested(self, job_id: int) -> bool:
+        if cancel_file(self.paths, job_id).exists():
+            return True
+        try:
+            return bool(self.store.get_job(job_id).cancel_requested)
+        except Exception as e:  # noqa: BLE001  a slow catalog: look again next time
+            if not transient(e):
+                raise
+            return False
 
 
-def _terminate(proc: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL: a long C call inside MLX may not notice a polite request."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
+def write_commit_marker(folder: Path, job, result: dict[str, Any]) -> None:
+    """What the next start needs to adopt this folder if the catalog commit is lost."""
+    marker = {"job_id": job.id, "attempt": job.attempts, "kind": job.kind, "result": result}
+    (folder / COMMIT_MARKER).write_text(json.dumps(marker, default=str))
+
+
+def read_commit_marker(folder: Path) -> dict[str, Any] | None:
     try:
-        proc.wait(KILL_GRACE_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        return json.loads((folder / COMMIT_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
 
 
-def _dismiss(proc: subprocess.Popen) -> None:
-    """End a child that has no job (it may still be importing: do not wait for EOF)."""
-    try:
-        if proc.stdin and not proc.stdin.closed:
-            proc.stdin.close()
-    except OSError:
-        pass
-    _terminate(proc)
-    if proc.stdout:
-        proc.stdout.close()
-
-
-def _describe_exit(rc: int) -> str:
-    if rc < 0:
-        sig = signal.Signals(-rc).name
-        if sig == "SIGKILL":
-            return "the job's process was killed (SIGKILL; out of memory?)"
-        return f"the job's process crashed ({sig})"
-    return f"the job's process exited with status {rc}"
+def commit_result(store: Store, job, kind, spec, inputs, result, final: Path | None) -> None:
+    """Record a job's result and mark it succeeded, in one transaction."""
+    with store.write() as s:
+        fin = FinishContext(store, s, job, final)
+        kind.finish(spec, inputs, result, fin)
+        store.finish_job(
+            job.id,
+            "succeeded",
+            session=s,
+            progress=1.0,
+            message="done",
+            result=fin.summary,
+            output_model_id=fin.output_model_id,
+        )
 
 
 def _quiet(kind_name: str) -> bool:

@@ -1,0 +1,193 @@
+"""Admission control: will this job fit in memory and on disk?
+
+An estimate from the catalog and the model's config.json (no MLX): the weights read, the
+weights written at the target precision, the KV cache for the longest context a bench asks
+for, plus a margin. Compared with the machine's memory budget (``MLXD_MEMORY_BUDGET_BYTES``,
+default 75% of RAM: on a Mac, roughly the GPU's default wired-memory share) and free disk.
+
+- A job that can never fit (more than the whole budget) is refused at submit with both
+  figures; a daemon refuses it at start the same way (its budget may be smaller).
+- One that fits the budget but not what running jobs leave of it waits (``waiting: memory``
+  in ``jobs list``), so memory-heavy jobs run one at a time even with ``--workers 2``.
+- ``MLXD_QUEUE_LIMIT_PER_USER`` (off unless set) refuses a user's flood politely.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from mlxd.daemon.reasons import free_bytes, human_bytes
+
+ENV_MEMORY_BUDGET = "MLXD_MEMORY_BUDGET_BYTES"
+ENV_QUEUE_LIMIT = "MLXD_QUEUE_LIMIT_PER_USER"
+MARGIN = 1.2  # MLX's buffers, the Python process, activations
+
+
+class AdmissionError(Exception):
+    """A job that cannot run here; the message is one line with the estimate and the limit."""
+
+
+@dataclass
+class Estimate:
+    memory_bytes: int
+    disk_bytes: int
+    parts: str  # how the memory figure was made, for the message
+
+    def describe(self) -> str:
+        return f"about {human_bytes(self.memory_bytes)} of memory ({self.parts})"
+
+
+def memory_budget_bytes() -> int:
+    try:
+        value = int(float(os.environ.get(ENV_MEMORY_BUDGET, "")))
+    except ValueError:
+        value = 0
+    return value if value > 0 else int(psutil.virtual_memory().total * 0.75)
+
+
+def queue_limit_per_user() -> int | None:
+    try:
+        value = int(os.environ.get(ENV_QUEUE_LIMIT, ""))
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def _config(path: str | None) -> dict[str, Any]:
+    try:
+        return json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def _kv_bytes_per_token(cfg: dict[str, Any], dtype_bytes: int) -> int:
+    layers = cfg.get("num_hidden_layers") or 0
+    heads = cfg.get("num_attention_heads") or 1
+    kv_heads = cfg.get("num_key_value_heads") or heads
+    head_dim = cfg.get("head_dim") or (cfg.get("hidden_size") or 0) // heads
+    return 2 * layers * kv_heads * head_dim * dtype_bytes
+
+
+def estimate(kind: str, params: dict[str, Any], store) -> Estimate | None:
+    """The job's memory and disk needs, or None when they cannot be known yet (its model is
+    made by a job that has not run, or the kind is not estimated)."""
+    model = None
+    ref = params.get("model_id") if params.get("model_id") is not None else params.get("model")
+    if ref is not None:
+        model = store.find_model(ref)
+        if model is None or not model.size_bytes:
+            return None
+    if kind == "convert":
+        out = (model.num_parameters or 0) * (2 if params.get("dtype") in ("float16", "bfloat16")
+                                              else 4) or model.size_bytes  # fmt: skip
+        return Estimate(
+            int((model.size_bytes + out) * MARGIN),
+            out,
+            f"weights {human_bytes(model.size_bytes)} read + {human_bytes(out)} written",
+        )
+    if kind == "quantize":
+        bits = params.get("bits") or 4
+        out = int((model.num_parameters or model.size_bytes / 2) * (bits + 1) / 8)
+        return Estimate(
+            int((model.size_bytes + out) * MARGIN),
+            out,
+            f"weights {human_bytes(model.size_bytes)} read + {human_bytes(out)} at {bits} bits",
+        )
+    if kind == "bench":
+        cfg = _config(model.path)
+        per_token = _kv_bytes_per_token(cfg, 4 if (model.dtype or "") == "float32" else 2)
+        context = max(
+            (p + g + d) * b
+            for p in params.get("prompt_tokens") or [512]
+            for g in params.get("gen_tokens") or [128]
+            for d in params.get("depth") or [0]
+            for b in params.get("batch_size") or [1]
+        )
+        kv = per_token * context
+        return Estimate(
+            int((model.size_bytes + kv) * MARGIN),
+            0,
+            f"weights {human_bytes(model.size_bytes)} + KV cache {human_bytes(kv)} "
+            f"for {context} tokens",
+        )
+    if kind == "quality":
+        base = store.find_model(params["base_id"]) if params.get("base_id") else None
+        both = model.size_bytes + (base.size_bytes or 0 if base else 0)
+        return Estimate(int(both * MARGIN), 0, f"model and base weights {human_bytes(both)}")
+    if kind == "import_gguf":
+        try:
+            size = Path(params["file"]).stat().st_size
+        except (OSError, KeyError, TypeError):
+            return None
+        out = size * (8 if params.get("dequantize") else 1)
+        return Estimate(int((size + out) * MARGIN), out, f"GGUF {human_bytes(size)} + output")
+    return None
+
+
+def current_user() -> str | None:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001  no passwd entry in some containers
+        return os.environ.get("USER")
+
+
+def check_at_submit(kind: str, params: dict[str, Any], store) -> str | None:
+    """Refuse what can never fit, or a user over the queue limit; a note about disk, or None."""
+    user = current_user()
+    limit = queue_limit_per_user()
+    if limit is not None:
+        mine = [j for j in store.list_jobs(["queued", "running"]) if j.submitted_by == user]
+        if len(mine) >= limit:
+            raise AdmissionError(
+                f"{user} already has {len(mine)} job(s) queued or running, the limit per user "
+                f"({ENV_QUEUE_LIMIT}={limit}); wait for some to finish"
+            )
+    est = estimate(kind, params, store)
+    if est is None:
+        return None
+    budget = memory_budget_bytes()
+    if est.memory_bytes > budget:
+        raise AdmissionError(
+            f"this job needs {est.describe()}; this machine's budget is {human_bytes(budget)} "
+            f"({ENV_MEMORY_BUDGET}, default 75% of RAM)"
+        )
+    free = free_bytes(store.paths.models)
+    if est.disk_bytes > free:
+        return (
+            f"it needs about {human_bytes(est.disk_bytes)} of disk and "
+            f"{human_bytes(free)} is free; it waits until there is room"
+        )
+    return None
+
+
+def decide(est: Estimate | None, in_use_bytes: int, models_path: Path) -> str | None:
+    """At start: None to run now, else why it waits ('waiting: memory ...'). Raises
+    AdmissionError for a job that can never fit this daemon's budget."""
+    if est is None:
+        return None
+    budget = memory_budget_bytes()
+    if est.memory_bytes > budget:
+        raise AdmissionError(
+            f"this job needs {est.describe()}; the daemon's budget is {human_bytes(budget)} "
+            f"({ENV_MEMORY_BUDGET})"
+        )
+    if in_use_bytes and est.memory_bytes > budget - in_use_bytes:
+        return (
+            f"waiting: memory (needs {human_bytes(est.memory_bytes)}; running jobs hold "
+            f"{human_bytes(in_use_bytes)} of the {human_bytes(budget)} budget)"
+        )
+    # The reserve is the floor a running job stops at; to start, the output must fit.
+    if est.disk_bytes and est.disk_bytes > free_bytes(models_path):
+        return (
+            f"waiting: disk (needs {human_bytes(est.disk_bytes)}; "
+            f"{human_bytes(free_bytes(models_path))} free)"
+        )
+    return None

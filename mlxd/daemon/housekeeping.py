@@ -1,0 +1,45 @@
+"""The daemon's housekeeper: a thread that, every few seconds while the daemon lives,
+
+- recovers running jobs nobody supervises any more (their daemon or CLI died, or a worker
+  lost them), not only at start-up;
+- replaces a spare child that died or was stopped;
+- enqueues queued catalog rows that huey does not hold (a submit whose second write failed).
+
+Each pass is guarded: a locked catalog delays a pass, it never stops the thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from mlxd.catalog.store import Store
+from mlxd.config import Paths
+from mlxd.daemon import settings
+from mlxd.daemon.control import alive_file
+from mlxd.daemon.recovery import reconcile_queue, recover_orphaned_jobs
+from mlxd.daemon.runner import Runner
+
+log = logging.getLogger("mlxd.housekeeping")
+
+
+class Housekeeper(threading.Thread):
+    def __init__(self, store: Store, paths: Paths, runner: Runner, stop: threading.Event):
+        super().__init__(name="mlxd-housekeeper", daemon=True)
+        self.store, self.paths, self.runner, self.stop = store, paths, runner, stop
+        self.interval = settings.housekeeping_s()
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001  next time, then
+                log.exception("housekeeping pass failed")
+
+    def tick(self) -> None:
+        alive_file(self.paths).touch()
+        self.runner.spare.check(self.stop)
+        recover_orphaned_jobs(self.store, self.paths, supervised=self.runner.active_jobs)
+        enqueued = reconcile_queue(self.store, self.paths, grace_s=settings.RECONCILE_GRACE_S)
+        if enqueued:
+            log.warning("queued job(s) %s were not in the queue; enqueued them", enqueued)

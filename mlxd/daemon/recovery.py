@@ -1,0 +1,157 @@
+"""Recovery: the catalog is the truth, huey only delivers at most once.
+
+Run at start-up and, in part, every few seconds by the housekeeper:
+- running jobs whose daemon is gone are queued again without charging an attempt (a daemon
+  death is not the job's fault), unless the daemon died that many times in a row during the
+  same job: a poison pill, failed as such;
+- their old children are killed only when provably ours (start time, MLXD_HOME);
+- folders moved into models/ whose catalog commit was lost are adopted (their commit marker
+  holds the result) or removed; stale partial folders are removed;
+- queued rows that huey does not hold are enqueued again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable, Collection
+from pathlib import Path
+
+from mlxd.catalog.store import CatalogError, NotFound, Store
+from mlxd.config import Paths
+from mlxd.daemon import queue, settings
+from mlxd.daemon.liveness import kill_our_child, process_alive
+from mlxd.daemon.runner import COMMIT_MARKER, commit_result, read_commit_marker
+from mlxd.jobs import load_kind
+
+log = logging.getLogger("mlxd.recovery")
+
+
+def recover(store: Store, paths: Paths) -> None:
+    """Start-up recovery (this process holds the home's lock: no other daemon runs)."""
+    adopt_committed_folders(store, paths)
+    keep_partial = recover_orphaned_jobs(store, paths, supervised=set)
+    remove_partials(paths, keep_partial)
+    reconcile_queue(store, paths, grace_s=0.0)
+
+
+def recover_orphaned_jobs(
+    store: Store, paths: Paths, supervised: Callable[[], Collection[int]]
+) -> set[str]:
+    """Queue again (or end) running jobs that no live process supervises.
+
+    ``supervised``: the jobs this daemon's own workers are running now. Returns the partial
+    folder names of jobs that others (a CLI running a job in the foreground) still run.
+    """
+    keep_partial: set[str] = set()
+    me = os.getpid()
+    for job in store.list_jobs(["running"]):
+        if job.daemon_pid == me:
+            if job.id in supervised():
+                continue
+        elif process_alive(job.daemon_pid, job.started_at):
+            keep_partial.add(f"job-{job.id}-attempt-{job.attempts}")
+            continue
+        kill_our_child(job.pid, job.pid_started_at, paths.home)
+        deaths = job.interruptions + 1
+        if job.cancel_requested:
+            store.finish_job(job.id, "cancelled", error="cancelled by user")
+            store.fail_dependents(job.id)
+        elif deaths >= settings.POISON_PILL_DEATHS:
+            store.finish_job(
+                job.id,
+                "failed",
+                error=f"poison pill: the daemon died {deaths} times in a row while this job "
+                "ran; not run again",
+                interruptions=deaths,
+            )
+            store.fail_dependents(job.id)
+            log.warning("job %s failed as a poison pill after %s daemon deaths", job.id, deaths)
+        elif store.requeue_after_interruption(
+            job.id, f"the daemon stopped during this job ({deaths}x); queued again"
+        ):
+            queue.enqueue(paths, job.id, priority=job.priority)
+            log.info("job %s was running when its daemon stopped; queued again", job.id)
+    return keep_partial
+
+
+def remove_partials(paths: Paths, keep: Collection[str]) -> None:
+    if not paths.partial.exists():
+        return
+    for p in paths.partial.iterdir():
+        if p.name in keep:
+            continue
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def adopt_committed_folders(store: Store, paths: Paths) -> list[int]:
+    """Folders in models/ with a commit marker: finish their job, or remove them."""
+    adopted = []
+    if not paths.models.exists():
+        return adopted
+    for folder in sorted(paths.models.iterdir()):
+        if folder.name.startswith(".") or not (folder / COMMIT_MARKER).exists():
+            continue
+        if store.find_model(str(folder)) is not None:
+            (folder / COMMIT_MARKER).unlink(missing_ok=True)  # committed; the marker was not
+            continue
+        marker = read_commit_marker(folder)
+        job_id = marker.get("job_id") if marker else None
+        try:
+            job = store.get_job(int(job_id)) if job_id is not None else None
+        except NotFound:
+            job = None
+        if (
+            job is not None
+            and job.status in ("queued", "running")
+            and _adopt(store, paths, job, folder, marker["result"])
+        ):
+            adopted.append(job.id)
+            continue
+        log.warning("removing %s: its job's catalog commit was lost", folder)
+        shutil.rmtree(folder, ignore_errors=True)
+    return adopted
+
+
+def _adopt(store: Store, paths: Paths, job, folder: Path, result) -> bool:
+    kill_our_child(job.pid, job.pid_started_at, paths.home)
+    try:
+        kind = load_kind(job.kind)
+        spec = kind.Spec.from_params(job.params)
+        if getattr(spec, "name", None) != folder.name:
+            return False
+        inputs = kind.prepare(spec, store)
+        commit_result(store, job, kind, spec, inputs, result, folder)
+    except (CatalogError, ValueError, TypeError, KeyError) as e:
+        log.warning("could not adopt %s for job %s: %s", folder, job.id, e)
+        return False
+    (folder / COMMIT_MARKER).unlink(missing_ok=True)
+    log.info("job %s: adopted %s (its result was on disk; the commit was lost)", job.id, folder)
+    for dep in store.dependents(job.id):
+        queue.enqueue(paths, dep.id, priority=dep.priority)
+    return True
+
+
+def reconcile_queue(store: Store, paths: Paths, grace_s: float) -> list[int]:
+    """Enqueue queued rows that huey does not hold (a lost or failed enqueue, or a job
+    waiting for memory that asks again); the ids of the lost ones."""
+    from mlxd.catalog.models import utcnow
+
+    pending = queue.pending_job_ids(paths)
+    now = utcnow()
+    enqueued = []
+    for job in store.list_jobs(["queued"]):
+        if job.id in pending:
+            continue
+        submitted = job.submitted_at
+        if submitted.tzinfo is None:
+            submitted = submitted.replace(tzinfo=now.tzinfo)
+        if grace_s and (now - submitted).total_seconds() < grace_s:
+            continue  # its CLI may be enqueueing it right now
+        if store.prerequisite_gate(job) != "go":
+            continue
+        queue.enqueue(paths, job.id, priority=job.priority)
+        if not (job.message or "").startswith("waiting:"):  # those come back by design
+            enqueued.append(job.id)
+    return enqueued
