@@ -8,7 +8,6 @@ with one environment variable.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,9 +92,10 @@ def check_home(p: Paths) -> Paths:
     try:
         home.mkdir(parents=True, exist_ok=True)
         # A write probe: catches read-only file systems and permissions alike (os.access
-        # says yes to root on a read-only folder).
-        with tempfile.TemporaryFile(dir=home):
-            pass
+        # says yes to root on a read-only folder). Cheaper than importing tempfile.
+        probe = home / f".write-probe-{os.getpid()}"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT, 0o600))
+        probe.unlink(missing_ok=True)
     except OSError as e:
         why = e.strerror or type(e).__name__
         raise HomeError(f"MLXD_HOME {home} is not usable ({why}); point {ENV_HOME} at a "
