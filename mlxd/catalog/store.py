@@ -34,6 +34,7 @@ from mlxd.catalog.models import (
     utcnow,
 )
 from mlxd.config import Paths, busy_timeout_s
+from mlxd.system.permissions import share_files
 
 
 # A writer waits this long for another's lock; MLXD_BUSY_TIMEOUT_S changes it (config.py).
@@ -85,6 +86,8 @@ class Store:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if schema.current_revision(self.db_path) != schema.HEAD_REVISION:
                 schema.upgrade(self._write_engine)
+        # SQLite creates its files 0644 whatever the umask: a group-shared home needs more.
+        share_files(self.paths.home)
 
     def close(self) -> None:
         self._read_engine.dispose()

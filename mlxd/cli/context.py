@@ -42,7 +42,7 @@ def get_paths() -> Paths:
     p = paths()
     if _paths != p:
         from mlxd.config import HomeError, check_home
-        from mlxd.daemon.permissions import apply_umask
+        from mlxd.system.permissions import apply_umask
 
         apply_umask(p.home)  # a group-shared home: files the whole group can use
         try:
@@ -60,7 +60,7 @@ def get_store():
     global _store
     if _store is None:
         from mlxd.catalog.store import Store
-        from mlxd.daemon.permissions import share_files
+        from mlxd.system.permissions import share_files
 
         p = get_paths()
         _store = Store(p)

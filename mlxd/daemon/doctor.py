@@ -103,7 +103,7 @@ def check_disk(paths: Paths) -> Finding:
 
 
 def check_permissions(paths: Paths) -> Finding:
-    from mlxd.daemon.permissions import is_shared, world_writable
+    from mlxd.system.permissions import is_shared, world_writable
 
     if not paths.home.exists():
         return Finding("permissions", True, "no home yet")

@@ -25,10 +25,10 @@ from mlxd.config import Paths
 from mlxd.daemon import queue, settings
 from mlxd.daemon.control import DaemonError, alive_file, pidfile_pid
 from mlxd.daemon.housekeeping import Housekeeper
-from mlxd.daemon.permissions import apply_umask, share_files
 from mlxd.daemon.recovery import recover
 from mlxd.daemon.retry import GaveUp
 from mlxd.daemon.runner import Runner
+from mlxd.system.permissions import apply_umask, share_files
 
 log = logging.getLogger("mlxd.daemon")
 
