@@ -76,3 +76,26 @@ class GenerationStats:
     generation_tps: float = 0.0
     peak_memory_bytes: int = 0
     finish_reason: str | None = None
+    ttft_s: float = 0.0  # from the call to the first generated token
+    total_s: float = 0.0
+    cached_tokens: int = 0  # tokens a prompt cache held before this prompt
+    draft_accepted_tokens: int | None = None  # with a draft model: its tokens kept
+    draft_proposed_tokens: int | None = None  # with a draft model: tokens it proposed
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        """Share of the draft model's proposed tokens that the model kept (None without one)."""
+        if self.draft_accepted_tokens is None or not self.draft_proposed_tokens:
+            return None
+        return self.draft_accepted_tokens / self.draft_proposed_tokens
+
+
+@dataclass
+class PromptCacheInfo:
+    """What make_cache_file saved."""
+
+    num_tokens: int
+    size_bytes: int
+    prefill_s: float
+    kv_bits: int | None = None
+    kv_group_size: int | None = None
