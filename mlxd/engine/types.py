@@ -99,3 +99,34 @@ class PromptCacheInfo:
     prefill_s: float
     kv_bits: int | None = None
     kv_group_size: int | None = None
+
+
+@dataclass
+class BatchItemResult:
+    """One prompt of a batch run."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    generated_tokens: int
+    tokens_per_s: float | None  # from its first token to its last
+    ttft_s: float | None  # from the start of the batch
+    finish_reason: str | None
+
+
+@dataclass
+class BatchRunResult:
+    """A whole batch: items in input order, throughput over the batch."""
+
+    items: list[BatchItemResult]
+    batch_size: int
+    prompt_tokens: int
+    generation_tokens: int
+    prompt_tps: float
+    generation_tps: float
+    wall_s: float
+    peak_memory_bytes: int
+    load_time_s: float
+    model_memory_bytes: int
+    cached_tokens: int | None = None
