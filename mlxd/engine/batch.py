@@ -117,7 +117,7 @@ def run_batch(
         items.append(
             BatchItemResult(
                 index=i,
-                text=tokenizer.decode(toks),
+                text=_detokenize(tokenizer, toks),
                 token_ids=toks,
                 prompt_tokens=len(ids[i]),
                 generated_tokens=len(toks),
@@ -139,6 +139,16 @@ def run_batch(
         model_memory_bytes=int(sum(v.nbytes for _, v in tree_flatten(model.parameters()))),
         cached_tokens=_cached_tokens(prompt_cache_path),
     )
+
+
+def _detokenize(tokenizer: Any, tokens: list[int]) -> str:
+    """Text as `mlxd generate` streams it (mlx-lm's streaming detokenizer, not decode())."""
+    detok = tokenizer.detokenizer
+    detok.reset()
+    for t in tokens:
+        detok.add_token(t)
+    detok.finalize()
+    return detok.text
 
 
 def _cached_tokens(path: Path | None) -> int | None:
