@@ -136,9 +136,21 @@ COLUMNS: list[tuple[str, str]] = [
     *[
         (c, f"r.{c}")
         for c in (
-            "mode", "concurrency", "requests", "errors", "ttft_p50_s", "ttft_p95_s",
-            "ttft_p99_s", "itl_p50_s", "itl_p95_s", "itl_p99_s", "request_tps_mean",
-            "num_draft_tokens", "acceptance_rate", "draft_speedup", "cached_tokens",
+            "mode",
+            "concurrency",
+            "requests",
+            "errors",
+            "ttft_p50_s",
+            "ttft_p95_s",
+            "ttft_p99_s",
+            "itl_p50_s",
+            "itl_p95_s",
+            "itl_p99_s",
+            "request_tps_mean",
+            "num_draft_tokens",
+            "acceptance_rate",
+            "draft_speedup",
+            "cached_tokens",
             "ttft_cached_s_mean",
         )
     ],  # fmt: skip

@@ -16,9 +16,26 @@ pytest.importorskip("mlx_lm")
 
 from mlxd.jobs.base import SpecError
 from mlxd.jobs.sampling import PRESETS, Sampling, resolve_sampling
-from tests.conftest import run_json, run_mlxd
 
 GREEDY = Sampling(max_tokens=6)
+
+
+class Ran:
+    def __init__(self, result):
+        self.returncode = result.exit_code
+        self.stdout, self.stderr = result.stdout, result.stderr
+
+
+def here(*args: str, input: str | None = None, check: bool = False) -> Ran:
+    """`mlxd ARGS` run in this process (the test process has mlx imported already)."""
+    from click.testing import CliRunner
+
+    from mlxd.cli.main import cli
+
+    ran = Ran(CliRunner().invoke(cli, list(args), input=input))
+    if check and ran.returncode != 0:
+        raise AssertionError(f"mlxd {' '.join(args)}: {ran.returncode}\n{ran.stdout}{ran.stderr}")
+    return ran
 
 
 # -- sampling -----------------------------------------------------------------------------
@@ -132,7 +149,10 @@ def test_save_and_load_a_conversation(chat_session, tmp_path):
     path = tmp_path / "conv.json"
     s.save(path)
     saved = json.loads(path.read_text())
-    assert saved["system"] == "Sys" and [m["role"] for m in saved["messages"]] == ["user", "assistant"]
+    assert saved["system"] == "Sys" and [m["role"] for m in saved["messages"]] == [
+        "user",
+        "assistant",
+    ]
     s.reset()
     s.set_system(None)
     s.load_conversation(path)
@@ -144,24 +164,16 @@ def test_save_and_load_a_conversation(chat_session, tmp_path):
 
 
 def test_chat_once_reads_messages_and_prints_the_reply(tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    here("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     messages = [{"role": "user", "content": "Hello"}]
-    import subprocess
-    import sys
 
-    from tests.conftest import mlxd_env
-
-    def once(data, *extra):
-        return subprocess.run(
-            [sys.executable, "-m", "mlxd", "chat", "tiny", "--once", "--max-tokens", "5", *extra],
-            input=json.dumps(data), capture_output=True, text=True,
-            env=mlxd_env(Path(os.environ["MLXD_HOME"])), timeout=120,
-        )  # fmt: skip
+    def once(data):
+        return here("chat", "tiny", "--once", "--max-tokens", "5", input=json.dumps(data))
 
     first = once(messages)
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip() and once({"messages": messages}).stdout == first.stdout
-    gen = run_mlxd("generate", "tiny", "--prompt", "Hello", "--max-tokens", "5", check=True)
+    gen = here("generate", "tiny", "--prompt", "Hello", "--max-tokens", "5", check=True)
     assert gen.stdout == first.stdout  # the same template, the same greedy tokens
     bad = once([{"role": "assistant", "content": "x"}])
     assert bad.returncode == 2 and bad.stderr.startswith("Error: --once: the last message")
@@ -189,11 +201,11 @@ def test_prompt_cache_continues_the_prefix_and_is_refused_for_another_model(
     from mlxd.engine.generate import generate_stream
 
     prefix = "The river in winter is cold and slow. " * 20
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
-    made = run_mlxd("cache-prompt", "tiny", "--prompt", prefix, "--name", "river",
+    here("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    made = here("cache-prompt", "tiny", "--prompt", prefix, "--name", "river",
                     "--foreground", check=True)  # fmt: skip
     assert "Made prompt cache" in made.stdout
-    [cache] = run_json("cache-prompt", "--list")
+    [cache] = json.loads(here("cache-prompt", "--list", "--json", check=True).stdout)
     assert cache["name"] == "river" and cache["model"] == "tiny" and cache["num_tokens"] > 100
 
     cached = generate_stream(tiny_model_dir, " Then", sampling=GREEDY,
@@ -205,8 +217,8 @@ def test_prompt_cache_continues_the_prefix_and_is_refused_for_another_model(
     cold = generate_stream(tiny_model_dir, prefix + " Then", sampling=GREEDY, raw=True)
     assert "".join(cold) == text and cold.stats.prompt_tokens > cache["num_tokens"]
 
-    run_mlxd("models", "synth", "other", "--seed", "1", check=True)
-    refused = run_mlxd("generate", "other", "--prompt", "x", "--prompt-cache", "river")
+    here("models", "synth", "other", "--seed", "1", check=True)
+    refused = here("generate", "other", "--prompt", "x", "--prompt-cache", "river")
     assert refused.returncode == 2
     assert "made with model 'tiny', not 'other'" in refused.stderr
     assert refused.stderr.count("\n") == 1
@@ -217,17 +229,17 @@ def test_memory_check_refuses_and_names_a_variant_that_fits(tiny_model_dir, monk
     from mlxd.catalog.store import Store
     from mlxd.config import paths
 
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    here("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     store = Store(paths())
     big = store.resolve_model("tiny")
     store.add_model(Model(name="tiny-2bit", path=big.path, format="mlx", source="quantize",
                           parent_id=big.id, size_bytes=1000, architecture=big.architecture))  # fmt: skip
     store.close()
     monkeypatch.setenv("MLXD_MEMORY_BUDGET_BYTES", str(big.size_bytes // 2))
-    refused = run_mlxd("generate", "tiny", "--prompt", "hi")
+    refused = here("generate", "tiny", "--prompt", "hi")
     assert refused.returncode == 1
     assert "needs about" in refused.stderr and "'tiny-2bit'" in refused.stderr
-    forced = run_mlxd("generate", "tiny", "--prompt", "hi", "--max-tokens", "2",
+    forced = here("generate", "tiny", "--prompt", "hi", "--max-tokens", "2",
                       "--no-memory-check")  # fmt: skip
     assert forced.returncode == 0, forced.stderr
 
@@ -249,9 +261,9 @@ def test_batch_writes_one_line_per_prompt_in_order_equal_to_single_generation(
             prompts.append(f"Tell me about item number {i}" + " please" * (i % 3))
     src = tmp_path / "prompts.jsonl"
     src.write_text("".join(json.dumps(p) + "\n" for p in prompts))
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    here("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     out = tmp_path / "out.jsonl"
-    proc = run_mlxd("batch", "tiny", "--prompts", str(src), "-o", str(out), "--max-tokens", "6",
+    proc = here("batch", "tiny", "--prompts", str(src), "-o", str(out), "--max-tokens", "6",
                     "-b", "4", "--foreground", check=True)  # fmt: skip
     assert "Wrote 20 outputs" in proc.stdout
     lines = [json.loads(x) for x in out.read_text().splitlines()]
@@ -262,12 +274,12 @@ def test_batch_writes_one_line_per_prompt_in_order_equal_to_single_generation(
         single = "".join(generate_stream(tiny_model_dir, text, sampling=Sampling(max_tokens=n)))
         assert line["text"] == single
         assert line["generated_tokens"] == len(line["token_ids"]) <= n
-    [run] = run_json("results")
+    [run] = json.loads(here("results", "--json", check=True).stdout)
     assert run["mode"] == "batch" and run["batch_size"] == 4 and run["requests"] == 20
     assert run["generation_tps_mean"] > 0
 
-    again = run_mlxd("batch", "tiny", "--prompts", str(src), "-o", str(out))
+    again = here("batch", "tiny", "--prompts", str(src), "-o", str(out))
     assert again.returncode == 2 and "--force" in again.stderr
     src.write_text('"ok"\n{"nothing": 1}\n')
-    bad = run_mlxd("batch", "tiny", "--prompts", str(src), "-o", str(tmp_path / "o2.jsonl"))
+    bad = here("batch", "tiny", "--prompts", str(src), "-o", str(tmp_path / "o2.jsonl"))
     assert bad.returncode == 2 and "line 2" in bad.stderr

@@ -56,7 +56,9 @@ def _check_cache_for(ref: str | None, model_id: int | None) -> None:
               help="Sequences decoded together")  # fmt: skip
 @sampling_options
 @click.option("--raw", is_flag=True, help="Do not apply the chat template to text prompts")
-@click.option("--prompt-cache", help="A prompt cache every prompt continues (see 'mlxd cache-prompt')")
+@click.option(
+    "--prompt-cache", help="A prompt cache every prompt continues (see 'mlxd cache-prompt')"
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing output file")
 @click.option("--foreground", is_flag=True, help="Run now in this process instead of queueing")
 @job_options

@@ -76,7 +76,9 @@ class ChatSession:
         messages = self.conversation() if messages is None else messages
         if self.has_template:
             return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
-        text = "".join(f"{PLAIN_ROLES.get(m['role'], m['role'])}: {m['content']}\n" for m in messages)
+        text = "".join(
+            f"{PLAIN_ROLES.get(m['role'], m['role'])}: {m['content']}\n" for m in messages
+        )
         return list(self.tokenizer.encode(text + "Assistant:"))
 
     # -- commands ------------------------------------------------------------------------
@@ -197,6 +199,8 @@ def check_messages(messages: Any) -> list[dict[str, str]]:
         if not isinstance(m, dict) or not isinstance(m.get("content"), str):
             raise ValueError(f"message {i + 1} needs a text 'content'")
         if m.get("role") not in PLAIN_ROLES:
-            raise ValueError(f"message {i + 1} has role {m.get('role')!r}; use system, user or assistant")
+            raise ValueError(
+                f"message {i + 1} has role {m.get('role')!r}; use system, user or assistant"
+            )
         out.append({"role": m["role"], "content": m["content"]})
     return out

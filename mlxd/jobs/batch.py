@@ -73,7 +73,9 @@ def _parse_line(data: Any) -> BatchPrompt:
     if isinstance(data, list) and data:
         for m in data:
             if not (isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)):  # fmt: skip
-                raise ValueError("each message needs a role (system, user, assistant) and a text content")
+                raise ValueError(
+                    "each message needs a role (system, user, assistant) and a text content"
+                )
         return BatchPrompt([{"role": m["role"], "content": m["content"]} for m in data], max_tokens)
     raise ValueError("expected a prompt string, a messages list, or an object with one")
 
@@ -135,7 +137,9 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         sampling=sampling_from_dict(spec.sampling),
         batch_size=spec.batch_size,
         raw=spec.raw,
-        prompt_cache_path=Path(inputs["prompt_cache_path"]) if inputs.get("prompt_cache_path") else None,
+        prompt_cache_path=Path(inputs["prompt_cache_path"])
+        if inputs.get("prompt_cache_path")
+        else None,
         on_done=lambda done, total: ctx.progress(done / total, f"{done}/{total} prompts done"),
     )
     out = Path(spec.output_file)
