@@ -129,14 +129,32 @@ def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, prio
     show_default=True,
     help="Flag a run noisy when a metric's std/mean exceeds this",
 )
+@click.option("--serve", is_flag=True,
+              help="Serving bench: mlx_lm.server under concurrent streaming clients")  # fmt: skip
+@click.option("--concurrency", default="1,4", show_default=True,
+              help="With --serve: simultaneous clients, e.g. 1,4,16")  # fmt: skip
+@click.option("--requests", type=click.IntRange(min=1), default=16, show_default=True,
+              help="With --serve: requests per concurrency")  # fmt: skip
 @job_options
 @catalog_errors
 def bench(ref, prompt_tokens, gen_tokens, trials, warmup, batch_size, depth, kv_bits,
-          prefill_step_size, seed, delay_s, noise_threshold, wait, after, priority, timeout_s):  # fmt: skip
+          prefill_step_size, seed, delay_s, noise_threshold, serve, concurrency, requests,
+          wait, after, priority, timeout_s):  # fmt: skip
     """Benchmark a model: prompt and generation tok/s, time to first token, memory."""
     from mlxd.jobs.bench import Spec
 
     ref, model_id = model_ref(ref, after)
+    if serve:
+        from mlxd.jobs.serve_bench import Spec as ServeSpec
+
+        p, g = int_list(prompt_tokens, "-p"), int_list(gen_tokens, "-g")
+        if len(p) > 1 or len(g) > 1 or batch_size != "1" or depth != "0" or kv_bits:
+            raise BadUsage("--serve takes one -p and one -g, and no --batch-size, --depth or --kv-bits")
+        spec = ServeSpec(model=ref, model_id=model_id, concurrency=int_list(concurrency, "--concurrency"),
+                         requests=requests, prompt_tokens=p[0], gen_tokens=g[0], warmup=warmup,
+                         seed=seed)  # fmt: skip
+        submit("serve_bench", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+        return
     spec = Spec(
         model=ref,
         model_id=model_id,

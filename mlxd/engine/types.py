@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -130,3 +130,25 @@ class BatchRunResult:
     load_time_s: float
     model_memory_bytes: int
     cached_tokens: int | None = None
+
+
+@dataclass
+class ServeRequestResult:
+    """One streaming request against the server."""
+
+    ttft_s: float | None = None
+    total_s: float = 0.0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    itl_s: list[float] = field(default_factory=list)  # gaps between streamed tokens
+    tokens_per_s: float | None = None  # this request's own output speed
+    error: str | None = None
+
+
+@dataclass
+class ServeLevelResult:
+    """Every request at one concurrency."""
+
+    concurrency: int
+    wall_s: float
+    requests: list[ServeRequestResult]
