@@ -283,3 +283,41 @@ def test_batch_writes_one_line_per_prompt_in_order_equal_to_single_generation(
     src.write_text('"ok"\n{"nothing": 1}\n')
     bad = here("batch", "tiny", "--prompts", str(src), "-o", str(tmp_path / "o2.jsonl"))
     assert bad.returncode == 2 and "line 2" in bad.stderr
+
+
+# -- paired benchmarks (draft model, prompt cache) ------------------------------------------
+
+
+def _run_queued(*args: str) -> int:
+    """Queue a job with the CLI (no daemon here) and run it in a child now."""
+    from mlxd.cli.common import foreground_runner
+
+    queued = here(*args, check=True)
+    job_id = int(queued.stdout.split()[2].rstrip(":"))  # "Queued job N: ..."
+    outcome = foreground_runner().handle(job_id)
+    assert outcome is not None and outcome.status == "succeeded", outcome
+    return job_id
+
+
+def test_bench_with_a_draft_and_with_a_prompt_cache(tiny_model_dir):
+    here("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    _run_queued("bench", "tiny", "--draft-model", "tiny", "--num-draft-tokens", "3",
+                "-p", "16", "-g", "12", "-n", "1", "--warmup", "0")  # fmt: skip
+    [drafted] = json.loads(here("results", "--json", check=True).stdout)
+    assert drafted["draft_model"] == "tiny" and drafted["num_draft_tokens"] == 3
+    assert drafted["acceptance_rate"] == 1.0 and drafted["draft_speedup"] > 0
+
+    prefix = "The river in winter is cold and slow. " * 80
+    here("cache-prompt", "tiny", "--prompt", prefix, "--name", "long", "--foreground", check=True)
+    _run_queued("bench", "tiny", "--prompt-cache", "long", "-p", "8", "-g", "4", "-n", "2")
+    cached = json.loads(here("results", "--json", check=True).stdout)[-1]
+    assert cached["prompt_cache"] == "long" and cached["cached_tokens"] > 500
+    # Prefilling 8 tokens after the cache, against the whole ~1,000-token text cold: the
+    # margin is wide enough that a busy machine does not reverse it.
+    assert cached["ttft_cached_s_mean"] < cached["ttft_s_mean"]
+    from mlxd.catalog.store import Store
+    from mlxd.config import paths
+
+    store = Store(paths())
+    assert [t.prompt_tokens for t in store.trials(cached["run_id"])] == [8, 8]
+    store.close()

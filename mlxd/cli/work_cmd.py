@@ -135,11 +135,17 @@ def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, prio
               help="With --serve: simultaneous clients, e.g. 1,4,16")  # fmt: skip
 @click.option("--requests", type=click.IntRange(min=1), default=16, show_default=True,
               help="With --serve: requests per concurrency")  # fmt: skip
+@click.option("--draft-model", help="Also run with this draft model (speculative decoding): "
+              "acceptance rate and speed-up, measured side by side")  # fmt: skip
+@click.option("--num-draft-tokens", type=click.IntRange(1, 16), default=2, show_default=True,
+              help="With --draft-model: tokens drafted per step")  # fmt: skip
+@click.option("--prompt-cache", help="Time to first token for a -p token suffix after this "
+              "cached prefix, cached and cold")  # fmt: skip
 @job_options
 @catalog_errors
 def bench(ref, prompt_tokens, gen_tokens, trials, warmup, batch_size, depth, kv_bits,
           prefill_step_size, seed, delay_s, noise_threshold, serve, concurrency, requests,
-          wait, after, priority, timeout_s):  # fmt: skip
+          draft_model, num_draft_tokens, prompt_cache, wait, after, priority, timeout_s):  # fmt: skip
     """Benchmark a model: prompt and generation tok/s, time to first token, memory."""
     from mlxd.jobs.bench import Spec
 
@@ -149,11 +155,18 @@ def bench(ref, prompt_tokens, gen_tokens, trials, warmup, batch_size, depth, kv_
 
         p, g = int_list(prompt_tokens, "-p"), int_list(gen_tokens, "-g")
         if len(p) > 1 or len(g) > 1 or batch_size != "1" or depth != "0" or kv_bits:
-            raise BadUsage("--serve takes one -p and one -g, and no --batch-size, --depth or --kv-bits")
+            raise BadUsage(
+                "--serve takes one -p and one -g, and no --batch-size, --depth or --kv-bits"
+            )
         spec = ServeSpec(model=ref, model_id=model_id, concurrency=int_list(concurrency, "--concurrency"),
                          requests=requests, prompt_tokens=p[0], gen_tokens=g[0], warmup=warmup,
                          seed=seed)  # fmt: skip
         submit("serve_bench", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+        return
+    if draft_model or prompt_cache:
+        _bench_pair(ref, model_id, prompt_tokens, gen_tokens, trials, warmup, seed, batch_size,
+                    depth, kv_bits, draft_model, num_draft_tokens, prompt_cache,
+                    dict(wait=wait, after=after, priority=priority, timeout_s=timeout_s))  # fmt: skip
         return
     spec = Spec(
         model=ref,
@@ -171,3 +184,27 @@ def bench(ref, prompt_tokens, gen_tokens, trials, warmup, batch_size, depth, kv_
         noise_threshold=noise_threshold,
     )
     submit("bench", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+
+
+def _bench_pair(ref, model_id, prompt_tokens, gen_tokens, trials, warmup, seed, batch_size,
+                depth, kv_bits, draft_model, num_draft_tokens, prompt_cache, job_kw):  # fmt: skip
+    from mlxd.jobs.bench_pair import Spec
+
+    if draft_model and prompt_cache:
+        raise BadUsage("--draft-model and --prompt-cache are separate benchmarks; pick one")
+    if batch_size != "1" or depth != "0" or kv_bits:
+        raise BadUsage(
+            "--draft-model and --prompt-cache take no --batch-size, --depth or --kv-bits"
+        )
+    draft_id = None
+    if draft_model:
+        draft_model, draft_id = model_ref(draft_model, job_kw["after"])
+    if prompt_cache and model_id is not None:
+        from mlxd.cli.generate_cmd import usable_prompt_cache
+
+        usable_prompt_cache(prompt_cache, get_store().resolve_model(model_id))
+    spec = Spec(model=ref, model_id=model_id, prompt_tokens=int_list(prompt_tokens, "-p"),
+                gen_tokens=int_list(gen_tokens, "-g"), trials=trials, warmup=warmup, seed=seed,
+                draft_model=draft_model, draft_model_id=draft_id,
+                num_draft_tokens=num_draft_tokens, prompt_cache=prompt_cache)  # fmt: skip
+    submit("bench_pair", spec, **job_kw)

@@ -98,7 +98,9 @@ def stream_chat(port: int, prompt: str, max_tokens: int) -> ServeRequestResult:
                      {"Content-Type": "application/json"})  # fmt: skip
         resp = conn.getresponse()
         if resp.status != 200:
-            return ServeRequestResult(error=f"HTTP {resp.status}", total_s=time.perf_counter() - start)
+            return ServeRequestResult(
+                error=f"HTTP {resp.status}", total_s=time.perf_counter() - start
+            )
         for raw in resp:
             line = raw.decode("utf-8", "replace").strip()
             if not line.startswith("data:"):
@@ -114,7 +116,9 @@ def stream_chat(port: int, prompt: str, max_tokens: int) -> ServeRequestResult:
                     arrivals.append(time.perf_counter())
         conn.close()
     except (OSError, ValueError, http.client.HTTPException) as e:
-        return ServeRequestResult(error=f"{type(e).__name__}: {e}", total_s=time.perf_counter() - start)
+        return ServeRequestResult(
+            error=f"{type(e).__name__}: {e}", total_s=time.perf_counter() - start
+        )
     end = time.perf_counter()
     tokens = int(usage.get("completion_tokens") or len(arrivals))
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]

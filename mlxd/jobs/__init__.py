@@ -32,6 +32,7 @@ KINDS: dict[str, str] = {
     "batch": "mlxd.jobs.batch",
     "cache_prompt": "mlxd.jobs.cache_prompt",
     "serve_bench": "mlxd.jobs.serve_bench",
+    "bench_pair": "mlxd.jobs.bench_pair",
 }
 
 

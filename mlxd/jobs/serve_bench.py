@@ -80,7 +80,9 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
                                         seed=spec.seed + level_index)  # fmt: skip
 
             def progress(done: int, c=c, base=done_before) -> None:
-                ctx.progress((base + done) / total, f"concurrency {c}: {done}/{spec.requests} requests")
+                ctx.progress(
+                    (base + done) / total, f"concurrency {c}: {done}/{spec.requests} requests"
+                )
 
             level = run_level(server.port, prompts, concurrency=c, max_tokens=spec.gen_tokens,
                               on_request=progress)  # fmt: skip
