@@ -65,7 +65,7 @@ def _check_cache_for(ref: str | None, model_id: int | None) -> None:
 @catalog_errors
 def batch(ref, prompts_file, output, batch_size, raw, prompt_cache, force, foreground,
           wait, after, priority, timeout_s, **kwargs):  # fmt: skip
-    """Generate for every prompt of a JSONL file with batched generation (a queued job)."""
+    """Generate for every line of a JSONL file with batched generation (a job)."""
     from mlxd.jobs.batch import Spec, read_prompts
 
     sampling = pop_sampling(kwargs)
@@ -112,7 +112,7 @@ def batch(ref, prompts_file, output, batch_size, raw, prompt_cache, force, foreg
 @catalog_errors
 def cache_prompt(ref, prompt, file_, name, kv_bits, list_, rm, json_, foreground,
                  wait, after, priority, timeout_s):  # fmt: skip
-    """Prefill a prompt once and keep its KV cache for generate, chat, batch and bench."""
+    """Prefill a prompt once and keep its KV cache for later runs."""
     store = get_store()
     if list_ or rm:
         if ref or prompt or file_:
