@@ -321,3 +321,31 @@ def test_bench_with_a_draft_and_with_a_prompt_cache(tiny_model_dir):
     store = Store(paths())
     assert [t.prompt_tokens for t in store.trials(cached["run_id"])] == [8, 8]
     store.close()
+
+
+def test_a_cached_system_prompt_starts_a_chat_without_prefilling_it(tiny_model_dir):
+    from mlxd.engine.chat import ChatSession
+
+    here("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    system = "You are a terse assistant. " * 10
+    for name, bits in (("sys", []), ("sys8", ["--kv-bits", "8"])):
+        here("cache-prompt", "tiny", "--system", system, "--name", name, *bits, "--foreground",
+             check=True)  # fmt: skip
+    caches = {c["name"]: c for c in json.loads(here("cache-prompt", "--list", "--json").stdout)}
+    assert (
+        caches["sys8"]["kv_bits"] == 8
+        and caches["sys8"]["size_bytes"] < caches["sys"]["size_bytes"]
+    )
+
+    cached = ChatSession.load(tiny_model_dir, sampling=GREEDY,
+                              prompt_cache_path=Path(caches["sys"]["path"]))  # fmt: skip
+    assert cached.system == system
+    reply = "".join(cached.reply("Hello"))
+    assert cached.last.reused_tokens == caches["sys"]["num_tokens"]
+    fresh = ChatSession(cached.model, cached.tokenizer, GREEDY, system)
+    assert "".join(fresh.reply("Hello")) == reply and fresh.last.reused_tokens == 0
+
+    quantized = ChatSession.load(tiny_model_dir, sampling=GREEDY,
+                                 prompt_cache_path=Path(caches["sys8"]["path"]))  # fmt: skip
+    assert "".join(quantized.reply("Hello")) is not None
+    assert quantized.last.reused_tokens == caches["sys8"]["num_tokens"]

@@ -102,6 +102,9 @@ def batch(ref, prompts_file, output, batch_size, raw, prompt_cache, force, foreg
 @click.option("--prompt", help="The text to prefill and keep")
 @click.option("--file", "file_", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Read the text from a file")  # fmt: skip
+@click.option(
+    "--system", help="Cache a chat system prompt (in the model's template) for 'mlxd chat'"
+)
 @click.option("--name", help="Name of the cache (default: REF-prompt-HASH)")
 @click.option("--kv-bits", type=click.Choice(["4", "8"]), help="Quantize the saved KV cache")
 @click.option("--list", "list_", is_flag=True, help="List the prompt caches instead")
@@ -110,12 +113,12 @@ def batch(ref, prompts_file, output, batch_size, raw, prompt_cache, force, foreg
 @click.option("--foreground", is_flag=True, help="Run now in this process instead of queueing")
 @job_options
 @catalog_errors
-def cache_prompt(ref, prompt, file_, name, kv_bits, list_, rm, json_, foreground,
+def cache_prompt(ref, prompt, file_, system, name, kv_bits, list_, rm, json_, foreground,
                  wait, after, priority, timeout_s):  # fmt: skip
     """Prefill a prompt once and keep its KV cache for later runs."""
     store = get_store()
     if list_ or rm:
-        if ref or prompt or file_:
+        if ref or prompt or file_ or system:
             raise BadUsage("--list and --rm take no model or prompt")
         if rm:
             cache = store.resolve_prompt_cache(rm)
@@ -126,14 +129,14 @@ def cache_prompt(ref, prompt, file_, name, kv_bits, list_, rm, json_, foreground
         return
     if ref is None:
         raise BadUsage("name a model: mlxd cache-prompt REF --prompt TEXT")
-    if (prompt is None) == (file_ is None):
-        raise BadUsage("give exactly one of --prompt TEXT or --file FILE")
+    if sum(x is not None for x in (prompt, file_, system)) != 1:
+        raise BadUsage("give exactly one of --prompt TEXT, --file FILE or --system TEXT")
     from mlxd.jobs.cache_prompt import Spec
 
-    text = prompt if prompt is not None else file_.read_text(encoding="utf-8")
+    text = file_.read_text(encoding="utf-8") if file_ is not None else (prompt or system)
     ref, model_id = model_ref(ref, after)
     spec = Spec(model=ref, model_id=model_id, text=text, name=name,
-                kv_bits=int(kv_bits) if kv_bits else None)  # fmt: skip
+                kv_bits=int(kv_bits) if kv_bits else None, as_system=system is not None)  # fmt: skip
     if store.find_prompt_cache(spec.name) is not None:
         raise BadUsage(f"a prompt cache named '{spec.name}' already exists; pass --name")
     if foreground:

@@ -61,6 +61,8 @@ class ChatSession:
 
             cache, meta = load_cache_file(prompt_cache_path)
             session._cache, session._cached_tokens = cache, list(meta["tokens"])
+            if session.system is None and meta.get("system"):
+                session.system = meta["system"]  # a cache of a system prompt starts the chat
         return session
 
     @property

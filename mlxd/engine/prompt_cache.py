@@ -23,14 +23,24 @@ def make_cache_file(
     *,
     kv_bits: int | None = None,
     metadata: dict[str, str] | None = None,
+    as_system: bool = False,
 ) -> PromptCacheInfo:
-    """Prefill ``text`` (plain, no chat template) and save the KV cache to ``out_file``."""
+    """Prefill ``text`` and save the KV cache to ``out_file``.
+
+    Plain text by default; ``as_system``: the text as a system message in the model's chat
+    template, the start of every `mlxd chat` conversation with that system prompt.
+    """
     import mlx.core as mx
     from mlx_lm import load
     from mlx_lm.models.cache import make_prompt_cache, save_prompt_cache
 
     model, tokenizer, config = load(str(model_path), return_config=True)
-    tokens = list(tokenizer.encode(text))
+    if as_system:
+        if tokenizer.chat_template is None:
+            raise ValueError("the model has no chat template to put a system prompt in")
+        tokens = list(tokenizer.apply_chat_template([{"role": "system", "content": text}]))
+    else:
+        tokens = list(tokenizer.encode(text))
     if not tokens:
         raise ValueError("the text to cache has no tokens")
     cache = make_prompt_cache(model)
@@ -53,6 +63,7 @@ def make_cache_file(
             "mlxd_tokens": json.dumps(tokens),
             "mlxd_num_tokens": str(len(tokens)),
             "mlxd_kv_bits": "" if kv_bits is None else str(kv_bits),
+            "mlxd_system": text if as_system else "",
         }
     )
     out_file.parent.mkdir(parents=True, exist_ok=True)
@@ -74,4 +85,5 @@ def load_cache_file(path: Path) -> tuple[list[Any], dict[str, Any]]:
     out: dict[str, Any] = dict(meta)
     out["tokens"] = json.loads(meta.get("mlxd_tokens", "[]"))
     out["num_tokens"] = int(meta.get("mlxd_num_tokens") or len(out["tokens"]))
+    out["system"] = meta.get("mlxd_system") or None
     return cache, out

@@ -31,6 +31,7 @@ class Spec(ModelRefSpec):
     text: str = ""
     name: str | None = None
     kv_bits: int | None = None
+    as_system: bool = False  # the text is a chat system prompt, in the model's template
 
     def __post_init__(self):
         if not self.text.strip():
@@ -39,7 +40,8 @@ class Spec(ModelRefSpec):
             raise SpecError(f"--kv-bits must be one of {', '.join(map(str, KV_BITS))}")
         if self.name is None:
             digest = hashlib.sha256(self.text.encode()).hexdigest()[:8]
-            self.name = f"{base_name(self.model)}-prompt-{digest}"
+            what = "system" if self.as_system else "prompt"
+            self.name = f"{base_name(self.model)}-{what}-{digest}"
         if not NAME_RE.match(self.name):
             raise SpecError(
                 f"invalid cache name '{self.name}': use letters, digits, '.', '_' or '-'"
@@ -138,6 +140,7 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         spec.text,
         partial,
         kv_bits=spec.kv_bits,
+        as_system=spec.as_system,
         metadata={"mlxd_model": inputs["model_name"], "mlxd_model_id": str(inputs["model_id"])},
     )
     out = dataclasses.asdict(info)
