@@ -349,3 +349,26 @@ def test_a_cached_system_prompt_starts_a_chat_without_prefilling_it(tiny_model_d
                                  prompt_cache_path=Path(caches["sys8"]["path"]))  # fmt: skip
     assert "".join(quantized.reply("Hello")) is not None
     assert quantized.last.reused_tokens == caches["sys8"]["num_tokens"]
+
+
+def test_a_model_without_a_chat_template_gets_a_note_and_a_plain_transcript(
+    tiny_model_dir, tmp_path
+):
+    import shutil
+
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_model_dir, plain)
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    del config["chat_template"]
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    here("models", "add", str(plain), "--name", "plain", check=True)
+    ran = here("chat", "plain", "--once", "--max-tokens", "3",
+               input='[{"role": "user", "content": "Hi"}]')  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert "has no chat template" in ran.stderr and ran.stdout.strip()
+
+    from mlxd.engine.chat import ChatSession
+
+    s = ChatSession.load(plain, sampling=GREEDY, system="Sys")
+    s.messages = [{"role": "user", "content": "Hi"}]
+    assert s.tokenizer.decode(s.render()).endswith("System: Sys\nUser: Hi\nAssistant:")
