@@ -69,10 +69,14 @@ def generate(ref, prompt, raw, adapter, draft_model, num_draft_tokens, prompt_ca
              memory_check, stats, **kwargs):  # fmt: skip
     """Generate text from a model, streamed to the terminal."""
     sampling = pop_sampling(kwargs)
-    model = usable_model(ref, memory_check=memory_check)
+    model = usable_model(ref, memory_check=False)
     draft = (
         usable_model(draft_model, memory_check=False, what="draft model") if draft_model else None
     )
+    if memory_check:
+        from mlxd.cli.memory_check import check_model_fits, model_bytes
+
+        check_model_fits(get_store(), model, extra_bytes=model_bytes(draft) if draft else 0)
     if draft is not None and prompt_cache:
         raise BadUsage("--prompt-cache cannot be combined with --draft-model")
     cache = usable_prompt_cache(prompt_cache, model)
