@@ -14,6 +14,9 @@ from sqlmodel import Field, SQLModel
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 MODEL_FORMATS = ("hf", "mlx")
+# generate: one stream at a time (or mlx-lm's batch at --batch-size); batch: a batch job's
+# prompts (aggregate throughput); serve: mlx_lm.server under concurrent clients.
+BENCH_MODES = ("generate", "batch", "serve")
 
 
 def utcnow() -> datetime:
@@ -148,6 +151,26 @@ class BenchRun(SQLModel, table=True):
     low_power_mode: bool | None = None
     thermal_state: str | None = None  # "nominal" | "moderate" | "heavy" | "trapping" | "sleeping"
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # -- generation workloads (0006) --
+    mode: str = "generate"  # see BENCH_MODES
+    concurrency: int | None = None  # serve: simultaneous clients
+    requests: int | None = None  # serve: requests sent; batch: prompts
+    errors: int | None = None  # serve: requests that failed
+    ttft_p50_s: float | None = None  # serve: per-request time to first token percentiles
+    ttft_p95_s: float | None = None
+    ttft_p99_s: float | None = None
+    itl_p50_s: float | None = None  # serve: inter-token latency percentiles
+    itl_p95_s: float | None = None
+    itl_p99_s: float | None = None
+    request_tps_mean: float | None = None  # serve/batch: output tok/s of one request, mean
+    # No foreign keys: a run keeps its figures when the draft model or cache goes.
+    draft_model_id: int | None = None
+    num_draft_tokens: int | None = None
+    acceptance_rate: float | None = None  # share of generated tokens drafted and kept
+    draft_speedup: float | None = None  # generation tok/s with the draft / without, same job
+    prompt_cache_id: int | None = None
+    cached_tokens: int | None = None  # tokens the prompt cache held
+    ttft_cached_s_mean: float | None = None  # same suffix, starting from the cache
 
 
 class BenchTrial(SQLModel, table=True):
@@ -212,6 +235,24 @@ class Probe(SQLModel, table=True):
     ram_bytes: int | None = None
     memory_bandwidth_bytes_per_s: float
     method: str  # how it was measured, e.g. "mlx copy 1 GiB x 10"
+    created_at: datetime = Field(default_factory=utcnow)
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class PromptCache(SQLModel, table=True):
+    """A saved KV cache of a prompt prefix (mlx-lm's save_prompt_cache), for one exact model."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    path: str  # the .safetensors file
+    model_id: int = Field(foreign_key="model.id", index=True)
+    # What the weights looked like when the cache was made (mlxd.jobs.cache_prompt).
+    model_fingerprint: str
+    num_tokens: int
+    kv_bits: int | None = None
+    size_bytes: int | None = None
+    text_sha256: str
+    created_by_job_id: int | None = Field(default=None, foreign_key="job.id")
     created_at: datetime = Field(default_factory=utcnow)
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 

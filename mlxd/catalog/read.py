@@ -140,6 +140,30 @@ COLUMNS: list[tuple[str, str]] = [
     ("mlxd_version", "s.mlxd_version"),
     ("memory_bandwidth_bytes_per_s", "p.memory_bandwidth_bytes_per_s"),
     ("roofline_pct", _ROOFLINE),
+    # Generation workloads (issue 11): batch jobs, the serving bench, drafts, prompt caches.
+    *[
+        (c, f"r.{c}")
+        for c in (
+            "mode",
+            "concurrency",
+            "requests",
+            "errors",
+            "ttft_p50_s",
+            "ttft_p95_s",
+            "ttft_p99_s",
+            "itl_p50_s",
+            "itl_p95_s",
+            "itl_p99_s",
+            "request_tps_mean",
+            "num_draft_tokens",
+            "acceptance_rate",
+            "draft_speedup",
+            "cached_tokens",
+            "ttft_cached_s_mean",
+        )
+    ],  # fmt: skip
+    ("draft_model", "(select name from model d where d.id = r.draft_model_id)"),
+    ("prompt_cache", "(select name from promptcache c where c.id = r.prompt_cache_id)"),
 ]
 BOOL_COLUMNS = ("noisy", "low_power_mode")
 

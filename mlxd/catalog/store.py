@@ -28,6 +28,7 @@ from mlxd.catalog.models import (
     BenchTrial,
     Job,
     Model,
+    PromptCache,
     QualityRun,
     Sweep,
     System,
@@ -189,6 +190,8 @@ class Store:
             )
             # A sweep is a record about its base: without the base it means nothing.
             s.execute(delete(Sweep).where(Sweep.base_model_id == model_id))
+            # Prompt caches are of this exact model: useless without it.
+            _delete_prompt_caches_of(s, model_id)
             s.execute(
                 update(Job).where(Job.output_model_id == model_id).values(output_model_id=None)
             )
@@ -493,6 +496,54 @@ class Store:
                 )
             )
             return res.rowcount == 1
+
+    # -- prompt caches (issue 11) ---------------------------------------------------------
+
+    def add_prompt_cache(self, cache: PromptCache, session: Session | None = None) -> PromptCache:
+        with contextlib.ExitStack() as stack:
+            s = session or stack.enter_context(self.write())
+            if s.exec(select(PromptCache.id).where(PromptCache.name == cache.name)).first():
+                raise CatalogError(f"a prompt cache named '{cache.name}' already exists")
+            s.add(cache)
+            s.flush()
+            return cache
+
+    def find_prompt_cache(self, ref: str | int) -> PromptCache | None:
+        """A prompt cache by name, id, or the path of its file."""
+        with self.read() as s:
+            ref_s = str(ref)
+            c = s.exec(select(PromptCache).where(PromptCache.name == ref_s)).first()
+            if c is None and ref_s.isdigit():
+                c = s.get(PromptCache, int(ref_s))
+            if c is None and ("/" in ref_s or ref_s.endswith(".safetensors")):
+                path = str(Path(ref_s).expanduser().resolve())
+                c = s.exec(select(PromptCache).where(PromptCache.path == path)).first()
+            return c
+
+    def resolve_prompt_cache(self, ref: str | int) -> PromptCache:
+        c = self.find_prompt_cache(ref)
+        if c is None:
+            raise NotFound(f"prompt cache '{ref}' not found; see 'mlxd cache-prompt --list'")
+        return c
+
+    def list_prompt_caches(self) -> list[PromptCache]:
+        with self.read() as s:
+            return list(s.exec(select(PromptCache).order_by(PromptCache.id)))
+
+    def delete_prompt_cache(self, cache_id: int) -> None:
+        with self.write() as s:
+            c = s.get(PromptCache, cache_id)
+            if c is None:
+                raise NotFound(f"prompt cache {cache_id} not found")
+            Path(c.path).unlink(missing_ok=True)
+            s.delete(c)
+
+
+def _delete_prompt_caches_of(s: Session, model_id: int) -> None:
+    for cache in s.exec(select(PromptCache).where(PromptCache.model_id == model_id)):
+        Path(cache.path).unlink(missing_ok=True)
+        s.delete(cache)
+    s.flush()
 
 
 def _user() -> str | None:

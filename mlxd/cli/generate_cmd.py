@@ -3,48 +3,118 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
-from mlxd.cli.context import UserError, catalog_errors, get_store
-from mlxd.cli.params import SEED
+from mlxd.cli.context import BadUsage, UserError, catalog_errors, get_store
+from mlxd.cli.sampling_opts import pop_sampling, sampling_options
+
+
+def usable_model(ref: str, *, memory_check: bool = True, what: str = "model"):
+    """The catalog model REF names, with its folder, checked against the memory budget."""
+    model = get_store().resolve_model(ref)
+    if not Path(model.path).is_dir():
+        raise UserError(f"{what} '{model.name}' has no folder at {model.path} (was it deleted?)")
+    if memory_check:
+        from mlxd.cli.memory_check import check_model_fits
+
+        check_model_fits(get_store(), model)
+    return model
+
+
+def usable_prompt_cache(ref: str | None, model):
+    """The prompt cache REF names, refused unless it was made with ``model``."""
+    if ref is None:
+        return None
+    from mlxd.jobs.cache_prompt import check_cache_matches
+
+    store = get_store()
+    cache = store.resolve_prompt_cache(ref)
+
+    def name_of(model_id):
+        m = store.find_model(model_id)
+        return m.name if m else None
+
+    check_cache_matches(cache, model, name_of)
+    return cache
+
+
+def adapter_path(adapter: str | None) -> Path | None:
+    if adapter is None:
+        return None
+    path = Path(adapter).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise BadUsage(f"'{adapter}' is not an adapter folder (no adapter_config.json)")
+    return path.resolve()
 
 
 @click.command()
 @click.argument("ref")
 @click.option("--prompt", required=True, help="The prompt ('-' reads it from stdin)")
-@click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--temp", type=click.FloatRange(min=0), default=0.0, show_default=True)
-@click.option("--top-p", type=click.FloatRange(0, 1), default=1.0, show_default=True)
-@click.option("--seed", type=SEED, help="Sampling seed")
+@sampling_options
 @click.option("--raw", is_flag=True, help="Do not apply the chat template")
+@click.option("--adapter", help="A LoRA adapter folder to apply")
+@click.option("--draft-model", help="A smaller model with the same tokenizer: speculative decoding")
+@click.option("--num-draft-tokens", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Tokens the draft model proposes per step")  # fmt: skip
+@click.option(
+    "--prompt-cache", help="A prompt cache (see 'mlxd cache-prompt'): the prompt continues it"
+)
+@click.option("--memory-check/--no-memory-check", default=True,
+              help="Refuse a model that clearly does not fit in memory")  # fmt: skip
 @click.option("--stats/--no-stats", default=True, help="Print speed and memory at the end (stderr)")
 @catalog_errors
-def generate(ref, prompt, max_tokens, temp, top_p, seed, raw, stats):
+def generate(ref, prompt, raw, adapter, draft_model, num_draft_tokens, prompt_cache,
+             memory_check, stats, **kwargs):  # fmt: skip
     """Generate text from a model, streamed to the terminal."""
-    from pathlib import Path
+    sampling = pop_sampling(kwargs)
+    model = usable_model(ref, memory_check=False)
+    draft = (
+        usable_model(draft_model, memory_check=False, what="draft model") if draft_model else None
+    )
+    if memory_check:
+        from mlxd.cli.memory_check import check_model_fits, model_bytes
 
-    model = get_store().resolve_model(ref)
-    if not Path(model.path).is_dir():
-        raise UserError(f"model '{model.name}' has no folder at {model.path} (was it deleted?)")
+        check_model_fits(get_store(), model, extra_bytes=model_bytes(draft) if draft else 0)
+    if draft is not None and prompt_cache:
+        raise BadUsage("--prompt-cache cannot be combined with --draft-model")
+    cache = usable_prompt_cache(prompt_cache, model)
     if prompt == "-":
         prompt = sys.stdin.read()
     from mlxd.engine.generate import generate_stream
 
+    stream = generate_stream(
+        Path(model.path),
+        prompt,
+        sampling=sampling,
+        raw=raw,
+        adapter_path=adapter_path(adapter),
+        draft_path=Path(draft.path) if draft else None,
+        num_draft_tokens=num_draft_tokens,
+        prompt_cache_path=Path(cache.path) if cache else None,
+    )
     try:
-        stream = generate_stream(Path(model.path), prompt, max_tokens=max_tokens, temp=temp,
-                                 top_p=top_p, seed=seed, raw=raw)  # fmt: skip
         for piece in stream:
             click.echo(piece, nl=False)
             sys.stdout.flush()
     except (OSError, ValueError) as e:
         raise UserError(f"generation failed: {e}") from None
     click.echo()
-    st = getattr(stream, "stats", None)
-    if stats and st is not None:
+    st = stream.stats
+    if stats:
+        cached = f" after {st.cached_tokens} cached" if st.cached_tokens else ""
         click.echo(
-            f"[{st.prompt_tokens} prompt tokens at {st.prompt_tps:.1f} tok/s, "
+            f"[{st.prompt_tokens} prompt tokens{cached} at {st.prompt_tps:.1f} tok/s, "
+            f"first token after {st.ttft_s * 1000:.0f} ms, "
             f"{st.generated_tokens} generated at {st.generation_tps:.1f} tok/s, "
             f"peak memory {st.peak_memory_bytes / 1e6:.0f} MB]",
             err=True,
         )
+        if st.acceptance_rate is not None:
+            click.echo(
+                f"[draft '{draft.name}': {st.draft_accepted_tokens} of {st.draft_proposed_tokens} "
+                f"proposed tokens accepted ({st.acceptance_rate:.0%})]",
+                err=True,
+            )
+        click.echo(f"[sampling: {sampling.describe()}]", err=True)

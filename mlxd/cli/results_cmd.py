@@ -109,13 +109,14 @@ def _results(reader, flt, fmt: str) -> None:
         click.echo("No benchmark results yet. Queue one with 'mlxd bench REF'.")
         return
     _note_hidden(reader.hidden_by_limit(flt, len(rows)), flt)
-    headers = ["RUN", "MODEL", "QUANT", "P", "G", "B", "DEPTH", "KV", "PREFILL", "N", "PROMPT TOK/S",
+    headers = ["RUN", "MODEL", "QUANT", "MODE", "P", "G", "B", "DEPTH", "KV", "PREFILL", "N", "PROMPT TOK/S",
                "GEN TOK/S", "TTFT S", "PEAK MEM", "ROOF %", "HOST", "MLX", "WHEN"]  # fmt: skip
     table = [
         (
             r["run_id"],
             r["model"],
             r["quantization"] or "",
+            _mode(r),
             r["prompt_tokens"],
             r["gen_tokens"],
             r["batch_size"],
@@ -135,6 +136,18 @@ def _results(reader, flt, fmt: str) -> None:
         for r in rows
     ]
     click.echo(render_table(headers, table, markdown=fmt == "md"))
+
+
+def _mode(r: dict) -> str:
+    """generate (plain), batch, serve c=N; with a draft model or a prompt cache noted."""
+    mode = r.get("mode") or "generate"
+    if mode == "serve" and r.get("concurrency"):
+        mode = f"serve c={r['concurrency']}"
+    if r.get("draft_model"):
+        mode += f" +draft {r['draft_model']}"
+    if r.get("prompt_cache"):
+        mode += " +cache"
+    return mode
 
 
 def _note_hidden(hidden: int, flt) -> None:

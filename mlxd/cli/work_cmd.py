@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mlxd.cli.context import catalog_errors
+from mlxd.cli.context import BadUsage, catalog_errors
 from mlxd.cli.params import SEED, int_list, list_option
 from mlxd.cli.submit import (
     catalog_model,
@@ -113,14 +113,45 @@ def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, prio
     show_default=True,
     help="Flag a run noisy when a metric's std/mean exceeds this",
 )
+@click.option("--serve", is_flag=True,
+              help="Serving bench: mlx_lm.server under concurrent streaming clients")  # fmt: skip
+@list_option("--concurrency", default="1,4", show_default=True,
+             help="With --serve: simultaneous clients, e.g. 1,4,16")  # fmt: skip
+@click.option("--requests", type=click.IntRange(min=1), default=16, show_default=True,
+              help="With --serve: requests per concurrency")  # fmt: skip
+@click.option("--draft-model", help="Also run with this draft model (speculative decoding): "
+              "acceptance rate and speed-up, measured side by side")  # fmt: skip
+@click.option("--num-draft-tokens", type=click.IntRange(1, 16), default=2, show_default=True,
+              help="With --draft-model: tokens drafted per step")  # fmt: skip
+@click.option("--prompt-cache", help="Time to first token for a -p token suffix after this "
+              "cached prefix, cached and cold")  # fmt: skip
 @job_options
 @catalog_errors
 def bench(ref, prompt_tokens, gen_tokens, trials, warmup, batch_size, depth, kv_bits,
-          prefill_step_size, seed, delay_s, noise_threshold, wait, after, priority, timeout_s):  # fmt: skip
+          prefill_step_size, seed, delay_s, noise_threshold, serve, concurrency, requests,
+          draft_model, num_draft_tokens, prompt_cache, wait, after, priority, timeout_s):  # fmt: skip
     """Benchmark a model: prompt and generation tok/s, time to first token, memory."""
     from mlxd.jobs.bench import Spec
 
     ref, model_id = model_ref(ref, after)
+    if serve:
+        from mlxd.jobs.serve_bench import Spec as ServeSpec
+
+        p, g = int_list(prompt_tokens, "-p"), int_list(gen_tokens, "-g")
+        if len(p) > 1 or len(g) > 1 or _grid_used(batch_size, depth, kv_bits):
+            raise BadUsage(
+                "--serve takes one -p and one -g, and no --batch-size, --depth or --kv-bits"
+            )
+        spec = ServeSpec(model=ref, model_id=model_id, concurrency=int_list(concurrency, "--concurrency"),
+                         requests=requests, prompt_tokens=p[0], gen_tokens=g[0], warmup=warmup,
+                         seed=seed)  # fmt: skip
+        submit("serve_bench", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+        return
+    if draft_model or prompt_cache:
+        _bench_pair(ref, model_id, prompt_tokens, gen_tokens, trials, warmup, seed, batch_size,
+                    depth, kv_bits, draft_model, num_draft_tokens, prompt_cache,
+                    dict(wait=wait, after=after, priority=priority, timeout_s=timeout_s))  # fmt: skip
+        return
     spec = Spec(
         model=ref,
         model_id=model_id,
@@ -139,3 +170,32 @@ def bench(ref, prompt_tokens, gen_tokens, trials, warmup, batch_size, depth, kv_
     longest = max(spec.depth) + max(spec.prompt_tokens) + max(spec.gen_tokens)
     check_context(catalog_model(model_id), longest, "the longest point (depth + -p + -g)")
     submit("bench", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+
+
+def _grid_used(batch_size, depth, kv_bits) -> bool:
+    """Whether -b, --depth or --kv-bits ask for anything but the plain point."""
+    return tuple(batch_size) != ("1",) or tuple(depth) != ("0",) or bool(kv_bits)
+
+
+def _bench_pair(ref, model_id, prompt_tokens, gen_tokens, trials, warmup, seed, batch_size,
+                depth, kv_bits, draft_model, num_draft_tokens, prompt_cache, job_kw):  # fmt: skip
+    from mlxd.jobs.bench_pair import Spec
+
+    if draft_model and prompt_cache:
+        raise BadUsage("--draft-model and --prompt-cache are separate benchmarks; pick one")
+    if _grid_used(batch_size, depth, kv_bits):
+        raise BadUsage(
+            "--draft-model and --prompt-cache take no --batch-size, --depth or --kv-bits"
+        )
+    draft_id = None
+    if draft_model:
+        draft_model, draft_id = model_ref(draft_model, job_kw["after"])
+    if prompt_cache and model_id is not None:
+        from mlxd.cli.generate_cmd import usable_prompt_cache
+
+        usable_prompt_cache(prompt_cache, catalog_model(model_id))
+    spec = Spec(model=ref, model_id=model_id, prompt_tokens=int_list(prompt_tokens, "-p"),
+                gen_tokens=int_list(gen_tokens, "-g"), trials=trials, warmup=warmup, seed=seed,
+                draft_model=draft_model, draft_model_id=draft_id,
+                num_draft_tokens=num_draft_tokens, prompt_cache=prompt_cache)  # fmt: skip
+    submit("bench_pair", spec, **job_kw)

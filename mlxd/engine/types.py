@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,82 @@ class GenerationStats:
     generation_tps: float = 0.0
     peak_memory_bytes: int = 0
     finish_reason: str | None = None
+    ttft_s: float = 0.0  # from the call to the first generated token
+    total_s: float = 0.0
+    cached_tokens: int = 0  # tokens a prompt cache held before this prompt
+    draft_accepted_tokens: int | None = None  # with a draft model: its tokens kept
+    draft_proposed_tokens: int | None = None  # with a draft model: tokens it proposed
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        """Share of the draft model's proposed tokens that the model kept (None without one)."""
+        if self.draft_accepted_tokens is None or not self.draft_proposed_tokens:
+            return None
+        return self.draft_accepted_tokens / self.draft_proposed_tokens
+
+
+@dataclass
+class PromptCacheInfo:
+    """What make_cache_file saved."""
+
+    num_tokens: int
+    size_bytes: int
+    prefill_s: float
+    kv_bits: int | None = None
+    kv_group_size: int | None = None
+
+
+@dataclass
+class BatchItemResult:
+    """One prompt of a batch run."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    generated_tokens: int
+    tokens_per_s: float | None  # from its first token to its last
+    ttft_s: float | None  # from the start of the batch
+    finish_reason: str | None
+
+
+@dataclass
+class BatchRunResult:
+    """A whole batch: items in input order, throughput over the batch."""
+
+    items: list[BatchItemResult]
+    batch_size: int
+    prompt_tokens: int
+    generation_tokens: int
+    prompt_tps: float
+    generation_tps: float
+    wall_s: float
+    peak_memory_bytes: int
+    load_time_s: float
+    model_memory_bytes: int
+    cached_tokens: int | None = None
+
+
+@dataclass
+class ServeRequestResult:
+    """One streaming request against the server."""
+
+    ttft_s: float | None = None
+    total_s: float = 0.0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    itl_s: list[float] = field(default_factory=list)  # gaps between streamed tokens
+    tokens_per_s: float | None = None  # this request's own output speed
+    error: str | None = None
+
+
+@dataclass
+class ServeLevelResult:
+    """Every request at one concurrency."""
+
+    concurrency: int
+    wall_s: float
+    requests: list[ServeRequestResult]
 
 
 @dataclass

@@ -21,6 +21,10 @@ KINDS: dict[str, str] = {
     "quality": "mlxd.jobs.quality",
     "probe": "mlxd.jobs.probe",
     "import_gguf": "mlxd.jobs.import_gguf",
+    "batch": "mlxd.jobs.batch",
+    "cache_prompt": "mlxd.jobs.cache_prompt",
+    "serve_bench": "mlxd.jobs.serve_bench",
+    "bench_pair": "mlxd.jobs.bench_pair",
 }
 
 
