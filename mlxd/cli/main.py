@@ -24,6 +24,8 @@ COMMANDS = {
     "sweep": "mlxd.cli.sweep_cmd:sweep",
     "demo": "mlxd.cli.demo_cmd:demo",
     "system": "mlxd.cli.system_cmd:system",
+    "pull": "mlxd.cli.hub_cmd:pull",
+    "push": "mlxd.cli.hub_cmd:push",
 }
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from mlxd.cli.context import catalog_errors
+from mlxd.cli.hub_cmd import model_ref_or_pull
 from mlxd.cli.params import SEED, int_list, list_option
-from mlxd.cli.submit import check_free_name, job_options, model_ref, submit
+from mlxd.cli.submit import check_free_name, job_options, submit
 from mlxd.jobs.choices import (
     BITS,
     DEFAULT_BITS,
@@ -30,7 +31,7 @@ def convert(ref, dtype, name, wait, after, priority, timeout_s):
     """Convert a Hugging Face-format model to MLX."""
     from mlxd.jobs.convert import Spec
 
-    ref, model_id = model_ref(ref, after)
+    ref, model_id, after = model_ref_or_pull(ref, after)  # a hub id queues a pull
     spec = Spec(model=ref, model_id=model_id, dtype=dtype, name=name)
     check_free_name(spec.name)
     submit("convert", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
@@ -54,7 +55,7 @@ def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, prio
     """Quantize a model (affine 2-8 bits, mxfp4, nvfp4, mxfp8 or a mixed recipe)."""
     from mlxd.jobs.quantize import Spec
 
-    ref, model_id = model_ref(ref, after)
+    ref, model_id, after = model_ref_or_pull(ref, after)  # a hub id queues a pull
     spec = Spec(model=ref, model_id=model_id, bits=int(bits), group_size=int(group_size),
                 mode=mode, recipe=recipe, dtype=dtype, name=name)  # fmt: skip
     check_free_name(spec.name)
@@ -105,7 +106,7 @@ def bench(ref, prompt_tokens, gen_tokens, trials, warmup, batch_size, depth, kv_
     """Benchmark a model: prompt and generation tok/s, time to first token, memory."""
     from mlxd.jobs.bench import Spec
 
-    ref, model_id = model_ref(ref, after)
+    ref, model_id, after = model_ref_or_pull(ref, after)  # a hub id queues a pull
     spec = Spec(
         model=ref,
         model_id=model_id,

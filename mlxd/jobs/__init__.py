@@ -21,6 +21,8 @@ KINDS: dict[str, str] = {
     "quality": "mlxd.jobs.quality",
     "probe": "mlxd.jobs.probe",
     "import_gguf": "mlxd.jobs.import_gguf",
+    "download": "mlxd.jobs.download",
+    "push": "mlxd.jobs.push",
 }
 
 
