@@ -293,13 +293,15 @@ def test_scan_du_offline_and_rm_through_the_hub_cache(hub, hubd, env, mlxd_home,
     assert listed["tiny"]["hub_commit"] == main and listed[f"tiny-{dev[:7]}"]["hub_commit"] == dev
 
     usage = mlxd_json(env, "models", "du")
-    rows = {r["commit"]: r for r in usage["rows"]}
+    rows = {r["commit"]: r for r in usage}
     config_size = len(files["config.json"])
     shared = sum(len(d) for p, d in files.items() if p != "config.json")
     assert rows[main]["model"] == "tiny" and rows[main]["refs"] == "main"
     assert rows[main]["unique_bytes"] == config_size and rows[main]["shared_bytes"] == shared
     assert rows[dev]["shared_bytes"] == shared
-    assert usage["cache_bytes"] == shared + 2 * config_size
+    assert f"HF cache {cache_repo(env).parent}: {(shared + 2 * config_size) / 1e6:.1f} MB" in (
+        mlxd(env, "models", "du").stdout
+    )
 
     # Offline with a warm cache: a pull registers from the cache and asks the hub nothing.
     mlxd(env, "models", "rm", "tiny")
