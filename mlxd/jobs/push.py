@@ -50,17 +50,20 @@ def check_pushable(model, allow_synthetic: bool) -> None:
 
 
 def prepare(spec: Spec, store) -> dict[str, Any]:
-    from mlxd.modelcard import model_card
+    from mlxd.catalog.read import Reader
+    from mlxd.reports.modelcard import model_card
 
     model = store.resolve_model(spec.model_id if spec.model_id is not None else spec.model)
     check_pushable(model, spec.allow_synthetic)
     if not Path(model.path).is_dir():
         raise JobFailed(f"model '{model.name}' has no folder at {model.path}")
+    with Reader(store.paths) as reader:
+        card = model_card(reader, model.id, spec.repo)
     return {
         "model_id": model.id,
         "model_name": model.name,
         "model_path": model.path,
-        "card": model_card(store, model, spec.repo),
+        "card": card,
     }
 
 

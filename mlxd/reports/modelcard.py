@@ -1,6 +1,6 @@
 """The model card a push uploads: the hub's YAML header, the recipe, lineage, latest figures.
 
-Built from catalog rows only (no mlx). Nothing secret goes in: no token, no local user name;
+Built from catalog rows only (no mlx), read through the Reader. Nothing secret goes in: no token, no local user name;
 paths are not included either (they mean nothing on the hub).
 """
 
@@ -17,21 +17,11 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
-def _lineage(store, model) -> list:
-    chain, seen = [model], {model.id}
-    while chain[-1].parent_id is not None and chain[-1].parent_id not in seen:
-        parent = store.find_model(chain[-1].parent_id)
-        if parent is None:
-            break
-        chain.append(parent)
-        seen.add(parent.id)
-    return chain
-
-
-def _origin(store, model) -> str:
-    snap = store.hub_snapshot(model.id)
+def _origin(reader, model) -> str:
+    snap = reader.hub_snapshot(model.id)
     if snap is not None:
-        return f"pulled from [{snap.repo_id}](https://huggingface.co/{snap.repo_id}) at commit `{snap.commit_sha}`"
+        return (f"pulled from [{snap.repo_id}](https://huggingface.co/{snap.repo_id}) at commit "
+                f"`{snap.commit_sha}`")  # fmt: skip
     return {"synth": "random weights (synthetic)", "local": "a local folder",
             "gguf": "a GGUF file"}.get(model.source, model.source)  # fmt: skip
 
@@ -52,31 +42,16 @@ def _recipe(model) -> list[str]:
     return lines
 
 
-def _latest_runs(store, model_id: int, limit: int = 5) -> list:
-    runs = store.bench_runs([model_id])
-    return runs[-limit:]
+def model_card(reader, model_id: int, repo_id: str, *, runs_shown: int = 5) -> str:
+    """README.md for catalog model ``model_id`` pushed as ``repo_id`` (``reader``: a
+    :class:`mlxd.catalog.read.Reader`)."""
+    from mlxd.catalog.read import ResultFilter
 
-
-def _latest_quality(store, model_id: int):
-    from sqlmodel import select
-
-    from mlxd.catalog.models import QualityRun
-
-    with store.read() as s:
-        q = select(QualityRun).where(QualityRun.model_id == model_id).order_by(QualityRun.id.desc())
-        return s.exec(q).first()
-
-
-def model_card(store, model, repo_id: str) -> str:
-    """README.md for ``model`` pushed as ``repo_id``."""
-    from sqlmodel import select
-
-    from mlxd.catalog.models import System
-
-    chain = _lineage(store, model)
+    model = reader.model_by_id(model_id)
+    chain = [model, *reader.ancestors(model.id)]
     base_repo = None
     for ancestor in chain[1:]:  # the nearest ancestor that came from the hub
-        snap = store.hub_snapshot(ancestor.id)
+        snap = reader.hub_snapshot(ancestor.id)
         if snap is not None:
             base_repo = snap.repo_id
             break
@@ -108,36 +83,32 @@ def model_card(store, model, repo_id: str) -> str:
         body += ["", "## Recipe", "", *recipe]
     body += ["", "## Lineage", ""]
     for depth, m in enumerate(chain):
-        how = _origin(store, m) if m.parent_id is None else f"{m.source} of the model below"
+        how = _origin(reader, m) if m.parent_id is None else f"{m.source} of the model below"
         body.append(f"{depth + 1}. `{m.name}`: {how}")
 
-    runs = _latest_runs(store, model.id)
+    runs = reader.result_rows(ResultFilter(models=(str(model.id),)))[-runs_shown:]
     if runs:
-        with store.read() as s:
-            systems = {x.id: x for x in s.exec(select(System))}
         body += ["", "## Benchmark", "",
                  "| prompt tokens | generated tokens | batch | prompt tok/s | generation tok/s "
                  "| time to first token (s) | peak memory (GB) | machine | mlx |",
                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in runs:
-            sysrow = systems.get(r.system_id)
-            machine = (sysrow.chip or sysrow.cpu) if sysrow else "-"
+            peak = r["peak_memory_bytes"] / 1e9 if r["peak_memory_bytes"] else None
             body.append(
-                f"| {r.prompt_tokens} | {r.gen_tokens} | {r.batch_size} "
-                f"| {_fmt(r.prompt_tps_mean)} | {_fmt(r.generation_tps_mean)} "
-                f"| {_fmt(r.ttft_s_mean, 3)} "
-                f"| {_fmt(r.peak_memory_bytes / 1e9 if r.peak_memory_bytes else None, 3)} "
-                f"| {machine} ({sysrow.backend if sysrow else '-'}) "
-                f"| {sysrow.mlx_version if sysrow else '-'} |"
+                f"| {r['prompt_tokens']} | {r['gen_tokens']} | {r['batch_size']} "
+                f"| {_fmt(r['prompt_tps_mean'])} | {_fmt(r['generation_tps_mean'])} "
+                f"| {_fmt(r['ttft_s_mean'], 3)} | {_fmt(peak, 3)} "
+                f"| {r['chip'] or r['cpu']} ({r['backend']}) | {r['mlx_version']} |"
             )
-    quality = _latest_quality(store, model.id)
-    if quality is not None:
+    quality = reader.quality_rows([model.id])
+    if quality:
+        q = quality[-1]
         body += ["", "## Quality", "",
                  "| text | tokens | perplexity | base perplexity | KL (nats/token) | top-1 agreement |",
                  "|---|---|---|---|---|---|",
-                 f"| {quality.text_name} | {quality.tokens} | {_fmt(quality.perplexity, 3)} "
-                 f"| {_fmt(quality.base_perplexity, 3)} | {_fmt(quality.kl_mean, 4)} "
-                 f"| {_fmt(quality.top1_agreement, 3)} |"]  # fmt: skip
+                 f"| {q['text_name']} | {q['tokens']} | {_fmt(q['perplexity'], 3)} "
+                 f"| {_fmt(q['base_perplexity'], 3)} | {_fmt(q['kl_mean'], 4)} "
+                 f"| {_fmt(q['top1_agreement'], 3)} |"]  # fmt: skip
     body += ["", "## Use", "", "```python", "from mlx_lm import load, generate", "",
              f'model, tokenizer = load("{repo_id}")',
              'print(generate(model, tokenizer, prompt="Hello", max_tokens=64))', "```", ""]  # fmt: skip
