@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -78,7 +79,7 @@ def run_mlxd(env, *args) -> subprocess.CompletedProcess:
                           check=True)  # fmt: skip
 
 
-def round_mlxd(env, home: Path) -> tuple[float, float]:
+def round_mlxd(env, home: Path) -> tuple[float, float, dict[str, float]]:
     """(from the command's start, from the job's submitted_at) to succeeded in the catalog."""
     from datetime import datetime
 
@@ -94,8 +95,17 @@ def round_mlxd(env, home: Path) -> tuple[float, float]:
     ).fetchone()
     con.close()
     job_s = (datetime.fromisoformat(fin) - datetime.fromisoformat(sub)).total_seconds()
+    # The job's own account of its time (pre-flight, transfer + verification, hashing CPU).
+    log = (home / "logs" / f"job-{job_id}.log").read_text()
+    m = re.search(r"pre-flight ([\d.]+) s, transfer and verification ([\d.]+) s "
+                  r"\(hashing ([\d.]+) s", log)  # fmt: skip
+    parts = (
+        dict(zip(("preflight_s", "transfer_s", "hash_cpu_s"), map(float, m.groups()), strict=True))
+        if m
+        else {}
+    )
     run_mlxd(env, "models", "rm", "pull-200mb", "--files")
-    return elapsed, job_s
+    return elapsed, job_s, parts
 
 
 DIRECT = """
@@ -156,7 +166,8 @@ def main(argv=None) -> int:
             r = {"order": order}
             for side in order:
                 if side == "mlxd":
-                    r["mlxd_s"], r["mlxd_job_s"] = round_mlxd(env, home)
+                    r["mlxd_s"], r["mlxd_job_s"], parts = round_mlxd(env, home)
+                    r.update(parts)
                 else:
                     r["direct_call_s"], r["direct_wall_s"] = round_direct(env, tmp / "hf-direct")
             # Throughput ratios (mlxd / direct): the job (submitted -> verified) against the
@@ -183,6 +194,12 @@ def main(argv=None) -> int:
         ]
         for label, secs in rows:
             print(f"{label:44}{secs:>9.2f}s{mb / secs:>10.1f}")
+        if all("transfer_s" in r for r in rounds):
+            inner = {k: statistics.median(r[k] for r in rounds)
+                     for k in ("preflight_s", "transfer_s", "hash_cpu_s")}  # fmt: skip
+            print(f"inside the job (medians): pre-flight {inner['preflight_s']:.2f} s, transfer "
+                  f"and verification {inner['transfer_s']:.2f} s, hashing {inner['hash_cpu_s']:.2f} s "
+                  "of CPU")  # fmt: skip
         verdict = "PASS" if med["ratio"] >= TARGET else "MISS"
         print(f"throughput ratio, job / call: {med['ratio']:.2f}  target >= {TARGET}  {verdict}")
         print(f"throughput ratio, command / process: {med['ratio_cli_vs_process']:.2f}")
