@@ -239,7 +239,10 @@ def preflight(
 
     hs = settings()
     if hs.offline:
-        return _offline_plan(repo_id, revision, include, exclude, hs)
+        plan = _offline_plan(repo_id, revision, include, exclude, hs)
+        _check_model(repo_id, [f.path for f in plan.files], plan.config, trust_remote_code,
+                     model_check)  # fmt: skip
+        return plan
     api = HfApi()
     with _hub_errors(repo_id, revision, hs.endpoint):
         info = api.model_info(repo_id, revision=revision)
@@ -282,7 +285,17 @@ def preflight(
         if left_out:
             raise HubError(f"the globs leave out weight shards {', '.join(left_out[:3])}")
 
-    code = sorted(p for p in chosen if p.endswith(REMOTE_CODE_SUFFIXES))
+    _check_model(repo_id, chosen, config, trust_remote_code, model_check)
+    files = [remote[p] for p in chosen]
+    plan = Plan(repo_id, revision or "main", commit, files, config)
+    plan.missing_bytes = sum(f.size for f in files if not _in_cache(hs.cache_dir, repo_id, f))
+    check_disk(hs.cache_dir, plan.missing_bytes)
+    return plan
+
+
+def _check_model(repo_id, paths, config, trust_remote_code, model_check) -> None:
+    """Refuse remote code (unless trusted) and a model type the installed mlx-lm lacks."""
+    code = sorted(p for p in paths if p.endswith(REMOTE_CODE_SUFFIXES))
     custom = config.get("auto_map") or config.get("model_file")
     if (code or custom) and not trust_remote_code:
         what = ", ".join(code[:3]) or "auto_map/model_file in config.json"
@@ -294,12 +307,6 @@ def preflight(
         reason = model_check(config)
         if reason:
             raise HubError(f"{repo_id}: {reason}")
-
-    files = [remote[p] for p in chosen]
-    plan = Plan(repo_id, revision or "main", commit, files, config)
-    plan.missing_bytes = sum(f.size for f in files if not _in_cache(hs.cache_dir, repo_id, f))
-    check_disk(hs.cache_dir, plan.missing_bytes)
-    return plan
 
 
 def _offline_plan(repo_id, revision, include, exclude, hs: HubSettings) -> Plan:
