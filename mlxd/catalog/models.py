@@ -257,6 +257,36 @@ class PromptCache(SQLModel, table=True):
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
+class HubSnapshot(SQLModel, table=True):
+    """Where a pulled model came from: a hub repo at one exact commit, in the HF cache."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_id: int = Field(foreign_key="model.id", index=True, unique=True)
+    repo_id: str = Field(index=True)  # "mlx-community/Qwen3-4B-Instruct-2507-4bit"
+    revision: str  # as asked: a branch, a tag or a commit
+    commit_sha: str = Field(index=True)  # the 40-hex commit it resolved to
+    endpoint: str | None = None  # the hub it came from (HF_ENDPOINT), never a token
+    cache_dir: str  # the HF hub cache holding it (HF_HUB_CACHE)
+    total_bytes: int
+    file_count: int
+    is_mlx: bool  # already MLX (quantization config or MLX safetensors), else convert it
+    pulled_by_job_id: int | None = Field(default=None, foreign_key="job.id")
+    verified_at: datetime | None = None  # every file's hash matched the hub's
+    created_at: datetime = Field(default_factory=utcnow)
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class HubFile(SQLModel, table=True):
+    """One file of a pulled snapshot, with the hash it was verified against."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    snapshot_id: int = Field(foreign_key="hubsnapshot.id", index=True)
+    path: str  # inside the repo
+    size_bytes: int
+    sha256: str
+    lfs: bool  # LFS files are checked against the hub's sha256, others against the git oid
+
+
 def row_from(table: type[SQLModel], result: Any, **values: Any) -> Any:
     """A ``table`` row from a result dataclass (or its dict): every field that has a column of
     the same name, plus ``values``. The one mapping from engine results to catalog rows."""

@@ -286,6 +286,8 @@ class Reader:
         if m is None and ("/" in ref_s or ref_s.startswith(".")):
             path = str(Path(ref_s).expanduser().resolve())
             m = self._one("model", "select * from model where path = ?", (path,))
+        if m is None and "/" in ref_s:
+            m = self.hub_model(ref_s)  # a hub repo id: "org/name" or "org/name@revision"
         return m
 
     def model(self, ref: str | int) -> Row:
@@ -344,6 +346,34 @@ class Reader:
     def bench_run_ids(self, model_id: int) -> list[int]:
         sql = "select id from benchrun where model_id = ? order by id"
         return [r[0] for r in self.con.execute(sql, (model_id,))]
+
+    # -- pulled models (hub snapshots) ------------------------------------------------------
+
+    def hub_model(self, ref: str) -> Row | None:
+        """The newest pulled model of ``org/name[@revision]`` (a branch asked for, or a commit
+        or a prefix of one of at least 7 hex digits), as the Store resolves it."""
+        repo, _, rev = ref.partition("@")
+        if repo.count("/") != 1:
+            return None
+        sql = "select * from hubsnapshot where repo_id = ? order by id desc"
+        for snap in self.rows("hubsnapshot", sql, (repo,)):
+            if (
+                not rev
+                or rev == snap.revision
+                or (len(rev) >= 7 and snap.commit_sha.startswith(rev))
+            ):
+                return self.model_by_id(snap.model_id)
+        return None
+
+    def hub_snapshots_by_model(self) -> dict[int, Row]:
+        return {s.model_id: s for s in self.rows("hubsnapshot", "select * from hubsnapshot")}
+
+    def hub_snapshot(self, model_id: int) -> Row | None:
+        return self._one("hubsnapshot", "select * from hubsnapshot where model_id = ?", (model_id,))
+
+    def hub_files(self, snapshot_id: int) -> list[Row]:
+        sql = "select * from hubfile where snapshot_id = ? order by path"
+        return self.rows("hubfile", sql, (snapshot_id,))
 
     # -- sweeps, probes ---------------------------------------------------------------------
 

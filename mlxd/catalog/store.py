@@ -122,6 +122,8 @@ class Store:
                 path = str(Path(ref_s).expanduser().resolve())
                 m = s.exec(select(Model).where(Model.path == path)).first()
             if m is None:
+                m = _hub_model(s, ref_s)  # a hub repo id: "org/name" or "org/name@revision"
+            if m is None:
                 raise NotFound(f"model '{ref}' not found; see 'mlxd models list'")
             return m
 
@@ -169,6 +171,7 @@ class Store:
             m = s.get(Model, model_id)
             if m is None:
                 raise NotFound(f"model {model_id} not found")
+            _delete_hub_rows(s, model_id)
             # Children keep existing; their lineage says which parent was removed.
             for child in s.exec(select(Model).where(Model.parent_id == model_id)):
                 child.details = {
@@ -538,12 +541,45 @@ class Store:
             Path(c.path).unlink(missing_ok=True)
             s.delete(c)
 
+    # -- hub snapshots (pulled models) ------------------------------------------------------
 
-def _delete_prompt_caches_of(s: Session, model_id: int) -> None:
-    for cache in s.exec(select(PromptCache).where(PromptCache.model_id == model_id)):
-        Path(cache.path).unlink(missing_ok=True)
-        s.delete(cache)
-    s.flush()
+    def add_hub_snapshot(self, snapshot, files: list, session: Session | None = None):
+        """Record where a model came from and every file's verified hash."""
+        with contextlib.ExitStack() as stack:
+            s = session or stack.enter_context(self.write())
+            s.add(snapshot)
+            s.flush()
+            for f in files:
+                f.snapshot_id = snapshot.id
+                s.add(f)
+            return snapshot
+
+    def hub_snapshot(self, model_id: int):
+        from mlxd.catalog.models import HubSnapshot
+
+        with self.read() as s:
+            return s.exec(select(HubSnapshot).where(HubSnapshot.model_id == model_id)).first()
+
+    def hub_snapshots(self, repo_id: str | None = None) -> list:
+        from mlxd.catalog.models import HubSnapshot
+
+        with self.read() as s:
+            q = select(HubSnapshot).order_by(HubSnapshot.id)
+            if repo_id:
+                q = q.where(HubSnapshot.repo_id == repo_id)
+            return list(s.exec(q))
+
+    def hub_files(self, snapshot_id: int) -> list:
+        from mlxd.catalog.models import HubFile
+
+        with self.read() as s:
+            q = select(HubFile).where(HubFile.snapshot_id == snapshot_id).order_by(HubFile.path)
+            return list(s.exec(q))
+
+    def find_hub_model(self, ref: str) -> Model | None:
+        """The pulled model a hub id (``org/name[@revision]``) names, if the catalog has it."""
+        with self.read() as s:
+            return _hub_model(s, ref)
 
 
 def _user() -> str | None:
@@ -551,3 +587,36 @@ def _user() -> str | None:
         return getpass.getuser()
     except Exception:  # no passwd entry in some containers
         return os.environ.get("USER")
+
+
+# -- hub snapshots (pulled models) ------------------------------------------------------------
+
+
+def _hub_model(s: Session, ref: str) -> Model | None:
+    """The newest pulled model of hub repo ``org/name`` (at ``@revision``: a branch asked
+    for then, or a commit, full or a prefix of at least 7 hex digits)."""
+    from mlxd.catalog.models import HubSnapshot
+
+    repo, _, rev = ref.partition("@")
+    if repo.count("/") != 1:
+        return None
+    q = select(HubSnapshot).where(HubSnapshot.repo_id == repo).order_by(HubSnapshot.id.desc())
+    for snap in s.exec(q):
+        if not rev or rev == snap.revision or (len(rev) >= 7 and snap.commit_sha.startswith(rev)):
+            return s.get(Model, snap.model_id)
+    return None
+
+
+def _delete_hub_rows(s: Session, model_id: int) -> None:
+    from mlxd.catalog.models import HubFile, HubSnapshot
+
+    snap_ids = select(HubSnapshot.id).where(HubSnapshot.model_id == model_id)
+    s.execute(delete(HubFile).where(HubFile.snapshot_id.in_(snap_ids)))
+    s.execute(delete(HubSnapshot).where(HubSnapshot.model_id == model_id))
+
+
+def _delete_prompt_caches_of(s: Session, model_id: int) -> None:
+    for cache in s.exec(select(PromptCache).where(PromptCache.model_id == model_id)):
+        Path(cache.path).unlink(missing_ok=True)
+        s.delete(cache)
+    s.flush()

@@ -28,6 +28,8 @@ COMMANDS = {
     "demo": "mlxd.cli.demo_cmd:demo",
     "system": "mlxd.cli.system_cmd:system",
     "doctor": "mlxd.cli.doctor_cmd:doctor",
+    "pull": "mlxd.cli.hub_cmd:pull",
+    "push": "mlxd.cli.hub_cmd:push",
 }
 
 

@@ -133,8 +133,13 @@ def import_gguf(file: str, name: str | None, dequantize: bool, wait, after, prio
 @output_options()
 def list_(fmt: str):
     """List the models in the catalog."""
-    rows = get_reader().models()
+    reader = get_reader()
+    rows = reader.models()
     names = {m.id: m.name for m in rows}
+    hub = reader.hub_snapshots_by_model()  # pulled models: their repo and commit
+    for m in rows:
+        snap = hub.get(m.id)
+        m["hub_repo"], m["hub_commit"] = (snap.repo_id, snap.commit_sha) if snap else (None, None)
     emit(
         fmt,
         rows,
@@ -148,7 +153,7 @@ def list_(fmt: str):
             "DTYPE",
             "QUANT",
             "BPW",
-            "PARENT",
+            "PARENT/FROM",
         ],
         table=lambda m: (
             m.id,
@@ -160,7 +165,8 @@ def list_(fmt: str):
             m.dtype,
             quant_label(m),
             f"{m.bits_per_weight:.2f}" if m.bits_per_weight else "",
-            names.get(m.parent_id, ""),
+            names.get(m.parent_id, "")
+            or (f"{m.hub_repo}@{m.hub_commit[:12]}" if m.hub_repo else ""),
         ),
         empty="No models yet. Try 'mlxd models synth tiny' or 'mlxd models add PATH'.",
     )
@@ -182,6 +188,7 @@ def show(ref: str, fmt: str):
         data["lineage"] = [{"id": p.id, "name": p.name, "source": p.source} for p in lineage]
         data["children"] = [{"id": c.id, "name": c.name} for c in children]
         data["bench_run_ids"] = run_ids
+        data["hub"] = hub_facts(reader, m)
         echo_json(data)
         return
     facts = [
@@ -202,6 +209,12 @@ def show(ref: str, fmt: str):
         # An import's lineage is a file, not a parent row: say which file, exactly.
         facts.append(("imported from", m.details["gguf_file"]))
         facts.append(("gguf sha256", m.details.get("gguf_sha256")))
+    hub = hub_facts(reader, m)
+    if hub:
+        facts.append(("hub repo", f"{hub['repo']} ({hub['revision']})"))
+        facts.append(("hub commit", hub["commit"]))
+        facts.append(("verified", f"{len(hub['files'])} files against the hub's hashes"
+                      if hub["verified_at"] else "no (found in the HF cache by 'models scan')"))  # fmt: skip
     overrides = m.details.get("quantization_overrides") or {}
     if overrides:
         facts.append(("quant overrides", ", ".join(
@@ -232,7 +245,7 @@ def show(ref: str, fmt: str):
               help="Remove it although derived models, sweeps or scores refer to it")  # fmt: skip
 @catalog_errors
 def rm(ref: str, files: bool, force: bool):
-    """Remove a model from the catalog (its benchmarks too)."""
+    """Remove a model from the catalog (its benchmarks too; --files: its files)."""
     import shutil
     from pathlib import Path
 
@@ -254,9 +267,52 @@ def rm(ref: str, files: bool, force: bool):
         )
     models_dir = get_paths().models
     path = Path(m.path)
+    snap = store.hub_snapshot(m.id)
+    if files and snap is not None:
+        # A pulled model: its revision goes through the hub library's own delete strategy.
+        from mlxd.hubcache import delete_revision
+
+        store.delete_model(m.id)
+        freed = delete_revision(Path(snap.cache_dir), snap.commit_sha)
+        what = (f"deleted {snap.repo_id}@{snap.commit_sha[:12]} from the HF cache "
+                f"({human_bytes(freed)} freed)" if freed is not None
+                else "its files were already gone from the HF cache")  # fmt: skip
+        click.echo(f"Removed model {m.id}: {m.name} and {what}")
+        return
     if files and not (m.managed and path.resolve().is_relative_to(models_dir)):
         raise UserError(f"{path} was not made by mlxd; remove it yourself, or drop --files")
     store.delete_model(m.id)
     if files:
         shutil.rmtree(path, ignore_errors=True)
     click.echo(f"Removed model {m.id}: {m.name}" + (f" and deleted {path}" if files else ""))
+
+
+def hub_facts(reader, m) -> dict | None:
+    """Where a pulled model came from, and every file with its verified hash."""
+    snap = reader.hub_snapshot(m.id)
+    if snap is None:
+        return None
+    return {
+        "repo": snap.repo_id,
+        "revision": snap.revision,
+        "commit": snap.commit_sha,
+        "endpoint": snap.endpoint,
+        "cache_dir": snap.cache_dir,
+        "total_bytes": snap.total_bytes,
+        "is_mlx": snap.is_mlx,
+        "verified_at": snap.verified_at,
+        "files": [
+            {"path": f.path, "size_bytes": f.size_bytes, "sha256": f.sha256, "lfs": f.lfs}
+            for f in reader.hub_files(snap.id)
+        ],
+    }
+
+
+def _register_hub_cache_commands() -> None:
+    from mlxd.cli.hubcache_cmd import du, scan
+
+    models.add_command(scan)
+    models.add_command(du)
+
+
+_register_hub_cache_commands()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from mlxd.cli.context import BadUsage, catalog_errors
+from mlxd.cli.hub_cmd import model_ref_or_pull
 from mlxd.cli.params import SEED, int_list, list_option
 from mlxd.cli.submit import (
     catalog_model,
@@ -39,7 +40,7 @@ def convert(ref, dtype, name, wait, after, priority, timeout_s):
     """Convert a Hugging Face-format model to MLX."""
     from mlxd.jobs.convert import Spec
 
-    ref, model_id = model_ref(ref, after)
+    ref, model_id, after = model_ref_or_pull(ref, after)  # a hub id queues a pull
     check_not_quantized(catalog_model(model_id), "convert")
     spec = Spec(model=ref, model_id=model_id, dtype=dtype, name=name)
     check_free_name(spec.name)
@@ -64,7 +65,7 @@ def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, prio
     """Quantize a model (affine 2-8 bits, mxfp4, nvfp4, mxfp8 or a mixed recipe)."""
     from mlxd.jobs.quantize import Spec
 
-    ref, model_id = model_ref(ref, after)
+    ref, model_id, after = model_ref_or_pull(ref, after)  # a hub id queues a pull
     bits = None if bits is None else int(bits)
     group_size = None if group_size is None else int(group_size)
     check_explicit_choices(mode, recipe, bits, group_size)
@@ -133,7 +134,7 @@ def bench(ref, prompt_tokens, gen_tokens, trials, warmup, batch_size, depth, kv_
     """Benchmark a model: prompt and generation tok/s, time to first token, memory."""
     from mlxd.jobs.bench import Spec
 
-    ref, model_id = model_ref(ref, after)
+    ref, model_id, after = model_ref_or_pull(ref, after)  # a hub id queues a pull
     if serve:
         from mlxd.jobs.serve_bench import Spec as ServeSpec
 

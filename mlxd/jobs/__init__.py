@@ -25,6 +25,8 @@ KINDS: dict[str, str] = {
     "cache_prompt": "mlxd.jobs.cache_prompt",
     "serve_bench": "mlxd.jobs.serve_bench",
     "bench_pair": "mlxd.jobs.bench_pair",
+    "download": "mlxd.jobs.download",
+    "push": "mlxd.jobs.push",
 }
 
 

@@ -1,0 +1,137 @@
+"""The HF cache as mlxd sees it: register what is there, show disk use, delete a revision.
+
+Everything goes through ``huggingface_hub``'s own cache scanner (``scan_cache_dir``) and its
+delete strategy, so mlxd never removes a folder by hand in a cache it shares with mlx-lm and
+``hf download``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass
+class CachedSnapshot:
+    """One revision of one model repo in the HF cache."""
+
+    repo_id: str
+    commit: str
+    refs: list[str]
+    path: Path
+    size_on_disk: int
+    files: list[dict[str, Any]] = field(default_factory=list)  # path, size_bytes, sha256, lfs
+
+
+def scan(cache_dir: Path) -> list[CachedSnapshot]:
+    """Every model revision in the cache (nothing is read but names and sizes)."""
+    from huggingface_hub import scan_cache_dir
+
+    if not Path(cache_dir).is_dir():
+        return []
+    info = scan_cache_dir(cache_dir)
+    out = []
+    for repo in sorted(info.repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model":
+            continue
+        for rev in sorted(repo.revisions, key=lambda r: r.last_modified):
+            out.append(
+                CachedSnapshot(
+                    repo_id=repo.repo_id,
+                    commit=rev.commit_hash,
+                    refs=sorted(rev.refs),
+                    path=Path(rev.snapshot_path),
+                    size_on_disk=rev.size_on_disk,
+                    files=[_file_facts(f) for f in sorted(rev.files, key=lambda f: f.file_name)],
+                )
+            )
+    return out
+
+
+def _file_facts(f) -> dict[str, Any]:
+    # An LFS blob is named by its sha256: that is the hash, without reading gigabytes. Other
+    # blobs (named by their git id) are small files: hash them.
+    blob = Path(f.blob_path)
+    rel = Path(f.file_path).relative_to(_snapshot_root(Path(f.file_path))).as_posix()
+    if SHA256_RE.match(blob.name):
+        return {"path": rel, "size_bytes": f.size_on_disk, "sha256": blob.name, "lfs": True}
+    digest = hashlib.sha256(blob.read_bytes()).hexdigest()
+    return {"path": rel, "size_bytes": f.size_on_disk, "sha256": digest, "lfs": False}
+
+
+def _snapshot_root(file_path: Path) -> Path:
+    # .../snapshots/<commit>/<path in repo>
+    parts = file_path.parts
+    i = len(parts) - 1 - parts[::-1].index("snapshots")
+    return Path(*parts[: i + 2])
+
+
+@dataclass
+class RevisionUsage:
+    repo_id: str
+    commit: str
+    refs: list[str]
+    size_on_disk: int
+    unique_bytes: int  # freed if this revision alone were deleted
+    shared_bytes: int  # blobs other revisions of the repo use too
+
+
+def disk_usage(cache_dir: Path) -> tuple[list[RevisionUsage], int]:
+    """Per revision: its size, what only it uses, what it shares; and the cache's total."""
+    from huggingface_hub import scan_cache_dir
+
+    if not Path(cache_dir).is_dir():
+        return [], 0
+    info = scan_cache_dir(cache_dir)
+    rows = []
+    for repo in sorted(info.repos, key=lambda r: r.repo_id):
+        users: dict[str, set[str]] = {}
+        sizes: dict[str, int] = {}
+        for rev in repo.revisions:
+            for f in rev.files:
+                users.setdefault(str(f.blob_path), set()).add(rev.commit_hash)
+                sizes[str(f.blob_path)] = f.size_on_disk
+        for rev in sorted(repo.revisions, key=lambda r: r.last_modified):
+            blobs = {str(f.blob_path) for f in rev.files}
+            shared = sum(sizes[b] for b in blobs if len(users[b]) > 1)
+            unique = sum(sizes[b] for b in blobs if len(users[b]) == 1)
+            rows.append(
+                RevisionUsage(
+                    repo.repo_id,
+                    rev.commit_hash,
+                    sorted(rev.refs),
+                    rev.size_on_disk,
+                    unique,
+                    shared,
+                )  # fmt: skip
+            )
+    return rows, info.size_on_disk
+
+
+def delete_revision(cache_dir: Path, commit: str) -> int | None:
+    """Delete one cached revision through the hub library; bytes freed, None if not there."""
+    from huggingface_hub import scan_cache_dir
+
+    if not Path(cache_dir).is_dir():
+        return None
+    info = scan_cache_dir(cache_dir)
+    known = {rev.commit_hash for repo in info.repos for rev in repo.revisions}
+    if commit not in known:
+        return None
+    strategy = info.delete_revisions(commit)
+    freed = strategy.expected_freed_size
+    strategy.execute()
+    return freed
+
+
+def is_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    try:
+        return Path(path).resolve().is_relative_to(Path(folder).resolve())
+    except OSError:
+        return False
