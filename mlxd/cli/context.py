@@ -76,8 +76,11 @@ def get_reader():
     global _reader
     if _reader is None:
         from mlxd.catalog.read import Reader
+        from mlxd.daemon.permissions import share_files
 
-        _reader = Reader(get_paths())
+        p = get_paths()
+        _reader = Reader(p)  # creates and migrates the catalog when there is none
+        share_files(p.home)  # SQLite ignores the umask's group bits
     return _reader
 
 
