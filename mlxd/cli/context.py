@@ -76,11 +76,8 @@ def get_reader():
     global _reader
     if _reader is None:
         from mlxd.catalog.read import Reader
-        from mlxd.daemon.permissions import share_files
 
-        p = get_paths()
-        _reader = Reader(p)  # creates and migrates the catalog when there is none
-        share_files(p.home)  # SQLite ignores the umask's group bits
+        _reader = Reader(get_paths())
     return _reader
 
 
