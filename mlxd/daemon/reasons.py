@@ -15,7 +15,7 @@ from pathlib import Path
 # What MLX, the C++ runtime and Python print when an allocation fails.
 _OOM_PATTERNS = re.compile(
     r"std::bad_alloc|MemoryError|\[metal::malloc\]|out of memory|Cannot allocate memory"
-    r"|Unable to allocate",
+    r"|Unable to allocate|memory allocation of \d+ bytes failed",  # the last: Rust's abort
     re.IGNORECASE,
 )
 # Under RLIMIT_AS a thread's stack cannot be mapped either: pthread_create says EAGAIN.

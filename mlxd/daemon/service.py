@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from huey.consumer import Consumer
 
@@ -31,6 +32,7 @@ from mlxd.daemon.runner import Runner
 from mlxd.system.permissions import apply_umask, share_files
 
 log = logging.getLogger("mlxd.daemon")
+HEALTH_CHECK_S = 10.0
 
 # Kept for callers of the old name (mlxd/daemon/settings.py lists every setting).
 ENV_SPARE_CHILD = settings.ENV_SPARE_CHILD
@@ -135,8 +137,11 @@ def run_daemon(paths: Paths, workers: int = 1) -> None:
         consumer.start()
         signals.install()  # huey's start() installs its own handlers: ours win
         housekeeper.start()
+        last_health = time.monotonic()
         while not signals.stop.wait(0.1):
-            pass
+            if time.monotonic() - last_health > HEALTH_CHECK_S:
+                last_health = time.monotonic()
+                consumer.check_worker_health()  # a worker thread that died is replaced
         log.info("stopping%s", " to restart" if signals.restart else "")
         # Sets the stop flag (the Runner stops and re-queues its jobs) and waits for workers.
         consumer.stop(graceful=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -26,6 +27,8 @@ FAST = {
     "MLXD_HOUSEKEEPING_S": "0.5",
     "MLXD_BUSY_TIMEOUT_S": "1",
     "HF_HUB_OFFLINE": "1",
+    # A spare imports mlx beside the job on these 2 cores: only the tests about it keep it.
+    "MLXD_SPARE_CHILD": "0",
 }
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -42,7 +45,7 @@ class FaultHome:
     # -- running things --------------------------------------------------------------
 
     def env(self, **extra: str) -> dict[str, str]:
-        return dict(os.environ, MLXD_HOME=str(self.home), **FAST, **extra)
+        return {**os.environ, "MLXD_HOME": str(self.home), **FAST, **extra}
 
     def mlxd(self, *args: str, check: bool = True, timeout: float = 120, **env: str):
         proc = subprocess.run(
@@ -57,8 +60,27 @@ class FaultHome:
         return proc
 
     def submit(self, *args: str) -> int:
+        """Through the real CLI (``mlxd quantize ...``)."""
         out = self.mlxd(*args).stdout  # "Queued job N: ..."
         return int(out.split()[2].rstrip(":"))
+
+    def queue(self, kind: str, **params) -> int:
+        """What a submit does (a catalog row, then the queue), without a CLI process each time:
+        on these shared 2 cores a CLI start costs seconds."""
+        from mlxd.catalog.store import Store
+        from mlxd.config import paths
+        from mlxd.daemon.queue import enqueue
+        from mlxd.jobs import load_kind
+
+        spec = load_kind(kind).Spec(**params)
+        p = paths(self.home)
+        store = Store(p)
+        try:
+            job = store.submit_job(kind, spec.to_params())
+        finally:
+            store.close()
+        enqueue(p, job.id)
+        return job.id
 
     def start(self, workers: int = 1, timeout: float = 60, **env: str) -> subprocess.Popen:
         log = open(self.home.parent / "daemon-stdio.log", "a")
@@ -197,9 +219,20 @@ def fh(mlxd_home):
     h.stop_all()
 
 
+@pytest.fixture(scope="session")
+def tiny_catalog(tmp_path_factory, tiny_model_dir) -> Path:
+    """A catalog with the session's tiny model registered as 'tiny' (made once, copied)."""
+    home = tmp_path_factory.mktemp("tiny-catalog") / "home"
+    FaultHome(home).add_model(tiny_model_dir)
+    con = sqlite3.connect(home / "catalog.db")
+    con.execute("pragma wal_checkpoint(TRUNCATE)")  # everything in the main file
+    con.close()
+    return home / "catalog.db"
+
+
 @pytest.fixture
-def fh_tiny(fh, tiny_model_dir):
-    fh.add_model(tiny_model_dir)
+def fh_tiny(fh, tiny_catalog):
+    shutil.copyfile(tiny_catalog, fh.home / "catalog.db")
     return fh
 
 

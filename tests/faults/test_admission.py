@@ -36,9 +36,9 @@ def test_memory_heavy_jobs_wait_their_turn_even_with_two_workers(fh_tiny):
     from mlxd.config import paths
     from mlxd.daemon.admission import estimate
 
-    bench_args = ("bench", "tiny", "-p", "16", "-g", "2000", "-n", "20", "--warmup", "0")
     store = Store(paths(fh_tiny.home))
-    bench = fh_tiny.submit(*bench_args)
+    bench = fh_tiny.queue("bench", model="tiny", prompt_tokens=[16], gen_tokens=[2000],
+                          trials=20, warmup=0)  # fmt: skip
     est_bench = estimate("bench", store.get_job(bench).params, store).memory_bytes
     est_quant = estimate("quantize", {"model": "tiny", "bits": 8}, store).memory_bytes
     store.close()
@@ -46,7 +46,7 @@ def test_memory_heavy_jobs_wait_their_turn_even_with_two_workers(fh_tiny):
     budget = max(est_bench, est_quant) + min(est_bench, est_quant) // 2
     fh_tiny.start(workers=2, MLXD_MEMORY_BUDGET_BYTES=str(budget))
     fh_tiny.wait_running_child(bench)
-    quant = fh_tiny.submit("quantize", "tiny", "--bits", "8")
+    quant = fh_tiny.queue("quantize", model="tiny", bits=8)
     deadline = time.monotonic() + 30
     while not (fh_tiny.job(quant)["message"] or "").startswith("waiting: memory"):
         assert time.monotonic() < deadline, fh_tiny.job(quant)

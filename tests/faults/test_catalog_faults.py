@@ -11,8 +11,6 @@ import pytest
 
 pytestmark = pytest.mark.daemon
 
-LONG_BENCH = ("bench", "tiny", "-p", "16", "-g", "300", "-n", "2", "--warmup", "0")
-
 
 def _hold_lock(db, seconds: float, mode: str = "IMMEDIATE", until=None) -> threading.Thread:
     """Another process's write lock (a sqlite3 shell, a backup) held for ``seconds``
@@ -47,7 +45,7 @@ def _gone(pid: int) -> bool:
 
 def test_a_lock_longer_than_the_busy_timeout_costs_no_job(fh_tiny):
     fh_tiny.start()  # busy timeout 1 s (FAST)
-    j = fh_tiny.submit("quantize", "tiny", "--bits", "4")
+    j = fh_tiny.queue("quantize", model="tiny", bits=4)
     child = fh_tiny.wait_running_child(j)
     # Held until the child has handed over its result, then 4 s more: the daemon holds a
     # result it cannot record for four busy timeouts.
@@ -66,7 +64,7 @@ def test_a_lock_longer_than_the_busy_timeout_costs_no_job(fh_tiny):
 
 def test_cancel_works_while_the_catalog_is_locked(fh_tiny):
     fh_tiny.start()
-    j = fh_tiny.submit("bench", "tiny", "-p", "16", "-g", "2000", "-n", "40")
+    j = fh_tiny.queue("bench", model="tiny", prompt_tokens=[16], gen_tokens=[2000], trials=40)
     child = fh_tiny.wait_running_child(j)
     holder = _hold_lock(fh_tiny.home / "catalog.db", 5)
     proc = fh_tiny.mlxd("jobs", "cancel", str(j))
@@ -110,7 +108,7 @@ def test_a_submit_while_the_queue_file_is_locked_still_runs(fh_tiny):
 
 
 def test_a_corrupt_queue_file_is_set_aside_and_rebuilt(fh_tiny):
-    j = fh_tiny.submit("quantize", "tiny", "--bits", "4")
+    j = fh_tiny.queue("quantize", model="tiny", bits=4)
     (fh_tiny.home / "queue.db").write_bytes(b"this is not a database" * 100)
     for extra in ("queue.db-wal", "queue.db-shm"):
         (fh_tiny.home / extra).unlink(missing_ok=True)
@@ -122,7 +120,7 @@ def test_a_corrupt_queue_file_is_set_aside_and_rebuilt(fh_tiny):
 def test_a_full_disk_fails_the_job_with_path_and_free_space(fh_tiny):
     # A reserve larger than any disk: the free-space check trips as soon as the job runs.
     fh_tiny.start(MLXD_DISK_RESERVE_BYTES=str(10**18))
-    j = fh_tiny.submit("quantize", "tiny", "--bits", "4")
+    j = fh_tiny.queue("quantize", model="tiny", bits=4)
     final = fh_tiny.wait_job(j, timeout=60)
     assert final["status"] == "failed"
     models = fh_tiny.home / "models"

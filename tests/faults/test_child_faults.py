@@ -14,12 +14,12 @@ from mlxd.daemon import settings
 pytestmark = pytest.mark.daemon
 
 # A bench long enough to be caught running, short enough to finish quickly when let be.
-LONG_BENCH = ("bench", "tiny", "-p", "16", "-g", "300", "-n", "2", "--warmup", "0")
+LONG_BENCH = {"model": "tiny", "prompt_tokens": [16], "gen_tokens": [300], "trials": 2, "warmup": 0}
 
 
 def test_a_stopped_child_loses_its_lease_and_runs_once_more(fh_tiny):
     fh_tiny.start()
-    j = fh_tiny.submit(*LONG_BENCH)
+    j = fh_tiny.queue("bench", **LONG_BENCH)
     child = fh_tiny.wait_running_child(j)
     os.kill(child, signal.SIGSTOP)  # alive to the kernel, silent and idle: a hung job
     final = fh_tiny.wait_job(j, timeout=90)
@@ -32,7 +32,7 @@ def test_a_stopped_child_loses_its_lease_and_runs_once_more(fh_tiny):
 
 def test_a_child_killed_twice_fails_with_the_signal_not_a_guess(fh_tiny):
     fh_tiny.start()
-    j = fh_tiny.submit(*LONG_BENCH)
+    j = fh_tiny.queue("bench", **LONG_BENCH)
     first = fh_tiny.wait_running_child(j)
     os.kill(first, signal.SIGKILL)
     deadline = time.monotonic() + 60
@@ -48,19 +48,19 @@ def test_a_child_killed_twice_fails_with_the_signal_not_a_guess(fh_tiny):
     )
     assert "memory" not in final["error"]
     # The daemon carries on.
-    nxt = fh_tiny.submit("quantize", "tiny", "--bits", "8")
+    nxt = fh_tiny.queue("quantize", model="tiny", bits=8)
     assert fh_tiny.wait_job(nxt)["status"] == "succeeded"
     fh_tiny.assert_consistent()
 
 
 def test_a_stopped_or_killed_spare_never_blocks_a_job(fh_tiny, helpers):
-    daemon = fh_tiny.start()
+    daemon = fh_tiny.start(MLXD_SPARE_CHILD="1")
     deadline = time.monotonic() + 30
     while not (spares := helpers.spare_pids(daemon.pid)) and time.monotonic() < deadline:
         time.sleep(0.05)
     [spare] = spares
     os.kill(spare, signal.SIGSTOP)
-    j = fh_tiny.submit("quantize", "tiny", "--bits", "4")
+    j = fh_tiny.queue("quantize", model="tiny", bits=4)
     assert fh_tiny.wait_job(j, timeout=60)["status"] == "succeeded"
     assert fh_tiny.job(j)["crashes"] == 0
     deadline = time.monotonic() + 20
@@ -72,7 +72,7 @@ def test_a_stopped_or_killed_spare_never_blocks_a_job(fh_tiny, helpers):
     while not (spares := helpers.spare_pids(daemon.pid)) and time.monotonic() < deadline:
         time.sleep(0.05)
     os.kill(spares[0], signal.SIGKILL)
-    j2 = fh_tiny.submit("quantize", "tiny", "--bits", "8")
+    j2 = fh_tiny.queue("quantize", model="tiny", bits=8)
     assert fh_tiny.wait_job(j2, timeout=60)["status"] == "succeeded"
     time.sleep(1.5)  # a few housekeeping passes
     assert helpers.zombies(daemon.pid) == []
@@ -81,8 +81,8 @@ def test_a_stopped_or_killed_spare_never_blocks_a_job(fh_tiny, helpers):
 
 def test_an_address_space_limit_is_named_as_such(fh_tiny):
     # 1 GB below what the child has already mapped: every new allocation fails.
-    fh_tiny.start(MLXD_JOB_MEMORY_LIMIT_BYTES=str(200_000_000), MLXD_SPARE_CHILD="0")
-    j = fh_tiny.submit("quantize", "tiny", "--bits", "4")
+    fh_tiny.start(MLXD_JOB_MEMORY_LIMIT_BYTES=str(200_000_000))
+    j = fh_tiny.queue("quantize", model="tiny", bits=4)
     final = fh_tiny.wait_job(j, timeout=60)
     assert final["status"] == "failed"
     assert final["error"].startswith("address space limit: the job hit RLIMIT_AS (200.0 MB)")

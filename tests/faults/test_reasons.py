@@ -19,6 +19,8 @@ def test_out_of_memory_only_when_something_said_so():
         "out of memory (the job's log says an allocation failed)"
     )
     assert describe_exit(-9, kernel_oom_kills=1).reason.startswith("out of memory: the kernel")
+    rust = describe_exit(-6, log_tail="memory allocation of 67600 bytes failed")
+    assert rust.reason.startswith("out of memory")
     limited = describe_exit(-6, log_tail="std::bad_alloc", memory_limit=2 * 10**9)
     assert limited.reason == "address space limit: the job hit RLIMIT_AS (2.0 GB)"
     assert not limited.retryable

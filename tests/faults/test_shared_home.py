@@ -22,7 +22,7 @@ def test_a_group_shared_home_gets_group_writable_files_and_nothing_for_others(fh
 
 
 def test_cancelling_another_users_job_needs_force(fh_tiny):
-    j = fh_tiny.submit("quantize", "tiny", "--bits", "4")
+    j = fh_tiny.queue("quantize", model="tiny", bits=4)
     import sqlite3
 
     con = sqlite3.connect(fh_tiny.home / "catalog.db")
