@@ -17,7 +17,7 @@ COMMANDS = {
     "convert": "mlxd.cli.work_cmd:convert",
     "quantize": "mlxd.cli.work_cmd:quantize",
     "bench": "mlxd.cli.work_cmd:bench",
-    "quality": "mlxd.cli.quality_cmd:quality",
+    "quality": "mlxd.cli.quality_list_cmd:quality",
     "generate": "mlxd.cli.generate_cmd:generate",
     "chat": "mlxd.cli.chat_cmd:chat",
     "batch": "mlxd.cli.batch_cmd:batch",
@@ -28,6 +28,9 @@ COMMANDS = {
     "demo": "mlxd.cli.demo_cmd:demo",
     "system": "mlxd.cli.system_cmd:system",
     "doctor": "mlxd.cli.doctor_cmd:doctor",
+    "report": "mlxd.cli.report_cmd:report",
+    "recommend": "mlxd.cli.report_cmd:recommend",
+    "regressions": "mlxd.cli.report_cmd:regressions",
 }
 
 
