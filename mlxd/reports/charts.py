@@ -147,6 +147,7 @@ def speed_quality(fam: Family) -> Chart | None:
     line.set_gid(f"pareto-{s}")
     for (x, y), text in zip(pts, labels, strict=True):
         ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.margins(x=0.15, y=0.1)  # room for the labels at the edges
     ax.set_xlabel("KL divergence vs base (nats/token)" if use_kl else "perplexity")
     ax.set_ylabel("generation tok/s")
     ax.legend(fontsize=7)

@@ -19,8 +19,8 @@ th[aria-sort=ascending]::after { content: " \\25B2"; }
 th[aria-sort=descending]::after { content: " \\25BC"; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .charts { display: flex; flex-wrap: wrap; gap: 1em; }
-figure { margin: 0; } figcaption { font-size: 12px; color: #555; }
-svg { max-width: 100%; height: auto; }
+figure { margin: 0; flex: 0 1 580px; } figcaption { font-size: 12px; color: #555; }
+figure svg { width: 100%; height: auto; }
 code { background: #f4f4f4; padding: 0 .25em; }
 """
 

@@ -180,6 +180,7 @@ def _family_section(fam: Family, data: ReportData, rec: Recommendation, changes)
         )
     s.blocks.append("Recommendation: " + " ".join(rec.lines))
     if fam.depth_series:
+        s.blocks.append("Speed against context depth (tokens already in the KV cache):")
         rows = []
         for ser in fam.depth_series:
             for p in ser.points:
@@ -189,6 +190,7 @@ def _family_section(fam: Family, data: ReportData, rec: Recommendation, changes)
         s.blocks.append(Table(f"depth-{_slug(fam.name)}", ["Model", "Machine", "Point", "Depth",
                               "Prompt tok/s", "Generation tok/s"], rows))  # fmt: skip
     if fam.finetunes:
+        s.blocks.append("Fine-tuning runs:")
         rows = [
             [c(f.job_id, f.job_id), c(f.model), c(f.output or ""),
              c(f.iterations, f.iterations),
