@@ -295,6 +295,7 @@ def test_after_real_jobs_quality_sits_beside_speed(daemon, tiny_model_dir):
     assert four["mlx_version"] and four["host"]
     quality = run_json("quality", "list")
     assert {q["model"] for q in quality} == {"tiny", "tiny-4bit-g64"}
+    assert all(q["mlx_version"] and q["mlx_lm_version"] and q["host"] for q in quality)
     listed = run_mlxd("quality", "list", check=True).stdout
     assert "tiny-4bit-g64" in listed and "PERPLEXITY" in listed
     shown = run_mlxd("models", "show", "tiny-4bit-g64", check=True).stdout

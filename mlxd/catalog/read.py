@@ -391,7 +391,9 @@ class Reader:
             where = f" where q.model_id in ({','.join('?' * len(model_ids))})"
             params = list(model_ids)
         sql = f"""
-            select q.*, m.name as model, b.name as base, m.bits_per_weight, s.host, s.backend
+            select q.*, m.name as model, b.name as base, m.bits_per_weight, s.host, s.backend,
+                   s.chip, s.os_name || ' ' || s.os_version as os, s.mlx_version,
+                   s.mlx_lm_version
             from qualityrun q
             join model m on m.id = q.model_id
             left join model b on b.id = q.base_model_id

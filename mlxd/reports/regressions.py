@@ -8,6 +8,7 @@ when the two 95% confidence intervals do not overlap.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +17,7 @@ from typing import Any
 from mlxd.catalog.read import Reader, ResultFilter
 from mlxd.jobs.choices import BENCH_POINT_KEYS as POINT_FIELDS
 from mlxd.reports.data import load_models, parse_ts
-from mlxd.stats import Summary, means_differ, pool, ratio_of_means
+from mlxd.stats import Summary, means_differ, ratio_of_means, t95
 
 METRICS = (("generation_tps", "generation tok/s"), ("prompt_tps", "prompt tok/s"))
 
@@ -59,15 +60,31 @@ def _finite(x: float) -> float | None:
 
 @dataclass
 class _Group:
+    """One model at one point on one machine with one mlx / mlx-lm: its runs pooled."""
+
     versions: tuple[str, str]
     first_at: str
-    runs: list[tuple]  # (id, created_at, trials, gen mean, gen std, prompt mean, prompt std)
+    summaries: dict[str, Summary]
 
 
-def _summary(runs: Sequence[tuple], metric: str) -> Summary | None:
-    i = 3 if metric == "generation_tps" else 5
-    groups = [(r[2], r[i], r[i + 1] or 0.0) for r in runs if r[i] is not None and r[2]]
-    return pool(groups) if groups else None
+def _pooled(n: int | None, s1: float | None, s2: float | None) -> Summary | None:
+    """The Summary of pooled trials from their count, sum and sum of squares (as
+    ``stats.pool``, computed from SQL aggregates so 100,000 runs stay a few thousand rows)."""
+    if not n or s1 is None or s2 is None:
+        return None
+    mean = s1 / n
+    var = max(s2 - n * mean * mean, 0.0) / (n - 1) if n > 1 else 0.0
+    std = math.sqrt(var)
+    ci = t95(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+    return Summary(n=n, mean=mean, median=math.nan, std=std, ci95=ci)
+
+
+def _sums(metric: str) -> str:
+    m, sd = f"r.{metric}_mean", f"coalesce(r.{metric}_std, 0)"
+    return (
+        f"sum(case when {m} is not null then r.trials end), sum(r.trials * {m}), "
+        f"sum(case when {m} is not null then (r.trials - 1) * {sd} * {sd} + r.trials * {m} * {m} end)"
+    )
 
 
 def find_changes(
@@ -81,34 +98,33 @@ def find_changes(
     """Every change beyond the noise, oldest first."""
     con = reader.con
     where, params = reader._where(ResultFilter(models=tuple(models), since=since,
-                                             machines=tuple(machines)))  # fmt: skip
+                                               machines=tuple(machines)))  # fmt: skip
     pcols = ", ".join(f"r.{c}" for c in POINT_FIELDS)
     q = (
-        f"select r.model_id, s.host, {pcols}, s.mlx_version, s.mlx_lm_version, r.id, "
-        "r.created_at, r.trials, r.generation_tps_mean, r.generation_tps_std, "
-        "r.prompt_tps_mean, r.prompt_tps_std from benchrun r join system s on s.id = r.system_id"
-        f" {where} order by r.id"
+        f"select r.model_id, s.host, {pcols}, s.mlx_version, s.mlx_lm_version, "
+        f"min(r.created_at), {_sums('generation_tps')}, {_sums('prompt_tps')} "
+        f"from benchrun r join system s on s.id = r.system_id {where} "
+        f"group by r.model_id, s.host, {pcols}, s.mlx_version, s.mlx_lm_version"
     )
     n = len(POINT_FIELDS)
-    series: dict[tuple, dict[tuple[str, str], _Group]] = {}
+    series: dict[tuple, list[_Group]] = {}
     for row in con.execute(q, params):
         key = (row[0], row[1], tuple(row[2 : 2 + n]))
-        versions = (row[2 + n], row[3 + n])
-        run = tuple(row[4 + n :])
-        groups = series.setdefault(key, {})
-        g = groups.get(versions)
-        if g is None:
-            g = groups[versions] = _Group(versions, run[1], [])
-        g.runs.append(run)
+        versions, first_at, sums = (row[2 + n], row[3 + n]), row[4 + n], row[5 + n :]
+        summaries = {}
+        for i, (metric, _) in enumerate(METRICS):
+            summary = _pooled(*sums[3 * i : 3 * i + 3])
+            if summary is not None:
+                summaries[metric] = summary
+        series.setdefault(key, []).append(_Group(versions, first_at, summaries))
     names = {m.id: m.name for m in load_models(con).values()}
     out: list[Change] = []
     for (model_id, host, point), groups in series.items():
-        ordered = sorted(groups.values(), key=lambda g: g.first_at)
+        ordered = sorted(groups, key=lambda g: g.first_at)
         ctx = (names.get(model_id, str(model_id)), host,
                dict(zip(POINT_FIELDS, point, strict=True)))  # fmt: skip
         for before, after in zip(ordered, ordered[1:], strict=False):
-            out += _compare(ctx, "version", _label(before.versions), _label(after.versions),
-                            before.runs, after.runs, after.runs[0][1])  # fmt: skip
+            out += _compare(ctx, before, after)
     if only_slower:
         out = [c for c in out if c.verdict == "slower"]
     out.sort(key=lambda c: (c.when is None, c.when or 0, c.model, c.host))
@@ -119,17 +135,18 @@ def _label(versions: tuple[str, str]) -> str:
     return f"mlx {versions[0]} / mlx-lm {versions[1]}"
 
 
-def _compare(ctx, kind, before_label, after_label, before, after, when_text) -> list[Change]:
+def _compare(ctx, before: _Group, after: _Group) -> list[Change]:
     model, host, point = ctx
     out = []
     for metric, _ in METRICS:
-        a, b = _summary(before, metric), _summary(after, metric)
+        a, b = before.summaries.get(metric), after.summaries.get(metric)
         if a is None or b is None:
             continue
         if not means_differ(a, b):  # None (too few trials) or within the noise
             continue
         ratio, ci = ratio_of_means(a, b)
-        out.append(Change(model, host, point, metric, kind, before_label, after_label, a, b,
-                          ratio, ci, "faster" if b.mean > a.mean else "slower",
-                          parse_ts(when_text)))  # fmt: skip
+        out.append(Change(model, host, point, metric, "version", _label(before.versions),
+                          _label(after.versions), a, b, ratio, ci,
+                          "faster" if b.mean > a.mean else "slower",
+                          parse_ts(after.first_at)))  # fmt: skip
     return out
