@@ -32,7 +32,9 @@ def _ts(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def fill_results(home: str | os.PathLike, n_runs: int, *, trials: int = 3, seed: int = 0) -> int:
+def fill_results(
+    home: str | os.PathLike, n_runs: int, *, trials: int = 3, seed: int = 0, families: int = 5
+) -> int:
     """Insert ``n_runs`` synthetic bench runs (and their trials) into ``home``'s catalog.
 
     The catalog is created (migrated) through the Store first; the rows go in with plain
@@ -67,7 +69,7 @@ def fill_results(home: str | os.PathLike, n_runs: int, *, trials: int = 3, seed:
                     (host, bandwidth, _ts(now), host),
                 )
             models = []  # (id, weight bytes)
-            for family in range(5):
+            for family in range(families):
                 base_id = None
                 for bits, group, dtype, bpw in QUANTS:
                     name = f"fill-{family}" + (f"-{bits}bit-g{group}" if bits else "")
@@ -87,6 +89,16 @@ def fill_results(home: str | os.PathLike, n_runs: int, *, trials: int = 3, seed:
                     ).fetchone()
                     base_id = base_id or model_id
                     models.append((model_id, size))
+                    # a quality score per variant (KL grows as the bits shrink)
+                    kl = None if model_id == base_id else 0.5 / bits**2
+                    con.execute(
+                        "insert into qualityrun (model_id, base_model_id, created_at, "
+                        "text_name, text_sha256, tokens, perplexity, kl_mean, top1_agreement, "
+                        "details) select ?, ?, ?, 'default', 'fill', 511, ?, ?, ?, '{}' where "
+                        "not exists (select 1 from qualityrun where model_id = ?)",
+                        (model_id, None if kl is None else base_id, _ts(now), 9.0 + (kl or 0),
+                         kl, None if kl is None else 1 - kl, model_id),
+                    )  # fmt: skip
             first = con.execute("select coalesce(max(id), 0) from benchrun").fetchone()[0] + 1
             runs, trial_rows = [], []
             for i in range(n_runs):

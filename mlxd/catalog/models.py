@@ -123,6 +123,7 @@ class BenchRun(SQLModel, table=True):
     depth: int = 0
     kv_bits: int | None = None
     prefill_step_size: int | None = None
+    max_kv_size: int | None = None  # a rotating KV cache of this many tokens; None: unbounded
     trials: int
     warmup: int
     seed: int = 0
@@ -140,6 +141,10 @@ class BenchRun(SQLModel, table=True):
     generation_tps_ci95: float | None = None
     ttft_s_ci95: float | None = None
     noisy: bool = False  # a coefficient of variation above the threshold
+    # (prompt + generated tokens) / total trial time: llama-bench's -pg figure
+    combined_tps_mean: float | None = None
+    combined_tps_std: float | None = None
+    combined_tps_ci95: float | None = None
     peak_memory_bytes: int | None = None  # MLX's own peak (active memory), max over trials
     active_memory_bytes: int | None = None  # MLX active memory after the last trial
     cache_memory_bytes: int | None = None  # MLX buffer cache after the last trial

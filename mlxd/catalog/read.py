@@ -114,6 +114,9 @@ COLUMNS: list[tuple[str, str]] = [
     ("prompt_tps_ci95", _ci("prompt_tps_ci95")),
     ("generation_tps_ci95", _ci("generation_tps_ci95")),
     ("ttft_s_ci95", _ci("ttft_s_ci95")),
+    ("combined_tps_mean", "r.combined_tps_mean"),
+    ("combined_tps_std", "r.combined_tps_std"),
+    ("combined_tps_ci95", "r.combined_tps_ci95"),
     ("noisy", "r.noisy"),
     *[
         (c, f"r.{c}")
@@ -130,11 +133,19 @@ COLUMNS: list[tuple[str, str]] = [
             "thermal_state",
         )
     ],  # fmt: skip
+    # The model's newest quality run (any machine: the scores do not depend on one).
+    ("perplexity", "q.perplexity"),
+    ("kl_mean", "q.kl_mean"),
+    ("top1_agreement", "q.top1_agreement"),
+    ("quality_base", "qb.name"),
+    ("quality_run_id", "q.id"),
     ("host", "s.host"),
     ("cpu", "s.cpu"),
     ("chip", "s.chip"),
+    ("ram_bytes", "s.ram_bytes"),
     ("backend", "s.backend"),
     ("os", "s.os_name || ' ' || s.os_version"),
+    ("python_version", "s.python_version"),
     ("mlx_version", "s.mlx_version"),
     ("mlx_lm_version", "s.mlx_lm_version"),
     ("mlxd_version", "s.mlxd_version"),
@@ -176,6 +187,9 @@ _FROM = """
         select host, memory_bandwidth_bytes_per_s from probe
         where id in (select max(id) from probe group by host)
     ) p on p.host = s.host
+    left join qualityrun q
+        on q.id = (select max(id) from qualityrun where model_id = r.model_id)
+    left join model qb on qb.id = q.base_model_id
 """
 
 
@@ -188,6 +202,7 @@ class ResultFilter:
     since: datetime | None = None
     mlx_versions: tuple[str, ...] = ()
     limit: int = 0  # the newest N runs (still listed oldest first); 0: all
+    job_ids: tuple[int, ...] = ()  # only runs these jobs measured
 
 
 class Reader:
@@ -406,7 +421,9 @@ class Reader:
             where = f" where q.model_id in ({','.join('?' * len(model_ids))})"
             params = list(model_ids)
         sql = f"""
-            select q.*, m.name as model, b.name as base, m.bits_per_weight, s.host, s.backend
+            select q.*, m.name as model, b.name as base, m.bits_per_weight, s.host, s.backend,
+                   s.chip, s.os_name || ' ' || s.os_version as os, s.mlx_version,
+                   s.mlx_lm_version
             from qualityrun q
             join model m on m.id = q.model_id
             left join model b on b.id = q.base_model_id
@@ -446,6 +463,9 @@ class Reader:
             self.check_known("mlx_version", flt.mlx_versions, "mlx version")
             clauses.append(f"s.mlx_version in ({','.join('?' * len(flt.mlx_versions))})")
             params += flt.mlx_versions
+        if flt.job_ids:
+            clauses.append(f"r.job_id in ({','.join('?' * len(flt.job_ids))})")
+            params += list(flt.job_ids)
         if flt.since is not None:
             # created_at is stored as UTC text that sorts like the time it names
             clauses.append("r.created_at >= ?")

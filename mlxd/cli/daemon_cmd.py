@@ -18,18 +18,21 @@ def daemon():
 @click.option("--foreground", is_flag=True, help="Run in this process (for launchd/systemd)")
 @click.option("--workers", type=click.IntRange(1, 16), default=1, show_default=True,
               help="Jobs run at the same time")  # fmt: skip
-def start(foreground: bool, workers: int):
+@click.option("--digest", metavar="HH:MM",
+              help="Write the last 24 hours' report to MLXD_HOME/reports/ daily at this local time")  # fmt: skip
+def start(foreground: bool, workers: int, digest: str | None):
     """Start the daemon (in the background unless --foreground)."""
     from mlxd.daemon.control import DaemonError, start_background
 
+    _check_digest(digest)
     p = get_paths()
     try:
         if foreground:
             from mlxd.daemon.service import run_daemon
 
-            run_daemon(p, workers=workers)
+            run_daemon(p, workers=workers, digest=digest)
             return
-        pid = start_background(p, workers=workers)
+        pid = start_background(p, workers=workers, digest=digest)
     except DaemonError as e:
         raise UserError(str(e)) from None
     click.echo(f"Daemon started (pid {pid}, home {p.home}); logs in {p.logs}")
@@ -83,14 +86,18 @@ def status(fmt: str):
 @click.option("--workers", type=click.IntRange(1, 16), default=1, show_default=True,
               help="Jobs run at the same time")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Print the service file; change nothing")
-def install(workers: int, dry_run: bool):
+@click.option("--digest", metavar="HH:MM",
+              help="Write the last 24 hours' report to MLXD_HOME/reports/ daily at this local time")  # fmt: skip
+def install(workers: int, dry_run: bool, digest: str | None):
     """Start the daemon at login (launchd agent on macOS, systemd user unit on Linux)."""
     from mlxd.daemon import autostart
+
+    _check_digest(digest)
     from mlxd.daemon.control import status as daemon_status
 
     p = get_paths()
     try:
-        service = autostart.plan(p, workers=workers)
+        service = autostart.plan(p, workers=workers, digest=digest)
         if dry_run:
             click.echo(f"# {service.path}")
             click.echo(service.content, nl=False)
@@ -121,3 +128,16 @@ def uninstall():
     if not removed:
         raise UserError(f"no login service is installed ({service.path} does not exist)")
     click.echo(f"Removed {service.path}")
+
+
+def _check_digest(digest: str | None) -> None:
+    from mlxd.cli.context import BadUsage
+
+    if digest is None:
+        return
+    from mlxd.reports.digest import DigestError, parse_hhmm
+
+    try:
+        parse_hhmm(digest)
+    except DigestError as e:
+        raise BadUsage(str(e)) from None

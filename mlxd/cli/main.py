@@ -17,7 +17,7 @@ COMMANDS = {
     "convert": "mlxd.cli.work_cmd:convert",
     "quantize": "mlxd.cli.work_cmd:quantize",
     "bench": "mlxd.cli.work_cmd:bench",
-    "quality": "mlxd.cli.quality_cmd:quality",
+    "quality": "mlxd.cli.quality_list_cmd:quality",
     "generate": "mlxd.cli.generate_cmd:generate",
     "chat": "mlxd.cli.chat_cmd:chat",
     "batch": "mlxd.cli.batch_cmd:batch",
@@ -30,6 +30,9 @@ COMMANDS = {
     "doctor": "mlxd.cli.doctor_cmd:doctor",
     "pull": "mlxd.cli.hub_cmd:pull",
     "push": "mlxd.cli.hub_cmd:push",
+    "report": "mlxd.cli.report_cmd:report",
+    "recommend": "mlxd.cli.report_cmd:recommend",
+    "regressions": "mlxd.cli.report_cmd:regressions",
 }
 
 

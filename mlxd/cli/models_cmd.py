@@ -183,12 +183,19 @@ def show(ref: str, fmt: str):
     lineage = reader.ancestors(m.id)
     children = reader.children(m.id)
     run_ids = reader.bench_run_ids(m.id)
+    quality_runs = reader.quality_rows([m.id])
     if fmt == "json":
         data = row_dict(m)
         data["lineage"] = [{"id": p.id, "name": p.name, "source": p.source} for p in lineage]
         data["children"] = [{"id": c.id, "name": c.name} for c in children]
         data["bench_run_ids"] = run_ids
         data["hub"] = hub_facts(reader, m)
+        data["quality_runs"] = [
+            {k: q[k] for k in ("run_id", "job_id", "base", "perplexity", "base_perplexity",
+                               "kl_mean", "top1_agreement", "tokens", "text_name", "host",
+                               "created_at")}
+            for q in quality_runs
+        ]  # fmt: skip
         echo_json(data)
         return
     facts = [
@@ -230,6 +237,11 @@ def show(ref: str, fmt: str):
         facts.append(("derived", ", ".join(c.name for c in children)))
     if run_ids:
         facts.append(("benchmarks", f"{len(run_ids)} run(s); see 'mlxd results --model {m.name}'"))
+    for q in quality_runs:
+        vs = f" vs {q['base']}: KL {q['kl_mean']:.4g}" if q["kl_mean"] is not None else ""
+        top1 = f", top-1 {q['top1_agreement']:.1%}" if q["top1_agreement"] is not None else ""
+        facts.append(("quality", f"run {q['run_id']}: perplexity {q['perplexity']:.4g}{vs}{top1} "
+                      f"({q['tokens']} tokens of {q['text_name']}, {when(q['created_at'])})"))  # fmt: skip
     echo_facts(facts)
     if m.synthetic:
         click.echo(

@@ -39,7 +39,20 @@ def quality(ref, base, text, text_tokens, wait, after, priority, timeout_s):
         text=text,
         max_tokens=text_tokens,
     )
-    submit("quality", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+    job_id = submit("quality", spec, wait=wait, after=after, priority=priority,
+                    timeout_s=timeout_s)  # fmt: skip
+    if wait:  # end with the figures, as bench --wait ends with its table
+        from mlxd.cli.context import get_reader
+        from mlxd.cli.output import render_table
+
+        rows = [r for r in get_reader().quality_rows() if r["job_id"] == job_id]
+        table = [(r["model"], r["base"] or "", f"{r['perplexity']:.4g}",
+                  "" if r["kl_mean"] is None else f"{r['kl_mean']:.4g}",
+                  "" if r["top1_agreement"] is None else f"{r['top1_agreement']:.1%}",
+                  r["tokens"]) for r in rows]  # fmt: skip
+        if table:
+            click.echo(render_table(["MODEL", "BASE", "PERPLEXITY", "KL", "TOP-1", "TOKENS"],
+                                    table))  # fmt: skip
 
 
 def check_same_tokenizer(model, base) -> None:

@@ -41,8 +41,9 @@ def _pm(mean, std, digits=1) -> str:
 )
 @click.option("--limit", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Only the newest N runs (0: all)")  # fmt: skip
+@click.option("--sql", "sql", is_flag=True, help="Output as SQL (CREATE TABLE and INSERTs)")
 @output_options()
-def results(models, machines, since, mlx_versions, compare, compare_by, limit, fmt):
+def results(models, machines, since, mlx_versions, compare, compare_by, limit, sql, fmt):
     """Benchmark results: tok/s, time to first token, peak memory, roofline %."""  # fmt: skip
     from mlxd.catalog.errors import NotFound, QueryError
     from mlxd.catalog.read import Reader, ResultFilter
@@ -50,6 +51,10 @@ def results(models, machines, since, mlx_versions, compare, compare_by, limit, f
 
     if compare_by and not compare:
         raise BadUsage("--compare-by needs --compare A B")
+    if sql and fmt != "text":
+        raise BadUsage(f"Cannot use --sql and --{fmt} together")
+    if sql and compare:
+        raise BadUsage("--sql exports the runs; leave out --compare")
     reader = Reader(get_paths())
     try:
         flt = ResultFilter(
@@ -62,7 +67,7 @@ def results(models, machines, since, mlx_versions, compare, compare_by, limit, f
         if compare:
             _compare(reader, compare, compare_by, flt, fmt)
         else:
-            _results(reader, flt, fmt)
+            _results(reader, flt, "sql" if sql else fmt)
     except (QueryError, NotFound) as e:
         raise BadUsage(str(e)) from None
     finally:
@@ -72,6 +77,11 @@ def results(models, machines, since, mlx_versions, compare, compare_by, limit, f
 def _results(reader, flt, fmt: str) -> None:
     from mlxd.reports.results import write_results_json
 
+    if fmt == "sql":
+        from mlxd.reports.export import write_sql
+
+        _note_hidden(reader.hidden_by_limit(flt, write_sql(reader, flt, sys.stdout)), flt)
+        return
     if fmt == "jsonl":
         shown = 0
         for line in reader.result_json_rows(flt):
@@ -109,11 +119,26 @@ def _results(reader, flt, fmt: str) -> None:
         click.echo("No benchmark results yet. Queue one with 'mlxd bench REF'.")
         return
     _note_hidden(reader.hidden_by_limit(flt, len(rows)), flt)
-    headers = ["RUN", "MODEL", "QUANT", "MODE", "P", "G", "B", "DEPTH", "KV", "PREFILL", "N", "PROMPT TOK/S",
-               "GEN TOK/S", "TTFT S", "PEAK MEM", "ROOF %", "HOST", "MLX", "WHEN"]  # fmt: skip
+    echo_results_table(rows, md=fmt == "md")
+
+
+def echo_job_results(job_ids) -> None:
+    """The table of the runs these jobs measured (what `bench --wait` ends with)."""
+    from mlxd.catalog.read import Reader, ResultFilter
+
+    with Reader(get_paths()) as reader:
+        rows = reader.result_rows(ResultFilter(job_ids=tuple(job_ids)))
+    if rows:
+        echo_results_table(rows)
+
+
+def echo_results_table(rows, *, md: bool = False) -> None:
+    headers = ["RUN", "MODEL", "QUANT", "MODE", "P", "G", "B", "DEPTH", "KV", "PREFILL", "MAXKV", "N",
+               "PROMPT TOK/S ±SD", "GEN TOK/S ±SD", "P+G TOK/S", "TTFT S ±SD", "PEAK MEM",
+               "ROOF %", "PPL", "KL", "HOST", "MLX", "WHEN"]  # fmt: skip
     table = [
         (
-            r["run_id"],
+            f"{r['run_id']}{'~' if r['noisy'] else ''}",
             r["model"],
             r["quantization"] or "",
             _mode(r),
@@ -123,19 +148,29 @@ def _results(reader, flt, fmt: str) -> None:
             r["depth"],
             r["kv_bits"] or "",
             r["prefill_step_size"] or "",
+            r["max_kv_size"] or "",
             r["trials"],
             _pm(r["prompt_tps_mean"], r["prompt_tps_std"]),
             _pm(r["generation_tps_mean"], r["generation_tps_std"]),
+            "" if r["combined_tps_mean"] is None else f"{r['combined_tps_mean']:.1f}",
             _pm(r["ttft_s_mean"], r["ttft_s_std"], 3),
             human_bytes(r["peak_memory_bytes"]),
             "" if r["roofline_pct"] is None else f"{r['roofline_pct']:.1f}",
+            "" if r["perplexity"] is None else f"{r['perplexity']:.4g}",
+            "" if r["kl_mean"] is None else f"{r['kl_mean']:.3g}",
             r["host"],
             r["mlx_version"],
             when(r["created_at"]),
         )
         for r in rows
     ]
-    click.echo(render_table(headers, table, markdown=fmt == "md"))
+    click.echo(render_table(headers, table, markdown=md))
+    notes = ["± is the standard deviation over the trials (--compare shows 95% CIs)"]
+    if any(r["noisy"] for r in rows):
+        notes.append("~ marks a noisy run")
+    if any(r["perplexity"] is not None for r in rows):
+        notes.append("PPL and KL: the model's newest quality run")
+    click.echo(("\n" if md else "") + "; ".join(notes) + ".")
 
 
 def _mode(r: dict) -> str:
@@ -172,7 +207,7 @@ def _compare(reader, ab, by, flt, fmt: str) -> None:
         click.echo(f"No benchmark point was measured on both {a} and {b} ({what}).")
         return
     headers = [*(c.upper() for c in cmp.rows[0].context), "P", "G", "B", "DEPTH", "KV",
-               "PREFILL", "METRIC", f"A: {a}", f"B: {b}", "B/A (95%)", "VERDICT"]  # fmt: skip
+               "PREFILL", "MAXKV", "METRIC", f"A: {a}", f"B: {b}", "B/A (95%)", "VERDICT"]  # fmt: skip
     table = []
     for row in cmp.rows:
         p = row.point
@@ -180,7 +215,7 @@ def _compare(reader, ab, by, flt, fmt: str) -> None:
         table.append((
             *row.context.values(), p["prompt_tokens"], p["gen_tokens"], p["batch_size"],
             p["depth"], p["kv_bits"] or "", p["prefill_step_size"] or "",
-            _METRIC_LABELS[row.metric],
+            p["max_kv_size"] or "", _METRIC_LABELS[row.metric],
             _side(row.metric, row.a, digits), _side(row.metric, row.b, digits),
             _ratio(row.ratio, row.ratio_ci95), row.verdict,
         ))  # fmt: skip

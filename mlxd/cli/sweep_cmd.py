@@ -21,7 +21,9 @@ from mlxd.cli.submit import (
     note_no_daemon,
     release_if_runnable,
 )
-from mlxd.jobs.choices import QUANT_RECIPES
+from mlxd.jobs.choices import DTYPES, QUANT_MODES, QUANT_RECIPES
+
+MICROSCALING_MODES = tuple(m for m in QUANT_MODES if m != "affine")
 
 
 class _SweepGroup(click.Group):
@@ -47,6 +49,10 @@ def sweep():
 @list_option("--group-size", default="64", show_default=True, help="Group sizes, e.g. 32,64")
 @list_option("--recipe", "recipes", choices=QUANT_RECIPES,
              help="Also mixed-precision recipes (comma list or repeated)")  # fmt: skip
+@list_option("--mode", "modes", choices=MICROSCALING_MODES,
+             help="Also microscaling modes, e.g. mxfp4,nvfp4,mxfp8 (comma list or repeated)")  # fmt: skip
+@click.option("--dtype", type=click.Choice(DTYPES),
+              help="dtype of scales and unquantized layers (default: float32 on CPU)")  # fmt: skip
 @click.option("-p", "--prompt-tokens", type=click.IntRange(min=1), default=512, show_default=True)
 @click.option("-g", "--gen-tokens", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("-n", "--trials", type=click.IntRange(min=1), default=3, show_default=True)
@@ -57,8 +63,8 @@ def sweep():
 @click.option("--text", metavar="FILE", help="Quality: score this text (default: mlxd's own)")
 @job_options
 @catalog_errors
-def run(ref, bits, group_size, recipes, prompt_tokens, gen_tokens, trials, warmup, text_tokens,
-        text, wait, after, priority, timeout_s):  # fmt: skip
+def run(ref, bits, group_size, recipes, modes, dtype, prompt_tokens, gen_tokens, trials, warmup,
+        text_tokens, text, wait, after, priority, timeout_s):  # fmt: skip
     """Queue a sweep: quantize, bench and quality jobs for each variant and the base."""
     from mlxd.jobs.sweeps import SweepRequest, plan_sweep, submit_sweep
 
@@ -70,6 +76,8 @@ def run(ref, bits, group_size, recipes, prompt_tokens, gen_tokens, trials, warmu
         bits=int_list(bits, "--bits"),
         group_sizes=int_list(group_size, "--group-size"),
         recipes=list(recipes),
+        modes=list(modes),
+        dtype=dtype,
         prompt_tokens=prompt_tokens,
         gen_tokens=gen_tokens,
         trials=trials,
@@ -170,7 +178,7 @@ def list_(fmt):
 
 
 HEADERS = ["Precision", "Perplexity", "KL", "Prompt (tok/s)", "Generation (tok/s)",
-           "Peak memory (GB)", "Size (GB)", "Bits per weight"]  # fmt: skip
+           "Peak memory", "Size", "Bits per weight"]  # fmt: skip
 
 
 BENCH_FIELDS = ("prompt_tps", "generation_tps", "peak_memory_gb")
@@ -214,8 +222,8 @@ def _print_table(sweep_id: int, *, fmt: str) -> None:
             "-" if r.variant == "base" else _num(r.kl_mean, 3, sig=True),
             _num(r.prompt_tps, 1),
             _num(r.generation_tps, 1),
-            _num(r.peak_memory_gb, 3),
-            _num(r.size_gb, 3),
+            _gb(r.peak_memory_gb),  # a readable unit per row: a tiny model is not 0.000 GB
+            _gb(r.size_gb),
             _num(r.bits_per_weight, 2),
         )
         for r in rows
@@ -225,6 +233,12 @@ def _print_table(sweep_id: int, *, fmt: str) -> None:
                    f"n={p.get('trials')}; quality "
                    f"{'max ' + str(p['max_tokens']) + ' tokens' if p.get('max_tokens') else 'default text'}")  # fmt: skip  # noqa: E501
     click.echo(render_table(HEADERS, table, markdown=fmt == "md"))
+
+
+def _gb(v) -> str:
+    from mlxd.cli.output import human_bytes
+
+    return human_bytes(int(v * 1e9)) if isinstance(v, float) else _num(v, 0)
 
 
 def _num(v, digits: int, *, sig: bool = False) -> str:

@@ -78,7 +78,7 @@ def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, prio
 
 
 @click.command()
-@click.argument("ref")
+@click.argument("refs", nargs=-1, required=True, metavar="REF...")
 @list_option("-p", "--prompt-tokens", default="512", show_default=True,
              help="Prompt length(s), e.g. 128,512")  # fmt: skip
 @list_option("-g", "--gen-tokens", default="128", show_default=True,
@@ -97,6 +97,9 @@ def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, prio
 @list_option("--kv-bits", help="Quantized KV cache bits, e.g. 4,8")
 @list_option("--prefill-step-size", default=str(DEFAULT_PREFILL_STEP_SIZE), show_default=True,
              help="Prefill chunk size(s)")  # fmt: skip
+@list_option("--max-kv-size", help="Rotating KV cache size(s), e.g. 256,1024")
+@click.option("-pg", "prompt_gen", multiple=True, metavar="P,G",
+              help="Also a prompt+generation point (llama-bench's -pg), e.g. 512,128; repeatable")  # fmt: skip
 @click.option(
     "--seed", type=SEED, default=0, show_default=True, help="Seed of the random prompt tokens"
 )
@@ -128,13 +131,21 @@ def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, prio
               "cached prefix, cached and cold")  # fmt: skip
 @job_options
 @catalog_errors
-def bench(ref, prompt_tokens, gen_tokens, trials, warmup, batch_size, depth, kv_bits,
-          prefill_step_size, seed, delay_s, noise_threshold, serve, concurrency, requests,
-          draft_model, num_draft_tokens, prompt_cache, wait, after, priority, timeout_s):  # fmt: skip
-    """Benchmark a model: prompt and generation tok/s, time to first token, memory."""
+def bench(refs, prompt_tokens, gen_tokens, trials, warmup, batch_size, depth, kv_bits,
+          prefill_step_size, max_kv_size, prompt_gen, seed, delay_s, noise_threshold, serve,
+          concurrency, requests, draft_model, num_draft_tokens, prompt_cache, wait, after,
+          priority, timeout_s):  # fmt: skip
+    """Benchmark models: prompt and generation tok/s, time to first token, memory."""
+    from mlxd.cli.context import UserError
+    from mlxd.cli.submit import daemon_running, follow
     from mlxd.jobs.bench import Spec
 
-    ref, model_id, after = model_ref_or_pull(ref, after)  # a hub id queues a pull
+    refs = list(dict.fromkeys(refs))  # one job per model, in the order given
+    if serve or draft_model or prompt_cache:
+        if len(refs) > 1 or max_kv_size or prompt_gen:
+            raise BadUsage("--serve, --draft-model and --prompt-cache take one model, and no "
+                           "--max-kv-size or -pg")  # fmt: skip
+        ref, model_id, after = model_ref_or_pull(refs[0], after)  # a hub id queues a pull
     if serve:
         from mlxd.jobs.serve_bench import Spec as ServeSpec
 
@@ -153,24 +164,54 @@ def bench(ref, prompt_tokens, gen_tokens, trials, warmup, batch_size, depth, kv_
                     depth, kv_bits, draft_model, num_draft_tokens, prompt_cache,
                     dict(wait=wait, after=after, priority=priority, timeout_s=timeout_s))  # fmt: skip
         return
-    spec = Spec(
-        model=ref,
-        model_id=model_id,
-        prompt_tokens=int_list(prompt_tokens, "-p"),
-        gen_tokens=int_list(gen_tokens, "-g"),
-        batch_size=int_list(batch_size, "--batch-size"),
-        depth=int_list(depth, "--depth"),
-        kv_bits=int_list(kv_bits, "--kv-bits") if kv_bits else [None],
-        prefill_step_size=int_list(prefill_step_size, "--prefill-step-size"),
-        trials=trials,
-        warmup=warmup,
-        seed=seed,
-        delay_s=delay_s,
-        noise_threshold=noise_threshold,
-    )
-    longest = max(spec.depth) + max(spec.prompt_tokens) + max(spec.gen_tokens)
-    check_context(catalog_model(model_id), longest, "the longest point (depth + -p + -g)")
-    submit("bench", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+    specs = []  # (spec, the job it waits on: --after, or the pull of a hub id)
+    for ref in refs:
+        name, model_id, spec_after = model_ref_or_pull(ref, after)
+        spec = Spec(
+            model=name,
+            model_id=model_id,
+            prompt_tokens=int_list(prompt_tokens, "-p"),
+            gen_tokens=int_list(gen_tokens, "-g"),
+            batch_size=int_list(batch_size, "--batch-size"),
+            depth=int_list(depth, "--depth"),
+            kv_bits=int_list(kv_bits, "--kv-bits") if kv_bits else [None],
+            prefill_step_size=int_list(prefill_step_size, "--prefill-step-size"),
+            max_kv_size=int_list(max_kv_size, "--max-kv-size") if max_kv_size else [None],
+            prompt_gen=[int_list(pg, "-pg") for pg in prompt_gen],
+            trials=trials,
+            warmup=warmup,
+            seed=seed,
+            delay_s=delay_s,
+            noise_threshold=noise_threshold,
+        )
+        longest = max(p["depth"] + p["prompt_tokens"] + p["gen_tokens"] for p in spec.points())
+        check_context(catalog_model(model_id), longest, "the longest point (depth + -p + -g)")
+        specs.append((spec, spec_after))
+    if len(specs) == 1:
+        spec, spec_after = specs[0]
+        job_ids = [submit("bench", spec, wait=wait, after=spec_after, priority=priority,
+                          timeout_s=timeout_s)]  # fmt: skip
+    else:
+        daemon_running(wait=wait, what="the jobs")  # refuses --wait without a daemon
+        job_ids = [submit("bench", spec, after=spec_after, priority=priority, timeout_s=timeout_s)
+                   for spec, spec_after in specs]  # fmt: skip
+        failed = []
+        for job_id in job_ids if wait else ():
+            try:
+                follow(job_id)
+            except UserError as e:
+                failed.append(e)
+        if failed:
+            _echo_results(job_ids)
+            raise failed[0]
+    if wait:
+        _echo_results(job_ids)  # one table for all of them, as llama-bench prints
+
+
+def _echo_results(job_ids) -> None:
+    from mlxd.cli.results_cmd import echo_job_results
+
+    echo_job_results(job_ids)
 
 
 def _grid_used(batch_size, depth, kv_bits) -> bool:

@@ -36,15 +36,16 @@ class ServicePlan:
     disable: list[list[str]] = field(default_factory=list)
 
 
-def daemon_command(python: str, workers: int) -> list[str]:
-    return [python, "-m", "mlxd", "daemon", "start", "--foreground", "--workers", str(workers)]
+def daemon_command(python: str, workers: int, digest: str | None = None) -> list[str]:
+    return [python, "-m", "mlxd", "daemon", "start", "--foreground", "--workers", str(workers),
+            *(["--digest", digest] if digest else [])]  # fmt: skip
 
 
-def launchd_plist(paths: Paths, *, python: str, workers: int = 1) -> str:
+def launchd_plist(paths: Paths, *, python: str, workers: int = 1, digest: str | None = None) -> str:
     return plistlib.dumps(
         {
             "Label": LAUNCHD_LABEL,
-            "ProgramArguments": daemon_command(python, workers),
+            "ProgramArguments": daemon_command(python, workers, digest),
             "EnvironmentVariables": {
                 "MLXD_HOME": str(paths.home),
                 "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",  # sysctl, pmset, notifyutil
@@ -60,8 +61,8 @@ def launchd_plist(paths: Paths, *, python: str, workers: int = 1) -> str:
     ).decode()
 
 
-def systemd_unit(paths: Paths, *, python: str, workers: int = 1) -> str:
-    command = " ".join(daemon_command(python, workers))
+def systemd_unit(paths: Paths, *, python: str, workers: int = 1, digest: str | None = None) -> str:
+    command = " ".join(daemon_command(python, workers, digest))
     return (
         "[Unit]\n"
         "Description=mlxd: MLX benchmarking and model-management daemon\n\n"
@@ -81,6 +82,7 @@ def plan(
     paths: Paths,
     *,
     workers: int = 1,
+    digest: str | None = None,
     system: str | None = None,
     home_dir: Path | None = None,
     uid: int | None = None,
@@ -96,7 +98,7 @@ def plan(
         return ServicePlan(
             manager="launchd",
             path=path,
-            content=launchd_plist(paths, python=python, workers=workers),
+            content=launchd_plist(paths, python=python, workers=workers, digest=digest),
             enable=[["launchctl", "bootstrap", f"gui/{uid}", str(path)]],
             disable=[["launchctl", "bootout", f"gui/{uid}/{LAUNCHD_LABEL}"]],
         )
@@ -105,7 +107,7 @@ def plan(
         return ServicePlan(
             manager="systemd",
             path=path,
-            content=systemd_unit(paths, python=python, workers=workers),
+            content=systemd_unit(paths, python=python, workers=workers, digest=digest),
             enable=[
                 ["systemctl", "--user", "daemon-reload"],
                 ["systemctl", "--user", "enable", "--now", SYSTEMD_UNIT],

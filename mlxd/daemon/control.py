@@ -60,7 +60,9 @@ def status(paths: Paths) -> DaemonStatus:
     return DaemonStatus(running=running, pid=pid, home=str(paths.home), started_at=started)
 
 
-def start_background(paths: Paths, workers: int = 1, timeout_s: float = 30.0) -> int:
+def start_background(
+    paths: Paths, workers: int = 1, timeout_s: float = 30.0, digest: str | None = None
+) -> int:
     """Start a detached daemon and wait until it is ready; returns its pid."""
     st = status(paths)
     if st.running:
@@ -70,7 +72,8 @@ def start_background(paths: Paths, workers: int = 1, timeout_s: float = 30.0) ->
     with open(paths.daemon_log, "a") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mlxd", "daemon", "start", "--foreground"]
-            + ["--workers", str(workers)],
+            + ["--workers", str(workers)]
+            + (["--digest", digest] if digest else []),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,

@@ -86,7 +86,7 @@ class _Signals:
         self.stop.set()
 
 
-def run_daemon(paths: Paths, workers: int = 1) -> None:
+def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> None:
     """Run the daemon in this process until SIGTERM/SIGINT (SIGHUP: restart)."""
     apply_umask(paths.home)  # a group-shared home: files the whole group can use
     paths.ensure()
@@ -104,6 +104,10 @@ def run_daemon(paths: Paths, workers: int = 1) -> None:
         log.warning("the queue file was corrupt; moved it to %s and rebuilt it", moved)
     store = Store(paths)
     huey = queue.get_huey(str(paths.queue_db))
+    if digest:
+        from mlxd.daemon.digest import schedule_digest
+
+        schedule_digest(huey, paths, digest)
     share_files(paths.home)
     consumer = Consumer(
         huey,
@@ -113,7 +117,7 @@ def run_daemon(paths: Paths, workers: int = 1) -> None:
         initial_delay=0.05,
         backoff=1.5,
         max_delay=0.2,
-        periodic=False,
+        periodic=bool(digest),  # the nightly digest is the only periodic task
     )
     runner = Runner(
         store,

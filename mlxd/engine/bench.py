@@ -163,7 +163,7 @@ def _run_once(
     prompt_cache = None
     if point.depth:
         # Untimed: `depth` tokens already sit in the KV cache when the measured prompt arrives.
-        prompt_cache = make_prompt_cache(model)
+        prompt_cache = make_prompt_cache(model, max_kv_size=point.max_kv_size)
         context = mx.array(rng.choice(pool, size=point.depth))
         for start in range(0, point.depth, point.prefill_step_size):
             model(context[None, start : start + point.prefill_step_size], cache=prompt_cache)
@@ -192,6 +192,8 @@ def _run_once(
                 max_tokens=point.gen_tokens,
                 prompt_cache=prompt_cache,
                 prefill_step_size=point.prefill_step_size,
+                # With a pre-filled cache the cache already has its size.
+                **({"max_kv_size": point.max_kv_size} if prompt_cache is None else {}),
                 **kv_args,
             ):
                 if response.generation_tokens == 1:

@@ -15,6 +15,7 @@ class BenchPoint:
     depth: int = 0
     kv_bits: int | None = None
     prefill_step_size: int = 2048
+    max_kv_size: int | None = None  # a rotating KV cache of this many tokens
 
 
 @dataclass

@@ -27,6 +27,9 @@ class Spec(ModelRefSpec):
     depth: list[int] = field(default_factory=lambda: [0])
     kv_bits: list[int | None] = field(default_factory=lambda: [None])
     prefill_step_size: list[int] = field(default_factory=lambda: [DEFAULT_PREFILL_STEP_SIZE])
+    max_kv_size: list[int | None] = field(default_factory=lambda: [None])
+    # llama-bench's -pg: extra (prompt, gen) pairs, crossed with the other dimensions only
+    prompt_gen: list[list[int]] = field(default_factory=list)
     trials: int = 3
     warmup: int = 1
     seed: int = 0
@@ -52,6 +55,13 @@ class Spec(ModelRefSpec):
                 "--batch-size above 1 cannot be combined with --depth or --kv-bits "
                 "(mlx-lm's batch generation has no pre-filled or quantized cache)"
             )
+        if any(m is not None and int(m) < 1 for m in self.max_kv_size):
+            raise SpecError("--max-kv-size must be a positive number of tokens")
+        if any(b > 1 for b in self.batch_size) and any(m is not None for m in self.max_kv_size):
+            raise SpecError("--batch-size above 1 cannot be combined with --max-kv-size")
+        for pair in self.prompt_gen:
+            if len(pair) != 2 or int(pair[0]) < 1 or int(pair[1]) < 2:
+                raise SpecError("-pg takes PROMPT,GEN: a positive prompt and at least 2 tokens")
         if any(k is not None and k not in KV_BITS for k in self.kv_bits):
             raise SpecError(f"--kv-bits must be one of {', '.join(map(str, KV_BITS))}")
         if self.trials < 1:
@@ -64,21 +74,28 @@ class Spec(ModelRefSpec):
             raise SpecError("--noise-threshold must be between 0 and 1 (e.g. 0.05 for 5%)")
 
     def points(self) -> list[dict[str, Any]]:
-        grid = itertools.product(
-            self.prompt_tokens,
-            self.gen_tokens,
-            self.batch_size,
-            self.depth,
-            self.kv_bits,
-            self.prefill_step_size,
-        )
+        rest = (self.batch_size, self.depth, self.kv_bits, self.prefill_step_size,
+                self.max_kv_size)  # fmt: skip
+        pairs = list(itertools.product(self.prompt_tokens, self.gen_tokens))
+        pairs += [tuple(p) for p in self.prompt_gen if tuple(p) not in pairs]
+        grid = (pair + other for pair in pairs for other in itertools.product(*rest))
         return [dict(zip(BENCH_POINT_KEYS, values, strict=True)) for values in grid]
 
 
 def describe(spec: Spec) -> str:
     p = ",".join(map(str, spec.prompt_tokens))
     g = ",".join(map(str, spec.gen_tokens))
-    return f"bench {spec.model} -p {p} -g {g} -n {spec.trials}"
+    out = f"bench {spec.model} -p {p} -g {g}"
+    # Every grid dimension that is not at its default, as the command line would say it.
+    for flag, values, default in (("-b", spec.batch_size, [1]), ("--depth", spec.depth, [0]),
+                                  ("--kv-bits", spec.kv_bits, [None]),
+                                  ("--prefill-step-size", spec.prefill_step_size, [DEFAULT_PREFILL_STEP_SIZE]),
+                                  ("--max-kv-size", spec.max_kv_size, [None])):  # fmt: skip
+        if list(values) != default:
+            out += f" {flag} {','.join(str(v) for v in values)}"
+    for p_tok, g_tok in spec.prompt_gen:
+        out += f" -pg {p_tok},{g_tok}"
+    return out + f" -n {spec.trials}"
 
 
 def prepare(spec: Spec, store) -> dict[str, Any]:
@@ -106,6 +123,7 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         seed=spec.seed,
         delay_s=spec.delay_s,
         on_progress=ctx.progress,
+        on_trial=_log_trial,
     )
     out = dataclasses.asdict(result)
     out["system_available_before_bytes"] = available_before
@@ -113,6 +131,20 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     out["system"] = system_facts()
     out["power"] = power_state()
     return out
+
+
+def _log_trial(t) -> None:
+    """One line per measured trial in the job's log (the child's stderr goes there)."""
+    import sys
+
+    p = t.point
+    print(
+        f"trial {t.trial_index + 1} p={p.prompt_tokens} g={p.gen_tokens} b={p.batch_size} "
+        f"depth={p.depth} kv_bits={p.kv_bits} max_kv={p.max_kv_size}: prompt {t.prompt_tps:.1f} tok/s, generation "
+        f"{t.generation_tps:.1f} tok/s, ttft {t.ttft_s:.4f} s, peak {t.peak_memory_bytes:,} B",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: FinishContext) -> None:
@@ -131,6 +163,9 @@ def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: Fini
         prompt = summarize([t["prompt_tps"] for t in trials])
         gen = summarize([t["generation_tps"] for t in trials])
         ttft = summarize([t["ttft_s"] for t in trials])
+        combined = summarize(
+            [(t["prompt_tokens"] + t["generated_tokens"]) / t["total_s"] for t in trials]
+        )
         cvs = {"prompt_tps": prompt.cv, "generation_tps": gen.cv, "ttft_s": ttft.cv}
         noisy = [k for k, cv in cvs.items() if cv == cv and cv > spec.noise_threshold]
         power = result.get("power") or {}
@@ -144,6 +179,7 @@ def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: Fini
             depth=point["depth"],
             kv_bits=point["kv_bits"],
             prefill_step_size=point["prefill_step_size"],
+            max_kv_size=point.get("max_kv_size"),
             trials=len(trials),
             warmup=spec.warmup,
             seed=spec.seed,
@@ -161,6 +197,9 @@ def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: Fini
             generation_tps_ci95=_finite(gen.ci95),
             ttft_s_ci95=_finite(ttft.ci95),
             noisy=bool(noisy),
+            combined_tps_mean=combined.mean,
+            combined_tps_std=combined.std,
+            combined_tps_ci95=_finite(combined.ci95),
             peak_memory_bytes=max(t["peak_memory_bytes"] for t in trials),
             active_memory_bytes=trials[-1].get("active_memory_bytes"),
             cache_memory_bytes=trials[-1].get("cache_memory_bytes"),

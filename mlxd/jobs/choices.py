@@ -33,6 +33,7 @@ BENCH_POINT_KEYS = (
     "depth",
     "kv_bits",
     "prefill_step_size",
+    "max_kv_size",
 )
 KV_BITS = (2, 3, 4, 5, 6, 8)  # mlx-lm's QuantizedKVCache: any width mx.quantize takes
 DEFAULT_PREFILL_STEP_SIZE = 2048

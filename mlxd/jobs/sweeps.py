@@ -30,6 +30,7 @@ def sweep_point(prompt_tokens: int, gen_tokens: int) -> dict[str, Any]:
         "depth": 0,
         "kv_bits": None,
         "prefill_step_size": SWEEP_PREFILL_STEP_SIZE,
+        "max_kv_size": None,
     }
 
 
@@ -41,6 +42,8 @@ class SweepRequest:
     bits: list[int] = field(default_factory=lambda: [4])
     group_sizes: list[int] = field(default_factory=lambda: [64])
     recipes: list[str] = field(default_factory=list)
+    modes: list[str] = field(default_factory=list)  # microscaling: mxfp4, nvfp4, mxfp8
+    dtype: str | None = None  # of scales and unquantized layers; None: the backend's default
     prompt_tokens: int = 512
     gen_tokens: int = 128
     trials: int = 3
@@ -53,6 +56,8 @@ class SweepRequest:
             "bits": self.bits,
             "group_sizes": self.group_sizes,
             "recipes": self.recipes,
+            "modes": self.modes,
+            "dtype": self.dtype,
             "prompt_tokens": self.prompt_tokens,
             "gen_tokens": self.gen_tokens,
             "trials": self.trials,
@@ -96,17 +101,13 @@ class SweepPlan:
 
 def quantize_specs(req: SweepRequest, base_name: str, base_id: int) -> list[quantize.Spec]:
     """The grid's quantize specs (validated): bits x group sizes, then each recipe."""
-    specs = [
-        quantize.Spec(model=base_name, model_id=base_id, bits=b, group_size=g)
-        for b in req.bits
-        for g in req.group_sizes
-    ]
+    kw = {"model": base_name, "model_id": base_id, "dtype": req.dtype}
+    specs = [quantize.Spec(**kw, bits=b, group_size=g) for b in req.bits for g in req.group_sizes]
     # A recipe sets bits per layer; it takes one group size: 64 when asked for, else the first.
     group = 64 if 64 in req.group_sizes else req.group_sizes[0]
-    specs += [
-        quantize.Spec(model=base_name, model_id=base_id, recipe=r, group_size=group)
-        for r in req.recipes
-    ]
+    specs += [quantize.Spec(**kw, recipe=r, group_size=group) for r in req.recipes]
+    # A microscaling mode fixes its own bits and group size.
+    specs += [quantize.Spec(**kw, mode=m) for m in req.modes]
     return specs
 
 

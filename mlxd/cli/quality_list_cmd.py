@@ -1,0 +1,79 @@
+"""mlxd quality: ``mlxd quality REF`` queues a quality job (as before, same as ``quality run
+REF``); ``mlxd quality list`` shows every stored quality run."""
+
+from __future__ import annotations
+
+import click
+
+from mlxd.cli.context import catalog_errors, get_reader
+from mlxd.cli.output import emit, output_options, when
+from mlxd.cli.params import list_option
+from mlxd.cli.quality_cmd import quality as run_quality
+
+
+class _QualityGroup(click.Group):
+    """A first argument that is not a subcommand is the model to score."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_QualityGroup)
+def quality():
+    """Perplexity, KL divergence and top-1 agreement against a base model.
+
+    \b
+    mlxd quality REF [--base REF]   queue a quality job (same as 'quality run REF ...')
+    mlxd quality list               every stored quality run
+    """
+
+
+quality.add_command(run_quality, "run")
+
+
+def _g(x, digits: int = 4) -> str:
+    return "" if x is None else f"{x:.{digits}g}"
+
+
+@quality.command("list")
+@list_option("--model", "models", metavar="REF", help="Only these models (comma list or repeated)")
+@output_options()
+@catalog_errors
+def list_quality(models, fmt):
+    """Every quality run: perplexity, KL and top-1 agreement against its base."""
+    reader = get_reader()
+    ids = [reader.model(ref).id for ref in models]
+    rows = reader.quality_rows(ids or None)
+    emit(
+        fmt,
+        rows,
+        headers=[
+            "RUN",
+            "MODEL",
+            "BASE",
+            "PERPLEXITY",
+            "BASE PPL",
+            "KL",
+            "TOP-1",
+            "TOKENS",
+            "TEXT",
+            "HOST",
+            "WHEN",
+        ],  # fmt: skip
+        table=lambda r: (
+            r["run_id"],
+            r["model"],
+            r["base"] or "",
+            _g(r["perplexity"]),
+            _g(r["base_perplexity"]),
+            _g(r["kl_mean"], 3),
+            "" if r["top1_agreement"] is None else f"{r['top1_agreement']:.1%}",
+            r["tokens"],
+            r["text_name"],
+            r["host"] or "",
+            when(r["created_at"]),
+        ),  # fmt: skip
+        empty="No quality runs yet. Queue one with 'mlxd quality REF'.",
+    )

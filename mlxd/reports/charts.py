@@ -1,0 +1,290 @@
+"""The HTML report's charts, drawn by matplotlib as SVG text (no pyplot, no display).
+
+Every chart's data series carries an SVG id (matplotlib's ``gid``) so a reader's tools, and
+the tests, can find the points: ``points-speed-memory``, ``points-quality-<model>``,
+``pareto-<model>``, ``bars-generation-<model>``, ``depth-<model>``, ``loss-<job>``,
+``history-date-<model>``, ``history-mlx-<model>``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+from mlxd.reports.data import Family, VariantFigures
+
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+          "#7f7f7f", "#bcbd22", "#17becf")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Chart:
+    id: str
+    title: str
+    svg: str  # an <svg> element, ready to inline
+
+
+def slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")
+
+
+def _figure(width: float = 6.4, height: float = 3.6, *, left: float = 0.11, bottom: float = 0.15):
+    import matplotlib
+
+    # Text stays text (small files, selectable); ids are stable from run to run.
+    matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "mlxd"})
+    from matplotlib.figure import Figure
+
+    # Fixed margins, not a layout engine: constrained layout draws every figure twice and
+    # doubled the time of a 100-model report.
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=left, right=0.97, bottom=bottom, top=0.95, wspace=0.25)
+    return fig
+
+
+_HEAD = re.compile(r"^.*?(?=<svg)", re.S)
+_METADATA = re.compile(r"\s*<metadata>.*?</metadata>", re.S)
+
+
+def _svg(fig, chart_id: str) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None})
+    text = _HEAD.sub("", buf.getvalue(), count=1)
+    text = _METADATA.sub("", text, count=1)  # matplotlib's RDF credits: not needed inline
+    # Several SVGs share one page: make their internal ids (clip paths, markers) unique.
+    ids = set(re.findall(r'id="([^"]+)"', text))
+    keep = {i for i in ids if i.startswith(("points-", "pareto-", "bars-", "depth-", "loss-",
+                                             "history-", "errorbars-"))}  # fmt: skip
+    rename = ids - keep
+
+    def sub(m: re.Match) -> str:
+        return f"{chart_id}-{m.group(0)}" if m.group(0) in rename else m.group(0)
+
+    return _REF.sub(sub, text)
+
+
+_REF = re.compile(r'(?<=["#(])[A-Za-z_][\w.-]*(?=[")])')
+
+
+def _label(v: VariantFigures) -> str:
+    return v.model.variant
+
+
+def speed_memory(families: list[Family]) -> Chart | None:
+    """Generation tok/s against peak memory, one colour per model."""
+    rows = [(f, v) for f in families for v in f.rows
+            if v.generation_tps is not None and v.memory_needed_bytes]  # fmt: skip
+    if not rows:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    xs, ys, cs = [], [], []
+    color = {f.name: COLORS[i % len(COLORS)] for i, f in enumerate(families)}
+    for f, v in rows:
+        xs.append(v.memory_needed_bytes / 1e9)
+        ys.append(v.generation_tps)
+        cs.append(color[f.name])
+    sc = ax.scatter(xs, ys, c=cs, s=36, zorder=3)
+    sc.set_gid("points-speed-memory")
+    if len(rows) <= 40:
+        for (_, v), x, y in zip(rows, xs, ys, strict=True):
+            ax.annotate(_label(v), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if len(families) <= 12:
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], marker="o", ls="", color=color[f.name], label=f.name)
+                   for f in families if any(r[0] is f for r in rows)]  # fmt: skip
+        ax.legend(handles=handles, fontsize=7, loc="best")
+    ax.set_xlabel("peak memory (GB)")
+    ax.set_ylabel("generation tok/s")
+    ax.grid(alpha=0.3)
+    return Chart("chart-speed-memory", "Generation speed against peak memory",
+                 _svg(fig, "chart-speed-memory"))  # fmt: skip
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both axes (lower x, higher y)."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def speed_quality(fam: Family) -> Chart | None:
+    """Generation tok/s against KL (or perplexity), the Pareto frontier marked."""
+    with_q = [v for v in fam.rows if v.quality and v.generation_tps is not None]
+    if not with_q:
+        return None
+    use_kl = sum(v.quality.kl_mean is not None for v in with_q) >= 2
+    pts, labels = [], []
+    for v in with_q:
+        if use_kl:
+            kl = v.quality.kl_mean
+            if kl is None and v.model.is_quantized:
+                continue
+            x = kl or 0.0  # the base: KL 0 against itself
+        else:
+            x = v.quality.perplexity
+        pts.append((x, v.generation_tps))
+        labels.append(_label(v) + (f" @{v.host}" if len({r.host for r in fam.rows}) > 1 else ""))
+    if not pts:
+        return None
+    s = slug(fam.name)
+    fig = _figure()
+    ax = fig.add_subplot()
+    sc = ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=36, color=COLORS[0], zorder=3)
+    sc.set_gid(f"points-quality-{s}")
+    front = pareto_front(pts)
+    fx, fy = [pts[i][0] for i in front], [pts[i][1] for i in front]
+    (line,) = ax.plot(fx, fy, "--", color=COLORS[3], marker="o", mfc="none", ms=11,
+                      label="Pareto frontier", zorder=2)  # fmt: skip
+    line.set_gid(f"pareto-{s}")
+    for (x, y), text in zip(pts, labels, strict=True):
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.margins(x=0.15, y=0.1)  # room for the labels at the edges
+    ax.set_xlabel("KL divergence vs base (nats/token)" if use_kl else "perplexity")
+    ax.set_ylabel("generation tok/s")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    cid = f"chart-quality-{s}"
+    title = f"{fam.name}: speed against quality ({'KL' if use_kl else 'perplexity'})"
+    return Chart(cid, title, _svg(fig, cid))
+
+
+def speed_bars(fam: Family) -> Chart | None:
+    """Prompt and generation tok/s per variant, error bars from the trials (95% CI)."""
+    rows = [v for v in fam.rows if v.generation_tps is not None]
+    if not rows:
+        return None
+    s = slug(fam.name)
+    multi_host = len({v.host for v in rows}) > 1
+    labels = [_label(v) + (f"\n{v.host}" if multi_host else "") for v in rows]
+    fig = _figure(6.4, 3.2 + 0.1 * len(rows), left=0.18)
+    axes = fig.subplots(1, 2)
+    for ax, metric, title in ((axes[0], "prompt", "prompt tok/s"),
+                              (axes[1], "generation", "generation tok/s")):  # fmt: skip
+        vals = [getattr(v, f"{metric}_tps") or 0 for v in rows]
+        errs = [_err(v, metric) for v in rows]
+        bars = ax.barh(range(len(rows)), vals, xerr=errs, color=COLORS[0 if metric == "prompt"
+                       else 1], capsize=3)  # fmt: skip
+        for i, patch in enumerate(bars.patches):
+            patch.set_gid(f"bars-{metric}-{s}-{i}")
+        if bars.errorbar is not None and bars.errorbar.lines[2]:
+            bars.errorbar.lines[2][0].set_gid(f"errorbars-{metric}-{s}")
+        ax.set_yticks(range(len(rows)), labels if metric == "prompt" else [""] * len(rows),
+                      fontsize=7)  # fmt: skip
+        ax.set_xlabel(title)
+        ax.grid(alpha=0.3, axis="x")
+    cid = f"chart-bars-{s}"
+    return Chart(cid, f"{fam.name}: prompt and generation speed (± 95% CI)", _svg(fig, cid))
+
+
+def _err(v: VariantFigures, metric: str) -> float:
+    ci = getattr(v, f"{metric}_tps_ci95")
+    if ci is not None and math.isfinite(ci):
+        return ci
+    return 0.0
+
+
+def depth_chart(fam: Family) -> Chart | None:
+    if not fam.depth_series:
+        return None
+    s = slug(fam.name)
+    fig = _figure()
+    ax = fig.add_subplot()
+    for i, ser in enumerate(fam.depth_series[:10]):
+        xs = [p.depth for p in ser.points]
+        ys = [p.generation_tps for p in ser.points]
+        (line,) = ax.plot(xs, ys, marker="o", color=COLORS[i % len(COLORS)],
+                          label=f"{ser.model} @{ser.host}")  # fmt: skip
+        line.set_gid(f"depth-{s}-{i}")
+    ax.set_xlabel("context depth (tokens already in the cache)")
+    ax.set_ylabel("generation tok/s")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    cid = f"chart-depth-{s}"
+    return Chart(cid, f"{fam.name}: generation speed against context depth", _svg(fig, cid))
+
+
+def loss_charts(fam: Family) -> list[Chart]:
+    out = []
+    for ft in fam.finetunes:
+        if not ft.train_losses and not ft.val_losses:
+            continue
+        fig = _figure(6.4, 3.2)
+        ax = fig.add_subplot()
+        for losses, name, color in ((ft.train_losses, "train", COLORS[0]),
+                                    (ft.val_losses, "validation", COLORS[1])):  # fmt: skip
+            if losses:
+                (line,) = ax.plot([x for x, _ in losses], [y for _, y in losses], marker=".",
+                                  color=color, label=name)  # fmt: skip
+                line.set_gid(f"loss-{ft.job_id}-{name}")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("loss")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        cid = f"chart-loss-{ft.job_id}"
+        out.append(Chart(cid, f"Fine-tuning job {ft.job_id} ({ft.model}): loss",
+                         _svg(fig, cid)))  # fmt: skip
+    return out
+
+
+def history_chart(fam: Family) -> Chart | None:
+    """Generation tok/s of each variant over time (per day) and per mlx version."""
+    if not fam.history:
+        return None
+    days = {h.day for h in fam.history}
+    versions = {h.mlx_version for h in fam.history}
+    if len(days) < 2 and len(versions) < 2:
+        return None
+    s = slug(fam.name)
+    fig = _figure(6.4, 3.4, bottom=0.22)
+    ax_d, ax_v = fig.subplots(1, 2, width_ratios=(2, 1))
+    from datetime import date
+
+    by_series: dict[tuple[str, str], dict[str, list[tuple[float, int]]]] = defaultdict(dict)
+    for h in fam.history:
+        by_series[(h.model, h.host)].setdefault(h.day, []).append((h.generation_tps, h.runs))
+    for i, ((model, host), per_day) in enumerate(sorted(by_series.items())[:10]):
+        xs = sorted(per_day)
+        ys = [sum(t * n for t, n in per_day[d]) / sum(n for _, n in per_day[d]) for d in xs]
+        (line,) = ax_d.plot([date.fromisoformat(d) for d in xs], ys, marker=".",
+                            color=COLORS[i % len(COLORS)], label=f"{model} @{host}")  # fmt: skip
+        line.set_gid(f"history-date-{s}-{i}")
+    ax_d.set_ylabel("generation tok/s")
+    ax_d.set_xlabel("date")
+    ax_d.tick_params(axis="x", labelsize=7, rotation=30)
+    ax_d.legend(fontsize=6)
+    ax_d.grid(alpha=0.3)
+    order = sorted(versions, key=_version_key)
+    for i, ((model, host), _) in enumerate(sorted(by_series.items())[:10]):
+        per_v: dict[str, list[tuple[float, int]]] = defaultdict(list)
+        for h in fam.history:
+            if (h.model, h.host) == (model, host):
+                per_v[h.mlx_version].append((h.generation_tps, h.runs))
+        xs = [order.index(v) for v in order if v in per_v]
+        ys = [sum(t * n for t, n in per_v[v]) / sum(n for _, n in per_v[v])
+              for v in order if v in per_v]  # fmt: skip
+        (line,) = ax_v.plot(xs, ys, marker="o", color=COLORS[i % len(COLORS)])
+        line.set_gid(f"history-mlx-{s}-{i}")
+    ax_v.set_xticks(range(len(order)), order, fontsize=7, rotation=30)
+    ax_v.set_xlabel("mlx version")
+    ax_v.grid(alpha=0.3)
+    cid = f"chart-history-{s}"
+    return Chart(cid, f"{fam.name}: generation speed over time and by mlx version",
+                 _svg(fig, cid))  # fmt: skip
+
+
+def _version_key(v: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else 0 for p in re.split(r"[.+-]", v))
+
+
+def family_charts(fam: Family) -> list[Chart]:
+    charts = [speed_quality(fam), speed_bars(fam), depth_chart(fam), history_chart(fam)]
+    return [ch for ch in charts if ch is not None] + loss_charts(fam)
