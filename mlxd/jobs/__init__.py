@@ -29,6 +29,8 @@ KINDS: dict[str, str] = {
     "quality": "mlxd.jobs.quality",
     "probe": "mlxd.jobs.probe",
     "import_gguf": "mlxd.jobs.import_gguf",
+    "finetune": "mlxd.jobs.finetune",
+    "fuse": "mlxd.jobs.fuse",
 }
 
 
