@@ -24,6 +24,9 @@ COMMANDS = {
     "sweep": "mlxd.cli.sweep_cmd:sweep",
     "demo": "mlxd.cli.demo_cmd:demo",
     "system": "mlxd.cli.system_cmd:system",
+    "finetune": "mlxd.cli.finetune_cmd:finetune",
+    "fuse": "mlxd.cli.finetune_cmd:fuse",
+    "adapters": "mlxd.cli.adapters_cmd:adapters",
 }
 
 
