@@ -274,6 +274,7 @@ def _check_data(specs, base) -> None:
             seen[key] = load_training_data(spec.data, features=Features(**spec.features),
                                            seed=spec.seed, valid_fraction=spec.valid_fraction)  # fmt: skip
         data = seen[key]
+        spec.data_split = data.split_note
         check_batches(data, spec.batch_size)
         if spec.mask_prompt and data.format == "text":
             raise BadUsage("--mask-prompt needs prompt/completion or chat data, not text")

@@ -72,6 +72,7 @@ class Spec(ModelRefSpec):
     name: str | None = None  # of the adapter
     sweep_id: int | None = None
     config_file: str | None = None  # the mlx-lm YAML the settings came from
+    data_split: str | None = None  # how a single data file was split (stated at submit)
 
     def __post_init__(self):
         if self.fine_tune_type not in FINE_TUNE_TYPES:
@@ -162,7 +163,8 @@ class Spec(ModelRefSpec):
 
     def hyper_parameters(self) -> dict[str, Any]:
         """What the adapter row keeps: every setting that shaped the training."""
-        skip = {"model", "model_id", "data", "resume", "resume_adapter_id", "name", "sweep_id"}
+        skip = {"model", "model_id", "data", "resume", "resume_adapter_id", "name", "sweep_id",
+                "data_split"}  # fmt: skip
         return {k: v for k, v in self.to_params().items() if k not in skip}
 
 

@@ -57,10 +57,10 @@ def record_format(record: Any, features: Features) -> str:
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
     f = features
     if f.prompt in record or f.completion in record:
-        for key in (f.prompt, f.completion):
+        for key, other in ((f.prompt, f.completion), (f.completion, f.prompt)):
             if key not in record:
-                other = f.completion if key == f.completion else f.prompt
                 raise ValueError(f"has '{other}' but no '{key}'")
+        for key in (f.prompt, f.completion):
             if not isinstance(record[key], str):
                 raise ValueError(f"'{key}' must be a string")
         return "completions"
