@@ -43,7 +43,7 @@ KILL_GRACE_S = 3.0
 CHILD_CMD = [sys.executable, "-m", "mlxd.daemon.child"]
 # Jobs whose figures a spare's imports (~1 s of a CPU core) would disturb: their next spare
 # starts only when they have ended. Others overlap it with their own work.
-QUIET_KINDS = frozenset({"bench", "probe"})
+QUIET_KINDS = frozenset({"bench", "probe", "finetune"})
 _FINISH_LOCK = threading.Lock()
 
 
