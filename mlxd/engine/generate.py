@@ -25,12 +25,14 @@ class GenerationStream(Iterator[str]):
         top_p: float = 1.0,
         seed: int | None = None,
         raw: bool = False,
+        adapter_path: Path | None = None,
     ) -> None:
         if max_tokens < 1:
             raise ValueError("max_tokens must be at least 1.")
         if temp < 0 or not 0 < top_p <= 1:
             raise ValueError("temp must be at least 0 and top_p in (0, 1].")
         self.stats = GenerationStats()
+        self._adapter = adapter_path
         self._pieces = self._run(Path(path), prompt, max_tokens, temp, top_p, seed, raw)
 
     def __next__(self) -> str:
@@ -54,7 +56,9 @@ class GenerationStream(Iterator[str]):
         from mlx_lm import load, stream_generate
         from mlx_lm.sample_utils import make_sampler
 
-        model, tokenizer = load(str(path))
+        model, tokenizer = load(
+            str(path), adapter_path=str(self._adapter) if self._adapter else None
+        )
         if seed is not None:
             mx.random.seed(seed)
         tokens: Any = prompt
@@ -89,11 +93,12 @@ def generate_stream(
     top_p: float = 1.0,
     seed: int | None = None,
     raw: bool = False,
+    adapter_path: Path | None = None,
 ) -> GenerationStream:
     """Stream generated text; the chat template wraps the prompt unless raw or there is none.
 
     temp 0 is greedy (deterministic). After iteration, `.stats` is a GenerationStats.
+    With `adapter_path`, the model runs with that (unfused) adapter, as mlx-lm loads it.
     """
-    return GenerationStream(
-        path, prompt, max_tokens=max_tokens, temp=temp, top_p=top_p, seed=seed, raw=raw
-    )
+    return GenerationStream(path, prompt, max_tokens=max_tokens, temp=temp, top_p=top_p,
+                            seed=seed, raw=raw, adapter_path=adapter_path)  # fmt: skip
