@@ -281,3 +281,26 @@ def test_cancel_keeps_the_checkpoint_and_resume_continues(lab) -> None:
     assert a["params"]["num_layers"] == 1  # the adapter's shape, kept
     proc = mlxd(lab, "finetune", "tiny", "--resume", "long", "--iters", "2", check=False)
     assert f"already has {stopped + 3} iterations" in proc.stderr
+
+
+def test_out_of_memory_fails_with_a_hint(tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    # A real out-of-memory cannot be staged safely on a shared machine: the engine raises
+    # what MLX's allocator raises, and the job must turn it into one line with a hint.
+    import mlxd.engine.finetune as engine
+    from mlxd.jobs import finetune as kind
+    from mlxd.jobs.base import JobFailed, RunContext
+
+    def exhausted(*args, **kwargs):
+        raise RuntimeError("[malloc] Unable to allocate 68719476736 bytes.")
+
+    monkeypatch.setattr(engine, "finetune", exhausted)
+    spec = kind.Spec(model="tiny", data=str(data_folder(tmp_path / "d")), batch_size=2)
+    inputs = {"model_path": str(tiny_model_dir), "model_name": "tiny", "adapter_id": 1,
+              "adapter_path": str(tmp_path / "a"), "num_layers": 2, "start_iteration": 0}  # fmt: skip
+    ctx = RunContext(job_id=1, output_dir=None, progress=lambda f, m: None)
+    with pytest.raises(JobFailed) as e:
+        kind.run(spec, inputs, ctx)
+    message = str(e.value)
+    assert message.startswith("out of memory while training ([malloc] Unable to allocate")
+    assert "--batch-size" in message and "--grad-checkpoint" in message
+    assert "quantized base" in message

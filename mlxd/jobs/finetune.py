@@ -382,7 +382,7 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
 
     # Cancel (SIGTERM from the daemon) ends training at the next step, after a checkpoint.
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     latest: dict[str, Any] = {}
 
     def on_report(report: dict[str, Any]) -> None:
@@ -430,6 +430,8 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         if is_out_of_memory(e):
             raise JobFailed(f"out of memory while training ({one_line(e)}); {OOM_HINT}") from None
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     result["data_split"] = data.split_note
     result["data_counts"] = data.counts()
     return result
