@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -83,40 +84,51 @@ def tiny_in_catalog(tiny_model_dir: Path) -> str:
 def test_bad_data_is_refused_at_submit_naming_file_and_line(
     tiny_in_catalog: str, tmp_path: Path
 ) -> None:
+    from click.testing import CliRunner
+
+    from mlxd.cli.main import cli
+
+    def refused(*args: str) -> str:
+        # In-process (the data checks are plain Python): one line on stderr, nothing queued.
+        result = CliRunner().invoke(cli, ["finetune", "tiny", *args])
+        assert result.exit_code != 0, result.output
+        assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
+        return result.stderr
+
     data = data_folder(tmp_path / "d", valid=0, test=0)
     lines = (data / "train.jsonl").read_text().splitlines()
     lines[6] = '{"text": "broken",}'
     (data / "train.jsonl").write_text("\n".join(lines) + "\n")
-
-    proc = run_mlxd("finetune", "tiny", "--data", str(data), "--batch-size", "2")
-    assert proc.returncode != 0
-    assert proc.stderr.startswith("Error: train.jsonl line 7: not valid JSON"), proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    err = refused("--data", str(data), "--batch-size", "2")
+    assert err.startswith("Error: train.jsonl line 7: not valid JSON"), err
 
     write_jsonl(data / "train.jsonl", [{"text": "a b c"}, {"prompt": "q", "completion": "a"}])
-    proc = run_mlxd("finetune", "tiny", "--data", str(data), "--batch-size", "1")
-    assert "Error: train.jsonl mixes formats: line 1 is text, line 2 is completions" in proc.stderr
+    err = refused("--data", str(data), "--batch-size", "1")
+    assert "train.jsonl mixes formats: line 1 is text, line 2 is completions" in err
 
     write_jsonl(data / "train.jsonl", [{"prompt": "q", "completion": "a"}, {"prompt": "q"}])
-    proc = run_mlxd("finetune", "tiny", "--data", str(data), "--batch-size", "1")
-    assert "Error: train.jsonl line 2: has 'prompt' but no 'completion'" in proc.stderr
+    err = refused("--data", str(data), "--batch-size", "1")
+    assert "train.jsonl line 2: has 'prompt' but no 'completion'" in err
 
     write_jsonl(data / "train.jsonl", [{"text": FACT}] * 3)
-    proc = run_mlxd("finetune", "tiny", "--data", str(data), "--batch-size", "4")
-    assert "the train set has 3 example(s), fewer than --batch-size 4" in proc.stderr
+    err = refused("--data", str(data), "--batch-size", "4")
+    assert "the train set has 3 example(s), fewer than --batch-size 4" in err
 
-    proc = run_mlxd("finetune", "tiny", "--data", str(data), "--batch-size", "1",
-                    "--max-seq-length", "3")  # fmt: skip
-    assert "all 3 training examples are longer than --max-seq-length 3 tokens" in proc.stderr
+    err = refused("--data", str(data), "--batch-size", "1", "--max-seq-length", "3")
+    assert "all 3 training examples are longer than --max-seq-length 3 tokens" in err
 
-    proc = run_mlxd("finetune", "tiny", "--data", str(tmp_path / "empty"), "--batch-size", "1")
-    assert "Error: data" in proc.stderr and "not found" in proc.stderr
+    err = refused("--data", str(tmp_path / "empty"), "--batch-size", "1")
+    assert "data" in err and "not found" in err
     (tmp_path / "empty").mkdir()
-    proc = run_mlxd("finetune", "tiny", "--data", str(tmp_path / "empty"))
-    assert "no train.jsonl in" in proc.stderr
+    assert "no train.jsonl in" in refused("--data", str(tmp_path / "empty"))
 
-    proc = run_mlxd("finetune", "tiny", "--data", str(data), "--num-layers", "99")
-    assert "--num-layers 99 is more than the 4 layers of 'tiny'" in proc.stderr
+    (tmp_path / "list.json").write_text('{"train": []}')
+    assert "must hold a JSON list of records" in refused("--data", str(tmp_path / "list.json"))
+
+    err = refused("--data", str(data), "--num-layers", "99")
+    assert "--num-layers 99 is more than the 4 layers of 'tiny'" in err
+    err = refused("--data", str(data), "--type", "lora,qlora")
+    assert "unknown --type 'qlora'" in err
     # Nothing was queued by any of these.
     assert run_json("jobs", "list") == []
 
@@ -257,8 +269,13 @@ def test_cancel_keeps_the_checkpoint_and_resume_continues(lab) -> None:
     job_id = int(proc.stdout.split("Queued job ")[1].split(":")[0])
 
     def trained() -> int:
-        return run_json("adapters", "show", "long", home=home)["iterations"] if any(
-            a["name"] == "long" for a in run_json("adapters", "list", home=home)) else 0  # fmt: skip
+        # Straight from the catalog: polling through the CLI would cost a process each time.
+        con = sqlite3.connect(home / "catalog.db", timeout=30)
+        try:
+            row = con.execute("select iterations from adapter where name = 'long'").fetchone()
+        finally:
+            con.close()
+        return row[0] if row else 0
 
     wait_for(lambda: trained() >= 2, timeout=120, interval=0.3, what="a first checkpoint")
     live = run_json("jobs", "show", str(job_id), home=home)
