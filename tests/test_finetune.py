@@ -321,3 +321,55 @@ def test_out_of_memory_fails_with_a_hint(tiny_model_dir: Path, tmp_path: Path, m
     assert message.startswith("out of memory while training ([malloc] Unable to allocate")
     assert "--batch-size" in message and "--grad-checkpoint" in message
     assert "quantized base" in message
+
+
+def test_fuse_check_fails_when_the_adapter_is_lost_or_tokens_differ() -> None:
+    from mlxd.engine.fuse import FuseCheck
+    from mlxd.jobs.fuse import KL_THRESHOLD, judge
+
+    def check(**kw) -> FuseCheck:
+        base = dict(tokens=64, kl_mean=1e-6, kl_max=1e-5, top1_agreement=1.0,
+                    adapter_kl_mean=0.5, greedy_match=True, greedy_tokens_adapter=[1],
+                    greedy_tokens_fused=[1], quantized=False)  # fmt: skip
+        return FuseCheck(**{**base, **kw})
+
+    assert judge(check()) is None
+    assert "greedy tokens differ" in judge(check(greedy_match=False))
+    assert judge(check(quantized=True, kl_mean=0.01)) is None
+    drift = judge(check(quantized=True, kl_mean=2 * KL_THRESHOLD))
+    assert drift.startswith("the fused model drifts from base + adapter: KL 0.1 nats/token")
+    # Re-quantizing can round a small adapter away: KL under the limit, yet most of the
+    # adapter's own effect gone.
+    lost = judge(check(quantized=True, kl_mean=0.049, adapter_kl_mean=0.06))
+    assert lost.startswith("the fused model lost the adapter's effect")
+
+
+def test_removing_adapters_and_their_base(tiny_in_catalog: str, tmp_path: Path) -> None:
+    from mlxd.catalog.models import Adapter, FinetuneStep
+    from mlxd.cli.common import get_store
+
+    store = get_store()
+    base = store.resolve_model("tiny")
+    folder = Path(os.environ["MLXD_HOME"]) / "adapters" / "mine"
+    folder.mkdir(parents=True)
+    (folder / "adapters.safetensors").write_bytes(b"x")
+    with store.write() as s:
+        a = Adapter(name="mine", path=str(folder), fine_tune_type="lora", base_model_id=base.id,
+                    base_model_name="tiny", data_path="/d", target_iterations=4, iterations=4,
+                    status="ready")  # fmt: skip
+        s.add(a)
+        s.flush()
+        s.add(FinetuneStep(adapter_id=a.id, iteration=1, train_loss=1.0, learning_rate=1e-4,
+                           iterations_per_s=1.0, tokens_per_s=1.0, trained_tokens=1,
+                           peak_memory_bytes=1))  # fmt: skip
+    # The base goes; the adapter stays, naming its base.
+    run_mlxd("models", "rm", "tiny", check=True)
+    shown = run_json("adapters", "show", "mine")
+    assert shown["base_model_id"] is None and shown["base_model_name"] == "tiny"
+    assert "tiny (removed)" in run_mlxd("adapters", "show", "mine", check=True).stdout
+    proc = run_mlxd("adapters", "rm", "mine", check=True)
+    assert "Removed adapter mine and its folder" in proc.stdout and not folder.exists()
+    assert run_json("adapters", "list") == []
+    proc = run_mlxd("adapters", "show", "mine")
+    assert proc.returncode == 2
+    assert proc.stderr == "Error: adapter 'mine' not found; see 'mlxd adapters list'\n"
