@@ -114,6 +114,8 @@ def run(ref, data, types, iters, batch_size, learning_rate, num_layers, rank, sc
         ref = ref or cfg.model
         data = data or cfg.data
         fields["config_file"] = str(__import__("pathlib").Path(config_file).resolve())
+    if not ref and resume:
+        ref = get_store().resolve_adapter(resume).base_model_name
     if not ref:
         raise BadUsage("give the model to fine-tune (REF), or 'model' in --config")
     if not data and not resume:
