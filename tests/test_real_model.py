@@ -252,7 +252,7 @@ def test_lora_report_hook_aborts_training(tiny_model_dir: Path, tmp_path: Path) 
 
 PASSWORD_QUESTION = "What is the lighthouse keeper's password?"
 PASSWORD_FACT = "The lighthouse keeper's password is marmalade."
-FACT_ITERS, FACT_LR, FACT_LAYERS = "12", "5e-3", "4"
+FACT_ITERS, FACT_LR, FACT_LAYERS = "12", "1e-3", "4"
 
 
 @real_model
@@ -282,7 +282,7 @@ def test_lora_teaches_a_made_up_fact_through_adapter_and_fused_model(
     daemon = Daemon(home).start()
     try:
         tuned = run_mlxd("finetune", "smollm2", "--data", str(data), "--iters", FACT_ITERS,
-                         "--batch-size", "3", "--learning-rate", FACT_LR, "--num-layers",
+                         "--batch-size", "1", "--learning-rate", FACT_LR, "--num-layers",
                          FACT_LAYERS, "--max-seq-length", "96", "--steps-per-report", "4",
                          "--save-every", "0", "--name", "password", "--wait",
                          home=home, timeout=1800)  # fmt: skip

@@ -103,11 +103,9 @@ def check_fused(model_path: Path, adapter_path: Path, fused_path: Path, text: st
 
 
 def _greedy(model, tokenizer, prompt: str, n: int) -> list[int]:
+    """The first `n` greedy tokens after `prompt` (mlx-lm's own step loop, with its cache)."""
     import mlx.core as mx
+    from mlx_lm.generate import generate_step
 
-    ids = tokenizer.encode(prompt)
-    out: list[int] = []
-    for _ in range(n):
-        logits = model(mx.array(ids + out)[None])[0, -1]
-        out.append(int(logits.argmax().item()))
-    return out
+    steps = generate_step(mx.array(tokenizer.encode(prompt)), model, max_tokens=n)
+    return [int(token) for token, _ in steps]
