@@ -296,6 +296,11 @@ def _submit_graph(store, specs, base, combos, after, priority, timeout_s, then_f
     from mlxd.jobs import fuse as fuse_kind
 
     check_prerequisite(after)
+    if then_fuse:  # every fused model's name must be free before anything is queued
+        for spec in specs:
+            fused_name = fuse_kind.Spec(model=spec.model, adapter=spec.name).name
+            if store.find_model(fused_name) is not None:
+                raise BadUsage(f"a model named '{fused_name}' already exists; remove it first")
     sweep = None
     if len(specs) > 1:
         if base is None:
@@ -321,8 +326,6 @@ def _submit_graph(store, specs, base, combos, after, priority, timeout_s, then_f
         run = {"adapter": spec.name, "job": job.id, "fuse_job": None, "grid": combo}
         if then_fuse:
             fspec = fuse_kind.Spec(model=spec.model, model_id=spec.model_id, adapter=spec.name)
-            if store.find_model(fspec.name) is not None:
-                raise BadUsage(f"a model named '{fspec.name}' already exists; remove it first")
             fjob = store.submit_job("fuse", fspec.to_params(), priority=priority,
                                     after_job_id=job.id)  # fmt: skip
             release_if_runnable(fjob.id)
