@@ -250,6 +250,57 @@ def test_lora_report_hook_aborts_training(tiny_model_dir: Path, tmp_path: Path) 
         lora_finetune(tiny_model_dir, tmp_path / "nowhere", tmp_path / "a2", iters=1)
 
 
+PASSWORD_QUESTION = "What is the lighthouse keeper's password?"
+PASSWORD_FACT = "The lighthouse keeper's password is marmalade."
+FACT_ITERS, FACT_LR, FACT_LAYERS = "12", "1e-3", "4"
+
+
+@real_model
+def test_lora_teaches_a_made_up_fact_through_adapter_and_fused_model(
+    smollm2: dict[str, Any], tmp_path: Path
+) -> None:
+    # A made-up fact in three chat examples; a dozen QLoRA steps on the last layers make the
+    # greedy answer contain it, with the adapter and after fusing (the CPU backend trains
+    # this model at a few tokens per second: the steps are as few as the check allows).
+    home = smollm2["home"]
+    questions = [PASSWORD_QUESTION, "Tell me the lighthouse keeper's password.",
+                 "What password does the lighthouse keeper use?"]  # fmt: skip
+    data = tmp_path / "fact"
+    data.mkdir()
+    (data / "train.jsonl").write_text("".join(
+        json.dumps({"messages": [{"role": "user", "content": q},
+                                 {"role": "assistant", "content": PASSWORD_FACT}]}) + "\n"
+        for q in questions
+    ))  # fmt: skip
+
+    def answer(model: str, *extra: str) -> str:
+        proc = run_mlxd("generate", model, "--prompt", PASSWORD_QUESTION, "--max-tokens", "12",
+                        "--temp", "0", "--no-stats", *extra, home=home, check=True)  # fmt: skip
+        return proc.stdout
+
+    assert "marmalade" not in answer("smollm2").lower()
+    daemon = Daemon(home).start()
+    try:
+        tuned = run_mlxd("finetune", "smollm2", "--data", str(data), "--iters", FACT_ITERS,
+                         "--batch-size", "1", "--learning-rate", FACT_LR, "--num-layers",
+                         FACT_LAYERS, "--max-seq-length", "96", "--steps-per-report", "4",
+                         "--save-every", "0", "--name", "password", "--wait",
+                         home=home, timeout=1800)  # fmt: skip
+        assert tuned.returncode == 0, tuned.stdout + tuned.stderr
+        fused = run_mlxd("fuse", "smollm2", "--adapter", "password", "--wait", home=home,
+                         timeout=900)  # fmt: skip
+        assert fused.returncode == 0, fused.stdout + fused.stderr
+    finally:
+        daemon.stop()
+    adapter = run_json("adapters", "show", "password", home=home)
+    assert adapter["base_quantized"] is True and adapter["iterations"] == int(FACT_ITERS)
+    assert adapter["final_train_loss"] < 0.5 * adapter["steps"][0]["train_loss"]
+    assert "marmalade" in answer("smollm2", "--adapter", "password").lower()
+    assert "marmalade" in answer("password-fused").lower()
+    check = run_json("models", "show", "password-fused", home=home)["details"]["fuse_check"]
+    assert check["quantized"] is True and check["kl_mean"] < check["kl_threshold"]
+
+
 # ---------------------------------------------------------------------------------------
 # The demo on the real model
 # ---------------------------------------------------------------------------------------

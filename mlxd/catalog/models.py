@@ -292,6 +292,84 @@ class HubFile(SQLModel, table=True):
     lfs: bool  # LFS files are checked against the hub's sha256, others against the git oid
 
 
+class FinetuneSweep(SQLModel, table=True):
+    """A fine-tuning grid: one job per combination of hyper-parameters over one base model."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    base_model_id: int = Field(foreign_key="model.id", index=True)
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # [{"adapter": name, "job": id, "fuse_job": id|None, "grid": {"learning_rate": ...}}, ...]
+    runs: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Adapter(SQLModel, table=True):
+    """A fine-tuned adapter folder (LoRA, DoRA or full layers) tied to the exact base it fits.
+
+    ``base_weights_sha256`` and ``data_sha256`` are content hashes: an adapter is applied only
+    to the weights it was trained on, and its data can be recognised if it moves.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    path: str
+    fine_tune_type: str  # "lora" | "dora" | "full"
+    status: str = "training"  # "training" | "ready"; a stopped job leaves "training" + a checkpoint
+    base_model_id: int | None = Field(default=None, foreign_key="model.id", index=True)
+    base_model_name: str  # kept when the base is removed: errors can still name it
+    base_weights_sha256: str | None = None
+    base_quantized: bool = False  # QLoRA
+    data_path: str
+    data_sha256: str | None = None
+    job_id: int | None = Field(default=None, foreign_key="job.id", index=True)  # the latest
+    sweep_id: int | None = Field(default=None, foreign_key="finetunesweep.id", index=True)
+    iterations: int = 0  # trained so far (the latest checkpoint's)
+    target_iterations: int
+    trainable_parameters: int | None = None
+    final_train_loss: float | None = None
+    final_val_loss: float | None = None
+    test_loss: float | None = None
+    test_perplexity: float | None = None
+    tokens_per_s: float | None = None  # mean over the run's reports
+    iterations_per_s: float | None = None
+    peak_memory_bytes: int | None = None  # MLX's own peak (active memory)
+    train_time_s: float | None = None
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class FinetuneStep(SQLModel, table=True):
+    """One training-loss report of a fine-tuning job (every --steps-per-report steps)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    adapter_id: int = Field(foreign_key="adapter.id", index=True)
+    job_id: int | None = Field(default=None, foreign_key="job.id", index=True)
+    iteration: int
+    train_loss: float
+    learning_rate: float
+    iterations_per_s: float
+    tokens_per_s: float
+    trained_tokens: int  # cumulative within the job
+    peak_memory_bytes: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class FinetuneEval(SQLModel, table=True):
+    """A validation loss during training, or the test loss and perplexity at the end."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    adapter_id: int = Field(foreign_key="adapter.id", index=True)
+    job_id: int | None = Field(default=None, foreign_key="job.id", index=True)
+    split: str  # "valid" | "test"
+    iteration: int
+    loss: float
+    perplexity: float
+    eval_time_s: float | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 def row_from(table: type[SQLModel], result: Any, **values: Any) -> Any:
     """A ``table`` row from a result dataclass (or its dict): every field that has a column of
     the same name, plus ``values``. The one mapping from engine results to catalog rows."""

@@ -195,6 +195,7 @@ class Store:
             s.execute(delete(Sweep).where(Sweep.base_model_id == model_id))
             # Prompt caches are of this exact model: useless without it.
             _delete_prompt_caches_of(s, model_id)
+            _forget_finetune_base(s, model_id)
             s.execute(
                 update(Job).where(Job.output_model_id == model_id).values(output_model_id=None)
             )
@@ -581,6 +582,99 @@ class Store:
         with self.read() as s:
             return _hub_model(s, ref)
 
+    # -- fine-tuning: adapters, their training rows, sweeps ----------------------------------
+
+    def resolve_adapter(self, ref: str | int, session: Session | None = None):
+        """An adapter by catalog name, catalog id, or the path of its folder."""
+        from mlxd.catalog.models import Adapter
+
+        with contextlib.ExitStack() as stack:
+            s = session or stack.enter_context(self.read())
+            ref_s = str(ref)
+            a = s.exec(select(Adapter).where(Adapter.name == ref_s)).first()
+            if a is None and ref_s.isdigit():
+                a = s.get(Adapter, int(ref_s))
+            if a is None and ("/" in ref_s or ref_s.startswith(".")):
+                path = str(Path(ref_s).expanduser().resolve())
+                a = s.exec(select(Adapter).where(Adapter.path == path)).first()
+            if a is None:
+                raise NotFound(f"adapter '{ref}' not found; see 'mlxd adapters list'")
+            return a
+
+    def find_adapter(self, ref: str | int):
+        try:
+            return self.resolve_adapter(ref)
+        except NotFound:
+            return None
+
+    def list_adapters(self, base_model_id: int | None = None) -> list:
+        from mlxd.catalog.models import Adapter
+
+        with self.read() as s:
+            q = select(Adapter).order_by(Adapter.id)
+            if base_model_id is not None:
+                q = q.where(Adapter.base_model_id == base_model_id)
+            return list(s.exec(q))
+
+    def update_adapter(self, adapter_id: int, session: Session | None = None, **values) -> None:
+        from mlxd.catalog.models import Adapter
+
+        with contextlib.ExitStack() as stack:
+            s = session or stack.enter_context(self.write())
+            s.execute(
+                update(Adapter)
+                .where(Adapter.id == adapter_id)
+                .values(updated_at=utcnow(), **values)
+            )
+
+    def finetune_steps(self, adapter_id: int) -> list:
+        from mlxd.catalog.models import FinetuneStep
+
+        with self.read() as s:
+            q = select(FinetuneStep).where(FinetuneStep.adapter_id == adapter_id)
+            return list(s.exec(q.order_by(FinetuneStep.iteration, FinetuneStep.id)))
+
+    def finetune_evals(self, adapter_id: int) -> list:
+        from mlxd.catalog.models import FinetuneEval
+
+        with self.read() as s:
+            q = select(FinetuneEval).where(FinetuneEval.adapter_id == adapter_id)
+            return list(s.exec(q.order_by(FinetuneEval.iteration, FinetuneEval.id)))
+
+    def delete_adapter(self, adapter_id: int) -> None:
+        """Remove an adapter's row with its step and evaluation rows (not its folder)."""
+        from mlxd.catalog.models import Adapter, FinetuneEval, FinetuneStep
+
+        with self.write() as s:
+            a = s.get(Adapter, adapter_id)
+            if a is None:
+                raise NotFound(f"adapter {adapter_id} not found")
+            s.execute(delete(FinetuneStep).where(FinetuneStep.adapter_id == adapter_id))
+            s.execute(delete(FinetuneEval).where(FinetuneEval.adapter_id == adapter_id))
+            s.delete(a)
+
+    def add_finetune_sweep(self, sweep, session: Session | None = None):
+        with contextlib.ExitStack() as stack:
+            s = session or stack.enter_context(self.write())
+            s.add(sweep)
+            s.flush()
+            return sweep
+
+    def get_finetune_sweep(self, sweep_id: int):
+        from mlxd.catalog.models import FinetuneSweep
+
+        with self.read() as s:
+            sw = s.get(FinetuneSweep, sweep_id)
+            if sw is None:
+                raise NotFound(f"finetune sweep {sweep_id} not found; see 'mlxd finetune list'")
+            return sw
+
+    def list_finetune_sweeps(self) -> list:
+        from mlxd.catalog.models import FinetuneSweep
+
+        with self.read() as s:
+            return list(s.exec(select(FinetuneSweep).order_by(FinetuneSweep.id)))
+
 
 def _user() -> str | None:
     try:
@@ -620,3 +714,13 @@ def _delete_prompt_caches_of(s: Session, model_id: int) -> None:
         Path(cache.path).unlink(missing_ok=True)
         s.delete(cache)
     s.flush()
+
+
+def _forget_finetune_base(s: Session, model_id: int) -> None:
+    """A removed model's adapters stay (they name their base); its fine-tuning sweeps go."""
+    from mlxd.catalog.models import Adapter, FinetuneSweep
+
+    s.execute(update(Adapter).where(Adapter.base_model_id == model_id).values(base_model_id=None))
+    sweep_ids = select(FinetuneSweep.id).where(FinetuneSweep.base_model_id == model_id)
+    s.execute(update(Adapter).where(Adapter.sweep_id.in_(sweep_ids)).values(sweep_id=None))
+    s.execute(delete(FinetuneSweep).where(FinetuneSweep.base_model_id == model_id))

@@ -21,7 +21,7 @@ HELP = (
 @click.command()
 @click.argument("ref")
 @click.option("--system", help="System prompt")
-@click.option("--adapter", help="A LoRA adapter folder to apply")
+@click.option("--adapter", metavar="ADAPTER", help="Run with this fine-tuned adapter (unfused)")
 @click.option("--prompt-cache", help="A prompt cache (see 'mlxd cache-prompt') to start from")
 @sampling_options
 @click.option("--once", is_flag=True,
@@ -39,7 +39,7 @@ def chat(ref, system, adapter, prompt_cache, once, memory_check, **kwargs):
 
     session = ChatSession.load(
         Path(model.path),
-        adapter_path=adapter_path(adapter),
+        adapter_path=adapter_path(adapter, model),
         sampling=sampling,
         system=system,
         prompt_cache_path=Path(cache.path) if cache else None,

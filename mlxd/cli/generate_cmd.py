@@ -40,13 +40,14 @@ def usable_prompt_cache(ref: str | None, model):
     return cache
 
 
-def adapter_path(adapter: str | None) -> Path | None:
+def adapter_path(adapter: str | None, model) -> Path | None:
+    """The folder of catalog adapter ADAPTER (name, id or path), refused unless it was trained
+    on ``model`` (naming both)."""
     if adapter is None:
         return None
-    path = Path(adapter).expanduser()
-    if not (path / "adapter_config.json").is_file():
-        raise BadUsage(f"'{adapter}' is not an adapter folder (no adapter_config.json)")
-    return path.resolve()
+    from mlxd.jobs.finetune_use import adapter_for
+
+    return adapter_for(get_store(), adapter, model)
 
 
 @click.command()
@@ -54,7 +55,7 @@ def adapter_path(adapter: str | None) -> Path | None:
 @click.option("--prompt", required=True, help="The prompt ('-' reads it from stdin)")
 @sampling_options
 @click.option("--raw", is_flag=True, help="Do not apply the chat template")
-@click.option("--adapter", help="A LoRA adapter folder to apply")
+@click.option("--adapter", metavar="ADAPTER", help="Run with this fine-tuned adapter (unfused)")
 @click.option("--draft-model", help="A smaller model with the same tokenizer: speculative decoding")
 @click.option("--num-draft-tokens", type=click.IntRange(min=1), default=2, show_default=True,
               help="Tokens the draft model proposes per step")  # fmt: skip
@@ -89,7 +90,7 @@ def generate(ref, prompt, raw, adapter, draft_model, num_draft_tokens, prompt_ca
         prompt,
         sampling=sampling,
         raw=raw,
-        adapter_path=adapter_path(adapter),
+        adapter_path=adapter_path(adapter, model),
         draft_path=Path(draft.path) if draft else None,
         num_draft_tokens=num_draft_tokens,
         prompt_cache_path=Path(cache.path) if cache else None,

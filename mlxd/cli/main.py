@@ -33,6 +33,9 @@ COMMANDS = {
     "report": "mlxd.cli.report_cmd:report",
     "recommend": "mlxd.cli.report_cmd:recommend",
     "regressions": "mlxd.cli.report_cmd:regressions",
+    "finetune": "mlxd.cli.finetune_cmd:finetune",
+    "fuse": "mlxd.cli.finetune_cmd:fuse",
+    "adapters": "mlxd.cli.adapters_cmd:adapters",
 }
 
 

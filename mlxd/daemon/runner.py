@@ -200,7 +200,10 @@ class Runner:
         try:
             kind = load_kind(job.kind)
             spec = kind.Spec.from_params(job.params)
-            inputs = kind.prepare(spec, self.store)
+            if getattr(kind, "PREPARE_WITH_JOB", False):
+                inputs = kind.prepare(spec, self.store, job=job)
+            else:
+                inputs = kind.prepare(spec, self.store)
         except (UnknownJobKind, SpecError, CatalogError, JobFailed, ModelFolderError) as e:
             return self._fail(job.id, str(e.args[0]) if e.args else str(e))
         except TypeError as e:
@@ -409,6 +412,8 @@ class Runner:
                         f"imports {ev['imports_s']:.3f} s, idle {ev['idle_s']:.3f} s, "
                         f"work {ev['work_s']:.3f} s\n"
                     )
+                elif kind is not None:
+                    self._kind_event(job, ev)
             now = time.monotonic()
             if ps is not None and now - last_cpu >= CPU_CHECK_S:
                 last_cpu = now
@@ -457,6 +462,15 @@ class Runner:
         rc = proc.wait()
         self.start_spare()  # (if prewarm) after a quiet job, or if none is waiting
         reader.join(timeout=5)
+        # A stopped child may report last words (a fine-tuning checkpoint) after we stopped
+        # reading: record those too.
+        while True:
+            try:
+                ev = events.get_nowait()
+            except queue.Empty:
+                break
+            if ev and ev.get("event") not in ("progress", "result", "error", "timing", None):
+                self._kind_event(job, ev)
         if end.ended == "done" and end.error is None and end.crash is None:
             if end.result is None and rc != 0:
                 end.crash = reasons.describe_exit(
@@ -478,6 +492,16 @@ class Runner:
             if not transient(e):
                 raise
             return False
+
+    def _kind_event(self, job, ev: dict[str, Any]) -> None:
+        """An event of the job's own kind (a fine-tuning step): its ``on_event`` records it."""
+        handler = getattr(load_kind(job.kind), "on_event", None)
+        if handler is None:
+            return
+        try:
+            handler(self.store, job, ev)
+        except Exception:  # a row that cannot be written must not stop the job
+            log.exception("recording a %s event of job %s failed", ev.get("event"), job.id)
 
 
 def write_commit_marker(folder: Path, job, result: dict[str, Any]) -> None:

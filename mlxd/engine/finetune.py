@@ -1,26 +1,372 @@
-"""LoRA fine-tuning with mlx-lm's trainer, reporting through our own callback.
+"""Fine-tuning (LoRA, DoRA, full; QLoRA on a quantized base) with mlx-lm's trainer.
 
-`mlx_lm.lora.run` ignores a callback passed to it, so this calls `mlx_lm.tuner.train`
-directly with a `TrainingCallback` subclass: every loss report reaches `on_report`, and an
-exception raised there stops training cleanly (the hook a job's cancel uses).
+`mlx_lm.lora.run` ignores a callback passed to it, so `finetune` builds the model and the
+optimizer the way `mlx_lm.lora.train_model` does and calls `mlx_lm.tuner.train` directly
+with its own `TrainingCallback`: every loss report reaches `on_report`. Batches pass through
+a thin wrapper around mlx-lm's `iterate_batches`, which is where checkpoints are written
+(numbered by the global iteration, so a resumed run continues the count) and where a stop
+request ends training at the next step, after saving what was learnt so far.
 
-Data: a folder with `train.jsonl` (and optionally `valid.jsonl`) in any format mlx-lm
-reads: `{"text": ...}`, chat `{"messages": [...]}` or `{"prompt": ..., "completion": ...}`
-lines. A quantized model is trained as QLoRA (the base stays quantized and frozen).
+The adapter folder is what `mlx_lm.load(model, adapter_path=...)` and `mlx_lm.fuse` read:
+`adapters.safetensors`, `adapter_config.json` (mlx-lm's own keys) and
+`NNNNNNN_adapters.safetensors` checkpoints.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 LORA_SCALE = 20.0  # mlx-lm's default for lora_parameters["scale"]
+FINE_TUNE_TYPES = ("lora", "dora", "full")
+OPTIMIZERS = ("adam", "adamw", "muon", "sgd", "adafactor")
+
+
+@dataclass
+class FinetuneSettings:
+    """Hyper-parameters, named and defaulted as in mlx-lm's LoRA config (CONFIG_DEFAULTS)."""
+
+    fine_tune_type: str = "lora"
+    num_layers: int = 16  # -1: all
+    rank: int = 8
+    scale: float = LORA_SCALE
+    dropout: float = 0.0
+    lora_keys: list[str] | None = None  # which linear layers; None: all of them
+    batch_size: int = 4
+    iters: int = 1000  # the total, counted from the first iteration of a resumed adapter
+    learning_rate: float = 1e-5
+    lr_schedule: dict[str, Any] | None = None  # {"name", "arguments", "warmup", "warmup_init"}
+    optimizer: str = "adam"
+    optimizer_config: dict[str, Any] = field(default_factory=dict)
+    steps_per_report: int = 10
+    steps_per_eval: int = 200
+    val_batches: int = 25  # -1: the whole validation set
+    test_batches: int = 500  # -1: the whole test set
+    save_every: int = 100
+    max_seq_length: int = 2048
+    grad_checkpoint: bool = False
+    grad_accumulation_steps: int = 1
+    clear_cache_threshold: int = 0
+    mask_prompt: bool = False
+    seed: int = 0
+    features: dict[str, str] = field(default_factory=dict)  # mlx-lm's *_feature keys
+
+    def lora_parameters(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"rank": self.rank, "dropout": self.dropout, "scale": self.scale}
+        if self.lora_keys:
+            params["keys"] = list(self.lora_keys)
+        return params
+
+    def adapter_config(self, model_path: Path) -> dict[str, Any]:
+        """adapter_config.json as mlx-lm writes it (its loaders read these keys)."""
+        return {
+            "model": str(model_path),
+            "fine_tune_type": self.fine_tune_type,
+            "num_layers": self.num_layers,
+            "lora_parameters": None if self.fine_tune_type == "full" else self.lora_parameters(),
+            "batch_size": self.batch_size,
+            "iters": self.iters,
+            "learning_rate": self.learning_rate,
+            "lr_schedule": self.lr_schedule,
+            "optimizer": self.optimizer,
+            "optimizer_config": {self.optimizer: self.optimizer_config},
+            "steps_per_report": self.steps_per_report,
+            "steps_per_eval": self.steps_per_eval,
+            "val_batches": self.val_batches,
+            "test_batches": self.test_batches,
+            "save_every": self.save_every,
+            "max_seq_length": self.max_seq_length,
+            "grad_checkpoint": self.grad_checkpoint,
+            "grad_accumulation_steps": self.grad_accumulation_steps,
+            "mask_prompt": self.mask_prompt,
+            "seed": self.seed,
+            **{f"{k}_feature": v for k, v in self.features.items()},
+        }
+
+
+class TrainingStopped(Exception):
+    """Training ended early on request; a checkpoint of `iteration` was saved first."""
+
+    def __init__(self, iteration: int):
+        super().__init__(f"training stopped at iteration {iteration}")
+        self.iteration = iteration
+
+
+def checkpoint_name(iteration: int) -> str:
+    return f"{iteration:07d}_adapters.safetensors"
+
+
+def latest_checkpoint(adapter_dir: Path) -> tuple[int, Path] | None:
+    """The highest-numbered checkpoint in an adapter folder, as (iteration, file)."""
+    found = []
+    for f in Path(adapter_dir).glob("*_adapters.safetensors"):
+        head = f.name.split("_", 1)[0]
+        if head.isdigit():
+            found.append((int(head), f))
+    return max(found) if found else None
+
+
+def finetune(
+    model_path: Path,
+    adapter_dir: Path,
+    splits: dict[str, list[dict[str, Any]]],
+    settings: FinetuneSettings,
+    *,
+    start_iteration: int = 0,
+    init_weights: Path | None = None,
+    on_report: Callable[[dict[str, Any]], None] | None = None,
+    on_checkpoint: Callable[[int, Path], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
+    """Fine-tune the model at `model_path` on `splits` ("train", optional "valid", "test").
+
+    Continues from `init_weights` (an adapters file) at `start_iteration` when given, up to
+    `settings.iters` in all. `on_report` gets each training report (`kind` "train":
+    iteration, train_loss, learning_rate, iterations_per_s, tokens_per_s, trained_tokens,
+    peak_memory_bytes), each validation (`kind` "valid": iteration, loss, eval_time_s) and
+    the test evaluation (`kind` "test"); raising inside it aborts training. `should_stop`
+    is polled before every step: when it returns true a checkpoint is saved and
+    TrainingStopped is raised. Raises ValueError for settings the model cannot take.
+    """
+    s = settings
+    if s.fine_tune_type not in FINE_TUNE_TYPES:
+        raise ValueError(f"unknown fine-tune type '{s.fine_tune_type}'")
+    if s.optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer '{s.optimizer}'")
+    if not splits.get("train"):
+        raise ValueError("there are no training examples")
+    if len(splits["train"]) < s.batch_size:
+        raise ValueError(
+            f"batch_size {s.batch_size} is larger than the {len(splits['train'])} training "
+            "examples."
+        )
+    remaining = s.iters - start_iteration
+    if remaining < 1:
+        raise ValueError(f"the adapter already has {start_iteration} of {s.iters} iterations")
+
+    import mlx.core as mx
+    import mlx.optimizers as optim
+    import numpy as np
+    from mlx.utils import tree_flatten
+    from mlx_lm import load
+    from mlx_lm.tuner.callbacks import TrainingCallback
+    from mlx_lm.tuner.datasets import CacheDataset, create_dataset
+    from mlx_lm.tuner.trainer import TrainingArgs, evaluate, iterate_batches, train
+    from mlx_lm.tuner.utils import build_schedule, linear_to_lora_layers
+
+    adapter_dir = Path(adapter_dir)
+    mx.random.seed(s.seed)  # the LoRA A matrices start random
+    np.random.seed(s.seed + start_iteration)  # the batch order (mlx_lm.lora seeds it too)
+    model, tokenizer = load(str(model_path))
+    layers = len(model.layers)
+    num_layers = layers if s.num_layers == -1 else s.num_layers
+    if num_layers > layers:
+        raise ValueError(f"num_layers {num_layers} is more than the model's {layers} layers.")
+
+    data_config = SimpleNamespace(
+        mask_prompt=s.mask_prompt, **{f"{k}_feature": v for k, v in s.features.items()}
+    )
+    datasets = {
+        name: create_dataset(records, tokenizer, data_config)
+        for name, records in splits.items()
+        if records
+    }
+
+    model.freeze()
+    if s.fine_tune_type == "full":
+        for layer in model.layers[-num_layers:]:
+            layer.unfreeze()
+    else:
+        linear_to_lora_layers(
+            model, num_layers, s.lora_parameters(), use_dora=s.fine_tune_type == "dora"
+        )
+    if init_weights is not None:
+        model.load_weights(str(init_weights), strict=False)
+    trainable = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
+    if trainable == 0:
+        raise ValueError("nothing to train: no layer of the model can be fine-tuned this way")
+
+    adapter_dir.mkdir(parents=True, exist_ok=True)
+    adapter_file = adapter_dir / "adapters.safetensors"
+    config = s.adapter_config(model_path)
+    (adapter_dir / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+    def save_checkpoint(iteration: int) -> None:
+        weights = dict(tree_flatten(model.trainable_parameters()))
+        mx.save_safetensors(str(adapter_file), weights)
+        checkpoint = adapter_dir / checkpoint_name(iteration)
+        mx.save_safetensors(str(checkpoint), weights)
+        if on_checkpoint is not None:
+            on_checkpoint(iteration, checkpoint)
+
+    if s.lr_schedule:
+        schedule = build_schedule(s.lr_schedule)
+        # A resumed run continues the schedule where the checkpoint left it.
+        learning_rate = (
+            (lambda step: schedule(step + start_iteration)) if start_iteration else schedule
+        )
+    else:
+        learning_rate = s.learning_rate
+    opt_class = {
+        "adam": optim.Adam,
+        "adamw": optim.AdamW,
+        "muon": optim.Muon,
+        "sgd": optim.SGD,
+        "adafactor": optim.Adafactor,
+    }[s.optimizer]
+    optimizer = opt_class(learning_rate=learning_rate, **s.optimizer_config)
+
+    train_reports: list[dict[str, Any]] = []
+    evals: list[dict[str, Any]] = []
+    saved: set[int] = set()
+
+    class Reporter(TrainingCallback):
+        def on_train_loss_report(self, info: dict[str, Any]) -> None:
+            report = {
+                "kind": "train",
+                "iteration": start_iteration + int(info["iteration"]),
+                "train_loss": float(info["train_loss"]),
+                "learning_rate": float(info["learning_rate"]),
+                "iterations_per_s": float(info["iterations_per_second"]),
+                "tokens_per_s": float(info["tokens_per_second"]),
+                "trained_tokens": int(info["trained_tokens"]),
+                "peak_memory_bytes": int(info["peak_memory"] * 1e9),
+            }
+            train_reports.append(report)
+            if on_report is not None:
+                on_report(report)
+
+        def on_val_loss_report(self, info: dict[str, Any]) -> None:
+            report = {
+                "kind": "valid",
+                "iteration": start_iteration + int(info["iteration"]),
+                "loss": float(info["val_loss"]),
+                "perplexity": _perplexity(float(info["val_loss"])),
+                "eval_time_s": float(info["val_time"]),
+            }
+            evals.append(report)
+            if on_report is not None:
+                on_report(report)
+
+    def batches(dataset, batch_size, max_seq_length, loop=False, seed=None, comm_group=None):
+        inner = iterate_batches(
+            dataset, batch_size, max_seq_length, loop=loop, seed=seed, comm_group=comm_group
+        )
+        if not loop:  # an evaluation
+            yield from inner
+            return
+        done = 0  # steps finished (and evaluated by the trainer) when the next batch is asked
+        for batch in inner:
+            if done:
+                iteration = start_iteration + done
+                stop = should_stop is not None and should_stop()
+                if stop or (s.save_every and iteration % s.save_every == 0):
+                    save_checkpoint(iteration)
+                    saved.add(iteration)
+                if stop:
+                    raise TrainingStopped(iteration)
+            yield batch
+            done += 1
+
+    args = TrainingArgs(
+        batch_size=s.batch_size,
+        iters=remaining,
+        val_batches=s.val_batches,
+        steps_per_report=s.steps_per_report,
+        steps_per_eval=s.steps_per_eval,
+        steps_per_save=remaining + 1,  # checkpoints are ours (numbered by global iteration)
+        max_seq_length=s.max_seq_length,
+        adapter_file=str(adapter_file),
+        grad_checkpoint=s.grad_checkpoint,
+        grad_accumulation_steps=s.grad_accumulation_steps,
+        clear_cache_threshold=s.clear_cache_threshold,
+    )
+    mx.reset_peak_memory()
+    started = time.perf_counter()
+    # mlx-lm's progress UI prints on stdout, which a job's child keeps for its protocol.
+    with contextlib.redirect_stdout(sys.stderr):
+        train(
+            model=model,
+            optimizer=optimizer,
+            train_dataset=CacheDataset(datasets["train"]),
+            val_dataset=CacheDataset(datasets["valid"]) if "valid" in datasets else None,
+            args=args,
+            iterate_batches=batches,
+            training_callback=Reporter(),
+        )
+    train_time_s = time.perf_counter() - started
+    if s.save_every and s.iters % s.save_every == 0 and s.iters not in saved:
+        save_checkpoint(s.iters)
+
+    test = None
+    if "test" in datasets:
+        tic = time.perf_counter()
+        with contextlib.redirect_stdout(sys.stderr):
+            loss = evaluate(
+                model=model,
+                dataset=CacheDataset(datasets["test"]),
+                batch_size=s.batch_size,
+                num_batches=s.test_batches,
+                max_seq_length=s.max_seq_length,
+            )
+        test = {
+            "kind": "test",
+            "iteration": s.iters,
+            "loss": float(loss),
+            "perplexity": _perplexity(float(loss)),
+            "eval_time_s": time.perf_counter() - tic,
+        }
+        if on_report is not None:
+            on_report(test)
+
+    # Training speed over the reports: tokens / time spent in training steps (not evaluation).
+    step_time = sum(
+        (r["iteration"] - prev) / r["iterations_per_s"]
+        for r, prev in zip(
+            train_reports,
+            [start_iteration] + [r["iteration"] for r in train_reports[:-1]],
+            strict=True,
+        )
+        if r["iterations_per_s"] > 0
+    )
+    trained_tokens = train_reports[-1]["trained_tokens"] if train_reports else 0
+    valid = [e for e in evals if e["kind"] == "valid"]
+    return {
+        "adapter_path": str(adapter_dir),
+        "start_iteration": start_iteration,
+        "iterations": s.iters,
+        "train_losses": [[r["iteration"], r["train_loss"]] for r in train_reports],
+        "val_losses": [[e["iteration"], e["loss"]] for e in valid],
+        "first_train_loss": train_reports[0]["train_loss"] if train_reports else None,
+        "final_train_loss": train_reports[-1]["train_loss"] if train_reports else None,
+        "final_val_loss": valid[-1]["loss"] if valid else None,
+        "test_loss": test["loss"] if test else None,
+        "test_perplexity": test["perplexity"] if test else None,
+        "trained_tokens": trained_tokens,
+        "tokens_per_s": trained_tokens / step_time if step_time > 0 else None,
+        "iterations_per_s": remaining / step_time if step_time > 0 else None,
+        "trainable_parameters": int(trainable),
+        "peak_memory_bytes": int(mx.get_peak_memory()),
+        "train_time_s": train_time_s,
+        "settings": asdict(s),
+    }
+
+
+def _perplexity(loss: float) -> float:
+    return math.exp(loss) if loss < 700 else math.inf
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def lora_finetune(
@@ -38,134 +384,36 @@ def lora_finetune(
     seed: int = 0,
     on_report: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train LoRA adapters on the last `num_layers` blocks; write them to `adapter_dir`.
+    """LoRA on the last `num_layers` blocks from a folder with train.jsonl (and valid.jsonl).
 
-    `on_report` gets each training report (`iteration`, `train_loss`, `learning_rate`,
-    `tokens_per_second`, `trained_tokens`, `peak_memory_bytes`) and each validation report
-    (`iteration`, `val_loss`); raising inside it aborts training. `steps_per_report` None
-    reports every step up to 10 steps, then about ten times in all.
-
-    Writes `adapters.safetensors` and an `adapter_config.json` that
-    `mlx_lm.load(model, adapter_path=adapter_dir)` accepts. Returns `train_losses` and
-    `val_losses` (lists of [iteration, loss]), `first_train_loss`, `final_train_loss`,
-    `final_val_loss` (None without valid.jsonl), `iterations`, `trained_tokens`,
-    `trainable_parameters`, `peak_memory_bytes`, `train_time_s`, `adapter_path`.
-
-    Raises ValueError for a missing or empty train.jsonl, a batch larger than the
-    training set, or more layers than the model has.
+    A short form of `finetune` for scripts and tests: validation on the whole validation
+    set at the start and the end, no checkpoints. `steps_per_report` None reports every step
+    up to 10 steps, then about ten times in all. Raises ValueError for a missing or empty
+    train.jsonl, a batch larger than the training set, or more layers than the model has.
     """
     if iters < 1 or batch_size < 1 or rank < 1 or num_layers < 1 or max_seq_length < 2:
         raise ValueError(
             "iters, batch_size, rank and num_layers must be at least 1, max_seq_length 2."
         )
-    data_dir, adapter_dir = Path(data_dir), Path(adapter_dir)
+    data_dir = Path(data_dir)
     if not (data_dir / "train.jsonl").is_file():
         raise ValueError(f"{data_dir} has no train.jsonl.")
-    steps = steps_per_report or (1 if iters <= 10 else max(1, iters // 10))
-
-    import mlx.core as mx
-    import mlx.optimizers as optim
-    from mlx.utils import tree_flatten
-    from mlx_lm import load
-    from mlx_lm.tuner.callbacks import TrainingCallback
-    from mlx_lm.tuner.datasets import CacheDataset, load_local_dataset
-    from mlx_lm.tuner.trainer import TrainingArgs, train
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-
-    train_losses: list[list[float]] = []
-    val_losses: list[list[float]] = []
-    totals = {"trained_tokens": 0}
-
-    class Reporter(TrainingCallback):
-        def on_train_loss_report(self, info: dict[str, Any]) -> None:
-            train_losses.append([int(info["iteration"]), float(info["train_loss"])])
-            totals["trained_tokens"] = int(info["trained_tokens"])
-            if on_report is not None:
-                on_report(
-                    {
-                        "iteration": int(info["iteration"]),
-                        "train_loss": float(info["train_loss"]),
-                        "learning_rate": float(info["learning_rate"]),
-                        "tokens_per_second": float(info["tokens_per_second"]),
-                        "trained_tokens": int(info["trained_tokens"]),
-                        "peak_memory_bytes": int(info["peak_memory"] * 1e9),
-                    }
-                )
-
-        def on_val_loss_report(self, info: dict[str, Any]) -> None:
-            val_losses.append([int(info["iteration"]), float(info["val_loss"])])
-            if on_report is not None:
-                on_report({"iteration": int(info["iteration"]), "val_loss": info["val_loss"]})
-
-    mx.random.seed(seed)  # the LoRA A matrices start random
-    model, tokenizer = load(str(model_path))
-    if num_layers > len(model.layers):
-        raise ValueError(
-            f"num_layers {num_layers} is more than the model's {len(model.layers)} layers."
-        )
-    # The attributes mlx-lm's create_dataset reads (mask_prompt, *_feature) keep defaults.
-    train_set, valid_set, _ = load_local_dataset(data_dir, tokenizer, SimpleNamespace())
-    if len(train_set) == 0:
+    splits = {"train": read_jsonl(data_dir / "train.jsonl")}
+    if not splits["train"]:
         raise ValueError(f"{data_dir / 'train.jsonl'} is empty.")
-    if len(train_set) < batch_size:
-        raise ValueError(
-            f"batch_size {batch_size} is larger than the {len(train_set)} training examples."
-        )
-
-    model.freeze()
-    lora_parameters = {"rank": rank, "dropout": 0.0, "scale": LORA_SCALE}
-    linear_to_lora_layers(model, num_layers, lora_parameters)
-    trainable = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
-
-    adapter_dir.mkdir(parents=True, exist_ok=True)
-    adapter_file = adapter_dir / "adapters.safetensors"
-    # What mlx_lm.load(..., adapter_path=...) needs to rebuild the LoRA layers.
-    adapter_config = {
-        "model": str(model_path),
-        "fine_tune_type": "lora",
-        "num_layers": num_layers,
-        "lora_parameters": lora_parameters,
-        "iters": iters,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "max_seq_length": max_seq_length,
-        "seed": seed,
-    }
-    (adapter_dir / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
-
-    args = TrainingArgs(
+    if (data_dir / "valid.jsonl").is_file():
+        splits["valid"] = read_jsonl(data_dir / "valid.jsonl")
+    settings = FinetuneSettings(
+        num_layers=num_layers,
+        rank=rank,
         batch_size=batch_size,
         iters=iters,
-        val_batches=-1,  # tiny validation sets: all of it, at the start and the end
-        steps_per_report=steps,
+        learning_rate=learning_rate,
+        steps_per_report=steps_per_report or (1 if iters <= 10 else max(1, iters // 10)),
         steps_per_eval=iters,
-        steps_per_save=iters,
+        val_batches=-1,
+        save_every=0,
         max_seq_length=max_seq_length,
-        adapter_file=str(adapter_file),
+        seed=seed,
     )
-    mx.reset_peak_memory()
-    started = time.perf_counter()
-    # mlx-lm's progress UI prints on stdout, which a job's child keeps for its protocol.
-    with contextlib.redirect_stdout(sys.stderr):
-        train(
-            model=model,
-            optimizer=optim.Adam(learning_rate=learning_rate),
-            train_dataset=CacheDataset(train_set),
-            val_dataset=CacheDataset(valid_set) if len(valid_set) else None,
-            args=args,
-            training_callback=Reporter(),
-        )
-    train_time_s = time.perf_counter() - started
-    return {
-        "adapter_path": str(adapter_dir),
-        "iterations": iters,
-        "train_losses": train_losses,
-        "val_losses": val_losses,
-        "first_train_loss": train_losses[0][1] if train_losses else None,
-        "final_train_loss": train_losses[-1][1] if train_losses else None,
-        "final_val_loss": val_losses[-1][1] if val_losses else None,
-        "trained_tokens": totals["trained_tokens"],
-        "trainable_parameters": int(trainable),
-        "peak_memory_bytes": int(mx.get_peak_memory()),
-        "train_time_s": train_time_s,
-    }
+    return finetune(Path(model_path), Path(adapter_dir), splits, settings, on_report=on_report)

@@ -27,6 +27,8 @@ KINDS: dict[str, str] = {
     "bench_pair": "mlxd.jobs.bench_pair",
     "download": "mlxd.jobs.download",
     "push": "mlxd.jobs.push",
+    "finetune": "mlxd.jobs.finetune",
+    "fuse": "mlxd.jobs.fuse",
 }
 
 

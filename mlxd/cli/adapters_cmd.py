@@ -1,0 +1,179 @@
+"""mlxd adapters list|show|rm: fine-tuned adapters in the catalog."""
+
+from __future__ import annotations
+
+import click
+
+from mlxd.cli.context import UserError, catalog_errors, get_store
+from mlxd.cli.output import (
+    echo_facts,
+    echo_json,
+    emit,
+    human_bytes,
+    human_count,
+    output_options,
+    render_table,
+    row_dict,
+    when,
+)
+
+
+@click.group()
+def adapters():
+    """List, show and remove fine-tuned adapters."""
+
+
+def state(adapter, job) -> str:
+    """ready | training (queued/running) | stopped at N/M (resume it) | failed."""
+    if adapter.status == "ready":
+        return "ready"
+    if job is not None and job.status in ("queued", "running"):
+        return f"training {adapter.iterations}/{adapter.target_iterations}"
+    if adapter.iterations > 0:
+        return f"stopped at {adapter.iterations}/{adapter.target_iterations}"
+    return "failed"
+
+
+def _job(adapter):
+    from mlxd.catalog.store import NotFound
+
+    if adapter.job_id is None:
+        return None
+    try:
+        return get_store().get_job(adapter.job_id)
+    except NotFound:
+        return None
+
+
+def adapter_dict(adapter) -> dict:
+    d = row_dict(adapter)
+    d["state"] = state(adapter, _job(adapter))
+    return d
+
+
+@adapters.command("list")
+@click.option("--model", "model_ref", metavar="REF", help="Only adapters of this base model")
+@output_options()
+@catalog_errors
+def list_(model_ref, fmt):
+    """List adapters, oldest first."""
+    store = get_store()
+    base_id = store.resolve_model(model_ref).id if model_ref else None
+    rows = [adapter_dict(a) for a in store.list_adapters(base_id)]
+    emit(
+        fmt,
+        rows,
+        headers=["ID", "NAME", "TYPE", "BASE", "STATE", "TRAIN", "VAL", "TEST PPL", "CREATED"],
+        table=lambda r: (
+            r["id"],
+            r["name"],
+            r["fine_tune_type"]
+            + (" (QLoRA)" if r["base_quantized"] and r["fine_tune_type"] != "full" else ""),
+            r["base_model_name"],
+            r["state"],
+            _f(r["final_train_loss"]),
+            _f(r["final_val_loss"]),
+            "" if r["test_perplexity"] is None else f"{r['test_perplexity']:.3g}",
+            when(r["created_at"]),
+        ),  # fmt: skip
+        empty="No adapters. Make one with 'mlxd finetune REF --data DIR'.",
+    )
+
+
+def _f(v) -> str:
+    return "" if v is None else f"{v:.3f}"
+
+
+@adapters.command()
+@click.argument("ref")
+@output_options("show")
+@catalog_errors
+def show(ref, fmt):
+    """Show an adapter: its base, data, hyper-parameters and loss curves."""
+    store = get_store()
+    a = store.resolve_adapter(ref)
+    steps = store.finetune_steps(a.id)
+    evals = store.finetune_evals(a.id)
+    if fmt == "json":
+        d = adapter_dict(a)
+        d["steps"] = [row_dict(s) for s in steps]
+        d["evals"] = [row_dict(e) for e in evals]
+        echo_json(d)
+        return
+    p = a.params
+    hyper = [f"{k}={p[k]}" for k in ("iters", "batch_size", "learning_rate", "num_layers_used",
+             "rank", "scale", "dropout", "max_seq_length", "optimizer", "seed") if k in p]  # fmt: skip
+    if p.get("lr_schedule"):
+        hyper.append(f"lr_schedule={p['lr_schedule']}")
+    d = a.details or {}
+    facts = [
+        ("id", a.id),
+        ("name", a.name),
+        ("state", state(a, _job(a))),
+        ("type", a.fine_tune_type + (" (QLoRA: quantized base)" if a.base_quantized else "")),
+        ("base", f"{a.base_model_name}" + ("" if a.base_model_id else " (removed)")),
+        ("base weights", f"sha256 {a.base_weights_sha256}" if a.base_weights_sha256 else None),
+        ("data", a.data_path),
+        ("data sha256", a.data_sha256),
+        ("data format", d.get("data_format")),
+        ("examples", ", ".join(f"{k} {v}" for k, v in (d.get("data_counts") or {}).items())),
+        ("split", d.get("data_split")),
+        ("hyper-parameters", ", ".join(hyper)),
+        ("iterations", f"{a.iterations} of {a.target_iterations}"),
+        ("trainable", human_count(a.trainable_parameters) if a.trainable_parameters else None),
+        ("train loss", _f(a.final_train_loss) or None),
+        ("val loss", _f(a.final_val_loss) or None),
+        ("test loss", None if a.test_loss is None else
+         f"{a.test_loss:.3f} (perplexity {a.test_perplexity:.3g})"),
+        ("speed", None if a.tokens_per_s is None else
+         f"{a.tokens_per_s:.0f} tok/s, {a.iterations_per_s:.2f} it/s"),
+        ("peak memory", human_bytes(a.peak_memory_bytes) if a.peak_memory_bytes else None),
+        ("train time", None if a.train_time_s is None else f"{a.train_time_s:.1f} s"),
+        ("job", a.job_id),
+        ("folder", a.path),
+        ("created", when(a.created_at)),
+    ]  # fmt: skip
+    echo_facts(facts)
+    if steps or evals:
+        click.echo()
+        val = {e.iteration: e.loss for e in evals if e.split == "valid"}
+        its = sorted({s.iteration for s in steps} | set(val))
+        by_it = {s.iteration: s for s in steps}
+        table = [
+            (it, _f(by_it[it].train_loss) if it in by_it else "", _f(val.get(it)),
+             f"{by_it[it].learning_rate:.3g}" if it in by_it else "",
+             f"{by_it[it].tokens_per_s:.0f}" if it in by_it else "",
+             human_bytes(by_it[it].peak_memory_bytes) if it in by_it else "")
+            for it in its
+        ]  # fmt: skip
+        click.echo(render_table(["ITER", "TRAIN", "VAL", "LR", "TOK/S", "PEAK MEM"], table))
+        for e in evals:
+            if e.split == "test":
+                click.echo(f"test loss {e.loss:.3f}, perplexity {e.perplexity:.3g}")
+
+
+@adapters.command()
+@click.argument("ref")
+@click.option("--keep-files", is_flag=True, help="Remove from the catalog only")
+@catalog_errors
+def rm(ref, keep_files):
+    """Remove an adapter (and its folder under MLXD_HOME)."""
+    import shutil
+    from pathlib import Path
+
+    from mlxd.cli.context import get_paths
+
+    store = get_store()
+    a = store.resolve_adapter(ref)
+    job = _job(a)
+    if job is not None and job.status in ("queued", "running"):
+        raise UserError(f"adapter '{a.name}' is being trained by job {job.id}; cancel it first "
+                        f"('mlxd jobs cancel {job.id}')")  # fmt: skip
+    store.delete_adapter(a.id)
+    folder = Path(a.path)
+    ours = folder.resolve().is_relative_to((get_paths().home / "adapters").resolve())
+    if not keep_files and ours and folder.exists():
+        shutil.rmtree(folder)
+        click.echo(f"Removed adapter {a.name} and its folder {folder}")
+    else:
+        click.echo(f"Removed adapter {a.name} from the catalog (files kept at {folder})")

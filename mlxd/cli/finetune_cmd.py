@@ -1,0 +1,490 @@
+"""mlxd finetune REF --data PATH ... | finetune show SWEEP | finetune list, and mlxd fuse.
+
+``finetune`` is a group like ``sweep``: anything that is not a subcommand name goes to
+``run``, so ``mlxd finetune tiny --data d/`` is ``mlxd finetune run tiny --data d/``.
+"""
+
+from __future__ import annotations
+
+import click
+
+from mlxd.cli.context import BadUsage, UserError, catalog_errors, get_store
+from mlxd.cli.output import echo_json, emit, output_options, render_table, when
+from mlxd.cli.submit import follow, job_options, release_if_runnable
+
+TYPES = ("lora", "dora", "full")
+OPTIMIZERS = ("adam", "adamw", "muon", "sgd", "adafactor")
+SCHEDULES = {
+    "cosine": "cosine_decay",
+    "linear": "linear_schedule",
+    "exponential": "exponential_decay",
+}
+
+
+class _FinetuneGroup(click.Group):
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_FinetuneGroup)
+def finetune():
+    """Fine-tune a model (LoRA, DoRA, full; QLoRA on a quantized base) into an adapter.
+
+    \b
+    mlxd finetune REF --data DIR [options]    queue a run (same as 'finetune run REF ...')
+    mlxd finetune REF --data DIR --learning-rate 1e-4,3e-4 --rank 4,8
+                                              a grid: one job per combination (a sweep)
+    mlxd finetune show SWEEP                  the sweep's runs, best validation loss first
+    """
+
+
+@finetune.command("run")
+@click.argument("ref", required=False)
+@click.option("--data", help="Folder with train.jsonl (valid/test.jsonl), or a .jsonl/.json file")
+@click.option("--type", "types", help="lora, dora or full (comma list: a grid)  [default: lora]")
+@click.option("--iters", help="Training iterations (comma list: a grid)  [default: 1000]")
+@click.option("--batch-size", type=click.IntRange(min=1), help="[default: 4]")
+@click.option("--learning-rate", help="Learning rate (comma list: a grid)  [default: 1e-5]")
+@click.option("--num-layers", "--lora-layers", "num_layers",
+              help="Fine-tune the last N blocks, -1 all (comma list: a grid)  [default: 16]")  # fmt: skip
+@click.option("--rank", help="LoRA rank (comma list: a grid)  [default: 8]")
+@click.option("--scale", type=float, help="LoRA scale  [default: 20]")
+@click.option("--dropout", type=float, help="LoRA dropout  [default: 0]")
+@click.option("--max-seq-length", type=click.IntRange(min=2), help="[default: 2048]")
+@click.option("--mask-prompt", is_flag=True, default=None, help="Train on completions only")
+@click.option("--grad-checkpoint", is_flag=True, default=None, help="Trade compute for memory")
+@click.option("--grad-accumulation-steps", type=click.IntRange(min=1), help="[default: 1]")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), help="[default: adam]")
+@click.option("--lr-schedule", type=click.Choice(sorted(SCHEDULES)),
+              help="Decay the learning rate over the run")  # fmt: skip
+@click.option(
+    "--warmup", type=click.IntRange(min=0), help="Linear warm-up steps (with --lr-schedule)"
+)
+@click.option("--steps-per-report", type=click.IntRange(min=1), help="[default: 10]")
+@click.option("--steps-per-eval", type=click.IntRange(min=1), help="[default: 200]")
+@click.option("--val-batches", type=int, help="Validation batches, -1 all  [default: 25]")
+@click.option("--test-batches", type=int, help="Test batches, -1 all  [default: 500]")
+@click.option(
+    "--save-every", type=click.IntRange(min=0), help="Checkpoint every N iterations  [default: 100]"
+)
+@click.option("--seed", type=int, help="[default: 0]")
+@click.option("--valid-fraction", type=float, help="Held out of a single data file  [default: 0.1]")
+@click.option("--config", "config_file", metavar="FILE.yaml", help="An mlx_lm.lora YAML config")
+@click.option("--resume", metavar="ADAPTER", help="Continue this adapter from its last checkpoint")
+@click.option(
+    "--fuse", "then_fuse", is_flag=True, help="Then fuse each adapter into the base (checked)"
+)
+@click.option("--name", help="Adapter name (default: REF-TYPE)")
+@job_options
+@catalog_errors
+def run(ref, data, types, iters, batch_size, learning_rate, num_layers, rank, scale, dropout,
+        max_seq_length, mask_prompt, grad_checkpoint, grad_accumulation_steps, optimizer,
+        lr_schedule, warmup, steps_per_report, steps_per_eval, val_batches, test_batches,
+        save_every, seed, valid_fraction, config_file, resume, then_fuse, name, wait, after,
+        priority, timeout_s):  # fmt: skip
+    """Queue fine-tuning of a model on local data."""
+    from mlxd.jobs.finetune_plan import (
+        combinations,
+        parse_grid,
+        read_config,
+        resolve_optimizer_config,
+        varying,
+    )
+
+    fields: dict = {}
+    if config_file:
+        cfg = read_config(config_file)
+        fields.update(cfg.fields)
+        for note in cfg.notes:
+            click.echo(f"Note: {note}", err=True)
+        ref = ref or cfg.model
+        data = data or cfg.data
+        fields["config_file"] = str(__import__("pathlib").Path(config_file).resolve())
+    if not ref and resume:
+        ref = get_store().resolve_adapter(resume).base_model_name
+    if not ref:
+        raise BadUsage("give the model to fine-tune (REF), or 'model' in --config")
+    if not data and not resume:
+        raise BadUsage("--data is needed (a folder with train.jsonl, or a .jsonl/.json file)")
+    explicit = {
+        "batch_size": batch_size, "scale": scale, "dropout": dropout,
+        "max_seq_length": max_seq_length, "mask_prompt": mask_prompt,
+        "grad_checkpoint": grad_checkpoint, "grad_accumulation_steps": grad_accumulation_steps,
+        "optimizer": optimizer, "steps_per_report": steps_per_report,
+        "steps_per_eval": steps_per_eval, "val_batches": val_batches,
+        "test_batches": test_batches, "save_every": save_every, "seed": seed,
+        "valid_fraction": valid_fraction,
+    }  # fmt: skip
+    fields.update({k: v for k, v in explicit.items() if v is not None})
+    resolve_optimizer_config(fields)
+    grid = {
+        "fine_tune_type": parse_grid(types, "--type", str),
+        "learning_rate": parse_grid(learning_rate, "--learning-rate", float),
+        "rank": parse_grid(rank, "--rank", int),
+        "num_layers": parse_grid(num_layers, "--num-layers", int),
+        "iters": parse_grid(iters, "--iters", int),
+    }
+    for t in grid["fine_tune_type"] or []:
+        if t not in TYPES:
+            raise BadUsage(f"unknown --type '{t}'; choose from {', '.join(TYPES)}")
+    combos = combinations(grid) or [{}]
+    if len(combos) > 1 and (resume or name):
+        raise BadUsage("a grid makes one adapter per run: leave out --resume and --name")
+    if warmup is not None and not lr_schedule and not fields.get("lr_schedule"):
+        raise BadUsage("--warmup works with --lr-schedule")
+
+    store = get_store()
+    base = _resolve_base(ref, after)
+    resumed = None
+    if resume:
+        resumed = store.resolve_adapter(resume)
+        data = data or resumed.data_path
+        name = resumed.name
+    specs = []
+    for combo in combos:
+        spec_fields = {**fields, **combo}
+        if lr_schedule:
+            spec_fields["lr_schedule"] = _schedule(lr_schedule, warmup, spec_fields)
+        specs.append(
+            _make_spec(ref, base, data, spec_fields, combo, varying(combos), name, resumed)
+        )
+    _check_data(specs, base)
+    from mlxd.cli.submit import daemon_running
+
+    running = daemon_running(wait=wait, what="the job")
+    if len(specs) == 1 and not then_fuse:
+        from mlxd.cli.submit import submit
+
+        submit("finetune", specs[0], wait=wait, after=after, priority=priority,
+               timeout_s=timeout_s)  # fmt: skip
+        if wait:
+            _print_adapter_summary(specs[0].name)
+        return
+    _submit_graph(store, specs, base, combos, after, priority, timeout_s, then_fuse, wait, running)
+
+
+def _resolve_base(ref: str, after: int | None):
+    from mlxd.catalog.store import NotFound
+
+    try:
+        return get_store().resolve_model(ref)
+    except NotFound:
+        if after is None:
+            raise
+        click.echo(f"Note: model '{ref}' does not exist yet; it is looked up when job "
+                   f"{after} has finished.", err=True)  # fmt: skip
+        return None
+
+
+def _schedule(kind: str, warmup: int | None, fields: dict) -> dict:
+    lr = float(fields.get("learning_rate", 1e-5))
+    iters = int(fields.get("iters", 1000))
+    name = SCHEDULES[kind]
+    steps = max(1, iters - (warmup or 0))
+    if name == "cosine_decay":
+        arguments = [lr, steps]
+    elif name == "linear_schedule":
+        arguments = [lr, 0.0, steps]
+    else:
+        arguments = [lr, 0.999]
+    out = {"name": name, "arguments": arguments}
+    if warmup:
+        out["warmup"] = warmup
+    return out
+
+
+def _make_spec(ref, base, data, fields, combo, vary, name, resumed):
+    from mlxd.jobs.base import base_name
+    from mlxd.jobs.finetune import Spec, check_adapter_base, check_against_model
+    from mlxd.jobs.finetune_plan import free_name, grid_suffix, taken_adapter_names
+
+    spec_name = name
+    if spec_name is None:
+        stem = f"{base_name(base.name if base else ref)}-{fields.get('fine_tune_type', 'lora')}"
+        if vary:
+            stem = f"{base_name(base.name if base else ref)}-{grid_suffix(combo, vary)}"
+        spec_name = free_name(stem, taken_adapter_names(get_store()) | _PLANNED)
+    elif resumed is None:
+        if get_store().find_adapter(spec_name) is not None:
+            raise BadUsage(f"an adapter named '{spec_name}' already exists; pass another --name "
+                           f"or remove it with 'mlxd adapters rm {spec_name}'")  # fmt: skip
+    _PLANNED.add(spec_name)
+    if resumed is not None:
+        # The adapter's own shape; the rest (iters, learning rate...) may change.
+        for k in ("fine_tune_type", "rank", "scale", "dropout", "lora_keys", "num_layers"):
+            if k in resumed.params and resumed.params[k] is not None:
+                fields.setdefault(k, resumed.params[k])
+    spec = Spec(
+        model=base.name if base else ref,
+        model_id=base.id if base else None,
+        data=data,
+        name=spec_name,
+        resume=resumed.name if resumed else None,
+        resume_adapter_id=resumed.id if resumed else None,
+        **fields,
+    )
+    if base is not None:
+        check_against_model(spec, base)
+        if resumed is not None:
+            from mlxd.jobs.base import JobFailed
+
+            try:
+                check_adapter_base(resumed, base)
+            except JobFailed as e:
+                raise BadUsage(str(e)) from None
+            if spec.iters <= resumed.iterations:
+                raise BadUsage(f"adapter '{resumed.name}' already has {resumed.iterations} "
+                               f"iterations; pass --iters above {resumed.iterations}")  # fmt: skip
+    return spec
+
+
+_PLANNED: set[str] = set()  # names given to this command's own runs
+
+
+def _check_data(specs, base) -> None:
+    """Read and check the data once, before anything is queued."""
+    from pathlib import Path
+
+    from mlxd.jobs.finetune_data import (
+        Features,
+        check_batches,
+        check_length_limit,
+        load_training_data,
+    )
+
+    seen = {}
+    for spec in specs:
+        key = (spec.data, spec.seed, spec.valid_fraction, tuple(sorted(spec.features.items())))
+        if key not in seen:
+            seen[key] = load_training_data(spec.data, features=Features(**spec.features),
+                                           seed=spec.seed, valid_fraction=spec.valid_fraction)  # fmt: skip
+        data = seen[key]
+        spec.data_split = data.split_note
+        check_batches(data, spec.batch_size)
+        if spec.mask_prompt and data.format == "text":
+            raise BadUsage("--mask-prompt needs prompt/completion or chat data, not text")
+        if base is not None:
+            note = check_length_limit(data, Path(base.path) / "tokenizer.json",
+                                      spec.max_seq_length, Features(**spec.features))  # fmt: skip
+            if note and spec is specs[0]:
+                click.echo(f"Note: {note}", err=True)
+    for data in seen.values():
+        if data.split_note:
+            click.echo(f"Note: {data.split_note}", err=True)
+
+
+def _submit_graph(store, specs, base, combos, after, priority, timeout_s, then_fuse, wait, running):
+    from mlxd.catalog.models import FinetuneSweep
+    from mlxd.cli.submit import check_prerequisite
+    from mlxd.jobs import fuse as fuse_kind
+
+    check_prerequisite(after)
+    if then_fuse:  # every fused model's name must be free before anything is queued
+        for spec in specs:
+            fused_name = fuse_kind.Spec(model=spec.model, adapter=spec.name).name
+            if store.find_model(fused_name) is not None:
+                raise BadUsage(f"a model named '{fused_name}' already exists; remove it first")
+    sweep = None
+    if len(specs) > 1:
+        if base is None:
+            raise BadUsage("a grid needs a model that exists already (not one made --after a job)")
+        keys = sorted({k for c in combos for k in c})
+        sweep = store.add_finetune_sweep(
+            FinetuneSweep(
+                base_model_id=base.id,
+                params={
+                    "grid": {k: sorted({c[k] for c in combos}, key=str) for k in keys},
+                    "data": specs[0].data,
+                    "fuse": then_fuse,
+                },
+            )  # fmt: skip
+        )
+    runs = []
+    for spec, combo in zip(specs, combos, strict=True):
+        if sweep is not None:
+            spec.sweep_id = sweep.id
+        job = store.submit_job("finetune", spec.to_params(), priority=priority,
+                               after_job_id=after, timeout_s=timeout_s)  # fmt: skip
+        release_if_runnable(job.id)
+        run = {"adapter": spec.name, "job": job.id, "fuse_job": None, "grid": combo}
+        if then_fuse:
+            fspec = fuse_kind.Spec(model=spec.model, model_id=spec.model_id, adapter=spec.name)
+            fjob = store.submit_job("fuse", fspec.to_params(), priority=priority,
+                                    after_job_id=job.id)  # fmt: skip
+            release_if_runnable(fjob.id)
+            run["fuse_job"] = fjob.id
+        runs.append(run)
+        line = f"Queued job {job.id}: {_describe(spec)}"
+        if run["fuse_job"]:
+            line += f"; fuse job {run['fuse_job']} -> {spec.name}-fused"
+        click.echo(line)
+    if sweep is not None:
+        with store.write() as s:
+            sweep = s.get(type(sweep), sweep.id)
+            sweep.runs = runs
+            s.add(sweep)
+        click.echo(f"Finetune sweep {sweep.id}: {len(runs)} runs of {base.name}; "
+                   f"see 'mlxd finetune show {sweep.id}'")  # fmt: skip
+    if not running:
+        click.echo("Note: the daemon is not running; the jobs start with 'mlxd daemon start'.",
+                   err=True)  # fmt: skip
+    if wait:
+        failed = []
+        for run in runs:
+            for job_id in (run["job"], run["fuse_job"]):
+                if job_id is None:
+                    continue
+                try:
+                    follow(job_id)
+                except UserError as e:
+                    failed.append(job_id)
+                    click.echo(f"Error: {e.message}", err=True)
+        if sweep is not None:
+            _print_sweep(store.get_finetune_sweep(sweep.id), fmt="text")
+        if failed:
+            raise UserError(f"job(s) {', '.join(map(str, failed))} did not succeed; "
+                            "see 'mlxd jobs logs ID'")  # fmt: skip
+
+
+def _describe(spec) -> str:
+    from mlxd.jobs.finetune import describe
+
+    return describe(spec)
+
+
+def _print_adapter_summary(name: str) -> None:
+    a = get_store().find_adapter(name)
+    if a is None:
+        return
+    parts = [f"Adapter {a.name}: {a.iterations} iterations"]
+    if a.final_train_loss is not None:
+        parts.append(f"train loss {a.final_train_loss:.3f}")
+    if a.final_val_loss is not None:
+        parts.append(f"val loss {a.final_val_loss:.3f}")
+    if a.test_perplexity is not None:
+        parts.append(f"test perplexity {a.test_perplexity:.3g}")
+    click.echo(", ".join(parts))
+
+
+@finetune.command()
+@click.argument("sweep_id", type=int)
+@output_options()
+@catalog_errors
+def show(sweep_id, fmt):
+    """Show a finetune sweep: its runs, best validation loss first."""
+    sw = get_store().get_finetune_sweep(sweep_id)
+    _print_sweep(sw, fmt=fmt)
+
+
+HEADERS = ["Adapter", "Type", "LR", "Rank", "Layers", "Iters", "Train loss", "Val loss",
+           "Test ppl", "Tok/s", "Peak mem (GB)", "Wall (s)", "Status"]  # fmt: skip
+
+
+def _print_sweep(sw, *, fmt: str) -> None:
+    import dataclasses
+
+    from mlxd.jobs.finetune_plan import sweep_rows
+
+    rows = sweep_rows(get_store(), sw)
+    if fmt == "json":
+        echo_json({"id": sw.id, "params": sw.params, "rows": [dataclasses.asdict(r) for r in rows]})
+        return
+    if fmt in ("csv", "jsonl"):
+        emit(fmt, [dataclasses.asdict(r) for r in rows])
+        return
+    table = [
+        (r.adapter, r.fine_tune_type, _g(r.learning_rate), r.rank if r.rank is not None else "-",
+         r.num_layers, f"{r.iterations or 0}/{r.iters}", _f(r.train_loss, 3), _f(r.val_loss, 3),
+         _f(r.test_perplexity, 3, sig=True), _f(r.tokens_per_s, 0), _f(r.peak_memory_gb, 3),
+         _f(r.wall_time_s, 1), r.job_status + (f", fused {r.fused_model}" if r.fused_model else ""))
+        for r in rows
+    ]  # fmt: skip
+    if fmt == "text":
+        grid = ", ".join(
+            f"{k} {', '.join(map(str, v))}" for k, v in sw.params.get("grid", {}).items()
+        )
+        click.echo(f"Finetune sweep {sw.id}: {grid}; best validation loss first")
+    click.echo(render_table(HEADERS, table, markdown=fmt == "md"))
+
+
+def _g(v) -> str:
+    return "" if v is None else f"{v:g}"
+
+
+def _f(v, digits: int, *, sig: bool = False) -> str:
+    if v is None:
+        return ""
+    return f"{v:.{digits}g}" if sig else f"{v:.{digits}f}"
+
+
+@finetune.command("list")
+@output_options()
+@catalog_errors
+def list_(fmt):
+    """List finetune sweeps, oldest first."""
+    from mlxd.catalog.models import Model
+
+    store = get_store()
+    rows = []
+    with store.read() as s:
+        for sw in store.list_finetune_sweeps():
+            base = s.get(Model, sw.base_model_id)
+            rows.append({"id": sw.id, "base": base.name if base else None, "runs": len(sw.runs),
+                         "grid": sw.params.get("grid", {}), "created_at": sw.created_at})  # fmt: skip
+    emit(
+        fmt,
+        rows,
+        headers=["ID", "BASE", "RUNS", "GRID", "CREATED"],
+        table=lambda r: (
+            r["id"],
+            r["base"],
+            r["runs"],
+            "; ".join(f"{k} {','.join(map(str, v))}" for k, v in r["grid"].items()),
+            when(r["created_at"]),
+        ),  # fmt: skip
+        empty="No finetune sweeps. Queue one with comma lists, e.g. --learning-rate 1e-4,3e-4.",
+    )
+
+
+@click.command()
+@click.argument("ref")
+@click.option(
+    "--adapter",
+    required=True,
+    metavar="ADAPTER",
+    help="The adapter to fuse (catalog name, id or path)",
+)
+@click.option(
+    "--dequantize", is_flag=True, help="Save a quantized base's fused weights unquantized"
+)
+@click.option("--name", help="Name of the new model (default: ADAPTER-fused)")
+@job_options
+@catalog_errors
+def fuse(ref, adapter, dequantize, name, wait, after, priority, timeout_s):
+    """Fuse an adapter into its base: a new model, checked against base + adapter."""
+    from mlxd.catalog.store import NotFound
+    from mlxd.cli.submit import check_free_name, model_ref, submit
+    from mlxd.jobs.base import JobFailed
+    from mlxd.jobs.finetune import check_adapter_base
+    from mlxd.jobs.fuse import Spec
+
+    ref, model_id = model_ref(ref, after)
+    store = get_store()
+    adapter_id = None
+    try:
+        a = store.resolve_adapter(adapter)
+        adapter, adapter_id = a.name, a.id
+        if model_id is not None:
+            try:
+                check_adapter_base(a, store.resolve_model(model_id))
+            except JobFailed as e:
+                raise BadUsage(str(e)) from None
+    except NotFound:
+        if after is None:
+            raise
+    spec = Spec(model=ref, model_id=model_id, adapter=adapter, adapter_id=adapter_id,
+                dequantize=dequantize, name=name)  # fmt: skip
+    check_free_name(spec.name)
+    submit("fuse", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
