@@ -16,6 +16,7 @@ from mlxd.jobs.choices import quant_label
 def test_every_kind_implements_the_interface(name):
     kind = load_kind(name)
     assert isinstance(kind.PRODUCES_MODEL, bool) and isinstance(kind.QUIET, bool)
+    assert kind.TIME_LIMIT_S >= 60
     assert dataclasses.is_dataclass(kind.Spec) and issubclass(kind.Spec, JobSpec)
     for method in ("describe", "prepare", "run", "finish"):
         expected = list(inspect.signature(getattr(JobKind, method)).parameters)[1:]

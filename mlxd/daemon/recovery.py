@@ -121,7 +121,7 @@ def _adopt(store: Store, paths: Paths, job, folder: Path, result) -> bool:
         spec = kind.Spec.from_params(job.params)
         if getattr(spec, "name", None) != folder.name:
             return False
-        inputs = kind.prepare(spec, store)
+        inputs = kind.prepare(spec, store, job)
         commit_result(store, job, kind, spec, inputs, result, folder)
     except (CatalogError, ValueError, TypeError, KeyError) as e:
         log.warning("could not adopt %s for job %s: %s", folder, job.id, e)

@@ -200,10 +200,7 @@ class Runner:
         try:
             kind = load_kind(job.kind)
             spec = kind.Spec.from_params(job.params)
-            if getattr(kind, "PREPARE_WITH_JOB", False):
-                inputs = kind.prepare(spec, self.store, job=job)
-            else:
-                inputs = kind.prepare(spec, self.store)
+            inputs = kind.prepare(spec, self.store, job)
         except (UnknownJobKind, SpecError, CatalogError, JobFailed, ModelFolderError) as e:
             return self._fail(job.id, str(e.args[0]) if e.args else str(e))
         except TypeError as e:

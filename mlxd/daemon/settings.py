@@ -28,19 +28,6 @@ CRASH_RETRIES = 1
 # Queued rows younger than this are left to the CLI that is still enqueueing them.
 RECONCILE_GRACE_S = 2.0
 
-# Default time limit per job kind (seconds); `--timeout` overrides it. Generous: a limit is
-# there to free the queue from a job that will never end, not to judge a slow one.
-DEFAULT_TIMEOUT_S = {
-    "synth": 2 * 3600,
-    "convert": 6 * 3600,
-    "quantize": 6 * 3600,
-    "bench": 6 * 3600,
-    "quality": 6 * 3600,
-    "probe": 3600,
-    "import_gguf": 6 * 3600,
-}
-FALLBACK_TIMEOUT_S = 12 * 3600
-
 
 def _float(name: str, default: float) -> float:
     try:
@@ -76,7 +63,10 @@ def memory_limit_bytes() -> int | None:
 
 
 def time_limit_s(kind: str, requested: float | None) -> float:
-    """The job's time limit: what was asked for, else its kind's default."""
+    """The job's time limit: what was asked for, else its kind's ``TIME_LIMIT_S``. Generous:
+    a limit is there to free the queue from a job that will never end, not to judge a slow one."""
     if requested:
         return requested
-    return DEFAULT_TIMEOUT_S.get(kind, FALLBACK_TIMEOUT_S)
+    from mlxd.jobs import load_kind
+
+    return float(load_kind(kind).TIME_LIMIT_S)

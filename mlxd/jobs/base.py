@@ -70,12 +70,17 @@ class JobKind(Protocol):
     #: imports) off the CPU while they run.
     QUIET: ClassVar[bool]
 
+    #: The job's default time limit in seconds (``--timeout`` overrides it): generous, there
+    #: to free the queue from a job that will never end.
+    TIME_LIMIT_S: ClassVar[float]
+
     def describe(self, spec: Any) -> str:
         """One line for job listings (``mlxd jobs list``), e.g. ``quantize tiny -> tiny-4bit``."""
 
-    def prepare(self, spec: Any, store: Any) -> dict[str, Any]:
+    def prepare(self, spec: Any, store: Any, job: Any = None) -> dict[str, Any]:
         """In the daemon, before the child starts: resolve catalog references into the plain,
-        JSON-able inputs the child needs (paths, ids). Raise :class:`JobFailed` to refuse."""
+        JSON-able inputs the child needs (paths, ids); ``job`` is the claimed job row (None in
+        a test). Raise :class:`JobFailed` to refuse."""
 
     def run(self, spec: Any, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         """In the job's child process (the only place MLX is imported, via ``mlxd.engine``):

@@ -25,6 +25,7 @@ from mlxd.jobs.sampling import sampling_from_dict
 
 PRODUCES_MODEL = False
 QUIET = True  # measures speed: nothing else may use the CPU meanwhile
+TIME_LIMIT_S = 12 * 3600  # the default of --timeout
 ROLES = ("system", "user", "assistant")
 
 
@@ -111,7 +112,7 @@ def describe(spec: Spec) -> str:
     return f"batch {spec.model} {Path(spec.prompts_file).name} -b {spec.batch_size} -> {spec.output_file}"
 
 
-def prepare(spec: Spec, store) -> dict[str, Any]:
+def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
     from mlxd.jobs.cache_prompt import cache_inputs
 
     inputs = resolve_input_model(spec, store)

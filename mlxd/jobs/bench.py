@@ -17,6 +17,7 @@ from mlxd.jobs.choices import BENCH_POINT_KEYS, DEFAULT_PREFILL_STEP_SIZE, KV_BI
 
 PRODUCES_MODEL = False
 QUIET = True  # measures speed: nothing else may use the CPU meanwhile
+TIME_LIMIT_S = 6 * 3600  # the default of --timeout
 
 
 @dataclass
@@ -98,7 +99,7 @@ def describe(spec: Spec) -> str:
     return out + f" -n {spec.trials}"
 
 
-def prepare(spec: Spec, store) -> dict[str, Any]:
+def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
     return resolve_input_model(spec, store)
 
 

@@ -22,6 +22,7 @@ from mlxd.jobs.base import (
 
 PRODUCES_MODEL = False
 QUIET = True  # measures speed: nothing else may use the CPU meanwhile
+TIME_LIMIT_S = 6 * 3600  # the default of --timeout
 
 
 @dataclass
@@ -61,7 +62,7 @@ def describe(spec: Spec) -> str:
     return f"bench {spec.model} {side} -p {p} -g {g} -n {spec.trials}"
 
 
-def prepare(spec: Spec, store) -> dict[str, Any]:
+def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
     from pathlib import Path
 
     from mlxd.catalog.store import NotFound

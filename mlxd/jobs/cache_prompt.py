@@ -21,6 +21,7 @@ from mlxd.jobs.base import (
 
 PRODUCES_MODEL = False
 QUIET = False
+TIME_LIMIT_S = 2 * 3600  # the default of --timeout
 KV_BITS = (4, 8)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # Bytes of each weight file read for the fingerprint (its start and its end).
@@ -119,7 +120,7 @@ def describe(spec: Spec) -> str:
     return f"cache-prompt {spec.model} -> {spec.name}{bits}"
 
 
-def prepare(spec: Spec, store) -> dict[str, Any]:
+def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
     inputs = resolve_input_model(spec, store)
     if store.find_prompt_cache(spec.name) is not None:
         raise JobFailed(f"a prompt cache named '{spec.name}' already exists")

@@ -18,6 +18,7 @@ from mlxd.jobs.choices import DTYPES
 
 PRODUCES_MODEL = True
 QUIET = False
+TIME_LIMIT_S = 6 * 3600  # the default of --timeout
 
 
 @dataclass
@@ -37,7 +38,7 @@ def describe(spec: Spec) -> str:
     return f"convert {spec.model} -> {spec.name}" + (f" ({spec.dtype})" if spec.dtype else "")
 
 
-def prepare(spec: Spec, store) -> dict[str, Any]:
+def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
     return resolve_input_model(spec, store)
 
 

@@ -18,6 +18,7 @@ PRODUCES_MODEL = False  # the files live in the HF cache, not under MLXD_HOME/mo
 # No spare child's imports beside a pull: on a fast link (loopback, a LAN mirror) the transfer
 # and its hashing are CPU-bound, and the spare's imports slowed them by about 30%.
 QUIET = True
+TIME_LIMIT_S = 24 * 3600  # the default of --timeout
 
 
 @dataclass
@@ -56,7 +57,7 @@ def describe(spec: Spec) -> str:
     return f"pull {spec.ref}" + (f" -> {spec.name}" if spec.name else "")
 
 
-def prepare(spec: Spec, store) -> dict[str, Any]:
+def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
     # Commits of this repo the catalog already holds: pulling one again is a no-op.
     known = {}
     for snap in store.hub_snapshots(spec.repo):

@@ -28,6 +28,7 @@ from mlxd.jobs.synth import check_name
 
 PRODUCES_MODEL = False
 QUIET = True  # measures training speed: nothing else may use the CPU meanwhile
+TIME_LIMIT_S = 48 * 3600  # the default of --timeout
 FINE_TUNE_TYPES = ("lora", "dora", "full")
 OPTIMIZERS = ("adam", "adamw", "muon", "sgd", "adafactor")
 DEFAULT_NUM_LAYERS = 16  # mlx-lm's default; fewer when the model has fewer
@@ -217,9 +218,6 @@ def check_against_model(spec: Spec, model) -> None:
             f"'{model.name}' is quantized: full fine-tuning needs unquantized weights; "
             "use --type lora or dora (QLoRA) or fine-tune its unquantized base"
         )
-
-
-PREPARE_WITH_JOB = True  # the runner passes the claimed job: its adapter row names it
 
 
 def prepare(spec: Spec, store, job=None) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from mlxd.jobs.synth import check_name
 
 PRODUCES_MODEL = True
 QUIET = False
+TIME_LIMIT_S = 6 * 3600  # the default of --timeout
 KL_THRESHOLD = 0.05  # nats per token, fused (re-quantized) vs base + adapter
 KEEP_FRACTION = 0.5  # of the adapter's own KL the fused model may lose at most
 
@@ -49,7 +50,7 @@ def describe(spec: Spec) -> str:
     return f"fuse {spec.adapter} into {spec.model}{deq} -> {spec.name}"
 
 
-def prepare(spec: Spec, store) -> dict[str, Any]:
+def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
     from mlxd.catalog.models import Model
     from mlxd.jobs.finetune import check_adapter_base
 

@@ -16,6 +16,7 @@ from mlxd.jobs.base import FinishContext, JobFailed, JobSpec, RunContext, SpecEr
 
 PRODUCES_MODEL = True
 QUIET = False
+TIME_LIMIT_S = 6 * 3600  # the default of --timeout
 DEQUANTIZED_SUFFIX = "-f32"
 
 
@@ -53,7 +54,7 @@ def describe(spec: Spec) -> str:
     return f"import {Path(spec.file).name} -> {spec.name}{how}"
 
 
-def prepare(spec: Spec, store) -> dict[str, Any]:
+def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
     # The header check is pure Python (no mlx), so a refused file fails here, in the daemon,
     # before a child process is started; the CLI has usually refused it already.
     from mlxd.formats.gguf import GGUFError, check_gguf

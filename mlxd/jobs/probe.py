@@ -12,6 +12,7 @@ from mlxd.jobs.base import FinishContext, JobSpec, RunContext, SpecError
 
 PRODUCES_MODEL = False
 QUIET = True  # measures speed: nothing else may use the CPU meanwhile
+TIME_LIMIT_S = 3600  # the default of --timeout
 MAX_SIZE_MB = 64 * 1024
 
 
@@ -32,7 +33,7 @@ def describe(spec: Spec) -> str:
     return f"probe memory bandwidth ({size}, best of {spec.repeats})"
 
 
-def prepare(spec: Spec, store) -> dict[str, Any]:
+def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
     return {}
 
 

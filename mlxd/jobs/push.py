@@ -10,6 +10,7 @@ from mlxd.jobs.base import FinishContext, JobFailed, ModelRefSpec, RunContext, S
 
 PRODUCES_MODEL = False
 QUIET = False
+TIME_LIMIT_S = 12 * 3600  # the default of --timeout
 
 
 @dataclass
@@ -49,7 +50,7 @@ def check_pushable(model, allow_synthetic: bool) -> None:
         raise JobFailed(f"model '{model.name}' is not an MLX model; convert or quantize it first")
 
 
-def prepare(spec: Spec, store) -> dict[str, Any]:
+def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
     from mlxd.catalog.read import Reader
     from mlxd.reports.modelcard import model_card
 

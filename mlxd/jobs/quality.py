@@ -17,6 +17,7 @@ from mlxd.jobs.base import (
 
 PRODUCES_MODEL = False
 QUIET = False
+TIME_LIMIT_S = 6 * 3600  # the default of --timeout
 MIN_MAX_TOKENS = 16
 
 
@@ -51,7 +52,7 @@ def describe(spec: Spec) -> str:
     return f"quality {spec.model}{against}{text}{limit}"
 
 
-def prepare(spec: Spec, store) -> dict[str, Any]:
+def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
     inputs = resolve_input_model(spec, store)
     if spec.base is not None or spec.base_id is not None:
         base = store.resolve_model(spec.base_id if spec.base_id is not None else spec.base)

@@ -19,6 +19,7 @@ from mlxd.jobs.convert import _parent_synthetic
 
 PRODUCES_MODEL = True
 QUIET = False
+TIME_LIMIT_S = 6 * 3600  # the default of --timeout
 
 
 def check_explicit_choices(
@@ -82,7 +83,7 @@ def describe(spec: Spec) -> str:
     return f"quantize {spec.model} -> {spec.name}"
 
 
-def prepare(spec: Spec, store) -> dict[str, Any]:
+def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
     return resolve_input_model(spec, store)
 
 

@@ -16,6 +16,7 @@ from mlxd.jobs.base import FinishContext, ModelRefSpec, RunContext, SpecError, r
 
 PRODUCES_MODEL = False
 QUIET = True  # measures speed: nothing else may use the CPU meanwhile
+TIME_LIMIT_S = 6 * 3600  # the default of --timeout
 
 
 @dataclass
@@ -46,7 +47,7 @@ def describe(spec: Spec) -> str:
     )
 
 
-def prepare(spec: Spec, store) -> dict[str, Any]:
+def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
     return resolve_input_model(spec, store)
 
 

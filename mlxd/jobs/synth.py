@@ -9,6 +9,7 @@ from mlxd.jobs.base import FinishContext, JobSpec, RunContext, SpecError, check_
 
 PRODUCES_MODEL = True
 QUIET = False
+TIME_LIMIT_S = 2 * 3600  # the default of --timeout
 ARCHS = ("llama", "qwen2")
 SIZES = ("tiny", "small", "base")
 
@@ -34,7 +35,7 @@ def describe(spec: Spec) -> str:
     return f"synth {spec.name} ({spec.arch}, {shape}, seed {spec.seed})"
 
 
-def prepare(spec: Spec, store) -> dict[str, Any]:
+def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
     return {}
 
 
