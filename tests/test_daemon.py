@@ -111,7 +111,7 @@ def test_kill_9_mid_job_then_restart_finishes_it(daemon, tiny_model_dir, mlxd_ho
     daemon.kill9()
     os.kill(child_pid, signal.SIGCONT)
     # The orphaned child notices its daemon is gone and exits by itself.
-    wait_for(lambda: not psutil.pid_exists(child_pid) or _zombie(child_pid), timeout=10,
+    wait_for(lambda: not psutil.pid_exists(child_pid) or _zombie(child_pid), timeout=90,
              what="the orphaned child to exit")  # fmt: skip
     assert job(j)["status"] == "running"  # nobody has told the catalog yet
     assert name not in [m["name"] for m in run_json("models", "list")]
@@ -167,11 +167,11 @@ def test_cancel_running_job_kills_its_child(daemon, tiny_model_dir):
     run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     daemon.start()
     j = submit("bench", "tiny", "-p", "64", "-g", "1900", "-n", "100")
-    wait_for(lambda: job(j)["status"] == "running" and job(j)["pid"], timeout=30, what="running")
+    wait_for(lambda: job(j)["status"] == "running" and job(j)["pid"], timeout=90, what="running")
     child = job(j)["pid"]
     proc = run_mlxd("jobs", "cancel", str(j), check=True)
     assert "cancelled" in proc.stdout
-    wait_for(lambda: not psutil.pid_exists(child) or _zombie(child), timeout=10, what="child gone")
+    wait_for(lambda: not psutil.pid_exists(child) or _zombie(child), timeout=90, what="child gone")
     final = job(j)
     assert final["status"] == "cancelled"
     # The daemon carries on with the next job.
@@ -183,7 +183,7 @@ def test_sigterm_requeues_the_running_job(daemon, tiny_model_dir):
     run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     daemon.start()
     j = submit("bench", "tiny", "-p", "32", "-g", "2000", "-n", "3")
-    wait_for(lambda: job(j)["status"] == "running" and job(j)["pid"], timeout=30, what="running")
+    wait_for(lambda: job(j)["status"] == "running" and job(j)["pid"], timeout=90, what="running")
     child = job(j)["pid"]
     assert daemon.stop() == 0
     assert not psutil.pid_exists(child) or _zombie(child)
@@ -201,7 +201,7 @@ def test_dependent_of_a_failed_job_fails_with_that_reason(daemon, tiny_model_dir
     second = submit("quantize", "tiny", "--bits", "8", "--after", str(first))
     daemon.start()
     assert wait_job(first)["status"] == "failed"
-    dep = wait_for(lambda: job(second)["status"] != "queued" and job(second), timeout=30,
+    dep = wait_for(lambda: job(second)["status"] != "queued" and job(second), timeout=90,
                    what="the dependent to fail")  # fmt: skip
     assert dep["status"] == "failed"
     assert f"prerequisite job {first} failed" in dep["error"]
@@ -232,7 +232,7 @@ def test_daemon_start_leaves_a_foreground_job_alone_and_runs_its_dependents(daem
     run_mlxd("jobs", "list", check=True)  # creates the catalog
     store = Store(paths(mlxd_home))
     cli = _start_foreground_synth("fg", mlxd_home)
-    wait_for(lambda: store.list_jobs(["running"]), timeout=30, what="the synth job to run")
+    wait_for(lambda: store.list_jobs(["running"]), timeout=90, what="the synth job to run")
     [synth] = store.list_jobs(["running"])
     child = _freeze_running_child(store, synth.id)
     assert child is not None, "synth finished before it could be frozen"
@@ -252,7 +252,7 @@ def test_ctrl_c_in_a_foreground_job_cancels_it_and_cleans_up(mlxd_home):
     run_mlxd("jobs", "list", check=True)
     store = Store(paths(mlxd_home))
     cli = _start_foreground_synth("fg", mlxd_home)
-    wait_for(lambda: store.list_jobs(["running"]), timeout=30, what="the synth job to run")
+    wait_for(lambda: store.list_jobs(["running"]), timeout=90, what="the synth job to run")
     [synth] = store.list_jobs(["running"])
     child = _freeze_running_child(store, synth.id)
     assert child is not None, "synth finished before it could be frozen"
@@ -261,7 +261,7 @@ def test_ctrl_c_in_a_foreground_job_cancels_it_and_cleans_up(mlxd_home):
     assert cli.returncode == 130 and err.strip() == "Error: interrupted"
     final = job(synth.id)
     assert final["status"] == "cancelled" and final["error"] == "interrupted"
-    wait_for(lambda: not psutil.pid_exists(child) or _zombie(child), timeout=10, what="child gone")
+    wait_for(lambda: not psutil.pid_exists(child) or _zombie(child), timeout=90, what="child gone")
     assert list((mlxd_home / "models" / ".partial").iterdir()) == []
 
 

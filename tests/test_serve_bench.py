@@ -70,7 +70,7 @@ def test_cancelling_a_serving_bench_stops_its_server(daemon, tiny_model_dir):
     pid = server_pid(j)
     assert pid is not None and not gone(pid)
     run_mlxd("jobs", "cancel", str(j), check=True)
-    wait_for(lambda: store.get_job(j).status == "cancelled", timeout=30, what="job cancelled")
-    wait_for(lambda: gone(pid), timeout=10, what="server gone")
+    wait_for(lambda: store.get_job(j).status == "cancelled", timeout=90, what="job cancelled")
+    wait_for(lambda: gone(pid), timeout=90, what="server gone")
     assert store.bench_runs() == []
     store.close()

@@ -167,7 +167,7 @@ def test_spare_child_runs_the_next_job_and_stops_with_the_daemon(daemon, tiny_mo
     daemon.start()
     first = submit("bench", "tiny", "-p", "16", "-g", "4", "-n", "1", "--warmup", "0")
     run_mlxd("jobs", "wait", str(first), "--timeout", "120", check=True)
-    spare = wait_for(lambda: spare_children(daemon.pid), timeout=30, what="a spare child")[0]
+    spare = wait_for(lambda: spare_children(daemon.pid), timeout=90, what="a spare child")[0]
 
     second = submit("bench", "tiny", "-p", "16", "-g", "4", "-n", "1", "--warmup", "0")
     run_mlxd("jobs", "wait", str(second), "--timeout", "120", check=True)
@@ -176,11 +176,11 @@ def test_spare_child_runs_the_next_job_and_stops_with_the_daemon(daemon, tiny_mo
     assert f"child {spare} (spare)" in logs
     assert "work " in logs
     # Each spare serves one job: a new one waits for the next.
-    nxt = wait_for(lambda: spare_children(daemon.pid), timeout=30, what="the next spare")
+    nxt = wait_for(lambda: spare_children(daemon.pid), timeout=90, what="the next spare")
     assert spare not in nxt and gone(spare)
 
     assert daemon.stop() == 0
-    wait_for(lambda: all(gone(p) for p in nxt), timeout=10, what="the spare to stop")
+    wait_for(lambda: all(gone(p) for p in nxt), timeout=60, what="the spare to stop")
 
 
 def test_spare_children_exit_when_the_daemon_is_killed(daemon, tiny_model_dir):
@@ -188,13 +188,13 @@ def test_spare_children_exit_when_the_daemon_is_killed(daemon, tiny_model_dir):
     daemon.start()
     warm = submit("bench", "tiny", "-p", "16", "-g", "4", "-n", "1", "--warmup", "0")
     run_mlxd("jobs", "wait", str(warm), "--timeout", "120", check=True)
-    spare = wait_for(lambda: spare_children(daemon.pid), timeout=30, what="a spare child")[0]
+    spare = wait_for(lambda: spare_children(daemon.pid), timeout=90, what="a spare child")[0]
     long = submit("bench", "tiny", "-p", "16", "-g", "1900", "-n", "100")
-    wait_for(lambda: run_json("jobs", "show", str(long))["pid"] == spare, timeout=30,
+    wait_for(lambda: run_json("jobs", "show", str(long))["pid"] == spare, timeout=90,
              what="the spare to take the job")  # fmt: skip
-    idle = wait_for(lambda: spare_children(daemon.pid), timeout=30, what="the next spare")
+    idle = wait_for(lambda: spare_children(daemon.pid), timeout=90, what="the next spare")
     daemon.kill9()
     # The busy child and the idle spare both notice their daemon is gone.
-    wait_for(lambda: gone(spare) and all(gone(p) for p in idle), timeout=10,
+    wait_for(lambda: gone(spare) and all(gone(p) for p in idle), timeout=60,
              what="the orphaned children to exit")  # fmt: skip
     assert run_json("jobs", "show", str(long))["status"] == "running"  # recovered on restart

@@ -55,5 +55,5 @@ def test_memory_heavy_jobs_wait_their_turn_even_with_two_workers(fh_tiny):
     listing = fh_tiny.mlxd("jobs", "list").stdout
     assert "waiting: memory (needs" in listing
     fh_tiny.mlxd("jobs", "cancel", str(bench))
-    assert fh_tiny.wait_job(quant, timeout=60)["status"] == "succeeded"
+    assert fh_tiny.wait_job(quant, timeout=180)["status"] == "succeeded"
     fh_tiny.assert_consistent()

@@ -88,7 +88,7 @@ def test_a_queued_row_the_queue_never_got_runs_within_seconds(fh_tiny):
     store = Store(paths(fh_tiny.home))
     job = store.submit_job("quantize", Spec(model="tiny", bits=8).to_params())
     store.close()
-    final = fh_tiny.wait_job(job.id, timeout=60)
+    final = fh_tiny.wait_job(job.id, timeout=180)
     assert final["status"] == "succeeded", final
     assert "were not in the queue; enqueued them" in fh_tiny.daemon_log()
 
@@ -103,7 +103,7 @@ def test_a_submit_while_the_queue_file_is_locked_still_runs(fh_tiny):
     assert "the queue could not be written" in proc.stderr
     j = int(proc.stdout.split()[2].rstrip(":"))
     holder.join()
-    assert fh_tiny.wait_job(j, timeout=60)["status"] == "succeeded"
+    assert fh_tiny.wait_job(j, timeout=180)["status"] == "succeeded"
     fh_tiny.assert_consistent()
 
 
@@ -113,7 +113,7 @@ def test_a_corrupt_queue_file_is_set_aside_and_rebuilt(fh_tiny):
     for extra in ("queue.db-wal", "queue.db-shm"):
         (fh_tiny.home / extra).unlink(missing_ok=True)
     fh_tiny.start()
-    assert fh_tiny.wait_job(j, timeout=60)["status"] == "succeeded"
+    assert fh_tiny.wait_job(j, timeout=180)["status"] == "succeeded"
     assert list(fh_tiny.home.glob("queue.db.corrupt-*"))
 
 
@@ -121,7 +121,7 @@ def test_a_full_disk_fails_the_job_with_path_and_free_space(fh_tiny):
     # A reserve larger than any disk: the free-space check trips as soon as the job runs.
     fh_tiny.start(MLXD_DISK_RESERVE_BYTES=str(10**18))
     j = fh_tiny.queue("quantize", model="tiny", bits=4)
-    final = fh_tiny.wait_job(j, timeout=60)
+    final = fh_tiny.wait_job(j, timeout=180)
     assert final["status"] == "failed"
     models = fh_tiny.home / "models"
     assert final["error"].startswith(f"disk full: {models} has ")

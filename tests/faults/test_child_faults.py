@@ -61,7 +61,7 @@ def test_a_stopped_or_killed_spare_never_blocks_a_job(fh_tiny, helpers):
     [spare] = spares
     os.kill(spare, signal.SIGSTOP)
     j = fh_tiny.queue("quantize", model="tiny", bits=4)
-    assert fh_tiny.wait_job(j, timeout=60)["status"] == "succeeded"
+    assert fh_tiny.wait_job(j, timeout=180)["status"] == "succeeded"
     assert fh_tiny.job(j)["crashes"] == 0
     deadline = time.monotonic() + 20
     while psutil.pid_exists(spare) and time.monotonic() < deadline:
@@ -73,7 +73,7 @@ def test_a_stopped_or_killed_spare_never_blocks_a_job(fh_tiny, helpers):
         time.sleep(0.05)
     os.kill(spares[0], signal.SIGKILL)
     j2 = fh_tiny.queue("quantize", model="tiny", bits=8)
-    assert fh_tiny.wait_job(j2, timeout=60)["status"] == "succeeded"
+    assert fh_tiny.wait_job(j2, timeout=180)["status"] == "succeeded"
     time.sleep(1.5)  # a few housekeeping passes
     assert helpers.zombies(daemon.pid) == []
     fh_tiny.assert_consistent()
@@ -83,7 +83,7 @@ def test_an_address_space_limit_is_named_as_such(fh_tiny):
     # 1 GB below what the child has already mapped: every new allocation fails.
     fh_tiny.start(MLXD_JOB_MEMORY_LIMIT_BYTES=str(200_000_000))
     j = fh_tiny.queue("quantize", model="tiny", bits=4)
-    final = fh_tiny.wait_job(j, timeout=60)
+    final = fh_tiny.wait_job(j, timeout=180)
     assert final["status"] == "failed"
     assert final["error"].startswith("address space limit: the job hit RLIMIT_AS (200.0 MB)")
     assert final["crashes"] == 0  # it would hit the same limit again
