@@ -29,7 +29,8 @@ def test_every_list_and_show_has_the_same_formats():
     lists = shows = 0
     for path, cmd in LEAVES:
         kind = getattr(cmd.callback, "output_kind", None)
-        if path[-1] == "list" or path in (("results",), ("sweep", "show")):
+        tables = (("results",), ("sweep", "show"), ("finetune", "show"))  # shows of many rows
+        if path[-1] == "list" or path in tables:
             assert kind == "list", f"mlxd {' '.join(path)} is a list without output_options()"
         elif path[-1] in ("show", "status"):
             assert kind == "show", f"mlxd {' '.join(path)} is a show without output_options"

@@ -160,6 +160,10 @@ def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> Non
         store.close()
         fcntl.flock(lock, fcntl.LOCK_UN)
         lock.close()
+        # Stopped: a late second SIGTERM must not kill the interpreter on its way out (Python
+        # resets its own handlers to the default at exit, but leaves ignored signals alone).
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
     if signals.restart:
         logging.shutdown()
         os.execv(sys.executable, sys.orig_argv)
