@@ -65,6 +65,9 @@ class Model(SQLModel, table=True):
     parent_id: int | None = Field(default=None, foreign_key="model.id", index=True)
     created_by_job_id: int | None = Field(default=None, foreign_key="job.id")
     managed: bool = True  # the folder lives under MLXD_HOME/models and is ours to delete
+    # Where the files are (migration 0008): the host id that holds them; None for a model on
+    # a volume every host sees (MLXD_SHARED_MODELS) or one registered before hosts existed.
+    host: str | None = Field(default=None, index=True)
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -104,6 +107,9 @@ class Job(SQLModel, table=True):
     interruptions: int = 0
     crashes: int = 0
     crash_reason: str | None = None
+    # Scale-out (migration 0008): the pool (a huey queue) the job waits in; ``host`` above is
+    # the host id of the daemon that claimed it.
+    pool: str = Field(default="default", index=True)
 
 
 class BenchRun(SQLModel, table=True):
@@ -222,3 +228,21 @@ def row_from(table: type[SQLModel], result: Any, **values: Any) -> Any:
     fields = result if isinstance(result, dict) else vars(result)
     columns = table.model_fields
     return table(**{k: v for k, v in fields.items() if k in columns}, **values)
+
+
+class Machine(SQLModel, table=True):
+    """A host running a daemon on this catalog: its pools, facts and last sign of life.
+
+    A daemon writes its row when it starts and every housekeeping pass; another daemon that
+    sees the heartbeat older than the lease timeout takes the host's running jobs back."""
+
+    host_id: str = Field(primary_key=True)
+    hostname: str | None = None
+    pools: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    facts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    daemon_pid: int | None = None
+    workers: int = 1
+    mlxd_version: str | None = None
+    started_at: datetime = Field(default_factory=utcnow)
+    heartbeat_at: datetime = Field(default_factory=utcnow)
+    stopped_at: datetime | None = None

@@ -25,6 +25,7 @@ COMMANDS = {
     "demo": "mlxd.cli.demo_cmd:demo",
     "system": "mlxd.cli.system_cmd:system",
     "doctor": "mlxd.cli.doctor_cmd:doctor",
+    "machines": "mlxd.cli.machines_cmd:machines",
 }
 
 

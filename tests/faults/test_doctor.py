@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from mlxd.catalog.schema import HEAD_REVISION
+
 
 def _damaged_home(fh):
     """A home after a bad night: a row huey never got, a dead daemon's running job, a partial
@@ -31,7 +33,7 @@ def test_doctor_reports_each_problem_with_what_to_do(fh_tiny):
     proc = fh_tiny.mlxd("doctor", "--no-mlx", check=False)
     assert proc.returncode == 1
     out = proc.stdout
-    assert "ok    catalog: schema 0003, integrity ok" in out
+    assert f"ok    catalog: schema {HEAD_REVISION}, integrity ok" in out
     assert (
         f"FAIL  queued jobs: job(s) {queued} are queued in the catalog but not in the queue" in out
     )
