@@ -8,12 +8,25 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, BigInteger, Column, Integer, TypeDecorator
 from sqlmodel import Field, SQLModel
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
 MODEL_FORMATS = ("hf", "mlx")
+
+
+# Byte and parameter counts pass 2**31: BIGINT on PostgreSQL (migration 0008); SQLite's
+# INTEGER is 64-bit already, and its tables stay as they were.
+class WideInt(TypeDecorator):
+    impl = Integer
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        return dialect.type_descriptor(BigInteger() if dialect.name != "sqlite" else Integer())
+
+
+WIDE_INT = WideInt
 
 
 def utcnow() -> datetime:
@@ -36,7 +49,7 @@ class System(SQLModel, table=True):
     cores_performance: int | None = None
     cores_efficiency: int | None = None
     gpu_cores: int | None = None
-    ram_bytes: int | None = None
+    ram_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
     python_version: str
     mlx_version: str
     mlx_lm_version: str
@@ -53,8 +66,8 @@ class Model(SQLModel, table=True):
     format: str  # "hf" or "mlx"
     source: str  # "synth", "local", "convert", "quantize", "gguf", "hub", ...
     architecture: str | None = None
-    num_parameters: int | None = None
-    size_bytes: int | None = None
+    num_parameters: int | None = Field(default=None, sa_type=WIDE_INT)
+    size_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
     dtype: str | None = None
     quant_bits: int | None = None
     quant_group_size: int | None = None
@@ -143,13 +156,18 @@ class BenchRun(SQLModel, table=True):
     generation_tps_ci95: float | None = None
     ttft_s_ci95: float | None = None
     noisy: bool = False  # a coefficient of variation above the threshold
-    peak_memory_bytes: int | None = None  # MLX's own peak (active memory), max over trials
-    active_memory_bytes: int | None = None  # MLX active memory after the last trial
-    cache_memory_bytes: int | None = None  # MLX buffer cache after the last trial
-    peak_rss_bytes: int | None = None  # the OS's view of the process, max over trials
-    model_memory_bytes: int | None = None  # the loaded weights
-    system_available_before_bytes: int | None = None  # psutil available memory
-    system_available_after_bytes: int | None = None
+    # MLX's own peak (active memory), max over trials
+    peak_memory_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
+    # MLX active memory after the last trial
+    active_memory_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
+    # MLX buffer cache after the last trial
+    cache_memory_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
+    # the OS's view of the process, max over trials
+    peak_rss_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
+    model_memory_bytes: int | None = Field(default=None, sa_type=WIDE_INT)  # the loaded weights
+    # psutil available memory
+    system_available_before_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
+    system_available_after_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
     power_source: str | None = None  # "ac" | "battery" (macOS)
     low_power_mode: bool | None = None
     thermal_state: str | None = None  # "nominal" | "moderate" | "heavy" | "trapping" | "sleeping"
@@ -168,10 +186,10 @@ class BenchTrial(SQLModel, table=True):
     generation_tps: float
     ttft_s: float
     total_s: float
-    peak_memory_bytes: int
-    active_memory_bytes: int | None = None
-    cache_memory_bytes: int | None = None
-    peak_rss_bytes: int | None = None
+    peak_memory_bytes: int = Field(sa_type=WIDE_INT)
+    active_memory_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
+    cache_memory_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
+    peak_rss_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
 
 
 class QualityRun(SQLModel, table=True):
@@ -215,7 +233,7 @@ class Probe(SQLModel, table=True):
     host: str = Field(index=True)
     cpu: str
     backend: str
-    ram_bytes: int | None = None
+    ram_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
     memory_bandwidth_bytes_per_s: float
     method: str  # how it was measured, e.g. "mlx copy 1 GiB x 10"
     created_at: datetime = Field(default_factory=utcnow)

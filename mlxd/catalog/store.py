@@ -518,7 +518,12 @@ class Store:
     # -- scale-out (issue 13): machines, leases across hosts, pools -----------------------
 
     def machine_heartbeat(
-        self, host_id: str, *, pools: Sequence[str], facts: dict[str, Any], **values: Any
+        self,
+        host_id: str,
+        *,
+        pools: Sequence[str],
+        facts: dict[str, Any] | None = None,
+        **values: Any,
     ) -> None:
         """Write this host's machine row (insert or update): its pools, facts, heartbeat."""
         from mlxd.catalog.models import Machine
@@ -527,7 +532,9 @@ class Store:
             m = s.get(Machine, host_id)
             if m is None:
                 m = Machine(host_id=host_id)
-            m.pools, m.facts, m.heartbeat_at, m.stopped_at = list(pools), facts, utcnow(), None
+            m.pools, m.heartbeat_at, m.stopped_at = list(pools), utcnow(), None
+            if facts is not None:
+                m.facts = facts
             for k, v in values.items():
                 setattr(m, k, v)
             s.add(m)

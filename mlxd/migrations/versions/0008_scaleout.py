@@ -16,7 +16,23 @@ branch_labels = None
 depends_on = None
 
 
+def _wide_integer_columns(bind):
+    """(table, column) of the integer columns that hold byte counts or parameter counts:
+    SQLite's INTEGER is 64-bit, PostgreSQL's is 32-bit (2 GiB, a 2B-parameter model)."""
+    inspector = sa.inspect(bind)
+    for table in inspector.get_table_names():
+        for col in inspector.get_columns(table):
+            name = col['name']
+            wide = '_bytes' in name or name == 'num_parameters'
+            if wide and isinstance(col['type'], sa.Integer) and not isinstance(col['type'], sa.BigInteger):
+                yield table, name
+
+
 def upgrade() -> None:
+    bind = op.get_bind()
+    if bind.dialect.name == 'postgresql':
+        for table, column in list(_wide_integer_columns(bind)):
+            op.alter_column(table, column, type_=sa.BigInteger())
     with op.batch_alter_table('job', schema=None) as batch_op:
         # Jobs submitted before pools existed wait in the default pool.
         batch_op.add_column(sa.Column('pool', sqlmodel.sql.sqltypes.AutoString(), nullable=False, server_default='default'))
