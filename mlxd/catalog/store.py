@@ -281,6 +281,9 @@ class Store:
                     message="starting",
                     error=None,
                     pid=None,
+                    # The log lives in the home of the daemon that runs the job (on another
+                    # host than the submitter's, with a shared PostgreSQL catalog).
+                    log_path=str(self.paths.job_log(job_id)),
                 )
             )
             if res.rowcount != 1:

@@ -49,9 +49,9 @@ def upgrade() -> None:
         sa.Column('daemon_pid', sa.Integer(), nullable=True),
         sa.Column('workers', sa.Integer(), nullable=False),
         sa.Column('mlxd_version', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column('started_at', sa.DateTime(), nullable=False),
-        sa.Column('heartbeat_at', sa.DateTime(), nullable=False),
-        sa.Column('stopped_at', sa.DateTime(), nullable=True),
+        sa.Column('started_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column('heartbeat_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column('stopped_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint('host_id'),
     )
 
