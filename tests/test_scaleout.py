@@ -203,14 +203,15 @@ def test_three_daemons_drain_a_queue_each_job_once_and_pools_stay_apart(hosts, p
     assert after["mac-b"] == "stopped"
 
 
-def test_a_dead_hosts_job_is_taken_back_once_leaving_one_model(hosts, pg_url, mlxd_home):
+def test_a_dead_hosts_job_is_taken_back_once_leaving_one_model(
+    hosts, pg_url, mlxd_home, tiny_model_dir
+):
     # mac-a dies (SIGKILL, by its own hand) between moving the job's folder into models/ and
     # committing its row: the worst moment. mac-b takes the job back after the lease.
     a = hosts("mac-a")
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", home=a.home, check=True)
     a.start(MLXD_FAULT_POINT="after-rename")
-    proc = run_mlxd("models", "synth", "m1", "--size", "tiny", home=a.home,
-                    timeout=120)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    run_mlxd("quantize", "tiny", "--bits", "4", "--name", "m1", home=a.home, check=True)
     assert a.proc.wait(120) == -signal.SIGKILL
     store = _store(pg_url, mlxd_home)
     [job] = store.list_jobs()
@@ -227,7 +228,7 @@ def test_a_dead_hosts_job_is_taken_back_once_leaving_one_model(hosts, pg_url, ml
     assert final.status == "succeeded", final.error
     assert final.host == "mac-b" and final.interruptions == 1 and final.attempts == 1
     assert "host mac-a stopped" in b.log()
-    [model] = store.list_models()
+    [model] = [m for m in store.list_models() if m.name != "tiny"]
     assert model.name == "m1" and model.host == "mac-b"
     assert Path(model.path) == (b.home / "models" / "m1").resolve()
     # mac-a comes back: its folder of the lost commit goes; nothing is left behind.
@@ -235,12 +236,13 @@ def test_a_dead_hosts_job_is_taken_back_once_leaving_one_model(hosts, pg_url, ml
     wait_for(lambda: not (a.home / "models" / "m1").exists(), timeout=30, what="cleanup")
     assert [p.name for p in (a.home / "models").iterdir() if p.name != ".partial"] == []
     assert list((a.home / "models" / ".partial").iterdir()) == []
-    assert len(store.list_models()) == 1
+    assert [m.name for m in store.list_models()] == ["tiny", "m1"]
 
 
 def test_200_concurrent_submits_from_8_processes_with_daemons_running(
-    hosts, pg_url, mlxd_home, tmp_path
+    hosts, pg_url, mlxd_home, tiny_model_dir
 ):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", home=mlxd_home, check=True)
     for name in ("mac-a", "mac-b", "mac-c"):
         hosts(name).start()
     # Each process submits 25 jobs through the real CLI code in one interpreter, to a pool
@@ -250,8 +252,7 @@ def test_200_concurrent_submits_from_8_processes_with_daemons_running(
         "from mlxd.cli.main import cli\n"
         "for i in range(25):\n"
         "    try:\n"
-        "        cli(['models', 'synth', f'p{sys.argv[1]}-{i}', '--pool', 'parked'],"
-        " standalone_mode=False)\n"
+        "        cli(['bench', 'tiny', '-n', str(i + 1), '--pool', 'parked'])\n"
         "    except SystemExit as e:\n"
         "        if e.code: raise\n"
     )
