@@ -22,7 +22,17 @@ REPO = Path(__file__).resolve().parent.parent
 # PostgreSQL runs are skipped with the reason.
 ENV_TEST_DATABASE_URL = "MLXD_TEST_DATABASE_URL"
 PG_SKIP = f"{ENV_TEST_DATABASE_URL} is not set (no PostgreSQL server to test against)"
-BOTH_BACKENDS_MODULES = {"test_catalog", "test_queue_behaviour", "test_results"}
+# module -> the tests run again (None: all of them). The daemon tests are the slow ones: the
+# queue's own behaviour (priorities, workers, chains) is what differs between backends.
+BOTH_BACKENDS_MODULES: dict[str, set[str] | None] = {
+    "test_catalog": None,
+    "test_results": None,
+    "test_queue_behaviour": {
+        "test_higher_priority_runs_first",
+        "test_two_workers_run_two_jobs_at_once",
+        "test_a_failed_link_fails_the_whole_chain",
+    },
+}
 
 
 def pytest_configure(config):
@@ -31,7 +41,10 @@ def pytest_configure(config):
 
 def pytest_generate_tests(metafunc):
     module = metafunc.module.__name__.rsplit(".", 1)[-1]
-    if "catalog_backend" in metafunc.fixturenames and module in BOTH_BACKENDS_MODULES:
+    if "catalog_backend" not in metafunc.fixturenames or module not in BOTH_BACKENDS_MODULES:
+        return
+    chosen = BOTH_BACKENDS_MODULES[module]
+    if chosen is None or metafunc.function.__name__ in chosen:
         metafunc.parametrize("catalog_backend", ["sqlite", "postgresql"], indirect=True)
 
 
