@@ -104,8 +104,10 @@ class Database:
 def _short_reason(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    line = lines[-1] if lines else type(exc).__name__
-    # libpq: 'connection to server at "127.0.0.1", port 1 failed: Connection refused'
+    # libpq: 'connection to server at "127.0.0.1", port 1 failed: Connection refused', then
+    # a hint line ('Is the server running on that host ...?')
+    failed = [ln for ln in lines if "failed:" in ln]
+    line = failed[-1] if failed else (lines[-1] if lines else type(exc).__name__)
     if "failed:" in line:
         line = line.split("failed:", 1)[1].strip()
     line = line.removeprefix("FATAL:").strip()
