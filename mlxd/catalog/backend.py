@@ -109,7 +109,7 @@ def _short_reason(exc: BaseException) -> str:
     failed = [ln for ln in lines if "failed:" in ln]
     line = failed[-1] if failed else (lines[-1] if lines else type(exc).__name__)
     if "failed:" in line:
-        line = line.split("failed:", 1)[1].strip()
+        line = line.rsplit("failed:", 1)[1].strip()
     line = line.removeprefix("FATAL:").strip()
     return line or type(exc).__name__
 
