@@ -24,3 +24,36 @@ def test_a_failing_launch_is_one_line(tmp_path):
 
     with pytest.raises(ShardedError, match=r"^mlx.launch exited"):
         bench_sharded(tmp_path / "no-model", ranks=2, prompt_tokens=4, gen_tokens=2)
+
+
+def test_bench_ranks_2_records_one_run_with_each_ranks_memory(daemon, tiny_model_dir):
+    from tests.conftest import run_json, run_mlxd
+
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    daemon.start()
+    out = run_mlxd("bench", "tiny", "--ranks", "2", "-p", "16", "-g", "8", "--wait", check=True)
+    assert "Queued job" in out.stdout
+    [job] = run_json("jobs", "list")
+    assert job["kind"] == "bench_sharded" and job["status"] == "succeeded"
+    from mlxd.catalog.read import Reader
+    from mlxd.config import paths
+
+    with Reader(paths()) as reader:
+        [run] = reader.rows("benchrun", "select * from benchrun")
+    details = run.details
+    assert details["ranks"] == 2 and details["backend"] == "ring"
+    assert len(details["placement"]) == 2
+    peaks = [r["peak_memory_bytes"] for r in details["per_rank"]]
+    assert len(peaks) == 2 and all(p > 0 for p in peaks)
+    assert run.peak_memory_bytes == max(peaks) and run.generation_tps_mean > 0
+
+
+def test_bench_ranks_refuses_a_grid(mlxd_home, tiny_model_dir):
+    from tests.conftest import run_mlxd
+
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    proc = run_mlxd("bench", "tiny", "--ranks", "2", "-p", "16,32")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "Error: --ranks measures one point: give one -p and one -g value"
+    )

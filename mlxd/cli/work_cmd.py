@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mlxd.cli.context import catalog_errors
+from mlxd.cli.context import BadUsage, catalog_errors
 from mlxd.cli.params import SEED, int_list, list_option
 from mlxd.cli.submit import (
     catalog_model,
@@ -113,14 +113,33 @@ def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, prio
     show_default=True,
     help="Flag a run noisy when a metric's std/mean exceeds this",
 )
+@click.option("--ranks", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Shard the model over N ranks (tensor parallel, under mlx.launch)")  # fmt: skip
+@click.option("--hostfile", type=click.Path(dir_okay=False), help="mlx.launch hostfile (Macs)")
+@click.option("--backend", "dist_backend", type=click.Choice(["ring", "mpi", "jaccl"]),
+              default="ring", show_default=True, help="mlx.distributed backend with --ranks")  # fmt: skip
 @job_options
 @catalog_errors
 def bench(ref, prompt_tokens, gen_tokens, trials, warmup, batch_size, depth, kv_bits,
-          prefill_step_size, seed, delay_s, noise_threshold, wait, after, priority, timeout_s):  # fmt: skip
+          prefill_step_size, seed, delay_s, noise_threshold, ranks, hostfile, dist_backend,
+          wait, after, priority, timeout_s):  # fmt: skip
     """Benchmark a model: prompt and generation tok/s, time to first token, memory."""
     from mlxd.jobs.bench import Spec
 
     ref, model_id = model_ref(ref, after)
+    if ranks > 1 or hostfile:
+        from mlxd.jobs import bench_sharded
+
+        p, g = int_list(prompt_tokens, "-p"), int_list(gen_tokens, "-g")
+        if len(p) > 1 or len(g) > 1:
+            raise BadUsage("--ranks measures one point: give one -p and one -g value")
+        spec = bench_sharded.Spec(model=ref, model_id=model_id, ranks=ranks, hostfile=hostfile,
+                                  backend=dist_backend, prompt_tokens=p[0], gen_tokens=g[0],
+                                  seed=seed)  # fmt: skip
+        check_context(catalog_model(model_id), p[0] + g[0], "-p + -g")
+        submit("bench_sharded", spec, wait=wait, after=after, priority=priority,
+               timeout_s=timeout_s)  # fmt: skip
+        return
     spec = Spec(
         model=ref,
         model_id=model_id,

@@ -35,6 +35,7 @@ DEFAULT_TIMEOUT_S = {
     "convert": 6 * 3600,
     "quantize": 6 * 3600,
     "bench": 6 * 3600,
+    "bench_sharded": 6 * 3600,
     "quality": 6 * 3600,
     "probe": 3600,
     "import_gguf": 6 * 3600,
