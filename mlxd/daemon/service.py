@@ -36,6 +36,14 @@ log = logging.getLogger("mlxd.daemon")
 ENV_SPARE_CHILD = settings.ENV_SPARE_CHILD
 
 
+class _Consumer(Consumer):
+    """huey's consumer without its signal handlers: the daemon's own stay installed the
+    whole time (a SIGHUP while the consumers start is not lost to huey's handler)."""
+
+    def _set_signal_handlers(self) -> None:
+        pass
+
+
 def make_handler(runner: Runner, paths: Paths | None = None, workers: int = 1):
     """The huey task's body (runs in a worker thread of the daemon).
 
@@ -120,7 +128,7 @@ def run_daemon(paths: Paths, workers: int = 1) -> None:
     # One huey consumer per pool this daemon serves (a pool is a queue name); the first
     # one's stop flag is the daemon's.
     consumers = [
-        Consumer(
+        _Consumer(
             queue.huey_for(paths, pool),
             workers=workers,
             worker_type="thread",
@@ -158,7 +166,6 @@ def run_daemon(paths: Paths, workers: int = 1) -> None:
     try:
         for c in consumers:
             c.start()
-        signals.install()  # huey's start() installs its own handlers: ours win
         housekeeper.start()
         while not signals.stop.wait(0.1):
             pass
