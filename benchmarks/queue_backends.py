@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -120,6 +121,7 @@ def run_case(backend: str, daemons: int, jobs: int, pg_base: str) -> dict:
         queue.get_huey.cache_clear()
         if drop:
             drop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def main() -> None:

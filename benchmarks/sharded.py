@@ -25,7 +25,8 @@ def main() -> None:
     from mlxd.engine.sharded import bench_sharded
     from mlxd.engine.synth import synth_model
 
-    model = Path(tempfile.mkdtemp(prefix="mlxd-shard-")) / "model"
+    tmp = tempfile.TemporaryDirectory(prefix="mlxd-shard-")
+    model = Path(tmp.name) / "model"
     synth_model(model, arch="llama", size=args.size, seed=0)
     tps: dict[int, list[float]] = {1: [], 2: []}
     peak: dict[int, list[int]] = {1: [], 2: []}
@@ -40,6 +41,7 @@ def main() -> None:
     ratio = statistics.median(tps[2]) / statistics.median(tps[1])
     mem = statistics.median(peak[2]) / statistics.median(peak[1])
     print(f"2 ranks / 1 rank: tok/s x{ratio:.2f}, peak memory per rank x{mem:.2f}")
+    tmp.cleanup()
 
 
 if __name__ == "__main__":
