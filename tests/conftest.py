@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,94 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+# -- PostgreSQL (issue 13) ----------------------------------------------------------------
+# With MLXD_TEST_DATABASE_URL set (.ci/run sets it when a local server answers), these
+# modules run a second time on PostgreSQL, each test in a fresh database; without it, the
+# PostgreSQL runs are skipped with the reason.
+ENV_TEST_DATABASE_URL = "MLXD_TEST_DATABASE_URL"
+PG_SKIP = f"{ENV_TEST_DATABASE_URL} is not set (no PostgreSQL server to test against)"
+# module -> the tests run again (None: all of them). The daemon tests are the slow ones: the
+# queue's own behaviour (priorities, workers, chains) is what differs between backends.
+BOTH_BACKENDS_MODULES: dict[str, set[str] | None] = {
+    "test_catalog": None,
+    "test_results": None,
+    "test_queue_behaviour": {
+        "test_higher_priority_runs_first",
+        "test_two_workers_run_two_jobs_at_once",
+        "test_a_failed_link_fails_the_whole_chain",
+    },
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite_only: not run again on PostgreSQL")
+
+
+def pytest_generate_tests(metafunc):
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if "catalog_backend" not in metafunc.fixturenames or module not in BOTH_BACKENDS_MODULES:
+        return
+    chosen = BOTH_BACKENDS_MODULES[module]
+    if chosen is None or metafunc.function.__name__ in chosen:
+        metafunc.parametrize("catalog_backend", ["sqlite", "postgresql"], indirect=True)
+
+
+def fresh_database(base_url: str) -> tuple[str, Callable[[], None]]:
+    """A new, empty database on the server of ``base_url``: (its URL, a function to drop it)."""
+    import uuid
+    from urllib.parse import urlsplit
+
+    import psycopg
+
+    name = f"mlxd_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base_url, autocommit=True) as con:
+        con.execute(f'create database "{name}" template template0')
+    url = urlsplit(base_url)._replace(path=f"/{name}").geturl()
+
+    def drop() -> None:
+        with psycopg.connect(base_url, autocommit=True) as con:
+            con.execute(f'drop database if exists "{name}" with (force)')
+
+    return url, drop
+
+
+@pytest.fixture
+def pg_url(monkeypatch) -> Iterator[str]:
+    """A fresh PostgreSQL database as this test's MLXD_DATABASE_URL (skips without one)."""
+    base = os.environ.get(ENV_TEST_DATABASE_URL)
+    if not base:
+        pytest.skip(PG_SKIP)
+    url, drop = fresh_database(base)
+    monkeypatch.setenv("MLXD_DATABASE_URL", url)
+    import mlxd.cli.context as context
+
+    context.reset()
+    yield url
+    context.reset()
+    from mlxd.daemon.queue import get_huey
+
+    get_huey.cache_clear()
+    drop()
+
+
+@pytest.fixture(autouse=True)
+def catalog_backend(request, mlxd_home) -> str:
+    """'sqlite', or 'postgresql' with this test's own database: parametrized in the
+    modules of BOTH_BACKENDS_MODULES, 'sqlite' everywhere else."""
+    backend = getattr(request, "param", "sqlite")
+    if backend == "postgresql":
+        if request.node.get_closest_marker("sqlite_only"):
+            pytest.skip("about the SQLite catalog file itself")
+        request.getfixturevalue("pg_url")
+    return backend
+
+
 @pytest.fixture(autouse=True)
 def mlxd_home(tmp_path, monkeypatch) -> Path:
     """Every test gets its own MLXD_HOME, and nothing reaches the user's home or the hub."""
     home = tmp_path / "mlxd-home"
     monkeypatch.setenv("MLXD_HOME", str(home))
+    monkeypatch.delenv("MLXD_DATABASE_URL", raising=False)  # SQLite unless a test asks
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     import mlxd.cli.context as context

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -21,6 +22,7 @@ def test_head_revision_constant_matches_the_migration_scripts():
     assert script.get_current_head() == schema.HEAD_REVISION
 
 
+@pytest.mark.sqlite_only
 def test_empty_db_upgrades_to_head_and_matches_the_models(tmp_path):
     store = Store(paths(tmp_path / "h"))
     assert schema.current_revision(store.db_path) == schema.HEAD_REVISION
@@ -102,6 +104,7 @@ def test_deleting_a_parent_keeps_children_and_drops_its_benchmarks(tmp_path):
     assert [m.name for m in s.list_models()] == ["c"]  # the child stays, parentless
 
 
+@pytest.mark.sqlite_only
 def test_an_old_catalog_with_data_upgrades_to_head(tmp_path):
     from sqlalchemy import create_engine, text
 

@@ -192,6 +192,7 @@ def test_results_json_does_not_import_sqlmodel(catalog):
     assert len(json.loads(proc.stdout)) == 5
 
 
+@pytest.mark.sqlite_only  # the helper writes the SQLite file directly
 def test_fill_catalog_helper_makes_rows_the_results_read(tmp_path):
     from benchmarks.fill_catalog import fill_results
 

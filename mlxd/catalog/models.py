@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, BigInteger, Column, Integer, TypeDecorator
 from sqlmodel import Field, SQLModel
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -17,6 +17,19 @@ MODEL_FORMATS = ("hf", "mlx")
 # generate: one stream at a time (or mlx-lm's batch at --batch-size); batch: a batch job's
 # prompts (aggregate throughput); serve: mlx_lm.server under concurrent clients.
 BENCH_MODES = ("generate", "batch", "serve")
+
+
+# Byte and parameter counts pass 2**31: BIGINT on PostgreSQL (migration 0008); SQLite's
+# INTEGER is 64-bit already, and its tables stay as they were.
+class WideInt(TypeDecorator):
+    impl = Integer
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        return dialect.type_descriptor(BigInteger() if dialect.name != "sqlite" else Integer())
+
+
+WIDE_INT = WideInt
 
 
 def utcnow() -> datetime:
@@ -39,7 +52,7 @@ class System(SQLModel, table=True):
     cores_performance: int | None = None
     cores_efficiency: int | None = None
     gpu_cores: int | None = None
-    ram_bytes: int | None = None
+    ram_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
     python_version: str
     mlx_version: str
     mlx_lm_version: str
@@ -56,8 +69,8 @@ class Model(SQLModel, table=True):
     format: str  # "hf" or "mlx"
     source: str  # "synth", "local", "convert", "quantize", "gguf", "hub", ...
     architecture: str | None = None
-    num_parameters: int | None = None
-    size_bytes: int | None = None
+    num_parameters: int | None = Field(default=None, sa_type=WIDE_INT)
+    size_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
     dtype: str | None = None
     quant_bits: int | None = None
     quant_group_size: int | None = None
@@ -68,6 +81,9 @@ class Model(SQLModel, table=True):
     parent_id: int | None = Field(default=None, foreign_key="model.id", index=True)
     created_by_job_id: int | None = Field(default=None, foreign_key="job.id")
     managed: bool = True  # the folder lives under MLXD_HOME/models and is ours to delete
+    # Where the files are (migration 0008): the host id that holds them; None for a model on
+    # a volume every host sees (MLXD_SHARED_MODELS) or one registered before hosts existed.
+    host: str | None = Field(default=None, index=True)
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -107,6 +123,9 @@ class Job(SQLModel, table=True):
     interruptions: int = 0
     crashes: int = 0
     crash_reason: str | None = None
+    # Scale-out (migration 0008): the pool (a huey queue) the job waits in; ``host`` above is
+    # the host id of the daemon that claimed it.
+    pool: str = Field(default="default", index=True)
 
 
 class BenchRun(SQLModel, table=True):
@@ -145,13 +164,18 @@ class BenchRun(SQLModel, table=True):
     combined_tps_mean: float | None = None
     combined_tps_std: float | None = None
     combined_tps_ci95: float | None = None
-    peak_memory_bytes: int | None = None  # MLX's own peak (active memory), max over trials
-    active_memory_bytes: int | None = None  # MLX active memory after the last trial
-    cache_memory_bytes: int | None = None  # MLX buffer cache after the last trial
-    peak_rss_bytes: int | None = None  # the OS's view of the process, max over trials
-    model_memory_bytes: int | None = None  # the loaded weights
-    system_available_before_bytes: int | None = None  # psutil available memory
-    system_available_after_bytes: int | None = None
+    # MLX's own peak (active memory), max over trials
+    peak_memory_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
+    # MLX active memory after the last trial
+    active_memory_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
+    # MLX buffer cache after the last trial
+    cache_memory_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
+    # the OS's view of the process, max over trials
+    peak_rss_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
+    model_memory_bytes: int | None = Field(default=None, sa_type=WIDE_INT)  # the loaded weights
+    # psutil available memory
+    system_available_before_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
+    system_available_after_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
     power_source: str | None = None  # "ac" | "battery" (macOS)
     low_power_mode: bool | None = None
     thermal_state: str | None = None  # "nominal" | "moderate" | "heavy" | "trapping" | "sleeping"
@@ -190,10 +214,10 @@ class BenchTrial(SQLModel, table=True):
     generation_tps: float
     ttft_s: float
     total_s: float
-    peak_memory_bytes: int
-    active_memory_bytes: int | None = None
-    cache_memory_bytes: int | None = None
-    peak_rss_bytes: int | None = None
+    peak_memory_bytes: int = Field(sa_type=WIDE_INT)
+    active_memory_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
+    cache_memory_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
+    peak_rss_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
 
 
 class QualityRun(SQLModel, table=True):
@@ -237,7 +261,7 @@ class Probe(SQLModel, table=True):
     host: str = Field(index=True)
     cpu: str
     backend: str
-    ram_bytes: int | None = None
+    ram_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
     memory_bandwidth_bytes_per_s: float
     method: str  # how it was measured, e.g. "mlx copy 1 GiB x 10"
     created_at: datetime = Field(default_factory=utcnow)
@@ -376,3 +400,21 @@ def row_from(table: type[SQLModel], result: Any, **values: Any) -> Any:
     fields = result if isinstance(result, dict) else vars(result)
     columns = table.model_fields
     return table(**{k: v for k, v in fields.items() if k in columns}, **values)
+
+
+class Machine(SQLModel, table=True):
+    """A host running a daemon on this catalog: its pools, facts and last sign of life.
+
+    A daemon writes its row when it starts and every housekeeping pass; another daemon that
+    sees the heartbeat older than the lease timeout takes the host's running jobs back."""
+
+    host_id: str = Field(primary_key=True)
+    hostname: str | None = None
+    pools: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    facts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    daemon_pid: int | None = None
+    workers: int = 1
+    mlxd_version: str | None = None
+    started_at: datetime = Field(default_factory=utcnow)
+    heartbeat_at: datetime = Field(default_factory=utcnow)
+    stopped_at: datetime | None = None

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mlxd.catalog.dialect import SQLITE, Dialect
 from mlxd.catalog.errors import NotFound, QueryError
 from mlxd.catalog.schema import HEAD_REVISION, current_revision
 from mlxd.config import Paths
@@ -27,8 +28,26 @@ from mlxd.jobs.choices import BENCH_POINT_KEYS
 PENDING_STATUSES = ("queued", "running")
 
 
-def connect(paths: Paths) -> sqlite3.Connection:
-    """A read-only connection to the catalog, migrated (or created) first if needed."""
+def connect(paths: Paths):
+    """A read-only connection to the catalog, migrated (or created) first if needed: an
+    sqlite3 connection, or a PostgreSQL one that takes the same SQL (dialect.py)."""
+    from mlxd.catalog.backend import database
+
+    pg = database(paths)
+    if pg.is_postgres:
+        from mlxd.catalog.dialect import PostgresConnection
+        from mlxd.catalog.schema import check_not_newer, postgres_revision
+
+        revision = postgres_revision(pg)
+        check_not_newer(revision, f"the catalog at {pg.host}:{pg.port}")
+        if revision != HEAD_REVISION:
+            from mlxd.catalog.store import Store
+
+            Store(paths).close()
+        con = pg.connect()
+        con.execute("set session characteristics as transaction read only")
+        con.execute("set timezone = 'UTC'")
+        return PostgresConnection(con)
     db = paths.catalog_db
     if current_revision(db) != HEAD_REVISION:
         from mlxd.catalog.store import Store  # slow imports, paid only when migrating
@@ -60,6 +79,21 @@ def _decoder(decl_type: str):
     return None
 
 
+def _columns(d: Dialect) -> list[tuple[str, str]]:
+    """(output name, SQL expression) of a result row: one list serves the Python rows and the
+    JSON text, so the two outputs cannot drift apart."""
+
+    def ci(name: str) -> str:
+        # bench jobs from before the ci95 columns kept the half-widths in details
+        return f"coalesce(r.{name}, {d.json_number('r.details', name)})"
+
+    return [
+        (name, ci(name) if expr is _CI else d.iso_utc("r.created_at") if expr is _ISO_CREATED
+         else d.round2(_ROOFLINE) if expr is _ROUNDED_ROOFLINE else expr)
+        for name, expr in _COLUMN_TEMPLATE
+    ]  # fmt: skip
+
+
 # The quantization as one short label: the recipe, a microscaling mode, "4bit-g64", or the
 # dtype of an unquantized model.
 _QUANT = (
@@ -70,19 +104,13 @@ _QUANT = (
 # Batched runs report tok/s summed over the batch, but each decoding step reads the weights
 # once for the whole batch: bytes read per second = weights x (tok/s / batch).
 _ROOFLINE = (
-    "round(r.model_memory_bytes * r.generation_tps_mean / r.batch_size "
-    "/ nullif(p.memory_bandwidth_bytes_per_s, 0) * 100, 2)"
+    "r.model_memory_bytes * r.generation_tps_mean / r.batch_size "
+    "/ nullif(p.memory_bandwidth_bytes_per_s, 0) * 100"
 )
+# Markers in the template for the expressions a dialect writes.
+_CI, _ISO_CREATED, _ROUNDED_ROOFLINE = object(), object(), object()
 
-
-def _ci(name: str) -> str:
-    # bench jobs from before the ci95 columns kept the half-widths in details
-    return f"coalesce(r.{name}, json_extract(r.details, '$.{name}'))"
-
-
-# (output name, SQL expression): one list serves the Python rows and the JSON text, so the
-# two outputs cannot drift apart.
-COLUMNS: list[tuple[str, str]] = [
+_COLUMN_TEMPLATE: list[tuple[str, Any]] = [
     ("run_id", "r.id"),
     ("job_id", "r.job_id"),
     ("model", "m.name"),
@@ -91,7 +119,7 @@ COLUMNS: list[tuple[str, str]] = [
     ("bits_per_weight", "m.bits_per_weight"),
     ("model_size_bytes", "m.size_bytes"),
     ("system_id", "r.system_id"),
-    ("created_at", "replace(r.created_at, ' ', 'T') || '+00:00'"),
+    ("created_at", _ISO_CREATED),
     *[
         (c, f"r.{c}")
         for c in (
@@ -111,9 +139,9 @@ COLUMNS: list[tuple[str, str]] = [
             "ttft_s_std",
         )
     ],  # fmt: skip
-    ("prompt_tps_ci95", _ci("prompt_tps_ci95")),
-    ("generation_tps_ci95", _ci("generation_tps_ci95")),
-    ("ttft_s_ci95", _ci("ttft_s_ci95")),
+    ("prompt_tps_ci95", _CI),
+    ("generation_tps_ci95", _CI),
+    ("ttft_s_ci95", _CI),
     ("combined_tps_mean", "r.combined_tps_mean"),
     ("combined_tps_std", "r.combined_tps_std"),
     ("combined_tps_ci95", "r.combined_tps_ci95"),
@@ -150,7 +178,7 @@ COLUMNS: list[tuple[str, str]] = [
     ("mlx_lm_version", "s.mlx_lm_version"),
     ("mlxd_version", "s.mlxd_version"),
     ("memory_bandwidth_bytes_per_s", "p.memory_bandwidth_bytes_per_s"),
-    ("roofline_pct", _ROOFLINE),
+    ("roofline_pct", _ROUNDED_ROOFLINE),
     # Generation workloads (issue 11): batch jobs, the serving bench, drafts, prompt caches.
     *[
         (c, f"r.{c}")
@@ -176,6 +204,7 @@ COLUMNS: list[tuple[str, str]] = [
     ("draft_model", "(select name from model d where d.id = r.draft_model_id)"),
     ("prompt_cache", "(select name from promptcache c where c.id = r.prompt_cache_id)"),
 ]
+COLUMNS = _columns(SQLITE)
 BOOL_COLUMNS = ("noisy", "low_power_mode")
 
 # The newest probe of each machine gives its memory bandwidth.
@@ -211,6 +240,8 @@ class Reader:
     def __init__(self, paths: Paths):
         self.paths = paths
         self.con = connect(paths)
+        self.dialect: Dialect = getattr(self.con, "dialect", SQLITE)
+        self.columns = COLUMNS if self.dialect is SQLITE else _columns(self.dialect)
         self._decoders: dict[str, dict[str, Any]] = {}
 
     def close(self) -> None:
@@ -225,6 +256,8 @@ class Reader:
     # -- rows of one table ------------------------------------------------------------------
 
     def _table_decoders(self, table: str) -> dict[str, Any]:
+        if self.dialect.decodes_types:
+            return {}
         if table not in self._decoders:
             info = self.con.execute(f"pragma table_info({table})").fetchall()
             self._decoders[table] = {
@@ -489,7 +522,7 @@ class Reader:
     def result_rows(self, flt: ResultFilter = ResultFilter()) -> list[dict]:
         """One dict per benchmark run (a measured point), oldest first; created_at is a datetime."""
         where, params = self._where(flt)
-        select = ", ".join(f"{expr} as {name}" for name, expr in COLUMNS)
+        select = ", ".join(f"{expr} as {name}" for name, expr in self.columns)
         cur = self.con.execute(f"select {select} {_FROM} {where} order by r.id", params)
         names = [d[0] for d in cur.description]
         rows = []
@@ -509,12 +542,9 @@ class Reader:
         only runs with an id above ``after_id``."""
         where, params = self._where(flt)
         where, params = (where + " and " if where else " where ") + "r.id > ?", [*params, after_id]
-        pairs = []
-        for name, expr in COLUMNS:
-            if name in BOOL_COLUMNS:
-                expr = f"case when {expr} is null then null when {expr} then json('true') else json('false') end"  # noqa: E501
-            pairs.append(f"'{name}', {expr}")
-        sql = f"select json_object({', '.join(pairs)}) {_FROM} {where} order by r.id"
+        sql = self.dialect.json_rows_sql(
+            self.columns, BOOL_COLUMNS, f"{_FROM} {where} order by r.id"
+        )
         try:
             return [row[0] for row in self.con.execute(sql, params)]
         except sqlite3.OperationalError as e:
@@ -538,7 +568,7 @@ class Reader:
     def result_csv_rows(self, flt: ResultFilter = ResultFilter()):
         """(column names, row tuples) for CSV: the values as stored, no per-row dicts."""
         where, params = self._where(flt)
-        select = ", ".join(f"{expr} as {name}" for name, expr in COLUMNS)
+        select = ", ".join(f"{expr} as {name}" for name, expr in self.columns)
         cur = self.con.execute(f"select {select} {_FROM} {where} order by r.id", params)
         names = [d[0] for d in cur.description]
         flags = [i for i, name in enumerate(names) if name in BOOL_COLUMNS]

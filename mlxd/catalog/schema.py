@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 # The newest migration in mlxd/migrations/versions; a test keeps the two in step.
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -52,6 +52,41 @@ def current_revision(db_path: Path) -> str | None:
     return row[0] if row else None
 
 
+def postgres_revision(db) -> str | None:
+    """The schema revision of a PostgreSQL catalog (``db``: a backend.Database); None when
+    the database has no catalog yet."""
+    from mlxd.catalog.errors import CatalogError
+
+    con = db.connect()
+    try:
+        found = con.execute("select to_regclass('alembic_version')").fetchone()[0]
+        if found is None:
+            tables = [r[0] for r in con.execute(
+                "select tablename from pg_tables where schemaname = current_schema() "
+                "and tablename not like 'huey%' order by 1 limit 5")]  # fmt: skip
+            if tables:
+                raise CatalogError(f"the database {db.name} on {db.host}:{db.port} holds "
+                                   f"another program's tables ({', '.join(tables)}), not an "
+                                   "mlxd catalog")  # fmt: skip
+            return None
+        row = con.execute("select version_num from alembic_version").fetchone()
+    finally:
+        con.close()
+    return row[0] if row else None
+
+
+def check_not_newer(revision: str | None, where: str) -> None:
+    """A catalog migrated by a newer mlxd is refused: this code cannot know its tables."""
+    from mlxd.catalog.errors import CatalogError
+
+    if revision is None or revision == HEAD_REVISION:
+        return
+    known = sorted(p.name[:4] for p in (MIGRATIONS_DIR / "versions").glob("[0-9]*.py"))
+    if revision not in known:
+        raise CatalogError(f"{where} has schema revision {revision}, newer than this mlxd "
+                           f"knows (up to {HEAD_REVISION}); upgrade mlxd")  # fmt: skip
+
+
 def alembic_config(url: str | None = None):
     from alembic.config import Config
 
@@ -66,6 +101,15 @@ def upgrade(engine, revision: str = "head") -> None:
     """Apply pending migrations on ``engine``'s database."""
     from alembic import command
 
+    if engine.dialect.name != "sqlite":
+        # PostgreSQL alters tables in place: no pragmas, no table rebuilds. One migrating
+        # process at a time (an advisory lock held for the transaction).
+        with engine.begin() as conn:
+            conn.exec_driver_sql("select pg_advisory_xact_lock(7311)")
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+        return
     with engine.connect() as conn:
         # Batch migrations rebuild tables (copy, drop, rename); with foreign keys enforced the
         # drop fails while other tables point at it. The pragma only works outside a

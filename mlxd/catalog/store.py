@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import delete, event, update
 from sqlmodel import Session, create_engine, select
 
-from mlxd.catalog import schema
+from mlxd.catalog import backend, schema
 from mlxd.catalog.errors import CatalogError, NotFound
 from mlxd.catalog.models import (
     FINISHED_STATUSES,
@@ -68,13 +68,35 @@ def _make_engine(db_path: Path, *, immediate: bool):
     return engine
 
 
+def _make_postgres_engine(db):
+    # READ COMMITTED: an UPDATE ... WHERE status = 'queued' that loses a race to another
+    # daemon re-reads the row after the winner commits and matches nothing (one claim).
+    # Timestamps are stored as UTC, whatever the server's time zone.
+    return create_engine(
+        db.sqlalchemy_url,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": backend.CONNECT_TIMEOUT_S, "options": "-c timezone=UTC"},
+    )
+
+
 class Store:
-    """Reads and writes the catalog at ``paths.catalog_db``; migrates it on open."""
+    """Reads and writes the catalog (``paths.catalog_db``, or the PostgreSQL database of
+    MLXD_DATABASE_URL); migrates it on open."""
 
     def __init__(self, paths: Paths, *, migrate: bool = True):
         self.paths = paths
         paths.home.mkdir(parents=True, exist_ok=True)
         self.db_path = paths.catalog_db
+        self.database = backend.database(paths)
+        if self.database.is_postgres:
+            self._read_engine = self._write_engine = _make_postgres_engine(self.database)
+            if migrate:
+                revision = schema.postgres_revision(self.database)  # unreachable: one line
+                where = f"the catalog at {self.database.host}:{self.database.port}"
+                schema.check_not_newer(revision, where)
+                if revision != schema.HEAD_REVISION:
+                    schema.upgrade(self._write_engine)
+            return
         self._read_engine = _make_engine(self.db_path, immediate=False)
         self._write_engine = _make_engine(self.db_path, immediate=True)
         if migrate and schema.current_revision(self.db_path) != schema.HEAD_REVISION:
@@ -212,6 +234,7 @@ class Store:
         after_job_id: int | None = None,
         timeout_s: float | None = None,
         max_attempts: int = 3,
+        pool: str = "default",
     ) -> Job:
         with self.write() as s:
             if after_job_id is not None and s.get(Job, after_job_id) is None:
@@ -224,6 +247,7 @@ class Store:
                 timeout_s=timeout_s,
                 max_attempts=max_attempts,
                 submitted_by=_user(),
+                pool=pool,
             )
             s.add(job)
             s.flush()
@@ -267,6 +291,9 @@ class Store:
                     message="starting",
                     error=None,
                     pid=None,
+                    # The log lives in the home of the daemon that runs the job (on another
+                    # host than the submitter's, with a shared PostgreSQL catalog).
+                    log_path=str(self.paths.job_log(job_id)),
                 )
             )
             if res.rowcount != 1:
@@ -674,6 +701,72 @@ class Store:
 
         with self.read() as s:
             return list(s.exec(select(FinetuneSweep).order_by(FinetuneSweep.id)))
+
+    # -- scale-out (issue 13): machines, leases across hosts, pools -----------------------
+
+    def machine_heartbeat(
+        self,
+        host_id: str,
+        *,
+        pools: Sequence[str],
+        facts: dict[str, Any] | None = None,
+        **values: Any,
+    ) -> None:
+        """Write this host's machine row (insert or update): its pools, facts, heartbeat."""
+        from mlxd.catalog.models import Machine
+
+        with self.write() as s:
+            m = s.get(Machine, host_id)
+            if m is None:
+                m = Machine(host_id=host_id)
+            m.pools, m.heartbeat_at, m.stopped_at = list(pools), utcnow(), None
+            if facts is not None:
+                m.facts = facts
+            for k, v in values.items():
+                setattr(m, k, v)
+            s.add(m)
+
+    def machine_stopped(self, host_id: str) -> None:
+        from mlxd.catalog.models import Machine
+
+        with self.write() as s:
+            s.execute(update(Machine).where(Machine.host_id == host_id).values(stopped_at=utcnow()))
+
+    def machines(self) -> list:
+        from mlxd.catalog.models import Machine
+
+        with self.read() as s:
+            return list(s.exec(select(Machine).order_by(Machine.host_id)))
+
+    def take_back(self, job: Job, message: str) -> bool:
+        """Queue again a job whose host stopped beating, exactly once: the row changes only if it
+        is still running on that host in that attempt (whoever updates it first wins; the
+        others' UPDATE matches nothing). No attempt is charged: a dead host is not the job's
+        fault (as a dead daemon)."""
+        with self.write() as s:
+            res = s.execute(
+                update(Job)
+                .where(
+                    Job.id == job.id,
+                    Job.status == "running",
+                    Job.host == job.host,
+                    Job.attempts == job.attempts,
+                )
+                .values(
+                    status="queued",
+                    pid=None,
+                    pid_started_at=None,
+                    progress=0.0,
+                    started_at=None,
+                    interruptions=Job.interruptions + 1,
+                    attempts=Job.attempts - 1,
+                    message=message,
+                )
+            )
+            return res.rowcount == 1
+
+    def set_job_pool(self, job_id: int, pool: str) -> None:
+        self.update_job(job_id, pool=pool)
 
 
 def _user() -> str | None:

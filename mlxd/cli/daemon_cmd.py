@@ -20,11 +20,27 @@ def daemon():
               help="Jobs run at the same time")  # fmt: skip
 @click.option("--digest", metavar="HH:MM",
               help="Write the last 24 hours' report to MLXD_HOME/reports/ daily at this local time")  # fmt: skip
-def start(foreground: bool, workers: int, digest: str | None):
+@click.option(
+    "--host-id", metavar="NAME", help="This daemon's host identity (default: the hostname)"
+)
+@click.option("--pool", "pools", multiple=True, metavar="NAME",
+              help="Serve this pool (repeatable; default: default)")  # fmt: skip
+def start(foreground: bool, workers: int, digest: str | None, host_id: str | None,
+          pools: tuple[str, ...]):  # fmt: skip
     """Start the daemon (in the background unless --foreground)."""
+    import os
+
+    from mlxd.daemon import hosts
     from mlxd.daemon.control import DaemonError, start_background
 
     _check_digest(digest)
+    try:
+        if host_id is not None:
+            os.environ[hosts.ENV_HOST_ID] = hosts.check_name(host_id, "--host-id")
+        if pools:
+            os.environ[hosts.ENV_POOLS] = ",".join(hosts.check_name(x, "--pool") for x in pools)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
     p = get_paths()
     try:
         if foreground:
@@ -62,7 +78,10 @@ def status(fmt: str):
     p = get_paths()
     st = daemon_status(p)
     info = st.as_dict()
-    if p.catalog_db.exists():
+    from mlxd.catalog.backend import catalog_exists, database
+
+    info["database"] = database(p).display()
+    if catalog_exists(p):
         reader = get_reader()
         info["running_jobs"] = [j.id for j in reader.jobs(["running"])]
         info["queued_jobs"] = reader.count_jobs(["queued"])
@@ -75,6 +94,7 @@ def status(fmt: str):
             click.echo(f"Daemon running (pid {st.pid}), home {st.home}")
         else:
             click.echo(f"Daemon not running, home {st.home}")
+        click.echo(f"Catalog and queue: {info['database']}")
         running = ", ".join(map(str, info["running_jobs"])) or "none"
         click.echo(f"Jobs running: {running}; queued: {info['queued_jobs']}")
     if not st.running:

@@ -36,6 +36,7 @@ COMMANDS = {
     "finetune": "mlxd.cli.finetune_cmd:finetune",
     "fuse": "mlxd.cli.finetune_cmd:fuse",
     "adapters": "mlxd.cli.adapters_cmd:adapters",
+    "machines": "mlxd.cli.machines_cmd:machines",
 }
 
 

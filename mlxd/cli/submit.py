@@ -23,10 +23,56 @@ def job_options(fn: Callable) -> Callable:
         click.option("--after", "after", type=click.IntRange(min=1), metavar="ID", help="Start only after job ID succeeded"),
         click.option("--priority", type=click.IntRange(-PRIORITY_LIMIT, PRIORITY_LIMIT), default=0, show_default=True, help="Higher runs first"),
         click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True, max=1e9), metavar="SECONDS", help="Fail the job if it runs longer"),
+        # Read by submit() from the context: no command has to pass it along.
+        click.option("--pool", metavar="NAME", expose_value=False, callback=_remember_pool, help="Run it on a daemon of this pool (default: where it fits)"),
     ]  # fmt: skip
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
+
+
+def _remember_pool(ctx: click.Context, _param, value: str | None) -> str | None:
+    if value is not None:
+        from mlxd.daemon.hosts import check_name
+
+        try:
+            check_name(value, "pool")
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+        ctx.meta["mlxd.pool"] = value
+    return value
+
+
+def _requested_pool() -> str | None:
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get("mlxd.pool") if ctx is not None else None
+
+
+def place_job(kind: str, params: dict, store) -> tuple[str, str | None]:
+    """(pool, note) for a new job: ``--pool`` if given; else, when several machines share
+    the catalog, a pool with a machine that can hold it (or the host that holds its model)."""
+    from mlxd.daemon import admission, hosts, settings
+
+    pool = _requested_pool()
+    machines = store.machines()
+    model_host = _model_host(params, store)
+    if pool is None and model_host is not None and len(machines) > 1:
+        return hosts.host_pool(model_host), None
+    est = admission.estimate(kind, params, store) if machines else None
+    try:
+        return hosts.place(machines, settings.lease_timeout_s(),
+                           est.memory_bytes if est else None, pool)  # fmt: skip
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def _model_host(params: dict, store) -> str | None:
+    """The host holding the model the job reads, if only that host has it."""
+    ref = params.get("model_id") or params.get("model")
+    if ref is None:
+        return None
+    model = store.find_model(ref)
+    return getattr(model, "host", None) if model is not None else None
 
 
 def submit(
@@ -58,8 +104,9 @@ def submit(
         disk_note = check_at_submit(kind, params, store)
     except AdmissionError as e:
         raise UserError(str(e)) from None
+    pool, pool_note = place_job(kind, params, store)
     job = store.submit_job(kind, params, priority=priority, after_job_id=after,
-                           timeout_s=timeout_s, max_attempts=max_attempts)  # fmt: skip
+                           timeout_s=timeout_s, max_attempts=max_attempts, pool=pool)  # fmt: skip
     # The catalog row is the job: if the queue cannot be written now, a running daemon finds
     # the row within seconds (and a starting one at once), so this is a note, not an error.
     queue_note = None
@@ -72,7 +119,7 @@ def submit(
         )
     if not quiet:
         click.echo(f"Queued job {job.id}: {desc}" + (f" (after job {after})" if after else ""))
-        for note in (queue_note, disk_note):
+        for note in (queue_note, disk_note, pool_note):
             if note:
                 click.echo(f"Note: {note}.", err=True)
         if not running:
@@ -124,7 +171,7 @@ def release_if_runnable(job_id: int) -> None:
     store = get_store()
     job = store.get_job(job_id)
     if store.prerequisite_gate(job) == "go":
-        enqueue(get_paths(), job.id, priority=job.priority)
+        enqueue(get_paths(), job.id, priority=job.priority, pool=job.pool)
 
 
 def follow(
@@ -196,11 +243,17 @@ def _nobody_runs(job) -> bool:
 
 def foreground_runner():
     """A Runner for a job this command runs itself (no daemon), releasing its dependents."""
-    from mlxd.daemon.queue import enqueue
     from mlxd.daemon.runner import Runner
 
     store, p = get_store(), get_paths()
-    return Runner(store, p, release=lambda j: enqueue(p, j, priority=store.get_job(j).priority))
+    return Runner(store, p, release=lambda j: _release(p, store, j))
+
+
+def _release(p, store, job_id: int) -> None:
+    from mlxd.daemon.queue import enqueue
+
+    job = store.get_job(job_id)
+    enqueue(p, job.id, priority=job.priority, pool=job.pool)
 
 
 def _short(value: Any) -> str:

@@ -129,23 +129,42 @@ def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, prio
               help="With --draft-model: tokens drafted per step")  # fmt: skip
 @click.option("--prompt-cache", help="Time to first token for a -p token suffix after this "
               "cached prefix, cached and cold")  # fmt: skip
+@click.option("--ranks", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Shard the model over N ranks (tensor parallel, under mlx.launch)")  # fmt: skip
+@click.option("--hostfile", type=click.Path(dir_okay=False), help="mlx.launch hostfile (Macs)")
+@click.option("--backend", "dist_backend", type=click.Choice(["ring", "mpi", "jaccl"]),
+              default="ring", show_default=True, help="mlx.distributed backend with --ranks")  # fmt: skip
 @job_options
 @catalog_errors
 def bench(refs, prompt_tokens, gen_tokens, trials, warmup, batch_size, depth, kv_bits,
           prefill_step_size, max_kv_size, prompt_gen, seed, delay_s, noise_threshold, serve,
-          concurrency, requests, draft_model, num_draft_tokens, prompt_cache, wait, after,
-          priority, timeout_s):  # fmt: skip
+          concurrency, requests, draft_model, num_draft_tokens, prompt_cache, ranks, hostfile,
+          dist_backend, wait, after, priority, timeout_s):  # fmt: skip
     """Benchmark models: prompt and generation tok/s, time to first token, memory."""
     from mlxd.cli.context import UserError
     from mlxd.cli.submit import daemon_running, follow
     from mlxd.jobs.bench import Spec
 
     refs = list(dict.fromkeys(refs))  # one job per model, in the order given
-    if serve or draft_model or prompt_cache:
+    sharded = ranks > 1 or hostfile
+    if serve or draft_model or prompt_cache or sharded:
         if len(refs) > 1 or max_kv_size or prompt_gen:
-            raise BadUsage("--serve, --draft-model and --prompt-cache take one model, and no "
-                           "--max-kv-size or -pg")  # fmt: skip
+            raise BadUsage("--serve, --draft-model, --prompt-cache and --ranks take one model, "
+                           "and no --max-kv-size or -pg")  # fmt: skip
         ref, model_id, after = model_ref_or_pull(refs[0], after)  # a hub id queues a pull
+    if sharded:
+        from mlxd.jobs import bench_sharded
+
+        p, g = int_list(prompt_tokens, "-p"), int_list(gen_tokens, "-g")
+        if len(p) > 1 or len(g) > 1:
+            raise BadUsage("--ranks measures one point: give one -p and one -g value")
+        spec = bench_sharded.Spec(model=ref, model_id=model_id, ranks=ranks, hostfile=hostfile,
+                                  backend=dist_backend, prompt_tokens=p[0], gen_tokens=g[0],
+                                  seed=seed)  # fmt: skip
+        check_context(catalog_model(model_id), p[0] + g[0], "-p + -g")
+        submit("bench_sharded", spec, wait=wait, after=after, priority=priority,
+               timeout_s=timeout_s)  # fmt: skip
+        return
     if serve:
         from mlxd.jobs.serve_bench import Spec as ServeSpec
 

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from mlxd.config import Paths
-from mlxd.daemon import control, reasons, settings
+from mlxd.daemon import control, hosts, reasons, settings
 
 
 @dataclass
@@ -129,9 +129,31 @@ def check_permissions(paths: Paths) -> Finding:
     return Finding("permissions", True, f"home {mode}; nothing world-writable")
 
 
-def check_catalog(paths: Paths) -> Finding:
+def check_postgres_catalog(db) -> Finding:
+    """The catalog on PostgreSQL (MLXD_DATABASE_URL): reachable, and its schema revision."""
     from mlxd.catalog import schema
+    from mlxd.catalog.errors import CatalogError
 
+    where = f"PostgreSQL {db.display()}"
+    try:
+        revision = schema.postgres_revision(db)
+        schema.check_not_newer(revision, f"the catalog at {db.host}:{db.port}")
+    except CatalogError as e:
+        return Finding("catalog", False, str(e), "check the server and MLXD_DATABASE_URL")
+    if revision is None:
+        return Finding("catalog", True, f"{where}, no catalog yet (made by the first command)")
+    if revision != schema.HEAD_REVISION:
+        return Finding("catalog", True, f"{where}, schema {revision}, upgraded to "
+                       f"{schema.HEAD_REVISION} by the next command")  # fmt: skip
+    return Finding("catalog", True, f"{where}, schema {revision}")
+
+
+def check_catalog(paths: Paths) -> Finding:
+    from mlxd.catalog import backend, schema
+
+    pg = backend.database(paths)
+    if pg.is_postgres:
+        return check_postgres_catalog(pg)
     db = paths.catalog_db
     if not db.exists():
         return Finding("catalog", True, "no catalog yet (made by the first command that needs it)")
@@ -158,6 +180,10 @@ def check_catalog(paths: Paths) -> Finding:
 
 
 def check_queue(paths: Paths) -> Finding:
+    from mlxd.catalog import backend
+
+    if backend.database(paths).is_postgres:
+        return Finding("queue", True, "PostgresHuey, in the catalog's database")
     db = paths.queue_db
     if not db.exists():
         return Finding("queue", True, "no queue file (rebuilt from the catalog at start)")
@@ -215,7 +241,10 @@ def check_jobs(paths: Paths, store, daemon_running: bool) -> list[Finding]:
     now = utcnow()
     stale_after = settings.lease_timeout_s() + 10
     orphaned, stale = [], []
+    me = hosts.host_id()
     for job in store.list_jobs(["running"]):
+        if job.host and job.host != me:
+            continue  # another host's job: its daemons watch its heartbeat
         if not process_alive(job.daemon_pid, job.started_at):
             orphaned.append(job.id)
             continue
@@ -365,7 +394,9 @@ def diagnose(paths: Paths, *, mlx: bool = True) -> list[Finding]:
     catalog = check_catalog(paths)
     findings += [check_disk(paths), check_permissions(paths), catalog, check_queue(paths)]
     findings.append(check_daemon(paths))
-    catalog_ok = catalog.ok and paths.catalog_db.exists()
+    from mlxd.catalog.backend import catalog_exists
+
+    catalog_ok = catalog.ok and catalog_exists(paths)
     if catalog_ok and paths.home.exists():
         from mlxd.catalog.store import Store
 

@@ -15,7 +15,7 @@ import threading
 
 from mlxd.catalog.store import Store
 from mlxd.config import Paths
-from mlxd.daemon import settings
+from mlxd.daemon import hosts, settings
 from mlxd.daemon.control import alive_file
 from mlxd.daemon.recovery import reconcile_queue, recover_orphaned_jobs
 from mlxd.daemon.runner import Runner
@@ -28,6 +28,7 @@ class Housekeeper(threading.Thread):
         super().__init__(name="mlxd-housekeeper", daemon=True)
         self.store, self.paths, self.runner, self.stop = store, paths, runner, stop
         self.interval = settings.housekeeping_s()
+        self.workers = 1
 
     def run(self) -> None:
         while not self.stop.wait(self.interval):
@@ -38,6 +39,7 @@ class Housekeeper(threading.Thread):
 
     def tick(self) -> None:
         alive_file(self.paths).touch()
+        hosts.heartbeat(self.store, workers=self.workers)  # first: other hosts judge by it
         self.runner.spare.check(self.stop)
         recover_orphaned_jobs(self.store, self.paths, supervised=self.runner.active_jobs)
         enqueued = reconcile_queue(self.store, self.paths, grace_s=settings.RECONCILE_GRACE_S)

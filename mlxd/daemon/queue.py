@@ -1,4 +1,9 @@
-"""The huey queue (SQLite, in MLXD_HOME). Only job ids travel through it.
+"""The huey queue (SQLite in MLXD_HOME, or PostgresHuey in the catalog's PostgreSQL
+database). Only job ids travel through it.
+
+A pool is a huey queue name: a daemon consumes the pools it joined (``--pool``), a submit
+puts the job in its pool (the job row says which). The default pool keeps the queue name
+mlxd always had, so an existing queue file keeps working.
 
 The catalog is the truth about jobs; this queue only wakes a daemon up. A daemon registers
 the function that runs a job (:func:`set_handler`) and re-enqueues any queued catalog row the
@@ -13,11 +18,13 @@ import time
 from collections.abc import Callable
 from functools import cache
 
-from huey import SqliteHuey
+from huey import Huey, SqliteHuey
 
+from mlxd.catalog import backend
 from mlxd.config import Paths, busy_timeout_s
 
 TASK_NAME = "run_job"
+DEFAULT_POOL = "default"
 log = logging.getLogger("mlxd.queue")
 
 _handler: Callable[[int], None] | None = None
@@ -29,10 +36,26 @@ def set_handler(handler: Callable[[int], None] | None) -> None:
     _handler = handler
 
 
+def queue_name(pool: str) -> str:
+    return "mlxd" if pool == DEFAULT_POOL else f"mlxd.{pool}"
+
+
 @cache
-def get_huey(queue_db: str) -> SqliteHuey:
-    # The catalog's busy timeout serves the queue too.
-    huey = SqliteHuey("mlxd", filename=queue_db, results=False, utc=True, timeout=busy_timeout_s())
+def get_huey(queue_db: str, pool: str = DEFAULT_POOL, database_url: str | None = None) -> Huey:
+    """The huey of one pool: SQLite at ``queue_db``, or PostgresHuey at ``database_url``."""
+    if database_url:
+        from huey import PostgresHuey
+
+        db = backend.Database(url=database_url)
+        # Workers wait on LISTEN/NOTIFY and take tasks with FOR UPDATE SKIP LOCKED: any
+        # number of daemons share the queue. read_timeout bounds a worker's wait, so a
+        # stopping daemon notices within that time.
+        huey = PostgresHuey(queue_name(pool), dsn=db.libpq_url, results=False, utc=True,
+                            read_timeout=0.5, connect_timeout=backend.CONNECT_TIMEOUT_S)  # fmt: skip
+    else:
+        # The catalog's busy timeout serves the queue too.
+        huey = SqliteHuey(queue_name(pool), filename=queue_db, results=False, utc=True,
+                          timeout=busy_timeout_s())  # fmt: skip
 
     @huey.task(name=TASK_NAME)
     def run_job(job_id: int) -> None:
@@ -44,13 +67,25 @@ def get_huey(queue_db: str) -> SqliteHuey:
     return huey
 
 
-def enqueue(paths: Paths, job_id: int, priority: int = 0) -> None:
-    huey = get_huey(str(paths.queue_db))
+def huey_for(paths: Paths, pool: str = DEFAULT_POOL) -> Huey:
+    """The queue of ``pool`` for this home's database (raises CatalogError for a database
+    that cannot be reached)."""
+    db = backend.database(paths)
+    try:
+        return get_huey(str(paths.queue_db), pool, db.url)
+    except Exception as e:
+        if db.is_postgres and type(e).__name__ == "OperationalError":
+            raise db.unreachable(e) from None
+        raise
+
+
+def enqueue(paths: Paths, job_id: int, priority: int = 0, pool: str | None = None) -> None:
+    huey = huey_for(paths, pool or DEFAULT_POOL)
     huey.enqueue(huey.run_job.s(job_id, priority=priority))
 
 
-def pending_job_ids(paths: Paths) -> set[int]:
-    huey = get_huey(str(paths.queue_db))
+def pending_job_ids(paths: Paths, pool: str = DEFAULT_POOL) -> set[int]:
+    huey = huey_for(paths, pool)
     ids = set()
     for task in list(huey.pending()) + list(huey.scheduled()):
         if task.args:
@@ -60,6 +95,8 @@ def pending_job_ids(paths: Paths) -> set[int]:
 
 def check_queue_file(paths: Paths) -> str | None:
     """Move a corrupt queue file aside (the catalog rebuilds it); returns where, or None."""
+    if backend.database(paths).is_postgres:
+        return None  # the server looks after its own tables
     db = paths.queue_db
     if not db.exists():
         return None

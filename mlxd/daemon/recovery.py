@@ -16,13 +16,14 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Collection
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mlxd.catalog.store import CatalogError, NotFound, Store
 from mlxd.config import Paths
-from mlxd.daemon import queue, settings
+from mlxd.daemon import hosts, queue, settings
 from mlxd.daemon.liveness import kill_our_child, process_alive
-from mlxd.daemon.runner import COMMIT_MARKER, commit_result, read_commit_marker
+from mlxd.daemon.runner import COMMIT_MARKER, HEARTBEAT_S, commit_result, read_commit_marker
 from mlxd.jobs import load_kind
 
 log = logging.getLogger("mlxd.recovery")
@@ -46,7 +47,17 @@ def recover_orphaned_jobs(
     """
     keep_partial: set[str] = set()
     me = os.getpid()
+    me_host = hosts.host_id()
+    machines = None
     for job in store.list_jobs(["running"]):
+        if job.host and job.host != me_host:
+            # Another host's job: its pid means nothing here; its host's heartbeat does.
+            if machines is None:
+                machines = {m.host_id: m for m in store.machines()}
+            if not _host_dead(job, machines):
+                continue
+            _take_back(store, paths, job)
+            continue
         if job.daemon_pid == me:
             if job.id in supervised():
                 continue
@@ -71,9 +82,39 @@ def recover_orphaned_jobs(
         elif store.requeue_after_interruption(
             job.id, f"the daemon stopped during this job ({deaths}x); queued again"
         ):
-            queue.enqueue(paths, job.id, priority=job.priority)
+            queue.enqueue(paths, job.id, priority=job.priority, pool=job.pool)
             log.info("job %s was running when its daemon stopped; queued again", job.id)
     return keep_partial
+
+
+def _host_dead(job, machines) -> bool:
+    lease_s = settings.lease_timeout_s()
+    if job.host in machines:
+        return not hosts.host_alive(machines, job.host, lease_s)
+    # No machine row (a CLI running a job in the foreground there): the job's own lease,
+    # which its runner renews every HEARTBEAT_S.
+    beat = job.heartbeat_at or job.started_at
+    if beat is None:
+        return True
+    if beat.tzinfo is None:
+        beat = beat.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - beat).total_seconds() > max(lease_s, 3 * HEARTBEAT_S)
+
+
+def _take_back(store: Store, paths: Paths, job) -> None:
+    """Queue again (once: the first daemon to update the row wins) a dead host's job."""
+    deaths = job.interruptions + 1
+    if deaths >= settings.POISON_PILL_DEATHS or job.cancel_requested:
+        why = ("cancelled by user" if job.cancel_requested else
+               f"poison pill: its host died {deaths} times in a row while this job ran")  # fmt: skip
+        if store.take_back(job, "ending"):
+            store.finish_job(job.id, "cancelled" if job.cancel_requested else "failed", error=why)
+            store.fail_dependents(job.id)
+        return
+    msg = f"host {job.host} stopped during this job ({deaths}x); queued again"
+    if store.take_back(job, msg):
+        queue.enqueue(paths, job.id, priority=job.priority, pool=job.pool)
+        log.warning("job %s: its host %s stopped beating; queued again", job.id, job.host)
 
 
 def remove_partials(paths: Paths, keep: Collection[str]) -> None:
@@ -129,7 +170,7 @@ def _adopt(store: Store, paths: Paths, job, folder: Path, result) -> bool:
     (folder / COMMIT_MARKER).unlink(missing_ok=True)
     log.info("job %s: adopted %s (its result was on disk; the commit was lost)", job.id, folder)
     for dep in store.dependents(job.id):
-        queue.enqueue(paths, dep.id, priority=dep.priority)
+        queue.enqueue(paths, dep.id, priority=dep.priority, pool=dep.pool)
     return True
 
 
@@ -138,11 +179,13 @@ def reconcile_queue(store: Store, paths: Paths, grace_s: float) -> list[int]:
     waiting for memory that asks again); the ids of the lost ones."""
     from mlxd.catalog.models import utcnow
 
-    pending = queue.pending_job_ids(paths)
+    pending: dict[str, set[int]] = {}
     now = utcnow()
     enqueued = []
     for job in store.list_jobs(["queued"]):
-        if job.id in pending:
+        if job.pool not in pending:
+            pending[job.pool] = queue.pending_job_ids(paths, job.pool)
+        if job.id in pending[job.pool]:
             continue
         submitted = job.submitted_at
         if submitted.tzinfo is None:
@@ -151,7 +194,7 @@ def reconcile_queue(store: Store, paths: Paths, grace_s: float) -> list[int]:
             continue  # its CLI may be enqueueing it right now
         if store.prerequisite_gate(job) != "go":
             continue
-        queue.enqueue(paths, job.id, priority=job.priority)
+        queue.enqueue(paths, job.id, priority=job.priority, pool=job.pool)
         if not (job.message or "").startswith("waiting:"):  # those come back by design
             enqueued.append(job.id)
     return enqueued

@@ -33,7 +33,16 @@ def transient(exc: BaseException) -> bool:
     if not isinstance(exc, OperationalError | sqlite3.OperationalError):
         return False
     text = str(exc).lower()
-    return any(w in text for w in ("locked", "busy", "disk is full", "disk i/o", "unable to open"))
+    return any(w in text for w in TRANSIENT_WORDS)
+
+
+# SQLite's lock and disk errors; PostgreSQL's lost or refused connections (a server restart,
+# a network blip): the engine's pool reconnects on the next try.
+TRANSIENT_WORDS = (
+    "locked", "busy", "disk is full", "disk i/o", "unable to open",
+    "server closed the connection", "connection refused", "terminating connection",
+    "connection is closed", "could not connect", "connection timeout", "the database system is",
+)  # fmt: skip
 
 
 def disk_full(exc: BaseException) -> bool:

@@ -25,7 +25,6 @@ import logging
 import os
 import queue
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -39,7 +38,7 @@ import psutil
 from mlxd.catalog.models import utcnow
 from mlxd.catalog.store import CatalogError, Store
 from mlxd.config import Paths
-from mlxd.daemon import admission, faults, reasons, settings
+from mlxd.daemon import admission, faults, hosts, reasons, settings
 from mlxd.daemon.control import cancel_file
 from mlxd.daemon.liveness import start_time
 from mlxd.daemon.retry import GaveUp, disk_full, retry_write, transient, try_write
@@ -120,9 +119,7 @@ class Runner:
             return admitted
         try:
             claimed = self._write(
-                lambda: self.store.claim_job(
-                    job_id, host=socket.gethostname(), daemon_pid=os.getpid()
-                ),
+                lambda: self.store.claim_job(job_id, host=hosts.host_id(), daemon_pid=os.getpid()),
                 f"claim job {job_id}",
             )
             if claimed is None:
@@ -528,6 +525,13 @@ def commit_result(store: Store, job, kind, spec, inputs, result, final: Path | N
             result=fin.summary,
             output_model_id=fin.output_model_id,
         )
+        if fin.output_model_id is not None and final is not None:
+            # Where the files are: this host, unless they are on the shared volume.
+            from mlxd.catalog.models import Model
+
+            model = s.get(Model, fin.output_model_id)
+            model.host = hosts.model_host_for(final)
+            s.add(model)
 
 
 def _quiet(kind_name: str) -> bool:

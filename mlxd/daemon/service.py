@@ -23,7 +23,7 @@ from huey.consumer import Consumer
 
 from mlxd.catalog.store import Store
 from mlxd.config import Paths
-from mlxd.daemon import queue, settings
+from mlxd.daemon import hosts, queue, settings
 from mlxd.daemon.control import DaemonError, alive_file, pidfile_pid
 from mlxd.daemon.housekeeping import Housekeeper
 from mlxd.daemon.recovery import recover
@@ -38,10 +38,33 @@ HEALTH_CHECK_S = 10.0
 ENV_SPARE_CHILD = settings.ENV_SPARE_CHILD
 
 
-def make_handler(runner: Runner):
-    """The huey task's body (runs in a worker thread of the daemon)."""
+class _Consumer(Consumer):
+    """huey's consumer without its signal handlers: the daemon's own stay installed the
+    whole time (a SIGHUP while the consumers start is not lost to huey's handler)."""
+
+    def _set_signal_handlers(self) -> None:
+        pass
+
+
+def make_handler(runner: Runner, paths: Paths | None = None, workers: int = 1):
+    """The huey task's body (runs in a worker thread of the daemon).
+
+    A daemon serving several pools has a consumer per pool; ``workers`` bounds the jobs it
+    runs at once across them. A job that finds every slot busy goes back to its pool, where
+    another daemon may take it."""
+    slots = threading.BoundedSemaphore(workers)
 
     def handle_job(job_id: int) -> None:
+        if not slots.acquire(timeout=0.5):
+            if paths is not None:
+                _enqueue_job(paths, runner.store, job_id)
+            return
+        try:
+            _handle(job_id)
+        finally:
+            slots.release()
+
+    def _handle(job_id: int) -> None:
         try:
             outcome = runner.handle(job_id)
             if outcome:
@@ -103,22 +126,28 @@ def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> Non
     if moved:
         log.warning("the queue file was corrupt; moved it to %s and rebuilt it", moved)
     store = Store(paths)
-    huey = queue.get_huey(str(paths.queue_db))
-    if digest:
+    share_files(paths.home)
+    pools = hosts.served_pools()
+    if digest:  # a periodic task of the first pool's queue: one digest per daemon
         from mlxd.daemon.digest import schedule_digest
 
-        schedule_digest(huey, paths, digest)
-    share_files(paths.home)
-    consumer = Consumer(
-        huey,
-        workers=workers,
-        worker_type="thread",
-        # Poll the queue often when idle: a submitted job starts within a few tenths of a second.
-        initial_delay=0.05,
-        backoff=1.5,
-        max_delay=0.2,
-        periodic=bool(digest),  # the nightly digest is the only periodic task
-    )
+        schedule_digest(queue.huey_for(paths, pools[0]), paths, digest)
+    # One huey consumer per pool this daemon serves (a pool is a queue name); the first
+    # one's stop flag is the daemon's.
+    consumers = [
+        _Consumer(
+            queue.huey_for(paths, pool),
+            workers=workers,
+            worker_type="thread",
+            # Poll often when idle: a submitted job starts within a few tenths of a second.
+            initial_delay=0.05,
+            backoff=1.5,
+            max_delay=0.2,
+            periodic=bool(digest) and i == 0,  # the nightly digest is the only periodic task
+        )
+        for i, pool in enumerate(pools)
+    ]
+    consumer = consumers[0]
     runner = Runner(
         store,
         paths,
@@ -126,20 +155,24 @@ def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> Non
         release=lambda job_id: _enqueue_job(paths, store, job_id),
         prewarm=settings.spare_enabled(),
     )
-    queue.set_handler(make_handler(runner))
+    queue.set_handler(make_handler(runner, paths, workers))
     signals = _Signals()
     signals.install()  # before recovery: a stop during it is not lost
     recover(store, paths)
     runner.start_spare()  # the first job after a start gets a warm child too
     housekeeper = Housekeeper(store, paths, runner, stop=consumer.stop_flag)
+    housekeeper.workers = workers
+    hosts.heartbeat(store, workers=workers, facts=hosts.machine_facts_for_row(), start=True)
     alive_file(paths).touch()
     paths.pidfile.write_text(f"{os.getpid()}\n")
     log.info(
-        "mlxd daemon started (pid %s, home %s, %s worker(s))", os.getpid(), paths.home, workers
-    )
+        "mlxd daemon started (pid %s, home %s, %s worker(s), host %s, pools %s, %s)",
+        os.getpid(), paths.home, workers, hosts.host_id(), ",".join(hosts.joined_pools()),
+        store.database.display(),
+    )  # fmt: skip
     try:
-        consumer.start()
-        signals.install()  # huey's start() installs its own handlers: ours win
+        for c in consumers:
+            c.start()
         housekeeper.start()
         last_health = time.monotonic()
         while not signals.stop.wait(0.1):
@@ -148,15 +181,22 @@ def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> Non
                 consumer.check_worker_health()  # a worker thread that died is replaced
         log.info("stopping%s", " to restart" if signals.restart else "")
         # Sets the stop flag (the Runner stops and re-queues its jobs) and waits for workers.
-        consumer.stop(graceful=True)
-    finally:
         consumer.stop_flag.set()
+        for c in consumers:
+            c.stop(graceful=True)
+    finally:
+        for c in consumers:
+            c.stop_flag.set()
         housekeeper.join()
         runner.close()  # no spare child outlives its daemon
         queue.set_handler(None)
         log.info("mlxd daemon stopped")
         if pidfile_pid(paths) == os.getpid():
             paths.pidfile.unlink(missing_ok=True)
+        try:
+            store.machine_stopped(hosts.host_id())
+        except Exception:  # noqa: BLE001  the others then judge by the heartbeat
+            log.warning("could not mark this machine stopped in the catalog")
         store.close()
         fcntl.flock(lock, fcntl.LOCK_UN)
         lock.close()
@@ -170,7 +210,8 @@ def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> Non
 
 
 def _enqueue_job(paths: Paths, store: Store, job_id: int) -> None:
-    queue.enqueue(paths, job_id, priority=store.get_job(job_id).priority)
+    job = store.get_job(job_id)
+    queue.enqueue(paths, job_id, priority=job.priority, pool=job.pool)
 
 
 def _setup_logging(paths: Paths) -> None:

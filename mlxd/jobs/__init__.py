@@ -18,6 +18,7 @@ KINDS: dict[str, str] = {
     "convert": "mlxd.jobs.convert",
     "quantize": "mlxd.jobs.quantize",
     "bench": "mlxd.jobs.bench",
+    "bench_sharded": "mlxd.jobs.bench_sharded",
     "quality": "mlxd.jobs.quality",
     "probe": "mlxd.jobs.probe",
     "import_gguf": "mlxd.jobs.import_gguf",

@@ -1,0 +1,156 @@
+"""Many daemons on one catalog: who a daemon is (host id), which pools it serves, whether
+another host is still alive, and where a job can go.
+
+- The host id is the hostname, or ``mlxd daemon start --host-id NAME`` (several daemons on
+  one machine, as the tests run them). It is what ``job.host`` and ``model.host`` record.
+- A pool is a huey queue name; a daemon serves the pools it joined (``--pool``, default
+  ``default``) and its own host pool ``@HOST``, where jobs that read a model only that host
+  holds are sent.
+- Each daemon writes its ``machine`` row when it starts and at every housekeeping pass; a
+  host whose row is older than the lease timeout is dead, and any live daemon takes its
+  running jobs back (``Store.take_back``: one winner).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ENV_HOST_ID = "MLXD_HOST_ID"
+ENV_POOLS = "MLXD_POOLS"
+ENV_SHARED_MODELS = "MLXD_SHARED_MODELS"
+DEFAULT_POOL = "default"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def check_name(value: str, what: str) -> str:
+    """A host id or pool name: letters, digits, '.', '_', '-' (it becomes a queue name)."""
+    if not NAME_RE.match(value or ""):
+        raise ValueError(
+            f"{what} '{value}' is not a valid name (letters, digits, '.', '_', '-'; "
+            "at most 63 characters)"
+        )
+    return value
+
+
+def host_id() -> str:
+    return os.environ.get(ENV_HOST_ID) or socket.gethostname()
+
+
+def host_pool(host: str) -> str:
+    """The pool only ``host`` serves (jobs that need a model only it holds)."""
+    return f"@{host}"
+
+
+def joined_pools() -> list[str]:
+    """The pools this daemon serves (MLXD_POOLS, comma separated; default ``default``)."""
+    pools = [p.strip() for p in os.environ.get(ENV_POOLS, "").split(",") if p.strip()]
+    return list(dict.fromkeys(pools)) or [DEFAULT_POOL]
+
+
+def served_pools() -> list[str]:
+    return [*joined_pools(), host_pool(host_id())]
+
+
+def shared_models_root() -> Path | None:
+    value = os.environ.get(ENV_SHARED_MODELS)
+    return Path(value).expanduser().resolve() if value else None
+
+
+def model_host_for(path: str | os.PathLike) -> str | None:
+    """The host to record for a model folder: None on the shared volume (every host sees
+    it), else this host."""
+    shared = shared_models_root()
+    if shared is not None:
+        try:
+            Path(path).resolve().relative_to(shared)
+            return None
+        except ValueError:
+            pass
+    return host_id()
+
+
+def machine_facts_for_row() -> dict[str, Any]:
+    from mlxd.daemon.admission import memory_budget_bytes
+    from mlxd.system.sysinfo import machine_facts
+
+    facts = machine_facts()
+    facts["memory_budget_bytes"] = memory_budget_bytes()
+    return facts
+
+
+def heartbeat(store, *, workers: int, facts: dict[str, Any] | None = None, start=False) -> None:
+    """Write this daemon's machine row (its sign of life)."""
+    from mlxd import __version__
+
+    values: dict[str, Any] = {"daemon_pid": os.getpid(), "workers": workers}
+    if start:
+        values |= {"started_at": _now(), "hostname": socket.gethostname(),
+                   "mlxd_version": __version__}  # fmt: skip
+    kwargs = {"facts": facts} if facts is not None else {}
+    store.machine_heartbeat(host_id(), pools=joined_pools(), **kwargs, **values)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(t: datetime | None) -> datetime | None:
+    if t is None:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def live_machines(machines, lease_s: float, now: datetime | None = None) -> list:
+    """The machines whose heartbeat is younger than the lease and that did not stop."""
+    now = now or _now()
+    return [
+        m
+        for m in machines
+        if m.stopped_at is None and (now - _aware(m.heartbeat_at)).total_seconds() < lease_s
+    ]
+
+
+def host_alive(machines_by_id: dict[str, Any], host: str, lease_s: float) -> bool:
+    m = machines_by_id.get(host)
+    return m is not None and bool(live_machines([m], lease_s))
+
+
+def place(machines, lease_s: float, memory_bytes: int | None, pool: str | None) -> tuple[str, str | None]:  # fmt: skip
+    """(pool, note): where a job goes. ``pool`` given: there, with a note when no live
+    machine serves it or none of them has the memory. Not given: the default pool if a live
+    machine there fits the job, else the first pool that has one; raises ValueError, saying
+    why, when machines are known and none of them could ever run the job."""
+    live = live_machines(machines, lease_s)
+
+    def fits(m) -> bool:
+        budget = (m.facts or {}).get("memory_budget_bytes")
+        return memory_bytes is None or budget is None or memory_bytes <= budget
+
+    if pool is not None:
+        serving = [m for m in live if pool in (m.pools or []) or pool == host_pool(m.host_id)]
+        if not serving:
+            return pool, f"no running daemon serves pool '{pool}' now; the job waits for one"
+        if not any(fits(m) for m in serving):
+            return pool, f"no machine in pool '{pool}' has the memory for it now; it waits"
+        return pool, None
+    if not machines:
+        return DEFAULT_POOL, None  # a single Mac before its daemon ever ran
+    candidates = [m for m in (live or machines) if fits(m)]
+    if not candidates:
+        from mlxd.daemon.reasons import human_bytes
+
+        best = max(machines, key=lambda m: (m.facts or {}).get("memory_budget_bytes") or 0)
+        budget = (best.facts or {}).get("memory_budget_bytes") or 0
+        raise ValueError(
+            f"no machine can run this job: it needs about {human_bytes(memory_bytes or 0)} "
+            f"and the largest budget is {human_bytes(budget)} ({best.host_id})"
+        )
+    if any(DEFAULT_POOL in (m.pools or []) for m in candidates):
+        return DEFAULT_POOL, None
+    pools = sorted({p for m in candidates for p in (m.pools or [])})
+    return (pools[0] if pools else DEFAULT_POOL), None
