@@ -79,7 +79,8 @@ def machine_facts() -> dict[str, Any]:
         "host": socket.gethostname(),
         "os_name": platform.system(),
         "os_version": platform.mac_ver()[0] or platform.release(),
-        "cpu": platform.processor() or platform.machine(),
+        # Not platform.processor(): on Linux it runs `uname -p`; the real name comes below.
+        "cpu": platform.machine(),
         "chip": None,
         "cores_physical": psutil.cpu_count(logical=False),
         "cores_logical": psutil.cpu_count(logical=True),
