@@ -279,7 +279,7 @@ class PromptCache(SQLModel, table=True):
     model_fingerprint: str
     num_tokens: int
     kv_bits: int | None = None
-    size_bytes: int | None = None
+    size_bytes: int | None = Field(default=None, sa_type=WIDE_INT)
     text_sha256: str
     created_by_job_id: int | None = Field(default=None, foreign_key="job.id")
     created_at: datetime = Field(default_factory=utcnow)
@@ -296,7 +296,7 @@ class HubSnapshot(SQLModel, table=True):
     commit_sha: str = Field(index=True)  # the 40-hex commit it resolved to
     endpoint: str | None = None  # the hub it came from (HF_ENDPOINT), never a token
     cache_dir: str  # the HF hub cache holding it (HF_HUB_CACHE)
-    total_bytes: int
+    total_bytes: int = Field(sa_type=WIDE_INT)
     file_count: int
     is_mlx: bool  # already MLX (quantization config or MLX safetensors), else convert it
     pulled_by_job_id: int | None = Field(default=None, foreign_key="job.id")
@@ -311,7 +311,7 @@ class HubFile(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     snapshot_id: int = Field(foreign_key="hubsnapshot.id", index=True)
     path: str  # inside the repo
-    size_bytes: int
+    size_bytes: int = Field(sa_type=WIDE_INT)
     sha256: str
     lfs: bool  # LFS files are checked against the hub's sha256, others against the git oid
 
@@ -356,7 +356,9 @@ class Adapter(SQLModel, table=True):
     test_perplexity: float | None = None
     tokens_per_s: float | None = None  # mean over the run's reports
     iterations_per_s: float | None = None
-    peak_memory_bytes: int | None = None  # MLX's own peak (active memory)
+    peak_memory_bytes: int | None = Field(
+        default=None, sa_type=WIDE_INT
+    )  # MLX's own peak (active memory)
     train_time_s: float | None = None
     params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
@@ -376,7 +378,7 @@ class FinetuneStep(SQLModel, table=True):
     iterations_per_s: float
     tokens_per_s: float
     trained_tokens: int  # cumulative within the job
-    peak_memory_bytes: int
+    peak_memory_bytes: int = Field(sa_type=WIDE_INT)
     created_at: datetime = Field(default_factory=utcnow)
 
 
