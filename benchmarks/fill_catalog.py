@@ -80,10 +80,20 @@ def fill_results(
                         "quant_group_size, quant_mode, bits_per_weight, synthetic, parent_id, "
                         "managed, details, created_at) values (?, ?, 'mlx', ?, 'llama', "
                         "135000000, ?, ?, ?, ?, ?, ?, 1, ?, 1, '{}', ?)",
-                        (name, f"/nonexistent/{name}", "quantize" if bits else "synth", size,
-                         dtype, bits, group, "affine" if bits else None, bpw, base_id,
-                         _ts(now)),
-                    )  # fmt: skip
+                        (
+                            name,
+                            f"/nonexistent/{name}",
+                            "quantize" if bits else "synth",
+                            size,
+                            dtype,
+                            bits,
+                            group,
+                            "affine" if bits else None,
+                            bpw,
+                            base_id,
+                            _ts(now),
+                        ),
+                    )
                     (model_id,) = con.execute(
                         "select id from model where name = ?", (name,)
                     ).fetchone()
@@ -96,9 +106,16 @@ def fill_results(
                         "text_name, text_sha256, tokens, perplexity, kl_mean, top1_agreement, "
                         "details) select ?, ?, ?, 'default', 'fill', 511, ?, ?, ?, '{}' where "
                         "not exists (select 1 from qualityrun where model_id = ?)",
-                        (model_id, None if kl is None else base_id, _ts(now), 9.0 + (kl or 0),
-                         kl, None if kl is None else 1 - kl, model_id),
-                    )  # fmt: skip
+                        (
+                            model_id,
+                            None if kl is None else base_id,
+                            _ts(now),
+                            9.0 + (kl or 0),
+                            kl,
+                            None if kl is None else 1 - kl,
+                            model_id,
+                        ),
+                    )
             first = con.execute("select coalesce(max(id), 0) from benchrun").fetchone()[0] + 1
             runs, trial_rows = [], []
             for i in range(n_runs):
@@ -109,18 +126,43 @@ def fill_results(
                 ttft = [p_tok / x for x in prompt]
                 peak = int(weight_bytes * 1.2)
                 created = now - timedelta(minutes=n_runs - i)
-                runs.append((
-                    first + i, model_id, rng.choice(system_ids), _ts(created), p_tok, g_tok,
-                    trials, statistics.fmean(prompt), statistics.median(prompt),
-                    _std(prompt), statistics.fmean(gen), statistics.median(gen), _std(gen),
-                    statistics.fmean(ttft), statistics.median(ttft), _std(ttft), peak,
-                    peak + 50_000_000, weight_bytes,
-                ))  # fmt: skip
+                runs.append(
+                    (
+                        first + i,
+                        model_id,
+                        rng.choice(system_ids),
+                        _ts(created),
+                        p_tok,
+                        g_tok,
+                        trials,
+                        statistics.fmean(prompt),
+                        statistics.median(prompt),
+                        _std(prompt),
+                        statistics.fmean(gen),
+                        statistics.median(gen),
+                        _std(gen),
+                        statistics.fmean(ttft),
+                        statistics.median(ttft),
+                        _std(ttft),
+                        peak,
+                        peak + 50_000_000,
+                        weight_bytes,
+                    )
+                )
                 for t in range(trials):
-                    trial_rows.append((
-                        first + i, t, p_tok, g_tok, prompt[t], gen[t], ttft[t],
-                        ttft[t] + g_tok / gen[t], peak,
-                    ))  # fmt: skip
+                    trial_rows.append(
+                        (
+                            first + i,
+                            t,
+                            p_tok,
+                            g_tok,
+                            prompt[t],
+                            gen[t],
+                            ttft[t],
+                            ttft[t] + g_tok / gen[t],
+                            peak,
+                        )
+                    )
             con.executemany(
                 "insert into benchrun (id, model_id, system_id, created_at, prompt_tokens, "
                 "gen_tokens, batch_size, depth, trials, warmup, seed, prompt_tps_mean, "
@@ -154,8 +196,7 @@ def time_command(home: Path, args: list[str], repeat: int) -> list[float]:
         for _ in range(repeat):
             sink.seek(0)
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "mlxd", *args], env=env, stdout=sink,
-                           check=True)  # fmt: skip
+            subprocess.run([sys.executable, "-m", "mlxd", *args], env=env, stdout=sink, check=True)
             times.append(time.perf_counter() - start)
         size = sink.tell()
     print(f"  output: {size / 1e6:.1f} MB", file=sys.stderr)
@@ -174,9 +215,13 @@ def main() -> None:
         total = fill_results(home, args.runs)
         print(f"filled {total} runs in {time.perf_counter() - start:.1f} s ({home})")
         rows = []
-        for cmd in (["--help"], ["results", "--json"], ["results", "--json", "--machine",
-                    HOSTS[0][0], "--since", "7d"], ["results", "--json", "--limit", "0"],
-                    ["results", "--csv"]):  # fmt: skip
+        for cmd in (
+            ["--help"],
+            ["results", "--json"],
+            ["results", "--json", "--machine", HOSTS[0][0], "--since", "7d"],
+            ["results", "--json", "--limit", "0"],
+            ["results", "--csv"],
+        ):
             t = time_command(home, cmd, args.repeat + 1)
             rows.append((" ".join(cmd), t[0], min(t[1:]), statistics.median(t[1:])))
         print(json.dumps({"runs": total}))

@@ -86,22 +86,41 @@ def run_mlxd(env, data: Path, settings: dict[str, Any], name: str) -> dict[str, 
     for k, v in settings.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
     subprocess.run(args, env=env, check=True, capture_output=True, text=True)
-    shown = subprocess.run([PY, "-m", "mlxd", "adapters", "show", name, "--json"], env=env,
-                           check=True, capture_output=True, text=True)  # fmt: skip
+    shown = subprocess.run(
+        [PY, "-m", "mlxd", "adapters", "show", name, "--json"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     steps = json.loads(shown.stdout)["steps"]
     # trained_tokens is cumulative: each report's own tokens are the difference.
     reports, before = [], 0
     for s in steps:
-        reports.append({"its": s["iterations_per_s"], "tokens": s["trained_tokens"] - before,
-                        "peak": s["peak_memory_bytes"]})  # fmt: skip
+        reports.append(
+            {
+                "its": s["iterations_per_s"],
+                "tokens": s["trained_tokens"] - before,
+                "peak": s["peak_memory_bytes"],
+            }
+        )
         before = s["trained_tokens"]
     return summarise(reports, settings["steps_per_report"])
 
 
 def run_direct(env, model: Path, data: Path, settings: dict[str, Any], work: Path) -> dict:
     out = work / f"direct-{time.monotonic_ns()}.json"
-    argv = ["--model", str(model), "--train", "--data", str(data),
-            "--adapter-path", str(work / "direct-adapters"), "--fine-tune-type", "lora"]  # fmt: skip
+    argv = [
+        "--model",
+        str(model),
+        "--train",
+        "--data",
+        str(data),
+        "--adapter-path",
+        str(work / "direct-adapters"),
+        "--fine-tune-type",
+        "lora",
+    ]
     for k, v in settings.items():
         argv += [f"--{k.replace('_', '-')}", str(v)]
     code = f"import sys; sys.path.insert(0, {str(REPO)!r}); from benchmarks.finetune_speed import direct_lora; direct_lora({argv!r}, {str(out)!r})"  # noqa: E501
@@ -109,8 +128,13 @@ def run_direct(env, model: Path, data: Path, settings: dict[str, Any], work: Pat
     raw = json.loads(out.read_text())
     reports, before = [], 0
     for r in raw:
-        reports.append({"its": r["iterations_per_second"], "tokens": r["trained_tokens"] - before,
-                        "peak": int(r["peak_memory"] * 1e9)})  # fmt: skip
+        reports.append(
+            {
+                "its": r["iterations_per_second"],
+                "tokens": r["trained_tokens"] - before,
+                "peak": int(r["peak_memory"] * 1e9),
+            }
+        )
         before = r["trained_tokens"]
     return summarise(reports, settings["steps_per_report"])
 
@@ -122,24 +146,40 @@ def main() -> int:
     parser.add_argument("--iters", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=4)
     args = parser.parse_args()
-    settings = {"iters": args.iters, "batch_size": args.batch_size, "num_layers": 4,
-                "learning_rate": 1e-4, "steps_per_report": 10, "steps_per_eval": 100000,
-                "save_every": 100000, "max_seq_length": 256, "seed": 0}  # fmt: skip
+    settings = {
+        "iters": args.iters,
+        "batch_size": args.batch_size,
+        "num_layers": 4,
+        "learning_rate": 1e-4,
+        "steps_per_report": 10,
+        "steps_per_eval": 100000,
+        "save_every": 100000,
+        "max_seq_length": 256,
+        "seed": 0,
+    }
 
     with tempfile.TemporaryDirectory(prefix="mlxd-ftbench-") as tmp:
         work = Path(tmp)
         home = work / "home"
         env = dict(os.environ, MLXD_HOME=str(home), HF_HUB_OFFLINE="1")
-        subprocess.run([PY, "-m", "mlxd", "models", "synth", "bench", "--size", args.size],
-                       env=env, check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [PY, "-m", "mlxd", "models", "synth", "bench", "--size", args.size],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         model = home / "models" / "bench"
         data = work / "data"
         data.mkdir()
         corpus = (REPO / "mlxd/data/corpus.txt").read_text().split("\n\n")
         lines = [p.strip() for p in corpus if len(p.strip()) > 200][:64]
         (data / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in lines))
-        daemon = subprocess.Popen([PY, "-m", "mlxd", "daemon", "start", "--foreground"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        daemon = subprocess.Popen(
+            [PY, "-m", "mlxd", "daemon", "start", "--foreground"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             time.sleep(2)
             results: dict[str, list[dict]] = {"mlxd": [], "mlx_lm": []}
@@ -151,9 +191,11 @@ def main() -> int:
                     else:
                         r = run_direct(env, model, data, settings, work)
                     results[who].append(r)
-                    print(f"round {i + 1} {who:7s} {r['it_per_s']:7.2f} it/s "
-                          f"{r['tok_per_s']:9.1f} tok/s  peak {r['peak_memory_bytes'] / 1e6:7.1f} MB",
-                          flush=True)  # fmt: skip
+                    print(
+                        f"round {i + 1} {who:7s} {r['it_per_s']:7.2f} it/s "
+                        f"{r['tok_per_s']:9.1f} tok/s  peak {r['peak_memory_bytes'] / 1e6:7.1f} MB",
+                        flush=True,
+                    )
         finally:
             daemon.terminate()
             daemon.wait(30)
@@ -162,18 +204,28 @@ def main() -> int:
     ratio_it = med["mlxd"]["it_per_s"] / med["mlx_lm"]["it_per_s"]
     ratio_tok = med["mlxd"]["tok_per_s"] / med["mlx_lm"]["tok_per_s"]
     print()
-    print(f"{'':8s} {'it/s':>8s} {'tok/s':>10s} {'peak MB':>9s}   (medians of {args.rounds} rounds, "
-          f"{args.size} synth model, batch {args.batch_size}, {args.iters} iters)")  # fmt: skip
+    print(
+        f"{'':8s} {'it/s':>8s} {'tok/s':>10s} {'peak MB':>9s}   (medians of {args.rounds} rounds, "
+        f"{args.size} synth model, batch {args.batch_size}, {args.iters} iters)"
+    )
     for w in ("mlxd", "mlx_lm"):
         m = med[w]
         print(
             f"{w:8s} {m['it_per_s']:8.2f} {m['tok_per_s']:10.1f} {m['peak_memory_bytes'] / 1e6:9.1f}"
         )
     verdict = "meets" if min(ratio_it, ratio_tok) >= TARGET_RATIO else "misses"
-    print(f"ratio mlxd/mlx_lm: it/s {ratio_it:.3f}, tok/s {ratio_tok:.3f} "
-          f"({verdict} the {TARGET_RATIO} target)")  # fmt: skip
-    out = {"settings": settings, "size": args.size, "rounds": results, "median": med,
-           "ratio_it_per_s": ratio_it, "ratio_tok_per_s": ratio_tok}  # fmt: skip
+    print(
+        f"ratio mlxd/mlx_lm: it/s {ratio_it:.3f}, tok/s {ratio_tok:.3f} "
+        f"({verdict} the {TARGET_RATIO} target)"
+    )
+    out = {
+        "settings": settings,
+        "size": args.size,
+        "rounds": results,
+        "median": med,
+        "ratio_it_per_s": ratio_it,
+        "ratio_tok_per_s": ratio_tok,
+    }
     (REPO / "benchmarks" / "last-finetune-run.json").write_text(json.dumps(out, indent=2) + "\n")
     return 0
 

@@ -34,8 +34,9 @@ BATCH_TARGET = 0.95
 
 def mlxd(home: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, MLXD_HOME=str(home), HF_HUB_OFFLINE="1")
-    proc = subprocess.run([PY, "-m", "mlxd", *args], capture_output=True, text=True, env=env,
-                          timeout=1800, cwd=REPO)  # fmt: skip
+    proc = subprocess.run(
+        [PY, "-m", "mlxd", *args], capture_output=True, text=True, env=env, timeout=1800, cwd=REPO
+    )
     if proc.returncode != 0:
         raise SystemExit(f"mlxd {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
     return proc
@@ -62,15 +63,33 @@ def direct_batch(path: str, prompts_file: str, batch_size: int, gen_tokens: int)
 
 
 def run_direct(path: Path, prompts: Path, b: int, g: int) -> float:
-    out = subprocess.run([PY, __file__, "--direct-batch", str(path), str(prompts), str(b), str(g)],
-                         capture_output=True, text=True, check=True, cwd=REPO)  # fmt: skip
+    out = subprocess.run(
+        [PY, __file__, "--direct-batch", str(path), str(prompts), str(b), str(g)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])["generation_tps"]
 
 
 def run_mlxd_batch(home: Path, prompts: Path, b: int, g: int) -> float:
     out = prompts.with_name("out.jsonl")
-    mlxd(home, "batch", MODEL, "--prompts", str(prompts), "-o", str(out), "-b", str(b),
-         "--max-tokens", str(g), "--foreground", "--force")  # fmt: skip
+    mlxd(
+        home,
+        "batch",
+        MODEL,
+        "--prompts",
+        str(prompts),
+        "-o",
+        str(out),
+        "-b",
+        str(b),
+        "--max-tokens",
+        str(g),
+        "--foreground",
+        "--force",
+    )
     runs = json.loads(mlxd(home, "results", "--json").stdout)
     return [r for r in runs if r["mode"] == "batch"][-1]["generation_tps_mean"]
 
@@ -126,8 +145,12 @@ def main() -> None:
         mlxd(home, "models", "synth", MODEL, "--size", args.size)
         path = Path(json.loads(mlxd(home, "models", "show", MODEL, "--json").stdout)["path"])
         prompts = Path(tmp) / "prompts.jsonl"
-        prompts.write_text("".join(json.dumps(f"Question {i}: " + "tell me more " * (i % 7 + 2)) + "\n"
-                                   for i in range(args.prompts)))  # fmt: skip
+        prompts.write_text(
+            "".join(
+                json.dumps(f"Question {i}: " + "tell me more " * (i % 7 + 2)) + "\n"
+                for i in range(args.prompts)
+            )
+        )
         batch: list[dict[str, float]] = []
         for r in range(args.rounds):
             order = ["mlxd", "direct"] if r % 2 == 0 else ["direct", "mlxd"]
@@ -149,18 +172,37 @@ def main() -> None:
     cached = statistics.median(f["cached_ttft_s"] for f in chat)
     fresh = statistics.median(f["fresh_ttft_s"] for f in chat)
     rows = [
-        ("batch gen tok/s, mlxd batch", f"{statistics.median(f['mlxd_tps'] for f in batch):.1f}", ""),
-        ("batch gen tok/s, batch_generate", f"{statistics.median(f['direct_tps'] for f in batch):.1f}", ""),
-        ("batch ratio mlxd / direct (median)", f"{ratio:.3f}",
-         f">= {BATCH_TARGET} {'PASS' if ratio >= BATCH_TARGET else 'MISS'}"),
-        ("chat 2nd turn TTFT, KV cache reused", f"{cached * 1000:.1f} ms",
-         f"{chat[0]['cached_prompt_tokens']:.0f} tokens prefilled"),
-        ("chat 2nd turn TTFT, full re-prefill", f"{fresh * 1000:.1f} ms",
-         f"{chat[0]['fresh_prompt_tokens']:.0f} tokens prefilled"),
+        (
+            "batch gen tok/s, mlxd batch",
+            f"{statistics.median(f['mlxd_tps'] for f in batch):.1f}",
+            "",
+        ),
+        (
+            "batch gen tok/s, batch_generate",
+            f"{statistics.median(f['direct_tps'] for f in batch):.1f}",
+            "",
+        ),
+        (
+            "batch ratio mlxd / direct (median)",
+            f"{ratio:.3f}",
+            f">= {BATCH_TARGET} {'PASS' if ratio >= BATCH_TARGET else 'MISS'}",
+        ),
+        (
+            "chat 2nd turn TTFT, KV cache reused",
+            f"{cached * 1000:.1f} ms",
+            f"{chat[0]['cached_prompt_tokens']:.0f} tokens prefilled",
+        ),
+        (
+            "chat 2nd turn TTFT, full re-prefill",
+            f"{fresh * 1000:.1f} ms",
+            f"{chat[0]['fresh_prompt_tokens']:.0f} tokens prefilled",
+        ),
         ("chat re-prefill / cached (median)", f"{fresh / cached:.1f}x", ""),
-    ]  # fmt: skip
-    print(f"generation workloads: {MODEL} ({args.size}, synth), {args.prompts} prompts, "
-          f"-b {args.batch_size} -g {args.gen_tokens}, {args.rounds} rounds interleaved")  # fmt: skip
+    ]
+    print(
+        f"generation workloads: {MODEL} ({args.size}, synth), {args.prompts} prompts, "
+        f"-b {args.batch_size} -g {args.gen_tokens}, {args.rounds} rounds interleaved"
+    )
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:
         print(f"  {name.ljust(width)}  {value:>12}  {note}")

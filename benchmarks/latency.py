@@ -50,10 +50,19 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, MLXD_HOME=str(Path(tmp) / "home"), HF_HUB_OFFLINE="1")
-        subprocess.run([PY, "-m", "mlxd", "models", "synth", "tiny"], env=env, check=True,
-                       stdout=subprocess.DEVNULL)  # fmt: skip
-        subprocess.run([PY, "-m", "mlxd", "quantize", "tiny", "--bits", "4"], env=env,
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        subprocess.run(
+            [PY, "-m", "mlxd", "models", "synth", "tiny"],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        subprocess.run(
+            [PY, "-m", "mlxd", "quantize", "tiny", "--bits", "4"],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         rows = []
         # Interleaved: each round runs every command once, so drift hits all alike.
         names = [" ".join(c) for c in READS + SUBMITS]

@@ -75,8 +75,9 @@ def job_status(db: Path, job_id: int) -> str | None:
 
 
 def run_mlxd(env, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "-m", "mlxd", *args], env=env, capture_output=True, text=True,
-                          check=True)  # fmt: skip
+    return subprocess.run(
+        [PY, "-m", "mlxd", *args], env=env, capture_output=True, text=True, check=True
+    )
 
 
 def round_mlxd(env, home: Path) -> tuple[float, float, dict[str, float]]:
@@ -97,8 +98,11 @@ def round_mlxd(env, home: Path) -> tuple[float, float, dict[str, float]]:
     job_s = (datetime.fromisoformat(fin) - datetime.fromisoformat(sub)).total_seconds()
     # The job's own account of its time (pre-flight, transfer + verification, hashing CPU).
     log = (home / "logs" / f"job-{job_id}.log").read_text()
-    m = re.search(r"pre-flight ([\d.]+) s, transfer and verification ([\d.]+) s "
-                  r"\(hashing ([\d.]+) s", log)  # fmt: skip
+    m = re.search(
+        r"pre-flight ([\d.]+) s, transfer and verification ([\d.]+) s "
+        r"\(hashing ([\d.]+) s",
+        log,
+    )
     parts = (
         dict(zip(("preflight_s", "transfer_s", "hash_cpu_s"), map(float, m.groups()), strict=True))
         if m
@@ -120,8 +124,13 @@ print(json.dumps({"call_s": time.perf_counter() - t}))
 def round_direct(env, cache: Path) -> tuple[float, float]:
     shutil.rmtree(cache, ignore_errors=True)
     t0 = time.perf_counter()
-    proc = subprocess.run([PY, "-c", DIRECT, REPO], env=dict(env, HF_HOME=str(cache)),
-                          capture_output=True, text=True, check=True)  # fmt: skip
+    proc = subprocess.run(
+        [PY, "-c", DIRECT, REPO],
+        env=dict(env, HF_HOME=str(cache)),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     wall = time.perf_counter() - t0
     call = json.loads(proc.stdout.strip().splitlines()[-1])["call_s"]
     shutil.rmtree(cache, ignore_errors=True)
@@ -145,13 +154,24 @@ def main(argv=None) -> int:
         hub.add_repo(REPO, files)
         home = tmp / "home"
         home.mkdir()
-        env = dict(os.environ, MLXD_HOME=str(home), HF_HOME=str(tmp / "hf-mlxd"),
-                   HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0", HF_HUB_DISABLE_TELEMETRY="1",
-                   HF_HUB_DISABLE_PROGRESS_BARS="1")  # fmt: skip
+        env = dict(
+            os.environ,
+            MLXD_HOME=str(home),
+            HF_HOME=str(tmp / "hf-mlxd"),
+            HF_ENDPOINT=hub.url,
+            HF_HUB_OFFLINE="0",
+            HF_HUB_DISABLE_TELEMETRY="1",
+            HF_HUB_DISABLE_PROGRESS_BARS="1",
+        )
         env.pop("HF_TOKEN", None)
         log = open(tmp / "daemon.log", "w")
-        daemon = subprocess.Popen([PY, "-m", "mlxd", "daemon", "start", "--foreground"],
-                                  env=env, stdout=log, stderr=log, start_new_session=True)  # fmt: skip
+        daemon = subprocess.Popen(
+            [PY, "-m", "mlxd", "daemon", "start", "--foreground"],
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
         pidfile = home / "daemon.pid"
         deadline = time.monotonic() + 60
         while not (pidfile.exists() and pidfile.read_text().strip() == str(daemon.pid)):
@@ -175,12 +195,21 @@ def main(argv=None) -> int:
             r["ratio"] = r["direct_call_s"] / r["mlxd_job_s"]
             r["ratio_cli_vs_process"] = r["direct_wall_s"] / r["mlxd_s"]
             rounds.append(r)
-            print(f"round {i + 1}: mlxd job {r['mlxd_job_s']:.2f} s (command {r['mlxd_s']:.2f} s), "
-                  f"direct call {r['direct_call_s']:.2f} s (process {r['direct_wall_s']:.2f} s), "
-                  f"ratio {r['ratio']:.2f}", flush=True)  # fmt: skip
+            print(
+                f"round {i + 1}: mlxd job {r['mlxd_job_s']:.2f} s (command {r['mlxd_s']:.2f} s), "
+                f"direct call {r['direct_call_s']:.2f} s (process {r['direct_wall_s']:.2f} s), "
+                f"ratio {r['ratio']:.2f}",
+                flush=True,
+            )
 
-        keys = ("mlxd_s", "mlxd_job_s", "direct_call_s", "direct_wall_s", "ratio",
-                "ratio_cli_vs_process")  # fmt: skip
+        keys = (
+            "mlxd_s",
+            "mlxd_job_s",
+            "direct_call_s",
+            "direct_wall_s",
+            "ratio",
+            "ratio_cli_vs_process",
+        )
         med = {k: statistics.median(r[k] for r in rounds) for k in keys}
         mb = total / 1e6
         print()
@@ -195,16 +224,31 @@ def main(argv=None) -> int:
         for label, secs in rows:
             print(f"{label:44}{secs:>9.2f}s{mb / secs:>10.1f}")
         if all("transfer_s" in r for r in rounds):
-            inner = {k: statistics.median(r[k] for r in rounds)
-                     for k in ("preflight_s", "transfer_s", "hash_cpu_s")}  # fmt: skip
-            print(f"inside the job (medians): pre-flight {inner['preflight_s']:.2f} s, transfer "
-                  f"and verification {inner['transfer_s']:.2f} s, hashing {inner['hash_cpu_s']:.2f} s "
-                  "of CPU")  # fmt: skip
+            inner = {
+                k: statistics.median(r[k] for r in rounds)
+                for k in ("preflight_s", "transfer_s", "hash_cpu_s")
+            }
+            print(
+                f"inside the job (medians): pre-flight {inner['preflight_s']:.2f} s, transfer "
+                f"and verification {inner['transfer_s']:.2f} s, hashing {inner['hash_cpu_s']:.2f} s "
+                "of CPU"
+            )
         verdict = "PASS" if med["ratio"] >= TARGET else "MISS"
         print(f"throughput ratio, job / call: {med['ratio']:.2f}  target >= {TARGET}  {verdict}")
         print(f"throughput ratio, command / process: {med['ratio_cli_vs_process']:.2f}")
-        args.out.write_text(json.dumps({"bytes": total, "files": len(files), "rounds": rounds,
-                                        "median": med, "target": TARGET}, indent=2) + "\n")  # fmt: skip
+        args.out.write_text(
+            json.dumps(
+                {
+                    "bytes": total,
+                    "files": len(files),
+                    "rounds": rounds,
+                    "median": med,
+                    "target": TARGET,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         return 0
     finally:
         if daemon is not None and daemon.poll() is None:

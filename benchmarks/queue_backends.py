@@ -80,8 +80,12 @@ def run_case(backend: str, daemons: int, jobs: int, pg_base: str) -> dict:
     procs = []
     try:
         for i in range(daemons):
-            proc = subprocess.Popen([sys.executable, "-c", CONSUMER], stdout=subprocess.PIPE,
-                                    env=dict(env, BENCH_HOST=f"h{i}"), text=True)  # fmt: skip
+            proc = subprocess.Popen(
+                [sys.executable, "-c", CONSUMER],
+                stdout=subprocess.PIPE,
+                env=dict(env, BENCH_HOST=f"h{i}"),
+                text=True,
+            )
             assert proc.stdout.readline().strip() == "ready"
             procs.append(proc)
         # Latency: one job at a time into an idle queue, submit -> claimed.
@@ -134,9 +138,12 @@ def main() -> None:
         for daemons in (1, 3):
             rows.append(run_case(backend, daemons, args.jobs, args.pg))
             r = rows[-1]
-            print(f"{r['backend']:<11} {r['daemons']} daemon(s): {r['jobs_per_s']:7.1f} jobs/s, "
-                  f"submit-to-start median {r['latency_median_ms']:6.1f} ms, "
-                  f"hosts used {r['hosts_used']}, each job once: {r['ran_once']}", flush=True)  # fmt: skip
+            print(
+                f"{r['backend']:<11} {r['daemons']} daemon(s): {r['jobs_per_s']:7.1f} jobs/s, "
+                f"submit-to-start median {r['latency_median_ms']:6.1f} ms, "
+                f"hosts used {r['hosts_used']}, each job once: {r['ran_once']}",
+                flush=True,
+            )
     base = rows[0]["jobs_per_s"]
     print("\nthroughput relative to SQLite with one daemon:")
     for r in rows:

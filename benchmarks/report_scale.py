@@ -30,8 +30,12 @@ def time_report(home: Path, fmt: str, repeat: int) -> list[float]:
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "mlxd", "report", "--format", fmt, "-o", str(out)],
-                       env=env, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "mlxd", "report", "--format", fmt, "-o", str(out)],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         times.append(time.perf_counter() - start)
     return times
 

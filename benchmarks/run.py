@@ -85,8 +85,14 @@ def direct_loop(path: str, prompt_tokens: int, gen_tokens: int, trials: int) -> 
 
 def mlxd(home: Path, *args: str, check: bool = True, timeout: float = 600):
     env = dict(os.environ, MLXD_HOME=str(home), HF_HUB_OFFLINE="1")
-    proc = subprocess.run([PY, "-m", "mlxd", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=REPO)  # fmt: skip
+    proc = subprocess.run(
+        [PY, "-m", "mlxd", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=REPO,
+    )
     if check and proc.returncode != 0:
         raise SystemExit(f"mlxd {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
     return proc
@@ -129,8 +135,11 @@ def bench_runs(home: Path, job_id: int) -> list[dict[str, Any]]:
 def child_work_s(home: Path, job_id: int) -> float | None:
     """The child's own work (after its imports), from the timing line the daemon logs."""
     text = (home / "logs" / f"job-{job_id}.log").read_text()
-    found = re.findall(r"=== child \d+ \((\w+)\): imports ([\d.]+) s, idle ([\d.]+) s, "
-                       r"work ([\d.]+) s", text)  # fmt: skip
+    found = re.findall(
+        r"=== child \d+ \((\w+)\): imports ([\d.]+) s, idle ([\d.]+) s, "
+        r"work ([\d.]+) s",
+        text,
+    )
     return float(found[-1][3]) if found else None
 
 
@@ -149,9 +158,14 @@ class Daemon:
         if not spare:
             env["MLXD_SPARE_CHILD"] = "0"
         self.log = open(home.parent / "daemon-stdio.log", "a")
-        self.proc = subprocess.Popen([PY, "-m", "mlxd", "daemon", "start", "--foreground"],
-                                     env=env, stdout=self.log, stderr=self.log,
-                                     stdin=subprocess.DEVNULL, cwd=REPO)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [PY, "-m", "mlxd", "daemon", "start", "--foreground"],
+            env=env,
+            stdout=self.log,
+            stderr=self.log,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+        )
         pidfile = home / "daemon.pid"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -179,8 +193,9 @@ class Daemon:
 def run_mlxd_bench(home: Path, p: int, g: int, n: int) -> dict[str, Any]:
     """A: one bench job through the daemon; tok/s from the catalog, overhead from the clock."""
     t0 = time.time()
-    out = mlxd(home, "bench", MODEL, "-p", str(p), "-g", str(g), "-n", str(n), "--warmup", "1",
-               "--wait")  # fmt: skip
+    out = mlxd(
+        home, "bench", MODEL, "-p", str(p), "-g", str(g), "-n", str(n), "--warmup", "1", "--wait"
+    )
     t1 = time.time()
     job_id = job_id_of(out.stdout)
     job = job_row(home, job_id)
@@ -203,11 +218,23 @@ def run_mlxd_bench(home: Path, p: int, g: int, n: int) -> dict[str, Any]:
 
 def run_mlx_lm_benchmark(path: Path, p: int, g: int, n: int) -> dict[str, Any]:
     """B: mlx-lm's own benchmark script, in its own process."""
-    cmd = [PY, "-m", "mlx_lm.benchmark", "--model", str(path), "-p", str(p), "-g", str(g),
-           "-n", str(n)]  # fmt: skip
+    cmd = [
+        PY,
+        "-m",
+        "mlx_lm.benchmark",
+        "--model",
+        str(path),
+        "-p",
+        str(p),
+        "-g",
+        str(g),
+        "-n",
+        str(n),
+    ]
     t0 = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, HF_HUB_OFFLINE="1"))  # fmt: skip
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, HF_HUB_OFFLINE="1")
+    )
     wall = time.time() - t0
     m = re.search(r"Averages: prompt_tps=([\d.]+), generation_tps=([\d.]+)", proc.stdout)
     if proc.returncode != 0 or not m:
@@ -219,8 +246,9 @@ def run_direct_loop(path: Path, p: int, g: int, n: int) -> dict[str, Any]:
     """C: a plain stream_generate loop, in its own process."""
     cmd = [PY, __file__, "--direct-loop", str(path), str(p), str(g), str(n)]
     t0 = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, HF_HUB_OFFLINE="1"))  # fmt: skip
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, HF_HUB_OFFLINE="1")
+    )
     if proc.returncode != 0:
         raise SystemExit(f"direct loop failed: {proc.stderr[-2000:]}")
     return {**json.loads(proc.stdout.strip().splitlines()[-1]), "wall_s": time.time() - t0}
@@ -238,9 +266,13 @@ def submit_to_start(home: Path, jobs: int, idle_s: float) -> list[dict[str, Any]
     for _ in range(jobs):
         time.sleep(idle_s)
         last_id = max_job_id(home)
-        cli = subprocess.Popen([PY, "-m", "mlxd", "bench", MODEL, "-p", "8", "-g", "2", "-n",
-                                "1", "--warmup", "0"], env=env, cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        cli = subprocess.Popen(
+            [PY, "-m", "mlxd", "bench", MODEL, "-p", "8", "-g", "2", "-n", "1", "--warmup", "0"],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         returned = progressed = None
         job: dict[str, Any] = {}
         deadline = time.time() + 120
@@ -313,8 +345,14 @@ def results_latency(n_runs: int, repeats: int) -> dict[str, Any]:
                 sink.seek(0)
                 sink.truncate()
                 t0 = time.perf_counter()
-                subprocess.run([PY, "-m", "mlxd", "results", "--json"], env=env, stdout=sink,
-                               check=True, timeout=600, cwd=REPO)  # fmt: skip
+                subprocess.run(
+                    [PY, "-m", "mlxd", "results", "--json"],
+                    env=env,
+                    stdout=sink,
+                    check=True,
+                    timeout=600,
+                    cwd=REPO,
+                )
                 times.append(time.perf_counter() - t0)
             size = sink.tell()
     return {
@@ -360,26 +398,60 @@ def report(figures: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         shown = "n/a" if value is None else format(value, fmt)
         rows.append((name, shown, target, verdict(value, ok, noise) if ok else ""))
 
-    add("generation tok/s, mlxd / mlx-lm", figures["ratio_generation"], ".3f",
-        f"{lo}-{hi}", in_range, figures["ratio_generation_round_cv"])  # fmt: skip
-    add("prompt tok/s, mlxd / mlx-lm", figures["ratio_prompt"], ".3f", f"{lo}-{hi}", in_range,
-        figures["ratio_prompt_round_cv"])  # fmt: skip
-    add("generation tok/s, direct loop / mlx-lm", figures["ratio_generation_direct"], ".3f",
-        "(info)")  # fmt: skip
+    add(
+        "generation tok/s, mlxd / mlx-lm",
+        figures["ratio_generation"],
+        ".3f",
+        f"{lo}-{hi}",
+        in_range,
+        figures["ratio_generation_round_cv"],
+    )
+    add(
+        "prompt tok/s, mlxd / mlx-lm",
+        figures["ratio_prompt"],
+        ".3f",
+        f"{lo}-{hi}",
+        in_range,
+        figures["ratio_prompt_round_cv"],
+    )
+    add(
+        "generation tok/s, direct loop / mlx-lm",
+        figures["ratio_generation_direct"],
+        ".3f",
+        "(info)",
+    )
     add("prompt tok/s, direct loop / mlx-lm", figures["ratio_prompt_direct"], ".3f", "(info)")
-    add("daemon overhead per job, s (submitted_at to finished_at - work)",
-        figures["daemon_overhead_s"], ".3f", f"< {OVERHEAD_TARGET_S}",
-        lambda v: v < OVERHEAD_TARGET_S)  # fmt: skip
-    add("  user-visible: 'mlxd bench --wait' wall - work, s", figures["overhead_s"], ".3f",
-        "(info)")  # fmt: skip
-    add("submitted to first progress, idle daemon, s", figures["start_first_progress_s"],
-        ".3f", f"< {START_TARGET_S}", lambda v: v < START_TARGET_S)  # fmt: skip
-    add("  submitted to started_at (claimed), s", figures["start_started_at_s"], ".3f",
-        "(info)")  # fmt: skip
-    add("  'mlxd bench' returned to first progress, s",
-        figures["start_returned_to_first_progress_s"], ".3f", "(info)")  # fmt: skip
-    add(f"mlxd results --json, {figures['results_rows']:,} runs, s", figures["results_s"], ".3f",
-        f"< {RESULTS_TARGET_S}", lambda v: v < RESULTS_TARGET_S)  # fmt: skip
+    add(
+        "daemon overhead per job, s (submitted_at to finished_at - work)",
+        figures["daemon_overhead_s"],
+        ".3f",
+        f"< {OVERHEAD_TARGET_S}",
+        lambda v: v < OVERHEAD_TARGET_S,
+    )
+    add(
+        "  user-visible: 'mlxd bench --wait' wall - work, s", figures["overhead_s"], ".3f", "(info)"
+    )
+    add(
+        "submitted to first progress, idle daemon, s",
+        figures["start_first_progress_s"],
+        ".3f",
+        f"< {START_TARGET_S}",
+        lambda v: v < START_TARGET_S,
+    )
+    add("  submitted to started_at (claimed), s", figures["start_started_at_s"], ".3f", "(info)")
+    add(
+        "  'mlxd bench' returned to first progress, s",
+        figures["start_returned_to_first_progress_s"],
+        ".3f",
+        "(info)",
+    )
+    add(
+        f"mlxd results --json, {figures['results_rows']:,} runs, s",
+        figures["results_s"],
+        ".3f",
+        f"< {RESULTS_TARGET_S}",
+        lambda v: v < RESULTS_TARGET_S,
+    )
     return rows
 
 
@@ -428,16 +500,20 @@ def main() -> None:
                 for name in order[r % 3 :] + order[: r % 3]:  # rotate: no tool always first
                     res = tools[name]()
                     rounds[name].append(res)
-                    print(f"round {r + 1} {name:6} prompt {res['prompt_tps']:8.1f} tok/s  "
-                          f"gen {res['generation_tps']:8.1f} tok/s  wall {res['wall_s']:.2f} s",
-                          file=sys.stderr)  # fmt: skip
+                    print(
+                        f"round {r + 1} {name:6} prompt {res['prompt_tps']:8.1f} tok/s  "
+                        f"gen {res['generation_tps']:8.1f} tok/s  wall {res['wall_s']:.2f} s",
+                        file=sys.stderr,
+                    )
         finally:
             daemon.stop()
     print(f"mlxd results --json on {args.results_rows:,} runs", file=sys.stderr)
     results = results_latency(args.results_rows, repeats=3)
 
-    med = {k: {m: median(r[m] for r in v) for m in ("prompt_tps", "generation_tps")}
-           for k, v in rounds.items()}  # fmt: skip
+    med = {
+        k: {m: median(r[m] for r in v) for m in ("prompt_tps", "generation_tps")}
+        for k, v in rounds.items()
+    }
     # The first latency job after the daemon starts (its spare may still be importing): apart.
     warm_latency = latency[1:]
     figures = {
@@ -467,16 +543,20 @@ def main() -> None:
     }
     rows = report(figures)
     print()
-    print(f"mlxd vs mlx-lm: {MODEL} ({args.size}, float32, synth), -p {p} -g {g} -n {n}, "
-          f"{args.rounds} interleaved rounds, medians; spare child "
-          f"{'off' if args.no_spare else 'on'}")  # fmt: skip
+    print(
+        f"mlxd vs mlx-lm: {MODEL} ({args.size}, float32, synth), -p {p} -g {g} -n {n}, "
+        f"{args.rounds} interleaved rounds, medians; spare child "
+        f"{'off' if args.no_spare else 'on'}"
+    )
     print_table(rows)
     cvs = {k: round(cv(r["generation_tps"] for r in v) or 0, 3) for k, v in rounds.items()}
     print(f"generation tok/s across rounds, coefficient of variation: {cvs}")
     if "skipped" in results:
         print(f"note: results latency not measured: {results['skipped']}")
-    print(f"first job after daemon start: submit to first progress "
-          f"{latency[0]['submitted_to_first_progress_s']:.3f} s")  # fmt: skip
+    print(
+        f"first job after daemon start: submit to first progress "
+        f"{latency[0]['submitted_to_first_progress_s']:.3f} s"
+    )
     print(f"harness ran {time.time() - started:.0f} s")
 
     record = {
@@ -488,11 +568,11 @@ def main() -> None:
             "trials": n,
             "rounds": args.rounds,
             "spare_child": not args.no_spare,
-        },  # fmt: skip
+        },
         "figures": figures,
         "table": [
             dict(zip(("metric", "value", "target", "verdict"), r, strict=True)) for r in rows
-        ],  # fmt: skip
+        ],
         "medians": med,
         "rounds": rounds,
         "latency": latency,

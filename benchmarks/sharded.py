@@ -36,8 +36,10 @@ def main() -> None:
             tps[ranks].append(r.generation_tps)
             peak[ranks].append(max(x.peak_memory_bytes for x in r.per_rank))
     for ranks in (1, 2):
-        print(f"{ranks} rank(s): generation {statistics.median(tps[ranks]):8.1f} tok/s, "
-              f"peak memory per rank {statistics.median(peak[ranks]) / 1e6:7.1f} MB")  # fmt: skip
+        print(
+            f"{ranks} rank(s): generation {statistics.median(tps[ranks]):8.1f} tok/s, "
+            f"peak memory per rank {statistics.median(peak[ranks]) / 1e6:7.1f} MB"
+        )
     ratio = statistics.median(tps[2]) / statistics.median(tps[1])
     mem = statistics.median(peak[2]) / statistics.median(peak[1])
     print(f"2 ranks / 1 rank: tok/s x{ratio:.2f}, peak memory per rank x{mem:.2f}")

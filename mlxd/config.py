@@ -98,8 +98,9 @@ def check_home(p: Paths) -> Paths:
         probe.unlink(missing_ok=True)
     except OSError as e:
         why = e.strerror or type(e).__name__
-        raise HomeError(f"MLXD_HOME {home} is not usable ({why}); point {ENV_HOME} at a "
-                        "folder you can write in") from None  # fmt: skip
+        raise HomeError(
+            f"MLXD_HOME {home} is not usable ({why}); point {ENV_HOME} at a folder you can write in"
+        ) from None
     return p
 
 

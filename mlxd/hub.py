@@ -240,8 +240,9 @@ def preflight(
     hs = settings()
     if hs.offline:
         plan = _offline_plan(repo_id, revision, include, exclude, hs)
-        _check_model(repo_id, [f.path for f in plan.files], plan.config, trust_remote_code,
-                     model_check)  # fmt: skip
+        _check_model(
+            repo_id, [f.path for f in plan.files], plan.config, trust_remote_code, model_check
+        )
         return plan
     api = HfApi()
     with _hub_errors(repo_id, revision, hs.endpoint):
@@ -261,8 +262,10 @@ def preflight(
         filter_repo_objects(list(remote), allow_patterns=include, ignore_patterns=exclude)
     )
     if not chosen:
-        globs = " ".join([f"--include '{g}'" for g in include or []]
-                         + [f"--exclude '{g}'" for g in exclude or []])  # fmt: skip
+        globs = " ".join(
+            [f"--include '{g}'" for g in include or []]
+            + [f"--exclude '{g}'" for g in exclude or []]
+        )
         raise HubError(f"no file of {repo_id} matches {globs or 'anything'}")
     if "config.json" not in remote:
         raise HubError(f"{repo_id} has no config.json: not a model mlxd can use")
@@ -329,8 +332,11 @@ def _offline_plan(repo_id, revision, include, exclude, hs: HubSettings) -> Plan:
             files.append(RemoteFile(rel, p.stat().st_size, "", blob))
         else:
             files.append(RemoteFile(rel, p.stat().st_size, blob, None))
-    names = set(filter_repo_objects([f.path for f in files], allow_patterns=include,
-                                    ignore_patterns=exclude)) | {"config.json"}  # fmt: skip
+    names = set(
+        filter_repo_objects(
+            [f.path for f in files], allow_patterns=include, ignore_patterns=exclude
+        )
+    ) | {"config.json"}
     files = [f for f in files if f.path in names]
     if not any(f.path == "config.json" for f in files):
         raise HubError(f"the cached snapshot of {repo_id} has no config.json")
@@ -607,8 +613,14 @@ def pull(
                 fetched = state["fetched"] + in_flight
                 current = max(state["current"], key=_size_of(plan), default=None)
             elapsed = time.monotonic() - started
-            progress(Progress(min(done, plan.total_bytes), plan.total_bytes,
-                              fetched / elapsed if elapsed > 0 else 0.0, current))  # fmt: skip
+            progress(
+                Progress(
+                    min(done, plan.total_bytes),
+                    plan.total_bytes,
+                    fetched / elapsed if elapsed > 0 else 0.0,
+                    current,
+                )
+            )
 
     reporter = threading.Thread(target=report, daemon=True)
     reporter.start()
@@ -622,8 +634,14 @@ def pull(
         stop.set()
         reporter.join()
     elapsed = time.monotonic() - started
-    progress(Progress(plan.total_bytes, plan.total_bytes,
-                      state["fetched"] / elapsed if elapsed > 0 else 0.0, None))  # fmt: skip
+    progress(
+        Progress(
+            plan.total_bytes,
+            plan.total_bytes,
+            state["fetched"] / elapsed if elapsed > 0 else 0.0,
+            None,
+        )
+    )
     return PullResult(
         repo_id=plan.repo_id,
         revision=plan.revision,

@@ -109,7 +109,7 @@ def disk_usage(cache_dir: Path) -> tuple[list[RevisionUsage], int]:
                     rev.size_on_disk,
                     unique,
                     shared,
-                )  # fmt: skip
+                )
             )
     return rows, info.size_on_disk
 

@@ -159,7 +159,7 @@ class Daemon:
                 "--foreground",
                 "--workers",
                 str(workers),
-            ],  # fmt: skip
+            ],
             env=mlxd_env(self.home),
             stdout=log,
             stderr=log,

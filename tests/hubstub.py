@@ -490,9 +490,13 @@ class _Handler(BaseHTTPRequestHandler):
             sample = base64.b64decode(f.get("sample", ""))
             lfs = f["path"].endswith(LFS_SUFFIXES) or f.get("size", len(sample)) >= LFS_MIN_BYTES
             files.append(
-                {"path": f["path"], "uploadMode": "lfs" if lfs else "regular",
-                 "shouldIgnore": False, "oid": None}
-            )  # fmt: skip
+                {
+                    "path": f["path"],
+                    "uploadMode": "lfs" if lfs else "regular",
+                    "shouldIgnore": False,
+                    "oid": None,
+                }
+            )
         self._json(200, {"files": files, "commitOid": None})
 
     def _lfs_batch(self, repo: str, query) -> None:
@@ -507,8 +511,11 @@ class _Handler(BaseHTTPRequestHandler):
                     "upload": {"href": f"{self.hub.url}/lfs-upload/{o['oid']}", "header": {}}
                 }
             objects.append(entry)
-        self._json(200, {"transfer": "basic", "objects": objects},
-                   {"Content-Type": "application/vnd.git-lfs+json"})  # fmt: skip
+        self._json(
+            200,
+            {"transfer": "basic", "objects": objects},
+            {"Content-Type": "application/vnd.git-lfs+json"},
+        )
 
     def _lfs_put(self, oid: str, query) -> None:
         data = self._body()
@@ -540,11 +547,18 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 files[value["path"]] = data
             elif key in ("deletedFile", "deletedFolder"):
-                files = {p: d for p, d in files.items()
-                         if p != value["path"] and not p.startswith(value["path"].rstrip("/") + "/")}  # fmt: skip
+                files = {
+                    p: d
+                    for p, d in files.items()
+                    if p != value["path"] and not p.startswith(value["path"].rstrip("/") + "/")
+                }
         sha = r.add_commit(files, branch=branch, message=summary)
         self._json(
             200,
-            {"commitUrl": f"{self.hub.url}/{r.repo_id}/commit/{sha}", "commitOid": sha,
-             "pullRequestUrl": None, "success": True},
-        )  # fmt: skip
+            {
+                "commitUrl": f"{self.hub.url}/{r.repo_id}/commit/{sha}",
+                "commitOid": sha,
+                "pullRequestUrl": None,
+                "success": True,
+            },
+        )

@@ -27,8 +27,14 @@ class Recorder:
 
 
 def mac_plan(tmp_path, **kw):
-    return autostart.plan(paths(tmp_path / "home"), system="Darwin", home_dir=tmp_path / "user",
-                          uid=501, python="/opt/venv/bin/python", **kw)  # fmt: skip
+    return autostart.plan(
+        paths(tmp_path / "home"),
+        system="Darwin",
+        home_dir=tmp_path / "user",
+        uid=501,
+        python="/opt/venv/bin/python",
+        **kw,
+    )
 
 
 def test_launch_agent_runs_the_foreground_daemon_in_the_user_session(tmp_path):
@@ -36,8 +42,16 @@ def test_launch_agent_runs_the_foreground_daemon_in_the_user_session(tmp_path):
     assert service.path == tmp_path / "user/Library/LaunchAgents/dev.mlxd.daemon.plist"
     plist = plistlib.loads(service.content.encode())
     assert plist["Label"] == "dev.mlxd.daemon"
-    assert plist["ProgramArguments"] == ["/opt/venv/bin/python", "-m", "mlxd", "daemon", "start",
-                                         "--foreground", "--workers", "2"]  # fmt: skip
+    assert plist["ProgramArguments"] == [
+        "/opt/venv/bin/python",
+        "-m",
+        "mlxd",
+        "daemon",
+        "start",
+        "--foreground",
+        "--workers",
+        "2",
+    ]
     assert plist["EnvironmentVariables"]["MLXD_HOME"] == str(tmp_path / "home")
     assert plist["ProcessType"] == "Interactive"  # not throttled by launchd
     assert plist["RunAtLoad"] is True and plist["KeepAlive"] == {"SuccessfulExit": False}
@@ -69,8 +83,9 @@ def test_a_launchctl_failure_is_one_line(tmp_path):
 
 
 def test_systemd_user_unit(tmp_path):
-    service = autostart.plan(paths(tmp_path / "home"), system="Linux", home_dir=tmp_path / "u",
-                             python="/usr/bin/python3")  # fmt: skip
+    service = autostart.plan(
+        paths(tmp_path / "home"), system="Linux", home_dir=tmp_path / "u", python="/usr/bin/python3"
+    )
     assert service.path == tmp_path / "u/.config/systemd/user/mlxd.service"
     assert "ExecStart=/usr/bin/python3 -m mlxd daemon start --foreground --workers 1" in (
         service.content

@@ -30,11 +30,20 @@ def test_summary_against_hand_worked_numbers():
 
 
 def _trial(point, i, prompt_tps, gen_tps, ttft):
-    return {"point": point, "trial_index": i, "prompt_tps": prompt_tps,
-            "generation_tps": gen_tps, "ttft_s": ttft, "total_s": 1.0,
-            "peak_memory_bytes": 1000 + i, "active_memory_bytes": 10, "cache_memory_bytes": 5,
-            "peak_rss_bytes": 2000 + i, "prompt_tokens": point["prompt_tokens"],
-            "generated_tokens": point["gen_tokens"]}  # fmt: skip
+    return {
+        "point": point,
+        "trial_index": i,
+        "prompt_tps": prompt_tps,
+        "generation_tps": gen_tps,
+        "ttft_s": ttft,
+        "total_s": 1.0,
+        "peak_memory_bytes": 1000 + i,
+        "active_memory_bytes": 10,
+        "cache_memory_bytes": 5,
+        "peak_rss_bytes": 2000 + i,
+        "prompt_tokens": point["prompt_tokens"],
+        "generated_tokens": point["gen_tokens"],
+    }
 
 
 def test_runs_are_grouped_per_point_and_flagged_noisy(tmp_path):
@@ -43,8 +52,14 @@ def test_runs_are_grouped_per_point_and_flagged_noisy(tmp_path):
 
     model = store.add_model(Model(name="m", path="/m", format="mlx", source="local"))
     job = store.submit_job("bench", {"model": "m"})
-    steady = {"prompt_tokens": 16, "gen_tokens": 8, "batch_size": 1, "depth": 0,
-              "kv_bits": None, "prefill_step_size": 2048}  # fmt: skip
+    steady = {
+        "prompt_tokens": 16,
+        "gen_tokens": 8,
+        "batch_size": 1,
+        "depth": 0,
+        "kv_bits": None,
+        "prefill_step_size": 2048,
+    }
     shaky = dict(steady, prompt_tokens=32)
     result = {
         "trials": [
@@ -70,7 +85,7 @@ def test_runs_are_grouped_per_point_and_flagged_noisy(tmp_path):
             "mlx_version": "0.32",
             "mlx_lm_version": "0.32",
             "mlxd_version": "0.1",
-        },  # fmt: skip
+        },
     }
     spec = bench.Spec(model="m", model_id=model.id, prompt_tokens=[16, 32], gen_tokens=[8])
     with store.write() as s:
@@ -115,8 +130,9 @@ def test_real_bench_job_stores_trials_per_point(tmp_path, tiny_model_dir):
     model = store.add_model(
         Model(name="tiny", path=str(tiny_model_dir), format="hf", source="local")
     )
-    spec = bench.Spec(model="tiny", model_id=model.id, prompt_tokens=[16, 32], gen_tokens=[8],
-                      trials=2, warmup=1)  # fmt: skip
+    spec = bench.Spec(
+        model="tiny", model_id=model.id, prompt_tokens=[16, 32], gen_tokens=[8], trials=2, warmup=1
+    )
     job = store.submit_job("bench", spec.to_params())
     outcome = Runner(store, p).handle(job.id)
     assert outcome.status == "succeeded", outcome
@@ -130,8 +146,16 @@ def test_real_bench_job_stores_trials_per_point(tmp_path, tiny_model_dir):
         assert r.peak_memory_bytes > 0 and r.model_memory_bytes > 0
         assert r.system_available_before_bytes > 0
 
-    deep = bench.Spec(model="tiny", model_id=model.id, prompt_tokens=[16], gen_tokens=[4],
-                      depth=[0, 64], kv_bits=[None, 8], trials=1, warmup=0)  # fmt: skip
+    deep = bench.Spec(
+        model="tiny",
+        model_id=model.id,
+        prompt_tokens=[16],
+        gen_tokens=[4],
+        depth=[0, 64],
+        kv_bits=[None, 8],
+        trials=1,
+        warmup=0,
+    )
     job2 = store.submit_job("bench", deep.to_params())
     assert Runner(store, p).handle(job2.id).status == "succeeded"
     points = {(r.depth, r.kv_bits) for r in store.bench_runs() if r.job_id == job2.id}

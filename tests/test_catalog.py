@@ -68,9 +68,19 @@ def test_deleting_a_parent_keeps_children_and_drops_its_benchmarks(tmp_path):
     s = Store(paths(tmp_path / "h"))
     parent = s.add_model(Model(name="p", path="/p", format="hf", source="local"))
     s.add_model(Model(name="c", path="/c", format="mlx", source="quantize", parent_id=parent.id))
-    system = s.system_for({"host": "h", "os_name": "Linux", "os_version": "6", "cpu": "x",
-                           "backend": "cpu", "python_version": "3.11", "mlx_version": "1",
-                           "mlx_lm_version": "1", "mlxd_version": "0"})  # fmt: skip
+    system = s.system_for(
+        {
+            "host": "h",
+            "os_name": "Linux",
+            "os_version": "6",
+            "cpu": "x",
+            "backend": "cpu",
+            "python_version": "3.11",
+            "mlx_version": "1",
+            "mlx_lm_version": "1",
+            "mlxd_version": "0",
+        }
+    )
     run = s.add_bench_run(
         BenchRun(
             model_id=parent.id,
@@ -79,7 +89,7 @@ def test_deleting_a_parent_keeps_children_and_drops_its_benchmarks(tmp_path):
             gen_tokens=1,
             trials=1,
             warmup=0,
-        ),  # fmt: skip
+        ),
         [
             BenchTrial(
                 run_id=0,
@@ -92,15 +102,28 @@ def test_deleting_a_parent_keeps_children_and_drops_its_benchmarks(tmp_path):
                 total_s=1,
                 peak_memory_bytes=1,
             )
-        ],  # fmt: skip
+        ],
     )
     assert s.trials(run.id)
     s.delete_model(parent.id)
     assert s.resolve_model("c").parent_id is None
     assert s.bench_runs() == [] and s.trials(run.id) == []
-    assert s.system_for({"host": "h", "os_name": "Linux", "os_version": "6", "cpu": "x",
-                         "backend": "cpu", "python_version": "3.11", "mlx_version": "1",
-                         "mlx_lm_version": "1", "mlxd_version": "0"}).id == system.id  # fmt: skip
+    assert (
+        s.system_for(
+            {
+                "host": "h",
+                "os_name": "Linux",
+                "os_version": "6",
+                "cpu": "x",
+                "backend": "cpu",
+                "python_version": "3.11",
+                "mlx_version": "1",
+                "mlx_lm_version": "1",
+                "mlxd_version": "0",
+            }
+        ).id
+        == system.id
+    )
     assert [m.name for m in s.list_models()] == ["c"]  # the child stays, parentless
 
 
@@ -113,27 +136,35 @@ def test_an_old_catalog_with_data_upgrades_to_head(tmp_path):
     engine = create_engine(f"sqlite:///{db}")
     schema.upgrade(engine, "0001")
     with engine.begin() as conn:
-        conn.execute(text(
-            "insert into model (name, path, format, source, synthetic, managed, details, created_at)"
-            " values ('old', '/old', 'hf', 'local', 0, 1, '{}', '2026-01-01 00:00:00')"
-        ))  # fmt: skip
-        conn.execute(text(
-            "insert into system (fingerprint, host, os_name, os_version, cpu, backend,"
-            " python_version, mlx_version, mlx_lm_version, mlxd_version, created_at) values"
-            " ('f', 'h', 'Darwin', '15', 'Apple M3', 'metal', '3.12', '0.30', '0.30', '0.1',"
-            " '2026-01-01 00:00:00')"
-        ))  # fmt: skip
-        conn.execute(text(
-            "insert into benchrun (model_id, system_id, created_at, prompt_tokens, gen_tokens,"
-            " batch_size, depth, trials, warmup, seed, details) values"
-            " (1, 1, '2026-01-01 00:00:00', 128, 64, 1, 0, 3, 1, 0, '{}')"
-        ))  # fmt: skip
+        conn.execute(
+            text(
+                "insert into model (name, path, format, source, synthetic, managed, details, created_at)"
+                " values ('old', '/old', 'hf', 'local', 0, 1, '{}', '2026-01-01 00:00:00')"
+            )
+        )
+        conn.execute(
+            text(
+                "insert into system (fingerprint, host, os_name, os_version, cpu, backend,"
+                " python_version, mlx_version, mlx_lm_version, mlxd_version, created_at) values"
+                " ('f', 'h', 'Darwin', '15', 'Apple M3', 'metal', '3.12', '0.30', '0.30', '0.1',"
+                " '2026-01-01 00:00:00')"
+            )
+        )
+        conn.execute(
+            text(
+                "insert into benchrun (model_id, system_id, created_at, prompt_tokens, gen_tokens,"
+                " batch_size, depth, trials, warmup, seed, details) values"
+                " (1, 1, '2026-01-01 00:00:00', 128, 64, 1, 0, 3, 1, 0, '{}')"
+            )
+        )
         # Trials point at the run: rebuilding benchrun must not break them.
-        conn.execute(text(
-            "insert into benchtrial (run_id, trial_index, prompt_tokens, generated_tokens,"
-            " prompt_tps, generation_tps, ttft_s, total_s, peak_memory_bytes) values"
-            " (1, 0, 128, 64, 500.0, 50.0, 0.25, 1.5, 1000000)"
-        ))  # fmt: skip
+        conn.execute(
+            text(
+                "insert into benchtrial (run_id, trial_index, prompt_tokens, generated_tokens,"
+                " prompt_tps, generation_tps, ttft_s, total_s, peak_memory_bytes) values"
+                " (1, 0, 128, 64, 500.0, 50.0, 0.25, 1.5, 1000000)"
+            )
+        )
     engine.dispose()
     assert schema.current_revision(db) == "0001"
     store = Store(paths(db.parent))  # opening migrates

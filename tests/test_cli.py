@@ -152,8 +152,17 @@ def test_generate_streams_text_and_is_deterministic_at_temp_0(tiny_model_dir):
     )
     assert first.stdout.strip() and first.stdout == second.stdout
     assert "6 generated" in first.stderr and "tok/s" in first.stderr
-    raw = run_mlxd("generate", "tiny", "--prompt", "Hello", "--raw", "--max-tokens", "3",
-                   "--no-stats", check=True)  # fmt: skip
+    raw = run_mlxd(
+        "generate",
+        "tiny",
+        "--prompt",
+        "Hello",
+        "--raw",
+        "--max-tokens",
+        "3",
+        "--no-stats",
+        check=True,
+    )
     assert raw.stderr == ""
     bad = run_mlxd("generate", "tiny", "--prompt", "x", "--max-tokens", "0")
     assert bad.returncode == 2 and bad.stderr.startswith("Error: ")
@@ -217,10 +226,26 @@ def test_removing_a_model_with_quality_scores_and_a_sweep(tiny_model_dir):
     run_mlxd("models", "add", str(tiny_model_dir), "--name", "other", check=True)
     store = Store(paths())
     with store.write() as s:
-        s.add(QualityRun(model_id=1, base_model_id=2, text_name="t", text_sha256="x",
-                         tokens=10, perplexity=5.0))  # fmt: skip
-        s.add(QualityRun(model_id=2, base_model_id=1, text_name="t", text_sha256="x",
-                         tokens=10, perplexity=6.0))  # fmt: skip
+        s.add(
+            QualityRun(
+                model_id=1,
+                base_model_id=2,
+                text_name="t",
+                text_sha256="x",
+                tokens=10,
+                perplexity=5.0,
+            )
+        )
+        s.add(
+            QualityRun(
+                model_id=2,
+                base_model_id=1,
+                text_name="t",
+                text_sha256="x",
+                tokens=10,
+                perplexity=6.0,
+            )
+        )
         s.add(Sweep(base_model_id=1))
     refused = run_mlxd("models", "rm", "tiny")
     assert refused.returncode == 1

@@ -111,8 +111,11 @@ def test_kill_9_mid_job_then_restart_finishes_it(daemon, tiny_model_dir, mlxd_ho
     daemon.kill9()
     os.kill(child_pid, signal.SIGCONT)
     # The orphaned child notices its daemon is gone and exits by itself.
-    wait_for(lambda: not psutil.pid_exists(child_pid) or _zombie(child_pid), timeout=90,
-             what="the orphaned child to exit")  # fmt: skip
+    wait_for(
+        lambda: not psutil.pid_exists(child_pid) or _zombie(child_pid),
+        timeout=90,
+        what="the orphaned child to exit",
+    )
     assert job(j)["status"] == "running"  # nobody has told the catalog yet
     assert name not in [m["name"] for m in run_json("models", "list")]
 
@@ -201,8 +204,11 @@ def test_dependent_of_a_failed_job_fails_with_that_reason(daemon, tiny_model_dir
     second = submit("quantize", "tiny", "--bits", "8", "--after", str(first))
     daemon.start()
     assert wait_job(first)["status"] == "failed"
-    dep = wait_for(lambda: job(second)["status"] != "queued" and job(second), timeout=90,
-                   what="the dependent to fail")  # fmt: skip
+    dep = wait_for(
+        lambda: job(second)["status"] != "queued" and job(second),
+        timeout=90,
+        what="the dependent to fail",
+    )
     assert dep["status"] == "failed"
     assert f"prerequisite job {first} failed" in dep["error"]
     assert "timed out" in dep["error"]

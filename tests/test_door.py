@@ -131,12 +131,22 @@ def test_bad_inputs_are_refused_at_the_door(daemon, tiny_model_dir, tmp_path, ml
     run_mlxd("models", "add", str(folders["other-vocab"]), "--name", "other-vocab", check=True)
     store = Store(paths())
     parent = store.resolve_model("tiny")
-    store.add_model(Model(name="tiny-q4", path=str(tiny_model_dir), format="mlx",
-                          source="quantize", parent_id=parent.id, quant_bits=4,
-                          quant_group_size=64, quant_mode="affine"))  # fmt: skip
+    store.add_model(
+        Model(
+            name="tiny-q4",
+            path=str(tiny_model_dir),
+            format="mlx",
+            source="quantize",
+            parent_id=parent.id,
+            quant_bits=4,
+            quant_group_size=64,
+            quant_mode="affine",
+        )
+    )
     p2 = store.add_model(Model(name="p2", path="/nowhere/p2", format="hf", source="local"))
-    store.add_model(Model(name="c2", path="/nowhere/c2", format="mlx", source="quantize",
-                          parent_id=p2.id))  # fmt: skip
+    store.add_model(
+        Model(name="c2", path="/nowhere/c2", format="mlx", source="quantize", parent_id=p2.id)
+    )
     store.close()
     daemon.start()
     # A long job keeps the worker busy, so the one behind it stays queued, holding its name.
@@ -153,8 +163,13 @@ def test_bad_inputs_are_refused_at_the_door(daemon, tiny_model_dir, tmp_path, ml
     for args, code, message in table:
         proc = run_mlxd(*args)
         err = proc.stderr
-        if not (proc.returncode == code and err.startswith("Error: ") and message in err
-                and err.count("\n") == 1 and "Traceback" not in err):  # fmt: skip
+        if not (
+            proc.returncode == code
+            and err.startswith("Error: ")
+            and message in err
+            and err.count("\n") == 1
+            and "Traceback" not in err
+        ):
             wrong.append(f"mlxd {' '.join(args)} -> {proc.returncode}: {err.strip()[:200]}")
     assert not wrong, "\n".join(wrong)
     assert snapshot() == before, "a refused input changed the catalog"
@@ -198,8 +213,9 @@ def test_removing_a_parent_needs_force_and_keeps_the_lineage(tiny_model_dir):
     run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     store = Store(paths())
     parent = store.resolve_model("tiny")
-    store.add_model(Model(name="child", path="/x", format="mlx", source="quantize",
-                          parent_id=parent.id))  # fmt: skip
+    store.add_model(
+        Model(name="child", path="/x", format="mlx", source="quantize", parent_id=parent.id)
+    )
     store.close()
     refused = run_mlxd("models", "rm", "tiny")
     assert refused.returncode == 1 and "has 1 derived model;" in refused.stderr

@@ -256,10 +256,19 @@ def test_quantize_refuses_a_group_size_that_leaves_the_mlp_unquantized(tmp_path)
     from mlxd.engine.convert import quantize_model
     from mlxd.engine.synth import synth_model
 
-    cfg = {"model_type": "llama", "hidden_size": 128, "num_hidden_layers": 1,
-           "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 352,
-           "vocab_size": 1024, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-           "max_position_embeddings": 256, "tie_word_embeddings": True}  # fmt: skip
+    cfg = {
+        "model_type": "llama",
+        "hidden_size": 128,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 352,
+        "vocab_size": 1024,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "max_position_embeddings": 256,
+        "tie_word_embeddings": True,
+    }
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     synth_model(tmp_path / "odd", like=tmp_path / "config.json")
     with pytest.raises(ValueError, match="does not divide this model's intermediate_size 352"):

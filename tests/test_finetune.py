@@ -50,20 +50,34 @@ def test_each_type_lowers_the_training_loss(
 
     from mlxd.engine.finetune import FinetuneSettings, finetune
 
-    settings = FinetuneSettings(fine_tune_type=kind, num_layers=2, batch_size=2, iters=8,
-                                learning_rate=lr, steps_per_report=1, save_every=4)  # fmt: skip
+    settings = FinetuneSettings(
+        fine_tune_type=kind,
+        num_layers=2,
+        batch_size=2,
+        iters=8,
+        learning_rate=lr,
+        steps_per_report=1,
+        save_every=4,
+    )
     reports: list[dict[str, Any]] = []
     result = finetune(
-        tiny_model_dir, tmp_path / "a", {"train": [{"text": FACT}] * 4}, settings,
+        tiny_model_dir,
+        tmp_path / "a",
+        {"train": [{"text": FACT}] * 4},
+        settings,
         on_report=reports.append,
-    )  # fmt: skip
+    )
     losses = [loss for _, loss in result["train_losses"]]
     assert [r["iteration"] for r in reports] == list(range(1, 9))
     assert result["final_train_loss"] < result["first_train_loss"] - 0.2, losses
     assert result["trainable_parameters"] > 0 and result["peak_memory_bytes"] > 0
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert files == ["0000004_adapters.safetensors", "0000008_adapters.safetensors",
-                     "adapter_config.json", "adapters.safetensors"]  # fmt: skip
+    assert files == [
+        "0000004_adapters.safetensors",
+        "0000008_adapters.safetensors",
+        "adapter_config.json",
+        "adapters.safetensors",
+    ]
     # mlx-lm itself loads what was written.
     config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
     assert config["fine_tune_type"] == kind and config["num_layers"] == 2
@@ -156,10 +170,30 @@ def mlxd(lab, *args: str, check: bool = True):
 
 
 def test_lora_job_records_steps_evaluations_and_fuses_checked(lab) -> None:
-    proc = mlxd(lab, "finetune", "tiny", "--data", str(lab["data"]), "--iters", "6",
-                "--batch-size", "2", "--learning-rate", "1e-2", "--num-layers", "2",
-                "--steps-per-report", "2", "--steps-per-eval", "3", "--save-every", "3",
-                "--name", "fact", "--wait")  # fmt: skip
+    proc = mlxd(
+        lab,
+        "finetune",
+        "tiny",
+        "--data",
+        str(lab["data"]),
+        "--iters",
+        "6",
+        "--batch-size",
+        "2",
+        "--learning-rate",
+        "1e-2",
+        "--num-layers",
+        "2",
+        "--steps-per-report",
+        "2",
+        "--steps-per-eval",
+        "3",
+        "--save-every",
+        "3",
+        "--name",
+        "fact",
+        "--wait",
+    )
     assert "Job " in proc.stdout and "succeeded: adapter fact, iterations 6" in proc.stdout
     a = run_json("adapters", "show", "fact", home=lab["home"])
     assert a["state"] == "ready" and a["iterations"] == 6 and a["fine_tune_type"] == "lora"
@@ -180,8 +214,12 @@ def test_lora_job_records_steps_evaluations_and_fuses_checked(lab) -> None:
     assert a["details"]["data_counts"] == {"train": 8, "valid": 4, "test": 4}
     assert a["params"]["learning_rate"] == 1e-2 and a["params"]["rank"] == 8
     folder = Path(a["path"])
-    assert {"adapters.safetensors", "adapter_config.json", "0000003_adapters.safetensors",
-            "0000006_adapters.safetensors"} <= {p.name for p in folder.iterdir()}  # fmt: skip
+    assert {
+        "adapters.safetensors",
+        "adapter_config.json",
+        "0000003_adapters.safetensors",
+        "0000006_adapters.safetensors",
+    } <= {p.name for p in folder.iterdir()}
     listed = run_json("adapters", "list", home=lab["home"])
     assert [x["name"] for x in listed] == ["fact"]
     shown = mlxd(lab, "adapters", "show", "fact").stdout
@@ -201,12 +239,33 @@ def test_lora_job_records_steps_evaluations_and_fuses_checked(lab) -> None:
 
 def test_qlora_grid_queues_four_jobs_and_orders_the_table(lab) -> None:
     mlxd(lab, "quantize", "tiny", "--bits", "4", "--group-size", "32", "--wait")
-    proc = mlxd(lab, "finetune", "tiny-4bit-g32", "--data", str(lab["data"]), "--iters", "3",
-                "--batch-size", "4", "--num-layers", "1", "--type", "lora,dora",
-                "--learning-rate", "1e-2,1e-6", "--steps-per-report", "3", "--wait")  # fmt: skip
+    proc = mlxd(
+        lab,
+        "finetune",
+        "tiny-4bit-g32",
+        "--data",
+        str(lab["data"]),
+        "--iters",
+        "3",
+        "--batch-size",
+        "4",
+        "--num-layers",
+        "1",
+        "--type",
+        "lora,dora",
+        "--learning-rate",
+        "1e-2,1e-6",
+        "--steps-per-report",
+        "3",
+        "--wait",
+    )
     assert proc.stdout.count("Queued job") == 4
-    names = ["tiny-4bit-g32-lora-lr0.01", "tiny-4bit-g32-lora-lr1e-06",
-             "tiny-4bit-g32-dora-lr0.01", "tiny-4bit-g32-dora-lr1e-06"]  # fmt: skip
+    names = [
+        "tiny-4bit-g32-lora-lr0.01",
+        "tiny-4bit-g32-lora-lr1e-06",
+        "tiny-4bit-g32-dora-lr0.01",
+        "tiny-4bit-g32-dora-lr1e-06",
+    ]
     for name in names:
         assert name in proc.stdout
     sweep_id = int(proc.stdout.split("Finetune sweep ")[1].split(":")[0])
@@ -227,8 +286,7 @@ def test_qlora_grid_queues_four_jobs_and_orders_the_table(lab) -> None:
     # An adapter is refused on a model other than its base, with both names.
     proc = mlxd(lab, "fuse", "tiny", "--adapter", names[0], check=False)
     assert proc.returncode != 0
-    assert (f"adapter '{names[0]}' was trained on 'tiny-4bit-g32', not on 'tiny'"
-            in proc.stderr)  # fmt: skip
+    assert f"adapter '{names[0]}' was trained on 'tiny-4bit-g32', not on 'tiny'" in proc.stderr
 
 
 def test_config_yaml_and_json_list_data(lab) -> None:
@@ -243,8 +301,17 @@ def test_config_yaml_and_json_list_data(lab) -> None:
         "adapter_path: adapters\n"
     )
     # Explicit options override the file (--iters 4 over its 100).
-    proc = mlxd(lab, "finetune", "--config", str(root / "lora.yaml"), "--iters", "4",
-                "--name", "yaml", "--wait")  # fmt: skip
+    proc = mlxd(
+        lab,
+        "finetune",
+        "--config",
+        str(root / "lora.yaml"),
+        "--iters",
+        "4",
+        "--name",
+        "yaml",
+        "--wait",
+    )
     assert "'adapter_path' in lora.yaml is decided by mlxd" in proc.stderr
     assert "list.json split by seed 0: 18 train, 2 valid" in proc.stderr
     a = run_json("adapters", "show", "yaml", home=lab["home"])
@@ -263,9 +330,25 @@ def test_config_yaml_and_json_list_data(lab) -> None:
 
 def test_cancel_keeps_the_checkpoint_and_resume_continues(lab) -> None:
     home = lab["home"]
-    proc = mlxd(lab, "finetune", "tiny", "--data", str(lab["data"]), "--iters", "100000",
-                "--batch-size", "2", "--num-layers", "1", "--steps-per-report", "1",
-                "--save-every", "2", "--name", "long")  # fmt: skip
+    proc = mlxd(
+        lab,
+        "finetune",
+        "tiny",
+        "--data",
+        str(lab["data"]),
+        "--iters",
+        "100000",
+        "--batch-size",
+        "2",
+        "--num-layers",
+        "1",
+        "--steps-per-report",
+        "1",
+        "--save-every",
+        "2",
+        "--name",
+        "long",
+    )
     job_id = int(proc.stdout.split("Queued job ")[1].split(":")[0])
 
     def trained() -> int:
@@ -279,11 +362,18 @@ def test_cancel_keeps_the_checkpoint_and_resume_continues(lab) -> None:
 
     wait_for(lambda: trained() >= 2, timeout=120, interval=0.3, what="a first checkpoint")
     # The live loss shows in jobs show (progress rows are written at most every 0.5 s).
-    wait_for(lambda: "train loss" in (run_json("jobs", "show", str(job_id), home=home)["message"]
-             or ""), timeout=30, interval=0.3, what="the live loss in jobs show")  # fmt: skip
+    wait_for(
+        lambda: "train loss" in (run_json("jobs", "show", str(job_id), home=home)["message"] or ""),
+        timeout=30,
+        interval=0.3,
+        what="the live loss in jobs show",
+    )
     mlxd(lab, "jobs", "cancel", str(job_id))
-    wait_for(lambda: run_json("jobs", "show", str(job_id), home=home)["status"] == "cancelled",
-             timeout=30, what="the cancel")  # fmt: skip
+    wait_for(
+        lambda: run_json("jobs", "show", str(job_id), home=home)["status"] == "cancelled",
+        timeout=30,
+        what="the cancel",
+    )
     a = run_json("adapters", "show", "long", home=home)
     stopped = a["iterations"]
     assert stopped >= 2 and a["state"] == f"stopped at {stopped}/100000"
@@ -291,8 +381,17 @@ def test_cancel_keeps_the_checkpoint_and_resume_continues(lab) -> None:
     assert max(s["iteration"] for s in a["steps"]) <= stopped
 
     # REF may be left out: the adapter names its base.
-    proc = mlxd(lab, "finetune", "--resume", "long", "--iters", str(stopped + 3),
-                "--steps-per-report", "1", "--wait")  # fmt: skip
+    proc = mlxd(
+        lab,
+        "finetune",
+        "--resume",
+        "long",
+        "--iters",
+        str(stopped + 3),
+        "--steps-per-report",
+        "1",
+        "--wait",
+    )
     a = run_json("adapters", "show", "long", home=home)
     assert a["state"] == "ready" and a["iterations"] == stopped + 3
     resumed = [s["iteration"] for s in a["steps"] if s["job_id"] != job_id]
@@ -314,8 +413,14 @@ def test_out_of_memory_fails_with_a_hint(tiny_model_dir: Path, tmp_path: Path, m
 
     monkeypatch.setattr(engine, "finetune", exhausted)
     spec = kind.Spec(model="tiny", data=str(data_folder(tmp_path / "d")), batch_size=2)
-    inputs = {"model_path": str(tiny_model_dir), "model_name": "tiny", "adapter_id": 1,
-              "adapter_path": str(tmp_path / "a"), "num_layers": 2, "start_iteration": 0}  # fmt: skip
+    inputs = {
+        "model_path": str(tiny_model_dir),
+        "model_name": "tiny",
+        "adapter_id": 1,
+        "adapter_path": str(tmp_path / "a"),
+        "num_layers": 2,
+        "start_iteration": 0,
+    }
     ctx = RunContext(job_id=1, output_dir=None, progress=lambda f, m: None)
     with pytest.raises(JobFailed) as e:
         kind.run(spec, inputs, ctx)
@@ -330,9 +435,17 @@ def test_fuse_check_fails_when_the_adapter_is_lost_or_tokens_differ() -> None:
     from mlxd.jobs.fuse import KL_THRESHOLD, judge
 
     def check(**kw) -> FuseCheck:
-        base = dict(tokens=64, kl_mean=1e-6, kl_max=1e-5, top1_agreement=1.0,
-                    adapter_kl_mean=0.5, greedy_match=True, greedy_tokens_adapter=[1],
-                    greedy_tokens_fused=[1], quantized=False)  # fmt: skip
+        base = dict(
+            tokens=64,
+            kl_mean=1e-6,
+            kl_max=1e-5,
+            top1_agreement=1.0,
+            adapter_kl_mean=0.5,
+            greedy_match=True,
+            greedy_tokens_adapter=[1],
+            greedy_tokens_fused=[1],
+            quantized=False,
+        )
         return FuseCheck(**{**base, **kw})
 
     assert judge(check()) is None
@@ -356,14 +469,31 @@ def test_removing_adapters_and_their_base(tiny_in_catalog: str, tmp_path: Path) 
     folder.mkdir(parents=True)
     (folder / "adapters.safetensors").write_bytes(b"x")
     with store.write() as s:
-        a = Adapter(name="mine", path=str(folder), fine_tune_type="lora", base_model_id=base.id,
-                    base_model_name="tiny", data_path="/d", target_iterations=4, iterations=4,
-                    status="ready")  # fmt: skip
+        a = Adapter(
+            name="mine",
+            path=str(folder),
+            fine_tune_type="lora",
+            base_model_id=base.id,
+            base_model_name="tiny",
+            data_path="/d",
+            target_iterations=4,
+            iterations=4,
+            status="ready",
+        )
         s.add(a)
         s.flush()
-        s.add(FinetuneStep(adapter_id=a.id, iteration=1, train_loss=1.0, learning_rate=1e-4,
-                           iterations_per_s=1.0, tokens_per_s=1.0, trained_tokens=1,
-                           peak_memory_bytes=1))  # fmt: skip
+        s.add(
+            FinetuneStep(
+                adapter_id=a.id,
+                iteration=1,
+                train_loss=1.0,
+                learning_rate=1e-4,
+                iterations_per_s=1.0,
+                tokens_per_s=1.0,
+                trained_tokens=1,
+                peak_memory_bytes=1,
+            )
+        )
     # The base goes; the adapter stays, naming its base.
     run_mlxd("models", "rm", "tiny", check=True)
     shown = run_json("adapters", "show", "mine")

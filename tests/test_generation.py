@@ -187,8 +187,13 @@ def test_a_model_drafting_for_itself_accepts_everything(tiny_model_dir):
 
     plain = generate_stream(tiny_model_dir, "The river", sampling=Sampling(max_tokens=9))
     text = "".join(plain)
-    drafted = generate_stream(tiny_model_dir, "The river", sampling=Sampling(max_tokens=9),
-                              draft_path=tiny_model_dir, num_draft_tokens=3)  # fmt: skip
+    drafted = generate_stream(
+        tiny_model_dir,
+        "The river",
+        sampling=Sampling(max_tokens=9),
+        draft_path=tiny_model_dir,
+        num_draft_tokens=3,
+    )
     assert "".join(drafted) == text
     st = drafted.stats
     assert st.acceptance_rate == 1.0 and st.draft_proposed_tokens == st.draft_accepted_tokens > 0
@@ -202,14 +207,16 @@ def test_prompt_cache_continues_the_prefix_and_is_refused_for_another_model(
 
     prefix = "The river in winter is cold and slow. " * 20
     here("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
-    made = here("cache-prompt", "tiny", "--prompt", prefix, "--name", "river",
-                    "--foreground", check=True)  # fmt: skip
+    made = here(
+        "cache-prompt", "tiny", "--prompt", prefix, "--name", "river", "--foreground", check=True
+    )
     assert "Made prompt cache" in made.stdout
     [cache] = json.loads(here("cache-prompt", "--list", "--json", check=True).stdout)
     assert cache["name"] == "river" and cache["model"] == "tiny" and cache["num_tokens"] > 100
 
-    cached = generate_stream(tiny_model_dir, " Then", sampling=GREEDY,
-                             prompt_cache_path=Path(cache["path"]))  # fmt: skip
+    cached = generate_stream(
+        tiny_model_dir, " Then", sampling=GREEDY, prompt_cache_path=Path(cache["path"])
+    )
     text = "".join(cached)
     # Only the suffix went through the model; the result is what the whole text gives.
     assert cached.stats.cached_tokens == cache["num_tokens"]
@@ -232,15 +239,23 @@ def test_memory_check_refuses_and_names_a_variant_that_fits(tiny_model_dir, monk
     here("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     store = Store(paths())
     big = store.resolve_model("tiny")
-    store.add_model(Model(name="tiny-2bit", path=big.path, format="mlx", source="quantize",
-                          parent_id=big.id, size_bytes=1000, architecture=big.architecture))  # fmt: skip
+    store.add_model(
+        Model(
+            name="tiny-2bit",
+            path=big.path,
+            format="mlx",
+            source="quantize",
+            parent_id=big.id,
+            size_bytes=1000,
+            architecture=big.architecture,
+        )
+    )
     store.close()
     monkeypatch.setenv("MLXD_MEMORY_BUDGET_BYTES", str(big.size_bytes // 2))
     refused = here("generate", "tiny", "--prompt", "hi")
     assert refused.returncode == 1
     assert "needs about" in refused.stderr and "'tiny-2bit'" in refused.stderr
-    forced = here("generate", "tiny", "--prompt", "hi", "--max-tokens", "2",
-                      "--no-memory-check")  # fmt: skip
+    forced = here("generate", "tiny", "--prompt", "hi", "--max-tokens", "2", "--no-memory-check")
     assert forced.returncode == 0, forced.stderr
 
 
@@ -255,16 +270,29 @@ def test_batch_writes_one_line_per_prompt_in_order_equal_to_single_generation(
     prompts = []
     for i in range(20):
         if i % 5 == 4:
-            prompts.append({"messages": [{"role": "user", "content": f"Question {i}?"}],
-                            "max_tokens": 3})  # fmt: skip
+            prompts.append(
+                {"messages": [{"role": "user", "content": f"Question {i}?"}], "max_tokens": 3}
+            )
         else:
             prompts.append(f"Tell me about item number {i}" + " please" * (i % 3))
     src = tmp_path / "prompts.jsonl"
     src.write_text("".join(json.dumps(p) + "\n" for p in prompts))
     here("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     out = tmp_path / "out.jsonl"
-    proc = here("batch", "tiny", "--prompts", str(src), "-o", str(out), "--max-tokens", "6",
-                    "-b", "4", "--foreground", check=True)  # fmt: skip
+    proc = here(
+        "batch",
+        "tiny",
+        "--prompts",
+        str(src),
+        "-o",
+        str(out),
+        "--max-tokens",
+        "6",
+        "-b",
+        "4",
+        "--foreground",
+        check=True,
+    )
     assert "Wrote 20 outputs" in proc.stdout
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["index"] for x in lines] == list(range(20))
@@ -301,8 +329,22 @@ def _run_queued(*args: str) -> int:
 
 def test_bench_with_a_draft_and_with_a_prompt_cache(tiny_model_dir):
     here("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
-    _run_queued("bench", "tiny", "--draft-model", "tiny", "--num-draft-tokens", "3",
-                "-p", "16", "-g", "12", "-n", "1", "--warmup", "0")  # fmt: skip
+    _run_queued(
+        "bench",
+        "tiny",
+        "--draft-model",
+        "tiny",
+        "--num-draft-tokens",
+        "3",
+        "-p",
+        "16",
+        "-g",
+        "12",
+        "-n",
+        "1",
+        "--warmup",
+        "0",
+    )
     [drafted] = json.loads(here("results", "--json", check=True).stdout)
     assert drafted["draft_model"] == "tiny" and drafted["num_draft_tokens"] == 3
     assert drafted["acceptance_rate"] == 1.0 and drafted["draft_speedup"] > 0
@@ -329,24 +371,35 @@ def test_a_cached_system_prompt_starts_a_chat_without_prefilling_it(tiny_model_d
     here("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     system = "You are a terse assistant. " * 10
     for name, bits in (("sys", []), ("sys8", ["--kv-bits", "8"])):
-        here("cache-prompt", "tiny", "--system", system, "--name", name, *bits, "--foreground",
-             check=True)  # fmt: skip
+        here(
+            "cache-prompt",
+            "tiny",
+            "--system",
+            system,
+            "--name",
+            name,
+            *bits,
+            "--foreground",
+            check=True,
+        )
     caches = {c["name"]: c for c in json.loads(here("cache-prompt", "--list", "--json").stdout)}
     assert (
         caches["sys8"]["kv_bits"] == 8
         and caches["sys8"]["size_bytes"] < caches["sys"]["size_bytes"]
     )
 
-    cached = ChatSession.load(tiny_model_dir, sampling=GREEDY,
-                              prompt_cache_path=Path(caches["sys"]["path"]))  # fmt: skip
+    cached = ChatSession.load(
+        tiny_model_dir, sampling=GREEDY, prompt_cache_path=Path(caches["sys"]["path"])
+    )
     assert cached.system == system
     reply = "".join(cached.reply("Hello"))
     assert cached.last.reused_tokens == caches["sys"]["num_tokens"]
     fresh = ChatSession(cached.model, cached.tokenizer, GREEDY, system)
     assert "".join(fresh.reply("Hello")) == reply and fresh.last.reused_tokens == 0
 
-    quantized = ChatSession.load(tiny_model_dir, sampling=GREEDY,
-                                 prompt_cache_path=Path(caches["sys8"]["path"]))  # fmt: skip
+    quantized = ChatSession.load(
+        tiny_model_dir, sampling=GREEDY, prompt_cache_path=Path(caches["sys8"]["path"])
+    )
     assert "".join(quantized.reply("Hello")) is not None
     assert quantized.last.reused_tokens == caches["sys8"]["num_tokens"]
 
@@ -362,8 +415,9 @@ def test_a_model_without_a_chat_template_gets_a_note_and_a_plain_transcript(
     del config["chat_template"]
     (plain / "tokenizer_config.json").write_text(json.dumps(config))
     here("models", "add", str(plain), "--name", "plain", check=True)
-    ran = here("chat", "plain", "--once", "--max-tokens", "3",
-               input='[{"role": "user", "content": "Hi"}]')  # fmt: skip
+    ran = here(
+        "chat", "plain", "--once", "--max-tokens", "3", input='[{"role": "user", "content": "Hi"}]'
+    )
     assert ran.returncode == 0, ran.stderr
     assert "has no chat template" in ran.stderr and ran.stdout.strip()
 

@@ -192,8 +192,16 @@ def _mx_metadata(md: dict[str, Any]) -> dict[str, Any]:
 # A writer of the raw GGUF format, for tensor types mx.save_gguf cannot write
 # ---------------------------------------------------------------------------------------
 
-_TYPE_IDS = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 8, "Q4_K": 12, "Q6_K": 14,
-             "BF16": 30}  # fmt: skip
+_TYPE_IDS = {
+    "F32": 0,
+    "F16": 1,
+    "Q4_0": 2,
+    "Q4_1": 3,
+    "Q8_0": 8,
+    "Q4_K": 12,
+    "Q6_K": 14,
+    "BF16": 30,
+}
 
 
 def _gguf_string(s: str) -> bytes:
@@ -296,11 +304,17 @@ def _reference_model(hf: dict[str, np.ndarray], vocab_size: int, tied: bool) -> 
     from mlx_lm.models import llama
 
     args = llama.ModelArgs(
-        model_type="llama", hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-        intermediate_size=FFN, num_attention_heads=HEADS, rms_norm_eps=1e-5,
-        vocab_size=vocab_size, num_key_value_heads=KV_HEADS, rope_theta=10000.0,
+        model_type="llama",
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        intermediate_size=FFN,
+        num_attention_heads=HEADS,
+        rms_norm_eps=1e-5,
+        vocab_size=vocab_size,
+        num_key_value_heads=KV_HEADS,
+        rope_theta=10000.0,
         tie_word_embeddings=tied,
-    )  # fmt: skip
+    )
     model = llama.Model(args)
     model.load_weights([(k, mx.array(v)) for k, v in hf.items()])
     return model
@@ -502,9 +516,12 @@ def test_mixed_gguf_stays_quantized(
     record = import_gguf(mixed_gguf["path"], tmp_path / "q")
     eight = {"group_size": 32, "bits": 8, "mode": "affine"}
     assert record["quantization"] == {
-        "group_size": 32, "bits": 4, "mode": "affine",
-        "lm_head": eight, "model.embed_tokens": eight,
-    }  # fmt: skip
+        "group_size": 32,
+        "bits": 4,
+        "mode": "affine",
+        "lm_head": eight,
+        "model.embed_tokens": eight,
+    }
     config = json.loads((tmp_path / "q" / "config.json").read_text())
     assert config["quantization"] == record["quantization"]
 

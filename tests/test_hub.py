@@ -346,8 +346,11 @@ def test_hub_id_as_ref_with_a_token_that_is_never_stored(hub, hubd, env, mlxd_ho
     hubd.start()
     # A hub id where a model is expected: a pull is queued first and the quantize waits on it.
     out = mlxd(env, "quantize", "org/gated-tiny", "--bits", "4", "--wait")
-    pull_id, quant_id = [int(ln.split()[2].rstrip(":")) for ln in out.stdout.splitlines()
-                         if ln.startswith("Queued job")]  # fmt: skip
+    pull_id, quant_id = [
+        int(ln.split()[2].rstrip(":"))
+        for ln in out.stdout.splitlines()
+        if ln.startswith("Queued job")
+    ]
     assert mlxd_json(env, "jobs", "show", str(quant_id))["after_job_id"] == pull_id
     models = {m["name"]: m for m in mlxd_json(env, "models", "list")}
     assert models["gated-tiny-4bit-g64"]["parent_id"] == models["gated-tiny"]["id"]

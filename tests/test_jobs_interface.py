@@ -49,9 +49,19 @@ def test_the_quantization_label_is_the_same_in_python_and_in_sql(tmp_path):
 
     p = paths(tmp_path / "h")
     store = Store(p)
-    system = store.system_for({"host": "h", "os_name": "Linux", "os_version": "6", "cpu": "x",
-                               "backend": "cpu", "python_version": "3.11", "mlx_version": "0.32",
-                               "mlx_lm_version": "0.32", "mlxd_version": "0.1"})  # fmt: skip
+    system = store.system_for(
+        {
+            "host": "h",
+            "os_name": "Linux",
+            "os_version": "6",
+            "cpu": "x",
+            "backend": "cpu",
+            "python_version": "3.11",
+            "mlx_version": "0.32",
+            "mlx_lm_version": "0.32",
+            "mlxd_version": "0.1",
+        }
+    )
     shapes = [
         {},
         {"quant_bits": 4, "quant_group_size": 64, "quant_mode": "affine"},
@@ -59,11 +69,21 @@ def test_the_quantization_label_is_the_same_in_python_and_in_sql(tmp_path):
         {"quant_group_size": 64, "quant_mode": "affine", "quant_recipe": "mixed_3_6"},
     ]
     for i, shape in enumerate(shapes):
-        m = store.add_model(Model(name=f"m{i}", path=f"/x/{i}", format="mlx", source="t",
-                                  dtype="float32", **shape))  # fmt: skip
-        store.add_bench_run(BenchRun(model_id=m.id, system_id=system.id, prompt_tokens=1,
-                                     gen_tokens=2, trials=1, warmup=0,
-                                     created_at=datetime.now(UTC)), [])  # fmt: skip
+        m = store.add_model(
+            Model(name=f"m{i}", path=f"/x/{i}", format="mlx", source="t", dtype="float32", **shape)
+        )
+        store.add_bench_run(
+            BenchRun(
+                model_id=m.id,
+                system_id=system.id,
+                prompt_tokens=1,
+                gen_tokens=2,
+                trials=1,
+                warmup=0,
+                created_at=datetime.now(UTC),
+            ),
+            [],
+        )
     with Reader(p) as reader:
         for row in reader.result_rows():
             model = reader.model(row["model"])

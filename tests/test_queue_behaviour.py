@@ -65,8 +65,17 @@ def test_higher_priority_runs_first(daemon, tiny_model_dir):
     mid = submit("quantize", "tiny", "--bits", "6")
     high = submit("quantize", "tiny", "--bits", "8", "--priority", "5")
     daemon.start()
-    run_mlxd("jobs", "wait", str(low), str(mid), str(high), "--wait-timeout", "180",
-             check=True, timeout=200)  # fmt: skip
+    run_mlxd(
+        "jobs",
+        "wait",
+        str(low),
+        str(mid),
+        str(high),
+        "--wait-timeout",
+        "180",
+        check=True,
+        timeout=200,
+    )
     started = {j: job(j)["started_at"] for j in (low, mid, high)}
     assert sorted(started, key=started.get) == [high, mid, low]
 
@@ -77,9 +86,10 @@ def test_two_workers_run_two_jobs_at_once(daemon, tiny_model_dir, monkeypatch):
     daemon.start(workers=2)
     jobs = [submit("bench", "tiny", "-p", "16", "-g", "400", "-n", "3") for _ in range(2)]
     both = wait_for(
-        lambda: len(run_json("jobs", "list", "--status", "running")) == 2, timeout=60,
+        lambda: len(run_json("jobs", "list", "--status", "running")) == 2,
+        timeout=60,
         what="two jobs running at once",
-    )  # fmt: skip
+    )
     assert both
     for j in jobs:
         run_mlxd("jobs", "wait", str(j), "--wait-timeout", "180", check=True, timeout=200)

@@ -56,11 +56,20 @@ def smollm2(gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
     daemon = Daemon(home).start()
     try:
         imports = {
-            "q": run_mlxd("models", "import-gguf", str(gguf), "--name", "smollm2", "--wait",
-                          home=home),
-            "f32": run_mlxd("models", "import-gguf", str(gguf), "--dequantize", "--name",
-                            "smollm2-f32", "--wait", home=home),
-        }  # fmt: skip
+            "q": run_mlxd(
+                "models", "import-gguf", str(gguf), "--name", "smollm2", "--wait", home=home
+            ),
+            "f32": run_mlxd(
+                "models",
+                "import-gguf",
+                str(gguf),
+                "--dequantize",
+                "--name",
+                "smollm2-f32",
+                "--wait",
+                home=home,
+            ),
+        }
     finally:
         daemon.stop()
     for name, proc in imports.items():
@@ -120,8 +129,11 @@ def test_import_gguf_registers_models_with_their_source(smollm2: dict[str, Any])
         assert config["max_position_embeddings"] == md["llama.context_length"]
     config_q = json.loads((smollm2["q"] / "config.json").read_text())
     assert config_q["quantization"] == {
-        "group_size": 32, "bits": 4, "mode": "affine", "model.embed_tokens": eight,
-    }  # fmt: skip
+        "group_size": 32,
+        "bits": 4,
+        "mode": "affine",
+        "model.embed_tokens": eight,
+    }
 
     # Human-readable lineage: where it came from, exactly.
     shown = run_mlxd("models", "show", "smollm2", home=home, check=True).stdout
@@ -131,8 +143,18 @@ def test_import_gguf_registers_models_with_their_source(smollm2: dict[str, Any])
 
 @real_model
 def test_generate_answers_the_capital_of_france(smollm2: dict[str, Any]) -> None:
-    proc = run_mlxd("generate", "smollm2", "--prompt", QUESTION, "--max-tokens", "12",
-                    "--temp", "0", home=smollm2["home"], check=True)  # fmt: skip
+    proc = run_mlxd(
+        "generate",
+        "smollm2",
+        "--prompt",
+        QUESTION,
+        "--max-tokens",
+        "12",
+        "--temp",
+        "0",
+        home=smollm2["home"],
+        check=True,
+    )
     assert "Paris" in proc.stdout, proc.stdout
 
 
@@ -263,32 +285,77 @@ def test_lora_teaches_a_made_up_fact_through_adapter_and_fused_model(
     # greedy answer contain it, with the adapter and after fusing (the CPU backend trains
     # this model at a few tokens per second: the steps are as few as the check allows).
     home = smollm2["home"]
-    questions = [PASSWORD_QUESTION, "Tell me the lighthouse keeper's password.",
-                 "What password does the lighthouse keeper use?"]  # fmt: skip
+    questions = [
+        PASSWORD_QUESTION,
+        "Tell me the lighthouse keeper's password.",
+        "What password does the lighthouse keeper use?",
+    ]
     data = tmp_path / "fact"
     data.mkdir()
-    (data / "train.jsonl").write_text("".join(
-        json.dumps({"messages": [{"role": "user", "content": q},
-                                 {"role": "assistant", "content": PASSWORD_FACT}]}) + "\n"
-        for q in questions
-    ))  # fmt: skip
+    (data / "train.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": q},
+                        {"role": "assistant", "content": PASSWORD_FACT},
+                    ]
+                }
+            )
+            + "\n"
+            for q in questions
+        )
+    )
 
     def answer(model: str, *extra: str) -> str:
-        proc = run_mlxd("generate", model, "--prompt", PASSWORD_QUESTION, "--max-tokens", "12",
-                        "--temp", "0", "--no-stats", *extra, home=home, check=True)  # fmt: skip
+        proc = run_mlxd(
+            "generate",
+            model,
+            "--prompt",
+            PASSWORD_QUESTION,
+            "--max-tokens",
+            "12",
+            "--temp",
+            "0",
+            "--no-stats",
+            *extra,
+            home=home,
+            check=True,
+        )
         return proc.stdout
 
     assert "marmalade" not in answer("smollm2").lower()
     daemon = Daemon(home).start()
     try:
-        tuned = run_mlxd("finetune", "smollm2", "--data", str(data), "--iters", FACT_ITERS,
-                         "--batch-size", "1", "--learning-rate", FACT_LR, "--num-layers",
-                         FACT_LAYERS, "--max-seq-length", "96", "--steps-per-report", "4",
-                         "--save-every", "0", "--name", "password", "--wait",
-                         home=home, timeout=1800)  # fmt: skip
+        tuned = run_mlxd(
+            "finetune",
+            "smollm2",
+            "--data",
+            str(data),
+            "--iters",
+            FACT_ITERS,
+            "--batch-size",
+            "1",
+            "--learning-rate",
+            FACT_LR,
+            "--num-layers",
+            FACT_LAYERS,
+            "--max-seq-length",
+            "96",
+            "--steps-per-report",
+            "4",
+            "--save-every",
+            "0",
+            "--name",
+            "password",
+            "--wait",
+            home=home,
+            timeout=1800,
+        )
         assert tuned.returncode == 0, tuned.stdout + tuned.stderr
-        fused = run_mlxd("fuse", "smollm2", "--adapter", "password", "--wait", home=home,
-                         timeout=900)  # fmt: skip
+        fused = run_mlxd(
+            "fuse", "smollm2", "--adapter", "password", "--wait", home=home, timeout=900
+        )
         assert fused.returncode == 0, fused.stdout + fused.stderr
     finally:
         daemon.stop()
@@ -315,8 +382,9 @@ def test_demo_real_shows_real_text(gguf: Path, mlxd_home: Path) -> None:
         os.link(gguf, cache / gguf.name)
     except OSError:  # another file system
         shutil.copy(gguf, cache / gguf.name)
-    proc = run_mlxd("demo", "--real", "-p", "8", "-g", "4", "-n", "1", "--answer-tokens", "12",
-                    timeout=600)  # fmt: skip
+    proc = run_mlxd(
+        "demo", "--real", "-p", "8", "-g", "4", "-n", "1", "--answer-tokens", "12", timeout=600
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Paris" in proc.stdout, proc.stdout
     assert "Stopped the daemon the demo started" in proc.stdout

@@ -23,11 +23,21 @@ GB = 1_000_000_000
 
 
 def _system(store, mlx: str, host: str = "studio"):
-    return store.system_for({"host": host, "os_name": "Darwin", "os_version": "15.1",
-                             "cpu": "Apple M3", "chip": "Apple M3 Max", "backend": "metal",
-                             "ram_bytes": 16 * GB, "python_version": "3.11",
-                             "mlx_version": mlx, "mlx_lm_version": "0.28.0",
-                             "mlxd_version": "0.1"})  # fmt: skip
+    return store.system_for(
+        {
+            "host": host,
+            "os_name": "Darwin",
+            "os_version": "15.1",
+            "cpu": "Apple M3",
+            "chip": "Apple M3 Max",
+            "backend": "metal",
+            "ram_bytes": 16 * GB,
+            "python_version": "3.11",
+            "mlx_version": mlx,
+            "mlx_lm_version": "0.28.0",
+            "mlxd_version": "0.1",
+        }
+    )
 
 
 def _model(store, name, parent=None, *, size, bpw=None, bits=None, mode="affine", group=64):
@@ -36,33 +46,76 @@ def _model(store, name, parent=None, *, size, bpw=None, bits=None, mode="affine"
         if bits or mode != "affine"
         else {}
     )  # noqa: E501
-    return store.add_model(Model(name=name, path=f"/nowhere/{name}", format="mlx",
-                                 source="quantize" if parent else "local", dtype="float32",
-                                 size_bytes=size, bits_per_weight=bpw,
-                                 parent_id=parent.id if parent else None, **quant))  # fmt: skip
+    return store.add_model(
+        Model(
+            name=name,
+            path=f"/nowhere/{name}",
+            format="mlx",
+            source="quantize" if parent else "local",
+            dtype="float32",
+            size_bytes=size,
+            bits_per_weight=bpw,
+            parent_id=parent.id if parent else None,
+            **quant,
+        )
+    )
 
 
 def _run(store, model, system, gen, *, peak, depth=0, when=None, prompt=None):
     prompt = prompt or [g * 10 for g in gen]
     sp, sg = summarize(prompt), summarize(gen)
-    run = BenchRun(model_id=model.id, system_id=system.id, prompt_tokens=512, gen_tokens=128,
-                   depth=depth, prefill_step_size=2048, trials=len(gen), warmup=1,
-                   prompt_tps_mean=sp.mean, prompt_tps_std=sp.std, prompt_tps_ci95=sp.ci95,
-                   generation_tps_mean=sg.mean, generation_tps_std=sg.std,
-                   generation_tps_ci95=sg.ci95, ttft_s_mean=0.1, ttft_s_std=0.0,
-                   peak_memory_bytes=peak, model_memory_bytes=model.size_bytes,
-                   created_at=when or datetime.now(UTC))  # fmt: skip
-    trials = [BenchTrial(run_id=0, trial_index=i, prompt_tokens=512, generated_tokens=128,
-                         prompt_tps=prompt[i], generation_tps=g, ttft_s=0.1, total_s=1.0,
-                         peak_memory_bytes=peak) for i, g in enumerate(gen)]  # fmt: skip
+    run = BenchRun(
+        model_id=model.id,
+        system_id=system.id,
+        prompt_tokens=512,
+        gen_tokens=128,
+        depth=depth,
+        prefill_step_size=2048,
+        trials=len(gen),
+        warmup=1,
+        prompt_tps_mean=sp.mean,
+        prompt_tps_std=sp.std,
+        prompt_tps_ci95=sp.ci95,
+        generation_tps_mean=sg.mean,
+        generation_tps_std=sg.std,
+        generation_tps_ci95=sg.ci95,
+        ttft_s_mean=0.1,
+        ttft_s_std=0.0,
+        peak_memory_bytes=peak,
+        model_memory_bytes=model.size_bytes,
+        created_at=when or datetime.now(UTC),
+    )
+    trials = [
+        BenchTrial(
+            run_id=0,
+            trial_index=i,
+            prompt_tokens=512,
+            generated_tokens=128,
+            prompt_tps=prompt[i],
+            generation_tps=g,
+            ttft_s=0.1,
+            total_s=1.0,
+            peak_memory_bytes=peak,
+        )
+        for i, g in enumerate(gen)
+    ]
     return store.add_bench_run(run, trials)
 
 
 def _quality(store, model, base, ppl, kl, top1):
     with store.write() as s:
-        s.add(QualityRun(model_id=model.id, base_model_id=base.id if base else None,
-                         text_name="default", text_sha256="x", tokens=511, perplexity=ppl,
-                         kl_mean=kl, top1_agreement=top1))  # fmt: skip
+        s.add(
+            QualityRun(
+                model_id=model.id,
+                base_model_id=base.id if base else None,
+                text_name="default",
+                text_sha256="x",
+                tokens=511,
+                perplexity=ppl,
+                kl_mean=kl,
+                top1_agreement=top1,
+            )
+        )
 
 
 # The planted family: generation tok/s, peak memory, KL. With 16 GB and KL <= 0.05 the 4-bit
@@ -88,12 +141,19 @@ def planted(mlxd_home):
         base = base or m
         models[name] = m
         _run(store, m, old, gen, peak=int(peak * GB))
-        _quality(store, m, None if m is base else base, 8.0 + (kl or 0) * 10, kl,
-                 None if kl is None else 1 - kl)  # fmt: skip
+        _quality(
+            store,
+            m,
+            None if m is base else base,
+            8.0 + (kl or 0) * 10,
+            kl,
+            None if kl is None else 1 - kl,
+        )
     # depth sweep of the 4-bit variant
     for depth, g in ((1024, 50.0), (4096, 40.0)):
-        _run(store, models["llama-4bit"], old, [g, g + 0.2, g - 0.2], peak=int(1.0 * GB),
-             depth=depth)  # fmt: skip
+        _run(
+            store, models["llama-4bit"], old, [g, g + 0.2, g - 0.2], peak=int(1.0 * GB), depth=depth
+        )
     # qwen: 20% slower after the mlx upgrade; phi: 5% apart, well inside its noise
     day = datetime.now(UTC) - timedelta(days=2)
     qwen = _model(store, "qwen", size=2 * GB)
@@ -110,10 +170,17 @@ def planted(mlxd_home):
     bad = store.submit_job("quantize", {"model": "llama", "bits": 2})
     store.finish_job(bad.id, "failed", error="Traceback...\nMemoryError: out of memory")
     ft = store.submit_job("finetune", {"model": "llama", "model_id": base.id})
-    store.finish_job(ft.id, "succeeded", result={
-        "iterations": 30, "final_train_loss": 1.25, "final_val_loss": 1.5,
-        "train_losses": [[10, 2.0], [20, 1.5], [30, 1.25]], "val_losses": [[15, 1.8], [30, 1.5]],
-    })  # fmt: skip
+    store.finish_job(
+        ft.id,
+        "succeeded",
+        result={
+            "iterations": 30,
+            "final_train_loss": 1.25,
+            "final_val_loss": 1.5,
+            "train_losses": [[10, 2.0], [20, 1.5], [30, 1.25]],
+            "val_losses": [[15, 1.8], [30, 1.5]],
+        },
+    )
     store.close()
     return models
 
@@ -130,8 +197,13 @@ def _md_rows(md: str, table_header: str) -> list[list[str]]:
 
 
 def test_markdown_report_holds_the_planted_rows(planted, mlxd_home, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mlxd", "report"], cwd=tmp_path,
-                          env=mlxd_env(mlxd_home), capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlxd", "report"],
+        cwd=tmp_path,
+        env=mlxd_env(mlxd_home),
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     (path,) = (tmp_path / "reports").glob("mlxd-report-*.md")
     assert datetime.now().strftime("%Y-%m-%d") in path.name and str(path.name) in proc.stdout
@@ -153,8 +225,10 @@ def test_markdown_report_holds_the_planted_rows(planted, mlxd_home, tmp_path):
     assert "Recommendation: llama-3bit (3bit-g64) on studio: 70.0 tok/s" in md
     depth = _md_rows(md, "| Model | Machine | Point | Depth")
     assert [(r[0], r[3], r[5]) for r in depth] == [
-        ("llama-4bit", "0", "60.0"), ("llama-4bit", "1024", "50.0"), ("llama-4bit", "4096", "40.0")
-    ]  # fmt: skip
+        ("llama-4bit", "0", "60.0"),
+        ("llama-4bit", "1024", "50.0"),
+        ("llama-4bit", "4096", "40.0"),
+    ]
     ft = _md_rows(md, "| Job | Model | Output | Iterations")
     assert [(r[1], r[3], r[4], r[5]) for r in ft] == [("llama", "30", "1.25", "1.5")]
     regress = _md_rows(md, "| Verdict | Model | Machine")
@@ -212,11 +286,22 @@ def test_sql_export_loads_into_sqlite_with_system_columns(planted, tmp_path):
     rows = run_json("results", "--limit", "0")
     (count,) = db.execute("select count(*) from mlxd_results").fetchone()
     assert count == len(rows) == 11
-    got = db.execute("select host, chip, ram_bytes, os, mlx_version, mlx_lm_version, perplexity,"
-                     " kl_mean, quality_base from mlxd_results where model = 'llama-4bit' "
-                     "and depth = 0").fetchone()  # fmt: skip
-    assert got == ("studio", "Apple M3 Max", 16 * GB, "Darwin 15.1", "0.30.0", "0.28.0",
-                   pytest.approx(8.2), 0.02, "llama")  # fmt: skip
+    got = db.execute(
+        "select host, chip, ram_bytes, os, mlx_version, mlx_lm_version, perplexity,"
+        " kl_mean, quality_base from mlxd_results where model = 'llama-4bit' "
+        "and depth = 0"
+    ).fetchone()
+    assert got == (
+        "studio",
+        "Apple M3 Max",
+        16 * GB,
+        "Darwin 15.1",
+        "0.30.0",
+        "0.28.0",
+        pytest.approx(8.2),
+        0.02,
+        "llama",
+    )
     four = next(r for r in rows if r["model"] == "llama-4bit")
     assert four["kl_mean"] == 0.02 and four["quality_base"] == "llama"
     csv_header = run_mlxd("results", "--csv", check=True).stdout.splitlines()[0].split(",")
@@ -285,8 +370,22 @@ def test_html_report_renders_in_chromium(planted, tmp_path):
 def test_after_real_jobs_quality_sits_beside_speed(daemon, tiny_model_dir):
     run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     daemon.start()
-    out = run_mlxd("sweep", "tiny", "--bits", "4", "-p", "16", "-g", "8", "-n", "2",
-                   "--max-tokens", "64", "--wait", timeout=600)  # fmt: skip
+    out = run_mlxd(
+        "sweep",
+        "tiny",
+        "--bits",
+        "4",
+        "-p",
+        "16",
+        "-g",
+        "8",
+        "-n",
+        "2",
+        "--max-tokens",
+        "64",
+        "--wait",
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     results = run_json("results")
     assert {r["model"] for r in results} == {"tiny", "tiny-4bit-g64"}
@@ -309,9 +408,25 @@ def test_after_real_jobs_quality_sits_beside_speed(daemon, tiny_model_dir):
     assert rows["tiny-4bit-g64"][8] == f"{four['kl_mean']:.3g}"
     assert "succeeded" in md.split("## Jobs since")[1]
     # several models in one command: one job each, one table at the end
-    both = run_mlxd("bench", "tiny", "tiny-4bit-g64", "-p", "16", "-g", "8", "-n", "2",
-                    "--depth", "0,16", "--max-kv-size", "64", "-pg", "8,4", "--wait",
-                    timeout=600)  # fmt: skip
+    both = run_mlxd(
+        "bench",
+        "tiny",
+        "tiny-4bit-g64",
+        "-p",
+        "16",
+        "-g",
+        "8",
+        "-n",
+        "2",
+        "--depth",
+        "0,16",
+        "--max-kv-size",
+        "64",
+        "-pg",
+        "8,4",
+        "--wait",
+        timeout=600,
+    )
     assert both.returncode == 0, both.stdout + both.stderr
     assert both.stdout.count("Queued job") == 2 and both.stdout.count("GEN TOK/S ±SD") == 1
     table = both.stdout.split("GEN TOK/S ±SD")[1]
@@ -321,8 +436,11 @@ def test_after_real_jobs_quality_sits_beside_speed(daemon, tiny_model_dir):
     assert sum(" tiny " in line for line in lines) == 4
     runs = [r for r in run_json("results") if r["job_id"] == run_json("jobs", "list")[-1]["id"]]
     assert {(r["prompt_tokens"], r["gen_tokens"], r["depth"]) for r in runs} == {
-        (16, 8, 0), (16, 8, 16), (8, 4, 0), (8, 4, 16)
-    }  # fmt: skip
+        (16, 8, 0),
+        (16, 8, 16),
+        (8, 4, 0),
+        (8, 4, 16),
+    }
     assert all(r["max_kv_size"] == 64 and r["combined_tps_mean"] > 0 for r in runs)
     jobs = run_json("jobs", "list")
     last = jobs[-1]
@@ -372,13 +490,16 @@ def test_nightly_digest_is_a_periodic_task_that_writes_the_last_24_hours(planted
 
 def test_sweep_takes_microscaling_modes_and_a_dtype(tiny_model_dir):
     run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
-    out = run_mlxd("sweep", "tiny", "--bits", "4", "--mode", "mxfp4,nvfp4", "--dtype",
-                   "bfloat16", check=True).stdout  # fmt: skip
+    out = run_mlxd(
+        "sweep", "tiny", "--bits", "4", "--mode", "mxfp4,nvfp4", "--dtype", "bfloat16", check=True
+    ).stdout
     assert "3 variant(s) + base" in out
     quantize = [j["params"] for j in run_json("jobs", "list") if j["kind"] == "quantize"]
     assert [(q["mode"], q["bits"], q["group_size"], q["dtype"]) for q in quantize] == [
-        ("affine", 4, 64, "bfloat16"), ("mxfp4", 4, 32, "bfloat16"), ("nvfp4", 4, 16, "bfloat16")
-    ]  # fmt: skip
+        ("affine", 4, 64, "bfloat16"),
+        ("mxfp4", 4, 32, "bfloat16"),
+        ("nvfp4", 4, 16, "bfloat16"),
+    ]
     bad = run_mlxd("sweep", "tiny", "--mode", "int3")
     assert bad.returncode == 2 and "'int3' is not one of mxfp4, nvfp4, mxfp8" in bad.stderr
 
@@ -392,7 +513,12 @@ def test_markdown_report_and_recommend_stay_light(planted, mlxd_home):
         "sys.stderr.write(repr(sorted({m.split('.')[0] for m in sys.modules} & "
         "{'matplotlib', 'sqlmodel', 'sqlalchemy', 'alembic', 'mlx'})))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=mlxd_env(mlxd_home), check=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=mlxd_env(mlxd_home),
+        check=True,
+    )
     assert proc.stderr == "[]"
     assert "## Model: llama" in proc.stdout

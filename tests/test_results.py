@@ -19,27 +19,62 @@ from tests.conftest import mlxd_env, run_json, run_mlxd
 
 
 def _system(store, host: str, mlx: str) -> System:
-    return store.system_for({"host": host, "os_name": "Darwin", "os_version": "15.1",
-                             "cpu": "Apple M3", "backend": "metal", "python_version": "3.11",
-                             "mlx_version": mlx, "mlx_lm_version": "0.28", "mlxd_version": "0.1"})  # fmt: skip
+    return store.system_for(
+        {
+            "host": host,
+            "os_name": "Darwin",
+            "os_version": "15.1",
+            "cpu": "Apple M3",
+            "backend": "metal",
+            "python_version": "3.11",
+            "mlx_version": mlx,
+            "mlx_lm_version": "0.28",
+            "mlxd_version": "0.1",
+        }
+    )
 
 
 def _model(store, name: str, **kw) -> Model:
-    return store.add_model(Model(name=name, path=f"/nowhere/{name}", format="mlx",
-                                 source="synth", **kw))  # fmt: skip
+    return store.add_model(
+        Model(name=name, path=f"/nowhere/{name}", format="mlx", source="synth", **kw)
+    )
 
 
-def _run(store, model, system, gen, *, prompt=None, ttft=None, peak=1_000_000, p=128, g=64,
-         created_at=None, model_memory_bytes=None, with_trials=True) -> BenchRun:  # fmt: skip
+def _run(
+    store,
+    model,
+    system,
+    gen,
+    *,
+    prompt=None,
+    ttft=None,
+    peak=1_000_000,
+    p=128,
+    g=64,
+    created_at=None,
+    model_memory_bytes=None,
+    with_trials=True,
+) -> BenchRun:
     prompt = prompt or [500.0] * len(gen)
     ttft = ttft or [0.25] * len(gen)
     sp, sg, st = summarize(prompt), summarize(gen), summarize(ttft)
-    run = BenchRun(model_id=model.id, system_id=system.id, prompt_tokens=p, gen_tokens=g,
-                   trials=len(gen), warmup=1, prompt_tps_mean=sp.mean, prompt_tps_std=sp.std,
-                   generation_tps_mean=sg.mean, generation_tps_std=sg.std,
-                   ttft_s_mean=st.mean, ttft_s_std=st.std, peak_memory_bytes=peak,
-                   model_memory_bytes=model_memory_bytes,
-                   created_at=created_at or datetime.now(UTC))  # fmt: skip
+    run = BenchRun(
+        model_id=model.id,
+        system_id=system.id,
+        prompt_tokens=p,
+        gen_tokens=g,
+        trials=len(gen),
+        warmup=1,
+        prompt_tps_mean=sp.mean,
+        prompt_tps_std=sp.std,
+        generation_tps_mean=sg.mean,
+        generation_tps_std=sg.std,
+        ttft_s_mean=st.mean,
+        ttft_s_std=st.std,
+        peak_memory_bytes=peak,
+        model_memory_bytes=model_memory_bytes,
+        created_at=created_at or datetime.now(UTC),
+    )
     trials = [
         BenchTrial(
             run_id=0,
@@ -51,7 +86,7 @@ def _run(store, model, system, gen, *, prompt=None, ttft=None, peak=1_000_000, p
             ttft_s=ttft[i],
             total_s=1.0,
             peak_memory_bytes=peak,
-        )  # fmt: skip
+        )
         for i, x in enumerate(gen)
     ]
     return store.add_bench_run(run, trials if with_trials else [])
@@ -70,8 +105,15 @@ def catalog():
     c, d = _model(store, "c"), _model(store, "d")
     old = datetime.now(UTC) - timedelta(days=30)
     # b is clearly faster than a, answers sooner and needs less memory
-    _run(store, a, m1, [100, 101, 99], ttft=[0.30, 0.31, 0.29], peak=2_000_000,
-         model_memory_bytes=10_000_000)  # fmt: skip
+    _run(
+        store,
+        a,
+        m1,
+        [100, 101, 99],
+        ttft=[0.30, 0.31, 0.29],
+        peak=2_000_000,
+        model_memory_bytes=10_000_000,
+    )
     _run(store, b, m1, [150, 151, 149], ttft=[0.20, 0.21, 0.19], peak=1_000_000)
     # d vs c: 5% apart, but the spread swallows it
     _run(store, c, m1, [100, 130, 70])
@@ -79,8 +121,15 @@ def catalog():
     # a again, on the laptop with another mlx, a month ago
     _run(store, a, m2, [50, 51, 49], created_at=old)
     with store.write() as s:
-        s.add(Probe(host="studio", cpu="Apple M3", backend="metal",
-                    memory_bandwidth_bytes_per_s=100e6, method="test"))  # fmt: skip
+        s.add(
+            Probe(
+                host="studio",
+                cpu="Apple M3",
+                backend="metal",
+                memory_bandwidth_bytes_per_s=100e6,
+                method="test",
+            )
+        )
     store.close()
     return paths()
 
@@ -186,8 +235,13 @@ def test_results_json_does_not_import_sqlmodel(catalog):
         "sys.stderr.write(repr(sorted(m for m in sys.modules\n"
         "    if m.split('.')[0] in ('sqlmodel', 'sqlalchemy', 'alembic', 'mlx'))))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=mlxd_env(catalog.home), check=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=mlxd_env(catalog.home),
+        check=True,
+    )
     assert proc.stderr == "[]"
     assert len(json.loads(proc.stdout)) == 5
 
@@ -201,9 +255,13 @@ def test_fill_catalog_helper_makes_rows_the_results_read(tmp_path):
     rows = json.loads(run_mlxd("results", "--json", home=home, check=True).stdout)
     assert len(rows) == 40 and all(r["roofline_pct"] > 0 for r in rows)
     assert {r["host"] for r in rows} == {"mac-studio", "mbp-m3"}
-    text = subprocess.run([sys.executable, "-m", "mlxd", "results", "--compare", "mac-studio",
-                           "mbp-m3", "--json"], capture_output=True, text=True,
-                          env=mlxd_env(home), check=True).stdout  # fmt: skip
+    text = subprocess.run(
+        [sys.executable, "-m", "mlxd", "results", "--compare", "mac-studio", "mbp-m3", "--json"],
+        capture_output=True,
+        text=True,
+        env=mlxd_env(home),
+        check=True,
+    ).stdout
     assert {r["by"] for r in json.loads(text)} <= {"machine"}
 
 
@@ -216,8 +274,9 @@ def test_limit_keeps_the_newest_runs_oldest_first(catalog):
         flt = ResultFilter(limit=2)
         assert [r["run_id"] for r in con.result_rows(flt)] == [r["run_id"] for r in newest]
         assert json.loads(json_array(con.result_json_rows(flt))) == newest
-    only_a = json.loads(run_mlxd("results", "--json", "--model", "a", "--limit", "1",
-                                 check=True).stdout)  # fmt: skip
+    only_a = json.loads(
+        run_mlxd("results", "--json", "--model", "a", "--limit", "1", check=True).stdout
+    )
     assert len(only_a) == 1 and only_a[0]["model"] == "a"
     table = run_mlxd("results", "--limit", "2", check=True)
     assert "Note: the newest 2 runs;" in table.stderr and "older ones not shown" in table.stderr

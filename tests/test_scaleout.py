@@ -38,8 +38,16 @@ class Host:
         return dict(os.environ, MLXD_HOME=str(self.home), **FAST, **extra)
 
     def start(self, **extra: str) -> Host:
-        args = [sys.executable, "-m", "mlxd", "daemon", "start", "--foreground",
-                "--host-id", self.host_id]  # fmt: skip
+        args = [
+            sys.executable,
+            "-m",
+            "mlxd",
+            "daemon",
+            "start",
+            "--foreground",
+            "--host-id",
+            self.host_id,
+        ]
         for pool in self.pools:
             args += ["--pool", pool]
         log = open(self.home.parent / f"{self.host_id}-stdio.log", "a")
@@ -132,8 +140,13 @@ def test_a_url_that_is_not_postgresql_is_refused(mlxd_home):
     proc = run_mlxd("jobs", "list", home=mlxd_home, timeout=60)
     assert proc.returncode == 0  # SQLite, as always
     env = dict(os.environ, MLXD_HOME=str(mlxd_home), MLXD_DATABASE_URL="mysql://x@h/db")
-    proc = subprocess.run([sys.executable, "-m", "mlxd", "jobs", "list"], capture_output=True,
-                          text=True, env=env, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlxd", "jobs", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode != 0
     assert proc.stderr.startswith("Error: MLXD_DATABASE_URL must be a postgresql:// URL")
 
@@ -156,10 +169,21 @@ def test_postgres_catalog_migrates_to_head_and_matches_the_models(mlxd_home, pg_
     from mlxd.catalog.models import System
 
     with store.write() as s:
-        s.add(System(fingerprint="big", host="h", os_name="Darwin", os_version="15",
-                      cpu="Apple M3 Ultra", backend="metal", python_version="3.12",
-                      mlx_version="0.32", mlx_lm_version="0.32", mlxd_version="0.1",
-                      ram_bytes=192 * 2**30))  # fmt: skip
+        s.add(
+            System(
+                fingerprint="big",
+                host="h",
+                os_name="Darwin",
+                os_version="15",
+                cpu="Apple M3 Ultra",
+                backend="metal",
+                python_version="3.12",
+                mlx_version="0.32",
+                mlx_lm_version="0.32",
+                mlxd_version="0.1",
+                ram_bytes=192 * 2**30,
+            )
+        )
     status = run_mlxd("daemon", "status", home=mlxd_home)
     assert "Catalog and queue: postgresql://" in status.stdout
     assert "/mlxd_test_" in status.stdout
@@ -264,7 +288,7 @@ def test_200_concurrent_submits_from_8_processes_with_daemons_running(
             text=True,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-        )  # fmt: skip
+        )
         for n in range(8)
     ]
     outs = [p.communicate(timeout=300) for p in procs]

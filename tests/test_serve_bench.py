@@ -37,8 +37,21 @@ def gone(pid: int) -> bool:
 def test_serving_bench_records_every_request_and_stops_the_server(daemon, tiny_model_dir):
     run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     daemon.start()
-    proc = run_mlxd("bench", "tiny", "--serve", "--concurrency", "1,4", "--requests", "6",
-                    "-p", "16", "-g", "6", "--wait", timeout=300)  # fmt: skip
+    proc = run_mlxd(
+        "bench",
+        "tiny",
+        "--serve",
+        "--concurrency",
+        "1,4",
+        "--requests",
+        "6",
+        "-p",
+        "16",
+        "-g",
+        "6",
+        "--wait",
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     job_id = int(proc.stdout.split()[2].rstrip(":"))
     runs = run_json("results")
@@ -61,12 +74,24 @@ def test_serving_bench_records_every_request_and_stops_the_server(daemon, tiny_m
 def test_cancelling_a_serving_bench_stops_its_server(daemon, tiny_model_dir):
     run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     daemon.start()
-    j = submit("bench", "tiny", "--serve", "--concurrency", "2", "--requests", "5000",
-               "-p", "16", "-g", "64")  # fmt: skip
+    j = submit(
+        "bench",
+        "tiny",
+        "--serve",
+        "--concurrency",
+        "2",
+        "--requests",
+        "5000",
+        "-p",
+        "16",
+        "-g",
+        "64",
+    )
     store = Store(paths())
     # Cancel once the server is up and answering (progress counts finished requests).
-    wait_for(lambda: store.get_job(j).progress > 0, timeout=120, interval=0.1,
-             what="requests under way")  # fmt: skip
+    wait_for(
+        lambda: store.get_job(j).progress > 0, timeout=120, interval=0.1, what="requests under way"
+    )
     pid = server_pid(j)
     assert pid is not None and not gone(pid)
     run_mlxd("jobs", "cancel", str(j), check=True)

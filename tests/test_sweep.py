@@ -13,8 +13,11 @@ from tests.conftest import run_json, run_mlxd
 
 def _store_with_base(tmp_path) -> Store:
     store = Store(paths())
-    store.add_model(Model(name="tiny", path=str(tmp_path / "tiny"), format="mlx",
-                          source="synth", dtype="float32"))  # fmt: skip
+    store.add_model(
+        Model(
+            name="tiny", path=str(tmp_path / "tiny"), format="mlx", source="synth", dtype="float32"
+        )
+    )
     return store
 
 
@@ -29,8 +32,16 @@ def _submitter(store, log):
 
 def test_plan_queues_a_graph_and_a_second_sweep_reuses_the_queued_jobs(tmp_path):
     store = _store_with_base(tmp_path)
-    req = SweepRequest(base="tiny", bits=[4, 8], group_sizes=[64], recipes=["mixed_3_6"],
-                       prompt_tokens=16, gen_tokens=8, trials=2, max_tokens=64)  # fmt: skip
+    req = SweepRequest(
+        base="tiny",
+        bits=[4, 8],
+        group_sizes=[64],
+        recipes=["mixed_3_6"],
+        prompt_tokens=16,
+        gen_tokens=8,
+        trials=2,
+        max_tokens=64,
+    )
     first: list = []
     sweep = submit_sweep(store, plan_sweep(store, req), _submitter(store, first))
 
@@ -61,12 +72,21 @@ def test_plan_queues_a_graph_and_a_second_sweep_reuses_the_queued_jobs(tmp_path)
 def test_a_different_model_with_the_default_name_is_not_taken_for_the_variant(tmp_path):
     store = _store_with_base(tmp_path)
     # Same name, but not quantized from tiny: must not be reused, nor overwritten.
-    store.add_model(Model(name="tiny-4bit-g64", path=str(tmp_path / "other"), format="mlx",
-                          source="local", quant_bits=4, quant_group_size=64,
-                          quant_mode="affine"))  # fmt: skip
+    store.add_model(
+        Model(
+            name="tiny-4bit-g64",
+            path=str(tmp_path / "other"),
+            format="mlx",
+            source="local",
+            quant_bits=4,
+            quant_group_size=64,
+            quant_mode="affine",
+        )
+    )
     log: list = []
-    sweep = submit_sweep(store, plan_sweep(store, SweepRequest(base="tiny", bits=[4])),
-                         _submitter(store, log))  # fmt: skip
+    sweep = submit_sweep(
+        store, plan_sweep(store, SweepRequest(base="tiny", bits=[4])), _submitter(store, log)
+    )
     v = next(v for v in sweep.variants if v["variant"] == "4bit-g64")
     assert v["model"] == "tiny-4bit-g64-2" and v["reused"] == []
     assert store.get_job(v["quantize_job"]).params["name"] == "tiny-4bit-g64-2"
@@ -85,8 +105,22 @@ def test_sweep_rejects_bad_grids_before_queueing(tmp_path, tiny_model_dir):
 def test_sweep_end_to_end_fills_every_cell_and_resubmitting_reuses(daemon, tiny_model_dir):
     run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     daemon.start()
-    args = ["sweep", "tiny", "--bits", "4,8", "--group-size", "64", "-p", "16", "-g", "8",
-            "-n", "2", "--text-tokens", "64"]  # fmt: skip
+    args = [
+        "sweep",
+        "tiny",
+        "--bits",
+        "4,8",
+        "--group-size",
+        "64",
+        "-p",
+        "16",
+        "-g",
+        "8",
+        "-n",
+        "2",
+        "--text-tokens",
+        "64",
+    ]
     out = run_mlxd(*args, "--wait", timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Perplexity" in out.stdout and "queued" not in out.stdout.split("Precision")[-1]
@@ -95,8 +129,14 @@ def test_sweep_end_to_end_fills_every_cell_and_resubmitting_reuses(daemon, tiny_
     rows = {r["variant"]: r for r in table["rows"]}
     assert list(rows) == ["base", "4bit-g64", "8bit-g64"]
     for r in rows.values():
-        for col in ("perplexity", "prompt_tps", "generation_tps", "peak_memory_gb",
-                    "size_gb", "bits_per_weight"):  # fmt: skip
+        for col in (
+            "perplexity",
+            "prompt_tps",
+            "generation_tps",
+            "peak_memory_gb",
+            "size_gb",
+            "bits_per_weight",
+        ):
             assert isinstance(r[col], float) and r[col] > 0, (r["variant"], col, r[col])
     for name in ("4bit-g64", "8bit-g64"):
         assert isinstance(rows[name]["kl_mean"], float) and rows[name]["kl_mean"] >= 0
@@ -130,16 +170,44 @@ def test_a_bench_run_with_other_settings_is_not_reused(tmp_path):
     from mlxd.catalog.models import BenchRun
 
     store = _store_with_base(tmp_path)
-    system = store.system_for({"host": "h", "os_name": "Linux", "os_version": "6", "cpu": "x",
-                               "backend": "cpu", "python_version": "3.11", "mlx_version": "1",
-                               "mlx_lm_version": "1", "mlxd_version": "0"})  # fmt: skip
+    system = store.system_for(
+        {
+            "host": "h",
+            "os_name": "Linux",
+            "os_version": "6",
+            "cpu": "x",
+            "backend": "cpu",
+            "python_version": "3.11",
+            "mlx_version": "1",
+            "mlx_lm_version": "1",
+            "mlxd_version": "0",
+        }
+    )
     earlier = store.submit_job("bench", {"model": "tiny"})
     # Same p/g/n as the sweep, but another prefill step size and seed: not the sweep's run.
-    store.add_bench_run(BenchRun(job_id=earlier.id, model_id=1, system_id=system.id,
-                                 prompt_tokens=16, gen_tokens=8, trials=2, warmup=1,
-                                 prefill_step_size=16, seed=7), [])  # fmt: skip
-    req = SweepRequest(base="tiny", bits=[4], group_sizes=[64], prompt_tokens=16, gen_tokens=8,
-                       trials=2, max_tokens=64)  # fmt: skip
+    store.add_bench_run(
+        BenchRun(
+            job_id=earlier.id,
+            model_id=1,
+            system_id=system.id,
+            prompt_tokens=16,
+            gen_tokens=8,
+            trials=2,
+            warmup=1,
+            prefill_step_size=16,
+            seed=7,
+        ),
+        [],
+    )
+    req = SweepRequest(
+        base="tiny",
+        bits=[4],
+        group_sizes=[64],
+        prompt_tokens=16,
+        gen_tokens=8,
+        trials=2,
+        max_tokens=64,
+    )
     log: list = []
     sweep = submit_sweep(store, plan_sweep(store, req), _submitter(store, log))
     base = next(v for v in sweep.variants if v["variant"] == "base")

@@ -190,11 +190,17 @@ def test_spare_children_exit_when_the_daemon_is_killed(daemon, tiny_model_dir):
     run_mlxd("jobs", "wait", str(warm), "--timeout", "120", check=True)
     spare = wait_for(lambda: spare_children(daemon.pid), timeout=90, what="a spare child")[0]
     long = submit("bench", "tiny", "-p", "16", "-g", "1900", "-n", "100")
-    wait_for(lambda: run_json("jobs", "show", str(long))["pid"] == spare, timeout=90,
-             what="the spare to take the job")  # fmt: skip
+    wait_for(
+        lambda: run_json("jobs", "show", str(long))["pid"] == spare,
+        timeout=90,
+        what="the spare to take the job",
+    )
     idle = wait_for(lambda: spare_children(daemon.pid), timeout=90, what="the next spare")
     daemon.kill9()
     # The busy child and the idle spare both notice their daemon is gone.
-    wait_for(lambda: gone(spare) and all(gone(p) for p in idle), timeout=60,
-             what="the orphaned children to exit")  # fmt: skip
+    wait_for(
+        lambda: gone(spare) and all(gone(p) for p in idle),
+        timeout=60,
+        what="the orphaned children to exit",
+    )
     assert run_json("jobs", "show", str(long))["status"] == "running"  # recovered on restart

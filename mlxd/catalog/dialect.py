@@ -34,8 +34,10 @@ class Dialect:
         pairs = []
         for name, expr in columns:
             if name in bool_columns:
-                expr = (f"case when {expr} is null then null when {expr} then json('true') "
-                        "else json('false') end")  # fmt: skip
+                expr = (
+                    f"case when {expr} is null then null when {expr} then json('true') "
+                    "else json('false') end"
+                )
             pairs.append(f"'{name}', {expr}")
         return f"select json_object({', '.join(pairs)}) {rest}"
 

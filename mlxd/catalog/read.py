@@ -88,10 +88,18 @@ def _columns(d: Dialect) -> list[tuple[str, str]]:
         return f"coalesce(r.{name}, {d.json_number('r.details', name)})"
 
     return [
-        (name, ci(name) if expr is _CI else d.iso_utc("r.created_at") if expr is _ISO_CREATED
-         else d.round2(_ROOFLINE) if expr is _ROUNDED_ROOFLINE else expr)
+        (
+            name,
+            ci(name)
+            if expr is _CI
+            else d.iso_utc("r.created_at")
+            if expr is _ISO_CREATED
+            else d.round2(_ROOFLINE)
+            if expr is _ROUNDED_ROOFLINE
+            else expr,
+        )
         for name, expr in _COLUMN_TEMPLATE
-    ]  # fmt: skip
+    ]
 
 
 # The quantization as one short label: the recipe, a microscaling mode, "4bit-g64", or the
@@ -138,7 +146,7 @@ _COLUMN_TEMPLATE: list[tuple[str, Any]] = [
             "ttft_s_median",
             "ttft_s_std",
         )
-    ],  # fmt: skip
+    ],
     ("prompt_tps_ci95", _CI),
     ("generation_tps_ci95", _CI),
     ("ttft_s_ci95", _CI),
@@ -160,7 +168,7 @@ _COLUMN_TEMPLATE: list[tuple[str, Any]] = [
             "low_power_mode",
             "thermal_state",
         )
-    ],  # fmt: skip
+    ],
     # The model's newest quality run (any machine: the scores do not depend on one).
     ("perplexity", "q.perplexity"),
     ("kl_mean", "q.kl_mean"),
@@ -200,7 +208,7 @@ _COLUMN_TEMPLATE: list[tuple[str, Any]] = [
             "cached_tokens",
             "ttft_cached_s_mean",
         )
-    ],  # fmt: skip
+    ],
     ("draft_model", "(select name from model d where d.id = r.draft_model_id)"),
     ("prompt_cache", "(select name from promptcache c where c.id = r.prompt_cache_id)"),
 ]
@@ -611,12 +619,20 @@ class Reader:
             metrics = out.setdefault(key, {})
             trial_id, tp, tg, tt, tm, n, pm, ps, gm, gs, tmn, tsd, peak = rest
             if trial_id is not None:
-                groups = (("prompt_tps", tp, 0.0), ("generation_tps", tg, 0.0),
-                          ("ttft_s", tt, 0.0), ("peak_memory_bytes", tm, 0.0))  # fmt: skip
+                groups = (
+                    ("prompt_tps", tp, 0.0),
+                    ("generation_tps", tg, 0.0),
+                    ("ttft_s", tt, 0.0),
+                    ("peak_memory_bytes", tm, 0.0),
+                )
                 n = 1
             else:
-                groups = (("prompt_tps", pm, ps), ("generation_tps", gm, gs),
-                          ("ttft_s", tmn, tsd), ("peak_memory_bytes", peak, 0.0))  # fmt: skip
+                groups = (
+                    ("prompt_tps", pm, ps),
+                    ("generation_tps", gm, gs),
+                    ("ttft_s", tmn, tsd),
+                    ("peak_memory_bytes", peak, 0.0),
+                )
             for name, mean, std in groups:
                 if mean is not None and n:
                     metrics.setdefault(name, []).append((n, mean, std or 0.0))

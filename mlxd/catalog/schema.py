@@ -31,18 +31,24 @@ def current_revision(db_path: Path) -> str | None:
     with open(db_path, "rb") as f:
         magic = f.read(16)
     if not magic:
-        raise CatalogError(f"the catalog {db_path} is empty (0 bytes); restore it from a backup "
-                           "or move it away to start a new catalog")  # fmt: skip
+        raise CatalogError(
+            f"the catalog {db_path} is empty (0 bytes); restore it from a backup "
+            "or move it away to start a new catalog"
+        )
     if magic != SQLITE_MAGIC:
-        raise CatalogError(f"{db_path} is not an SQLite file, so not an mlxd catalog; move it "
-                           "away or point MLXD_HOME elsewhere")  # fmt: skip
+        raise CatalogError(
+            f"{db_path} is not an SQLite file, so not an mlxd catalog; move it "
+            "away or point MLXD_HOME elsewhere"
+        )
     con = sqlite3.connect(db_path, timeout=30)
     try:
         tables = {r[0] for r in con.execute("select name from sqlite_master where type='table'")}
         if "alembic_version" not in tables:
             if tables:
-                raise CatalogError(f"{db_path} is another program's database (tables: "
-                                   f"{', '.join(sorted(tables)[:5])}), not an mlxd catalog")  # fmt: skip
+                raise CatalogError(
+                    f"{db_path} is another program's database (tables: "
+                    f"{', '.join(sorted(tables)[:5])}), not an mlxd catalog"
+                )
             return None
         row = con.execute("select version_num from alembic_version").fetchone()
     except sqlite3.DatabaseError as e:
@@ -61,13 +67,19 @@ def postgres_revision(db) -> str | None:
     try:
         found = con.execute("select to_regclass('alembic_version')").fetchone()[0]
         if found is None:
-            tables = [r[0] for r in con.execute(
-                "select tablename from pg_tables where schemaname = current_schema() "
-                "and tablename not like 'huey%' order by 1 limit 5")]  # fmt: skip
+            tables = [
+                r[0]
+                for r in con.execute(
+                    "select tablename from pg_tables where schemaname = current_schema() "
+                    "and tablename not like 'huey%' order by 1 limit 5"
+                )
+            ]
             if tables:
-                raise CatalogError(f"the database {db.name} on {db.host}:{db.port} holds "
-                                   f"another program's tables ({', '.join(tables)}), not an "
-                                   "mlxd catalog")  # fmt: skip
+                raise CatalogError(
+                    f"the database {db.name} on {db.host}:{db.port} holds "
+                    f"another program's tables ({', '.join(tables)}), not an "
+                    "mlxd catalog"
+                )
             return None
         row = con.execute("select version_num from alembic_version").fetchone()
     finally:
@@ -83,8 +95,10 @@ def check_not_newer(revision: str | None, where: str) -> None:
         return
     known = sorted(p.name[:4] for p in (MIGRATIONS_DIR / "versions").glob("[0-9]*.py"))
     if revision not in known:
-        raise CatalogError(f"{where} has schema revision {revision}, newer than this mlxd "
-                           f"knows (up to {HEAD_REVISION}); upgrade mlxd")  # fmt: skip
+        raise CatalogError(
+            f"{where} has schema revision {revision}, newer than this mlxd "
+            f"knows (up to {HEAD_REVISION}); upgrade mlxd"
+        )
 
 
 def alembic_config(url: str | None = None):

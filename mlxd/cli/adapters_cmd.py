@@ -75,7 +75,7 @@ def list_(model_ref, fmt):
             _f(r["final_val_loss"]),
             "" if r["test_perplexity"] is None else f"{r['test_perplexity']:.3g}",
             when(r["created_at"]),
-        ),  # fmt: skip
+        ),
         empty="No adapters. Make one with 'mlxd finetune REF --data DIR'.",
     )
 
@@ -101,8 +101,22 @@ def show(ref, fmt):
         echo_json(d)
         return
     p = a.params
-    hyper = [f"{k}={p[k]}" for k in ("iters", "batch_size", "learning_rate", "num_layers_used",
-             "rank", "scale", "dropout", "max_seq_length", "optimizer", "seed") if k in p]  # fmt: skip
+    hyper = [
+        f"{k}={p[k]}"
+        for k in (
+            "iters",
+            "batch_size",
+            "learning_rate",
+            "num_layers_used",
+            "rank",
+            "scale",
+            "dropout",
+            "max_seq_length",
+            "optimizer",
+            "seed",
+        )
+        if k in p
+    ]
     if p.get("lr_schedule"):
         hyper.append(f"lr_schedule={p['lr_schedule']}")
     d = a.details or {}
@@ -123,16 +137,24 @@ def show(ref, fmt):
         ("trainable", human_count(a.trainable_parameters) if a.trainable_parameters else None),
         ("train loss", _f(a.final_train_loss) or None),
         ("val loss", _f(a.final_val_loss) or None),
-        ("test loss", None if a.test_loss is None else
-         f"{a.test_loss:.3f} (perplexity {a.test_perplexity:.3g})"),
-        ("speed", None if a.tokens_per_s is None else
-         f"{a.tokens_per_s:.0f} tok/s, {a.iterations_per_s:.2f} it/s"),
+        (
+            "test loss",
+            None
+            if a.test_loss is None
+            else f"{a.test_loss:.3f} (perplexity {a.test_perplexity:.3g})",
+        ),
+        (
+            "speed",
+            None
+            if a.tokens_per_s is None
+            else f"{a.tokens_per_s:.0f} tok/s, {a.iterations_per_s:.2f} it/s",
+        ),
         ("peak memory", human_bytes(a.peak_memory_bytes) if a.peak_memory_bytes else None),
         ("train time", None if a.train_time_s is None else f"{a.train_time_s:.1f} s"),
         ("job", a.job_id),
         ("folder", a.path),
         ("created", when(a.created_at)),
-    ]  # fmt: skip
+    ]
     echo_facts(facts)
     if steps or evals:
         click.echo()
@@ -140,12 +162,16 @@ def show(ref, fmt):
         its = sorted({s.iteration for s in steps} | set(val))
         by_it = {s.iteration: s for s in steps}
         table = [
-            (it, _f(by_it[it].train_loss) if it in by_it else "", _f(val.get(it)),
-             f"{by_it[it].learning_rate:.3g}" if it in by_it else "",
-             f"{by_it[it].tokens_per_s:.0f}" if it in by_it else "",
-             human_bytes(by_it[it].peak_memory_bytes) if it in by_it else "")
+            (
+                it,
+                _f(by_it[it].train_loss) if it in by_it else "",
+                _f(val.get(it)),
+                f"{by_it[it].learning_rate:.3g}" if it in by_it else "",
+                f"{by_it[it].tokens_per_s:.0f}" if it in by_it else "",
+                human_bytes(by_it[it].peak_memory_bytes) if it in by_it else "",
+            )
             for it in its
-        ]  # fmt: skip
+        ]
         click.echo(render_table(["ITER", "TRAIN", "VAL", "LR", "TOK/S", "PEAK MEM"], table))
         for e in evals:
             if e.split == "test":
@@ -167,8 +193,10 @@ def rm(ref, keep_files):
     a = store.resolve_adapter(ref)
     job = _job(a)
     if job is not None and job.status in ("queued", "running"):
-        raise UserError(f"adapter '{a.name}' is being trained by job {job.id}; cancel it first "
-                        f"('mlxd jobs cancel {job.id}')")  # fmt: skip
+        raise UserError(
+            f"adapter '{a.name}' is being trained by job {job.id}; cancel it first "
+            f"('mlxd jobs cancel {job.id}')"
+        )
     store.delete_adapter(a.id)
     folder = Path(a.path)
     ours = folder.resolve().is_relative_to((get_paths().home / "adapters").resolve())

@@ -35,14 +35,28 @@ def _check_cache_for(ref: str | None, model_id: int | None) -> None:
 
 @click.command()
 @click.argument("ref")
-@click.option("--prompts", "prompts_file", required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="JSONL: per line a prompt string, a messages list, or an object with "
-                   "'prompt'/'messages' and an optional 'max_tokens'")  # fmt: skip
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Where the outputs go, one JSON line per prompt (default: PROMPTS.out.jsonl)")  # fmt: skip
-@click.option("-b", "--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Sequences decoded together")  # fmt: skip
+@click.option(
+    "--prompts",
+    "prompts_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSONL: per line a prompt string, a messages list, or an object with "
+    "'prompt'/'messages' and an optional 'max_tokens'",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where the outputs go, one JSON line per prompt (default: PROMPTS.out.jsonl)",
+)
+@click.option(
+    "-b",
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Sequences decoded together",
+)
 @sampling_options
 @click.option("--raw", is_flag=True, help="Do not apply the chat template to text prompts")
 @click.option(
@@ -52,8 +66,21 @@ def _check_cache_for(ref: str | None, model_id: int | None) -> None:
 @click.option("--foreground", is_flag=True, help="Run now in this process instead of queueing")
 @job_options
 @catalog_errors
-def batch(ref, prompts_file, output, batch_size, raw, prompt_cache, force, foreground,
-          wait, after, priority, timeout_s, **kwargs):  # fmt: skip
+def batch(
+    ref,
+    prompts_file,
+    output,
+    batch_size,
+    raw,
+    prompt_cache,
+    force,
+    foreground,
+    wait,
+    after,
+    priority,
+    timeout_s,
+    **kwargs,
+):
     """Generate for every line of a JSONL file with batched generation (a job)."""
     from mlxd.jobs.batch import Spec, read_prompts
 
@@ -80,8 +107,10 @@ def batch(ref, prompts_file, output, batch_size, raw, prompt_cache, force, foreg
     if foreground:
         job_id = _run_here("batch", spec)
         result = get_store().get_job(job_id).result
-        click.echo(f"Wrote {len(prompts)} outputs to {output} "
-                   f"({result.get('generation_tps')} tok/s over the batch)")  # fmt: skip
+        click.echo(
+            f"Wrote {len(prompts)} outputs to {output} "
+            f"({result.get('generation_tps')} tok/s over the batch)"
+        )
         return
     submit("batch", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
 
@@ -89,8 +118,12 @@ def batch(ref, prompts_file, output, batch_size, raw, prompt_cache, force, foreg
 @click.command("cache-prompt")
 @click.argument("ref", required=False)
 @click.option("--prompt", help="The text to prefill and keep")
-@click.option("--file", "file_", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Read the text from a file")  # fmt: skip
+@click.option(
+    "--file",
+    "file_",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Read the text from a file",
+)
 @click.option(
     "--system", help="Cache a chat system prompt (in the model's template) for 'mlxd chat'"
 )
@@ -102,8 +135,22 @@ def batch(ref, prompts_file, output, batch_size, raw, prompt_cache, force, foreg
 @click.option("--foreground", is_flag=True, help="Run now in this process instead of queueing")
 @job_options
 @catalog_errors
-def cache_prompt(ref, prompt, file_, system, name, kv_bits, list_, rm, json_, foreground,
-                 wait, after, priority, timeout_s):  # fmt: skip
+def cache_prompt(
+    ref,
+    prompt,
+    file_,
+    system,
+    name,
+    kv_bits,
+    list_,
+    rm,
+    json_,
+    foreground,
+    wait,
+    after,
+    priority,
+    timeout_s,
+):
     """Prefill a prompt once and keep its KV cache for later runs."""
     store = get_store()
     if list_ or rm:
@@ -124,15 +171,23 @@ def cache_prompt(ref, prompt, file_, system, name, kv_bits, list_, rm, json_, fo
 
     text = file_.read_text(encoding="utf-8") if file_ is not None else (prompt or system)
     ref, model_id = model_ref(ref, after)
-    spec = Spec(model=ref, model_id=model_id, text=text, name=name,
-                kv_bits=int(kv_bits) if kv_bits else None, as_system=system is not None)  # fmt: skip
+    spec = Spec(
+        model=ref,
+        model_id=model_id,
+        text=text,
+        name=name,
+        kv_bits=int(kv_bits) if kv_bits else None,
+        as_system=system is not None,
+    )
     if store.find_prompt_cache(spec.name) is not None:
         raise BadUsage(f"a prompt cache named '{spec.name}' already exists; pass --name")
     if foreground:
         _run_here("cache_prompt", spec)
         cache = store.resolve_prompt_cache(spec.name)
-        click.echo(f"Made prompt cache {cache.id}: {cache.name} ({cache.num_tokens} tokens, "
-                   f"{human_bytes(cache.size_bytes)}) at {cache.path}")  # fmt: skip
+        click.echo(
+            f"Made prompt cache {cache.id}: {cache.name} ({cache.num_tokens} tokens, "
+            f"{human_bytes(cache.size_bytes)}) at {cache.path}"
+        )
         return
     submit("cache_prompt", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
 
@@ -143,6 +198,15 @@ def _list_caches(store, json_: bool) -> None:
     if json_:
         echo_json([{**row_dict(c), "model": names.get(c.model_id)} for c in caches])
         return
-    rows = [(c.id, c.name, names.get(c.model_id), c.num_tokens, c.kv_bits or "",
-             human_bytes(c.size_bytes)) for c in caches]  # fmt: skip
+    rows = [
+        (
+            c.id,
+            c.name,
+            names.get(c.model_id),
+            c.num_tokens,
+            c.kv_bits or "",
+            human_bytes(c.size_bytes),
+        )
+        for c in caches
+    ]
     click.echo(render_table(["ID", "NAME", "MODEL", "TOKENS", "KV BITS", "SIZE"], rows))

@@ -24,10 +24,16 @@ HELP = (
 @click.option("--adapter", metavar="ADAPTER", help="Run with this fine-tuned adapter (unfused)")
 @click.option("--prompt-cache", help="A prompt cache (see 'mlxd cache-prompt') to start from")
 @sampling_options
-@click.option("--once", is_flag=True,
-              help="Read a messages JSON on stdin, print the reply and exit (for scripts)")  # fmt: skip
-@click.option("--memory-check/--no-memory-check", default=True,
-              help="Refuse a model that clearly does not fit in memory")  # fmt: skip
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Read a messages JSON on stdin, print the reply and exit (for scripts)",
+)
+@click.option(
+    "--memory-check/--no-memory-check",
+    default=True,
+    help="Refuse a model that clearly does not fit in memory",
+)
 @catalog_errors
 def chat(ref, system, adapter, prompt_cache, once, memory_check, **kwargs):
     """Chat with a model in the terminal, keeping its KV cache across turns."""

@@ -16,17 +16,31 @@ def daemon():
 
 @daemon.command()
 @click.option("--foreground", is_flag=True, help="Run in this process (for launchd/systemd)")
-@click.option("--workers", type=click.IntRange(1, 16), default=1, show_default=True,
-              help="Jobs run at the same time")  # fmt: skip
-@click.option("--digest", metavar="HH:MM",
-              help="Write the last 24 hours' report to MLXD_HOME/reports/ daily at this local time")  # fmt: skip
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Jobs run at the same time",
+)
+@click.option(
+    "--digest",
+    metavar="HH:MM",
+    help="Write the last 24 hours' report to MLXD_HOME/reports/ daily at this local time",
+)
 @click.option(
     "--host-id", metavar="NAME", help="This daemon's host identity (default: the hostname)"
 )
-@click.option("--pool", "pools", multiple=True, metavar="NAME",
-              help="Serve this pool (repeatable; default: default)")  # fmt: skip
-def start(foreground: bool, workers: int, digest: str | None, host_id: str | None,
-          pools: tuple[str, ...]):  # fmt: skip
+@click.option(
+    "--pool",
+    "pools",
+    multiple=True,
+    metavar="NAME",
+    help="Serve this pool (repeatable; default: default)",
+)
+def start(
+    foreground: bool, workers: int, digest: str | None, host_id: str | None, pools: tuple[str, ...]
+):
     """Start the daemon (in the background unless --foreground)."""
     import os
 
@@ -56,8 +70,14 @@ def start(foreground: bool, workers: int, digest: str | None, host_id: str | Non
 
 @daemon.command()
 @renamed_option("--timeout", "--stop-timeout", "timeout_s", type=click.FloatRange(min=0))
-@click.option("--stop-timeout", "timeout_s", type=click.FloatRange(min=0), default=30.0, show_default=True,
-              help="Seconds to wait before killing it")  # fmt: skip
+@click.option(
+    "--stop-timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait before killing it",
+)
 def stop(timeout_s: float):
     """Stop the daemon; a running job is stopped and queued again."""
     from mlxd.daemon.control import stop as stop_daemon
@@ -103,11 +123,19 @@ def status(fmt: str):
 
 
 @daemon.command()
-@click.option("--workers", type=click.IntRange(1, 16), default=1, show_default=True,
-              help="Jobs run at the same time")  # fmt: skip
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Jobs run at the same time",
+)
 @click.option("--dry-run", is_flag=True, help="Print the service file; change nothing")
-@click.option("--digest", metavar="HH:MM",
-              help="Write the last 24 hours' report to MLXD_HOME/reports/ daily at this local time")  # fmt: skip
+@click.option(
+    "--digest",
+    metavar="HH:MM",
+    help="Write the last 24 hours' report to MLXD_HOME/reports/ daily at this local time",
+)
 def install(workers: int, dry_run: bool, digest: str | None):
     """Start the daemon at login (launchd agent on macOS, systemd user unit on Linux)."""
     from mlxd.daemon import autostart

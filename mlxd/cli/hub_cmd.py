@@ -57,8 +57,11 @@ def model_ref_or_pull(ref: str, after: int | None) -> tuple[str, int | None, int
 @click.option(
     "--exclude", multiple=True, metavar="GLOB", help="Leave out files matching (repeatable)"
 )
-@click.option("--trust-remote-code", is_flag=True,
-              help="Allow a repo that ships its own modelling code (off by default)")  # fmt: skip
+@click.option(
+    "--trust-remote-code",
+    is_flag=True,
+    help="Allow a repo that ships its own modelling code (off by default)",
+)
 @job_options
 @catalog_errors
 def pull(repo, name, include, exclude, trust_remote_code, wait, after, priority, timeout_s):
@@ -66,15 +69,21 @@ def pull(repo, name, include, exclude, trust_remote_code, wait, after, priority,
     from mlxd.cli.submit import check_free_name
     from mlxd.jobs.download import Spec
 
-    spec = Spec(repo=repo, name=name, include=list(include), exclude=list(exclude),
-                trust_remote_code=trust_remote_code)  # fmt: skip
+    spec = Spec(
+        repo=repo,
+        name=name,
+        include=list(include),
+        exclude=list(exclude),
+        trust_remote_code=trust_remote_code,
+    )
     if name:
         check_free_name(name)
     if spec.revision and len(spec.revision) == 40:
         known = get_store().find_hub_model(spec.ref)
         if known is not None:
-            click.echo(f"Already pulled: {spec.ref} is model {known.id} ({known.name}); "
-                       "nothing to do.")  # fmt: skip
+            click.echo(
+                f"Already pulled: {spec.ref} is model {known.id} ({known.name}); nothing to do."
+            )
             return
     check_offline_cache(spec.repo, spec.revision)
     submit("download", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
@@ -96,8 +105,15 @@ def push(ref, repo, private, revision, allow_synthetic, message, wait, after, pr
     from mlxd.jobs.push import Spec, check_pushable
 
     name, model_id = model_ref(ref, after)
-    spec = Spec(model=name, model_id=model_id, repo=repo, private=private, revision=revision,
-                allow_synthetic=allow_synthetic, message=message)  # fmt: skip
+    spec = Spec(
+        model=name,
+        model_id=model_id,
+        repo=repo,
+        private=private,
+        revision=revision,
+        allow_synthetic=allow_synthetic,
+        message=message,
+    )
     if model_id is not None:
         try:
             check_pushable(get_store().resolve_model(model_id), allow_synthetic)

@@ -49,8 +49,13 @@ def scan(cache_dir: Path | None, fmt: str):
         if store.find_model(name) is not None:
             name = f"{name}-{snap.commit[:7]}"
         if store.find_model(name) is not None:
-            skipped.append({"repo": snap.repo_id, "commit": snap.commit,
-                            "reason": f"a model named '{name}' already exists"})  # fmt: skip
+            skipped.append(
+                {
+                    "repo": snap.repo_id,
+                    "commit": snap.commit,
+                    "reason": f"a model named '{name}' already exists",
+                }
+            )
             continue
         q = info.quantization or {}
         with store.write() as s:
@@ -70,11 +75,10 @@ def scan(cache_dir: Path | None, fmt: str):
                     bits_per_weight=info.bits_per_weight if q else None,
                     synthetic=(snap.path / "mlxd_synth.json").is_file(),
                     managed=False,
-                    details={"hub": {"repo": snap.repo_id, "commit": snap.commit,
-                                     "scanned": True}},
+                    details={"hub": {"repo": snap.repo_id, "commit": snap.commit, "scanned": True}},
                 ),
                 session=s,
-            )  # fmt: skip
+            )
             from mlxd.catalog.models import HubFile
 
             store.add_hub_snapshot(
@@ -123,20 +127,36 @@ def du(cache_dir: Path | None, fmt: str):
         if model is not None:
             names[(snap.repo_id, snap.commit_sha)] = model.name
     rows = [
-        {"model": names.get((r.repo_id, r.commit)), "repo": r.repo_id, "commit": r.commit,
-         "refs": ",".join(r.refs), "where": "hf-cache", "size_bytes": r.size_on_disk,
-         "unique_bytes": r.unique_bytes, "shared_bytes": r.shared_bytes}
+        {
+            "model": names.get((r.repo_id, r.commit)),
+            "repo": r.repo_id,
+            "commit": r.commit,
+            "refs": ",".join(r.refs),
+            "where": "hf-cache",
+            "size_bytes": r.size_on_disk,
+            "unique_bytes": r.unique_bytes,
+            "shared_bytes": r.shared_bytes,
+        }
         for r in revisions
-    ]  # fmt: skip
+    ]
     models_dir = get_paths().models
     own_total = 0
     for m in store.list_models():
         if m.managed and Path(m.path).is_dir() and is_inside(m.path, models_dir):
             size = folder_size(Path(m.path))
             own_total += size
-            rows.append({"model": m.name, "repo": None, "commit": None, "refs": "",
-                         "where": "mlxd", "size_bytes": size, "unique_bytes": size,
-                         "shared_bytes": 0})  # fmt: skip
+            rows.append(
+                {
+                    "model": m.name,
+                    "repo": None,
+                    "commit": None,
+                    "refs": "",
+                    "where": "mlxd",
+                    "size_bytes": size,
+                    "unique_bytes": size,
+                    "shared_bytes": 0,
+                }
+            )
     emit(
         fmt,
         rows,
@@ -153,5 +173,7 @@ def du(cache_dir: Path | None, fmt: str):
         empty="No models on disk yet.",
     )
     if fmt == "text":
-        click.echo(f"HF cache {cache}: {human_bytes(cache_total)}; "
-                   f"mlxd models {models_dir}: {human_bytes(own_total)}")  # fmt: skip
+        click.echo(
+            f"HF cache {cache}: {human_bytes(cache_total)}; "
+            f"mlxd models {models_dir}: {human_bytes(own_total)}"
+        )

@@ -37,11 +37,20 @@ def _describe(job) -> str:
 
 
 @jobs.command("list")
-@list_option("--status", "statuses", choices=STATUSES,
-             help="Only jobs with these statuses (comma list or repeated)")  # fmt: skip
+@list_option(
+    "--status",
+    "statuses",
+    choices=STATUSES,
+    help="Only jobs with these statuses (comma list or repeated)",
+)
 @click.option("--kind", help="Only jobs of this kind")
-@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True,
-              help="Newest N jobs (0: all)")  # fmt: skip
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Newest N jobs (0: all)",
+)
 @output_options()
 def list_(statuses, kind, limit, fmt):
     """List jobs, oldest first."""
@@ -92,28 +101,30 @@ def show(job_id: int, fmt: str):
     if fmt == "json":
         echo_json(j)
         return
-    echo_facts([
-        ("id", j.id),
-        ("kind", j.kind),
-        ("what", _describe(j)),
-        ("status", j.status),
-        ("progress", f"{j.progress * 100:.0f}% {j.message or ''}".strip()),
-        ("error", j.error),
-        ("after job", j.after_job_id),
-        ("attempts", f"{j.attempts} of {j.max_attempts}"),
-        ("crashes", f"{j.crashes} ({j.crash_reason})" if j.crashes else None),
-        ("interrupted", f"{j.interruptions} daemon stop(s)" if j.interruptions else None),
-        ("priority", j.priority),
-        ("timeout", f"{j.timeout_s:g} s" if j.timeout_s else None),
-        ("submitted", f"{when(j.submitted_at)} by {j.submitted_by}"),
-        ("started", when(j.started_at)),
-        ("finished", when(j.finished_at)),
-        ("host", j.host),
-        ("pid", j.pid),
-        ("result", ", ".join(f"{k}={v}" for k, v in (j.result or {}).items())),
-        ("log", j.log_path),
-        ("params", ", ".join(f"{k}={v}" for k, v in j.params.items())),
-    ])  # fmt: skip
+    echo_facts(
+        [
+            ("id", j.id),
+            ("kind", j.kind),
+            ("what", _describe(j)),
+            ("status", j.status),
+            ("progress", f"{j.progress * 100:.0f}% {j.message or ''}".strip()),
+            ("error", j.error),
+            ("after job", j.after_job_id),
+            ("attempts", f"{j.attempts} of {j.max_attempts}"),
+            ("crashes", f"{j.crashes} ({j.crash_reason})" if j.crashes else None),
+            ("interrupted", f"{j.interruptions} daemon stop(s)" if j.interruptions else None),
+            ("priority", j.priority),
+            ("timeout", f"{j.timeout_s:g} s" if j.timeout_s else None),
+            ("submitted", f"{when(j.submitted_at)} by {j.submitted_by}"),
+            ("started", when(j.started_at)),
+            ("finished", when(j.finished_at)),
+            ("host", j.host),
+            ("pid", j.pid),
+            ("result", ", ".join(f"{k}={v}" for k, v in (j.result or {}).items())),
+            ("log", j.log_path),
+            ("params", ", ".join(f"{k}={v}" for k, v in j.params.items())),
+        ]
+    )
 
 
 @jobs.command()
@@ -238,8 +249,13 @@ def _wait_end(job_id: int, timeout_s: float = 30.0):
 
 @jobs.command()
 @click.argument("job_id", type=int)
-@click.option("--after", "after", type=int, metavar="ID",
-              help="Wait on this job instead of the original's prerequisite")  # fmt: skip
+@click.option(
+    "--after",
+    "after",
+    type=int,
+    metavar="ID",
+    help="Wait on this job instead of the original's prerequisite",
+)
 @click.option("--wait", is_flag=True, help="Follow the new job")
 @catalog_errors
 def retry(job_id: int, after: int | None, wait: bool):
@@ -262,9 +278,14 @@ def retry(job_id: int, after: int | None, wait: bool):
 
 @jobs.command()
 @click.argument("job_ids", type=int, nargs=-1, required=True)
-@click.option("--wait-timeout", "--timeout", "timeout_s",
-              type=click.FloatRange(min=0, min_open=True, max=1e9), metavar="SECONDS",
-              help=f"Give up after this many seconds (exit status {WAIT_TIMEOUT_EXIT})")  # fmt: skip
+@click.option(
+    "--wait-timeout",
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True, max=1e9),
+    metavar="SECONDS",
+    help=f"Give up after this many seconds (exit status {WAIT_TIMEOUT_EXIT})",
+)
 @catalog_errors
 def wait(job_ids: tuple[int, ...], timeout_s: float | None):
     """Wait for jobs to end; exit 1 if one failed, 124 if the wait ran out."""

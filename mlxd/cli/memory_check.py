@@ -62,9 +62,11 @@ def smaller_variants(store, model, budget: int) -> list:
     fits = [
         m
         for m in everyone
-        if m.id != model.id and m.size_bytes and m.size_bytes * 1.2 < budget
+        if m.id != model.id
+        and m.size_bytes
+        and m.size_bytes * 1.2 < budget
         and (root(m) == family or (m.architecture and m.architecture == model.architecture))
-    ]  # fmt: skip
+    ]
     return sorted(fits, key=lambda m: (root(m) != family, -(m.size_bytes or 0)))
 
 

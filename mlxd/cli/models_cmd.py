@@ -67,8 +67,13 @@ def add(path: str, name: str | None):
 @models.command()
 @click.argument("name")
 @click.option("--arch", type=click.Choice(["llama", "qwen2"]), default="llama", show_default=True)
-@click.option("--size", type=click.Choice(["tiny", "small", "base"]), default="tiny",
-              show_default=True, help="tiny ~1M, small ~10M, base ~100M parameters")  # fmt: skip
+@click.option(
+    "--size",
+    type=click.Choice(["tiny", "small", "base"]),
+    default="tiny",
+    show_default=True,
+    help="tiny ~1M, small ~10M, base ~100M parameters",
+)
 @click.option(
     "--like",
     type=click.Path(exists=True, dir_okay=False),
@@ -86,8 +91,9 @@ def synth(name: str, arch: str, size: str, like: str | None, seed: int):
     store = get_store()
     if store.find_model(name) is not None:
         raise BadUsage(f"a model named '{name}' already exists")
-    spec = Spec(name=name, arch=arch, size=size, seed=seed,
-                like=str(Path(like).resolve()) if like else None)  # fmt: skip
+    spec = Spec(
+        name=name, arch=arch, size=size, seed=seed, like=str(Path(like).resolve()) if like else None
+    )
     job = store.submit_job("synth", spec.to_params(), max_attempts=1)
     outcome = foreground_runner().handle(job.id)
     if outcome is None or outcome.status != "succeeded":
@@ -104,8 +110,11 @@ def synth(name: str, arch: str, size: str, like: str | None, seed: int):
 @click.option(
     "--name", help="Catalog name (default: the file's name, e.g. SmolLM2-135M-Instruct.Q4_1)"
 )
-@click.option("--dequantize", is_flag=True,
-              help="Dequantize to float32 (exact) instead of keeping Q4_0/Q4_1/Q8_0 as MLX affine")  # fmt: skip
+@click.option(
+    "--dequantize",
+    is_flag=True,
+    help="Dequantize to float32 (exact) instead of keeping Q4_0/Q4_1/Q8_0 as MLX affine",
+)
 @job_options
 @catalog_errors
 def import_gguf(file: str, name: str | None, dequantize: bool, wait, after, priority, timeout_s):
@@ -191,11 +200,24 @@ def show(ref: str, fmt: str):
         data["bench_run_ids"] = run_ids
         data["hub"] = hub_facts(reader, m)
         data["quality_runs"] = [
-            {k: q[k] for k in ("run_id", "job_id", "base", "perplexity", "base_perplexity",
-                               "kl_mean", "top1_agreement", "tokens", "text_name", "host",
-                               "created_at")}
+            {
+                k: q[k]
+                for k in (
+                    "run_id",
+                    "job_id",
+                    "base",
+                    "perplexity",
+                    "base_perplexity",
+                    "kl_mean",
+                    "top1_agreement",
+                    "tokens",
+                    "text_name",
+                    "host",
+                    "created_at",
+                )
+            }
             for q in quality_runs
-        ]  # fmt: skip
+        ]
         echo_json(data)
         return
     facts = [
@@ -220,13 +242,25 @@ def show(ref: str, fmt: str):
     if hub:
         facts.append(("hub repo", f"{hub['repo']} ({hub['revision']})"))
         facts.append(("hub commit", hub["commit"]))
-        facts.append(("verified", f"{len(hub['files'])} files against the hub's hashes"
-                      if hub["verified_at"] else "no (found in the HF cache by 'models scan')"))  # fmt: skip
+        facts.append(
+            (
+                "verified",
+                f"{len(hub['files'])} files against the hub's hashes"
+                if hub["verified_at"]
+                else "no (found in the HF cache by 'models scan')",
+            )
+        )
     overrides = m.details.get("quantization_overrides") or {}
     if overrides:
-        facts.append(("quant overrides", ", ".join(
-            f"{layer} {q.get('bits')}bit-g{q.get('group_size')}" for layer, q in overrides.items()
-        )))  # fmt: skip
+        facts.append(
+            (
+                "quant overrides",
+                ", ".join(
+                    f"{layer} {q.get('bits')}bit-g{q.get('group_size')}"
+                    for layer, q in overrides.items()
+                ),
+            )
+        )
     chain = [m.name] + [p.name for p in lineage]
     removed = ((lineage[-1] if lineage else m).details or {}).get("parent_removed")
     if removed:
@@ -240,8 +274,13 @@ def show(ref: str, fmt: str):
     for q in quality_runs:
         vs = f" vs {q['base']}: KL {q['kl_mean']:.4g}" if q["kl_mean"] is not None else ""
         top1 = f", top-1 {q['top1_agreement']:.1%}" if q["top1_agreement"] is not None else ""
-        facts.append(("quality", f"run {q['run_id']}: perplexity {q['perplexity']:.4g}{vs}{top1} "
-                      f"({q['tokens']} tokens of {q['text_name']}, {when(q['created_at'])})"))  # fmt: skip
+        facts.append(
+            (
+                "quality",
+                f"run {q['run_id']}: perplexity {q['perplexity']:.4g}{vs}{top1} "
+                f"({q['tokens']} tokens of {q['text_name']}, {when(q['created_at'])})",
+            )
+        )
     echo_facts(facts)
     if m.synthetic:
         click.echo(
@@ -253,8 +292,9 @@ def show(ref: str, fmt: str):
 @models.command()
 @click.argument("ref")
 @click.option("--files", is_flag=True, help="Also delete the model's folder (only ones mlxd made)")
-@click.option("--force", is_flag=True,
-              help="Remove it although derived models, sweeps or scores refer to it")  # fmt: skip
+@click.option(
+    "--force", is_flag=True, help="Remove it although derived models, sweeps or scores refer to it"
+)
 @catalog_errors
 def rm(ref: str, files: bool, force: bool):
     """Remove a model from the catalog (its benchmarks too; --files: its files)."""
@@ -286,9 +326,12 @@ def rm(ref: str, files: bool, force: bool):
 
         store.delete_model(m.id)
         freed = delete_revision(Path(snap.cache_dir), snap.commit_sha)
-        what = (f"deleted {snap.repo_id}@{snap.commit_sha[:12]} from the HF cache "
-                f"({human_bytes(freed)} freed)" if freed is not None
-                else "its files were already gone from the HF cache")  # fmt: skip
+        what = (
+            f"deleted {snap.repo_id}@{snap.commit_sha[:12]} from the HF cache "
+            f"({human_bytes(freed)} freed)"
+            if freed is not None
+            else "its files were already gone from the HF cache"
+        )
         click.echo(f"Removed model {m.id}: {m.name} and {what}")
         return
     if files and not (m.managed and path.resolve().is_relative_to(models_dir)):

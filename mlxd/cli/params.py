@@ -73,8 +73,9 @@ def renamed_option(old: str, new: str, dest: str, **kwargs) -> Callable:
         def wrapper(*args, **kw):
             value = kw.pop(f"old_{dest}", None)
             if value is not None:
-                click.echo(f"Note: {old} is now {new}; the old name goes in the next release.",
-                           err=True)  # fmt: skip
+                click.echo(
+                    f"Note: {old} is now {new}; the old name goes in the next release.", err=True
+                )
                 ctx = click.get_current_context()
                 if kw.get(dest) is None or ctx.get_parameter_source(dest) in (
                     click.core.ParameterSource.DEFAULT,

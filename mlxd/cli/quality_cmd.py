@@ -11,12 +11,23 @@ from mlxd.cli.submit import catalog_model, job_options, model_ref, submit
 
 @click.command()
 @click.argument("ref")
-@click.option("--base", metavar="REF",
-              help="Compare with this model (default: the nearest unquantized ancestor)")  # fmt: skip
-@click.option("--text", "text", metavar="FILE",
-              help="Score this text file (default: the text that ships with mlxd)")  # fmt: skip
-@click.option("--text-tokens", type=click.IntRange(min=2), metavar="N",
-              help="Read at most N tokens of the text (N - 1 are scored)")  # fmt: skip
+@click.option(
+    "--base",
+    metavar="REF",
+    help="Compare with this model (default: the nearest unquantized ancestor)",
+)
+@click.option(
+    "--text",
+    "text",
+    metavar="FILE",
+    help="Score this text file (default: the text that ships with mlxd)",
+)
+@click.option(
+    "--text-tokens",
+    type=click.IntRange(min=2),
+    metavar="N",
+    help="Read at most N tokens of the text (N - 1 are scored)",
+)
 @renamed_option("--max-tokens", "--text-tokens", "text_tokens", type=click.IntRange(min=2))
 @job_options
 @catalog_errors
@@ -39,20 +50,27 @@ def quality(ref, base, text, text_tokens, wait, after, priority, timeout_s):
         text=text,
         max_tokens=text_tokens,
     )
-    job_id = submit("quality", spec, wait=wait, after=after, priority=priority,
-                    timeout_s=timeout_s)  # fmt: skip
+    job_id = submit("quality", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
     if wait:  # end with the figures, as bench --wait ends with its table
         from mlxd.cli.context import get_reader
         from mlxd.cli.output import render_table
 
         rows = [r for r in get_reader().quality_rows() if r["job_id"] == job_id]
-        table = [(r["model"], r["base"] or "", f"{r['perplexity']:.4g}",
-                  "" if r["kl_mean"] is None else f"{r['kl_mean']:.4g}",
-                  "" if r["top1_agreement"] is None else f"{r['top1_agreement']:.1%}",
-                  r["tokens"]) for r in rows]  # fmt: skip
+        table = [
+            (
+                r["model"],
+                r["base"] or "",
+                f"{r['perplexity']:.4g}",
+                "" if r["kl_mean"] is None else f"{r['kl_mean']:.4g}",
+                "" if r["top1_agreement"] is None else f"{r['top1_agreement']:.1%}",
+                r["tokens"],
+            )
+            for r in rows
+        ]
         if table:
-            click.echo(render_table(["MODEL", "BASE", "PERPLEXITY", "KL", "TOP-1", "TOKENS"],
-                                    table))  # fmt: skip
+            click.echo(
+                render_table(["MODEL", "BASE", "PERPLEXITY", "KL", "TOP-1", "TOKENS"], table)
+            )
 
 
 def check_same_tokenizer(model, base) -> None:

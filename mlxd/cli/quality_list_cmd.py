@@ -61,7 +61,7 @@ def list_quality(models, fmt):
             "TEXT",
             "HOST",
             "WHEN",
-        ],  # fmt: skip
+        ],
         table=lambda r: (
             r["run_id"],
             r["model"],
@@ -74,6 +74,6 @@ def list_quality(models, fmt):
             r["text_name"],
             r["host"] or "",
             when(r["created_at"]),
-        ),  # fmt: skip
+        ),
         empty="No quality runs yet. Queue one with 'mlxd quality REF'.",
     )

@@ -35,15 +35,34 @@ def _errors():
 
 
 @click.command()
-@list_option("--model", "models", metavar="REF",
-             help="Only these models and their variants (comma list or repeated)")  # fmt: skip
+@list_option(
+    "--model",
+    "models",
+    metavar="REF",
+    help="Only these models and their variants (comma list or repeated)",
+)
 @click.option("--since", metavar="WHEN", help="Only runs since a date (2026-01-31) or an age (7d)")
-@list_option("--machine", "machines", metavar="HOST",
-             help="Only figures from these hosts (comma list or repeated)")  # fmt: skip
-@click.option("--format", "fmt_name", type=click.Choice(["md", "html"]), default="md",
-              show_default=True, help="Markdown, or one self-contained HTML file with charts")  # fmt: skip
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
-              help="Write here ('-': standard output; default: reports/ with a date stamp)")  # fmt: skip
+@list_option(
+    "--machine",
+    "machines",
+    metavar="HOST",
+    help="Only figures from these hosts (comma list or repeated)",
+)
+@click.option(
+    "--format",
+    "fmt_name",
+    type=click.Choice(["md", "html"]),
+    default="md",
+    show_default=True,
+    help="Markdown, or one self-contained HTML file with charts",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Write here ('-': standard output; default: reports/ with a date stamp)",
+)
 def report(models, since, machines, fmt_name, output):
     """Write a performance report (Markdown or HTML with charts) from the catalog."""
     from mlxd.reports.report import default_path, make_report
@@ -51,8 +70,9 @@ def report(models, since, machines, fmt_name, output):
     now = datetime.now(UTC)
     reader = _reader()
     try:
-        rep = make_report(reader, models=tuple(models), since=_since(since),
-                          machines=tuple(machines), now=now)  # fmt: skip
+        rep = make_report(
+            reader, models=tuple(models), since=_since(since), machines=tuple(machines), now=now
+        )
     except _errors() as e:
         raise BadUsage(str(e)) from None
     finally:
@@ -81,12 +101,23 @@ def write_report(rep, fmt_name: str) -> str:
 @click.command()
 @click.argument("ref")
 @click.option("--memory", metavar="SIZE", help="Memory budget, e.g. 16GB (weights plus peak)")
-@click.option("--max-kl", type=click.FloatRange(min=0), metavar="X",
-              help="Largest KL divergence from the base to accept")  # fmt: skip
-@click.option("--min-tps", type=click.FloatRange(min=0), metavar="N",
-              help="Slowest generation tok/s to accept")  # fmt: skip
-@click.option("--machine", metavar="HOST",
-              help="Use figures from this host (default: the one with most variants measured)")  # fmt: skip
+@click.option(
+    "--max-kl",
+    type=click.FloatRange(min=0),
+    metavar="X",
+    help="Largest KL divergence from the base to accept",
+)
+@click.option(
+    "--min-tps",
+    type=click.FloatRange(min=0),
+    metavar="N",
+    help="Slowest generation tok/s to accept",
+)
+@click.option(
+    "--machine",
+    metavar="HOST",
+    help="Use figures from this host (default: the one with most variants measured)",
+)
 @output_options("show")
 def recommend(ref, memory, max_kl, min_tps, machine, fmt):
     """Pick the fastest variant of a model that fits the memory and quality bounds."""
@@ -103,8 +134,9 @@ def recommend(ref, memory, max_kl, min_tps, machine, fmt):
     finally:
         reader.close()
     (family,) = data.families
-    rec = pick(family, data.systems, memory_bytes=budget, max_kl=max_kl, min_tps=min_tps,
-               machine=machine)  # fmt: skip
+    rec = pick(
+        family, data.systems, memory_bytes=budget, max_kl=max_kl, min_tps=min_tps, machine=machine
+    )
     if fmt == "json":
         echo_json(rec.to_dict())
     else:
@@ -117,8 +149,12 @@ def recommend(ref, memory, max_kl, min_tps, machine, fmt):
 @click.command()
 @click.option("--since", metavar="WHEN", help="Only runs since a date (2026-01-31) or an age (7d)")
 @list_option("--model", "models", metavar="REF", help="Only these models (comma list or repeated)")
-@list_option("--machine", "machines", metavar="HOST",
-             help="Only runs on these hosts (comma list or repeated)")  # fmt: skip
+@list_option(
+    "--machine",
+    "machines",
+    metavar="HOST",
+    help="Only runs on these hosts (comma list or repeated)",
+)
 @click.option("--slower", is_flag=True, help="Only slowdowns")
 @output_options()
 def regressions(since, models, machines, slower, fmt):
@@ -128,8 +164,9 @@ def regressions(since, models, machines, slower, fmt):
 
     reader = _reader()
     try:
-        changes = find_changes(reader, models=models, since=_since(since), machines=machines,
-                               only_slower=slower)  # fmt: skip
+        changes = find_changes(
+            reader, models=models, since=_since(since), machines=machines, only_slower=slower
+        )
     except _errors() as e:
         raise BadUsage(str(e)) from None
     finally:
@@ -143,10 +180,18 @@ def _emit_changes(fmt: str, changes, f) -> None:
     rows = []
     for ch in changes:
         d = ch.to_dict()
-        d["_table"] = (ch.verdict, ch.model, ch.host, f.point_label(ch.point),
-                       "gen" if ch.metric == "generation_tps" else "prompt", ch.before, ch.after,
-                       f.pm(ch.a.mean, ch.a.ci95), f.pm(ch.b.mean, ch.b.ci95),
-                       f"{ch.change_pct:+.1f}%")  # fmt: skip
+        d["_table"] = (
+            ch.verdict,
+            ch.model,
+            ch.host,
+            f.point_label(ch.point),
+            "gen" if ch.metric == "generation_tps" else "prompt",
+            ch.before,
+            ch.after,
+            f.pm(ch.a.mean, ch.a.ci95),
+            f.pm(ch.b.mean, ch.b.ci95),
+            f"{ch.change_pct:+.1f}%",
+        )
         rows.append(d)
     if fmt in ("json", "jsonl", "csv"):
         for d in rows:
@@ -165,7 +210,7 @@ def _emit_changes(fmt: str, changes, f) -> None:
             "BEFORE TOK/S",
             "AFTER TOK/S",
             "CHANGE",
-        ],  # fmt: skip
+        ],
         table=lambda d: d["_table"],
         empty="No speed change beyond the measured noise.",
     )

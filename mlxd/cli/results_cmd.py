@@ -24,13 +24,21 @@ def _pm(mean, std, digits=1) -> str:
 
 @click.command()
 @list_option("--model", "models", metavar="REF", help="Only these models (comma list or repeated)")
-@list_option("--machine", "machines", metavar="HOST",
-             help="Only runs on these hosts (comma list or repeated)")  # fmt: skip
+@list_option(
+    "--machine",
+    "machines",
+    metavar="HOST",
+    help="Only runs on these hosts (comma list or repeated)",
+)
 @click.option(
     "--since", metavar="WHEN", help="Only runs since a date (2026-01-31) or an age (7d, 12h, 2w)"
 )
-@list_option("--mlx-version", "mlx_versions", metavar="V",
-             help="Only runs with these mlx versions (comma list or repeated)")  # fmt: skip
+@list_option(
+    "--mlx-version",
+    "mlx_versions",
+    metavar="V",
+    help="Only runs with these mlx versions (comma list or repeated)",
+)
 @click.option(
     "--compare", nargs=2, metavar="A B", help="B against A: two models, machines or mlx versions"
 )
@@ -39,12 +47,17 @@ def _pm(mean, std, digits=1) -> str:
     type=click.Choice(["model", "machine", "mlx"]),
     help="What A and B name (default: models if both are, else machines, else mlx versions)",
 )
-@click.option("--limit", type=click.IntRange(min=0), default=1000, show_default=True,
-              help="Only the newest N runs (0: all)")  # fmt: skip
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Only the newest N runs (0: all)",
+)
 @click.option("--sql", "sql", is_flag=True, help="Output as SQL (CREATE TABLE and INSERTs)")
 @output_options()
 def results(models, machines, since, mlx_versions, compare, compare_by, limit, sql, fmt):
-    """Benchmark results: tok/s, time to first token, peak memory, roofline %."""  # fmt: skip
+    """Benchmark results: tok/s, time to first token, peak memory, roofline %."""
     from mlxd.catalog.errors import NotFound, QueryError
     from mlxd.catalog.read import Reader, ResultFilter
     from mlxd.reports.results import parse_since
@@ -133,9 +146,31 @@ def echo_job_results(job_ids) -> None:
 
 
 def echo_results_table(rows, *, md: bool = False) -> None:
-    headers = ["RUN", "MODEL", "QUANT", "MODE", "P", "G", "B", "DEPTH", "KV", "PREFILL", "MAXKV", "N",
-               "PROMPT TOK/S ±SD", "GEN TOK/S ±SD", "P+G TOK/S", "TTFT S ±SD", "PEAK MEM",
-               "ROOF %", "PPL", "KL", "HOST", "MLX", "WHEN"]  # fmt: skip
+    headers = [
+        "RUN",
+        "MODEL",
+        "QUANT",
+        "MODE",
+        "P",
+        "G",
+        "B",
+        "DEPTH",
+        "KV",
+        "PREFILL",
+        "MAXKV",
+        "N",
+        "PROMPT TOK/S ±SD",
+        "GEN TOK/S ±SD",
+        "P+G TOK/S",
+        "TTFT S ±SD",
+        "PEAK MEM",
+        "ROOF %",
+        "PPL",
+        "KL",
+        "HOST",
+        "MLX",
+        "WHEN",
+    ]
     table = [
         (
             f"{r['run_id']}{'~' if r['noisy'] else ''}",
@@ -206,19 +241,42 @@ def _compare(reader, ab, by, flt, fmt: str) -> None:
     if not cmp.rows:
         click.echo(f"No benchmark point was measured on both {a} and {b} ({what}).")
         return
-    headers = [*(c.upper() for c in cmp.rows[0].context), "P", "G", "B", "DEPTH", "KV",
-               "PREFILL", "MAXKV", "METRIC", f"A: {a}", f"B: {b}", "B/A (95%)", "VERDICT"]  # fmt: skip
+    headers = [
+        *(c.upper() for c in cmp.rows[0].context),
+        "P",
+        "G",
+        "B",
+        "DEPTH",
+        "KV",
+        "PREFILL",
+        "MAXKV",
+        "METRIC",
+        f"A: {a}",
+        f"B: {b}",
+        "B/A (95%)",
+        "VERDICT",
+    ]
     table = []
     for row in cmp.rows:
         p = row.point
         digits = 3 if row.metric == "ttft_s" else 1
-        table.append((
-            *row.context.values(), p["prompt_tokens"], p["gen_tokens"], p["batch_size"],
-            p["depth"], p["kv_bits"] or "", p["prefill_step_size"] or "",
-            p["max_kv_size"] or "", _METRIC_LABELS[row.metric],
-            _side(row.metric, row.a, digits), _side(row.metric, row.b, digits),
-            _ratio(row.ratio, row.ratio_ci95), row.verdict,
-        ))  # fmt: skip
+        table.append(
+            (
+                *row.context.values(),
+                p["prompt_tokens"],
+                p["gen_tokens"],
+                p["batch_size"],
+                p["depth"],
+                p["kv_bits"] or "",
+                p["prefill_step_size"] or "",
+                p["max_kv_size"] or "",
+                _METRIC_LABELS[row.metric],
+                _side(row.metric, row.a, digits),
+                _side(row.metric, row.b, digits),
+                _ratio(row.ratio, row.ratio_ci95),
+                row.verdict,
+            )
+        )
     click.echo(f"Comparing {what}: B = {b} against A = {a} (mean ± 95% CI, n trials)")
     click.echo(render_table(headers, table, markdown=fmt == "md"))
     if cmp.unmatched_a or cmp.unmatched_b:

@@ -17,16 +17,39 @@ def sampling_options(fn: Callable) -> Callable:
     gives one; resolve with ``mlxd.jobs.sampling.resolve_sampling(preset, **values)``.
     """
     opts = [
-        click.option("--preset", type=click.Choice(list(PRESETS)),
-                     help=f"Sampling preset: {presets_help()}. Explicit options override it"),
-        click.option("--max-tokens", type=click.IntRange(min=1), help="Most tokens to generate (default 256)"),
-        click.option("--temp", type=click.FloatRange(min=0), help="Temperature; 0 is greedy (default 0)"),
-        click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), help="Nucleus sampling (default 1: off)"),
-        click.option("--min-p", type=click.FloatRange(0, 1, max_open=True), help="Drop tokens below this share of the top one"),
-        click.option("--top-k", type=click.IntRange(min=0), help="Keep only the K likeliest tokens (0: off)"),
-        click.option("--repetition-penalty", type=click.FloatRange(min=0, min_open=True), help="Penalise recent tokens (1.0: none)"),
-        click.option("--seed", type=SEED, help="Sampling seed: the same seed repeats sampled output"),
-    ]  # fmt: skip
+        click.option(
+            "--preset",
+            type=click.Choice(list(PRESETS)),
+            help=f"Sampling preset: {presets_help()}. Explicit options override it",
+        ),
+        click.option(
+            "--max-tokens", type=click.IntRange(min=1), help="Most tokens to generate (default 256)"
+        ),
+        click.option(
+            "--temp", type=click.FloatRange(min=0), help="Temperature; 0 is greedy (default 0)"
+        ),
+        click.option(
+            "--top-p",
+            type=click.FloatRange(0, 1, min_open=True),
+            help="Nucleus sampling (default 1: off)",
+        ),
+        click.option(
+            "--min-p",
+            type=click.FloatRange(0, 1, max_open=True),
+            help="Drop tokens below this share of the top one",
+        ),
+        click.option(
+            "--top-k", type=click.IntRange(min=0), help="Keep only the K likeliest tokens (0: off)"
+        ),
+        click.option(
+            "--repetition-penalty",
+            type=click.FloatRange(min=0, min_open=True),
+            help="Penalise recent tokens (1.0: none)",
+        ),
+        click.option(
+            "--seed", type=SEED, help="Sampling seed: the same seed repeats sampled output"
+        ),
+    ]
     for opt in reversed(opts):
         fn = opt(fn)
     return fn

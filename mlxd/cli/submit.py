@@ -19,13 +19,39 @@ PRIORITY_LIMIT = 1_000_000
 def job_options(fn: Callable) -> Callable:
     """Options every job-submitting command takes."""
     opts = [
-        click.option("--wait", is_flag=True, help="Follow the job with a progress bar; exit 1 if it fails"),
-        click.option("--after", "after", type=click.IntRange(min=1), metavar="ID", help="Start only after job ID succeeded"),
-        click.option("--priority", type=click.IntRange(-PRIORITY_LIMIT, PRIORITY_LIMIT), default=0, show_default=True, help="Higher runs first"),
-        click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True, max=1e9), metavar="SECONDS", help="Fail the job if it runs longer"),
+        click.option(
+            "--wait", is_flag=True, help="Follow the job with a progress bar; exit 1 if it fails"
+        ),
+        click.option(
+            "--after",
+            "after",
+            type=click.IntRange(min=1),
+            metavar="ID",
+            help="Start only after job ID succeeded",
+        ),
+        click.option(
+            "--priority",
+            type=click.IntRange(-PRIORITY_LIMIT, PRIORITY_LIMIT),
+            default=0,
+            show_default=True,
+            help="Higher runs first",
+        ),
+        click.option(
+            "--timeout",
+            "timeout_s",
+            type=click.FloatRange(min=0, min_open=True, max=1e9),
+            metavar="SECONDS",
+            help="Fail the job if it runs longer",
+        ),
         # Read by submit() from the context: no command has to pass it along.
-        click.option("--pool", metavar="NAME", expose_value=False, callback=_remember_pool, help="Run it on a daemon of this pool (default: where it fits)"),
-    ]  # fmt: skip
+        click.option(
+            "--pool",
+            metavar="NAME",
+            expose_value=False,
+            callback=_remember_pool,
+            help="Run it on a daemon of this pool (default: where it fits)",
+        ),
+    ]
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
@@ -60,8 +86,9 @@ def place_job(kind: str, params: dict, store) -> tuple[str, str | None]:
         return hosts.host_pool(model_host), None
     est = admission.estimate(kind, params, store) if machines else None
     try:
-        return hosts.place(machines, settings.lease_timeout_s(),
-                           est.memory_bytes if est else None, pool)  # fmt: skip
+        return hosts.place(
+            machines, settings.lease_timeout_s(), est.memory_bytes if est else None, pool
+        )
     except ValueError as e:
         raise UserError(str(e)) from None
 
@@ -105,8 +132,15 @@ def submit(
     except AdmissionError as e:
         raise UserError(str(e)) from None
     pool, pool_note = place_job(kind, params, store)
-    job = store.submit_job(kind, params, priority=priority, after_job_id=after,
-                           timeout_s=timeout_s, max_attempts=max_attempts, pool=pool)  # fmt: skip
+    job = store.submit_job(
+        kind,
+        params,
+        priority=priority,
+        after_job_id=after,
+        timeout_s=timeout_s,
+        max_attempts=max_attempts,
+        pool=pool,
+    )
     # The catalog row is the job: if the queue cannot be written now, a running daemon finds
     # the row within seconds (and a starting one at once), so this is a note, not an error.
     queue_note = None
@@ -275,8 +309,11 @@ def model_ref(ref: str, after: int | None) -> tuple[str, int | None]:
     except NotFound:
         if after is None:
             raise
-        click.echo(f"Note: model '{ref}' does not exist yet; it is looked up when job "
-                   f"{after} has finished.", err=True)  # fmt: skip
+        click.echo(
+            f"Note: model '{ref}' does not exist yet; it is looked up when job "
+            f"{after} has finished.",
+            err=True,
+        )
         return ref, None
 
 

@@ -47,24 +47,55 @@ def sweep():
 @click.argument("ref")
 @list_option("--bits", default="4", show_default=True, help="Bit widths, e.g. 3,4,6,8")
 @list_option("--group-size", default="64", show_default=True, help="Group sizes, e.g. 32,64")
-@list_option("--recipe", "recipes", choices=QUANT_RECIPES,
-             help="Also mixed-precision recipes (comma list or repeated)")  # fmt: skip
-@list_option("--mode", "modes", choices=MICROSCALING_MODES,
-             help="Also microscaling modes, e.g. mxfp4,nvfp4,mxfp8 (comma list or repeated)")  # fmt: skip
-@click.option("--dtype", type=click.Choice(DTYPES),
-              help="dtype of scales and unquantized layers (default: float32 on CPU)")  # fmt: skip
+@list_option(
+    "--recipe",
+    "recipes",
+    choices=QUANT_RECIPES,
+    help="Also mixed-precision recipes (comma list or repeated)",
+)
+@list_option(
+    "--mode",
+    "modes",
+    choices=MICROSCALING_MODES,
+    help="Also microscaling modes, e.g. mxfp4,nvfp4,mxfp8 (comma list or repeated)",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(DTYPES),
+    help="dtype of scales and unquantized layers (default: float32 on CPU)",
+)
 @click.option("-p", "--prompt-tokens", type=click.IntRange(min=1), default=512, show_default=True)
 @click.option("-g", "--gen-tokens", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("-n", "--trials", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
-@click.option("--text-tokens", type=click.IntRange(min=2), metavar="N",
-              help="Quality: score at most N tokens of the text")  # fmt: skip
+@click.option(
+    "--text-tokens",
+    type=click.IntRange(min=2),
+    metavar="N",
+    help="Quality: score at most N tokens of the text",
+)
 @renamed_option("--max-tokens", "--text-tokens", "text_tokens", type=click.IntRange(min=2))
 @click.option("--text", metavar="FILE", help="Quality: score this text (default: mlxd's own)")
 @job_options
 @catalog_errors
-def run(ref, bits, group_size, recipes, modes, dtype, prompt_tokens, gen_tokens, trials, warmup,
-        text_tokens, text, wait, after, priority, timeout_s):  # fmt: skip
+def run(
+    ref,
+    bits,
+    group_size,
+    recipes,
+    modes,
+    dtype,
+    prompt_tokens,
+    gen_tokens,
+    trials,
+    warmup,
+    text_tokens,
+    text,
+    wait,
+    after,
+    priority,
+    timeout_s,
+):
     """Queue a sweep: quantize, bench and quality jobs for each variant and the base."""
     from mlxd.jobs.sweeps import SweepRequest, plan_sweep, submit_sweep
 
@@ -90,8 +121,13 @@ def run(ref, bits, group_size, recipes, modes, dtype, prompt_tokens, gen_tokens,
 
     def submit(kind, spec, after_job_id):
         # The graph's first jobs wait on --after; the rest wait on their variant's quantize.
-        job = store.submit_job(kind, spec.to_params(), after_job_id=after_job_id or after,
-                               priority=priority, timeout_s=timeout_s)  # fmt: skip
+        job = store.submit_job(
+            kind,
+            spec.to_params(),
+            after_job_id=after_job_id or after,
+            priority=priority,
+            timeout_s=timeout_s,
+        )
         release_if_runnable(job.id)
         return job.id
 
@@ -130,8 +166,10 @@ def _follow_all(sw) -> None:
             click.echo(f"Error: {e.message}", err=True)
     if failed:
         _print_table(sw.id, fmt="text")
-        raise UserError(f"sweep {sw.id}: job(s) {', '.join(map(str, failed))} did not succeed; "
-                        f"see 'mlxd jobs logs ID'")  # fmt: skip
+        raise UserError(
+            f"sweep {sw.id}: job(s) {', '.join(map(str, failed))} did not succeed; "
+            f"see 'mlxd jobs logs ID'"
+        )
 
 
 @sweep.command()
@@ -154,13 +192,15 @@ def list_(fmt):
     with Reader(get_paths()) as reader:
         for sw in reader.sweeps():
             base = reader.model_by_id(sw.base_model_id)
-            rows.append({
-                "id": sw.id,
-                "base": base.name if base else None,
-                "variants": [v["variant"] for v in sw.variants if v["variant"] != "base"],
-                "params": sw.params,
-                "created_at": sw.created_at,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "id": sw.id,
+                    "base": base.name if base else None,
+                    "variants": [v["variant"] for v in sw.variants if v["variant"] != "base"],
+                    "params": sw.params,
+                    "created_at": sw.created_at,
+                }
+            )
     emit(
         fmt,
         rows,
@@ -172,13 +212,21 @@ def list_(fmt):
             f"p={r['params'].get('prompt_tokens')} g={r['params'].get('gen_tokens')} "
             f"n={r['params'].get('trials')}",
             when(r["created_at"]),
-        ),  # fmt: skip
+        ),
         empty="No sweeps. Queue one with 'mlxd sweep REF --bits 4,8'.",
     )
 
 
-HEADERS = ["Precision", "Perplexity", "KL", "Prompt (tok/s)", "Generation (tok/s)",
-           "Peak memory", "Size", "Bits per weight"]  # fmt: skip
+HEADERS = [
+    "Precision",
+    "Perplexity",
+    "KL",
+    "Prompt (tok/s)",
+    "Generation (tok/s)",
+    "Peak memory",
+    "Size",
+    "Bits per weight",
+]
 
 
 BENCH_FIELDS = ("prompt_tps", "generation_tps", "peak_memory_gb")
@@ -229,9 +277,11 @@ def _print_table(sweep_id: int, *, fmt: str) -> None:
         for r in rows
     ]
     if fmt == "text":
-        click.echo(f"Sweep {sw.id}: bench p={p.get('prompt_tokens')} g={p.get('gen_tokens')} "
-                   f"n={p.get('trials')}; quality "
-                   f"{'max ' + str(p['max_tokens']) + ' tokens' if p.get('max_tokens') else 'default text'}")  # fmt: skip  # noqa: E501
+        click.echo(
+            f"Sweep {sw.id}: bench p={p.get('prompt_tokens')} g={p.get('gen_tokens')} "
+            f"n={p.get('trials')}; quality "
+            f"{'max ' + str(p['max_tokens']) + ' tokens' if p.get('max_tokens') else 'default text'}"
+        )  # noqa: E501
     click.echo(render_table(HEADERS, table, markdown=fmt == "md"))
 
 

@@ -14,10 +14,19 @@ def system():
 
 
 @system.command()
-@click.option("--size-mb", type=click.IntRange(min=1), metavar="MB",
-              help="Array size in MiB (default: 256-1024, from the machine's RAM)")  # fmt: skip
-@click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Timed runs; the best one counts")  # fmt: skip
+@click.option(
+    "--size-mb",
+    type=click.IntRange(min=1),
+    metavar="MB",
+    help="Array size in MiB (default: 256-1024, from the machine's RAM)",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Timed runs; the best one counts",
+)
 @catalog_errors
 def probe(size_mb: int | None, repeats: int):
     """Measure the memory bandwidth once and store it (runs now, no daemon)."""

@@ -31,8 +31,11 @@ from mlxd.jobs.quantize import check_explicit_choices
 
 @click.command()
 @click.argument("ref")
-@click.option("--dtype", type=click.Choice(DTYPES),
-              help="Weights' dtype (default: float32 on the CPU backend, the model's own on Metal)")  # fmt: skip
+@click.option(
+    "--dtype",
+    type=click.Choice(DTYPES),
+    help="Weights' dtype (default: float32 on the CPU backend, the model's own on Metal)",
+)
 @click.option("--name", help="Name of the new model (default: REF-mlx)")
 @job_options
 @catalog_errors
@@ -49,15 +52,27 @@ def convert(ref, dtype, name, wait, after, priority, timeout_s):
 
 @click.command()
 @click.argument("ref")
-@click.option("--bits", type=click.Choice([str(b) for b in BITS]),
-              help=f"Bits per weight (default {DEFAULT_BITS}; fixed by --mode other than affine)")  # fmt: skip
-@click.option("--group-size", type=click.Choice([str(g) for g in GROUP_SIZES]),
-              help=f"Weights per scale (default {DEFAULT_GROUP_SIZE}; fixed by --mode)")  # fmt: skip
+@click.option(
+    "--bits",
+    type=click.Choice([str(b) for b in BITS]),
+    help=f"Bits per weight (default {DEFAULT_BITS}; fixed by --mode other than affine)",
+)
+@click.option(
+    "--group-size",
+    type=click.Choice([str(g) for g in GROUP_SIZES]),
+    help=f"Weights per scale (default {DEFAULT_GROUP_SIZE}; fixed by --mode)",
+)
 @click.option("--mode", type=click.Choice(list(QUANT_MODES)), default="affine", show_default=True)
-@click.option("--recipe", type=click.Choice(QUANT_RECIPES),
-              help="Mixed precision: more bits for the layers that matter most")  # fmt: skip
-@click.option("--dtype", type=click.Choice(DTYPES),
-              help="dtype of scales and unquantized layers (default: float32 on CPU)")  # fmt: skip
+@click.option(
+    "--recipe",
+    type=click.Choice(QUANT_RECIPES),
+    help="Mixed precision: more bits for the layers that matter most",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(DTYPES),
+    help="dtype of scales and unquantized layers (default: float32 on CPU)",
+)
 @click.option("--name", help="Name of the new model (default: from the recipe, e.g. REF-4bit-g64)")
 @job_options
 @catalog_errors
@@ -70,19 +85,28 @@ def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, prio
     group_size = None if group_size is None else int(group_size)
     check_explicit_choices(mode, recipe, bits, group_size)
     check_not_quantized(catalog_model(model_id), "quantize")
-    spec = Spec(model=ref, model_id=model_id, bits=bits or DEFAULT_BITS,
-                group_size=group_size or DEFAULT_GROUP_SIZE, mode=mode, recipe=recipe,
-                dtype=dtype, name=name)  # fmt: skip
+    spec = Spec(
+        model=ref,
+        model_id=model_id,
+        bits=bits or DEFAULT_BITS,
+        group_size=group_size or DEFAULT_GROUP_SIZE,
+        mode=mode,
+        recipe=recipe,
+        dtype=dtype,
+        name=name,
+    )
     check_free_name(spec.name)
     submit("quantize", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
 
 
 @click.command()
 @click.argument("refs", nargs=-1, required=True, metavar="REF...")
-@list_option("-p", "--prompt-tokens", default="512", show_default=True,
-             help="Prompt length(s), e.g. 128,512")  # fmt: skip
-@list_option("-g", "--gen-tokens", default="128", show_default=True,
-             help="Tokens to generate, e.g. 64,128")  # fmt: skip
+@list_option(
+    "-p", "--prompt-tokens", default="512", show_default=True, help="Prompt length(s), e.g. 128,512"
+)
+@list_option(
+    "-g", "--gen-tokens", default="128", show_default=True, help="Tokens to generate, e.g. 64,128"
+)
 @click.option("-n", "--trials", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option(
     "--warmup",
@@ -92,14 +116,24 @@ def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, prio
     help="Unrecorded runs first",
 )
 @list_option("-b", "--batch-size", default="1", show_default=True, help="Batch size(s), e.g. 1,4")
-@list_option("--depth", default="0", show_default=True,
-             help="Tokens already in the KV cache, e.g. 0,4096")  # fmt: skip
+@list_option(
+    "--depth", default="0", show_default=True, help="Tokens already in the KV cache, e.g. 0,4096"
+)
 @list_option("--kv-bits", help="Quantized KV cache bits, e.g. 4,8")
-@list_option("--prefill-step-size", default=str(DEFAULT_PREFILL_STEP_SIZE), show_default=True,
-             help="Prefill chunk size(s)")  # fmt: skip
+@list_option(
+    "--prefill-step-size",
+    default=str(DEFAULT_PREFILL_STEP_SIZE),
+    show_default=True,
+    help="Prefill chunk size(s)",
+)
 @list_option("--max-kv-size", help="Rotating KV cache size(s), e.g. 256,1024")
-@click.option("-pg", "prompt_gen", multiple=True, metavar="P,G",
-              help="Also a prompt+generation point (llama-bench's -pg), e.g. 512,128; repeatable")  # fmt: skip
+@click.option(
+    "-pg",
+    "prompt_gen",
+    multiple=True,
+    metavar="P,G",
+    help="Also a prompt+generation point (llama-bench's -pg), e.g. 512,128; repeatable",
+)
 @click.option(
     "--seed", type=SEED, default=0, show_default=True, help="Seed of the random prompt tokens"
 )
@@ -117,29 +151,85 @@ def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, prio
     show_default=True,
     help="Flag a run noisy when a metric's std/mean exceeds this",
 )
-@click.option("--serve", is_flag=True,
-              help="Serving bench: mlx_lm.server under concurrent streaming clients")  # fmt: skip
-@list_option("--concurrency", default="1,4", show_default=True,
-             help="With --serve: simultaneous clients, e.g. 1,4,16")  # fmt: skip
-@click.option("--requests", type=click.IntRange(min=1), default=16, show_default=True,
-              help="With --serve: requests per concurrency")  # fmt: skip
-@click.option("--draft-model", help="Also run with this draft model (speculative decoding): "
-              "acceptance rate and speed-up, measured side by side")  # fmt: skip
-@click.option("--num-draft-tokens", type=click.IntRange(1, 16), default=2, show_default=True,
-              help="With --draft-model: tokens drafted per step")  # fmt: skip
-@click.option("--prompt-cache", help="Time to first token for a -p token suffix after this "
-              "cached prefix, cached and cold")  # fmt: skip
-@click.option("--ranks", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Shard the model over N ranks (tensor parallel, under mlx.launch)")  # fmt: skip
+@click.option(
+    "--serve", is_flag=True, help="Serving bench: mlx_lm.server under concurrent streaming clients"
+)
+@list_option(
+    "--concurrency",
+    default="1,4",
+    show_default=True,
+    help="With --serve: simultaneous clients, e.g. 1,4,16",
+)
+@click.option(
+    "--requests",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="With --serve: requests per concurrency",
+)
+@click.option(
+    "--draft-model",
+    help="Also run with this draft model (speculative decoding): "
+    "acceptance rate and speed-up, measured side by side",
+)
+@click.option(
+    "--num-draft-tokens",
+    type=click.IntRange(1, 16),
+    default=2,
+    show_default=True,
+    help="With --draft-model: tokens drafted per step",
+)
+@click.option(
+    "--prompt-cache",
+    help="Time to first token for a -p token suffix after this cached prefix, cached and cold",
+)
+@click.option(
+    "--ranks",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Shard the model over N ranks (tensor parallel, under mlx.launch)",
+)
 @click.option("--hostfile", type=click.Path(dir_okay=False), help="mlx.launch hostfile (Macs)")
-@click.option("--backend", "dist_backend", type=click.Choice(["ring", "mpi", "jaccl"]),
-              default="ring", show_default=True, help="mlx.distributed backend with --ranks")  # fmt: skip
+@click.option(
+    "--backend",
+    "dist_backend",
+    type=click.Choice(["ring", "mpi", "jaccl"]),
+    default="ring",
+    show_default=True,
+    help="mlx.distributed backend with --ranks",
+)
 @job_options
 @catalog_errors
-def bench(refs, prompt_tokens, gen_tokens, trials, warmup, batch_size, depth, kv_bits,
-          prefill_step_size, max_kv_size, prompt_gen, seed, delay_s, noise_threshold, serve,
-          concurrency, requests, draft_model, num_draft_tokens, prompt_cache, ranks, hostfile,
-          dist_backend, wait, after, priority, timeout_s):  # fmt: skip
+def bench(
+    refs,
+    prompt_tokens,
+    gen_tokens,
+    trials,
+    warmup,
+    batch_size,
+    depth,
+    kv_bits,
+    prefill_step_size,
+    max_kv_size,
+    prompt_gen,
+    seed,
+    delay_s,
+    noise_threshold,
+    serve,
+    concurrency,
+    requests,
+    draft_model,
+    num_draft_tokens,
+    prompt_cache,
+    ranks,
+    hostfile,
+    dist_backend,
+    wait,
+    after,
+    priority,
+    timeout_s,
+):
     """Benchmark models: prompt and generation tok/s, time to first token, memory."""
     from mlxd.cli.context import UserError
     from mlxd.cli.submit import daemon_running, follow
@@ -149,8 +239,10 @@ def bench(refs, prompt_tokens, gen_tokens, trials, warmup, batch_size, depth, kv
     sharded = ranks > 1 or hostfile
     if serve or draft_model or prompt_cache or sharded:
         if len(refs) > 1 or max_kv_size or prompt_gen:
-            raise BadUsage("--serve, --draft-model, --prompt-cache and --ranks take one model, "
-                           "and no --max-kv-size or -pg")  # fmt: skip
+            raise BadUsage(
+                "--serve, --draft-model, --prompt-cache and --ranks take one model, "
+                "and no --max-kv-size or -pg"
+            )
         ref, model_id, after = model_ref_or_pull(refs[0], after)  # a hub id queues a pull
     if sharded:
         from mlxd.jobs import bench_sharded
@@ -158,12 +250,20 @@ def bench(refs, prompt_tokens, gen_tokens, trials, warmup, batch_size, depth, kv
         p, g = int_list(prompt_tokens, "-p"), int_list(gen_tokens, "-g")
         if len(p) > 1 or len(g) > 1:
             raise BadUsage("--ranks measures one point: give one -p and one -g value")
-        spec = bench_sharded.Spec(model=ref, model_id=model_id, ranks=ranks, hostfile=hostfile,
-                                  backend=dist_backend, prompt_tokens=p[0], gen_tokens=g[0],
-                                  seed=seed)  # fmt: skip
+        spec = bench_sharded.Spec(
+            model=ref,
+            model_id=model_id,
+            ranks=ranks,
+            hostfile=hostfile,
+            backend=dist_backend,
+            prompt_tokens=p[0],
+            gen_tokens=g[0],
+            seed=seed,
+        )
         check_context(catalog_model(model_id), p[0] + g[0], "-p + -g")
-        submit("bench_sharded", spec, wait=wait, after=after, priority=priority,
-               timeout_s=timeout_s)  # fmt: skip
+        submit(
+            "bench_sharded", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s
+        )
         return
     if serve:
         from mlxd.jobs.serve_bench import Spec as ServeSpec
@@ -173,15 +273,35 @@ def bench(refs, prompt_tokens, gen_tokens, trials, warmup, batch_size, depth, kv
             raise BadUsage(
                 "--serve takes one -p and one -g, and no --batch-size, --depth or --kv-bits"
             )
-        spec = ServeSpec(model=ref, model_id=model_id, concurrency=int_list(concurrency, "--concurrency"),
-                         requests=requests, prompt_tokens=p[0], gen_tokens=g[0], warmup=warmup,
-                         seed=seed)  # fmt: skip
+        spec = ServeSpec(
+            model=ref,
+            model_id=model_id,
+            concurrency=int_list(concurrency, "--concurrency"),
+            requests=requests,
+            prompt_tokens=p[0],
+            gen_tokens=g[0],
+            warmup=warmup,
+            seed=seed,
+        )
         submit("serve_bench", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
         return
     if draft_model or prompt_cache:
-        _bench_pair(ref, model_id, prompt_tokens, gen_tokens, trials, warmup, seed, batch_size,
-                    depth, kv_bits, draft_model, num_draft_tokens, prompt_cache,
-                    dict(wait=wait, after=after, priority=priority, timeout_s=timeout_s))  # fmt: skip
+        _bench_pair(
+            ref,
+            model_id,
+            prompt_tokens,
+            gen_tokens,
+            trials,
+            warmup,
+            seed,
+            batch_size,
+            depth,
+            kv_bits,
+            draft_model,
+            num_draft_tokens,
+            prompt_cache,
+            dict(wait=wait, after=after, priority=priority, timeout_s=timeout_s),
+        )
         return
     specs = []  # (spec, the job it waits on: --after, or the pull of a hub id)
     for ref in refs:
@@ -208,12 +328,17 @@ def bench(refs, prompt_tokens, gen_tokens, trials, warmup, batch_size, depth, kv
         specs.append((spec, spec_after))
     if len(specs) == 1:
         spec, spec_after = specs[0]
-        job_ids = [submit("bench", spec, wait=wait, after=spec_after, priority=priority,
-                          timeout_s=timeout_s)]  # fmt: skip
+        job_ids = [
+            submit(
+                "bench", spec, wait=wait, after=spec_after, priority=priority, timeout_s=timeout_s
+            )
+        ]
     else:
         daemon_running(wait=wait, what="the jobs")  # refuses --wait without a daemon
-        job_ids = [submit("bench", spec, after=spec_after, priority=priority, timeout_s=timeout_s)
-                   for spec, spec_after in specs]  # fmt: skip
+        job_ids = [
+            submit("bench", spec, after=spec_after, priority=priority, timeout_s=timeout_s)
+            for spec, spec_after in specs
+        ]
         failed = []
         for job_id in job_ids if wait else ():
             try:
@@ -238,8 +363,22 @@ def _grid_used(batch_size, depth, kv_bits) -> bool:
     return tuple(batch_size) != ("1",) or tuple(depth) != ("0",) or bool(kv_bits)
 
 
-def _bench_pair(ref, model_id, prompt_tokens, gen_tokens, trials, warmup, seed, batch_size,
-                depth, kv_bits, draft_model, num_draft_tokens, prompt_cache, job_kw):  # fmt: skip
+def _bench_pair(
+    ref,
+    model_id,
+    prompt_tokens,
+    gen_tokens,
+    trials,
+    warmup,
+    seed,
+    batch_size,
+    depth,
+    kv_bits,
+    draft_model,
+    num_draft_tokens,
+    prompt_cache,
+    job_kw,
+):
     from mlxd.jobs.bench_pair import Spec
 
     if draft_model and prompt_cache:
@@ -255,8 +394,17 @@ def _bench_pair(ref, model_id, prompt_tokens, gen_tokens, trials, warmup, seed, 
         from mlxd.cli.generate_cmd import usable_prompt_cache
 
         usable_prompt_cache(prompt_cache, catalog_model(model_id))
-    spec = Spec(model=ref, model_id=model_id, prompt_tokens=int_list(prompt_tokens, "-p"),
-                gen_tokens=int_list(gen_tokens, "-g"), trials=trials, warmup=warmup, seed=seed,
-                draft_model=draft_model, draft_model_id=draft_id,
-                num_draft_tokens=num_draft_tokens, prompt_cache=prompt_cache)  # fmt: skip
+    spec = Spec(
+        model=ref,
+        model_id=model_id,
+        prompt_tokens=int_list(prompt_tokens, "-p"),
+        gen_tokens=int_list(gen_tokens, "-g"),
+        trials=trials,
+        warmup=warmup,
+        seed=seed,
+        draft_model=draft_model,
+        draft_model_id=draft_id,
+        num_draft_tokens=num_draft_tokens,
+        prompt_cache=prompt_cache,
+    )
     submit("bench_pair", spec, **job_kw)

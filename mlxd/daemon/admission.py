@@ -84,8 +84,9 @@ def estimate(kind: str, params: dict[str, Any], store) -> Estimate | None:
         if model is None or not model.size_bytes:
             return None
     if kind == "convert":
-        out = (model.num_parameters or 0) * (2 if params.get("dtype") in ("float16", "bfloat16")
-                                              else 4) or model.size_bytes  # fmt: skip
+        out = (model.num_parameters or 0) * (
+            2 if params.get("dtype") in ("float16", "bfloat16") else 4
+        ) or model.size_bytes
         return Estimate(
             int((model.size_bytes + out) * MARGIN),
             out,

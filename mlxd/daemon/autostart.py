@@ -37,8 +37,17 @@ class ServicePlan:
 
 
 def daemon_command(python: str, workers: int, digest: str | None = None) -> list[str]:
-    return [python, "-m", "mlxd", "daemon", "start", "--foreground", "--workers", str(workers),
-            *(["--digest", digest] if digest else [])]  # fmt: skip
+    return [
+        python,
+        "-m",
+        "mlxd",
+        "daemon",
+        "start",
+        "--foreground",
+        "--workers",
+        str(workers),
+        *(["--digest", digest] if digest else []),
+    ]
 
 
 def launchd_plist(paths: Paths, *, python: str, workers: int = 1, digest: str | None = None) -> str:

@@ -143,8 +143,11 @@ def check_postgres_catalog(db) -> Finding:
     if revision is None:
         return Finding("catalog", True, f"{where}, no catalog yet (made by the first command)")
     if revision != schema.HEAD_REVISION:
-        return Finding("catalog", True, f"{where}, schema {revision}, upgraded to "
-                       f"{schema.HEAD_REVISION} by the next command")  # fmt: skip
+        return Finding(
+            "catalog",
+            True,
+            f"{where}, schema {revision}, upgraded to {schema.HEAD_REVISION} by the next command",
+        )
     return Finding("catalog", True, f"{where}, schema {revision}")
 
 

@@ -89,8 +89,11 @@ def heartbeat(store, *, workers: int, facts: dict[str, Any] | None = None, start
 
     values: dict[str, Any] = {"daemon_pid": os.getpid(), "workers": workers}
     if start:
-        values |= {"started_at": _now(), "hostname": socket.gethostname(),
-                   "mlxd_version": __version__}  # fmt: skip
+        values |= {
+            "started_at": _now(),
+            "hostname": socket.gethostname(),
+            "mlxd_version": __version__,
+        }
     kwargs = {"facts": facts} if facts is not None else {}
     store.machine_heartbeat(host_id(), pools=joined_pools(), **kwargs, **values)
 
@@ -120,7 +123,9 @@ def host_alive(machines_by_id: dict[str, Any], host: str, lease_s: float) -> boo
     return m is not None and bool(live_machines([m], lease_s))
 
 
-def place(machines, lease_s: float, memory_bytes: int | None, pool: str | None) -> tuple[str, str | None]:  # fmt: skip
+def place(
+    machines, lease_s: float, memory_bytes: int | None, pool: str | None
+) -> tuple[str, str | None]:
     """(pool, note): where a job goes. ``pool`` given: there, with a note when no live
     machine serves it or none of them has the memory. Not given: the default pool if a live
     machine there fits the job, else the first pool that has one; raises ValueError, saying

@@ -50,12 +50,19 @@ def get_huey(queue_db: str, pool: str = DEFAULT_POOL, database_url: str | None =
         # Workers wait on LISTEN/NOTIFY and take tasks with FOR UPDATE SKIP LOCKED: any
         # number of daemons share the queue. read_timeout bounds a worker's wait, so a
         # stopping daemon notices within that time.
-        huey = PostgresHuey(queue_name(pool), dsn=db.libpq_url, results=False, utc=True,
-                            read_timeout=0.5, connect_timeout=backend.CONNECT_TIMEOUT_S)  # fmt: skip
+        huey = PostgresHuey(
+            queue_name(pool),
+            dsn=db.libpq_url,
+            results=False,
+            utc=True,
+            read_timeout=0.5,
+            connect_timeout=backend.CONNECT_TIMEOUT_S,
+        )
     else:
         # The catalog's busy timeout serves the queue too.
-        huey = SqliteHuey(queue_name(pool), filename=queue_db, results=False, utc=True,
-                          timeout=busy_timeout_s())  # fmt: skip
+        huey = SqliteHuey(
+            queue_name(pool), filename=queue_db, results=False, utc=True, timeout=busy_timeout_s()
+        )
 
     @huey.task(name=TASK_NAME)
     def run_job(job_id: int) -> None:

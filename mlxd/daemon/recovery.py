@@ -105,8 +105,11 @@ def _take_back(store: Store, paths: Paths, job) -> None:
     """Queue again (once: the first daemon to update the row wins) a dead host's job."""
     deaths = job.interruptions + 1
     if deaths >= settings.POISON_PILL_DEATHS or job.cancel_requested:
-        why = ("cancelled by user" if job.cancel_requested else
-               f"poison pill: its host died {deaths} times in a row while this job ran")  # fmt: skip
+        why = (
+            "cancelled by user"
+            if job.cancel_requested
+            else f"poison pill: its host died {deaths} times in a row while this job ran"
+        )
         if store.take_back(job, "ending"):
             store.finish_job(job.id, "cancelled" if job.cancel_requested else "failed", error=why)
             store.fail_dependents(job.id)

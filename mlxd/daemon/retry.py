@@ -39,10 +39,19 @@ def transient(exc: BaseException) -> bool:
 # SQLite's lock and disk errors; PostgreSQL's lost or refused connections (a server restart,
 # a network blip): the engine's pool reconnects on the next try.
 TRANSIENT_WORDS = (
-    "locked", "busy", "disk is full", "disk i/o", "unable to open",
-    "server closed the connection", "connection refused", "terminating connection",
-    "connection is closed", "could not connect", "connection timeout", "the database system is",
-)  # fmt: skip
+    "locked",
+    "busy",
+    "disk is full",
+    "disk i/o",
+    "unable to open",
+    "server closed the connection",
+    "connection refused",
+    "terminating connection",
+    "connection is closed",
+    "could not connect",
+    "connection timeout",
+    "the database system is",
+)
 
 
 def disk_full(exc: BaseException) -> bool:

@@ -171,9 +171,10 @@ class Runner:
         log_path = Path(job.log_path or self.paths.job_log(job.id))
         with open(log_path, "a", buffering=1) as joblog:
             history = "".join(
-                f", after {n} {what}" for n, what in ((job.interruptions, "daemon stop(s)"),
-                                                       (job.crashes, "crash(es)")) if n
-            )  # fmt: skip
+                f", after {n} {what}"
+                for n, what in ((job.interruptions, "daemon stop(s)"), (job.crashes, "crash(es)"))
+                if n
+            )
             joblog.write(
                 f"=== job {job.id} ({job.kind}) attempt {job.attempts}{history} on {job.host} "
                 f"at {utcnow():%Y-%m-%d %H:%M:%S} UTC\n"

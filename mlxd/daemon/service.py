@@ -167,9 +167,13 @@ def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> Non
     paths.pidfile.write_text(f"{os.getpid()}\n")
     log.info(
         "mlxd daemon started (pid %s, home %s, %s worker(s), host %s, pools %s, %s)",
-        os.getpid(), paths.home, workers, hosts.host_id(), ",".join(hosts.joined_pools()),
+        os.getpid(),
+        paths.home,
+        workers,
+        hosts.host_id(),
+        ",".join(hosts.joined_pools()),
         store.database.display(),
-    )  # fmt: skip
+    )
     try:
         for c in consumers:
             c.start()

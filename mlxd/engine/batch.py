@@ -56,8 +56,10 @@ def run_batch(
     model, tokenizer = load(str(path))
     load_time_s = time.perf_counter() - tic
     continuing = prompt_cache_path is not None
-    ids = [encode_batch_prompt(tokenizer, p, raw=raw or continuing, continuing=continuing)
-           for p in prompts]  # fmt: skip
+    ids = [
+        encode_batch_prompt(tokenizer, p, raw=raw or continuing, continuing=continuing)
+        for p in prompts
+    ]
     caches = None
     if prompt_cache_path is not None:
         from .prompt_cache import load_cache_file

@@ -113,8 +113,9 @@ def bench_pair(
             mx.reset_peak_memory()
             if draft_model is not None:
                 plain = one(suffix, sampling)
-                other = one(suffix, sampling, draft_model=draft_model,
-                            num_draft_tokens=num_draft_tokens)  # fmt: skip
+                other = one(
+                    suffix, sampling, draft_model=draft_model, num_draft_tokens=num_draft_tokens
+                )
                 other_prompt = len(suffix)
             else:
                 from .prompt_cache import load_cache_file

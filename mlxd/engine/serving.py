@@ -38,9 +38,22 @@ class Server:
     def __init__(self, model_path: Path, *, log: Any = None, extra_args: list[str] | None = None):
         self.port = free_port()
         self.model_path = model_path
-        argv = [sys.executable, "-m", "mlxd.engine.serving", "--parent", str(os.getpid()),
-                "--model", str(model_path), "--host", "127.0.0.1", "--port", str(self.port),
-                "--log-level", "WARNING", *(extra_args or [])]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "mlxd.engine.serving",
+            "--parent",
+            str(os.getpid()),
+            "--model",
+            str(model_path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "WARNING",
+            *(extra_args or []),
+        ]
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log or sys.stderr, stderr=log or sys.stderr
         )
@@ -94,8 +107,9 @@ def stream_chat(port: int, prompt: str, max_tokens: int) -> ServeRequestResult:
     usage: dict[str, Any] = {}
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT_S)
-        conn.request("POST", "/v1/chat/completions", json.dumps(body),
-                     {"Content-Type": "application/json"})  # fmt: skip
+        conn.request(
+            "POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"}
+        )
         resp = conn.getresponse()
         if resp.status != 200:
             return ServeRequestResult(

@@ -70,8 +70,15 @@ def bench_sharded(
     timeout_s: float = 600,
 ) -> ShardedResult:
     """Run the sharded benchmark; one rank is the plain (unsharded) run for comparison."""
-    rank_cmd = [sys.executable, "-m", "mlxd.engine.sharded",
-                str(model_path), str(prompt_tokens), str(gen_tokens), str(seed)]  # fmt: skip
+    rank_cmd = [
+        sys.executable,
+        "-m",
+        "mlxd.engine.sharded",
+        str(model_path),
+        str(prompt_tokens),
+        str(gen_tokens),
+        str(seed),
+    ]
     if ranks == 1 and not hostfile:
         cmd = rank_cmd  # one rank: the plain run, no launcher
     else:

@@ -74,7 +74,9 @@ def _parse_line(data: Any) -> BatchPrompt:
         return BatchPrompt(data, max_tokens)
     if isinstance(data, list) and data:
         for m in data:
-            if not (isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)):  # fmt: skip
+            if not (
+                isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)
+            ):
                 raise ValueError(
                     "each message needs a role (system, user, assistant) and a text content"
                 )

@@ -75,8 +75,7 @@ class Spec(ModelRefSpec):
             raise SpecError("--noise-threshold must be between 0 and 1 (e.g. 0.05 for 5%)")
 
     def points(self) -> list[dict[str, Any]]:
-        rest = (self.batch_size, self.depth, self.kv_bits, self.prefill_step_size,
-                self.max_kv_size)  # fmt: skip
+        rest = (self.batch_size, self.depth, self.kv_bits, self.prefill_step_size, self.max_kv_size)
         pairs = list(itertools.product(self.prompt_tokens, self.gen_tokens))
         pairs += [tuple(p) for p in self.prompt_gen if tuple(p) not in pairs]
         grid = (pair + other for pair in pairs for other in itertools.product(*rest))
@@ -88,10 +87,13 @@ def describe(spec: Spec) -> str:
     g = ",".join(map(str, spec.gen_tokens))
     out = f"bench {spec.model} -p {p} -g {g}"
     # Every grid dimension that is not at its default, as the command line would say it.
-    for flag, values, default in (("-b", spec.batch_size, [1]), ("--depth", spec.depth, [0]),
-                                  ("--kv-bits", spec.kv_bits, [None]),
-                                  ("--prefill-step-size", spec.prefill_step_size, [DEFAULT_PREFILL_STEP_SIZE]),
-                                  ("--max-kv-size", spec.max_kv_size, [None])):  # fmt: skip
+    for flag, values, default in (
+        ("-b", spec.batch_size, [1]),
+        ("--depth", spec.depth, [0]),
+        ("--kv-bits", spec.kv_bits, [None]),
+        ("--prefill-step-size", spec.prefill_step_size, [DEFAULT_PREFILL_STEP_SIZE]),
+        ("--max-kv-size", spec.max_kv_size, [None]),
+    ):
         if list(values) != default:
             out += f" {flag} {','.join(str(v) for v in values)}"
     for p_tok, g_tok in spec.prompt_gen:

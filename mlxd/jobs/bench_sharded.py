@@ -47,8 +47,10 @@ class Spec(ModelRefSpec):
 
 def describe(spec: Spec) -> str:
     where = f"hostfile {spec.hostfile}" if spec.hostfile else "127.0.0.1"
-    return (f"bench {spec.model} -p {spec.prompt_tokens} -g {spec.gen_tokens} "
-            f"--ranks {spec.ranks} ({spec.backend}, {where})")  # fmt: skip
+    return (
+        f"bench {spec.model} -p {spec.prompt_tokens} -g {spec.gen_tokens} "
+        f"--ranks {spec.ranks} ({spec.backend}, {where})"
+    )
 
 
 def prepare(spec: Spec, store, job=None) -> dict[str, Any]:

@@ -173,7 +173,7 @@ def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: Fini
             "prefill_s": result["prefill_s"],
             "kv_group_size": result["kv_group_size"],
             "text_preview": json.dumps(spec.text[:80]),
-        },  # fmt: skip
+        },
     )
     fin.store.add_prompt_cache(cache, session=fin.session)
     fin.summary.update({"prompt_cache": spec.name, "tokens": result["num_tokens"]})

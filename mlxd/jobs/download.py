@@ -125,8 +125,11 @@ def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: Fini
     if result.get("already"):
         known = result["already"]
         fin.output_model_id = known["id"]
-        fin.summary.update(model=known["name"], commit=result["commit"],
-                           note="already pulled at this commit; nothing to do")  # fmt: skip
+        fin.summary.update(
+            model=known["name"],
+            commit=result["commit"],
+            note="already pulled at this commit; nothing to do",
+        )
         return
     name = spec.name
     if name is None:
@@ -152,9 +155,10 @@ def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: Fini
         synthetic=bool(result.get("synthetic")),
         created_by_job_id=fin.job.id,
         managed=False,  # the HF cache's, deleted only through the hub library
-        details={"hub": {"repo": spec.repo, "revision": result["revision"],
-                         "commit": result["commit"]}},
-    )  # fmt: skip
+        details={
+            "hub": {"repo": spec.repo, "revision": result["revision"], "commit": result["commit"]}
+        },
+    )
     fin.store.add_model(model, session=fin.session)
     fin.output_model_id = model.id
     snapshot = HubSnapshot(
@@ -169,9 +173,12 @@ def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: Fini
         is_mlx=result["format"] == "mlx",
         pulled_by_job_id=fin.job.id,
         verified_at=utcnow(),
-        details={"refetched": result.get("refetched") or [],
-                 "include": spec.include, "exclude": spec.exclude},
-    )  # fmt: skip
+        details={
+            "refetched": result.get("refetched") or [],
+            "include": spec.include,
+            "exclude": spec.exclude,
+        },
+    )
     files = [
         HubFile(path=f["path"], size_bytes=f["size_bytes"], sha256=f["sha256"], lfs=f["lfs"])
         for f in result["files"]

@@ -165,8 +165,16 @@ class Spec(ModelRefSpec):
 
     def hyper_parameters(self) -> dict[str, Any]:
         """What the adapter row keeps: every setting that shaped the training."""
-        skip = {"model", "model_id", "data", "resume", "resume_adapter_id", "name", "sweep_id",
-                "data_split"}  # fmt: skip
+        skip = {
+            "model",
+            "model_id",
+            "data",
+            "resume",
+            "resume_adapter_id",
+            "name",
+            "sweep_id",
+            "data_split",
+        }
         return {k: v for k, v in self.to_params().items() if k not in skip}
 
 

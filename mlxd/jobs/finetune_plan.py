@@ -116,8 +116,12 @@ def read_config(path: str | Path) -> ConfigFile:
                 raise SpecError(
                     f"{p.name}: lora_parameters has 'alpha'; mlx-lm's LoRA config uses 'scale'"
                 )
-            for k, field in (("rank", "rank"), ("scale", "scale"), ("dropout", "dropout"),
-                             ("keys", "lora_keys")):  # fmt: skip
+            for k, field in (
+                ("rank", "rank"),
+                ("scale", "scale"),
+                ("dropout", "dropout"),
+                ("keys", "lora_keys"),
+            ):
                 if k in value:
                     fields[field] = value[k]
         elif key == "optimizer_config":

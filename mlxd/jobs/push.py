@@ -90,9 +90,20 @@ def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: Fini
     model = fin.session.get(Model, inputs["model_id"])
     if model is not None:
         pushes = list((model.details or {}).get("hub_pushes", []))
-        pushes.append({"repo": spec.repo, "revision": result["revision"],
-                       "commit": result["commit"], "at": utcnow().isoformat()})  # fmt: skip
+        pushes.append(
+            {
+                "repo": spec.repo,
+                "revision": result["revision"],
+                "commit": result["commit"],
+                "at": utcnow().isoformat(),
+            }
+        )
         model.details = {**(model.details or {}), "hub_pushes": pushes}
         fin.session.add(model)
-    fin.summary.update(model=inputs["model_name"], repo=spec.repo, revision=result["revision"],
-                       commit=result["commit"], files=result["files"])  # fmt: skip
+    fin.summary.update(
+        model=inputs["model_name"],
+        repo=spec.repo,
+        revision=result["revision"],
+        commit=result["commit"],
+        files=result["files"],
+    )

@@ -67,7 +67,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "min_p": 0.05,
         "repetition_penalty": 1.1,
         "max_tokens": 1024,
-    },  # fmt: skip
+    },
     # Greedy: the most likely answer, short.
     "factual": {"temp": 0.0, "top_p": 1.0, "max_tokens": 256},
     # A little variety, medium length.

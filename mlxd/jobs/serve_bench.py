@@ -69,8 +69,11 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     total = len(spec.concurrency) * spec.requests
     with Server(path) as server:
         # For the log (and tests): which process to look for, and where.
-        print(f"mlx_lm.server pid {server.pid} on 127.0.0.1:{server.port}", file=sys.stderr,
-              flush=True)  # fmt: skip
+        print(
+            f"mlx_lm.server pid {server.pid} on 127.0.0.1:{server.port}",
+            file=sys.stderr,
+            flush=True,
+        )
         ctx.progress(0.0, f"starting mlx_lm.server (pid {server.pid}) for {inputs['model_name']}")
         server.wait_ready()
         for i in range(spec.warmup):
@@ -78,16 +81,18 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         peak_rss = 0
         done_before = 0
         for level_index, c in enumerate(spec.concurrency):
-            prompts = prompts_of_length(tokenizer, spec.requests, spec.prompt_tokens,
-                                        seed=spec.seed + level_index)  # fmt: skip
+            prompts = prompts_of_length(
+                tokenizer, spec.requests, spec.prompt_tokens, seed=spec.seed + level_index
+            )
 
             def progress(done: int, c=c, base=done_before) -> None:
                 ctx.progress(
                     (base + done) / total, f"concurrency {c}: {done}/{spec.requests} requests"
                 )
 
-            level = run_level(server.port, prompts, concurrency=c, max_tokens=spec.gen_tokens,
-                              on_request=progress)  # fmt: skip
+            level = run_level(
+                server.port, prompts, concurrency=c, max_tokens=spec.gen_tokens, on_request=progress
+            )
             done_before += spec.requests
             try:
                 peak_rss = max(peak_rss, psutil.Process(server.pid).memory_info().rss)

@@ -263,8 +263,14 @@ def _quality_step(
 ) -> Step:
     # The base is scored alone (perplexity; KL against itself would say nothing); a variant
     # is compared with the sweep's base, named explicitly rather than found through lineage.
-    spec = quality.Spec(model=name, model_id=model_id, base=base, base_id=base_id,
-                        text=req.text, max_tokens=req.max_tokens)  # fmt: skip
+    spec = quality.Spec(
+        model=name,
+        model_id=model_id,
+        base=base,
+        base_id=base_id,
+        text=req.text,
+        max_tokens=req.max_tokens,
+    )
     if model_id is not None:
         job_id = _finished_quality_job(store, model_id, base_id, spec)
         if job_id is not None:

@@ -16,8 +16,18 @@ from dataclasses import dataclass
 
 from mlxd.reports.data import Family, VariantFigures
 
-COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-          "#7f7f7f", "#bcbd22", "#17becf")  # fmt: skip
+COLORS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
 
 
 @dataclass(frozen=True)
@@ -56,8 +66,13 @@ def _svg(fig, chart_id: str) -> str:
     text = _METADATA.sub("", text, count=1)  # matplotlib's RDF credits: not needed inline
     # Several SVGs share one page: make their internal ids (clip paths, markers) unique.
     ids = set(re.findall(r'id="([^"]+)"', text))
-    keep = {i for i in ids if i.startswith(("points-", "pareto-", "bars-", "depth-", "loss-",
-                                             "history-", "errorbars-"))}  # fmt: skip
+    keep = {
+        i
+        for i in ids
+        if i.startswith(
+            ("points-", "pareto-", "bars-", "depth-", "loss-", "history-", "errorbars-")
+        )
+    }
     rename = ids - keep
 
     def sub(m: re.Match) -> str:
@@ -75,8 +90,12 @@ def _label(v: VariantFigures) -> str:
 
 def speed_memory(families: list[Family]) -> Chart | None:
     """Generation tok/s against peak memory, one colour per model."""
-    rows = [(f, v) for f in families for v in f.rows
-            if v.generation_tps is not None and v.memory_needed_bytes]  # fmt: skip
+    rows = [
+        (f, v)
+        for f in families
+        for v in f.rows
+        if v.generation_tps is not None and v.memory_needed_bytes
+    ]
     if not rows:
         return None
     fig = _figure()
@@ -95,14 +114,20 @@ def speed_memory(families: list[Family]) -> Chart | None:
     if len(families) <= 12:
         from matplotlib.lines import Line2D
 
-        handles = [Line2D([], [], marker="o", ls="", color=color[f.name], label=f.name)
-                   for f in families if any(r[0] is f for r in rows)]  # fmt: skip
+        handles = [
+            Line2D([], [], marker="o", ls="", color=color[f.name], label=f.name)
+            for f in families
+            if any(r[0] is f for r in rows)
+        ]
         ax.legend(handles=handles, fontsize=7, loc="best")
     ax.set_xlabel("peak memory (GB)")
     ax.set_ylabel("generation tok/s")
     ax.grid(alpha=0.3)
-    return Chart("chart-speed-memory", "Generation speed against peak memory",
-                 _svg(fig, "chart-speed-memory"))  # fmt: skip
+    return Chart(
+        "chart-speed-memory",
+        "Generation speed against peak memory",
+        _svg(fig, "chart-speed-memory"),
+    )
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -142,8 +167,17 @@ def speed_quality(fam: Family) -> Chart | None:
     sc.set_gid(f"points-quality-{s}")
     front = pareto_front(pts)
     fx, fy = [pts[i][0] for i in front], [pts[i][1] for i in front]
-    (line,) = ax.plot(fx, fy, "--", color=COLORS[3], marker="o", mfc="none", ms=11,
-                      label="Pareto frontier", zorder=2)  # fmt: skip
+    (line,) = ax.plot(
+        fx,
+        fy,
+        "--",
+        color=COLORS[3],
+        marker="o",
+        mfc="none",
+        ms=11,
+        label="Pareto frontier",
+        zorder=2,
+    )
     line.set_gid(f"pareto-{s}")
     for (x, y), text in zip(pts, labels, strict=True):
         ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
@@ -167,18 +201,26 @@ def speed_bars(fam: Family) -> Chart | None:
     labels = [_label(v) + (f"\n{v.host}" if multi_host else "") for v in rows]
     fig = _figure(6.4, 3.2 + 0.1 * len(rows), left=0.18)
     axes = fig.subplots(1, 2)
-    for ax, metric, title in ((axes[0], "prompt", "prompt tok/s"),
-                              (axes[1], "generation", "generation tok/s")):  # fmt: skip
+    for ax, metric, title in (
+        (axes[0], "prompt", "prompt tok/s"),
+        (axes[1], "generation", "generation tok/s"),
+    ):
         vals = [getattr(v, f"{metric}_tps") or 0 for v in rows]
         errs = [_err(v, metric) for v in rows]
-        bars = ax.barh(range(len(rows)), vals, xerr=errs, color=COLORS[0 if metric == "prompt"
-                       else 1], capsize=3)  # fmt: skip
+        bars = ax.barh(
+            range(len(rows)),
+            vals,
+            xerr=errs,
+            color=COLORS[0 if metric == "prompt" else 1],
+            capsize=3,
+        )
         for i, patch in enumerate(bars.patches):
             patch.set_gid(f"bars-{metric}-{s}-{i}")
         if bars.errorbar is not None and bars.errorbar.lines[2]:
             bars.errorbar.lines[2][0].set_gid(f"errorbars-{metric}-{s}")
-        ax.set_yticks(range(len(rows)), labels if metric == "prompt" else [""] * len(rows),
-                      fontsize=7)  # fmt: skip
+        ax.set_yticks(
+            range(len(rows)), labels if metric == "prompt" else [""] * len(rows), fontsize=7
+        )
         ax.set_xlabel(title)
         ax.grid(alpha=0.3, axis="x")
     cid = f"chart-bars-{s}"
@@ -201,8 +243,9 @@ def depth_chart(fam: Family) -> Chart | None:
     for i, ser in enumerate(fam.depth_series[:10]):
         xs = [p.depth for p in ser.points]
         ys = [p.generation_tps for p in ser.points]
-        (line,) = ax.plot(xs, ys, marker="o", color=COLORS[i % len(COLORS)],
-                          label=f"{ser.model} @{ser.host}")  # fmt: skip
+        (line,) = ax.plot(
+            xs, ys, marker="o", color=COLORS[i % len(COLORS)], label=f"{ser.model} @{ser.host}"
+        )
         line.set_gid(f"depth-{s}-{i}")
     ax.set_xlabel("context depth (tokens already in the cache)")
     ax.set_ylabel("generation tok/s")
@@ -219,19 +262,25 @@ def loss_charts(fam: Family) -> list[Chart]:
             continue
         fig = _figure(6.4, 3.2)
         ax = fig.add_subplot()
-        for losses, name, color in ((ft.train_losses, "train", COLORS[0]),
-                                    (ft.val_losses, "validation", COLORS[1])):  # fmt: skip
+        for losses, name, color in (
+            (ft.train_losses, "train", COLORS[0]),
+            (ft.val_losses, "validation", COLORS[1]),
+        ):
             if losses:
-                (line,) = ax.plot([x for x, _ in losses], [y for _, y in losses], marker=".",
-                                  color=color, label=name)  # fmt: skip
+                (line,) = ax.plot(
+                    [x for x, _ in losses],
+                    [y for _, y in losses],
+                    marker=".",
+                    color=color,
+                    label=name,
+                )
                 line.set_gid(f"loss-{ft.job_id}-{name}")
         ax.set_xlabel("iteration")
         ax.set_ylabel("loss")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         cid = f"chart-loss-{ft.job_id}"
-        out.append(Chart(cid, f"Fine-tuning job {ft.job_id} ({ft.model}): loss",
-                         _svg(fig, cid)))  # fmt: skip
+        out.append(Chart(cid, f"Fine-tuning job {ft.job_id} ({ft.model}): loss", _svg(fig, cid)))
     return out
 
 
@@ -254,8 +303,13 @@ def history_chart(fam: Family) -> Chart | None:
     for i, ((model, host), per_day) in enumerate(sorted(by_series.items())[:10]):
         xs = sorted(per_day)
         ys = [sum(t * n for t, n in per_day[d]) / sum(n for _, n in per_day[d]) for d in xs]
-        (line,) = ax_d.plot([date.fromisoformat(d) for d in xs], ys, marker=".",
-                            color=COLORS[i % len(COLORS)], label=f"{model} @{host}")  # fmt: skip
+        (line,) = ax_d.plot(
+            [date.fromisoformat(d) for d in xs],
+            ys,
+            marker=".",
+            color=COLORS[i % len(COLORS)],
+            label=f"{model} @{host}",
+        )
         line.set_gid(f"history-date-{s}-{i}")
     ax_d.set_ylabel("generation tok/s")
     ax_d.set_xlabel("date")
@@ -269,16 +323,18 @@ def history_chart(fam: Family) -> Chart | None:
             if (h.model, h.host) == (model, host):
                 per_v[h.mlx_version].append((h.generation_tps, h.runs))
         xs = [order.index(v) for v in order if v in per_v]
-        ys = [sum(t * n for t, n in per_v[v]) / sum(n for _, n in per_v[v])
-              for v in order if v in per_v]  # fmt: skip
+        ys = [
+            sum(t * n for t, n in per_v[v]) / sum(n for _, n in per_v[v])
+            for v in order
+            if v in per_v
+        ]
         (line,) = ax_v.plot(xs, ys, marker="o", color=COLORS[i % len(COLORS)])
         line.set_gid(f"history-mlx-{s}-{i}")
     ax_v.set_xticks(range(len(order)), order, fontsize=7, rotation=30)
     ax_v.set_xlabel("mlx version")
     ax_v.grid(alpha=0.3)
     cid = f"chart-history-{s}"
-    return Chart(cid, f"{fam.name}: generation speed over time and by mlx version",
-                 _svg(fig, cid))  # fmt: skip
+    return Chart(cid, f"{fam.name}: generation speed over time and by mlx version", _svg(fig, cid))
 
 
 def _version_key(v: str) -> tuple:

@@ -332,9 +332,14 @@ def build_report(
         model = all_models[row[0]]
         n = len(POINT_FIELDS)
         groups_by_family[model.family].append(
-            {"model_id": row[0], "host": row[1], "point": tuple(row[2 : 2 + n]),
-             "runs": row[2 + n], "last_id": row[3 + n]}
-        )  # fmt: skip
+            {
+                "model_id": row[0],
+                "host": row[1],
+                "point": tuple(row[2 : 2 + n]),
+                "runs": row[2 + n],
+                "last_id": row[3 + n],
+            }
+        )
         total += row[2 + n]
     quality = latest_quality(con)
     family_names = sorted({m.family for m in all_models.values()} if wanted is None else wanted)
@@ -512,7 +517,16 @@ def recent_jobs(con: sqlite3.Connection, since: datetime) -> list[JobLine]:
     ):
         p = json.loads(params or "{}")
         out.append(
-            JobLine(jid, kind, status, p.get("model") or p.get("base") or p.get("name"),
-                    parse_ts(sub), parse_ts(start), parse_ts(fin), error, after)
-        )  # fmt: skip
+            JobLine(
+                jid,
+                kind,
+                status,
+                p.get("model") or p.get("base") or p.get("name"),
+                parse_ts(sub),
+                parse_ts(start),
+                parse_ts(fin),
+                error,
+                after,
+            )
+        )
     return out

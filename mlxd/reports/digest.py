@@ -33,8 +33,12 @@ def write_digest(paths: Paths, now: datetime | None = None) -> list[Path]:
     now = now or datetime.now(UTC)
     reader = Reader(paths)
     try:
-        rep = make_report(reader, since=now - timedelta(hours=24), now=now,
-                          title="mlxd nightly digest: the last 24 hours")  # fmt: skip
+        rep = make_report(
+            reader,
+            since=now - timedelta(hours=24),
+            now=now,
+            title="mlxd nightly digest: the last 24 hours",
+        )
     finally:
         reader.close()
     out = paths.home / "reports"

@@ -10,12 +10,41 @@ from mlxd.catalog.read import BOOL_COLUMNS, Reader, ResultFilter
 
 TABLE = "mlxd_results"
 
-_INTEGER = {"run_id", "job_id", "model_id", "system_id", "prompt_tokens", "gen_tokens",
-            "batch_size", "depth", "kv_bits", "prefill_step_size", "max_kv_size", "trials", "warmup", "seed",
-            "quality_run_id", *BOOL_COLUMNS}  # fmt: skip
-_TEXT = {"model", "quantization", "created_at", "power_source", "thermal_state", "quality_base",
-         "host", "cpu", "chip", "backend", "os", "python_version", "mlx_version",
-         "mlx_lm_version", "mlxd_version"}  # fmt: skip
+_INTEGER = {
+    "run_id",
+    "job_id",
+    "model_id",
+    "system_id",
+    "prompt_tokens",
+    "gen_tokens",
+    "batch_size",
+    "depth",
+    "kv_bits",
+    "prefill_step_size",
+    "max_kv_size",
+    "trials",
+    "warmup",
+    "seed",
+    "quality_run_id",
+    *BOOL_COLUMNS,
+}
+_TEXT = {
+    "model",
+    "quantization",
+    "created_at",
+    "power_source",
+    "thermal_state",
+    "quality_base",
+    "host",
+    "cpu",
+    "chip",
+    "backend",
+    "os",
+    "python_version",
+    "mlx_version",
+    "mlx_lm_version",
+    "mlxd_version",
+}
 
 
 def column_type(name: str) -> str:

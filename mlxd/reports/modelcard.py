@@ -20,10 +20,15 @@ def _fmt(value: Any, digits: int = 1) -> str:
 def _origin(reader, model) -> str:
     snap = reader.hub_snapshot(model.id)
     if snap is not None:
-        return (f"pulled from [{snap.repo_id}](https://huggingface.co/{snap.repo_id}) at commit "
-                f"`{snap.commit_sha}`")  # fmt: skip
-    return {"synth": "random weights (synthetic)", "local": "a local folder",
-            "gguf": "a GGUF file"}.get(model.source, model.source)  # fmt: skip
+        return (
+            f"pulled from [{snap.repo_id}](https://huggingface.co/{snap.repo_id}) at commit "
+            f"`{snap.commit_sha}`"
+        )
+    return {
+        "synth": "random weights (synthetic)",
+        "local": "a local folder",
+        "gguf": "a GGUF file",
+    }.get(model.source, model.source)
 
 
 def _recipe(model) -> list[str]:
@@ -73,8 +78,11 @@ def model_card(reader, model_id: int, repo_id: str, *, runs_shown: int = 5) -> s
 
     body = [f"# {repo_id}", ""]
     if model.synthetic:
-        body += ["> Random weights (a synthetic model): speed figures are real for this shape; "
-                 "generated text is meaningless.", ""]  # fmt: skip
+        body += [
+            "> Random weights (a synthetic model): speed figures are real for this shape; "
+            "generated text is meaningless.",
+            "",
+        ]
     body += [f"An MLX model ({model.architecture or 'unknown architecture'}), made with mlxd."]
     if base_repo:
         body += ["", f"Base model: [{base_repo}](https://huggingface.co/{base_repo})."]
@@ -88,10 +96,14 @@ def model_card(reader, model_id: int, repo_id: str, *, runs_shown: int = 5) -> s
 
     runs = reader.result_rows(ResultFilter(models=(str(model.id),)))[-runs_shown:]
     if runs:
-        body += ["", "## Benchmark", "",
-                 "| prompt tokens | generated tokens | batch | prompt tok/s | generation tok/s "
-                 "| time to first token (s) | peak memory (GB) | machine | mlx |",
-                 "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        body += [
+            "",
+            "## Benchmark",
+            "",
+            "| prompt tokens | generated tokens | batch | prompt tok/s | generation tok/s "
+            "| time to first token (s) | peak memory (GB) | machine | mlx |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in runs:
             peak = r["peak_memory_bytes"] / 1e9 if r["peak_memory_bytes"] else None
             body.append(
@@ -103,13 +115,26 @@ def model_card(reader, model_id: int, repo_id: str, *, runs_shown: int = 5) -> s
     quality = reader.quality_rows([model.id])
     if quality:
         q = quality[-1]
-        body += ["", "## Quality", "",
-                 "| text | tokens | perplexity | base perplexity | KL (nats/token) | top-1 agreement |",
-                 "|---|---|---|---|---|---|",
-                 f"| {q['text_name']} | {q['tokens']} | {_fmt(q['perplexity'], 3)} "
-                 f"| {_fmt(q['base_perplexity'], 3)} | {_fmt(q['kl_mean'], 4)} "
-                 f"| {_fmt(q['top1_agreement'], 3)} |"]  # fmt: skip
-    body += ["", "## Use", "", "```python", "from mlx_lm import load, generate", "",
-             f'model, tokenizer = load("{repo_id}")',
-             'print(generate(model, tokenizer, prompt="Hello", max_tokens=64))', "```", ""]  # fmt: skip
+        body += [
+            "",
+            "## Quality",
+            "",
+            "| text | tokens | perplexity | base perplexity | KL (nats/token) | top-1 agreement |",
+            "|---|---|---|---|---|---|",
+            f"| {q['text_name']} | {q['tokens']} | {_fmt(q['perplexity'], 3)} "
+            f"| {_fmt(q['base_perplexity'], 3)} | {_fmt(q['kl_mean'], 4)} "
+            f"| {_fmt(q['top1_agreement'], 3)} |",
+        ]
+    body += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from mlx_lm import load, generate",
+        "",
+        f'model, tokenizer = load("{repo_id}")',
+        'print(generate(model, tokenizer, prompt="Hello", max_tokens=64))',
+        "```",
+        "",
+    ]
     return "\n".join(header + [""] + body)

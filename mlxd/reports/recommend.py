@@ -14,8 +14,20 @@ class RecommendError(ValueError):
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(|b|k|kb|m|mb|g|gb|t|tb|gib|mib)\s*$", re.I)
-_UNITS = {"": 1e9, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9,
-          "t": 1e12, "tb": 1e12, "mib": 2**20, "gib": 2**30}  # fmt: skip
+_UNITS = {
+    "": 1e9,
+    "b": 1,
+    "k": 1e3,
+    "kb": 1e3,
+    "m": 1e6,
+    "mb": 1e6,
+    "g": 1e9,
+    "gb": 1e9,
+    "t": 1e12,
+    "tb": 1e12,
+    "mib": 2**20,
+    "gib": 2**30,
+}
 
 
 def parse_memory(text: str) -> int:
@@ -51,16 +63,27 @@ class Recommendation:
             if f is None:
                 return None
             q = f.model.variant
-            return {"model": f.model.name, "variant": q, "generation_tps": f.generation_tps,
-                    "prompt_tps": f.prompt_tps, "memory_needed_bytes": f.memory_needed_bytes,
-                    "kl_mean": f.quality.kl_mean if f.quality else None,
-                    "perplexity": f.quality.perplexity if f.quality else None,
-                    "run_id": f.run_id}  # fmt: skip
+            return {
+                "model": f.model.name,
+                "variant": q,
+                "generation_tps": f.generation_tps,
+                "prompt_tps": f.prompt_tps,
+                "memory_needed_bytes": f.memory_needed_bytes,
+                "kl_mean": f.quality.kl_mean if f.quality else None,
+                "perplexity": f.quality.perplexity if f.quality else None,
+                "run_id": f.run_id,
+            }
 
-        return {"family": self.family, "host": self.host, "host_note": self.host_note,
-                "pick": v(self.pick), "runner_up": v(self.runner_up),
-                "candidates": self.candidates, "explanation": list(self.lines),
-                "queue": self.queue}  # fmt: skip
+        return {
+            "family": self.family,
+            "host": self.host,
+            "host_note": self.host_note,
+            "pick": v(self.pick),
+            "runner_up": v(self.runner_up),
+            "candidates": self.candidates,
+            "explanation": list(self.lines),
+            "queue": self.queue,
+        }
 
 
 def _kl(v: VariantFigures) -> float | None:
@@ -82,8 +105,9 @@ def _choose_host(
         return machine, None
     if machine:
         # Not measured there: the measured machine with the most similar memory.
-        target = next((s.ram_bytes for s in systems.values() if s.host == machine and s.ram_bytes),
-                      memory)  # fmt: skip
+        target = next(
+            (s.ram_bytes for s in systems.values() if s.host == machine and s.ram_bytes), memory
+        )
         ram = {h: max((s.ram_bytes or 0) for s in systems.values() if s.host == h) for h in hosts}
         if target:
             host = min(hosts, key=lambda h: (abs((ram[h] or 0) - target), -hosts[h]))
@@ -108,11 +132,18 @@ def recommend(
     host, note = _choose_host(family, machine, systems, memory_bytes)
     if host is None:
         return Recommendation(
-            family.name, None, None, None, None, 0,
-            (f"No benchmark figures for any variant of {family.name} yet.",
-             f"Queue them with: {sweep}"),
+            family.name,
+            None,
+            None,
+            None,
+            None,
+            0,
+            (
+                f"No benchmark figures for any variant of {family.name} yet.",
+                f"Queue them with: {sweep}",
+            ),
             sweep,
-        )  # fmt: skip
+        )
     rows = [v for v in family.rows if v.host == host and v.generation_tps is not None]
     rows.sort(key=lambda v: -(v.generation_tps or 0))
     reasons: dict[int, str] = {}
@@ -136,12 +167,19 @@ def recommend(
     if not ok:
         why = "; ".join(f"{v.model.name} {reasons[v.run_id]}" for v in rows[:4])
         return Recommendation(
-            family.name, host, note, None, None, len(rows),
-            (f"No variant of {family.name} measured on {host} meets {bounds}: {why}.",
-             "Try a larger --memory or looser bounds, or add smaller variants: "
-             + (queue or f"mlxd sweep {family.name} --bits 2,3,4")),
+            family.name,
+            host,
+            note,
+            None,
+            None,
+            len(rows),
+            (
+                f"No variant of {family.name} measured on {host} meets {bounds}: {why}.",
+                "Try a larger --memory or looser bounds, or add smaller variants: "
+                + (queue or f"mlxd sweep {family.name} --bits 2,3,4"),
+            ),
             queue or f"mlxd sweep {family.name} --bits 2,3,4",
-        )  # fmt: skip
+        )
     pick = ok[0]
     runner = ok[1] if len(ok) > 1 else None
     kl = _kl(pick)
@@ -155,16 +193,21 @@ def recommend(
     parts = []
     if runner is not None:
         slower = (1 - runner.generation_tps / pick.generation_tps) * 100
-        parts.append(f"Runner-up {runner.model.name} ({runner.generation_tps:.1f} tok/s, "
-                     f"{slower:.0f}% slower)")  # fmt: skip
+        parts.append(
+            f"Runner-up {runner.model.name} ({runner.generation_tps:.1f} tok/s, "
+            f"{slower:.0f}% slower)"
+        )
     # What would change the choice: the faster variants the bounds ruled out, or the budget
     # below which the pick no longer fits.
     faster_out = [v for v in rows if v.run_id in reasons and v.generation_tps > pick.generation_tps]
     if faster_out:
-        parts.append("faster but ruled out: " + ", ".join(
-            f"{v.model.name} ({v.generation_tps:.1f} tok/s, {reasons[v.run_id]})"
-            for v in faster_out[:3]
-        ))  # fmt: skip
+        parts.append(
+            "faster but ruled out: "
+            + ", ".join(
+                f"{v.model.name} ({v.generation_tps:.1f} tok/s, {reasons[v.run_id]})"
+                for v in faster_out[:3]
+            )
+        )
     elif pick.memory_needed_bytes:
         parts.append(f"below {gb(pick.memory_needed_bytes)} of memory the choice changes")
     line2 = "; ".join(parts) + "." if parts else "No other variant qualifies."

@@ -44,14 +44,25 @@ class Change:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model, "host": self.host, **self.point, "metric": self.metric,
-            "kind": self.kind, "before": self.before, "after": self.after,
-            "before_mean": self.a.mean, "before_ci95": _finite(self.a.ci95), "before_n": self.a.n,
-            "after_mean": self.b.mean, "after_ci95": _finite(self.b.ci95), "after_n": self.b.n,
-            "ratio": self.ratio, "ratio_ci95": _finite(self.ratio_ci95),
-            "change_pct": round(self.change_pct, 2), "verdict": self.verdict,
+            "model": self.model,
+            "host": self.host,
+            **self.point,
+            "metric": self.metric,
+            "kind": self.kind,
+            "before": self.before,
+            "after": self.after,
+            "before_mean": self.a.mean,
+            "before_ci95": _finite(self.a.ci95),
+            "before_n": self.a.n,
+            "after_mean": self.b.mean,
+            "after_ci95": _finite(self.b.ci95),
+            "after_n": self.b.n,
+            "ratio": self.ratio,
+            "ratio_ci95": _finite(self.ratio_ci95),
+            "change_pct": round(self.change_pct, 2),
+            "verdict": self.verdict,
             "when": self.when.isoformat() if self.when else None,
-        }  # fmt: skip
+        }
 
 
 def _finite(x: float) -> float | None:
@@ -97,8 +108,9 @@ def find_changes(
 ) -> list[Change]:
     """Every change beyond the noise, oldest first."""
     con = reader.con
-    where, params = reader._where(ResultFilter(models=tuple(models), since=since,
-                                               machines=tuple(machines)))  # fmt: skip
+    where, params = reader._where(
+        ResultFilter(models=tuple(models), since=since, machines=tuple(machines))
+    )
     pcols = ", ".join(f"r.{c}" for c in POINT_FIELDS)
     q = (
         f"select r.model_id, s.host, {pcols}, s.mlx_version, s.mlx_lm_version, "
@@ -121,8 +133,11 @@ def find_changes(
     out: list[Change] = []
     for (model_id, host, point), groups in series.items():
         ordered = sorted(groups, key=lambda g: g.first_at)
-        ctx = (names.get(model_id, str(model_id)), host,
-               dict(zip(POINT_FIELDS, point, strict=True)))  # fmt: skip
+        ctx = (
+            names.get(model_id, str(model_id)),
+            host,
+            dict(zip(POINT_FIELDS, point, strict=True)),
+        )
         for before, after in zip(ordered, ordered[1:], strict=False):
             out += _compare(ctx, before, after)
     if only_slower:
@@ -145,8 +160,21 @@ def _compare(ctx, before: _Group, after: _Group) -> list[Change]:
         if not means_differ(a, b):  # None (too few trials) or within the noise
             continue
         ratio, ci = ratio_of_means(a, b)
-        out.append(Change(model, host, point, metric, "version", _label(before.versions),
-                          _label(after.versions), a, b, ratio, ci,
-                          "faster" if b.mean > a.mean else "slower",
-                          parse_ts(after.first_at)))  # fmt: skip
+        out.append(
+            Change(
+                model,
+                host,
+                point,
+                metric,
+                "version",
+                _label(before.versions),
+                _label(after.versions),
+                a,
+                b,
+                ratio,
+                ci,
+                "faster" if b.mean > a.mean else "slower",
+                parse_ts(after.first_at),
+            )
+        )
     return out

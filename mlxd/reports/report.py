@@ -79,8 +79,10 @@ def make_report(
         ram = None
         if hosts:
             host = hosts.most_common(1)[0][0]
-            ram = max((s.ram_bytes or 0 for s in data.systems.values() if s.host == host),
-                      default=0) or None  # fmt: skip
+            ram = (
+                max((s.ram_bytes or 0 for s in data.systems.values() if s.host == host), default=0)
+                or None
+            )
         recs[fam.name] = recommend(fam, data.systems, memory_bytes=ram)
     sections = [_overview(data)]
     for fam in data.families:
@@ -121,22 +123,26 @@ def _family_section(fam: Family, data: ReportData, rec: Recommendation, changes)
     for v in fam.rows:
         q = v.quality
         noisy = " ~" if v.noisy else ""
-        rows.append([
-            c(v.model.variant),
-            c(v.model.name),
-            c(fmt.num(v.model.bits_per_weight, 2), v.model.bits_per_weight),
-            c(fmt.size(v.model.size_bytes), v.model.size_bytes),
-            c(fmt.pm(v.prompt_tps, v.prompt_tps_ci95) + noisy, v.prompt_tps),
-            c(fmt.pm(v.generation_tps, v.generation_tps_ci95) + noisy, v.generation_tps),
-            c(fmt.size(v.peak_memory_bytes), v.peak_memory_bytes),
-            c(fmt.sig(q.perplexity) if q else "", q.perplexity if q else None),
-            c(fmt.sig(q.kl_mean, 3) if q and q.kl_mean is not None else "",
-              q.kl_mean if q else None),
-            c(fmt.pct(q.top1_agreement) if q else "", q.top1_agreement if q else None),
-            c(v.trials, v.trials),
-            c(f"{v.host} ({sys_label[v.system_id]})", v.host),
-            c(v.run_id, v.run_id),
-        ])  # fmt: skip
+        rows.append(
+            [
+                c(v.model.variant),
+                c(v.model.name),
+                c(fmt.num(v.model.bits_per_weight, 2), v.model.bits_per_weight),
+                c(fmt.size(v.model.size_bytes), v.model.size_bytes),
+                c(fmt.pm(v.prompt_tps, v.prompt_tps_ci95) + noisy, v.prompt_tps),
+                c(fmt.pm(v.generation_tps, v.generation_tps_ci95) + noisy, v.generation_tps),
+                c(fmt.size(v.peak_memory_bytes), v.peak_memory_bytes),
+                c(fmt.sig(q.perplexity) if q else "", q.perplexity if q else None),
+                c(
+                    fmt.sig(q.kl_mean, 3) if q and q.kl_mean is not None else "",
+                    q.kl_mean if q else None,
+                ),
+                c(fmt.pct(q.top1_agreement) if q else "", q.top1_agreement if q else None),
+                c(v.trials, v.trials),
+                c(f"{v.host} ({sys_label[v.system_id]})", v.host),
+                c(v.run_id, v.run_id),
+            ]
+        )
     if rows:
         s.blocks.append(
             Table(
@@ -155,7 +161,7 @@ def _family_section(fam: Family, data: ReportData, rec: Recommendation, changes)
                     "Trials",
                     "Machine",
                     "Run",
-                ],  # fmt: skip
+                ],
                 rows,
             )
         )
@@ -184,23 +190,52 @@ def _family_section(fam: Family, data: ReportData, rec: Recommendation, changes)
         rows = []
         for ser in fam.depth_series:
             for p in ser.points:
-                rows.append([c(ser.model), c(ser.host), c(fmt.point_label(ser.point)),
-                             c(p.depth, p.depth), c(fmt.num(p.prompt_tps), p.prompt_tps),
-                             c(fmt.num(p.generation_tps), p.generation_tps)])  # fmt: skip
-        s.blocks.append(Table(f"depth-{_slug(fam.name)}", ["Model", "Machine", "Point", "Depth",
-                              "Prompt tok/s", "Generation tok/s"], rows))  # fmt: skip
+                rows.append(
+                    [
+                        c(ser.model),
+                        c(ser.host),
+                        c(fmt.point_label(ser.point)),
+                        c(p.depth, p.depth),
+                        c(fmt.num(p.prompt_tps), p.prompt_tps),
+                        c(fmt.num(p.generation_tps), p.generation_tps),
+                    ]
+                )
+        s.blocks.append(
+            Table(
+                f"depth-{_slug(fam.name)}",
+                ["Model", "Machine", "Point", "Depth", "Prompt tok/s", "Generation tok/s"],
+                rows,
+            )
+        )
     if fam.finetunes:
         s.blocks.append("Fine-tuning runs:")
         rows = [
-            [c(f.job_id, f.job_id), c(f.model), c(f.output or ""),
-             c(f.iterations, f.iterations),
-             c(fmt.sig(f.final_train_loss), f.final_train_loss),
-             c(fmt.sig(f.final_val_loss), f.final_val_loss), c(fmt.stamp(f.finished_at))]
+            [
+                c(f.job_id, f.job_id),
+                c(f.model),
+                c(f.output or ""),
+                c(f.iterations, f.iterations),
+                c(fmt.sig(f.final_train_loss), f.final_train_loss),
+                c(fmt.sig(f.final_val_loss), f.final_val_loss),
+                c(fmt.stamp(f.finished_at)),
+            ]
             for f in fam.finetunes
-        ]  # fmt: skip
-        s.blocks.append(Table(f"finetune-{_slug(fam.name)}", ["Job", "Model", "Output",
-                              "Iterations", "Final train loss", "Final val loss", "Finished"],
-                              rows))  # fmt: skip
+        ]
+        s.blocks.append(
+            Table(
+                f"finetune-{_slug(fam.name)}",
+                [
+                    "Job",
+                    "Model",
+                    "Output",
+                    "Iterations",
+                    "Final train loss",
+                    "Final val loss",
+                    "Finished",
+                ],
+                rows,
+            )
+        )
     mine = [ch for ch in changes if ch.model in {m.name for m in fam.models}]
     if mine:
         slower = sum(ch.verdict == "slower" for ch in mine)
@@ -216,12 +251,26 @@ def _systems_section(data: ReportData) -> Section:
     rows = []
     for sid in used:
         sy = data.systems[sid]
-        rows.append([c(f"S{sid}", sid), c(sy.host), c(sy.chip or sy.cpu),
-                     c(fmt.size(sy.ram_bytes), sy.ram_bytes), c(sy.os), c(sy.backend),
-                     c(sy.mlx_version), c(sy.mlx_lm_version)])  # fmt: skip
+        rows.append(
+            [
+                c(f"S{sid}", sid),
+                c(sy.host),
+                c(sy.chip or sy.cpu),
+                c(fmt.size(sy.ram_bytes), sy.ram_bytes),
+                c(sy.os),
+                c(sy.backend),
+                c(sy.mlx_version),
+                c(sy.mlx_lm_version),
+            ]
+        )
     if rows:
-        s.blocks.append(Table("systems", ["System", "Host", "Chip", "Memory", "OS", "Backend",
-                                          "mlx", "mlx-lm"], rows))  # fmt: skip
+        s.blocks.append(
+            Table(
+                "systems",
+                ["System", "Host", "Chip", "Memory", "OS", "Backend", "mlx", "mlx-lm"],
+                rows,
+            )
+        )
     else:
         s.blocks.append("No benchmark figures in this report.")
     return s
@@ -242,14 +291,40 @@ def _regressions_section(changes: list[Change]) -> Section:
     rows = []
     for ch in changes:
         label = "generation tok/s" if ch.metric == "generation_tps" else "prompt tok/s"
-        rows.append([c(ch.verdict), c(ch.model), c(ch.host), c(fmt.point_label(ch.point)),
-                     c(label), c(ch.before), c(ch.after),
-                     c(fmt.pm(ch.a.mean, ch.a.ci95), ch.a.mean),
-                     c(fmt.pm(ch.b.mean, ch.b.ci95), ch.b.mean),
-                     c(f"{ch.change_pct:+.1f}%", ch.change_pct), c(fmt.stamp(ch.when))])  # fmt: skip
-    s.blocks.append(Table("regressions", ["Verdict", "Model", "Machine", "Point", "Metric",
-                          "Before", "After", "Before mean", "After mean", "Change",
-                          "When"], rows))  # fmt: skip
+        rows.append(
+            [
+                c(ch.verdict),
+                c(ch.model),
+                c(ch.host),
+                c(fmt.point_label(ch.point)),
+                c(label),
+                c(ch.before),
+                c(ch.after),
+                c(fmt.pm(ch.a.mean, ch.a.ci95), ch.a.mean),
+                c(fmt.pm(ch.b.mean, ch.b.ci95), ch.b.mean),
+                c(f"{ch.change_pct:+.1f}%", ch.change_pct),
+                c(fmt.stamp(ch.when)),
+            ]
+        )
+    s.blocks.append(
+        Table(
+            "regressions",
+            [
+                "Verdict",
+                "Model",
+                "Machine",
+                "Point",
+                "Metric",
+                "Before",
+                "After",
+                "Before mean",
+                "After mean",
+                "Change",
+                "When",
+            ],
+            rows,
+        )
+    )
     return s
 
 
@@ -269,11 +344,20 @@ def _jobs_section(data: ReportData) -> Section:
         wait = (
             f" (waits on job {j.after_job_id})" if j.status == "queued" and j.after_job_id else ""
         )
-        rows.append([c(j.id, j.id), c(j.kind), c(j.model or ""), c(j.status + wait),
-                     c(fmt.duration(j.duration_s), j.duration_s), c(j.error or ""),
-                     c(fmt.stamp(j.finished_at))])  # fmt: skip
-    s.blocks.append(Table("jobs", ["Job", "Kind", "Model", "Status", "Time", "Reason",
-                                   "Finished"], rows))  # fmt: skip
+        rows.append(
+            [
+                c(j.id, j.id),
+                c(j.kind),
+                c(j.model or ""),
+                c(j.status + wait),
+                c(fmt.duration(j.duration_s), j.duration_s),
+                c(j.error or ""),
+                c(fmt.stamp(j.finished_at)),
+            ]
+        )
+    s.blocks.append(
+        Table("jobs", ["Job", "Kind", "Model", "Status", "Time", "Reason", "Finished"], rows)
+    )
     return s
 
 

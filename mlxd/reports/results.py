@@ -94,8 +94,7 @@ class ComparedMetric:
         for side in ("a", "b"):
             s = asdict(getattr(self, side))
             out.update({f"{side}_{k}": clean(v) for k, v in s.items()})
-        out.update(ratio=clean(self.ratio), ratio_ci95=clean(self.ratio_ci95),
-                   verdict=self.verdict)  # fmt: skip
+        out.update(ratio=clean(self.ratio), ratio_ci95=clean(self.ratio_ci95), verdict=self.verdict)
         return out
 
 
@@ -175,8 +174,11 @@ def compare(
                 continue
             sa, sb = pool(ga), pool(gb)
             ratio, ci = ratio_of_means(sa, sb)
-            rows.append(ComparedMetric(context, point, metric.name, sa, sb, ratio, ci,
-                                       verdict(metric, sa, sb)))  # fmt: skip
+            rows.append(
+                ComparedMetric(
+                    context, point, metric.name, sa, sb, ratio, ci, verdict(metric, sa, sb)
+                )
+            )
     return Comparison(
         by=by,
         a=a,

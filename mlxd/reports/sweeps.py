@@ -47,8 +47,10 @@ def sweep_rows(reader: Reader, sweep: Row) -> list[SweepRow]:
     all_jobs = reader.jobs_by_id(sweep_jobs(sweep))
     rows = []
     for v in sweep.variants:
-        jobs = {k: all_jobs.get(v[k]) if v.get(k) else None
-                for k in ("quantize_job", "bench_job", "quality_job")}  # fmt: skip
+        jobs = {
+            k: all_jobs.get(v[k]) if v.get(k) else None
+            for k in ("quantize_job", "bench_job", "quality_job")
+        }
         model = _variant_model(reader, v, jobs["quantize_job"])
         bench_run = quality_run = None
         if jobs["bench_job"] is not None and jobs["bench_job"].status == "succeeded":

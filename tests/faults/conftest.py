@@ -238,6 +238,8 @@ def fh_tiny(fh, tiny_catalog):
 
 @pytest.fixture
 def helpers():
-    return type("Helpers", (), {"spare_pids": staticmethod(spare_pids),
-                                "zombies": staticmethod(zombies),
-                                "json": json})  # fmt: skip
+    return type(
+        "Helpers",
+        (),
+        {"spare_pids": staticmethod(spare_pids), "zombies": staticmethod(zombies), "json": json},
+    )

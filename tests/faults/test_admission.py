@@ -9,8 +9,9 @@ import pytest
 
 
 def test_a_job_that_can_never_fit_is_refused_at_submit_and_leaves_no_job(fh_tiny):
-    proc = fh_tiny.mlxd("quantize", "tiny", "--bits", "4", check=False,
-                        MLXD_MEMORY_BUDGET_BYTES="1000")  # fmt: skip
+    proc = fh_tiny.mlxd(
+        "quantize", "tiny", "--bits", "4", check=False, MLXD_MEMORY_BUDGET_BYTES="1000"
+    )
     assert proc.returncode == 1
     [line] = proc.stderr.splitlines()
     assert line.startswith("Error: this job needs about ")
@@ -37,8 +38,9 @@ def test_memory_heavy_jobs_wait_their_turn_even_with_two_workers(fh_tiny):
     from mlxd.daemon.admission import estimate
 
     store = Store(paths(fh_tiny.home))
-    bench = fh_tiny.queue("bench", model="tiny", prompt_tokens=[16], gen_tokens=[2000],
-                          trials=20, warmup=0)  # fmt: skip
+    bench = fh_tiny.queue(
+        "bench", model="tiny", prompt_tokens=[16], gen_tokens=[2000], trials=20, warmup=0
+    )
     est_bench = estimate("bench", store.get_job(bench).params, store).memory_bytes
     est_quant = estimate("quantize", {"model": "tiny", "bits": 8}, store).memory_bytes
     store.close()

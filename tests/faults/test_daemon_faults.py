@@ -119,8 +119,16 @@ def _insert_running(fh, pid, started, interruptions=0) -> int:
     from mlxd.config import paths
 
     store = Store(paths(fh.home))
-    params = {"model": "tiny", "bits": 4, "group_size": 64, "mode": "affine",
-              "recipe": None, "dtype": None, "name": "tiny-4bit-g64", "model_id": None}  # fmt: skip
+    params = {
+        "model": "tiny",
+        "bits": 4,
+        "group_size": 64,
+        "mode": "affine",
+        "recipe": None,
+        "dtype": None,
+        "name": "tiny-4bit-g64",
+        "model_id": None,
+    }
     job = store.submit_job("quantize", params)
     store.update_job(
         job.id,

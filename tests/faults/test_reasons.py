@@ -27,8 +27,9 @@ def test_out_of_memory_only_when_something_said_so():
 
 
 def test_a_failed_write_reads_as_a_full_disk_with_the_path(tmp_path):
-    msg = describe_error("[write] Unable to write 4096 bytes", output_path=tmp_path,
-                         memory_limit=None)  # fmt: skip
+    msg = describe_error(
+        "[write] Unable to write 4096 bytes", output_path=tmp_path, memory_limit=None
+    )
     assert msg.startswith(f"disk full: {tmp_path} has ") and msg.endswith(" free")
     assert describe_error("ValueError: bad shape", output_path=tmp_path, memory_limit=None) == (
         "ValueError: bad shape"
