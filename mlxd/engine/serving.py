@@ -184,6 +184,13 @@ def run_level(
     return ServeLevelResult(concurrency=concurrency, wall_s=wall_s, requests=done)
 
 
+def load_tokenizer(path: Path) -> Any:
+    """The model's tokenizer alone (the server holds the weights), as mlx-lm loads it."""
+    from mlx_lm.utils import load_tokenizer as _load
+
+    return _load(Path(path))
+
+
 def prompts_of_length(tokenizer: Any, n_prompts: int, tokens: int, seed: int) -> list[str]:
     """Texts of about ``tokens`` tokens each, from ordinary words of the tokenizer's vocabulary."""
     import numpy as np

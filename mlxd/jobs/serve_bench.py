@@ -57,9 +57,14 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     from pathlib import Path
 
     import psutil
-    from mlx_lm.utils import load_tokenizer
 
-    from mlxd.engine.serving import Server, prompts_of_length, run_level, stream_chat
+    from mlxd.engine.serving import (
+        Server,
+        load_tokenizer,
+        prompts_of_length,
+        run_level,
+        stream_chat,
+    )
     from mlxd.system import sysinfo
     from mlxd.system.sysinfo import system_facts
 
