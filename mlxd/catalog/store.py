@@ -515,16 +515,7 @@ class Store:
             res = s.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == "running")
-                .values(
-                    status="queued",
-                    pid=None,
-                    pid_started_at=None,
-                    progress=0.0,
-                    started_at=None,
-                    interruptions=Job.interruptions + 1,
-                    attempts=Job.attempts - 1,
-                    message=message,
-                )
+                .values(**_interrupted(message))
             )
             return res.rowcount == 1
 
@@ -752,16 +743,7 @@ class Store:
                     Job.host == job.host,
                     Job.attempts == job.attempts,
                 )
-                .values(
-                    status="queued",
-                    pid=None,
-                    pid_started_at=None,
-                    progress=0.0,
-                    started_at=None,
-                    interruptions=Job.interruptions + 1,
-                    attempts=Job.attempts - 1,
-                    message=message,
-                )
+                .values(**_interrupted(message))
             )
             return res.rowcount == 1
 
@@ -817,3 +799,18 @@ def _forget_finetune_base(s: Session, model_id: int) -> None:
     sweep_ids = select(FinetuneSweep.id).where(FinetuneSweep.base_model_id == model_id)
     s.execute(update(Adapter).where(Adapter.sweep_id.in_(sweep_ids)).values(sweep_id=None))
     s.execute(delete(FinetuneSweep).where(FinetuneSweep.base_model_id == model_id))
+
+
+def _interrupted(message: str) -> dict[str, Any]:
+    """A running job queued again through no fault of its own (its daemon or host died): the
+    attempt it was on is given back and counted as an interruption."""
+    return {
+        "status": "queued",
+        "pid": None,
+        "pid_started_at": None,
+        "progress": 0.0,
+        "started_at": None,
+        "interruptions": Job.interruptions + 1,
+        "attempts": Job.attempts - 1,
+        "message": message,
+    }
