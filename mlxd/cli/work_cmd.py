@@ -286,22 +286,7 @@ def bench(
         submit("serve_bench", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
         return
     if draft_model or prompt_cache:
-        _bench_pair(
-            ref,
-            model_id,
-            prompt_tokens,
-            gen_tokens,
-            trials,
-            warmup,
-            seed,
-            batch_size,
-            depth,
-            kv_bits,
-            draft_model,
-            num_draft_tokens,
-            prompt_cache,
-            dict(wait=wait, after=after, priority=priority, timeout_s=timeout_s),
-        )
+        _bench_pair(ref, model_id, after, click.get_current_context().params)
         return
     specs = []  # (spec, the job it waits on: --after, or the pull of a hub id)
     for ref in refs:
@@ -363,33 +348,21 @@ def _grid_used(batch_size, depth, kv_bits) -> bool:
     return tuple(batch_size) != ("1",) or tuple(depth) != ("0",) or bool(kv_bits)
 
 
-def _bench_pair(
-    ref,
-    model_id,
-    prompt_tokens,
-    gen_tokens,
-    trials,
-    warmup,
-    seed,
-    batch_size,
-    depth,
-    kv_bits,
-    draft_model,
-    num_draft_tokens,
-    prompt_cache,
-    job_kw,
-):
+def _bench_pair(ref, model_id, after, opts: dict) -> None:
+    """bench --draft-model / --prompt-cache: both sides measured in one job. ``opts`` are
+    the bench command's parameters; ``after`` the job to wait on (a hub id's pull)."""
     from mlxd.jobs.bench_pair import Spec
 
+    draft_model, prompt_cache = opts["draft_model"], opts["prompt_cache"]
     if draft_model and prompt_cache:
         raise BadUsage("--draft-model and --prompt-cache are separate benchmarks; pick one")
-    if _grid_used(batch_size, depth, kv_bits):
+    if _grid_used(opts["batch_size"], opts["depth"], opts["kv_bits"]):
         raise BadUsage(
             "--draft-model and --prompt-cache take no --batch-size, --depth or --kv-bits"
         )
     draft_id = None
     if draft_model:
-        draft_model, draft_id = model_ref(draft_model, job_kw["after"])
+        draft_model, draft_id = model_ref(draft_model, after)
     if prompt_cache and model_id is not None:
         from mlxd.cli.generate_cmd import usable_prompt_cache
 
@@ -397,14 +370,21 @@ def _bench_pair(
     spec = Spec(
         model=ref,
         model_id=model_id,
-        prompt_tokens=int_list(prompt_tokens, "-p"),
-        gen_tokens=int_list(gen_tokens, "-g"),
-        trials=trials,
-        warmup=warmup,
-        seed=seed,
+        prompt_tokens=int_list(opts["prompt_tokens"], "-p"),
+        gen_tokens=int_list(opts["gen_tokens"], "-g"),
+        trials=opts["trials"],
+        warmup=opts["warmup"],
+        seed=opts["seed"],
         draft_model=draft_model,
         draft_model_id=draft_id,
-        num_draft_tokens=num_draft_tokens,
+        num_draft_tokens=opts["num_draft_tokens"],
         prompt_cache=prompt_cache,
     )
-    submit("bench_pair", spec, **job_kw)
+    submit(
+        "bench_pair",
+        spec,
+        wait=opts["wait"],
+        after=after,
+        priority=opts["priority"],
+        timeout_s=opts["timeout_s"],
+    )
