@@ -91,6 +91,43 @@ def test_power_state_on_this_machine():
         assert state["low_power_mode"] is None and state["thermal_state"] is None
 
 
+# Two sockets of two cores with hyper-threads: 8 logical CPUs, 4 physical cores.
+CPUINFO = "".join(
+    f"processor\t: {n}\nmodel name\t: Test CPU\nphysical id\t: {n // 4}\n"
+    f"core id\t\t: {(n % 4) // 2}\n\n"
+    for n in range(8)
+)
+
+
+def test_linux_facts_without_psutil_agree_with_psutil():
+    assert sysinfo.linux_physical_cores(CPUINFO) == 4
+    assert sysinfo.linux_cpu_name(CPUINFO) == "Test CPU"
+    assert sysinfo.linux_physical_cores("processor : 0\n") is None
+    facts = sysinfo.machine_facts()
+    assert facts["ram_bytes"] == psutil.virtual_memory().total
+    assert facts["cores_logical"] == psutil.cpu_count(logical=True)
+    assert facts["cores_physical"] == psutil.cpu_count(logical=False)
+
+
+def test_battery_detection_reads_the_power_supply_types(tmp_path):
+    (tmp_path / "AC").mkdir()
+    (tmp_path / "AC" / "type").write_text("Mains\n")
+    assert not sysinfo._has_battery(str(tmp_path))
+    (tmp_path / "hidpp_battery_0").mkdir()
+    (tmp_path / "hidpp_battery_0" / "type").write_text("Battery\n")
+    assert sysinfo._has_battery(str(tmp_path))
+
+
+def test_versions_read_from_folder_names_agree_with_importlib_metadata():
+    from importlib import metadata
+
+    from mlxd.system.versions import dist_version
+
+    for dist in metadata.distributions():
+        assert dist_version(dist.metadata["Name"]) == dist.version, dist.metadata["Name"]
+    assert dist_version("surely-not-installed-mlxd-test") is None
+
+
 def test_probe_stores_a_bandwidth_and_show_reports_it():
     before = run_json("system", "show")
     assert before["probe"] is None

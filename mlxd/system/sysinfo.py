@@ -6,14 +6,13 @@ feed with recorded outputs, since these build machines are Linux.
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import socket
 import subprocess
 import sys
 from typing import Any
-
-import psutil
 
 from mlxd import __version__
 from mlxd.system.versions import version_or_missing
@@ -73,6 +72,35 @@ def linux_cpu_name(cpuinfo_text: str) -> str | None:
     return None
 
 
+def linux_physical_cores(cpuinfo_text: str) -> int | None:
+    """Distinct (physical id, core id) pairs in /proc/cpuinfo, as psutil counts them."""
+    cores, physical = set(), None
+    for line in cpuinfo_text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "physical id":
+            physical = value.strip()
+        elif key == "core id":
+            cores.add((physical, value.strip()))
+    return len(cores) or None
+
+
+def _psutil_counts() -> dict[str, Any]:
+    import psutil  # ~15 ms to import: only where the cheap readings gave nothing
+
+    return {
+        "cores_physical": psutil.cpu_count(logical=False),
+        "ram_bytes": psutil.virtual_memory().total,
+    }
+
+
+def _total_ram() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def machine_facts() -> dict[str, Any]:
     """What can be known without importing mlx."""
     facts: dict[str, Any] = {
@@ -82,12 +110,12 @@ def machine_facts() -> dict[str, Any]:
         # Not platform.processor(): on Linux it runs `uname -p`; the real name comes below.
         "cpu": platform.machine(),
         "chip": None,
-        "cores_physical": psutil.cpu_count(logical=False),
-        "cores_logical": psutil.cpu_count(logical=True),
+        "cores_physical": None,
+        "cores_logical": os.cpu_count(),
         "cores_performance": None,
         "cores_efficiency": None,
         "gpu_cores": None,
-        "ram_bytes": psutil.virtual_memory().total,
+        "ram_bytes": _total_ram(),
         "python_version": platform.python_version(),
         "mlx_version": version_or_missing("mlx"),
         "mlx_lm_version": version_or_missing("mlx-lm"),
@@ -101,9 +129,14 @@ def machine_facts() -> dict[str, Any]:
     else:
         try:
             with open("/proc/cpuinfo") as f:
-                facts["cpu"] = linux_cpu_name(f.read()) or facts["cpu"]
+                cpuinfo = f.read()
         except OSError:
-            pass
+            cpuinfo = ""
+        facts["cpu"] = linux_cpu_name(cpuinfo) or facts["cpu"]
+        facts["cores_physical"] = linux_physical_cores(cpuinfo)
+    if facts["cores_physical"] is None or facts["ram_bytes"] is None:
+        for key, value in _psutil_counts().items():
+            facts[key] = facts[key] or value
     return facts
 
 
@@ -181,6 +214,22 @@ def parse_pmset_therm(text: str) -> str | None:
     return None
 
 
+def _has_battery(root: str = "/sys/class/power_supply") -> bool:
+    try:
+        supplies = os.listdir(root)
+    except OSError:
+        return sys.platform != "linux"  # elsewhere only psutil knows
+    for name in supplies:
+        try:
+            with open(os.path.join(root, name, "type")) as f:
+                if f.read().strip().lower() == "battery":
+                    return True
+        except OSError:
+            if name.upper().startswith("BAT"):
+                return True
+    return False
+
+
 def power_state() -> dict[str, Any]:
     """Power source ("ac" | "battery"), low-power mode and thermal state; None where unknown.
 
@@ -201,7 +250,12 @@ def power_state() -> dict[str, Any]:
             therm = _run(["pmset", "-g", "therm"])
             state["thermal_state"] = parse_pmset_therm(therm) if therm else None
         return state
-    # Linux laptops report AC/battery through /sys; desktops and servers have no battery.
+    # Linux laptops report AC/battery through /sys; desktops and servers have no battery
+    # (then psutil is not even imported: a read command's latency counts, issue 7).
+    if not _has_battery():
+        return state
+    import psutil
+
     try:
         battery = psutil.sensors_battery()
     except (AttributeError, NotImplementedError, OSError):
