@@ -250,7 +250,7 @@ def test_a_dead_hosts_job_is_taken_back_once_leaving_one_model(
         what="mac-b to take the job back and finish it",
     )
     assert final.status == "succeeded", final.error
-    assert final.host == "mac-b" and final.interruptions == 1 and final.attempts == 1
+    assert final.host == "mac-b" and final.interruptions == 1 and final.attempts == 2
     assert "host mac-a stopped" in b.log()
     [model] = [m for m in store.list_models() if m.name != "tiny"]
     assert model.name == "m1" and model.host == "mac-b"

@@ -515,7 +515,7 @@ class Store:
             res = s.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == "running")
-                .values(**_interrupted(message))
+                .values(**{**_interrupted(message), "attempts": Job.attempts})
             )
             return res.rowcount == 1
 
@@ -732,8 +732,10 @@ class Store:
     def take_back(self, job: Job, message: str) -> bool:
         """Queue again a job whose host stopped beating, exactly once: the row changes only if it
         is still running on that host in that attempt (whoever updates it first wins; the
-        others' UPDATE matches nothing). No attempt is charged: a dead host is not the job's
-        fault (as a dead daemon)."""
+        others' UPDATE matches nothing). The next run is attempt + 1 (issue 13), so its
+        partial folder and log never share a name with the lost host's run, which may still be
+        writing to a shared volume. Like a dead daemon it counts as an interruption, not as
+        the job's failure: only POISON_PILL_DEATHS of them in a row end the job."""
         with self.write() as s:
             res = s.execute(
                 update(Job)
@@ -743,7 +745,7 @@ class Store:
                     Job.host == job.host,
                     Job.attempts == job.attempts,
                 )
-                .values(**_interrupted(message))
+                .values(**{**_interrupted(message), "attempts": Job.attempts})
             )
             return res.rowcount == 1
 
