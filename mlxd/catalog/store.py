@@ -515,7 +515,7 @@ class Store:
             res = s.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == "running")
-                .values(**{**_interrupted(message), "attempts": Job.attempts})
+                .values(**_interrupted(message))
             )
             return res.rowcount == 1
 
