@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlxd.reports.fmt import size as human_bytes  # one byte format everywhere
+
 # What the hub accepts as a repo id: "org/name", letters, digits, '-', '_', '.'; no "--" or
 # "..", not ending in ".git" (huggingface_hub's validate_repo_id, without importing it).
 _REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_-])?"
@@ -127,14 +129,6 @@ def margin_bytes() -> int:
         return int(os.environ.get("MLXD_DISK_MARGIN_BYTES", DEFAULT_MARGIN_BYTES))
     except ValueError:
         return DEFAULT_MARGIN_BYTES
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 # -- what a pull is about to fetch ------------------------------------------------------------

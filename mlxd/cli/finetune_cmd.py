@@ -172,7 +172,9 @@ def run(
         raise BadUsage("--warmup works with --lr-schedule")
 
     store = get_store()
-    base = _resolve_base(ref, after)
+    from mlxd.cli.submit import model_or_later
+
+    base = model_or_later(ref, after)
     resumed = None
     if resume:
         resumed = store.resolve_adapter(resume)
@@ -198,22 +200,6 @@ def run(
             _print_adapter_summary(specs[0].name)
         return
     _submit_graph(store, specs, base, combos, after, priority, timeout_s, then_fuse, wait, running)
-
-
-def _resolve_base(ref: str, after: int | None):
-    from mlxd.catalog.store import NotFound
-
-    try:
-        return get_store().resolve_model(ref)
-    except NotFound:
-        if after is None:
-            raise
-        click.echo(
-            f"Note: model '{ref}' does not exist yet; it is looked up when job "
-            f"{after} has finished.",
-            err=True,
-        )
-        return None
 
 
 def _schedule(kind: str, warmup: int | None, fields: dict) -> dict:

@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from mlxd.reports.fmt import size as human_bytes  # noqa: F401 (re-exported: one byte format)
+
 FORMAT_HELP = {
     "json": "Output as JSON",
     "csv": "Output as CSV",
@@ -125,16 +127,6 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, markd
     for r in cells:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     return "\n".join(lines)
-
-
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return ""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
 
 
 def human_count(n: int | None) -> str:

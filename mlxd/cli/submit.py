@@ -298,14 +298,13 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def model_ref(ref: str, after: int | None) -> tuple[str, int | None]:
-    """(REF, its catalog id); a REF not found yet is allowed only after another job."""
+def model_or_later(ref: str, after: int | None):
+    """REF's catalog model, or None when it does not exist yet and is allowed to: it is made
+    by the job named with --after (a note says so); otherwise NotFound."""
     from mlxd.catalog.store import NotFound
 
     try:
-        # The catalog name from here on: `quantize 3` makes tiny-4bit-g64, not 3-4bit-g64.
-        model = get_store().resolve_model(ref)
-        return model.name, model.id
+        return get_store().resolve_model(ref)
     except NotFound:
         if after is None:
             raise
@@ -314,7 +313,14 @@ def model_ref(ref: str, after: int | None) -> tuple[str, int | None]:
             f"{after} has finished.",
             err=True,
         )
-        return ref, None
+        return None
+
+
+def model_ref(ref: str, after: int | None) -> tuple[str, int | None]:
+    """(REF, its catalog id); a REF not found yet is allowed only after another job."""
+    model = model_or_later(ref, after)
+    # The catalog name from here on: `quantize 3` makes tiny-4bit-g64, not 3-4bit-g64.
+    return (model.name, model.id) if model else (ref, None)
 
 
 def check_free_name(name: str) -> None:

@@ -142,13 +142,19 @@ def check_postgres_catalog(db) -> Finding:
         return Finding("catalog", False, str(e), "check the server and MLXD_DATABASE_URL")
     if revision is None:
         return Finding("catalog", True, f"{where}, no catalog yet (made by the first command)")
+    return _schema_finding(f"{where}, ", revision, "")
+
+
+def _schema_finding(where: str, revision: str | None, healthy: str) -> Finding:
+    from mlxd.catalog import schema
+
     if revision != schema.HEAD_REVISION:
         return Finding(
             "catalog",
             True,
-            f"{where}, schema {revision}, upgraded to {schema.HEAD_REVISION} by the next command",
+            f"{where}schema {revision}, upgraded to {schema.HEAD_REVISION} by the next command",
         )
-    return Finding("catalog", True, f"{where}, schema {revision}")
+    return Finding("catalog", True, f"{where}schema {revision}{healthy}")
 
 
 def check_catalog(paths: Paths) -> Finding:
@@ -173,13 +179,7 @@ def check_catalog(paths: Paths) -> Finding:
         return Finding(
             "catalog", False, f"integrity check failed: {integrity}", f"restore {db} from a backup"
         )
-    if revision != schema.HEAD_REVISION:
-        return Finding(
-            "catalog",
-            True,
-            f"schema {revision}, upgraded to {schema.HEAD_REVISION} by the next command",
-        )
-    return Finding("catalog", True, f"schema {revision}, integrity ok")
+    return _schema_finding("", revision, ", integrity ok")
 
 
 def check_queue(paths: Paths) -> Finding:

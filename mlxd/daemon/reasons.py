@@ -12,6 +12,8 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlxd.reports.fmt import size as human_bytes  # one byte format everywhere
+
 # What MLX, the C++ runtime and Python print when an allocation fails.
 _OOM_PATTERNS = re.compile(
     r"std::bad_alloc|MemoryError|\[metal::malloc\]|out of memory|Cannot allocate memory"
@@ -34,14 +36,6 @@ class Crash:
 
     reason: str
     retryable: bool = True
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def free_bytes(path: Path) -> int:
