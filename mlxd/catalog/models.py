@@ -420,3 +420,16 @@ class Machine(SQLModel, table=True):
     started_at: datetime = Field(default_factory=utcnow)
     heartbeat_at: datetime = Field(default_factory=utcnow)
     stopped_at: datetime | None = None
+
+
+class JobLog(SQLModel, table=True):
+    """A piece of a job's log, shipped into the catalog by the daemon running it when the
+    catalog is shared between hosts (PostgreSQL), so ``mlxd jobs logs`` works from any
+    machine. The log file in the running host's MLXD_HOME stays the original."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    host: str | None = None
+    attempt: int = 0
+    text: str = ""
+    created_at: datetime = Field(default_factory=utcnow)

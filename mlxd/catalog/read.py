@@ -321,6 +321,14 @@ class Reader:
             raise NotFound(f"job {job_id} not found; see 'mlxd jobs list'")
         return job
 
+    def job_log(self, job_id: int, after_id: int = 0) -> list[Row]:
+        """The pieces of a job's log shipped into the catalog (``JobLog``), after ``after_id``."""
+        return self.rows(
+            "joblog",
+            "select * from joblog where job_id = ? and id > ? order by id",
+            (job_id, after_id),
+        )
+
     def jobs_by_id(self, ids: Sequence[int]) -> dict[int, Row]:
         ids = [i for i in ids if i is not None]
         if not ids:

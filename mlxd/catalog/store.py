@@ -304,6 +304,13 @@ class Store:
         with self.write() as s:
             s.execute(update(Job).where(Job.id == job_id).values(**values))
 
+    def append_job_log(self, job_id: int, host: str | None, attempt: int, text: str) -> None:
+        """A piece of a job's log, for ``jobs logs`` on other hosts (see ``JobLog``)."""
+        from mlxd.catalog.models import JobLog
+
+        with self.write() as s:
+            s.add(JobLog(job_id=job_id, host=host, attempt=attempt, text=text))
+
     def finish_job(
         self,
         job_id: int,

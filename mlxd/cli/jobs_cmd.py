@@ -136,21 +136,40 @@ def logs(job_id: int, follow: bool):
     import time
     from pathlib import Path
 
+    from mlxd.daemon.hosts import host_id
+
     reader = get_reader()
     j = reader.job(job_id)
     path = Path(j.log_path) if j.log_path else None
-    if not follow and (path is None or not path.exists()):
-        raise UserError(f"job {job_id} has no log yet (status: {j.status})")
-    offset = 0
+    # The log file is in the MLXD_HOME of the host that ran the job; on a shared catalog
+    # (PostgreSQL) that daemon also copies it into the catalog, which serves other machines.
+    from_file = j.host in (None, host_id()) and path is not None and path.exists()
+    offset = after = 0
+    final_look = False
+    if not from_file and not follow and not reader.job_log(job_id):
+        where = f" on host {j.host}; its log is there" if j.host not in (None, host_id()) else ""
+        raise UserError(f"job {job_id} has no log yet (status: {j.status}){where}")
     while True:
-        if path is not None and path.exists():
+        if from_file or (path is not None and path.exists() and j.host in (None, host_id())):
+            from_file = True
             with open(path, errors="replace") as f:
                 f.seek(offset)
                 chunk = f.read()
                 offset = f.tell()
-            click.echo(chunk, nl=False)
-        if not follow or j.status not in ("queued", "running"):
+        else:
+            pieces = reader.job_log(job_id, after)
+            after = pieces[-1].id if pieces else after
+            chunk = "".join(p.text for p in pieces)
+        click.echo(chunk, nl=False)
+        if not follow:
             return
+        if j.status not in ("queued", "running"):
+            if from_file or final_look:
+                return
+            # The running host copies the last lines just after the job ends: one more look.
+            final_look = True
+            time.sleep(1.5)
+            continue
         time.sleep(0.3)
         j = reader.job(job_id)
 

@@ -20,6 +20,7 @@ What keeps a job from being lost or stuck (issue 8):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -54,6 +55,8 @@ PROGRESS_WRITE_S = 0.5  # at most this often a progress row is written
 HEARTBEAT_S = 5.0  # at least this often the job's heartbeat_at (its lease) is renewed
 CPU_CHECK_S = 1.0
 DISK_CHECK_S = 2.0
+LOG_SHIP_S = 1.0  # how often a running job's new log lines reach a shared catalog
+LOG_SHIP_MAX_BYTES = 1 << 20  # per write; a chattier log catches up over several
 COMMIT_MARKER = ".mlxd-commit.json"
 _FINISH_LOCK = threading.Lock()
 
@@ -72,6 +75,48 @@ class ChildEnd:
     error: str | None = None  # the job's own error, or a limit it hit
     ended: str = "done"  # done | cancelled | requeued (the daemon is stopping)
     crash: reasons.Crash | None = None  # the process died of something not its own error
+
+
+class LogShipper(threading.Thread):
+    """Tails a job's log file into the catalog (``Store.append_job_log``) in whole lines."""
+
+    def __init__(self, store: Store, job_id: int, host, attempt: int, path: Path, start: int):
+        super().__init__(name=f"log-shipper-{job_id}", daemon=True)
+        self.store, self.job_id, self.host, self.attempt = store, job_id, host, attempt
+        self.path, self.offset = path, start
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(LOG_SHIP_S):
+            self.ship(final=False)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+        self.ship(final=True)
+
+    def ship(self, final: bool) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(LOG_SHIP_MAX_BYTES)
+        except OSError:
+            return
+        if not final:  # whole lines only, so no character is cut in two
+            data = data[: data.rfind(b"\n") + 1]
+        if not data:
+            return
+        text = data.decode("utf-8", errors="replace")
+        try:
+            shipped = try_write(
+                lambda: self.store.append_job_log(self.job_id, self.host, self.attempt, text),
+                what="ship the job log",
+            )
+        except Exception:  # a copy of the log never fails the job; the file has it all
+            log.exception("shipping the log of job %s failed", self.job_id)
+            shipped = False
+        if shipped:
+            self.offset += len(data)
 
 
 @dataclass
@@ -169,7 +214,7 @@ class Runner:
     def _run(self, job) -> Outcome:
         self.paths.ensure()
         log_path = Path(job.log_path or self.paths.job_log(job.id))
-        with open(log_path, "a", buffering=1) as joblog:
+        with open(log_path, "a", buffering=1) as joblog, self._shipping(job, log_path):
             history = "".join(
                 f", after {n} {what}"
                 for n, what in ((job.interruptions, "daemon stop(s)"), (job.crashes, "crash(es)"))
@@ -189,6 +234,25 @@ class Runner:
                 f"=== {outcome.status}" + (f": {outcome.error}" if outcome.error else "") + "\n"
             )
         return outcome
+
+    @contextlib.contextmanager
+    def _shipping(self, job, log_path: Path):
+        """On a catalog shared between hosts (PostgreSQL), copy what this attempt adds to the
+        job's log into the catalog every LOG_SHIP_S and once at the end, so that ``mlxd jobs
+        logs`` works on any machine. The file here stays the original; on SQLite (one
+        machine) nothing is copied."""
+        from mlxd.catalog import backend
+
+        if not backend.database(self.paths).is_postgres:
+            yield
+            return
+        start = log_path.stat().st_size if log_path.exists() else 0
+        shipper = LogShipper(self.store, job.id, job.host, job.attempts, log_path, start)
+        shipper.start()
+        try:
+            yield
+        finally:
+            shipper.stop()
 
     def _fail(self, job_id: int, error: str) -> Outcome:
         self._write(lambda: self.store.finish_job(job_id, "failed", error=error), "fail job")
