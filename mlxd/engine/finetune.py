@@ -104,6 +104,50 @@ def checkpoint_name(iteration: int) -> str:
     return f"{iteration:07d}_adapters.safetensors"
 
 
+def optimizer_name(iteration: int) -> str:
+    """The optimizer's state saved beside checkpoint `iteration` (mlx-lm saves none), so a
+    resumed run continues Adam's moments and the step count instead of starting them over."""
+    return f"{iteration:07d}_optimizer.safetensors"
+
+
+def _restore_optimizer(optimizer, parameters, path: Path) -> bool:
+    """Load a saved optimizer state into `optimizer` for `parameters`; False (state left
+    fresh) when there is none or it does not fit these parameters."""
+    import mlx.core as mx
+
+    if not path.exists():
+        return False
+    optimizer.init(parameters)
+    saved = mx.load(str(path))
+    fresh = optimizer.state
+    try:
+        for key in saved:  # check every path first: all or nothing
+            _leaf_parent(fresh, key)
+    except (KeyError, IndexError, TypeError, ValueError):
+        print(
+            f"the optimizer state in {path.name} does not fit; starting it fresh", file=sys.stderr
+        )
+        return False
+    for key, value in saved.items():
+        parent, last = _leaf_parent(fresh, key)
+        parent[last] = value
+    return True
+
+
+def _leaf_parent(tree, key: str):
+    """(the container, its key) of a tree_flatten path such as ``layers.3.q_proj.lora_a.m``."""
+    *parts, last = key.split(".")
+    node = tree
+    for part in parts:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    if isinstance(node, list):
+        last = int(last)
+        node[last]  # noqa: B018 (IndexError when missing)
+    elif last not in node:
+        raise KeyError(key)
+    return node, last
+
+
 def latest_checkpoint(adapter_dir: Path) -> tuple[int, Path] | None:
     """The highest-numbered checkpoint in an adapter folder, as (iteration, file)."""
     found = []
@@ -204,17 +248,11 @@ def finetune(
         mx.save_safetensors(str(adapter_file), weights)
         checkpoint = adapter_dir / checkpoint_name(iteration)
         mx.save_safetensors(str(checkpoint), weights)
+        state = {k: v for k, v in tree_flatten(optimizer.state) if k != "learning_rate"}
+        mx.save_safetensors(str(adapter_dir / optimizer_name(iteration)), state)
         if on_checkpoint is not None:
             on_checkpoint(iteration, checkpoint)
 
-    if s.lr_schedule:
-        schedule = build_schedule(s.lr_schedule)
-        # A resumed run continues the schedule where the checkpoint left it.
-        learning_rate = (
-            (lambda step: schedule(step + start_iteration)) if start_iteration else schedule
-        )
-    else:
-        learning_rate = s.learning_rate
     opt_class = {
         "adam": optim.Adam,
         "adamw": optim.AdamW,
@@ -222,7 +260,22 @@ def finetune(
         "sgd": optim.SGD,
         "adafactor": optim.Adafactor,
     }[s.optimizer]
-    optimizer = opt_class(learning_rate=learning_rate, **s.optimizer_config)
+
+    def make_optimizer(offset: int):
+        """A resumed run continues the schedule where the checkpoint left it: through the
+        restored step count, or (no optimizer state saved) an offset of the iterations."""
+        learning_rate = s.learning_rate
+        if s.lr_schedule:
+            schedule = build_schedule(s.lr_schedule)
+            learning_rate = (lambda step: schedule(step + offset)) if offset else schedule
+        return opt_class(learning_rate=learning_rate, **s.optimizer_config)
+
+    optimizer = make_optimizer(0)
+    saved_state = init_weights and Path(init_weights).with_name(optimizer_name(start_iteration))
+    if start_iteration and not (
+        saved_state and _restore_optimizer(optimizer, model.trainable_parameters(), saved_state)
+    ):
+        optimizer = make_optimizer(start_iteration)
 
     train_reports: list[dict[str, Any]] = []
     evals: list[dict[str, Any]] = []
