@@ -660,7 +660,11 @@ class Store:
             return list(s.exec(q.order_by(FinetuneEval.iteration, FinetuneEval.id)))
 
     def delete_adapter(self, adapter_id: int) -> None:
-        """Remove an adapter's row with its step and evaluation rows (not its folder)."""
+        """Remove an adapter's row with its step and evaluation rows (not its folder).
+
+        Benchmark and quality runs measured with the adapter go with it, as a removed model's
+        own runs go with the model (``delete_model``): without their adapter they would read
+        as runs of the base alone."""
         from mlxd.catalog.models import Adapter, FinetuneEval, FinetuneStep
 
         with self.write() as s:
@@ -669,6 +673,10 @@ class Store:
                 raise NotFound(f"adapter {adapter_id} not found")
             s.execute(delete(FinetuneStep).where(FinetuneStep.adapter_id == adapter_id))
             s.execute(delete(FinetuneEval).where(FinetuneEval.adapter_id == adapter_id))
+            run_ids = select(BenchRun.id).where(BenchRun.adapter_id == adapter_id)
+            s.execute(delete(BenchTrial).where(BenchTrial.run_id.in_(run_ids)))
+            s.execute(delete(BenchRun).where(BenchRun.adapter_id == adapter_id))
+            s.execute(delete(QualityRun).where(QualityRun.adapter_id == adapter_id))
             s.delete(a)
 
     def add_finetune_sweep(self, sweep, session: Session | None = None):
