@@ -463,10 +463,13 @@ class Store:
             return list(s.exec(q.order_by(Model.id)))
 
     def newest_bench_job(self, model_id: int, point: dict[str, Any]) -> int | None:
-        """The newest bench job that measured ``model_id`` at ``point`` (BenchRun columns)."""
+        """The newest bench job that measured ``model_id`` at ``point`` (BenchRun columns),
+        alone (not with an adapter)."""
         with self.read() as s:
             q = select(BenchRun.job_id).where(
-                BenchRun.model_id == model_id, BenchRun.job_id.is_not(None)
+                BenchRun.model_id == model_id,
+                BenchRun.job_id.is_not(None),
+                BenchRun.adapter_id.is_(None),
             )
             for column, value in point.items():
                 col = getattr(BenchRun, column)
@@ -476,11 +479,13 @@ class Store:
     def quality_runs(
         self, model_id: int, *, text_sha256: str, base_id: int | None = None
     ) -> list[QualityRun]:
-        """A model's quality runs (made by jobs) on one text, newest first."""
+        """A model's quality runs (made by jobs) on one text, newest first; the model alone,
+        not with an adapter."""
         with self.read() as s:
             q = select(QualityRun).where(
                 QualityRun.model_id == model_id,
                 QualityRun.job_id.is_not(None),
+                QualityRun.adapter_id.is_(None),
                 QualityRun.text_sha256 == text_sha256,
             )
             if base_id is not None:
