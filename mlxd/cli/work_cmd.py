@@ -246,7 +246,7 @@ def bench(
     refs = list(dict.fromkeys(refs))  # one job per model, in the order given
     sharded = ranks > 1 or hostfile
     if adapter is not None:
-        _check_adapter_bench(refs, serve, draft_model, prompt_cache, sharded)
+        _check_adapter_bench(refs, serve, draft_model, prompt_cache, ranks, hostfile)
     if serve or draft_model or prompt_cache or sharded:
         if len(refs) > 1 or max_kv_size or prompt_gen:
             raise BadUsage(
@@ -360,7 +360,7 @@ def _echo_results(job_ids) -> None:
     echo_job_results(job_ids)
 
 
-def _check_adapter_bench(refs, serve, draft_model, prompt_cache, sharded) -> None:
+def _check_adapter_bench(refs, serve, draft_model, prompt_cache, ranks, hostfile) -> None:
     """--adapter measures one model three ways with the plain grid; nothing else."""
     if len(refs) > 1:
         raise BadUsage("--adapter takes one model: the base the adapter was trained on")
@@ -368,7 +368,8 @@ def _check_adapter_bench(refs, serve, draft_model, prompt_cache, sharded) -> Non
         (serve, "--serve"),
         (draft_model, "--draft-model"),
         (prompt_cache, "--prompt-cache"),
-        (sharded, "--ranks/--hostfile"),
+        (ranks > 1, "--ranks"),
+        (hostfile, "--hostfile"),
     ):
         if given:
             raise BadUsage(f"--adapter cannot be combined with {flag}")
