@@ -173,3 +173,60 @@ def test_an_old_catalog_with_data_upgrades_to_head(tmp_path):
     assert run.noisy is False and run.prompt_tokens == 128
     assert [t.generation_tps for t in store.trials(run.id)] == [50.0]
     assert store.resolve_model("old").path == "/old"
+    assert run.adapter_id is None  # 0010: runs from before adapters are of the model alone
+
+
+@pytest.mark.sqlite_only
+def test_a_0008_catalog_with_adapters_and_runs_upgrades_and_keeps_them(tmp_path):
+    """0010 rebuilds benchrun and qualityrun (SQLite batch mode) under rows that point at
+    them (trials) and rows they point at (adapters): all survive, and the new column
+    refers to adapters."""
+    from sqlalchemy import create_engine, text
+    from sqlmodel import select
+
+    from mlxd.catalog.models import QualityRun
+
+    db = tmp_path / "h" / "catalog.db"
+    db.parent.mkdir()
+    engine = create_engine(f"sqlite:///{db}")
+    schema.upgrade(engine, "0008")
+    t = "'2026-01-01 00:00:00'"
+    with engine.begin() as conn:
+        for sql in (
+            "insert into model (name, path, format, source, synthetic, managed, details,"
+            f" created_at) values ('old', '/old', 'mlx', 'local', 0, 1, '{{}}', {t})",
+            "insert into system (fingerprint, host, os_name, os_version, cpu, backend,"
+            " python_version, mlx_version, mlx_lm_version, mlxd_version, created_at) values"
+            f" ('f', 'h', 'Darwin', '15', 'M3', 'metal', '3.12', '0.30', '0.30', '0.1', {t})",
+            "insert into benchrun (model_id, system_id, created_at, prompt_tokens, gen_tokens,"
+            " batch_size, depth, trials, warmup, seed, details, noisy, mode) values"
+            f" (1, 1, {t}, 128, 64, 1, 0, 1, 1, 0, '{{}}', 0, 'generate')",
+            "insert into benchtrial (run_id, trial_index, prompt_tokens, generated_tokens,"
+            " prompt_tps, generation_tps, ttft_s, total_s, peak_memory_bytes) values"
+            " (1, 0, 128, 64, 500.0, 50.0, 0.25, 1.5, 1000000)",
+            "insert into qualityrun (model_id, created_at, text_name, text_sha256, tokens,"
+            f" perplexity, details) values (1, {t}, 'default', 'x', 10, 5.0, '{{}}')",
+            "insert into adapter (name, path, fine_tune_type, status, base_model_id,"
+            " base_model_name, base_quantized, data_path, iterations, target_iterations,"
+            f" params, details, created_at, updated_at) values ('ad', '/ad', 'lora', 'ready',"
+            f" 1, 'old', 0, '/d', 4, 4, '{{}}', '{{}}', {t}, {t})",
+        ):
+            conn.execute(text(sql))
+    engine.dispose()
+    store = Store(paths(db.parent))  # opening migrates (and checks foreign keys)
+    assert schema.current_revision(db) == schema.HEAD_REVISION
+    [run] = store.bench_runs()
+    assert run.adapter_id is None and [x.generation_tps for x in store.trials(run.id)] == [50.0]
+    with store.read() as s:
+        [q] = s.exec(select(QualityRun)).all()
+    assert q.adapter_id is None and q.perplexity == 5.0
+    # The new column takes an adapter; removing the adapter removes what was measured with it.
+    adapter = store.resolve_adapter("ad")
+    with store.write() as s:
+        s.add(BenchRun(**{**run.model_dump(exclude={"id"}), "adapter_id": adapter.id}))
+    assert sorted(r.adapter_id or 0 for r in store.bench_runs()) == [0, adapter.id]
+    store.delete_adapter(adapter.id)
+    assert [r.id for r in store.bench_runs()] == [run.id]
+    con = sqlite3.connect(db)
+    fks = con.execute("pragma foreign_key_list(benchrun)").fetchall()
+    assert ("adapter", "adapter_id", "id") in {(f[2], f[3], f[4]) for f in fks}

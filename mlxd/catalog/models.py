@@ -200,6 +200,8 @@ class BenchRun(SQLModel, table=True):
     prompt_cache_id: int | None = None
     cached_tokens: int | None = None  # tokens the prompt cache held
     ttft_cached_s_mean: float | None = None  # same suffix, starting from the cache
+    # -- adapters (0010): measured as base + this adapter, unfused; None: the model alone --
+    adapter_id: int | None = Field(default=None, foreign_key="adapter.id", index=True)
 
 
 class BenchTrial(SQLModel, table=True):
@@ -238,6 +240,8 @@ class QualityRun(SQLModel, table=True):
     top1_agreement: float | None = None  # fraction of positions with the same argmax
     max_abs_delta_logprob: float | None = None  # of the observed next token
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # (0010) scored as the model + this adapter, unfused; None: the model alone
+    adapter_id: int | None = Field(default=None, foreign_key="adapter.id", index=True)
 
 
 class Sweep(SQLModel, table=True):

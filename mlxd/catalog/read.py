@@ -115,14 +115,18 @@ _ROOFLINE = (
     "r.model_memory_bytes * r.generation_tps_mean / r.batch_size "
     "/ nullif(p.memory_bandwidth_bytes_per_s, 0) * 100"
 )
+# A run with an unfused adapter (bench --adapter) is labelled "model+adapter".
+MODEL_LABEL = "m.name || coalesce('+' || a.name, '')"
 # Markers in the template for the expressions a dialect writes.
 _CI, _ISO_CREATED, _ROUNDED_ROOFLINE = object(), object(), object()
 
 _COLUMN_TEMPLATE: list[tuple[str, Any]] = [
     ("run_id", "r.id"),
     ("job_id", "r.job_id"),
-    ("model", "m.name"),
+    ("model", MODEL_LABEL),
     ("model_id", "m.id"),
+    ("adapter", "a.name"),
+    ("adapter_id", "r.adapter_id"),
     ("quantization", _QUANT),
     ("bits_per_weight", "m.bits_per_weight"),
     ("model_size_bytes", "m.size_bytes"),
@@ -220,12 +224,15 @@ _FROM = """
     from benchrun r
     join model m on m.id = r.model_id
     join system s on s.id = r.system_id
+    left join adapter a on a.id = r.adapter_id
     left join (
         select host, memory_bandwidth_bytes_per_s from probe
         where id in (select max(id) from probe group by host)
     ) p on p.host = s.host
-    left join qualityrun q
-        on q.id = (select max(id) from qualityrun where model_id = r.model_id)
+    left join qualityrun q on q.id = (
+        select max(id) from qualityrun
+        where model_id = r.model_id and coalesce(adapter_id, 0) = coalesce(r.adapter_id, 0)
+    )
     left join model qb on qb.id = q.base_model_id
 """
 
@@ -240,6 +247,7 @@ class ResultFilter:
     mlx_versions: tuple[str, ...] = ()
     limit: int = 0  # the newest N runs (still listed oldest first); 0: all
     job_ids: tuple[int, ...] = ()  # only runs these jobs measured
+    adapters: tuple[str, ...] = ()  # only runs with these adapters (name, id or path)
 
 
 class Reader:
@@ -411,6 +419,25 @@ class Reader:
         sql = "select id from benchrun where model_id = ? order by id"
         return [r[0] for r in self.con.execute(sql, (model_id,))]
 
+    # -- adapters -----------------------------------------------------------------------------
+
+    def find_adapter(self, ref: str | int) -> Row | None:
+        """An adapter by catalog name, catalog id, or the path of its folder (as the Store)."""
+        ref_s = str(ref)
+        a = self._one("adapter", "select * from adapter where name = ?", (ref_s,))
+        if a is None and ref_s.isdigit():
+            a = self._one("adapter", "select * from adapter where id = ?", (int(ref_s),))
+        if a is None and ("/" in ref_s or ref_s.startswith(".")):
+            path = str(Path(ref_s).expanduser().resolve())
+            a = self._one("adapter", "select * from adapter where path = ?", (path,))
+        return a
+
+    def adapter(self, ref: str | int) -> Row:
+        a = self.find_adapter(ref)
+        if a is None:
+            raise NotFound(f"adapter '{ref}' not found; see 'mlxd adapters list'")
+        return a
+
     # -- pulled models (hub snapshots) ------------------------------------------------------
 
     def hub_model(self, ref: str) -> Row | None:
@@ -451,8 +478,9 @@ class Reader:
         return sweep
 
     def bench_run_at(self, job_id: int, point: dict[str, Any]) -> Row | None:
-        """The run of a bench job at one point (a reused job may have measured others)."""
-        clauses = ["job_id = ?"] + [
+        """The run of a bench job at one point (a reused job may have measured others), of the
+        model alone (an adapter bench also measured the model with its adapter)."""
+        clauses = ["job_id = ?", "adapter_id is null"] + [
             f"{k} is null" if v is None else f"{k} = ?" for k, v in point.items()
         ]
         params = [job_id] + [v for v in point.values() if v is not None]
@@ -463,18 +491,29 @@ class Reader:
         sql = "select * from qualityrun where job_id = ? order by id limit 1"
         return self._one("qualityrun", sql, (job_id,))
 
-    def quality_rows(self, model_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
-        """Quality runs as flat rows, oldest first, with model, base and machine names."""
-        where, params = "", []
+    def quality_rows(
+        self,
+        model_ids: Sequence[int] | None = None,
+        adapter_ids: Sequence[int] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Quality runs as flat rows, oldest first, with model, base and machine names; a run
+        with an unfused adapter has the model "model+adapter" and the adapter's name."""
+        clauses, params = [], []
         if model_ids:
-            where = f" where q.model_id in ({','.join('?' * len(model_ids))})"
-            params = list(model_ids)
+            clauses.append(f"q.model_id in ({','.join('?' * len(model_ids))})")
+            params += list(model_ids)
+        if adapter_ids:
+            clauses.append(f"q.adapter_id in ({','.join('?' * len(adapter_ids))})")
+            params += list(adapter_ids)
+        where = (" where " + " and ".join(clauses)) if clauses else ""
         sql = f"""
-            select q.*, m.name as model, b.name as base, m.bits_per_weight, s.host, s.backend,
+            select q.*, {MODEL_LABEL} as model, a.name as adapter, b.name as base,
+                   m.bits_per_weight, s.host, s.backend,
                    s.chip, s.os_name || ' ' || s.os_version as os, s.mlx_version,
                    s.mlx_lm_version
             from qualityrun q
             join model m on m.id = q.model_id
+            left join adapter a on a.id = q.adapter_id
             left join model b on b.id = q.base_model_id
             left join system s on s.id = q.system_id
             {where} order by q.id
@@ -512,6 +551,10 @@ class Reader:
             self.check_known("mlx_version", flt.mlx_versions, "mlx version")
             clauses.append(f"s.mlx_version in ({','.join('?' * len(flt.mlx_versions))})")
             params += flt.mlx_versions
+        if flt.adapters:
+            ids = [self.adapter(ref).id for ref in flt.adapters]
+            clauses.append(f"r.adapter_id in ({','.join('?' * len(ids))})")
+            params += ids
         if flt.job_ids:
             clauses.append(f"r.job_id in ({','.join('?' * len(flt.job_ids))})")
             params += list(flt.job_ids)
@@ -610,7 +653,7 @@ class Reader:
         where a run has no trial rows."""
         where, params = self._where(flt)
         where = (where + " and " if where else " where ") + side_clause
-        ctx = {"model": "m.name", "host": "s.host"}
+        ctx = {"model": MODEL_LABEL, "host": "s.host"}
         key_cols = [ctx[c] for c in context] + [f"r.{c}" for c in BENCH_POINT_KEYS]
         sql = f"""
             select {", ".join(key_cols)}, t.id,

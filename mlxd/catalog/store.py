@@ -470,10 +470,13 @@ class Store:
             return list(s.exec(q.order_by(Model.id)))
 
     def newest_bench_job(self, model_id: int, point: dict[str, Any]) -> int | None:
-        """The newest bench job that measured ``model_id`` at ``point`` (BenchRun columns)."""
+        """The newest bench job that measured ``model_id`` at ``point`` (BenchRun columns),
+        alone (not with an adapter)."""
         with self.read() as s:
             q = select(BenchRun.job_id).where(
-                BenchRun.model_id == model_id, BenchRun.job_id.is_not(None)
+                BenchRun.model_id == model_id,
+                BenchRun.job_id.is_not(None),
+                BenchRun.adapter_id.is_(None),
             )
             for column, value in point.items():
                 col = getattr(BenchRun, column)
@@ -483,11 +486,13 @@ class Store:
     def quality_runs(
         self, model_id: int, *, text_sha256: str, base_id: int | None = None
     ) -> list[QualityRun]:
-        """A model's quality runs (made by jobs) on one text, newest first."""
+        """A model's quality runs (made by jobs) on one text, newest first; the model alone,
+        not with an adapter."""
         with self.read() as s:
             q = select(QualityRun).where(
                 QualityRun.model_id == model_id,
                 QualityRun.job_id.is_not(None),
+                QualityRun.adapter_id.is_(None),
                 QualityRun.text_sha256 == text_sha256,
             )
             if base_id is not None:
@@ -667,7 +672,11 @@ class Store:
             return list(s.exec(q.order_by(FinetuneEval.iteration, FinetuneEval.id)))
 
     def delete_adapter(self, adapter_id: int) -> None:
-        """Remove an adapter's row with its step and evaluation rows (not its folder)."""
+        """Remove an adapter's row with its step and evaluation rows (not its folder).
+
+        Benchmark and quality runs measured with the adapter go with it, as a removed model's
+        own runs go with the model (``delete_model``): without their adapter they would read
+        as runs of the base alone."""
         from mlxd.catalog.models import Adapter, FinetuneEval, FinetuneStep
 
         with self.write() as s:
@@ -676,6 +685,10 @@ class Store:
                 raise NotFound(f"adapter {adapter_id} not found")
             s.execute(delete(FinetuneStep).where(FinetuneStep.adapter_id == adapter_id))
             s.execute(delete(FinetuneEval).where(FinetuneEval.adapter_id == adapter_id))
+            run_ids = select(BenchRun.id).where(BenchRun.adapter_id == adapter_id)
+            s.execute(delete(BenchTrial).where(BenchTrial.run_id.in_(run_ids)))
+            s.execute(delete(BenchRun).where(BenchRun.adapter_id == adapter_id))
+            s.execute(delete(QualityRun).where(QualityRun.adapter_id == adapter_id))
             s.delete(a)
 
     def add_finetune_sweep(self, sweep, session: Session | None = None):

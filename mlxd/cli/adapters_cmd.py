@@ -94,10 +94,13 @@ def show(ref, fmt):
     a = store.resolve_adapter(ref)
     steps = store.finetune_steps(a.id)
     evals = store.finetune_evals(a.id)
+    benches, scores = _measured_with(a.id)
     if fmt == "json":
         d = adapter_dict(a)
         d["steps"] = [row_dict(s) for s in steps]
         d["evals"] = [row_dict(e) for e in evals]
+        d["bench_runs"] = [{k: r[k] for k in _BENCH_KEYS} for r in benches]
+        d["quality_runs"] = [{k: r[k] for k in _QUALITY_KEYS} for r in scores]
         echo_json(d)
         return
     p = a.params
@@ -176,6 +179,69 @@ def show(ref, fmt):
         for e in evals:
             if e.split == "test":
                 click.echo(f"test loss {e.loss:.3f}, perplexity {e.perplexity:.3g}")
+    if benches:
+        click.echo(f"\nBenchmarks with {a.name} unfused ('mlxd results --adapter {a.name}'):")
+        table = [
+            (
+                r["run_id"],
+                r["job_id"] or "",
+                r["model"],
+                r["prompt_tokens"],
+                r["gen_tokens"],
+                "" if r["prompt_tps_mean"] is None else f"{r['prompt_tps_mean']:.1f}",
+                "" if r["generation_tps_mean"] is None else f"{r['generation_tps_mean']:.1f}",
+                human_bytes(r["peak_memory_bytes"]) if r["peak_memory_bytes"] else "",
+                when(r["created_at"]),
+            )
+            for r in benches
+        ]
+        click.echo(
+            render_table(
+                ["RUN", "JOB", "MODEL", "P", "G", "PROMPT TOK/S", "GEN TOK/S", "PEAK", "WHEN"],
+                table,
+            )
+        )
+    if scores:
+        click.echo(f"\nQuality with {a.name} unfused ('mlxd quality list --adapter {a.name}'):")
+        table = [
+            (
+                r["run_id"],
+                r["model"],
+                r["base"] or "",
+                f"{r['perplexity']:.4g}",
+                "" if r["kl_mean"] is None else f"{r['kl_mean']:.3g}",
+                "" if r["top1_agreement"] is None else f"{r['top1_agreement']:.1%}",
+                when(r["created_at"]),
+            )
+            for r in scores
+        ]
+        click.echo(render_table(["RUN", "MODEL", "BASE", "PPL", "KL", "TOP-1", "WHEN"], table))
+
+
+_BENCH_KEYS = (
+    "run_id",
+    "job_id",
+    "model",
+    "prompt_tokens",
+    "gen_tokens",
+    "batch_size",
+    "prompt_tps_mean",
+    "generation_tps_mean",
+    "ttft_s_mean",
+    "peak_memory_bytes",
+    "host",
+)
+_QUALITY_KEYS = ("run_id", "job_id", "model", "base", "perplexity", "kl_mean", "top1_agreement")
+
+
+def _measured_with(adapter_id: int) -> tuple[list, list]:
+    """(benchmark rows, quality rows) measured with the adapter, through the read path."""
+    from mlxd.catalog.read import ResultFilter
+    from mlxd.cli.context import get_reader
+
+    reader = get_reader()
+    benches = reader.result_rows(ResultFilter(adapters=(str(adapter_id),)))
+    return benches, reader.quality_rows(adapter_ids=[adapter_id])
 
 
 @adapters.command()

@@ -6,7 +6,7 @@ import click
 
 from mlxd.cli.context import BadUsage, catalog_errors
 from mlxd.cli.params import renamed_option
-from mlxd.cli.submit import catalog_model, job_options, model_ref, submit
+from mlxd.cli.submit import catalog_model, job_options, model_ref, submit, usable_adapter
 
 
 @click.command()
@@ -29,19 +29,26 @@ from mlxd.cli.submit import catalog_model, job_options, model_ref, submit
     help="Read at most N tokens of the text (N - 1 are scored)",
 )
 @renamed_option("--max-tokens", "--text-tokens", "text_tokens", type=click.IntRange(min=2))
+@click.option(
+    "--adapter",
+    metavar="ADAPTER",
+    help="Score the model with this fine-tuned adapter, unfused (default base: the model alone)",
+)
 @job_options
 @catalog_errors
-def quality(ref, base, text, text_tokens, wait, after, priority, timeout_s):
+def quality(ref, base, text, text_tokens, adapter, wait, after, priority, timeout_s):
     """Perplexity on a fixed text, and KL divergence and top-1 agreement vs a base."""
     from mlxd.jobs.quality import Spec
 
     ref, model_id = model_ref(ref, after)
+    adapter, adapter_id = usable_adapter(adapter, model_id)
     base_id = None
     if base is not None:
         base, base_id = model_ref(base, after)
-        if base == ref:
+        if base == ref and adapter is None:
             raise BadUsage(f"--base {base} is the model itself; compare it with another model")
-        check_same_tokenizer(catalog_model(model_id), catalog_model(base_id))
+        if base != ref:
+            check_same_tokenizer(catalog_model(model_id), catalog_model(base_id))
     spec = Spec(
         model=ref,
         model_id=model_id,
@@ -49,6 +56,8 @@ def quality(ref, base, text, text_tokens, wait, after, priority, timeout_s):
         base_id=base_id,
         text=text,
         max_tokens=text_tokens,
+        adapter=adapter,
+        adapter_id=adapter_id,
     )
     job_id = submit("quality", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
     if wait:  # end with the figures, as bench --wait ends with its table

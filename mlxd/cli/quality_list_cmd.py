@@ -39,13 +39,20 @@ def _g(x, digits: int = 4) -> str:
 
 @quality.command("list")
 @list_option("--model", "models", metavar="REF", help="Only these models (comma list or repeated)")
+@list_option(
+    "--adapter",
+    "adapters",
+    metavar="ADAPTER",
+    help="Only runs with these adapters, unfused (comma list or repeated)",
+)
 @output_options()
 @catalog_errors
-def list_quality(models, fmt):
+def list_quality(models, adapters, fmt):
     """Every quality run: perplexity, KL and top-1 agreement against its base."""
     reader = get_reader()
     ids = [reader.model(ref).id for ref in models]
-    rows = reader.quality_rows(ids or None)
+    adapter_ids = [reader.adapter(ref).id for ref in adapters]
+    rows = reader.quality_rows(ids or None, adapter_ids or None)
     emit(
         fmt,
         rows,

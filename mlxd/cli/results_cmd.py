@@ -30,6 +30,12 @@ def _pm(mean, std, digits=1) -> str:
     metavar="HOST",
     help="Only runs on these hosts (comma list or repeated)",
 )
+@list_option(
+    "--adapter",
+    "adapters",
+    metavar="ADAPTER",
+    help="Only runs with these adapters, unfused (comma list or repeated)",
+)
 @click.option(
     "--since", metavar="WHEN", help="Only runs since a date (2026-01-31) or an age (7d, 12h, 2w)"
 )
@@ -56,7 +62,7 @@ def _pm(mean, std, digits=1) -> str:
 )
 @click.option("--sql", "sql", is_flag=True, help="Output as SQL (CREATE TABLE and INSERTs)")
 @output_options()
-def results(models, machines, since, mlx_versions, compare, compare_by, limit, sql, fmt):
+def results(models, machines, adapters, since, mlx_versions, compare, compare_by, limit, sql, fmt):
     """Benchmark results: tok/s, time to first token, peak memory, roofline %."""
     from mlxd.catalog.errors import NotFound, QueryError
     from mlxd.catalog.read import Reader, ResultFilter
@@ -75,6 +81,7 @@ def results(models, machines, since, mlx_versions, compare, compare_by, limit, s
             machines=tuple(machines),
             since=parse_since(since) if since else None,
             mlx_versions=tuple(mlx_versions),
+            adapters=tuple(adapters),
             limit=0 if compare else limit,
         )
         if compare:
@@ -143,6 +150,86 @@ def echo_job_results(job_ids) -> None:
         rows = reader.result_rows(ResultFilter(job_ids=tuple(job_ids)))
     if rows:
         echo_results_table(rows)
+
+
+def echo_adapter_comparison(job_id: int) -> None:
+    """What bench --adapter ends with: base, base + adapter (unfused) and the fused model,
+    measured side by side in one job, each against the base."""
+    from mlxd.catalog.read import Reader, ResultFilter
+    from mlxd.stats import pool, ratio_of_means
+
+    with Reader(get_paths()) as reader:
+        rows = reader.result_rows(ResultFilter(job_ids=(job_id,)))
+    click.echo(adapter_comparison_text(rows, pool, ratio_of_means))
+
+
+def adapter_comparison_text(rows, pool, ratio_of_means) -> str:
+    from mlxd.jobs.choices import BENCH_POINT_KEYS
+
+    base_ids = {r["model_id"] for r in rows if r["adapter"] is not None}
+
+    def variant(r) -> str:
+        if r["adapter"] is not None:
+            return "adapter"
+        return "base" if r["model_id"] in base_ids else "fused"
+
+    by_point: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        by_point.setdefault(tuple(r[k] for k in BENCH_POINT_KEYS), {})[variant(r)] = r
+    metrics = (
+        ("prompt_tps", 1, ""),
+        ("generation_tps", 1, ""),
+        ("ttft_s", 3, ""),
+        ("peak_memory_bytes", 0, "bytes"),
+    )
+
+    def side(r, metric):
+        mean = r[f"{metric}_mean"] if metric != "peak_memory_bytes" else r[metric]
+        std = r.get(f"{metric}_std") if metric != "peak_memory_bytes" else 0.0
+        if mean is None:
+            return None
+        return pool([(r["trials"] or 1, mean, std or 0.0)])
+
+    table = []
+    for point, sides in by_point.items():
+        base = sides.get("base")
+        for name in ("base", "adapter", "fused"):
+            r = sides.get(name)
+            if r is None:
+                continue
+            cells = []
+            for metric, digits, unit in metrics:
+                s, b = side(r, metric), side(base, metric) if base else None
+                if s is None:
+                    cells += ["", ""]
+                    continue
+                value = human_bytes(int(s.mean)) if unit else f"{s.mean:.{digits}f}"
+                if name == "base" or b is None:
+                    cells += [value, "1.000" if name == "base" else ""]
+                    continue
+                ratio, ci = ratio_of_means(b, s)
+                cells += [value, _ratio(ratio, math.nan if unit else ci)]  # one peak: no CI
+            p, g = point[0], point[1]
+            table.append((f"p={p} g={g}", name, r["model"], *cells))
+    headers = [
+        "POINT",
+        "SIDE",
+        "MODEL",
+        "PROMPT TOK/S",
+        "/BASE",
+        "GEN TOK/S",
+        "/BASE",
+        "TTFT S",
+        "/BASE",
+        "PEAK MEM",
+        "/BASE",
+    ]
+    return (
+        "Side by side in one job (each /BASE: ratio of means ± 95% CI):\n"
+        + render_table(headers, table)
+        + "\nPEAK MEM of a side: its own weights plus what its trials added "
+        "(every side was loaded at once)."
+    )
 
 
 def echo_results_table(rows, *, md: bool = False) -> None:

@@ -364,3 +364,20 @@ def check_context(model, needed: int, what: str) -> None:
         raise BadUsage(
             f"{what} is {needed:,} tokens; model '{model.name}' has a context of {limit:,}"
         )
+
+
+def usable_adapter(ref: str | None, model_id: int | None) -> tuple[str | None, int | None]:
+    """(ADAPTER, its catalog id) checked against the model at submit: refused (naming both)
+    unless it was trained on that model. A model an earlier job still makes is checked by
+    the job itself."""
+    if ref is None:
+        return None, None
+    from mlxd.cli.context import get_store
+
+    store = get_store()
+    found = store.resolve_adapter(ref)
+    if model_id is not None:
+        from mlxd.jobs.finetune_use import adapter_for
+
+        adapter_for(store, found.id, catalog_model(model_id))
+    return found.name, found.id

@@ -15,6 +15,7 @@ from mlxd.cli.submit import (
     job_options,
     model_ref,
     submit,
+    usable_adapter,
 )
 from mlxd.jobs.choices import (
     BITS,
@@ -192,6 +193,12 @@ def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, prio
 )
 @click.option("--hostfile", type=click.Path(dir_okay=False), help="mlx.launch hostfile (Macs)")
 @click.option(
+    "--adapter",
+    metavar="ADAPTER",
+    help="Also with this fine-tuned adapter, unfused: the model alone, + the adapter and "
+    "the model fused from it (if any), side by side in one job",
+)
+@click.option(
     "--backend",
     "dist_backend",
     type=click.Choice(["ring", "mpi", "jaccl"]),
@@ -225,6 +232,7 @@ def bench(
     ranks,
     hostfile,
     dist_backend,
+    adapter,
     wait,
     after,
     priority,
@@ -237,6 +245,8 @@ def bench(
 
     refs = list(dict.fromkeys(refs))  # one job per model, in the order given
     sharded = ranks > 1 or hostfile
+    if adapter is not None:
+        _check_adapter_bench(refs, serve, draft_model, prompt_cache, ranks, hostfile)
     if serve or draft_model or prompt_cache or sharded:
         if len(refs) > 1 or max_kv_size or prompt_gen:
             raise BadUsage(
@@ -291,6 +301,7 @@ def bench(
     specs = []  # (spec, the job it waits on: --after, or the pull of a hub id)
     for ref in refs:
         name, model_id, spec_after = model_ref_or_pull(ref, after)
+        adapter_ref, adapter_id = usable_adapter(adapter, model_id)
         spec = Spec(
             model=name,
             model_id=model_id,
@@ -307,6 +318,8 @@ def bench(
             seed=seed,
             delay_s=delay_s,
             noise_threshold=noise_threshold,
+            adapter=adapter_ref,
+            adapter_id=adapter_id,
         )
         longest = max(p["depth"] + p["prompt_tokens"] + p["gen_tokens"] for p in spec.points())
         check_context(catalog_model(model_id), longest, "the longest point (depth + -p + -g)")
@@ -335,12 +348,31 @@ def bench(
             raise failed[0]
     if wait:
         _echo_results(job_ids)  # one table for all of them, as llama-bench prints
+        if adapter is not None:
+            from mlxd.cli.results_cmd import echo_adapter_comparison
+
+            echo_adapter_comparison(job_ids[0])
 
 
 def _echo_results(job_ids) -> None:
     from mlxd.cli.results_cmd import echo_job_results
 
     echo_job_results(job_ids)
+
+
+def _check_adapter_bench(refs, serve, draft_model, prompt_cache, ranks, hostfile) -> None:
+    """--adapter measures one model three ways with the plain grid; nothing else."""
+    if len(refs) > 1:
+        raise BadUsage("--adapter takes one model: the base the adapter was trained on")
+    for given, flag in (
+        (serve, "--serve"),
+        (draft_model, "--draft-model"),
+        (prompt_cache, "--prompt-cache"),
+        (ranks > 1, "--ranks"),
+        (hostfile, "--hostfile"),
+    ):
+        if given:
+            raise BadUsage(f"--adapter cannot be combined with {flag}")
 
 
 def _grid_used(batch_size, depth, kv_bits) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ import numpy as np
 
 from mlxd.jobs.choices import KV_BITS
 
-from .types import BenchPoint, BenchResult, TrialResult
+from .types import BenchPoint, BenchResult, BenchVariant, TrialResult
 
 # mlx-lm's default group size for a quantized KV cache, and the fallback for small heads.
 KV_GROUP_SIZES = (64, 32)
@@ -31,12 +31,21 @@ def bench_model(
     delay_s: float = 0.0,
     on_trial: Callable[[TrialResult], None] | None = None,
     on_progress: Callable[[float, str], None] | None = None,
+    variants: Sequence[BenchVariant] | None = None,
 ) -> BenchResult:
     """Load the model once, then run `warmup` unrecorded and `trials` recorded runs per point.
 
     Prompts are random ids from the tokenizer's ordinary vocabulary (no special tokens), drawn
     from `seed`; EOS is ignored so every run generates exactly gen_tokens tokens per sequence.
     For batch_size > 1 the token counts and tok/s figures are totals over the batch.
+
+    With ``variants`` (e.g. a base, the base with an unfused adapter, the fused model) every
+    variant is loaded once (an adapter variant shares its base's weights when the base is
+    also a variant) and each run goes to all of them in turn, with the same prompt, the
+    order rotating from run to run: drift touches every side alike, so their ratios are fair.
+    Each trial then names its variant, and its memory figures are the variant's own: its
+    weights plus what the trial added on top of the memory already in use (the other
+    variants' weights are not counted against it).
     """
     for point in points:
         _check_point(point)
@@ -45,36 +54,56 @@ def bench_model(
 
     import mlx.core as mx
     from mlx.utils import tree_flatten
-    from mlx_lm import load
     from mlx_lm.utils import compute_bits_per_weight, get_total_parameters
 
     from .backend import backend_facts
 
     progress = on_progress or (lambda _fraction, _message: None)
-    progress(0.0, f"loading {path}")
-    tic = time.perf_counter()
-    model, tokenizer, config = load(str(path), return_config=True)
-    load_time_s = time.perf_counter() - tic
-    # No EOS: every run must produce exactly the requested number of tokens.
-    tokenizer.eos_token_ids = set()
-    token_pool = _token_pool(tokenizer, config)
+    side_by_side = bool(variants)
+    sides = list(variants) if variants else [BenchVariant("model", str(path))]
+    loaded = []  # (variant, model, tokenizer, config)
+    for v in sides:
+        progress(0.0, f"loading {v.label}: {v.path}" if side_by_side else f"loading {path}")
+        tic = time.perf_counter()
+        model, tokenizer, config = _load_variant(v, loaded)
+        loaded.append((v, model, tokenizer, config, time.perf_counter() - tic))
+    _, first_model, first_tokenizer, first_config, load_time_s = loaded[0]
+    for _, _, tokenizer, _, _ in loaded:
+        # No EOS: every run must produce exactly the requested number of tokens.
+        tokenizer.eos_token_ids = set()
+    token_pool = _token_pool(first_tokenizer, first_config)
     needs_kv_group = any(p.kv_bits is not None for p in points)
-    kv_group_size = _kv_group_size(model, config) if needs_kv_group else KV_GROUP_SIZES[0]
+    kv_group_size = (
+        _kv_group_size(first_model, first_config) if needs_kv_group else KV_GROUP_SIZES[0]
+    )
     mx.random.seed(seed)
+
+    def weights_bytes(model) -> int:
+        return int(sum(v.nbytes for _, v in tree_flatten(model.parameters())))
 
     facts = backend_facts()
     result = BenchResult(
         load_time_s=load_time_s,
         trials=[],
-        model_memory_bytes=int(sum(v.nbytes for _, v in tree_flatten(model.parameters()))),
-        num_parameters=int(get_total_parameters(model)),
-        bits_per_weight=float(compute_bits_per_weight(model)),
+        model_memory_bytes=weights_bytes(first_model),
+        num_parameters=int(get_total_parameters(first_model)),
+        bits_per_weight=float(compute_bits_per_weight(first_model)),
         backend=facts["backend"],
         mlx_version=facts["mlx_version"],
         mlx_lm_version=facts["mlx_lm_version"],
     )
+    if side_by_side:
+        result.variants = {
+            v.label: {
+                "load_time_s": seconds,
+                "model_memory_bytes": weights_bytes(model),
+                "num_parameters": int(get_total_parameters(model)),
+                "bits_per_weight": float(compute_bits_per_weight(model)),
+            }
+            for v, model, _, _, seconds in loaded
+        }
 
-    runs_total = len(points) * (warmup + trials)
+    runs_total = len(points) * (warmup + trials) * len(loaded)
     runs_done = 0
     for point_index, point in enumerate(points):
         rng = np.random.default_rng([seed, point_index])
@@ -87,18 +116,54 @@ def bench_model(
             what = (
                 f"trial {run - warmup + 1}/{trials}" if measured else f"warmup {run + 1}/{warmup}"
             )
-            progress(runs_done / runs_total, f"{label}: {what}")
-            if measured and delay_s > 0:
-                time.sleep(delay_s)
-            trial = _run_once(model, tokenizer, point, rng, token_pool, kv_group_size)
-            runs_done += 1
-            if measured:
+            turn = run % len(loaded)
+            for v, model, tokenizer, _, _ in loaded[turn:] + loaded[:turn]:
+                progress(
+                    runs_done / runs_total,
+                    f"{label}: {what}" + (f" ({v.label})" if side_by_side else ""),
+                )
+                if measured and delay_s > 0:
+                    time.sleep(delay_s)
+                # Side by side, every variant gets the same prompt of this run.
+                run_rng = np.random.default_rng([seed, point_index, run]) if side_by_side else rng
+                before = mx.get_active_memory()
+                trial = _run_once(model, tokenizer, point, run_rng, token_pool, kv_group_size)
+                runs_done += 1
+                if not measured:
+                    continue
                 trial = replace(trial, trial_index=run - warmup)
+                if side_by_side:
+                    own = result.variants[v.label]["model_memory_bytes"]
+                    trial = replace(
+                        trial,
+                        variant=v.label,
+                        peak_memory_bytes=own + max(trial.peak_memory_bytes - before, 0),
+                        active_memory_bytes=own + max(trial.active_memory_bytes - before, 0),
+                    )
                 result.trials.append(trial)
                 if on_trial is not None:
                     on_trial(trial)
     progress(1.0, "done")
     return result
+
+
+def _load_variant(v: BenchVariant, loaded: list) -> tuple[Any, Any, dict[str, Any]]:
+    """(model, tokenizer, config) of a variant. An adapter variant whose base is already
+    loaded (a variant of the same folder without adapter) shares the base's weight arrays:
+    one copy of the weights in memory, plus the adapter's own."""
+    from mlx_lm import load
+
+    if v.adapter_path is not None:
+        for other, base, tokenizer, config, _ in loaded:
+            if other.adapter_path is None and other.path == v.path:
+                from mlx_lm.utils import load_adapters, load_model
+
+                model, _ = load_model(Path(v.path), lazy=True)  # no weights read
+                model.update(base.parameters())
+                model = load_adapters(model, v.adapter_path)
+                model.eval()
+                return model, tokenizer, config
+    return load(str(v.path), adapter_path=v.adapter_path, return_config=True)
 
 
 def _check_point(point: BenchPoint) -> None:

@@ -49,11 +49,15 @@ def evaluate_quality(
     text: str,
     *,
     base_path: Path | None = None,
+    adapter_path: Path | None = None,
     max_tokens: int | None = None,
     chunk_tokens: int = 512,
     on_progress: Progress | None = None,
 ) -> QualityResult:
     """Perplexity of the model at model_path on text, and with base_path its drift from it.
+
+    With ``adapter_path`` the model is scored with that adapter applied (unfused); base_path
+    may then be model_path itself: the adapter's drift from the model it was trained on.
 
     Raises ValueError when the text gives fewer than two tokens, or when base and model do not
     share a tokenizer (different token ids for the text, or a different vocabulary width).
@@ -82,7 +86,13 @@ def evaluate_quality(
                 Path(base_path), ids, chunk_tokens, stack, progress
             )
         model_stats = _score_model(
-            Path(model_path), ids, chunk_tokens, base_logprobs, progress, 0.5 if base_path else 0
+            Path(model_path),
+            ids,
+            chunk_tokens,
+            base_logprobs,
+            progress,
+            0.5 if base_path else 0,
+            adapter_path=adapter_path,
         )
     progress(1.0, "done")
 
@@ -120,10 +130,11 @@ def _tokenize(path: Path, text: str, max_tokens: int | None) -> list[int]:
     return ids
 
 
-def _load(path: Path):
+def _load(path: Path, adapter_path: Path | None = None):
     from mlx_lm import load
 
-    model, _tokenizer, config = load(str(path), return_config=True)
+    adapter = str(adapter_path) if adapter_path else None
+    model, _tokenizer, config = load(str(path), adapter_path=adapter, return_config=True)
     context = config.get("max_position_embeddings") or (config.get("text_config") or {}).get(
         "max_position_embeddings"
     )
@@ -192,11 +203,13 @@ def _score_model(
     base_logprobs: np.ndarray | None,
     progress: Progress,
     offset: float,
+    *,
+    adapter_path: Path | None = None,
 ) -> dict[str, float]:
     import mlx.core as mx
 
-    progress(offset, f"loading {path.name}")
-    model, context = _load(path)
+    progress(offset, f"loading {path.name}" + (f" + {adapter_path.name}" if adapter_path else ""))
+    model, context = _load(path, adapter_path)
     if base_logprobs is None:
         ids = _fit_context(ids, context)
     elif context and len(ids) > context:

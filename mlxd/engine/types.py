@@ -38,6 +38,16 @@ class TrialResult:
     peak_rss_bytes: int
     prompt_tokens: int
     generated_tokens: int
+    variant: str | None = None  # which BenchVariant, when several are measured side by side
+
+
+@dataclass(frozen=True)
+class BenchVariant:
+    """One side of a side-by-side bench: a model folder, optionally with an unfused adapter."""
+
+    label: str  # "base", "adapter", "fused"
+    path: str
+    adapter_path: str | None = None
 
 
 @dataclass
@@ -52,6 +62,8 @@ class BenchResult:
     backend: str = ""
     mlx_version: str = ""
     mlx_lm_version: str = ""
+    # With variants: label -> load_time_s, model_memory_bytes, num_parameters, bits_per_weight
+    variants: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass

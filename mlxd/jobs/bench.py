@@ -38,6 +38,10 @@ class Spec(ModelRefSpec):
     # A run whose coefficient of variation (std/mean) of prompt tok/s, generation tok/s or
     # time to first token exceeds this is flagged noisy.
     noise_threshold: float = 0.05
+    # With an adapter the job measures, side by side and interleaved, the model alone, the
+    # model + the adapter unfused, and the model fused from the adapter if the catalog has one.
+    adapter: str | None = None
+    adapter_id: int | None = None
 
     def __post_init__(self):
         for name in ("prompt_tokens", "gen_tokens", "batch_size", "prefill_step_size"):
@@ -98,11 +102,32 @@ def describe(spec: Spec) -> str:
             out += f" {flag} {','.join(str(v) for v in values)}"
     for p_tok, g_tok in spec.prompt_gen:
         out += f" -pg {p_tok},{g_tok}"
+    if spec.adapter:
+        out += f" --adapter {spec.adapter}"
     return out + f" -n {spec.trials}"
 
 
 def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
-    return resolve_input_model(spec, store)
+    inputs = resolve_input_model(spec, store)
+    if spec.adapter is not None:
+        from mlxd.jobs.finetune_use import adapter_inputs
+
+        ref = spec.adapter_id if spec.adapter_id is not None else spec.adapter
+        inputs.update(adapter_inputs(store, ref, inputs["model_id"], with_fused=True))
+    return inputs
+
+
+def variants(inputs: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+    """(label, model folder, adapter folder) of each side of an adapter bench; [] without."""
+    if not inputs.get("adapter_path"):
+        return []
+    out = [
+        ("base", inputs["model_path"], None),
+        ("adapter", inputs["model_path"], inputs["adapter_path"]),
+    ]
+    if inputs.get("fused_path"):
+        out.append(("fused", inputs["fused_path"], None))
+    return out
 
 
 def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
@@ -112,10 +137,11 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     import psutil
 
     from mlxd.engine.bench import bench_model
-    from mlxd.engine.types import BenchPoint
+    from mlxd.engine.types import BenchPoint, BenchVariant
     from mlxd.system.sysinfo import power_state, system_facts
 
     points = [BenchPoint(**p) for p in spec.points()]
+    sides = [BenchVariant(*v) for v in variants(inputs)]
     ctx.progress(0.0, f"loading {inputs['model_name']}")
     available_before = psutil.virtual_memory().available
     result = bench_model(
@@ -127,6 +153,7 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         delay_s=spec.delay_s,
         on_progress=ctx.progress,
         on_trial=_log_trial,
+        variants=sides or None,
     )
     out = dataclasses.asdict(result)
     out["system_available_before_bytes"] = available_before
@@ -141,8 +168,9 @@ def _log_trial(t) -> None:
     import sys
 
     p = t.point
+    side = f"[{t.variant}] " if t.variant else ""
     print(
-        f"trial {t.trial_index + 1} p={p.prompt_tokens} g={p.gen_tokens} b={p.batch_size} "
+        f"{side}trial {t.trial_index + 1} p={p.prompt_tokens} g={p.gen_tokens} b={p.batch_size} "
         f"depth={p.depth} kv_bits={p.kv_bits} max_kv={p.max_kv_size}: prompt {t.prompt_tps:.1f} tok/s, generation "
         f"{t.generation_tps:.1f} tok/s, ttft {t.ttft_s:.4f} s, peak {t.peak_memory_bytes:,} B",
         file=sys.stderr,
@@ -159,10 +187,29 @@ def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: Fini
     by_point: dict[tuple, list[dict[str, Any]]] = {}
     for t in result["trials"]:
         key = tuple(sorted(t["point"].items(), key=lambda kv: kv[0]))
-        by_point.setdefault(key, []).append(t)
+        by_point.setdefault((t.get("variant"), key), []).append(t)
+    # Side by side (--adapter): each variant's rows under its own model and adapter.
+    model_of = {None: inputs["model_id"], "base": inputs["model_id"], "adapter": inputs["model_id"]}
+    model_of["fused"] = inputs.get("fused_id")
+    order = {None: 0, "base": 0, "adapter": 1, "fused": 2}  # rows: base first at each point
+    grouped = sorted(by_point.items(), key=lambda kv: order[kv[0][0]])
     run_ids = []
-    for key, trials in by_point.items():
+    for (variant, key), trials in grouped:
         point = dict(key)
+        loaded = (result.get("variants") or {}).get(variant) or result
+        side = {}
+        if variant is not None:
+            side = {
+                "side_by_side": {
+                    "variant": variant,
+                    "adapter": inputs["adapter_name"],
+                    "base": inputs["model_name"],
+                    "fused": inputs.get("fused_name"),
+                    # Memory of a variant: its weights plus what its trial added; the
+                    # process held every variant at once (see mlxd.engine.bench).
+                    "memory": "own weights + trial's rise",
+                }
+            }
         prompt = summarize([t["prompt_tps"] for t in trials])
         gen = summarize([t["generation_tps"] for t in trials])
         ttft = summarize([t["ttft_s"] for t in trials])
@@ -174,7 +221,8 @@ def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: Fini
         power = result.get("power") or {}
         run = BenchRun(
             job_id=fin.job.id,
-            model_id=inputs["model_id"],
+            model_id=model_of[variant],
+            adapter_id=inputs["adapter_id"] if variant == "adapter" else None,
             system_id=system.id,
             prompt_tokens=point["prompt_tokens"],
             gen_tokens=point["gen_tokens"],
@@ -186,7 +234,7 @@ def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: Fini
             trials=len(trials),
             warmup=spec.warmup,
             seed=spec.seed,
-            load_time_s=result.get("load_time_s"),
+            load_time_s=loaded.get("load_time_s"),
             prompt_tps_mean=prompt.mean,
             prompt_tps_median=prompt.median,
             prompt_tps_std=prompt.std,
@@ -207,7 +255,7 @@ def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: Fini
             active_memory_bytes=trials[-1].get("active_memory_bytes"),
             cache_memory_bytes=trials[-1].get("cache_memory_bytes"),
             peak_rss_bytes=max((t.get("peak_rss_bytes") or 0) for t in trials) or None,
-            model_memory_bytes=result.get("model_memory_bytes"),
+            model_memory_bytes=loaded.get("model_memory_bytes"),
             system_available_before_bytes=result.get("system_available_before_bytes"),
             system_available_after_bytes=result.get("system_available_after_bytes"),
             power_source=power.get("power_source"),
@@ -218,6 +266,7 @@ def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: Fini
                 "noisy_metrics": noisy,
                 "noise_threshold": spec.noise_threshold,
                 "delay_s": spec.delay_s,
+                **side,
             },
         )
         rows = [row_from(BenchTrial, trial_from_dict(t), run_id=0) for t in trials]

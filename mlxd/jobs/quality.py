@@ -27,6 +27,9 @@ class Spec(ModelRefSpec):
     base_id: int | None = None
     text: str | None = None  # a text file's path; None: the text that ships with mlxd
     max_tokens: int | None = None
+    # Score the model + this adapter (unfused); the base then defaults to the model alone.
+    adapter: str | None = None
+    adapter_id: int | None = None
 
     def __post_init__(self):
         if self.max_tokens is not None and self.max_tokens < MIN_MAX_TOKENS:
@@ -47,6 +50,8 @@ class Spec(ModelRefSpec):
 
 def describe(spec: Spec) -> str:
     against = f" vs {spec.base}" if spec.base else ""
+    if spec.adapter:
+        against = f" + {spec.adapter} vs {spec.base or spec.model}"
     text = f" on {Path(spec.text).name}" if spec.text else ""
     limit = f" (max {spec.max_tokens} tokens)" if spec.max_tokens else ""
     return f"quality {spec.model}{against}{text}{limit}"
@@ -54,9 +59,16 @@ def describe(spec: Spec) -> str:
 
 def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
     inputs = resolve_input_model(spec, store)
-    if spec.base is not None or spec.base_id is not None:
+    if spec.adapter is not None:
+        from mlxd.jobs.finetune_use import adapter_inputs
+
+        ref = spec.adapter_id if spec.adapter_id is not None else spec.adapter
+        inputs.update(adapter_inputs(store, ref, inputs["model_id"], with_fused=False))
+    if spec.adapter is not None and spec.base is None and spec.base_id is None:
+        base = store.resolve_model(inputs["model_id"])  # the adapter against its own base
+    elif spec.base is not None or spec.base_id is not None:
         base = store.resolve_model(spec.base_id if spec.base_id is not None else spec.base)
-        if base.id == inputs["model_id"]:
+        if base.id == inputs["model_id"] and spec.adapter is None:
             raise JobFailed(f"'{base.name}' is the model itself; compare it with another base")
         if not Path(base.path).is_dir():
             raise JobFailed(f"base model '{base.name}' has no folder at {base.path}")
@@ -96,12 +108,14 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         text_name, text = default_text()
     else:
         text_name, text = Path(spec.text).name, Path(spec.text).read_text(encoding="utf-8-sig")
-    ctx.progress(0.0, f"scoring {inputs['model_name']} on {text_name}")
+    with_adapter = f" + {inputs['adapter_name']}" if inputs.get("adapter_path") else ""
+    ctx.progress(0.0, f"scoring {inputs['model_name']}{with_adapter} on {text_name}")
     tic = time.perf_counter()
     result = evaluate_quality(
         Path(inputs["model_path"]),
         text,
         base_path=Path(inputs["base_path"]) if inputs.get("base_path") else None,
+        adapter_path=Path(inputs["adapter_path"]) if inputs.get("adapter_path") else None,
         max_tokens=spec.max_tokens,
         on_progress=ctx.progress,
     )
@@ -124,17 +138,24 @@ def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: Fini
         job_id=fin.job.id,
         model_id=inputs["model_id"],
         base_model_id=inputs.get("base_id"),
+        adapter_id=inputs.get("adapter_id"),
         system_id=system.id,
         text_name=result["text_name"],
         details={
             "text_path": spec.text,
             "max_tokens": spec.max_tokens,
-            "base_from": "given" if spec.base or spec.base_id else "lineage",
+            "base_from": "given"
+            if spec.base or spec.base_id
+            else "model without the adapter"
+            if spec.adapter
+            else "lineage",
             "elapsed_s": result.get("elapsed_s"),
         },
     )
     fin.session.add(row)
     fin.session.flush()
+    if inputs.get("adapter_name"):
+        fin.summary["adapter"] = inputs["adapter_name"]
     fin.summary.update(
         quality_run_id=row.id,
         tokens=row.tokens,

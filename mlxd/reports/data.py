@@ -269,7 +269,7 @@ def latest_quality(con: sqlite3.Connection) -> dict[int, QualityFigures]:
     cur = con.execute(
         "select q.model_id, q.id, q.perplexity, q.kl_mean, q.top1_agreement, b.name, "
         "q.created_at from qualityrun q left join model b on b.id = q.base_model_id "
-        "where q.id in (select max(id) from qualityrun group by model_id)"
+        "where q.id in (select max(id) from qualityrun where adapter_id is null group by model_id)"
     )
     return {r[0]: QualityFigures(r[1], r[2], r[3], r[4], r[5], parse_ts(r[6])) for r in cur}
 
@@ -321,6 +321,8 @@ def build_report(
             where + " and " if where else " where "
         ) + f"r.model_id in ({','.join('?' * len(ids))})"
         params = [*params, *ids]
+    # Runs of a model with an unfused adapter are not the model's own (see bench --adapter).
+    where = (where + " and " if where else " where ") + "r.adapter_id is null"
     point_cols = ", ".join(f"r.{c}" for c in POINT_FIELDS)
     groups_by_family: dict[str, list[dict[str, Any]]] = defaultdict(list)
     total = 0
@@ -455,7 +457,7 @@ def _history(reader, model_ids, head: tuple, flt: ResultFilter, all_models) -> l
     con = reader.con
     where, params = reader._where(replace(flt, since=None))
     clauses = [f"r.model_id in ({','.join('?' * len(model_ids))})"]
-    clauses += [f"r.{c} is ?" for c in POINT_FIELDS]
+    clauses += [f"r.{c} is ?" for c in POINT_FIELDS] + ["r.adapter_id is null"]
     where = (where + " and " if where else " where ") + " and ".join(clauses)
     q = (
         "select r.model_id, s.host, substr(r.created_at, 1, 10), s.mlx_version, "

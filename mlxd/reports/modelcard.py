@@ -94,7 +94,8 @@ def model_card(reader, model_id: int, repo_id: str, *, runs_shown: int = 5) -> s
         how = _origin(reader, m) if m.parent_id is None else f"{m.source} of the model below"
         body.append(f"{depth + 1}. `{m.name}`: {how}")
 
-    runs = reader.result_rows(ResultFilter(models=(str(model.id),)))[-runs_shown:]
+    runs = reader.result_rows(ResultFilter(models=(str(model.id),)))
+    runs = [r for r in runs if r["adapter"] is None][-runs_shown:]  # the model's own
     if runs:
         body += [
             "",

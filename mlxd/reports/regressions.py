@@ -111,6 +111,8 @@ def find_changes(
     where, params = reader._where(
         ResultFilter(models=tuple(models), since=since, machines=tuple(machines))
     )
+    # Runs of a model with an unfused adapter are not the model's own (see bench --adapter).
+    where = (where + " and " if where else " where ") + "r.adapter_id is null"
     pcols = ", ".join(f"r.{c}" for c in POINT_FIELDS)
     q = (
         f"select r.model_id, s.host, {pcols}, s.mlx_version, s.mlx_lm_version, "

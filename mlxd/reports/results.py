@@ -50,7 +50,12 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
 COMPARE_BY = ("model", "machine", "mlx")
 # What selects one side of a comparison, and what else must match for two runs to be the
 # same benchmark point (comparing models: on the same machine; machines: the same model...).
-_SIDE = {"model": "r.model_id = ?", "machine": "s.host = ?", "mlx": "s.mlx_version = ?"}
+# Models compare alone: runs with an unfused adapter (bench --adapter) are not the model's.
+_SIDE = {
+    "model": "r.model_id = ? and r.adapter_id is null",
+    "machine": "s.host = ?",
+    "mlx": "s.mlx_version = ?",
+}
 _CONTEXT = {"model": ("host",), "machine": ("model",), "mlx": ("model", "host")}
 
 
