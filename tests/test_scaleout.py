@@ -35,7 +35,7 @@ class Host:
         self.home.mkdir(parents=True, exist_ok=True)
 
     def env(self, **extra: str) -> dict[str, str]:
-        return dict(os.environ, MLXD_HOME=str(self.home), **FAST, **extra)
+        return dict(os.environ, MLXD_HOME=str(self.home), **{**FAST, **extra})
 
     def start(self, **extra: str) -> Host:
         args = [
