@@ -549,13 +549,16 @@ def commit_result(store: Store, job, kind, spec, inputs, result, final: Path | N
             result=fin.summary,
             output_model_id=fin.output_model_id,
         )
-        if fin.output_model_id is not None and final is not None:
-            # Where the files are: this host, unless they are on the shared volume.
+        if fin.output_model_id is not None:
+            # Where the files are: this host, unless they are on the shared volume. A model
+            # the job made elsewhere (a pull into this host's HF cache) counts too; one it
+            # only found (a pull of a commit already in the catalog) keeps its host.
             from mlxd.catalog.models import Model
 
             model = s.get(Model, fin.output_model_id)
-            model.host = hosts.model_host_for(final)
-            s.add(model)
+            if final is not None or model.created_by_job_id == job.id:
+                model.host = hosts.model_host_for(final or model.path)
+                s.add(model)
 
 
 def _quiet(kind_name: str) -> bool:
