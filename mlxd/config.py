@@ -17,6 +17,17 @@ ENV_BUSY_TIMEOUT = "MLXD_BUSY_TIMEOUT_S"
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 
 
+ENV_HOST_ID = "MLXD_HOST_ID"
+
+
+def host_id() -> str:
+    """This machine's name in a shared catalog: ``MLXD_HOST_ID`` (``mlxd daemon start
+    --host-id``), else the hostname. ``job.host`` and ``model.host`` record it."""
+    import socket
+
+    return os.environ.get(ENV_HOST_ID) or socket.gethostname()
+
+
 def busy_timeout_s() -> float:
     """MLXD_BUSY_TIMEOUT_S, else 30 s (the fault tests hold locks longer than a short one)."""
     try:

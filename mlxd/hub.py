@@ -653,6 +653,37 @@ def pull(
     )
 
 
+def fetch_pulled(
+    repo_id: str,
+    commit: str,
+    *,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    expected: dict[str, str] | None = None,
+    progress: Callable[[Progress], None] = lambda p: None,
+) -> PullResult:
+    """Have, on this machine, a model the catalog pulled elsewhere: the same commit and
+    files, into this machine's HF cache, through the same pre-flight and verified
+    :func:`pull` (a no-op for files already here). ``expected`` ({path: sha256}, what the
+    first pull recorded) must match too. The model was accepted when it was first pulled:
+    remote code and model type are not judged again."""
+    plan = preflight(repo_id, commit, include=include, exclude=exclude, trust_remote_code=True)
+    if plan.commit != commit:
+        raise HubError(f"the hub gave commit {plan.commit[:12]} for {repo_id}@{commit[:12]}")
+    result = pull(plan, progress=progress)
+    for f in result.files:
+        want = (expected or {}).get(f.path)
+        if want is not None and want != f.sha256:
+            raise HubError(
+                f"{f.path} of {repo_id}@{commit[:12]} differs from the one pulled before "
+                f"(sha256 {f.sha256[:12]}, the catalog has {want[:12]})"
+            )
+    missing = sorted(set(expected or {}) - {f.path for f in result.files})
+    if missing:
+        raise HubError(f"{repo_id}@{commit[:12]} lacks {', '.join(missing[:3])} pulled before")
+    return result
+
+
 def _size_of(plan: Plan) -> Callable[[str], int]:
     sizes = {f.path: f.size for f in plan.files}
     return lambda p: sizes.get(p, 0)

@@ -35,7 +35,7 @@ class Host:
         self.home.mkdir(parents=True, exist_ok=True)
 
     def env(self, **extra: str) -> dict[str, str]:
-        return dict(os.environ, MLXD_HOME=str(self.home), **FAST, **extra)
+        return dict(os.environ, MLXD_HOME=str(self.home), **{**FAST, **extra})
 
     def start(self, **extra: str) -> Host:
         args = [
@@ -190,25 +190,27 @@ def test_postgres_catalog_migrates_to_head_and_matches_the_models(mlxd_home, pg_
 
 
 def test_three_daemons_drain_a_queue_each_job_once_and_pools_stay_apart(hosts, pg_url, mlxd_home):
+    # 27 + 3 small jobs: a ~1M-parameter random model each (~0.3 s of work), but each in a
+    # child that imports mlx and mlx_lm first (~1 s of CPU; a spare child overlaps it with
+    # the previous job), so 30 jobs cost about half a minute of the 2 shared cores.
     a = hosts("mac-a").start()
     b = hosts("mac-b").start()
     hosts("mac-c", "default", "big").start()
     store = _store(pg_url, mlxd_home)
-    # 12 + 3 jobs: each one starts a child that imports mlx (~1 s of CPU on 2 shared cores).
-    ids = _submit_synths(store, mlxd_home, [f"m{i}" for i in range(12)])
+    ids = _submit_synths(store, mlxd_home, [f"m{i}" for i in range(27)])
     big = _submit_synths(store, mlxd_home, ["big0", "big1", "big2"], pool="big")
 
     def done():
         jobs = [store.get_job(i) for i in ids + big]
         return all(j.status in ("succeeded", "failed", "cancelled") for j in jobs) and jobs
 
-    jobs = wait_for(done, timeout=240, interval=0.5, what="15 jobs to finish")
-    assert [j.status for j in jobs] == ["succeeded"] * 15, [j.error for j in jobs]
+    jobs = wait_for(done, timeout=240, interval=0.5, what="30 jobs to finish")
+    assert [j.status for j in jobs] == ["succeeded"] * 30, [j.error for j in jobs]
     assert all(j.attempts == 1 and j.interruptions == 0 for j in jobs)
     # Exactly once: one model per job, in the home of the host that ran it, nothing partial.
     ran_on = {j.id: j.host for j in jobs}
     models = store.list_models()
-    assert len(models) == 15
+    assert len(models) == 30
     for m in models:
         assert m.host == ran_on[m.created_by_job_id]
         assert Path(m.path).parent == (a.home.parent / m.host / "models").resolve()
@@ -315,3 +317,69 @@ def test_machines_list_without_any_daemon(mlxd_home):
     assert proc.returncode == 0
     assert "No machines yet" in proc.stdout
     assert _json("machines", "list", home=mlxd_home) == []
+
+
+def test_a_hub_model_is_fetched_first_on_the_host_that_runs_the_job(
+    hosts, pg_url, mlxd_home, tiny_model_dir
+):
+    # mac-a pulls org/tiny into its own HF cache; then only mac-b runs. A job on that model
+    # is not pinned to mac-a (a model from the hub can be had anywhere): mac-b takes it,
+    # fetches the same commit into its own HF cache (verified against the catalog's hashes)
+    # and runs on that copy.
+    from tests.hubstub import Hub
+
+    def hub_env(h: Host, hub: Hub) -> dict[str, str]:
+        return {
+            "HF_HOME": str(h.home / "hf"),
+            "HF_ENDPOINT": hub.url,
+            "HF_HUB_OFFLINE": "0",
+            "HF_HUB_DISABLE_XET": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        }
+
+    with Hub() as hub:
+        commit = hub.add_repo("org/tiny", folder=tiny_model_dir).branches["main"]
+        a, b = hosts("mac-a"), hosts("mac-b")
+        a.start(**hub_env(a, hub))
+        cli = dict(a.env(**hub_env(a, hub)))
+        pulled = subprocess.run(
+            [sys.executable, "-m", "mlxd", "pull", "org/tiny", "--wait"],
+            env=cli, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert pulled.returncode == 0, pulled.stderr
+        store = _store(pg_url, mlxd_home)
+        [model] = store.list_models()
+        assert model.source == "hub" and model.host == "mac-a"
+        assert Path(model.path).is_relative_to(a.home / "hf")
+        a.stop()
+        b.start(**hub_env(b, hub))
+        served = sum(hub.bytes_served.values())
+
+        sub = subprocess.run(
+            [sys.executable, "-m", "mlxd", "bench", "tiny", "-p", "8", "-g", "4", "-n", "1",
+             "--warmup", "0"],
+            env=cli, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert sub.returncode == 0, sub.stderr
+        job_id = int(sub.stdout.split()[2].rstrip(":"))
+        assert store.get_job(job_id).pool == "default"  # by capacity, not '@mac-a'
+        job = wait_for(
+            lambda: (j := store.get_job(job_id)).status not in ("queued", "running") and j,
+            timeout=120,
+            interval=0.25,
+            what="the bench on mac-b",
+        )
+        assert job.status == "succeeded", job.error
+        assert job.host == "mac-b"
+        snapshot = b.home / "hf" / "hub" / "models--org--tiny" / "snapshots" / commit
+        assert (snapshot / "config.json").is_file()
+        assert sorted(p.name for p in snapshot.glob("*.safetensors"))
+        assert sum(hub.bytes_served.values()) > served  # the files came over again, for mac-b
+        log = (b.home / "logs" / f"job-{job_id}.log").read_text()
+        assert "pulled on another host" in log, log
+        assert "verified in this host's HF cache" in log, log
+        [run] = store.bench_runs()
+        assert run.model_id == model.id
+        # The catalog row still says where the pull happened.
+        assert store.resolve_model("tiny").host == "mac-a"

@@ -94,12 +94,15 @@ def place_job(kind: str, params: dict, store) -> tuple[str, str | None]:
 
 
 def _model_host(params: dict, store) -> str | None:
-    """The host holding the model the job reads, if only that host has it."""
+    """The host holding the model the job reads, if only that host has it. A model pulled
+    from the hub is not tied to its host: the job's host fetches it first."""
     ref = params.get("model_id") or params.get("model")
     if ref is None:
         return None
     model = store.find_model(ref)
-    return getattr(model, "host", None) if model is not None else None
+    if model is None or getattr(model, "source", None) == "hub":
+        return None
+    return getattr(model, "host", None)
 
 
 def submit(

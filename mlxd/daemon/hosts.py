@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ENV_HOST_ID = "MLXD_HOST_ID"
+from mlxd.config import ENV_HOST_ID, host_id  # noqa: F401  (hosts.host_id is the usual name)
+
 ENV_POOLS = "MLXD_POOLS"
 ENV_SHARED_MODELS = "MLXD_SHARED_MODELS"
 DEFAULT_POOL = "default"
@@ -35,10 +36,6 @@ def check_name(value: str, what: str) -> str:
             "at most 63 characters)"
         )
     return value
-
-
-def host_id() -> str:
-    return os.environ.get(ENV_HOST_ID) or socket.gethostname()
 
 
 def host_pool(host: str) -> str:

@@ -18,6 +18,7 @@ from mlxd.config import Paths
 from mlxd.daemon import hosts, settings
 from mlxd.daemon.control import alive_file
 from mlxd.daemon.recovery import reconcile_queue, recover_orphaned_jobs
+from mlxd.daemon.retry import short_error, transient
 from mlxd.daemon.runner import Runner
 
 log = logging.getLogger("mlxd.housekeeping")
@@ -31,11 +32,24 @@ class Housekeeper(threading.Thread):
         self.workers = 1
 
     def run(self) -> None:
+        failing = 0  # passes in a row that found the catalog unreachable
         while not self.stop.wait(self.interval):
             try:
                 self.tick()
-            except Exception:  # noqa: BLE001  next time, then
-                log.exception("housekeeping pass failed")
+            except Exception as e:  # noqa: BLE001  next time, then
+                if not transient(e):
+                    log.exception("housekeeping pass failed")
+                    continue
+                failing += 1
+                if failing == 1 or failing % 30 == 0:  # one line, not a traceback per pass
+                    log.warning(
+                        "housekeeping: the catalog is unreachable (%s); trying again",
+                        short_error(e),
+                    )
+            else:
+                if failing:
+                    log.info("housekeeping: the catalog answers again")
+                failing = 0
 
     def tick(self) -> None:
         alive_file(self.paths).touch()

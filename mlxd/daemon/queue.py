@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from functools import cache
@@ -44,13 +45,11 @@ def queue_name(pool: str) -> str:
 def get_huey(queue_db: str, pool: str = DEFAULT_POOL, database_url: str | None = None) -> Huey:
     """The huey of one pool: SQLite at ``queue_db``, or PostgresHuey at ``database_url``."""
     if database_url:
-        from huey import PostgresHuey
-
         db = backend.Database(url=database_url)
         # Workers wait on LISTEN/NOTIFY and take tasks with FOR UPDATE SKIP LOCKED: any
         # number of daemons share the queue. read_timeout bounds a worker's wait, so a
         # stopping daemon notices within that time.
-        huey = PostgresHuey(
+        huey = _postgres_huey_class()(
             queue_name(pool),
             dsn=db.libpq_url,
             results=False,
@@ -72,6 +71,87 @@ def get_huey(queue_db: str, pool: str = DEFAULT_POOL, database_url: str | None =
 
     huey.run_job = run_job
     return huey
+
+
+# While the database server is away (a restart), a consumer's reads of the queue wait this
+# long, doubling from the first, between tries; each outage is logged in one line, not a
+# traceback per try from huey's worker and scheduler.
+OUTAGE_FIRST_DELAY_S = 0.2
+OUTAGE_MAX_DELAY_S = 2.0  # also how late a stopping daemon may notice, at worst
+
+
+@cache
+def _postgres_huey_class() -> type[Huey]:
+    from huey import PostgresHuey
+    from huey.storage import PostgresStorage
+
+    from mlxd.daemon.retry import short_error, transient
+
+    class PatientPostgresStorage(PostgresStorage):
+        """huey's PostgreSQL storage whose consumer-side reads ride out a lost server.
+
+        huey's connections reconnect by themselves once a broken one is seen (the task
+        connection and each worker's LISTEN connection); what is added here is backoff and
+        quiet: a read that fails with a connection error returns "nothing" after a pause
+        instead of raising into huey's worker loop, which would log a traceback and retry
+        every few tenths of a second. No task is lost: a dequeue is one autocommitted
+        DELETE ... RETURNING, so a task is either still in the table or returned."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._outage_lock = threading.Lock()
+            self._outage_delay = 0.0
+            self._outage_since: float | None = None
+
+        def _patient(self, fn, empty):
+            try:
+                try:
+                    value = fn()
+                except Exception as e:
+                    if not transient(e) or self._outage_since is not None:
+                        raise
+                    # Often one stale connection (the server restarted while this worker
+                    # ran a job): huey drops a broken one, so a second try reconnects.
+                    value = fn()
+            except Exception as e:
+                if not transient(e):
+                    raise
+                with self._outage_lock:
+                    first = self._outage_since is None
+                    if first:
+                        self._outage_since = time.monotonic()
+                        self._outage_delay = OUTAGE_FIRST_DELAY_S
+                    delay = self._outage_delay
+                    self._outage_delay = min(delay * 2, OUTAGE_MAX_DELAY_S)
+                if first:
+                    log.warning(
+                        "queue %s: the database is unreachable (%s); trying again",
+                        self.name,
+                        short_error(e),
+                    )
+                time.sleep(delay)
+                return empty
+            if self._outage_since is not None:
+                with self._outage_lock:
+                    since, self._outage_since = self._outage_since, None
+                if since is not None:
+                    log.info(
+                        "queue %s: the database answers again after %.1f s",
+                        self.name,
+                        time.monotonic() - since,
+                    )
+            return value
+
+        def dequeue(self):
+            return self._patient(super().dequeue, None)
+
+        def read_schedule(self, ts):
+            return self._patient(lambda: super(PatientPostgresStorage, self).read_schedule(ts), [])
+
+    class PatientPostgresHuey(PostgresHuey):
+        storage_class = PatientPostgresStorage
+
+    return PatientPostgresHuey
 
 
 def huey_for(paths: Paths, pool: str = DEFAULT_POOL) -> Huey:

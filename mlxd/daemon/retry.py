@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 log = logging.getLogger("mlxd.retry")
 T = TypeVar("T")
@@ -29,11 +29,23 @@ class GaveUp(Exception):
 
 
 def transient(exc: BaseException) -> bool:
-    """Whether a catalog error may go away by itself (a lock, a full disk)."""
-    if not isinstance(exc, OperationalError | sqlite3.OperationalError):
+    """Whether a catalog or queue error may go away by itself (a lock, a full disk, a
+    database server restarting)."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True  # SQLAlchemy saw the connection die; its pool reconnects
+    if not (isinstance(exc, OperationalError | sqlite3.OperationalError) or _psycopg_op(exc)):
         return False
     text = str(exc).lower()
     return any(w in text for w in TRANSIENT_WORDS)
+
+
+def _psycopg_op(exc: BaseException) -> bool:
+    """A psycopg OperationalError raised outside SQLAlchemy (huey's PostgreSQL queue), told
+    by its class so that psycopg, an optional package, is not imported here."""
+    return any(
+        c.__name__ == "OperationalError" and c.__module__.startswith("psycopg")
+        for c in type(exc).__mro__
+    )
 
 
 # SQLite's lock and disk errors; PostgreSQL's lost or refused connections (a server restart,
@@ -51,6 +63,12 @@ TRANSIENT_WORDS = (
     "could not connect",
     "connection timeout",
     "the database system is",
+    "consuming input failed",
+    "connection failed",
+    "could not receive data",
+    "could not send data",
+    "no connection to the server",
+    "ssl connection has been closed",
 )
 
 
@@ -80,7 +98,7 @@ def retry_write(
                 raise
             tries += 1
             if tries == 1 or tries % 10 == 0:
-                log.warning("catalog write '%s' failed (%s); trying again", what, _short(e))
+                log.warning("catalog write '%s' failed (%s); trying again", what, short_error(e))
             if stop is not None and stop.is_set():
                 raise GaveUp(what) from e
             if give_up_s is not None and time.monotonic() - began > give_up_s:
@@ -97,10 +115,10 @@ def try_write(fn: Callable[[], object], *, what: str) -> bool:
     except Exception as e:  # noqa: BLE001
         if not transient(e):
             raise
-        log.warning("catalog write '%s' skipped (%s)", what, _short(e))
+        log.warning("catalog write '%s' skipped (%s)", what, short_error(e))
         return False
 
 
-def _short(exc: BaseException) -> str:
+def short_error(exc: BaseException) -> str:
     """The driver's message, without SQLAlchemy's SQL and link lines."""
     return str(getattr(exc, "orig", None) or exc).splitlines()[0]

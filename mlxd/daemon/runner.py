@@ -42,7 +42,14 @@ from mlxd.config import Paths
 from mlxd.daemon import admission, faults, hosts, reasons, settings
 from mlxd.daemon.control import cancel_file
 from mlxd.daemon.liveness import start_time
-from mlxd.daemon.retry import GaveUp, disk_full, retry_write, transient, try_write
+from mlxd.daemon.retry import (
+    GaveUp,
+    disk_full,
+    retry_write,
+    short_error,
+    transient,
+    try_write,
+)
 from mlxd.daemon.spare import CHILD_CMD, Spare, dismiss, terminate
 from mlxd.formats.modelfolder import ModelFolderError
 from mlxd.jobs import UnknownJobKind, load_kind
@@ -175,8 +182,13 @@ class Runner:
                 self._active.discard(job_id)
                 self._reserved.pop(job_id, None)
         if outcome.status == "succeeded":
-            for dep in self.store.dependents(job_id):
-                self.release(dep.id)
+            try:
+                for dep in self.store.dependents(job_id):
+                    self.release(dep.id)
+            except Exception as e:  # noqa: BLE001  the housekeeper enqueues them later
+                if not transient(e):
+                    raise
+                log.warning("job %s: dependents not released yet (%s)", job_id, short_error(e))
         elif outcome.status in ("failed", "cancelled"):
             self._write(lambda: self.store.fail_dependents(job_id), "fail dependents")
         return outcome
@@ -267,6 +279,12 @@ class Runner:
             return self._fail(job.id, str(e.args[0]) if e.args else str(e))
         except TypeError as e:
             return self._fail(job.id, f"invalid parameters for a {job.kind} job ({e})")
+        except Exception as e:
+            if not transient(e):
+                raise
+            # The catalog went away (a database restart): not the job's fault.
+            log.warning("job %s: the catalog is unreachable before its start; queued again", job.id)
+            return self._requeue(job, "the catalog was unreachable; the job will run again")
 
         output_dir = None
         if kind.PRODUCES_MODEL:
@@ -298,18 +316,23 @@ class Runner:
             cancel_file(self.paths, job.id).unlink(missing_ok=True)
             return Outcome("cancelled", "cancelled by user")
         if end.ended == "requeued":
-            # Not the job's fault: this attempt does not count against max_attempts.
-            def requeue():
-                self.store.update_job(job.id, attempts=max(job.attempts - 1, 0))
-                self.store.requeue_job(job.id, "the daemon stopped; the job will run again")
-
-            self._write(requeue, "requeue job")
-            return Outcome("requeued")
+            return self._requeue(job, "the daemon stopped; the job will run again")
         if end.crash is not None:
             return self._crashed(job, end.crash)
         if end.error is not None or end.result is None:
             return self._fail(job.id, end.error or "the job ended without a result")
         return self._finish(job, kind, spec, inputs, end.result, output_dir)
+
+    def _requeue(self, job, message: str) -> Outcome:
+        """Queue the job again; not the job's fault: this attempt does not count against
+        max_attempts. (Its queue entry comes from the housekeeper or the next start.)"""
+
+        def requeue():
+            self.store.update_job(job.id, attempts=max(job.attempts - 1, 0))
+            self.store.requeue_job(job.id, message)
+
+        self._write(requeue, "requeue job")
+        return Outcome("requeued")
 
     def _crashed(self, job, crash: reasons.Crash) -> Outcome:
         """The job's own process died: run it once more, then fail with the reason."""
@@ -590,13 +613,16 @@ def commit_result(store: Store, job, kind, spec, inputs, result, final: Path | N
             result=fin.summary,
             output_model_id=fin.output_model_id,
         )
-        if fin.output_model_id is not None and final is not None:
-            # Where the files are: this host, unless they are on the shared volume.
+        if fin.output_model_id is not None:
+            # Where the files are: this host, unless they are on the shared volume. A model
+            # the job made elsewhere (a pull into this host's HF cache) counts too; one it
+            # only found (a pull of a commit already in the catalog) keeps its host.
             from mlxd.catalog.models import Model
 
             model = s.get(Model, fin.output_model_id)
-            model.host = hosts.model_host_for(final)
-            s.add(model)
+            if final is not None or model.created_by_job_id == job.id:
+                model.host = hosts.model_host_for(final or model.path)
+                s.add(model)
 
 
 def _quiet(kind_name: str) -> bool:

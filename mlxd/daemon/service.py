@@ -27,7 +27,7 @@ from mlxd.daemon import hosts, queue, settings
 from mlxd.daemon.control import DaemonError, alive_file, pidfile_pid
 from mlxd.daemon.housekeeping import Housekeeper
 from mlxd.daemon.recovery import recover
-from mlxd.daemon.retry import GaveUp
+from mlxd.daemon.retry import GaveUp, short_error, transient
 from mlxd.daemon.runner import Runner
 from mlxd.system.permissions import apply_umask, share_files
 
@@ -72,7 +72,15 @@ def make_handler(runner: Runner, paths: Paths | None = None, workers: int = 1):
                 log.info("job %s %s%s", job_id, outcome.status, detail)
         except GaveUp:
             log.warning("job %s: the daemon stopped while the catalog was locked", job_id)
-        except Exception:  # the daemon survives any single job
+        except Exception as e:  # the daemon survives any single job
+            if transient(e):
+                # The database went away (a restart, a network blip): not the job's fault.
+                # Its row still says queued (or running, unsupervised): the housekeeper
+                # queues it again once the catalog answers.
+                log.warning(
+                    "job %s: the catalog is unreachable (%s); it runs later", job_id, short_error(e)
+                )
+                return
             log.exception("job %s: unexpected error in the supervisor", job_id)
             try:
                 runner.store.finish_job(
