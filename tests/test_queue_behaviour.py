@@ -129,3 +129,19 @@ def test_daemon_stop_escalates_to_sigkill(daemon):
     assert daemon.proc.returncode == -signal.SIGKILL
     status = run_mlxd("daemon", "status", "--json")
     assert status.returncode == 3 and json.loads(status.stdout)["running"] is False
+
+
+def test_a_busy_daemon_leaves_its_pools_tasks_in_the_queue():
+    """With every slot taken, a pool's worker does not dequeue (another daemon may take the
+    task); with one free it does, and the handler's acquire then succeeds."""
+    from mlxd.daemon.service import Slots
+
+    taken = []
+    slots = Slots(1)
+    gated = slots.gate(lambda: taken.append("task") or "task")
+    assert slots.acquire(timeout=0)
+    assert gated() is None and taken == []  # full: the queue is not touched
+    assert not slots.acquire(timeout=0.05)
+    slots.release()
+    assert gated() == "task" and taken == ["task"]
+    assert slots.acquire(timeout=0) and slots.used == 1

@@ -18,6 +18,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 from huey.consumer import Consumer
 
@@ -46,13 +48,53 @@ class _Consumer(Consumer):
         pass
 
 
-def make_handler(runner: Runner, paths: Paths | None = None, workers: int = 1):
+SLOT_WAIT_S = 0.2  # how often a busy daemon's idle consumers look for a free slot
+
+
+class Slots:
+    """The daemon's job slots (``--workers``), shared by the consumers of all its pools.
+
+    A consumer's worker takes a task from its queue only while a slot is free
+    (:meth:`gate` wraps the huey's ``dequeue``): a busy daemon leaves its pools' tasks
+    where another daemon can take them, instead of taking one, finding no slot and putting
+    it back, over and over. Two workers may still both see the last slot free; the loser
+    waits briefly and puts its task back."""
+
+    def __init__(self, n: int):
+        self.n, self.used = n, 0
+        self._cond = threading.Condition()
+
+    def acquire(self, timeout: float) -> bool:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.used < self.n, timeout):
+                return False
+            self.used += 1
+            return True
+
+    def release(self) -> None:
+        with self._cond:
+            self.used -= 1
+            self._cond.notify()
+
+    def gate(self, dequeue: Callable[[], Any]) -> Callable[[], Any]:
+        def gated():
+            if self.used >= self.n:
+                time.sleep(SLOT_WAIT_S)
+                return None
+            return dequeue()
+
+        return gated
+
+
+def make_handler(
+    runner: Runner, paths: Paths | None = None, workers: int = 1, slots: Slots | None = None
+):
     """The huey task's body (runs in a worker thread of the daemon).
 
-    A daemon serving several pools has a consumer per pool; ``workers`` bounds the jobs it
-    runs at once across them. A job that finds every slot busy goes back to its pool, where
-    another daemon may take it."""
-    slots = threading.BoundedSemaphore(workers)
+    A daemon serving several pools has a consumer per pool; ``workers`` (or ``slots``) bounds
+    the jobs it runs at once across them. A job that finds every slot busy goes back to its
+    pool, where another daemon may take it."""
+    slots = slots or Slots(workers)
 
     def handle_job(job_id: int) -> None:
         if not slots.acquire(timeout=0.5):
@@ -156,6 +198,9 @@ def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> Non
         for i, pool in enumerate(pools)
     ]
     consumer = consumers[0]
+    slots = Slots(workers)
+    for c in consumers:
+        c.huey.dequeue = slots.gate(c.huey.dequeue)  # this daemon's instance of each huey
     runner = Runner(
         store,
         paths,
@@ -163,7 +208,7 @@ def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> Non
         release=lambda job_id: _enqueue_job(paths, store, job_id),
         prewarm=settings.spare_enabled(),
     )
-    queue.set_handler(make_handler(runner, paths, workers))
+    queue.set_handler(make_handler(runner, paths, slots=slots))
     signals = _Signals()
     signals.install()  # before recovery: a stop during it is not lost
     recover(store, paths)
