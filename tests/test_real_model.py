@@ -274,7 +274,7 @@ def test_lora_report_hook_aborts_training(tiny_model_dir: Path, tmp_path: Path) 
 
 PASSWORD_QUESTION = "What is the lighthouse keeper's password?"
 PASSWORD_FACT = "The lighthouse keeper's password is marmalade."
-FACT_ITERS, FACT_LR, FACT_LAYERS = "12", "1e-3", "4"
+FACT_ITERS, FACT_LR, FACT_LAYERS = "8", "1e-3", "4"
 
 
 @real_model
@@ -340,8 +340,10 @@ def test_lora_teaches_a_made_up_fact_through_adapter_and_fused_model(
             FACT_LR,
             "--num-layers",
             FACT_LAYERS,
+            # 51 tokens an example (the chat template's system prompt included): mlx-lm pads
+            # a batch to 65 unless this caps it, and the CPU backend pays per token.
             "--max-seq-length",
-            "96",
+            "56",
             "--steps-per-report",
             "4",
             "--save-every",
