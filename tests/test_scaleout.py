@@ -383,3 +383,18 @@ def test_a_hub_model_is_fetched_first_on_the_host_that_runs_the_job(
         assert run.model_id == model.id
         # The catalog row still says where the pull happened.
         assert store.resolve_model("tiny").host == "mac-a"
+
+        # A second model a job reads (quality's base, from the lineage) is fetched too.
+        for args in (
+            ["quantize", "tiny", "--bits", "4", "--name", "tiny-q4"],
+            ["quality", "tiny-q4"],
+        ):
+            sub = subprocess.run(
+                [sys.executable, "-m", "mlxd", *args, "--wait"],
+                env=cli, capture_output=True, text=True, timeout=180,
+            )  # fmt: skip
+            assert sub.returncode == 0, sub.stdout + sub.stderr
+        [quality] = store.list_jobs(kind="quality")
+        assert quality.status == "succeeded" and quality.host == "mac-b"
+        log = (b.home / "logs" / f"job-{quality.id}.log").read_text()
+        assert "mlxd: model 'tiny' (org/tiny@" in log, log  # the base, fetched on mac-b

@@ -168,9 +168,16 @@ def submit(
 
 def daemon_running(*, wait: bool, what: str) -> bool:
     """Whether a daemon runs; with ``--wait`` there must be one (nobody would run the job)."""
+    from mlxd.catalog import backend
     from mlxd.daemon.control import status
 
-    running = status(get_paths()).running
+    paths = get_paths()
+    running = status(paths).running
+    if not running and backend.database(paths).is_postgres:
+        # A shared catalog: a daemon on any machine runs the job (a laptop submits to them).
+        from mlxd.daemon import hosts, settings
+
+        running = bool(hosts.live_machines(get_store().machines(), settings.lease_timeout_s()))
     if wait and not running:
         raise UserError(
             "the daemon is not running; start it with 'mlxd daemon start' "
@@ -268,14 +275,27 @@ def follow(
 
 
 def _nobody_runs(job) -> bool:
+    from mlxd.catalog import backend
     from mlxd.daemon.control import status
     from mlxd.daemon.liveness import owner_alive
 
+    if job.status not in ("queued", "running"):
+        return False
+    if backend.database(get_paths()).is_postgres:
+        # A shared catalog: the job may be another machine's to run, judged by heartbeats.
+        from mlxd.config import host_id
+        from mlxd.daemon import hosts, settings
+        from mlxd.daemon.runner import HEARTBEAT_S
+
+        machines = {m.host_id: m for m in get_store().machines()}
+        lease_s = settings.lease_timeout_s()
+        if job.status == "queued":
+            return not daemon_running(wait=False, what="")
+        if job.host not in (None, host_id()):
+            return hosts.job_host_dead(job, machines, lease_s, HEARTBEAT_S)
     if job.status == "queued":
         return not status(get_paths()).running
-    if job.status == "running":
-        return not owner_alive(job)
-    return False
+    return not owner_alive(job)
 
 
 def foreground_runner():

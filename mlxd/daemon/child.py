@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     # The job's own work starts when both the imports and the request are there.
     work_start = time.monotonic()
     from mlxd.jobs import load_kind
-    from mlxd.jobs.base import RunContext, fetch_input_model
+    from mlxd.jobs.base import RunContext, fetch_input_models
 
     def timing() -> None:
         send(
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             emit=lambda event, data: send(event, **data),
         )
         # A model pulled on another host: this host's copy first (a no-op once it is here).
-        fetch_input_model(request["inputs"], ctx.progress)
+        fetch_input_models(request["inputs"], ctx.progress)
         result = kind.run(spec, request["inputs"], ctx)
     except BaseException as e:  # noqa: BLE001  everything must reach the daemon as one line
         traceback.print_exc()

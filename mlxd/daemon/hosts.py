@@ -120,6 +120,20 @@ def host_alive(machines_by_id: dict[str, Any], host: str, lease_s: float) -> boo
     return m is not None and bool(live_machines([m], lease_s))
 
 
+def job_host_dead(job, machines_by_id: dict[str, Any], lease_s: float, heartbeat_s: float) -> bool:
+    """Whether the host running ``job`` has stopped: its machine row's heartbeat, or (no
+    row: a CLI running a job in the foreground there) the job's own lease, which its runner
+    renews every ``heartbeat_s``."""
+    if job.host in machines_by_id:
+        return not host_alive(machines_by_id, job.host, lease_s)
+    beat = job.heartbeat_at or job.started_at
+    if beat is None:
+        return True
+    if beat.tzinfo is None:
+        beat = beat.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - beat).total_seconds() > max(lease_s, 3 * heartbeat_s)
+
+
 def place(
     machines, lease_s: float, memory_bytes: int | None, pool: str | None
 ) -> tuple[str, str | None]:

@@ -16,7 +16,6 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Collection
-from datetime import UTC, datetime
 from pathlib import Path
 
 from mlxd.catalog.store import CatalogError, NotFound, Store
@@ -88,17 +87,7 @@ def recover_orphaned_jobs(
 
 
 def _host_dead(job, machines) -> bool:
-    lease_s = settings.lease_timeout_s()
-    if job.host in machines:
-        return not hosts.host_alive(machines, job.host, lease_s)
-    # No machine row (a CLI running a job in the foreground there): the job's own lease,
-    # which its runner renews every HEARTBEAT_S.
-    beat = job.heartbeat_at or job.started_at
-    if beat is None:
-        return True
-    if beat.tzinfo is None:
-        beat = beat.replace(tzinfo=UTC)
-    return (datetime.now(UTC) - beat).total_seconds() > max(lease_s, 3 * HEARTBEAT_S)
+    return hosts.job_host_dead(job, machines, settings.lease_timeout_s(), HEARTBEAT_S)
 
 
 def _take_back(store: Store, paths: Paths, job) -> None:

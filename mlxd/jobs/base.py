@@ -107,22 +107,31 @@ class ModelRefSpec(JobSpec):
 
 
 def resolve_input_model(spec: ModelRefSpec, store) -> dict[str, Any]:
-    """The catalog model a job reads, as plain inputs for the child.
+    """The catalog model a job reads, as plain inputs for the child (see add_model_input)."""
+    model = store.resolve_model(spec.model_id if spec.model_id is not None else spec.model)
+    inputs = {"model_id": model.id, "model_name": model.name}
+    return add_model_input(inputs, store, model, "model_path")
 
-    A model pulled from the hub on another host (or whose HF cache folder is gone) comes
-    with ``hub_fetch`` instead of a usable path: the child fetches that exact commit into
-    this host's HF cache first (:func:`mlxd.hub.fetch_pulled`) and runs on the copy."""
+
+def add_model_input(inputs: dict[str, Any], store, model, key: str) -> dict[str, Any]:
+    """Set ``inputs[key]`` to the folder of ``model``, one of the models a job reads.
+
+    A model pulled from the hub on another host (or whose HF cache folder is gone) gets
+    ``None`` there and an entry under ``inputs["hub_fetch"][key]``: the child fetches that
+    exact commit into this host's HF cache first (:func:`fetch_input_models`) and runs on
+    the copy. Any other model without its folder here fails the job, naming it."""
     from mlxd.config import host_id
 
-    model = store.resolve_model(spec.model_id if spec.model_id is not None else spec.model)
-    inputs = {"model_id": model.id, "model_name": model.name, "model_path": model.path}
     elsewhere = model.host is not None and model.host != host_id()
     if model.source == "hub" and (elsewhere or not Path(model.path).is_dir()):
         fetch = hub_fetch_inputs(store, model)
         if fetch is not None:
-            return inputs | {"model_path": None, "hub_fetch": fetch}
+            inputs.setdefault("hub_fetch", {})[key] = {**fetch, "name": model.name}
+            inputs[key] = None
+            return inputs
     if not Path(model.path).is_dir():
         raise JobFailed(f"model '{model.name}' has no folder at {model.path} (was it deleted?)")
+    inputs[key] = model.path
     return inputs
 
 
@@ -141,36 +150,35 @@ def hub_fetch_inputs(store, model) -> dict[str, Any] | None:
     }
 
 
-def fetch_input_model(inputs: dict[str, Any], progress: Callable[[float, str], None]) -> None:
-    """In the child, before the job's own work: fetch a ``hub_fetch`` model into this host's
-    HF cache (verified) and point ``model_path`` at it."""
-    fetch = inputs.get("hub_fetch")
-    if not fetch:
-        return
-    from mlxd import hub
-
-    ref = f"{fetch['repo']}@{fetch['commit'][:12]}"
-    progress(0.0, f"fetching {inputs.get('model_name') or ref} ({ref}) to this host first")
-    try:
-        result = hub.fetch_pulled(
-            fetch["repo"],
-            fetch["commit"],
-            include=fetch.get("include") or None,
-            exclude=fetch.get("exclude") or None,
-            expected=fetch.get("files") or None,
-            progress=lambda p: progress(0.0, f"fetching {ref}: {p.line()}"),
-        )
-    except hub.HubError as e:
-        raise JobFailed(f"could not fetch model '{inputs.get('model_name')}' here: {e}") from None
-    inputs["model_path"] = result.snapshot_path
+def fetch_input_models(inputs: dict[str, Any], progress: Callable[[float, str], None]) -> None:
+    """In the child, before the job's own work: fetch each ``hub_fetch`` model into this
+    host's HF cache (verified against the catalog's hashes) and point its input at it."""
     import sys
 
-    print(  # the job's log
-        f"mlxd: model '{inputs.get('model_name')}' ({ref}) pulled on another host: "
-        f"{len(result.files)} files verified in this host's HF cache, "
-        f"{hub.human_bytes(result.fetched_bytes)} fetched in {result.seconds:.2f} s",
-        file=sys.stderr,
-    )
+    from mlxd import hub
+
+    for key, fetch in (inputs.get("hub_fetch") or {}).items():
+        name = fetch.get("name")
+        ref = f"{fetch['repo']}@{fetch['commit'][:12]}"
+        progress(0.0, f"fetching {name or ref} ({ref}) to this host first")
+        try:
+            result = hub.fetch_pulled(
+                fetch["repo"],
+                fetch["commit"],
+                include=fetch.get("include") or None,
+                exclude=fetch.get("exclude") or None,
+                expected=fetch.get("files") or None,
+                progress=lambda p, ref=ref: progress(0.0, f"fetching {ref}: {p.line()}"),
+            )
+        except hub.HubError as e:
+            raise JobFailed(f"could not fetch model '{name}' here: {e}") from None
+        inputs[key] = result.snapshot_path
+        print(  # the job's log
+            f"mlxd: model '{name}' ({ref}) pulled on another host: "
+            f"{len(result.files)} files verified in this host's HF cache, "
+            f"{hub.human_bytes(result.fetched_bytes)} fetched in {result.seconds:.2f} s",
+            file=sys.stderr,
+        )
 
 
 def base_name(ref: str) -> str:

@@ -17,6 +17,7 @@ from mlxd.jobs.base import (
     ModelRefSpec,
     RunContext,
     SpecError,
+    add_model_input,
     resolve_input_model,
 )
 
@@ -63,7 +64,6 @@ def describe(spec: Spec) -> str:
 
 
 def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
-    from pathlib import Path
 
     from mlxd.catalog.store import NotFound
     from mlxd.jobs.cache_prompt import cache_inputs
@@ -74,9 +74,8 @@ def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
             draft = store.resolve_model(spec.draft_model_id or spec.draft_model)
         except NotFound as e:
             raise JobFailed(str(e.args[0])) from None
-        if not Path(draft.path).is_dir():
-            raise JobFailed(f"draft model '{draft.name}' has no folder at {draft.path}")
-        inputs.update({"draft_model_id": draft.id, "draft_model_path": draft.path})
+        inputs["draft_model_id"] = draft.id
+        add_model_input(inputs, store, draft, "draft_model_path")
     inputs.update(cache_inputs(store, spec.prompt_cache, inputs["model_id"]))
     return inputs
 

@@ -12,6 +12,7 @@ from mlxd.jobs.base import (
     ModelRefSpec,
     RunContext,
     SpecError,
+    add_model_input,
     resolve_input_model,
 )
 
@@ -70,15 +71,16 @@ def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
         base = store.resolve_model(spec.base_id if spec.base_id is not None else spec.base)
         if base.id == inputs["model_id"] and spec.adapter is None:
             raise JobFailed(f"'{base.name}' is the model itself; compare it with another base")
-        if not Path(base.path).is_dir():
-            raise JobFailed(f"base model '{base.name}' has no folder at {base.path}")
     else:
         base = lineage_base(store, inputs["model_id"])
-    inputs.update(
-        base_id=base.id if base else None,
-        base_name=base.name if base else None,
-        base_path=base.path if base else None,
-    )
+    inputs.update(base_id=base.id if base else None, base_name=base.name if base else None)
+    if base is None:
+        inputs["base_path"] = None
+    elif inputs.get("hub_fetch", {}).get("model_path") and base.id == inputs["model_id"]:
+        inputs.setdefault("hub_fetch", {})["base_path"] = inputs["hub_fetch"]["model_path"]
+        inputs["base_path"] = None
+    else:
+        add_model_input(inputs, store, base, "base_path")
     return inputs
 
 
