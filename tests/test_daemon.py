@@ -226,7 +226,7 @@ def test_second_start_says_already_running(daemon):
 def _start_foreground_synth(name: str, home) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "mlxd", "models", "synth", name],
-        env=mlxd_env(home),
+        env={**mlxd_env(home), "PYTHONFAULTHANDLER": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -263,7 +263,14 @@ def test_ctrl_c_in_a_foreground_job_cancels_it_and_cleans_up(mlxd_home):
     child = _freeze_running_child(store, synth.id)
     assert child is not None, "synth finished before it could be frozen"
     cli.send_signal(signal.SIGINT)
-    _, err = cli.communicate(timeout=30)
+    try:
+        _, err = cli.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        # Once seen under a heavily loaded machine: say where it hangs (faulthandler prints
+        # every thread's stack on SIGABRT).
+        cli.send_signal(signal.SIGABRT)
+        _, err = cli.communicate(timeout=30)
+        raise AssertionError(f"the CLI did not stop within 30 s of Ctrl-C:\n{err}") from None
     assert cli.returncode == 130 and err.strip() == "Error: interrupted"
     final = job(synth.id)
     assert final["status"] == "cancelled" and final["error"] == "interrupted"
