@@ -22,6 +22,9 @@ class Terminal:
     def __init__(self, argv: list[str], env: dict[str, str]):
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: its controlling terminal is the pty
+            # Ctrl-C must reach it even when the suite runs in the background of a shell
+            # without job control, which starts it with SIGINT ignored (exec keeps that).
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.execve(argv[0], argv, env)
         self.screen = ""
 

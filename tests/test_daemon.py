@@ -227,6 +227,9 @@ def _start_foreground_synth(name: str, home) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "mlxd", "models", "synth", name],
         env={**mlxd_env(home), "PYTHONFAULTHANDLER": "1"},
+        # SIGINT must work even when the suite runs in the background of a shell without job
+        # control (it then starts with SIGINT ignored, and exec keeps that).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -21,7 +21,6 @@ What keeps a job from being lost or stuck (issue 8):
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -300,12 +299,7 @@ class Runner:
         }
         try:
             end = self._supervise(job, request, joblog, output_dir)
-        except BaseException as exc:  # Ctrl-C in a foreground run: nothing may stay "running"
-            # A Ctrl-C that landed inside a catalog write leaves that write's connection (and
-            # SQLite's write lock) referenced by the traceback's frames: let them go first, or
-            # the write below waits out the busy timeout behind our own lock.
-            exc.__traceback__ = None
-            gc.collect()
+        except BaseException:  # Ctrl-C in a foreground run: nothing may stay "running"
             if output_dir:
                 shutil.rmtree(output_dir, ignore_errors=True)
             self.store.finish_job(job.id, "cancelled", error="interrupted")
