@@ -614,6 +614,14 @@ class Store:
 
     # -- fine-tuning: adapters, their training rows, sweeps ----------------------------------
 
+    def fused_from(self, adapter) -> list[Model]:
+        """The catalog models fused from ``adapter`` (the lineage the fuse job records),
+        newest first."""
+        with self.read() as s:
+            fused = s.exec(select(Model).where(Model.source == "fuse").order_by(Model.id.desc()))
+            made = [(m, (m.details or {}).get("adapter") or {}) for m in fused]
+        return [m for m, a in made if (a.get("id"), a.get("name")) == (adapter.id, adapter.name)]
+
     def resolve_adapter(self, ref: str | int, session: Session | None = None):
         """An adapter by catalog name, catalog id, or the path of its folder."""
         from mlxd.catalog.models import Adapter

@@ -138,19 +138,24 @@ def logs(job_id: int, follow: bool):
 
     from mlxd.daemon.hosts import host_id
 
+    me = host_id()
     reader = get_reader()
     j = reader.job(job_id)
     path = Path(j.log_path) if j.log_path else None
-    # The log file is in the MLXD_HOME of the host that ran the job; on a shared catalog
-    # (PostgreSQL) that daemon also copies it into the catalog, which serves other machines.
-    from_file = j.host in (None, host_id()) and path is not None and path.exists()
+
+    def local_file() -> bool:
+        # The log file is in the MLXD_HOME of the host that ran the job; on a shared catalog
+        # (PostgreSQL) that daemon also copies it into the catalog, for other machines.
+        return j.host in (None, me) and path is not None and path.exists()
+
+    from_file = local_file()
     offset = after = 0
     final_look = False
     if not from_file and not follow and not reader.job_log(job_id):
-        where = f" on host {j.host}; its log is there" if j.host not in (None, host_id()) else ""
+        where = f" on host {j.host}; its log is there" if j.host not in (None, me) else ""
         raise UserError(f"job {job_id} has no log yet (status: {j.status}){where}")
     while True:
-        if from_file or (path is not None and path.exists() and j.host in (None, host_id())):
+        if from_file or local_file():
             from_file = True
             with open(path, errors="replace") as f:
                 f.seek(offset)

@@ -156,15 +156,15 @@ def echo_adapter_comparison(job_id: int) -> None:
     """What bench --adapter ends with: base, base + adapter (unfused) and the fused model,
     measured side by side in one job, each against the base."""
     from mlxd.catalog.read import Reader, ResultFilter
-    from mlxd.stats import pool, ratio_of_means
 
     with Reader(get_paths()) as reader:
         rows = reader.result_rows(ResultFilter(job_ids=(job_id,)))
-    click.echo(adapter_comparison_text(rows, pool, ratio_of_means))
+    click.echo(adapter_comparison_text(rows))
 
 
-def adapter_comparison_text(rows, pool, ratio_of_means) -> str:
+def adapter_comparison_text(rows) -> str:
     from mlxd.jobs.choices import BENCH_POINT_KEYS
+    from mlxd.stats import pool, ratio_of_means
 
     base_ids = {r["model_id"] for r in rows if r["adapter"] is not None}
 

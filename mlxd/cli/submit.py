@@ -283,16 +283,14 @@ def _nobody_runs(job) -> bool:
         return False
     if backend.database(get_paths()).is_postgres:
         # A shared catalog: the job may be another machine's to run, judged by heartbeats.
-        from mlxd.config import host_id
         from mlxd.daemon import hosts, settings
         from mlxd.daemon.runner import HEARTBEAT_S
 
-        machines = {m.host_id: m for m in get_store().machines()}
-        lease_s = settings.lease_timeout_s()
         if job.status == "queued":
             return not daemon_running(wait=False, what="")
-        if job.host not in (None, host_id()):
-            return hosts.job_host_dead(job, machines, lease_s, HEARTBEAT_S)
+        if job.host not in (None, hosts.host_id()):
+            machines = {m.host_id: m for m in get_store().machines()}
+            return hosts.job_host_dead(job, machines, settings.lease_timeout_s(), HEARTBEAT_S)
     if job.status == "queued":
         return not status(get_paths()).running
     return not owner_alive(job)
@@ -395,8 +393,6 @@ def usable_adapter(ref: str | None, model_id: int | None) -> tuple[str | None, i
     the job itself."""
     if ref is None:
         return None, None
-    from mlxd.cli.context import get_store
-
     store = get_store()
     found = store.resolve_adapter(ref)
     if model_id is not None:

@@ -253,9 +253,7 @@ class Runner:
         job's log into the catalog every LOG_SHIP_S and once at the end, so that ``mlxd jobs
         logs`` works on any machine. The file here stays the original; on SQLite (one
         machine) nothing is copied."""
-        from mlxd.catalog import backend
-
-        if not backend.database(self.paths).is_postgres:
+        if not self.store.database.is_postgres:
             yield
             return
         start = log_path.stat().st_size if log_path.exists() else 0

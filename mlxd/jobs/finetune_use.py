@@ -23,23 +23,6 @@ def adapter_for(store, ref: str | int, model) -> Path:
     return folder
 
 
-def fused_from(store, adapter):
-    """The newest catalog model fused from ``adapter`` (lineage kept by the fuse job) whose
-    folder is on this machine, or None."""
-    from sqlmodel import select
-
-    from mlxd.catalog.models import Model
-
-    with store.read() as s:
-        fused = s.exec(select(Model).where(Model.source == "fuse").order_by(Model.id.desc()))
-        for m in fused:
-            made_from = (m.details or {}).get("adapter") or {}
-            if made_from.get("id") == adapter.id and made_from.get("name") == adapter.name:
-                if Path(m.path).is_dir():
-                    return m
-    return None
-
-
 def adapter_inputs(store, ref: str | int, model_id: int, *, with_fused: bool) -> dict:
     """What a job running ``model_id`` with adapter ``ref`` needs in its child: the adapter
     (checked against the model, JobFailed naming both if it does not fit) and, with
@@ -53,7 +36,7 @@ def adapter_inputs(store, ref: str | int, model_id: int, *, with_fused: bool) ->
         raise JobFailed(str(e)) from None
     adapter = store.resolve_adapter(ref)
     out = {"adapter_id": adapter.id, "adapter_name": adapter.name, "adapter_path": str(folder)}
-    fused = fused_from(store, adapter) if with_fused else None
-    if fused is not None:
-        out.update(fused_id=fused.id, fused_name=fused.name, fused_path=fused.path)
+    here = [m for m in store.fused_from(adapter) if Path(m.path).is_dir()] if with_fused else []
+    if here:  # the newest whose folder is on this machine
+        out.update(fused_id=here[0].id, fused_name=here[0].name, fused_path=here[0].path)
     return out
