@@ -240,7 +240,7 @@ def test_lora_job_records_steps_evaluations_and_fuses_checked(lab) -> None:
         assert s["tokens_per_s"] > 0 and s["trained_tokens"] > 0 and s["peak_memory_bytes"] > 0
     valid = [e for e in a["evals"] if e["split"] == "valid"]
     test = [e for e in a["evals"] if e["split"] == "test"]
-    assert [e["iteration"] for e in valid] == [0, 2, 5]  # before steps 1, 3 and 6 (mlx-lm)
+    assert [e["iteration"] for e in valid] == [1, 3, 6]  # as the log says: "Iter 1: Val loss"
     assert len(test) == 1 and test[0]["iteration"] == 6
     assert a["test_loss"] == pytest.approx(test[0]["loss"])
     assert a["test_perplexity"] == pytest.approx(test[0]["perplexity"])

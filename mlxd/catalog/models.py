@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Integer, TypeDecorator
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, TypeDecorator
 from sqlmodel import Field, SQLModel
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -371,7 +371,14 @@ class Adapter(SQLModel, table=True):
 
 
 class FinetuneStep(SQLModel, table=True):
-    """One training-loss report of a fine-tuning job (every --steps-per-report steps)."""
+    """One training-loss report of a fine-tuning job (every --steps-per-report steps).
+
+    One row per (adapter, iteration): a run resumed from a checkpoint trains the steps after
+    it again, and its report replaces the one it repeats (``Store.record_finetune_row``)."""
+
+    __table_args__ = (
+        Index("ux_finetunestep_adapter_iteration", "adapter_id", "iteration", unique=True),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     adapter_id: int = Field(foreign_key="adapter.id", index=True)
@@ -381,13 +388,24 @@ class FinetuneStep(SQLModel, table=True):
     learning_rate: float
     iterations_per_s: float
     tokens_per_s: float
-    trained_tokens: int  # cumulative within the job
+    trained_tokens: int  # cumulative over the adapter's runs (a resume counts on)
     peak_memory_bytes: int = Field(sa_type=WIDE_INT)
     created_at: datetime = Field(default_factory=utcnow)
 
 
 class FinetuneEval(SQLModel, table=True):
-    """A validation loss during training, or the test loss and perplexity at the end."""
+    """A validation loss during training, or the test loss and perplexity at the end; one
+    row per (adapter, split, iteration), as for steps."""
+
+    __table_args__ = (
+        Index(
+            "ux_finetuneeval_adapter_split_iteration",
+            "adapter_id",
+            "split",
+            "iteration",
+            unique=True,
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     adapter_id: int = Field(foreign_key="adapter.id", index=True)

@@ -665,6 +665,55 @@ class Store:
                 .values(updated_at=utcnow(), **values)
             )
 
+    def record_finetune_row(self, row) -> None:
+        """Store a step (FinetuneStep) or evaluation (FinetuneEval) row, replacing the one of
+        the same adapter and iteration (and split): a run resumed from a checkpoint reports
+        the steps after it again, and the newest report is the one that counts."""
+        table = type(row)
+        key = [table.adapter_id == row.adapter_id, table.iteration == row.iteration]
+        if hasattr(table, "split"):
+            key.append(table.split == row.split)
+        with self.write() as s:
+            s.execute(delete(table).where(*key))
+            s.add(row)
+
+    def forget_finetune_rows_after(self, adapter_id: int, iteration: int) -> int:
+        """Remove the step and evaluation rows past ``iteration``: a run resumed from that
+        checkpoint trains those steps again. The trained tokens at the checkpoint (the
+        last step row at or before it) are returned for the resumed run to count on."""
+        from mlxd.catalog.models import FinetuneEval, FinetuneStep
+
+        with self.write() as s:
+            for table in (FinetuneStep, FinetuneEval):
+                s.execute(
+                    delete(table).where(table.adapter_id == adapter_id, table.iteration > iteration)
+                )
+            last = s.exec(
+                select(FinetuneStep)
+                .where(FinetuneStep.adapter_id == adapter_id)
+                .order_by(FinetuneStep.iteration.desc())
+                .limit(1)
+            ).first()
+            return last.trained_tokens if last is not None else 0
+
+    def claim_adapter(self, adapter_id: int, job_id: int) -> int | None:
+        """Make job ``job_id`` the one that trains the adapter, unless another queued or
+        running job does: then that job's id is returned and nothing changes."""
+        from mlxd.catalog.models import Adapter
+
+        with self.write() as s:
+            a = s.exec(select(Adapter).where(Adapter.id == adapter_id).with_for_update()).one()
+            if a.job_id is not None and a.job_id != job_id:
+                owner = s.get(Job, a.job_id)
+                if owner is not None and owner.status in ("queued", "running"):
+                    return owner.id
+            s.execute(
+                update(Adapter)
+                .where(Adapter.id == adapter_id)
+                .values(job_id=job_id, updated_at=utcnow())
+            )
+        return None
+
     def finetune_steps(self, adapter_id: int) -> list:
         from mlxd.catalog.models import FinetuneStep
 

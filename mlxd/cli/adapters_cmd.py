@@ -103,6 +103,8 @@ def show(ref, fmt):
         d["quality_runs"] = [{k: r[k] for k in _QUALITY_KEYS} for r in scores]
         echo_json(d)
         return
+    from mlxd.jobs.finetune import RUN_SETTINGS
+
     p = a.params
     hyper = [
         f"{k}={p[k]}"
@@ -123,6 +125,7 @@ def show(ref, fmt):
     if p.get("lr_schedule"):
         hyper.append(f"lr_schedule={p['lr_schedule']}")
     d = a.details or {}
+    resumes = d.get("resumes") or []  # each resume's own settings (jobs/finetune.py)
     facts = [
         ("id", a.id),
         ("name", a.name),
@@ -135,7 +138,15 @@ def show(ref, fmt):
         ("data format", d.get("data_format")),
         ("examples", ", ".join(f"{k} {v}" for k, v in (d.get("data_counts") or {}).items())),
         ("split", d.get("data_split")),
-        ("hyper-parameters", ", ".join(hyper)),
+        ("hyper-parameters", ", ".join(hyper) + (" (the first run)" if resumes else "")),
+        *[
+            (
+                f"resume {n}",
+                f"job {r.get('job_id')} from iteration {r.get('from_iteration')}: "
+                + ", ".join(f"{k}={r[k]}" for k in RUN_SETTINGS if r.get(k) is not None and k in r),
+            )
+            for n, r in enumerate(resumes, 1)
+        ],
         ("iterations", f"{a.iterations} of {a.target_iterations}"),
         ("trainable", human_count(a.trainable_parameters) if a.trainable_parameters else None),
         ("train loss", _f(a.final_train_loss) or None),

@@ -82,7 +82,7 @@ def batch(
     **kwargs,
 ):
     """Generate for every line of a JSONL file with batched generation (a job)."""
-    from mlxd.jobs.batch import Spec, read_prompts
+    from mlxd.jobs.batch import Spec, check_context, read_prompts
 
     sampling = pop_sampling(kwargs)
     prompts = read_prompts(prompts_file)
@@ -93,6 +93,9 @@ def batch(
         raise BadUsage(f"the folder of {output} does not exist")
     ref, model_id = model_ref(ref, after)
     _check_cache_for(prompt_cache, model_id)
+    if model_id is not None:
+        model = get_store().resolve_model(model_id)
+        check_context(prompts, Path(model.path), model.name, str(prompts_file))
     spec = Spec(
         model=ref,
         model_id=model_id,

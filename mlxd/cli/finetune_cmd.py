@@ -180,6 +180,8 @@ def run(
         resumed = store.resolve_adapter(resume)
         data = data or resumed.data_path
         name = resumed.name
+        _check_owner(store, resumed, after)
+        _inherit_settings(resumed, fields, grid)
     specs = []
     for combo in combos:
         spec_fields = {**fields, **combo}
@@ -200,6 +202,41 @@ def run(
             _print_adapter_summary(specs[0].name)
         return
     _submit_graph(store, specs, base, combos, after, priority, timeout_s, then_fuse, wait, running)
+
+
+def _check_owner(store, adapter, after: int | None) -> None:
+    """One job trains an adapter at a time: a resume of an adapter that a queued or running
+    job trains is refused, unless it is queued --after the last of them."""
+    from mlxd.jobs.finetune import trainers
+
+    busy = trainers(store, adapter)
+    if busy and after != busy[-1]:
+        raise UserError(
+            f"adapter '{adapter.name}' is being trained by job {busy[-1]}; wait for it to "
+            f"end, or queue this resume after it with --after {busy[-1]}"
+        )
+
+
+# Settings a resume takes from the adapter's own run unless given again; its shape (type,
+# rank, layers...) is the adapter's in any case (_make_spec), and REF/data/name are its own.
+_NOT_INHERITED = {"num_layers_used", "init_weights", "config_file", "data_split", "iters"}
+
+
+def _inherit_settings(adapter, fields: dict, grid: dict) -> None:
+    """A resume goes on with the hyper-parameters its adapter was trained with (learning
+    rate, batch size, schedule, optimizer...) and up to its target, unless an option or
+    --config says otherwise: never silently with mlxd's defaults."""
+    from dataclasses import fields as dc_fields
+
+    from mlxd.jobs.finetune import Spec
+
+    known = {f.name for f in dc_fields(Spec)}
+    given = {k for k, v in grid.items() if v is not None} | set(fields)
+    for k, v in (adapter.params or {}).items():
+        if k in known and k not in _NOT_INHERITED and k not in given:
+            fields[k] = v
+    if "iters" not in given:
+        fields["iters"] = adapter.target_iterations
 
 
 def _schedule(kind: str, warmup: int | None, fields: dict) -> dict:

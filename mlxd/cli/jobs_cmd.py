@@ -288,9 +288,22 @@ def retry(job_id: int, after: int | None, wait: bool):
     old = store.get_job(job_id)
     if old.status not in ("failed", "cancelled"):
         raise UserError(f"job {job_id} is {old.status}; only failed or cancelled jobs are retried")
+    params = old.params
+    from mlxd.jobs import load_kind
+
+    hook = getattr(load_kind(old.kind), "retry_params", None)
+    if hook is not None:  # a kind whose job left something to go on from (a checkpoint)
+        from mlxd.jobs.base import SpecError
+
+        try:
+            params, note = hook(store, old)
+        except SpecError as e:  # a refusal, not a usage error
+            raise UserError(str(e)) from None
+        if note:
+            click.echo(f"Note: {note}", err=True)
     submit(
         old.kind,
-        old.params,
+        params,
         wait=wait,
         after=after if after is not None else old.after_job_id,
         priority=old.priority,

@@ -38,6 +38,7 @@ class Estimate:
     memory_bytes: int
     disk_bytes: int
     parts: str  # how the memory figure was made, for the message
+    disk_path: Path | None = None  # where the disk bytes go (default: the models folder)
 
     def describe(self) -> str:
         return f"about {human_bytes(self.memory_bytes)} of memory ({self.parts})"
@@ -121,6 +122,8 @@ def estimate(kind: str, params: dict[str, Any], store) -> Estimate | None:
         base = store.find_model(params["base_id"]) if params.get("base_id") else None
         both = model.size_bytes + (base.size_bytes or 0 if base else 0)
         return Estimate(int(both * MARGIN), 0, f"model and base weights {human_bytes(both)}")
+    if kind == "finetune":
+        return _finetune_estimate(params, model, store)
     if kind == "import_gguf":
         try:
             size = Path(params["file"]).stat().st_size
@@ -129,6 +132,44 @@ def estimate(kind: str, params: dict[str, Any], store) -> Estimate | None:
         out = size * (8 if params.get("dequantize") else 1)
         return Estimate(int((size + out) * MARGIN), out, f"GGUF {human_bytes(size)} + output")
     return None
+
+
+def _finetune_estimate(params: dict[str, Any], model, store) -> Estimate:
+    """A fine-tune's disk: the adapter and every checkpoint it keeps (weights plus the
+    optimizer's state, about twice the weights for Adam), in MLXD_HOME/adapters. Memory:
+    the base's weights, a floor (activations come on top)."""
+    cfg = _config(model.path)
+    trainable = _trainable_parameters(params, cfg)
+    iters = int(params.get("iters") or 1000)
+    every = int(params.get("save_every") or 0)
+    checkpoints = iters // every if every > 0 else 0
+    disk = trainable * 4 * (1 + 3 * checkpoints)  # float32; adapter file + checkpoints
+    return Estimate(
+        int(model.size_bytes * MARGIN),
+        disk,
+        f"weights {human_bytes(model.size_bytes)}, plus activations",
+        Path(store.paths.home) / "adapters",
+    )
+
+
+def _trainable_parameters(params: dict[str, Any], cfg: dict[str, Any]) -> int:
+    """Trainable parameters per the config: LoRA/DoRA on every linear layer of the last
+    num_layers blocks (rank x (in + out) each), or those blocks whole (full)."""
+    h = cfg.get("hidden_size") or 0
+    inter = cfg.get("intermediate_size") or 4 * h
+    heads = cfg.get("num_attention_heads") or 1
+    head_dim = cfg.get("head_dim") or h // heads
+    kv = (cfg.get("num_key_value_heads") or heads) * head_dim
+    q = heads * head_dim
+    linears = [(h, q), (h, kv), (h, kv), (q, h), (h, inter), (h, inter), (inter, h)]
+    layers = cfg.get("num_hidden_layers") or 0
+    n = params.get("num_layers")
+    n = min(16, layers) if n is None else (layers if n == -1 else min(int(n), layers))
+    if params.get("fine_tune_type") == "full":
+        per_layer = sum(i * o for i, o in linears) + 2 * h
+    else:
+        per_layer = sum(int(params.get("rank") or 8) * (i + o) for i, o in linears)
+    return per_layer * n
 
 
 def current_user() -> str | None:
@@ -160,7 +201,7 @@ def check_at_submit(kind: str, params: dict[str, Any], store) -> str | None:
             f"this job needs {est.describe()}; this machine's budget is {human_bytes(budget)} "
             f"({ENV_MEMORY_BUDGET}, default 75% of RAM)"
         )
-    free = free_bytes(store.paths.models)
+    free = free_bytes(est.disk_path or store.paths.models)
     if est.disk_bytes > free:
         return (
             f"it needs about {human_bytes(est.disk_bytes)} of disk and "
@@ -186,9 +227,10 @@ def decide(est: Estimate | None, in_use_bytes: int, models_path: Path) -> str | 
             f"{human_bytes(in_use_bytes)} of the {human_bytes(budget)} budget)"
         )
     # The reserve is the floor a running job stops at; to start, the output must fit.
-    if est.disk_bytes and est.disk_bytes > free_bytes(models_path):
+    where = est.disk_path or models_path
+    if est.disk_bytes and est.disk_bytes > free_bytes(where):
         return (
             f"waiting: disk (needs {human_bytes(est.disk_bytes)}; "
-            f"{human_bytes(free_bytes(models_path))} free)"
+            f"{human_bytes(free_bytes(where))} free at {where})"
         )
     return None

@@ -89,15 +89,19 @@ def _sysctl(name: str) -> str | None:
 
 
 def check_disk(paths: Paths) -> Finding:
-    free = reasons.free_bytes(paths.home)
+    """Free space where jobs write: MLXD_HOME, and its models and adapters folders when
+    they are other file systems (a mount of their own); the fullest one is reported."""
     reserve = settings.disk_reserve_bytes()
-    detail = f"{reasons.human_bytes(free)} free at {paths.home}"
+    places = [p for p in (paths.home, paths.models, paths.home / "adapters") if p.exists()]
+    free, where = min((reasons.free_bytes(p), p) for p in places or [paths.home])
+    detail = f"{reasons.human_bytes(free)} free at {where}"
     if free < reserve:
         return Finding(
             "disk",
             False,
-            detail + f", below the {reasons.human_bytes(reserve)} reserve",
-            "free some space (mlxd models rm NAME --files) before queueing more work",
+            f"disk full: {detail}, below the {reasons.human_bytes(reserve)} reserve",
+            "free some space (mlxd models rm NAME --files, mlxd adapters rm NAME) before "
+            "queueing more work",
         )
     return Finding("disk", True, detail)
 

@@ -295,8 +295,12 @@ class Runner:
             "inputs": inputs,
             "output_dir": str(output_dir) if output_dir else None,
         }
+        # Where the job writes, watched for free space: its partial model folder, or the
+        # folder a kind names (a fine-tune's checkpoints).
+        writes_to = getattr(kind, "writes_to", None)
+        watch = output_dir if output_dir is not None or writes_to is None else writes_to(inputs)
         try:
-            end = self._supervise(job, request, joblog, output_dir)
+            end = self._supervise(job, request, joblog, output_dir, watch)
         except BaseException:  # Ctrl-C in a foreground run: nothing may stay "running"
             if output_dir:
                 shutil.rmtree(output_dir, ignore_errors=True)
@@ -422,11 +426,11 @@ class Runner:
             self.start_spare()  # there was none (first job, or it died): have one next time
         return proc
 
-    def _supervise(self, job, request: dict[str, Any], joblog, output_dir: Path | None):
+    def _supervise(self, job, request: dict[str, Any], joblog, output_dir: Path | None, watch=None):
         oom_before = reasons.cgroup_oom_kills()
         proc = self._start_child(request, joblog)
         try:
-            end = self._follow_child(job, proc, joblog, output_dir)
+            end = self._follow_child(job, proc, joblog, output_dir, watch)
         except BaseException:
             terminate(proc)
             raise
@@ -436,7 +440,12 @@ class Runner:
                 end.crash = reasons.Crash("out of memory: the kernel's OOM killer ended the job")
         return end
 
-    def _follow_child(self, job, proc: subprocess.Popen, joblog, output_dir: Path | None):
+    def _follow_child(
+        self, job, proc: subprocess.Popen, joblog, output_dir: Path | None, watch=None
+    ):
+        """Follow the child to its end. ``watch`` is where it writes (default: the models
+        folder, for a partial model in ``output_dir``): below the disk reserve there, the
+        job stops with "disk full: PATH has N free"."""
         ident = {"pid": proc.pid, "pid_started_at": start_time(proc.pid), "message": "started"}
         if try_write(lambda: self.store.update_job(job.id, **ident), what="record the child"):
             ident = {}
@@ -457,7 +466,8 @@ class Runner:
 
         lease_s = settings.lease_timeout_s()
         limit_s = settings.time_limit_s(job.kind, job.timeout_s)
-        reserve = settings.disk_reserve_bytes() if output_dir is not None else 0
+        disk_path = self.paths.models if output_dir is not None else watch
+        reserve = settings.disk_reserve_bytes() if disk_path is not None else 0
         memory_limit = settings.memory_limit_bytes()
         try:
             ps = psutil.Process(proc.pid)
@@ -483,7 +493,7 @@ class Runner:
                     end.result = ev["result"]
                 elif kind == "error":
                     end.error = reasons.describe_error(
-                        ev["message"], output_path=output_dir, memory_limit=memory_limit
+                        ev["message"], output_path=output_dir or watch, memory_limit=memory_limit
                     )
                 elif kind == "timing":
                     # Where the child's time went: what benchmarks/run.py subtracts as work.
@@ -521,8 +531,8 @@ class Runner:
                 last_write = now
             if reserve and now - last_disk >= DISK_CHECK_S:
                 last_disk = now
-                if reasons.free_bytes(self.paths.models) < reserve:
-                    end.error = reasons.disk_full(self.paths.models, reserve)
+                if reasons.free_bytes(disk_path) < reserve:
+                    end.error = reasons.disk_full(disk_path, reserve)
             if now - last_check >= POLL_S:
                 last_check = now
                 if self.stop_event.is_set():
@@ -557,7 +567,7 @@ class Runner:
                     rc,
                     log_tail=reasons.log_tail(Path(joblog.name)),
                     memory_limit=memory_limit,
-                    output_path=output_dir,
+                    output_path=output_dir or watch,
                 )
                 if not end.crash.retryable:
                     end.error, end.crash = end.crash.reason, None

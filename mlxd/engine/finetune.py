@@ -165,6 +165,7 @@ def finetune(
     settings: FinetuneSettings,
     *,
     start_iteration: int = 0,
+    start_tokens: int = 0,
     init_weights: Path | None = None,
     on_report: Callable[[dict[str, Any]], None] | None = None,
     on_checkpoint: Callable[[int, Path], None] | None = None,
@@ -173,7 +174,8 @@ def finetune(
     """Fine-tune the model at `model_path` on `splits` ("train", optional "valid", "test").
 
     Continues from `init_weights` (an adapters file) at `start_iteration` when given, up to
-    `settings.iters` in all. `on_report` gets each training report (`kind` "train":
+    `settings.iters` in all; `trained_tokens` counts on from `start_tokens` (the tokens the
+    adapter had seen by then). `on_report` gets each training report (`kind` "train":
     iteration, train_loss, learning_rate, iterations_per_s, tokens_per_s, trained_tokens,
     peak_memory_bytes), each validation (`kind` "valid": iteration, loss, eval_time_s) and
     the test evaluation (`kind` "test"); raising inside it aborts training. `should_stop`
@@ -280,6 +282,7 @@ def finetune(
     train_reports: list[dict[str, Any]] = []
     evals: list[dict[str, Any]] = []
     saved: set[int] = set()
+    handed_out = [0]  # training batches given to the trainer: the iteration it works on
 
     class Reporter(TrainingCallback):
         def on_train_loss_report(self, info: dict[str, Any]) -> None:
@@ -290,7 +293,7 @@ def finetune(
                 "learning_rate": float(info["learning_rate"]),
                 "iterations_per_s": float(info["iterations_per_second"]),
                 "tokens_per_s": float(info["tokens_per_second"]),
-                "trained_tokens": int(info["trained_tokens"]),
+                "trained_tokens": start_tokens + int(info["trained_tokens"]),
                 "peak_memory_bytes": int(info["peak_memory"] * 1e9),
             }
             train_reports.append(report)
@@ -298,9 +301,11 @@ def finetune(
                 on_report(report)
 
         def on_val_loss_report(self, info: dict[str, Any]) -> None:
+            # mlx-lm evaluates before step `it`, prints "Iter it: Val loss" and passes `it - 1`
+            # to the callback: keep the log's number (the batches handed out so far).
             report = {
                 "kind": "valid",
-                "iteration": start_iteration + int(info["iteration"]),
+                "iteration": start_iteration + handed_out[0],
                 "loss": float(info["val_loss"]),
                 "perplexity": _perplexity(float(info["val_loss"])),
                 "eval_time_s": float(info["val_time"]),
@@ -317,6 +322,7 @@ def finetune(
             yield from inner
             return
         done = 0  # steps finished (and evaluated by the trainer) when the next batch is asked
+        handed_out[0] = 0
         for batch in inner:
             if done:
                 iteration = start_iteration + done
@@ -326,6 +332,7 @@ def finetune(
                     saved.add(iteration)
                 if stop:
                     raise TrainingStopped(iteration)
+            handed_out[0] = done + 1
             yield batch
             done += 1
 
@@ -390,7 +397,7 @@ def finetune(
         )
         if r["iterations_per_s"] > 0
     )
-    trained_tokens = train_reports[-1]["trained_tokens"] if train_reports else 0
+    trained_tokens = train_reports[-1]["trained_tokens"] if train_reports else start_tokens
     valid = [e for e in evals if e["kind"] == "valid"]
     return {
         "adapter_path": str(adapter_dir),
@@ -404,7 +411,7 @@ def finetune(
         "test_loss": test["loss"] if test else None,
         "test_perplexity": test["perplexity"] if test else None,
         "trained_tokens": trained_tokens,
-        "tokens_per_s": trained_tokens / step_time if step_time > 0 else None,
+        "tokens_per_s": (trained_tokens - start_tokens) / step_time if step_time > 0 else None,
         "iterations_per_s": remaining / step_time if step_time > 0 else None,
         "trainable_parameters": int(trainable),
         "peak_memory_bytes": int(mx.get_peak_memory()),

@@ -35,6 +35,7 @@ class BatchPrompt:
 
     prompt: str | list[dict[str, str]]
     max_tokens: int | None = None
+    line: int = 0  # in the file, for messages
 
 
 def read_prompts(path: Path) -> list[BatchPrompt]:
@@ -48,12 +49,42 @@ def read_prompts(path: Path) -> list[BatchPrompt]:
         if not line.strip():
             continue
         try:
-            out.append(_parse_line(json.loads(line)))
+            prompt = _parse_line(json.loads(line))
         except (json.JSONDecodeError, ValueError) as e:
             raise SpecError(f"{Path(path).name} line {n}: {e}") from None
+        prompt.line = n
+        out.append(prompt)
     if not out:
         raise SpecError(f"{path} holds no prompts")
     return out
+
+
+def check_context(prompts: list[BatchPrompt], model_path: Path, model_name: str, file: str):
+    """Refuse a prompt longer than the model's context (counted with its tokenizer.json),
+    naming the line: generation past it only grows memory. Unchecked without a stated
+    context or a tokenizer.json."""
+    from mlxd.formats.modelfolder import context_length, read_config
+
+    limit = context_length(read_config(model_path))
+    tokenizer_json = Path(model_path) / "tokenizer.json"
+    if limit is None or not tokenizer_json.is_file():
+        return
+    try:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(tokenizer_json))
+    except Exception:  # noqa: BLE001  an unreadable tokenizer fails the job later, plainly
+        return
+    texts = [
+        p.prompt if isinstance(p.prompt, str) else "\n".join(m["content"] for m in p.prompt)
+        for p in prompts
+    ]
+    for p, enc in zip(prompts, tok.encode_batch(texts, add_special_tokens=False), strict=True):
+        if len(enc.ids) > limit:
+            raise SpecError(
+                f"{Path(file).name} line {p.line}: the prompt is {len(enc.ids):,} tokens; "
+                f"model '{model_name}' has a context of {limit:,}"
+            )
 
 
 def _parse_line(data: Any) -> BatchPrompt:
@@ -120,6 +151,16 @@ def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
     inputs = resolve_input_model(spec, store)
     if not Path(spec.prompts_file).is_file():
         raise JobFailed(f"the prompts file {spec.prompts_file} is gone")
+    try:  # again here: the model may have been made by an earlier job, or the file changed
+        if inputs.get("model_path"):
+            check_context(
+                read_prompts(Path(spec.prompts_file)),
+                Path(inputs["model_path"]),
+                inputs["model_name"],
+                spec.prompts_file,
+            )
+    except SpecError as e:
+        raise JobFailed(str(e)) from None
     inputs.update(cache_inputs(store, spec.prompt_cache, inputs["model_id"]))
     return inputs
 

@@ -72,6 +72,7 @@ class Spec(ModelRefSpec):
     resume: str | None = None  # an adapter REF to continue
     resume_adapter_id: int | None = None
     name: str | None = None  # of the adapter
+    retry_of: int | None = None  # 'jobs retry': the job whose adapter this one continues
     sweep_id: int | None = None
     config_file: str | None = None  # the mlx-lm YAML the settings came from
     data_split: str | None = None  # how a single data file was split (stated at submit)
@@ -172,6 +173,7 @@ class Spec(ModelRefSpec):
             "resume",
             "resume_adapter_id",
             "name",
+            "retry_of",
             "sweep_id",
             "data_split",
         }
@@ -243,12 +245,14 @@ def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
     inputs["quantized"] = is_quantized(model)
     inputs["num_layers"] = effective_num_layers(spec, model_layers(Path(model.path)))
     start, init = 0, spec.init_weights
+    notes: list[str] = []
 
     if spec.resume is not None or spec.resume_adapter_id is not None:
         ref = spec.resume_adapter_id if spec.resume_adapter_id is not None else spec.resume
         adapter = store.resolve_adapter(ref)
         check_adapter_base(adapter, model)
-        start, init = resume_point(adapter)
+        claim(store, adapter, job_id)
+        start, init = bring_home(store, adapter, notes, start_over=False)
         if spec.iters <= start:
             raise JobFailed(
                 f"adapter '{adapter.name}' already has {start} iterations; pass --iters above "
@@ -258,17 +262,27 @@ def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
         inputs["structure"] = {k: adapter.params.get(k) for k in STRUCTURE if k in adapter.params}
         inputs["num_layers"] = adapter.params.get("num_layers_used", inputs["num_layers"])
         store.update_adapter(
-            adapter.id, job_id=job_id, status="training", target_iterations=spec.iters
+            adapter.id,
+            job_id=job_id,
+            status="training",
+            target_iterations=spec.iters,
+            details=_with_resume(adapter, spec, job_id, start),
         )
     else:
         adapter = _adapter_of_job(store, spec, job_id)
-        if adapter is not None and adapter.iterations > 0:
-            # The same job again (the daemon restarted mid-run): go on from its checkpoint.
-            start, init = resume_point(adapter)
-            inputs["structure"] = {
-                k: adapter.params.get(k) for k in STRUCTURE if k in adapter.params
-            }
-        elif adapter is None:
+        if adapter is not None:
+            # The same job again (the daemon restarted mid-run, another host took it back,
+            # or 'jobs retry'): go on from its checkpoint, if this host can read one.
+            claim(store, adapter, job_id)
+            if adapter.iterations > 0:
+                start, init = bring_home(store, adapter, notes, start_over=True)
+                inputs["structure"] = {
+                    k: adapter.params.get(k) for k in STRUCTURE if k in adapter.params
+                }
+            else:
+                bring_home(store, adapter, notes, start_over=True)
+            store.update_adapter(adapter.id, job_id=job_id, status="training")
+        else:
             if store.find_adapter(spec.name) is not None:
                 raise JobFailed(
                     f"an adapter named '{spec.name}' already exists; pass --name or remove it "
@@ -297,21 +311,190 @@ def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
                 )
                 s.add(adapter)
                 s.flush()
+    # Steps past the checkpoint are trained again: their old rows go, the counters go on.
+    start_tokens = store.forget_finetune_rows_after(adapter.id, start)
     inputs.update(
         adapter_id=adapter.id,
         adapter_name=adapter.name,
-        adapter_path=adapter.path,
+        adapter_path=str(adapters_dir(store) / adapter.name),
         start_iteration=start,
+        start_tokens=start_tokens,
         init_weights=init,
+        notes=notes,
     )
     return inputs
+
+
+def retry_params(store, job) -> tuple[dict[str, Any], str | None]:
+    """``jobs retry`` of a fine-tune: the new job continues the adapter the old one made
+    from its last checkpoint (or starts it over when it has none), instead of failing on
+    the name it took. (The parameters, and a note saying which.)"""
+    params = dict(job.params)
+    name = params.get("name")
+    adapter_id = params.get("resume_adapter_id")
+    adapter = store.find_adapter(adapter_id if adapter_id is not None else name) if name else None
+    if adapter is None:
+        return params, None  # nothing made yet: it starts afresh
+    busy = trainers(store, adapter)
+    if busy:
+        raise SpecError(
+            f"adapter '{adapter.name}' is being trained by job {busy[-1]}; retry after it ends"
+        )
+    if adapter_id is None:
+        owners = {job.id, params.get("retry_of")} - {None}
+        if adapter.job_id not in owners:
+            raise SpecError(
+                f"adapter '{adapter.name}' was made by job {adapter.job_id}, not by job "
+                f"{job.id}; continue it with 'mlxd finetune --resume {adapter.name}' or "
+                "retry under another name"
+            )
+        params["retry_of"] = adapter.job_id
+    if adapter.iterations > 0:
+        return params, (
+            f"the retry continues adapter '{adapter.name}' from its checkpoint at iteration "
+            f"{adapter.iterations}"
+        )
+    return params, f"adapter '{adapter.name}' has no checkpoint: the retry starts it over"
+
+
+def writes_to(inputs: dict[str, Any]) -> Path:
+    """Where the job writes (checkpoints): the daemon watches the free space there."""
+    return Path(inputs["adapter_path"])
 
 
 def _adapter_of_job(store, spec: Spec, job_id: int | None):
     if job_id is None:
         return None
     found = store.find_adapter(spec.name)
-    return found if found is not None and found.job_id == job_id else None
+    owners = {job_id, spec.retry_of} - {None}
+    return found if found is not None and found.job_id in owners else None
+
+
+def claim(store, adapter, job_id: int | None) -> None:
+    """One job trains an adapter at a time: refuse when another queued or running job does."""
+    if job_id is None:
+        return
+    owner = store.claim_adapter(adapter.id, job_id)
+    if owner is not None:
+        raise JobFailed(
+            f"adapter '{adapter.name}' is being trained by job {owner}; one job trains an "
+            f"adapter at a time (queue this one with --after {owner})"
+        )
+
+
+def trainers(store, adapter) -> list[int]:
+    """The queued or running jobs that train ``adapter`` (its owner, queued resumes of it)."""
+    out = []
+    for j in store.list_jobs(["queued", "running"]):
+        if j.kind != "finetune":
+            continue
+        p = j.params or {}
+        if j.id == adapter.job_id or p.get("resume_adapter_id") == adapter.id:
+            out.append(j.id)
+    return sorted(out)
+
+
+def bring_home(store, adapter, notes: list[str], *, start_over: bool) -> tuple[int, str | None]:
+    """(iteration, weights file) to go on from, in this host's adapters folder.
+
+    An adapter trained under another MLXD_HOME (another host took the job back, or the
+    resume runs elsewhere) is never written there: its latest checkpoint is copied here when
+    this host can read it; otherwise a job taken back starts over (``start_over``, said in
+    ``notes``) and a resume is refused, naming the host that has the files."""
+    import shutil
+
+    here = adapters_dir(store) / adapter.name
+    there = Path(adapter.path)
+    if not start_over and adapter.iterations <= 0:
+        resume_point(adapter)  # refuses: nothing to resume
+    if _same_folder(here, there):
+        return resume_point(adapter) if adapter.iterations > 0 else (0, None)
+    found = None
+    if adapter.iterations > 0:
+        try:
+            found = resume_point(adapter)
+        except JobFailed:
+            found = None
+    host = _host_of(store, adapter)
+    if here.exists():
+        shutil.rmtree(here)  # an older copy: the catalog row decides what is current
+    here.mkdir(parents=True)
+    if found is not None:
+        iteration, weights = found
+        for f in (
+            Path(weights),
+            there / f"{iteration:07d}_optimizer.safetensors",
+            there / "adapter_config.json",
+        ):
+            if f.is_file():
+                shutil.copy2(f, here / f.name)
+        notes.append(
+            f"copied the checkpoint at iteration {iteration} of adapter '{adapter.name}' from "
+            f"{there}{host} to {here}"
+        )
+        store.update_adapter(adapter.id, path=str(here))
+        return iteration, str(here / Path(weights).name)
+    if adapter.iterations > 0 and not start_over:
+        raise JobFailed(
+            f"adapter '{adapter.name}' has its checkpoints in {there}{host}, which this host "
+            "cannot read; run the resume on that host"
+        )
+    if adapter.iterations > 0:
+        notes.append(
+            f"the checkpoint of adapter '{adapter.name}' (iteration {adapter.iterations}) is "
+            f"in {there}{host}, which this host cannot read: training starts over from "
+            f"iteration 0 in {here}"
+        )
+    store.update_adapter(adapter.id, path=str(here), iterations=0)
+    return 0, None
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _host_of(store, adapter) -> str:
+    from mlxd.catalog.store import NotFound
+
+    if adapter.job_id is None:
+        return ""
+    try:
+        host = store.get_job(adapter.job_id).host
+    except NotFound:
+        return ""
+    return f" on host {host}" if host else ""
+
+
+# What adapters show lists per run, the first run's from ``params`` and each resume's here.
+RUN_SETTINGS = (
+    "iters",
+    "batch_size",
+    "learning_rate",
+    "lr_schedule",
+    "optimizer",
+    "max_seq_length",
+    "grad_accumulation_steps",
+    "seed",
+)
+
+
+def _with_resume(adapter, spec: Spec, job_id: int | None, start: int) -> dict[str, Any]:
+    """The adapter's details with this resume's own settings recorded (once per job)."""
+    details = dict(adapter.details or {})
+    resumes = [r for r in details.get("resumes") or [] if r.get("job_id") != job_id]
+    params = spec.to_params()
+    resumes.append(
+        {
+            "job_id": job_id,
+            "from_iteration": start,
+            **{k: params.get(k) for k in RUN_SETTINGS},
+        }
+    )
+    details["resumes"] = resumes
+    return details
 
 
 def checkpoint_file(folder: Path, iteration: int) -> Path:
@@ -359,11 +542,14 @@ def weights_sha256(model_path: Path) -> str:
 
 def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     import signal
+    import sys
     import threading
 
     from mlxd.engine.finetune import TrainingStopped, finetune
     from mlxd.jobs.finetune_data import Features, check_batches, load_training_data
 
+    for note in inputs.get("notes") or []:
+        print(f"Note: {note}", file=sys.stderr, flush=True)
     features = Features(**spec.features)
     data = load_training_data(
         spec.data, features=features, seed=spec.seed, valid_fraction=spec.valid_fraction
@@ -418,7 +604,10 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         )
 
     start = inputs["start_iteration"]
-    ctx.progress(start / spec.iters, f"training {settings.fine_tune_type} from iteration {start}")
+    how = f"training {settings.fine_tune_type} from iteration {start}"
+    if inputs.get("notes"):
+        how += f" ({'; '.join(inputs['notes'])})"
+    ctx.progress(start / spec.iters, how)
     try:
         result = finetune(
             model_path,
@@ -426,6 +615,7 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             data.splits,
             settings,
             start_iteration=start,
+            start_tokens=inputs.get("start_tokens") or 0,
             init_weights=Path(inputs["init_weights"]) if inputs.get("init_weights") else None,
             on_report=on_report,
             on_checkpoint=on_checkpoint,
@@ -481,8 +671,7 @@ def on_event(store, job, event: dict[str, Any]) -> None:
                 perplexity=_finite(event["perplexity"]),
                 eval_time_s=event.get("eval_time_s"),
             )
-        with store.write() as s:
-            s.add(row)
+        store.record_finetune_row(row)
     elif name == "finetune_checkpoint":
         store.update_adapter(adapter_id, iterations=int(event["iteration"]))
     elif name == "finetune_started":
