@@ -366,6 +366,8 @@ def test_config_yaml_and_json_list_data(lab) -> None:
 
 
 def test_cancel_keeps_the_checkpoint_and_resume_continues(lab) -> None:
+    """Cancel, retry, resume: one job trains the adapter at a time, each run goes on from the
+    checkpoint with the run's own settings, and the counters (iteration, tokens) go on."""
     home = lab["home"]
     proc = mlxd(
         lab,
@@ -377,6 +379,8 @@ def test_cancel_keeps_the_checkpoint_and_resume_continues(lab) -> None:
         "100000",
         "--batch-size",
         "2",
+        "--learning-rate",
+        "1e-3",
         "--num-layers",
         "1",
         "--steps-per-report",
@@ -388,14 +392,17 @@ def test_cancel_keeps_the_checkpoint_and_resume_continues(lab) -> None:
     )
     job_id = int(proc.stdout.split("Queued job ")[1].split(":")[0])
 
-    def trained() -> int:
+    def catalog(sql: str, *args):
         # Straight from the catalog: polling through the CLI would cost a process each time.
         con = sqlite3.connect(home / "catalog.db", timeout=30)
         try:
-            row = con.execute("select iterations from adapter where name = 'long'").fetchone()
+            return con.execute(sql, args).fetchall()
         finally:
             con.close()
-        return row[0] if row else 0
+
+    def trained() -> int:
+        rows = catalog("select iterations from adapter where name = 'long'")
+        return rows[0][0] if rows else 0
 
     wait_for(lambda: trained() >= 2, timeout=120, interval=0.3, what="a first checkpoint")
     # The live loss shows in jobs show (progress rows are written at most every 0.5 s).
@@ -405,19 +412,61 @@ def test_cancel_keeps_the_checkpoint_and_resume_continues(lab) -> None:
         interval=0.3,
         what="the live loss in jobs show",
     )
-    mlxd(lab, "jobs", "cancel", str(job_id))
-    wait_for(
-        lambda: run_json("jobs", "show", str(job_id), home=home)["status"] == "cancelled",
-        timeout=30,
-        what="the cancel",
-    )
+    # One owner per adapter: a resume while it trains is refused, naming the job; no row.
+    jobs_before = catalog("select count(*) from job")[0][0]
+    proc = mlxd(lab, "finetune", "--resume", "long", "--iters", "200000", check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert f"adapter 'long' is being trained by job {job_id}" in proc.stderr
+    assert f"--after {job_id}" in proc.stderr
+    assert catalog("select count(*) from job")[0][0] == jobs_before
+
+    def cancel(job: int) -> None:
+        mlxd(lab, "jobs", "cancel", str(job))
+        wait_for(
+            lambda: catalog("select status from job where id = ?", job)[0][0] == "cancelled",
+            timeout=30,
+            what=f"the cancel of job {job}",
+        )
+
+    cancel(job_id)
     a = run_json("adapters", "show", "long", home=home)
     stopped = a["iterations"]
     assert stopped >= 2 and a["state"] == f"stopped at {stopped}/100000"
     assert (Path(a["path"]) / f"{stopped:07d}_adapters.safetensors").is_file()
     assert max(s["iteration"] for s in a["steps"]) <= stopped
+    tokens_then = max(s["trained_tokens"] for s in a["steps"])
 
-    # REF may be left out: the adapter names its base.
+    # jobs retry continues the adapter from its checkpoint (it used to fail on the name).
+    proc = mlxd(lab, "jobs", "retry", str(job_id))
+    assert f"continues adapter 'long' from its checkpoint at iteration {stopped}" in proc.stderr
+    retry_id = int(proc.stdout.split("Queued job ")[1].split(":")[0])
+
+    def retry_steps():
+        return catalog(
+            "select iteration, trained_tokens from finetunestep where job_id = ? "
+            "order by iteration",
+            retry_id,
+        )
+
+    wait_for(
+        lambda: (
+            len(retry_steps()) >= 2
+            or catalog("select status from job where id = ?", retry_id)[0][0]
+            in ("failed", "succeeded")
+        ),
+        timeout=120,
+        interval=0.3,
+        what="the retry's first steps",
+    )
+    steps = retry_steps()
+    assert steps[0][0] == stopped + 1, (steps, run_json("jobs", "show", str(retry_id), home=home))
+    assert steps[0][1] > tokens_then  # trained tokens count on
+    wait_for(lambda: trained() > stopped, timeout=120, interval=0.3, what="a retry checkpoint")
+    cancel(retry_id)
+    stopped = trained()
+
+    # REF may be left out: the adapter names its base. Learning rate and batch size are the
+    # run's own (1e-3, 2), not the defaults (1e-5, 4).
     proc = mlxd(
         lab,
         "finetune",
@@ -431,11 +480,52 @@ def test_cancel_keeps_the_checkpoint_and_resume_continues(lab) -> None:
     )
     a = run_json("adapters", "show", "long", home=home)
     assert a["state"] == "ready" and a["iterations"] == stopped + 3
-    resumed = [s["iteration"] for s in a["steps"] if s["job_id"] != job_id]
-    assert resumed == [stopped + 1, stopped + 2, stopped + 3]
+    resumed = [s for s in a["steps"] if s["job_id"] not in (job_id, retry_id)]
+    assert [s["iteration"] for s in resumed] == [stopped + 1, stopped + 2, stopped + 3]
+    assert all(s["learning_rate"] == pytest.approx(1e-3) for s in resumed)
+    iterations = [s["iteration"] for s in a["steps"]]
+    assert iterations == sorted(set(iterations))  # one row per iteration
+    tokens = [s["trained_tokens"] for s in a["steps"]]
+    assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens)
     assert a["params"]["num_layers"] == 1  # the adapter's shape, kept
+    resume = a["details"]["resumes"][-1]
+    assert (resume["learning_rate"], resume["batch_size"]) == (1e-3, 2)
+    shown = mlxd(lab, "adapters", "show", "long").stdout
+    assert "(the first run)" in shown and "learning_rate=0.001" in shown
+    assert f"from iteration {stopped}: iters={stopped + 3}, batch_size=2" in shown
     proc = mlxd(lab, "finetune", "tiny", "--resume", "long", "--iters", "2", check=False)
     assert f"already has {stopped + 3} iterations" in proc.stderr
+
+
+def test_a_repeated_report_replaces_its_row(tmp_path: Path) -> None:
+    """A run resumed from a checkpoint reports the steps after it again: one row each."""
+    from types import SimpleNamespace
+
+    from mlxd.catalog.models import Adapter
+    from mlxd.catalog.store import Store
+    from mlxd.config import paths
+    from mlxd.jobs.finetune import on_event
+
+    store = Store(paths(tmp_path / "home"))
+    job = store.submit_job("finetune", {"model": "x"})
+    with store.write() as s:
+        a = Adapter(name="a", path="/x", fine_tune_type="lora", base_model_name="x",
+                    data_path="/d", target_iterations=4, job_id=job.id)  # fmt: skip
+        s.add(a)
+        s.flush()
+        adapter_id = a.id
+    step = {"iteration": 3, "train_loss": 2.0, "learning_rate": 1e-3, "iterations_per_s": 1.0,
+            "tokens_per_s": 9.0, "trained_tokens": 30, "peak_memory_bytes": 1}  # fmt: skip
+    valid = {"kind": "valid", "iteration": 3, "loss": 2.5, "perplexity": 12.0}
+    for loss in (2.0, 1.5):
+        ev = {"event": "finetune_report", "adapter_id": adapter_id, "kind": "train", **step}
+        on_event(store, SimpleNamespace(id=job.id), {**ev, "train_loss": loss})
+        on_event(store, SimpleNamespace(id=job.id), {"event": "finetune_report",
+                 "adapter_id": adapter_id, **valid, "loss": loss})  # fmt: skip
+    steps, evals = store.finetune_steps(adapter_id), store.finetune_evals(adapter_id)
+    assert [(r.iteration, r.train_loss) for r in steps] == [(3, 1.5)]
+    assert [(r.iteration, r.loss) for r in evals] == [(3, 1.5)]
+    store.close()
 
 
 def test_out_of_memory_fails_with_a_hint(tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
