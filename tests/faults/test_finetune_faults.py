@@ -162,6 +162,43 @@ def test_a_fine_tune_taken_back_never_writes_into_the_lost_hosts_home(fh_tiny, t
     store.close()
 
 
+def test_two_jobs_never_train_one_adapter(fh_tiny, tmp_path):
+    """A resume that reaches the daemon while another job trains the adapter (two queued
+    --after the same job, or two CLIs racing) is refused naming that job; once it has
+    ended, the resume takes the adapter over."""
+    from mlxd.catalog.models import Adapter
+    from mlxd.catalog.store import Store
+    from mlxd.config import paths
+    from mlxd.jobs.base import JobFailed
+    from mlxd.jobs.finetune import Spec, prepare
+
+    store = Store(paths(fh_tiny.home))
+    data = _data(tmp_path / "data")
+    first = Spec(model="tiny", data=str(data), name="x", iters=4, num_layers=1, batch_size=2)
+    owner = store.submit_job("finetune", first.to_params())
+    store.update_job(owner.id, status="running")
+    folder = fh_tiny.home / "adapters" / "x"
+    folder.mkdir(parents=True)
+    (folder / "0000002_adapters.safetensors").write_bytes(b"weights")
+    with store.write() as s:
+        s.add(Adapter(name="x", path=str(folder), fine_tune_type="lora",
+                      base_model_name="tiny", base_model_id=store.resolve_model("tiny").id,
+                      data_path=str(data), job_id=owner.id,
+                      iterations=2, target_iterations=4, params={}))  # fmt: skip
+    resume = Spec(model="tiny", data=str(data), name="x", iters=8, resume="x")
+    job = store.submit_job("finetune", resume.to_params())
+    jobs_before, adapters_before = _count(fh_tiny, "job"), _count(fh_tiny, "adapter")
+    with pytest.raises(JobFailed) as e:
+        prepare(resume, store, store.get_job(job.id))
+    assert str(e.value).startswith(f"adapter 'x' is being trained by job {owner.id}")
+    assert store.resolve_adapter("x").job_id == owner.id
+    store.update_job(owner.id, status="failed")
+    inputs = prepare(resume, store, store.get_job(job.id))
+    assert inputs["start_iteration"] == 2 and store.resolve_adapter("x").job_id == job.id
+    assert (_count(fh_tiny, "job"), _count(fh_tiny, "adapter")) == (jobs_before, adapters_before)
+    store.close()
+
+
 def test_a_batch_prompt_past_the_context_is_refused_at_submit_naming_the_line(fh_tiny, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     huge = "blue lantern " * 3000  # the tiny model's context is 2048 tokens
