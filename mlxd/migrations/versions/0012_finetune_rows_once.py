@@ -32,8 +32,7 @@ def upgrade() -> None:
         # Keep the newest row of each key (the run that trained those steps last).
         op.execute(
             sa.text(
-                f"delete from {table} where id not in "
-                f"(select max(id) from {table} group by {keys})"
+                f"delete from {table} where id not in (select max(id) from {table} group by {keys})"
             )
         )
         op.create_index(name, table, list(columns), unique=True)
