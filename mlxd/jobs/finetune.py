@@ -400,25 +400,38 @@ def bring_home(store, adapter, notes: list[str], *, start_over: bool) -> tuple[i
     An adapter trained under another MLXD_HOME (another host took the job back, or the
     resume runs elsewhere) is never written there: its latest checkpoint is copied here when
     this host can read it; otherwise a job taken back starts over (``start_over``, said in
-    ``notes``) and a resume is refused, naming the host that has the files."""
+    ``notes``) and a resume is refused, naming where the files are (resume_point).
+    Folders of the same path on two machines look the same: what counts is whether the
+    checkpoint is there."""
     import shutil
 
     here = adapters_dir(store) / adapter.name
     there = Path(adapter.path)
     if not start_over and adapter.iterations <= 0:
         resume_point(adapter)  # refuses: nothing to resume
-    if _same_folder(here, there):
-        return resume_point(adapter) if adapter.iterations > 0 else (0, None)
     found = None
     if adapter.iterations > 0:
         try:
             found = resume_point(adapter)
         except JobFailed:
-            found = None
-    host = _host_of(store, adapter)
-    if here.exists():
-        shutil.rmtree(here)  # an older copy: the catalog row decides what is current
-    here.mkdir(parents=True)
+            if start_over:
+                pass
+            elif _same_folder(here, there):
+                raise
+            else:
+                raise JobFailed(
+                    f"adapter '{adapter.name}' has its checkpoints in {there}"
+                    f"{_host_of(store, adapter)}, which this host cannot read; run the resume "
+                    "there"
+                ) from None
+    same = _same_folder(here, there)
+    if same and found is not None:
+        return found
+    host = "" if same else _host_of(store, adapter)
+    if not same:
+        if here.exists():
+            shutil.rmtree(here)  # an older copy: the catalog row decides what is current
+        here.mkdir(parents=True)
     if found is not None:
         iteration, weights = found
         for f in (
@@ -434,15 +447,10 @@ def bring_home(store, adapter, notes: list[str], *, start_over: bool) -> tuple[i
         )
         store.update_adapter(adapter.id, path=str(here))
         return iteration, str(here / Path(weights).name)
-    if adapter.iterations > 0 and not start_over:
-        raise JobFailed(
-            f"adapter '{adapter.name}' has its checkpoints in {there}{host}, which this host "
-            "cannot read; run the resume on that host"
-        )
     if adapter.iterations > 0:
         notes.append(
             f"the checkpoint of adapter '{adapter.name}' (iteration {adapter.iterations}) is "
-            f"in {there}{host}, which this host cannot read: training starts over from "
+            f"not in {there}{host} as this host sees it: training starts over from "
             f"iteration 0 in {here}"
         )
     store.update_adapter(adapter.id, path=str(here), iterations=0)

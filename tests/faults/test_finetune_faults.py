@@ -152,7 +152,7 @@ def test_a_fine_tune_taken_back_never_writes_into_the_lost_hosts_home(fh_tiny, t
     inputs = prepare(spec, store, store.get_job(job.id))
     assert inputs["adapter_path"] == str(here) and inputs["start_iteration"] == 0
     assert inputs["init_weights"] is None
-    assert "cannot read: training starts over from iteration 0" in inputs["notes"][0]
+    assert "as this host sees it: training starts over from iteration 0" in inputs["notes"][0]
     assert store.resolve_adapter("x").iterations == 0
 
     # Nothing was written under the lost host's home; no job or adapter row more or less.
