@@ -461,9 +461,9 @@ def test_cancel_keeps_the_checkpoint_and_resume_continues(lab) -> None:
     steps = retry_steps()
     assert steps[0][0] == stopped + 1, (steps, run_json("jobs", "show", str(retry_id), home=home))
     assert steps[0][1] > tokens_then  # trained tokens count on
-    wait_for(lambda: trained() > stopped, timeout=120, interval=0.3, what="a retry checkpoint")
-    cancel(retry_id)
+    cancel(retry_id)  # it saves a checkpoint where it stops
     stopped = trained()
+    assert stopped > steps[0][0] - 1
 
     # REF may be left out: the adapter names its base. Learning rate and batch size are the
     # run's own (1e-3, 2), not the defaults (1e-5, 4).

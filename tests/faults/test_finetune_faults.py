@@ -184,7 +184,17 @@ def test_two_jobs_never_train_one_adapter(fh_tiny, tmp_path):
         s.add(Adapter(name="x", path=str(folder), fine_tune_type="lora",
                       base_model_name="tiny", base_model_id=store.resolve_model("tiny").id,
                       data_path=str(data), job_id=owner.id,
-                      iterations=2, target_iterations=4, params={}))  # fmt: skip
+                      iterations=2, target_iterations=4,
+                      params={"batch_size": 2, "num_layers": 1}))  # fmt: skip
+    # At submit: refused naming the job that trains it (exit 1), unless queued after it.
+    jobs_before = _count(fh_tiny, "job")
+    proc = fh_tiny.mlxd("finetune", "--resume", "x", "--iters", "8", check=False)
+    assert proc.returncode == 1 and f"is being trained by job {owner.id}" in proc.stderr
+    assert _count(fh_tiny, "job") == jobs_before
+    proc = fh_tiny.mlxd("finetune", "--resume", "x", "--iters", "8", "--after", str(owner.id))
+    assert "Queued job" in proc.stdout and _count(fh_tiny, "job") == jobs_before + 1
+
+    # In the daemon: a resume that got there anyway is refused while the other job trains.
     resume = Spec(model="tiny", data=str(data), name="x", iters=8, resume="x")
     job = store.submit_job("finetune", resume.to_params())
     jobs_before, adapters_before = _count(fh_tiny, "job"), _count(fh_tiny, "adapter")
