@@ -383,13 +383,15 @@ def claim(store, adapter, job_id: int | None) -> None:
 
 
 def trainers(store, adapter) -> list[int]:
-    """The queued or running jobs that train ``adapter`` (its owner, queued resumes of it)."""
+    """The queued or running jobs that train ``adapter`` (its owner, queued resumes and
+    retries of it)."""
     out = []
     for j in store.list_jobs(["queued", "running"]):
         if j.kind != "finetune":
             continue
         p = j.params or {}
-        if j.id == adapter.job_id or p.get("resume_adapter_id") == adapter.id:
+        retried = p.get("retry_of") is not None and p.get("name") == adapter.name
+        if j.id == adapter.job_id or p.get("resume_adapter_id") == adapter.id or retried:
             out.append(j.id)
     return sorted(out)
 
