@@ -86,7 +86,7 @@ def test_a_disk_filled_under_the_checkpoints_fails_the_job_saying_so(
     assert final["status"] == "failed", final
     assert final["error"].startswith(f"disk full: {small_adapters_disk / 'ft'} has "), final
     assert final["error"].endswith("below the 1.0 MB reserve"), final
-    assert took < 3 + 10, took  # within a lease period (3 s here) and the disk check
+    assert took < 20, took  # a lease (3 s here) and the 2 s disk check, on a loaded machine
     assert final["crashes"] == 0  # not retried: it would only fail again
     doctor = fh.mlxd("doctor", check=False, **reserve)
     assert "disk full: " in doctor.stdout and str(small_adapters_disk) in doctor.stdout, (
