@@ -138,6 +138,7 @@ def adopt_committed_folders(store: Store, paths: Paths) -> list[int]:
         if (
             job is not None
             and job.status in ("queued", "running")
+            and _ours(job, marker)
             and _adopt(store, paths, job, folder, marker["result"])
         ):
             adopted.append(job.id)
@@ -145,6 +146,16 @@ def adopt_committed_folders(store: Store, paths: Paths) -> list[int]:
         log.warning("removing %s: its job's catalog commit was lost", folder)
         shutil.rmtree(folder, ignore_errors=True)
     return adopted
+
+
+def _ours(job, marker) -> bool:
+    """Whether the job's row is still at the attempt, on this host, that left the folder (not
+    a later one: another host took the job back and runs or ran it)."""
+    return (
+        job.host in (None, hosts.host_id())
+        and marker.get("attempt") == job.attempts
+        and marker.get("host", job.host) == job.host
+    )
 
 
 def _adopt(store: Store, paths: Paths, job, folder: Path, result) -> bool:

@@ -7,10 +7,17 @@ database (``pg_url``; skipped without a server), with leases of a few seconds.
 
 from __future__ import annotations
 
+import re
+import signal
+
+import psutil
 import psycopg
+import pytest
 
 from tests.conftest import run_mlxd, wait_for
 from tests.test_scaleout import Host
+
+FINAL = ("succeeded", "failed", "cancelled")
 
 
 def _cut_connections(url: str) -> int:
@@ -71,3 +78,100 @@ def test_a_connection_cut_during_a_task_is_one_line_in_the_daemon_log(
         )
     finally:
         host.stop()
+
+
+def _queue(home, kind: str, **params) -> int:
+    """What a submit does (a catalog row, then the queue), without a CLI process."""
+    from mlxd.catalog.store import Store
+    from mlxd.config import paths
+    from mlxd.daemon.queue import enqueue
+    from mlxd.jobs import load_kind
+
+    store = Store(paths(home))
+    try:
+        job = store.submit_job(kind, load_kind(kind).Spec(**params).to_params())
+    finally:
+        store.close()
+    enqueue(paths(home), job.id)
+    return job.id
+
+
+def _all(store, pred):
+    """The jobs, when ``pred`` holds for every one."""
+    jobs = store.list_jobs()
+    return all(pred(j) for j in jobs) and jobs
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize("wake", ["after", "during"])
+def test_a_frozen_host_that_wakes_up_discards_its_results(pg_url, tmp_path, tiny_model_dir, wake):
+    """mac-a runs a bench and a quantize; its daemon is frozen (SIGSTOP) past the lease while
+    their children finish; mac-b takes both back and runs attempt 2; mac-a wakes after (or
+    during) mac-b's runs. Each job ends once, succeeded on mac-b: one benchmark run, one
+    model, nothing of mac-a's attempt in its home, one line in its log per job."""
+    from mlxd.catalog.store import Store
+    from mlxd.config import paths
+
+    root = tmp_path / "hosts"
+    a, b = Host(root, "mac-a", workers=2), Host(root, "mac-b", workers=2)
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", home=a.home, check=True)
+    bench = _queue(a.home, "bench", model="tiny", prompt_tokens=[8], gen_tokens=[4], trials=2)
+    quant = _queue(a.home, "quantize", model="tiny", bits=4, name="q4")
+    ids = (bench, quant)
+    store = Store(paths(a.home))
+    try:
+        a.start(MLXD_SPARE_CHILD="0")
+        children = wait_for(
+            lambda: _all(store, lambda j: j.status == "running" and j.pid),
+            timeout=60,
+            what="mac-a to run both jobs",
+        )
+        children = [j.pid for j in children]
+        a.proc.send_signal(signal.SIGSTOP)  # the daemon only: its children run on
+        wait_for(lambda: all(_gone(pid) for pid in children), timeout=90, what="the children")
+        b.start(MLXD_SPARE_CHILD="0")
+        if wake == "after":
+            wait_for(
+                lambda: _all(store, lambda j: j.status == "succeeded"),
+                timeout=120,
+                what="mac-b to run both jobs again",
+            )
+        else:
+            wait_for(
+                lambda: _all(store, lambda j: j.host == "mac-b"),
+                timeout=120,
+                interval=0.02,
+                what="mac-b to claim both jobs",
+            )
+            assert any(j.status == "running" for j in store.list_jobs())
+        a.proc.send_signal(signal.SIGCONT)
+        wait_for(  # what mac-a did with its attempts, whatever it was
+            lambda: all(
+                re.search(rf"job {i} (attempt 1 was|succeeded|failed)", a.log()) for i in ids
+            ),
+            timeout=60,
+            what="mac-a to be done with both attempts",
+        )
+        jobs = wait_for(lambda: _all(store, lambda j: j.status in FINAL), what="both to end")
+        assert [(j.id, j.status, j.host, j.attempts) for j in jobs] == [
+            (bench, "succeeded", "mac-b", 2),
+            (quant, "succeeded", "mac-b", 2),
+        ], [(j.id, j.error) for j in jobs]
+        assert len(store.bench_runs()) == 1
+        assert [(m.name, m.host) for m in store.list_models()][1:] == [("q4", "mac-b")]
+        for job_id in ids:
+            assert f"job {job_id} attempt 1 was taken back by mac-b; discarding" in a.log()
+        assert a.proc.poll() is None and "Traceback" not in a.log() + b.log()
+        assert not (a.home / "models" / "q4").exists()
+        assert list((a.home / "models" / ".partial").iterdir()) == []
+    finally:
+        store.close()
+        a.proc.send_signal(signal.SIGCONT)
+        a.stop()
+        b.stop()
