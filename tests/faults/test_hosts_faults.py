@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
+import sys
 
 import psutil
 import psycopg
@@ -173,5 +175,48 @@ def test_a_frozen_host_that_wakes_up_discards_its_results(pg_url, tmp_path, tiny
     finally:
         store.close()
         a.proc.send_signal(signal.SIGCONT)
+        a.stop()
+        b.stop()
+
+
+def test_a_foreground_job_on_a_machine_whose_daemon_stopped_stays_its_own(pg_url, tmp_path):
+    """``models synth`` runs in its CLI on mac-a, whose daemon was stopped cleanly (its
+    machine row says so); mac-b's daemon runs on. The job's own lease is fresh: mac-b leaves
+    it alone, and it ends succeeded once, its model registered under mac-a."""
+    from mlxd.catalog.store import Store
+    from mlxd.config import paths
+
+    root = tmp_path / "hosts"
+    a, b = Host(root, "mac-a"), Host(root, "mac-b")
+    try:
+        a.start(MLXD_SPARE_CHILD="0")
+        b.start(MLXD_SPARE_CHILD="0")
+        a.stop()
+        store = Store(paths(a.home))
+        wait_for(
+            lambda: any(m.host_id == "mac-a" and m.stopped_at for m in store.machines()),
+            what="mac-a's machine row to say it stopped",
+        )
+        env = a.env(MLXD_HOST_ID="mac-a", MLXD_SPARE_CHILD="0")
+        synth = subprocess.run(
+            [sys.executable, "-m", "mlxd", "models", "synth", "s1"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=180,
+        )
+        assert synth.returncode == 0, synth.stderr
+        assert synth.stderr.count("\n") <= 1 and "Traceback" not in synth.stderr, synth.stderr
+        [job] = store.list_jobs()
+        assert (job.status, job.host, job.attempts, job.interruptions) == (
+            "succeeded",
+            "mac-a",
+            1,
+            0,
+        ), job.error
+        assert [(m.name, m.host) for m in store.list_models()] == [("s1", "mac-a")]
+        assert "Traceback" not in b.log() and f"job {job.id}" not in b.log()
+        store.close()
+    finally:
         a.stop()
         b.stop()
