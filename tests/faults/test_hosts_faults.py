@@ -11,75 +11,25 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import psutil
 import psycopg
 import pytest
 
-from tests.conftest import run_mlxd, wait_for
+from tests.conftest import wait_for
 from tests.test_scaleout import Host
 
 FINAL = ("succeeded", "failed", "cancelled")
 
 
-def _cut_connections(url: str) -> int:
-    """pg_terminate_backend every other connection to the test's database."""
-    with psycopg.connect(url, autocommit=True) as con:
-        rows = con.execute(
-            "select pg_terminate_backend(pid) from pg_stat_activity "
-            "where datname = current_database() and pid <> pg_backend_pid()"
-        ).fetchall()
-    return len(rows)
-
-
-def test_a_connection_cut_during_a_task_is_one_line_in_the_daemon_log(
-    pg_url, tmp_path, tiny_model_dir
-):
-    from mlxd.catalog.store import Store
-    from mlxd.config import paths
-
-    host = Host(tmp_path / "hosts", "mac-a")
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", home=host.home, check=True)
-    host.start()
-    try:
-        bench = run_mlxd(
-            "bench", "tiny", "-p", "8", "-g", "4", "-n", "3", "--warmup", "0",
-            "--delay", "1", home=host.home, check=True,
-        )  # fmt: skip
-        job_id = int(bench.stdout.split()[2].rstrip(":"))
-        store = Store(paths(host.home))
-        wait_for(
-            lambda: (j := store.get_job(job_id)).status == "running" and j.progress > 0,
-            timeout=60,
-            what="the bench to be running",
-        )
-        store.close()
-        # Cut every connection, again and again, until the job has ended: some cut lands
-        # while the task runs and another just before huey's own after-task writes.
-        cuts = 0
-
-        def ended():
-            nonlocal cuts
-            cuts += _cut_connections(pg_url)
-            with psycopg.connect(pg_url, autocommit=True) as con:
-                [(status,)] = con.execute("select status from job where id = %s", (job_id,))
-            return status not in ("queued", "running")
-
-        wait_for(ended, timeout=90, interval=0.3, what="the bench to end")
-        assert cuts > 0
-        store = Store(paths(host.home))
-        job = store.get_job(job_id)
-        assert job.status == "succeeded", job.error
-        assert len(store.list_jobs()) == 1 and len(store.bench_runs()) == 1
-        store.close()
-        log = host.log()
-        assert host.proc.poll() is None, log[-3000:]
-        stdio = (host.home.parent / "mac-a-stdio.log").read_text()
-        assert log.count("Traceback") == 0 and stdio.count("Traceback") == 0, (
-            log[-4000:] + stdio[-4000:]
-        )
-    finally:
-        host.stop()
+# pg_terminate_backend every other connection to the test's database (the catalog's and the
+# queue's); QUEUE_CUT: only those whose last statement was on huey's tables.
+CUT = (
+    "select pg_terminate_backend(pid) from pg_stat_activity "
+    "where datname = current_database() and pid <> pg_backend_pid()"
+)
+QUEUE_CUT = CUT + " and query like '%huey_%'"
 
 
 def _queue(home, kind: str, **params) -> int:
@@ -96,6 +46,25 @@ def _queue(home, kind: str, **params) -> int:
         store.close()
     enqueue(paths(home), job.id)
     return job.id
+
+
+def _add_tiny(home, folder) -> None:
+    """What ``mlxd models add FOLDER --name tiny`` does, without a CLI process."""
+    from mlxd.catalog.models import Model
+    from mlxd.catalog.store import Store
+    from mlxd.config import paths
+    from mlxd.formats.modelfolder import inspect_folder
+
+    info = inspect_folder(folder, check=True)
+    fields = ("format", "architecture", "num_parameters", "size_bytes", "dtype")
+    store = Store(paths(home))
+    try:
+        model = Model(name="tiny", path=str(info.path), source="local", managed=False)
+        for f in fields:
+            setattr(model, f, getattr(info, f))
+        store.add_model(model)
+    finally:
+        store.close()
 
 
 def _all(store, pred):
@@ -122,7 +91,7 @@ def test_a_frozen_host_that_wakes_up_discards_its_results(pg_url, tmp_path, tiny
 
     root = tmp_path / "hosts"
     a, b = Host(root, "mac-a", workers=2), Host(root, "mac-b", workers=2)
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", home=a.home, check=True)
+    _add_tiny(a.home, tiny_model_dir)
     bench = _queue(a.home, "bench", model="tiny", prompt_tokens=[8], gen_tokens=[4], trials=2)
     quant = _queue(a.home, "quantize", model="tiny", bits=4, name="q4")
     ids = (bench, quant)
@@ -220,3 +189,53 @@ def test_a_foreground_job_on_a_machine_whose_daemon_stopped_stays_its_own(pg_url
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_connection_cut_during_a_task_is_one_line_in_the_daemon_log(
+    pg_url, tmp_path, tiny_model_dir
+):
+    from mlxd.catalog.store import Store
+    from mlxd.config import paths
+
+    host = Host(tmp_path / "hosts", "mac-a")
+    _add_tiny(host.home, tiny_model_dir)
+    job_id = _queue(
+        host.home, "bench", model="tiny", prompt_tokens=[8], gen_tokens=[4], trials=3,
+        warmup=0, delay_s=1.0,
+    )  # fmt: skip
+    host.start(MLXD_SPARE_CHILD="0")
+    try:
+        store = Store(paths(host.home))
+        wait_for(
+            lambda: (j := store.get_job(job_id)).status == "running" and j.progress > 0,
+            timeout=60,
+            what="the bench to be running",
+        )
+        store.close()
+        # Cut every connection of the daemon once, then the queue's again and again until
+        # the job has ended: the one huey's worker uses after the task is a cut one.
+        with psycopg.connect(pg_url, autocommit=True) as con:
+            cuts = len(con.execute(CUT).fetchall())
+
+            def ended():
+                con.execute(QUEUE_CUT)
+                [(status,)] = con.execute("select status from job where id = %s", (job_id,))
+                return status not in ("queued", "running")
+
+            wait_for(ended, timeout=90, interval=0.05, what="the bench to end")
+        wait_for(lambda: "executed in" in host.log(), what="huey to be done with the task")
+        time.sleep(1)  # what huey does after a task (and would log) takes a few milliseconds
+        assert cuts > 0
+        store = Store(paths(host.home))
+        job = store.get_job(job_id)
+        assert job.status == "succeeded", job.error
+        assert len(store.list_jobs()) == 1 and len(store.bench_runs()) == 1
+        store.close()
+        log = host.log()
+        assert host.proc.poll() is None, log[-3000:]
+        stdio = (host.home.parent / "mac-a-stdio.log").read_text()
+        assert log.count("Traceback") == 0 and stdio.count("Traceback") == 0, (
+            log[-4000:] + stdio[-4000:]
+        )
+    finally:
+        host.stop()
