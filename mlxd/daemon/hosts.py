@@ -7,8 +7,9 @@ another host is still alive, and where a job can go.
   ``default``) and its own host pool ``@HOST``, where jobs that read a model only that host
   holds are sent.
 - Each daemon writes its ``machine`` row when it starts and at every housekeeping pass; a
-  host whose row is older than the lease timeout is dead, and any live daemon takes its
-  running jobs back (``Store.take_back``: one winner).
+  host whose row is older than the lease timeout (or says it stopped) is dead, and any live
+  daemon takes back its running jobs whose own lease ran out too (``Store.take_back``: one
+  winner; the lost host's later writes for that attempt are fenced out).
 """
 
 from __future__ import annotations
