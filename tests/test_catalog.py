@@ -9,7 +9,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlmodel import SQLModel
+from sqlmodel import SQLModel, select
 
 from mlxd.catalog import schema
 from mlxd.catalog.models import BenchRun, BenchTrial, Model
@@ -230,3 +230,75 @@ def test_a_0008_catalog_with_adapters_and_runs_upgrades_and_keeps_them(tmp_path)
     con = sqlite3.connect(db)
     fks = con.execute("pragma foreign_key_list(benchrun)").fetchall()
     assert ("adapter", "adapter_id", "id") in {(f[2], f[3], f[4]) for f in fks}
+
+
+# -- fenced writes (issue 18): a running attempt's writes hold only while it is still its own
+
+
+def _taken_back(store):
+    """A job claimed by host a (attempt 1), taken back and claimed by host b (attempt 2):
+    (a's stale claim, b's current one)."""
+    job = store.submit_job("synth", {"name": "x"})
+    stale = store.claim_job(job.id, host="a", daemon_pid=1)
+    assert store.take_back(stale, "host a stopped during this job (1x); queued again")
+    current = store.claim_job(job.id, host="b", daemon_pid=2)
+    assert (current.host, current.attempts) == ("b", 2)
+    return stale, current
+
+
+def _commit_a_model(store, job):
+    from types import SimpleNamespace
+
+    from mlxd.daemon.runner import commit_result
+
+    def finish(spec, inputs, result, fin):
+        fin.store.add_model(
+            Model(name=f"made-by-{job.host}", path=f"/m/{job.host}", format="mlx", source="t"),
+            session=fin.session,
+        )
+
+    commit_result(store, job, SimpleNamespace(finish=finish), None, {}, {}, None)
+
+
+FENCED_WRITES = {
+    "heartbeat": lambda st, job: st.update_running(job, progress=0.5, message="half"),
+    "finish": lambda st, job: st.finish_job(job.id, "failed", error="boom", fence=job),
+    "commit_result": _commit_a_model,
+    "requeue_after_crash": lambda st, job: st.requeue_after_crash(job, "killed by SIGKILL"),
+    "give_back": lambda st, job: st.give_back_job(job, "the daemon stopped"),
+    "ship_log": lambda st, job: st.append_job_log(job.id, job.host, job.attempts, "a line\n"),
+    "take_back": lambda st, job: st.take_back(job, "taken back"),  # False when fenced out
+}
+
+
+@pytest.mark.parametrize("write", list(FENCED_WRITES))
+def test_a_taken_back_attempts_write_is_fenced_out_and_changes_nothing(
+    catalog_backend, mlxd_home, write
+):
+    from mlxd.catalog.models import Job, JobLog
+    from mlxd.catalog.store import FencedOut
+
+    store = Store(paths(mlxd_home))
+    stale, current = _taken_back(store)
+
+    def snapshot():
+        with store.read() as s:
+            row = s.get(Job, stale.id).model_dump()
+            logs = len(list(s.exec(select(JobLog))))
+        return row, logs, [m.name for m in store.list_models()]
+
+    before = snapshot()
+    if write == "take_back":  # a third host that read the row before b's claim: no match
+        assert FENCED_WRITES[write](store, stale) is False
+    else:
+        with pytest.raises(FencedOut) as e:
+            FENCED_WRITES[write](store, stale)
+        assert str(e.value) == f"job {stale.id} attempt 1 was taken back by b; discarding"
+    assert snapshot() == before  # nothing changed: no row, no model, no log piece
+    FENCED_WRITES[write](store, current)  # the attempt that holds the job writes as ever
+    after = store.get_job(current.id)
+    assert after.host == "b" and after.status != "running" or write in ("heartbeat", "ship_log")
+    if write == "commit_result":
+        assert after.status == "succeeded" and [m.name for m in store.list_models()] == [
+            "made-by-b"
+        ]

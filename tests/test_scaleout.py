@@ -28,9 +28,9 @@ FAST = {
 class Host:
     """One daemon with its own home and host id; stopped by its own pid."""
 
-    def __init__(self, root: Path, host_id: str, pools: tuple[str, ...] = ()):
+    def __init__(self, root: Path, host_id: str, pools: tuple[str, ...] = (), workers: int = 1):
         self.home = root / host_id
-        self.host_id, self.pools = host_id, pools
+        self.host_id, self.pools, self.workers = host_id, pools, workers
         self.proc: subprocess.Popen | None = None
         self.home.mkdir(parents=True, exist_ok=True)
 
@@ -47,6 +47,8 @@ class Host:
             "--foreground",
             "--host-id",
             self.host_id,
+            "--workers",
+            str(self.workers),
         ]
         for pool in self.pools:
             args += ["--pool", pool]

@@ -11,3 +11,20 @@ class NotFound(CatalogError):
 
 class QueryError(ValueError):
     """A bad filter or reference in a read; the message is one line a user can act on."""
+
+
+class FencedOut(CatalogError):
+    """A write for a job attempt that is no longer this host's: another host took the job
+    back (or it ended meanwhile). The writer discards its work instead of recording it."""
+
+    def __init__(self, job_id: int, attempt: int, holder: str | None, status: str | None):
+        self.job_id, self.attempt, self.holder, self.status = job_id, attempt, holder, status
+        if status is None:
+            why = "was removed from the catalog"
+        elif holder is not None:
+            why = f"was taken back by {holder}"
+        elif status == "queued":
+            why = "was taken back by another host"
+        else:
+            why = f"ended meanwhile ({status})"
+        super().__init__(f"job {job_id} attempt {attempt} {why}; discarding")

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from sqlalchemy import delete, event, update
 from sqlmodel import Session, create_engine, select
 
 from mlxd.catalog import backend, schema
-from mlxd.catalog.errors import CatalogError, NotFound
+from mlxd.catalog.errors import CatalogError, FencedOut, NotFound
 from mlxd.catalog.models import (
     FINISHED_STATUSES,
     BenchRun,
@@ -43,7 +44,7 @@ def busy_timeout_ms() -> int:
     return int(busy_timeout_s() * 1000)
 
 
-__all__ = ["CatalogError", "NotFound", "Store"]
+__all__ = ["CatalogError", "FencedOut", "NotFound", "Store"]
 
 
 def _make_engine(db_path: Path, *, immediate: bool):
@@ -304,11 +305,66 @@ class Store:
         with self.write() as s:
             s.execute(update(Job).where(Job.id == job_id).values(**values))
 
+    # -- fenced writes: a running attempt's own ------------------------------------------
+    #
+    # A host writes a running job's row only while the row is still ``running`` on that
+    # host in that attempt (the fencing token: host id + attempt, checked in the UPDATE's
+    # own WHERE). A host frozen past its lease whose job was taken back by another
+    # (``take_back``) gets FencedOut from every such write and discards its work.
+
+    def update_running(self, job: Job, **values: Any) -> None:
+        """Heartbeat, progress, the child's pid: only while ``job``'s attempt is running here."""
+        with self.write() as s:
+            self._fenced(s, job, values)
+
+    def hold_job(self, job: Job, session: Session) -> None:
+        """Lock ``job``'s row in ``session`` while its attempt is still running here (a
+        take-back by another host then waits for this transaction, and matches nothing
+        once it committed an end); FencedOut if it is no longer this attempt's."""
+        self._fenced(session, job, {"heartbeat_at": utcnow()})
+
+    def _fenced(self, s: Session, job: Job, values: dict[str, Any]) -> None:
+        res = s.execute(update(Job).where(*_fence(job)).values(**values))
+        if res.rowcount != 1:
+            raise _fenced_out(s, job)
+
+    def give_back_job(self, job: Job, message: str) -> None:
+        """This host stops running ``job`` through no fault of the job (its daemon stops):
+        queued again, the attempt given back. Fenced like every write of a running attempt."""
+        with self.write() as s:
+            self._fenced(
+                s,
+                job,
+                {
+                    "status": "queued",
+                    "attempts": max(job.attempts - 1, 0),
+                    "pid": None,
+                    "progress": 0.0,
+                    "message": message,
+                    "started_at": None,
+                },
+            )
+
     def append_job_log(self, job_id: int, host: str | None, attempt: int, text: str) -> None:
-        """A piece of a job's log, for ``jobs logs`` on other hosts (see ``JobLog``)."""
+        """A piece of a job's log, for ``jobs logs`` on other hosts (see ``JobLog``).
+
+        Stored only while no later attempt has claimed the job (its row still names this
+        host and this attempt, or the one before when this host queued it again itself):
+        a host that wakes up after its job was taken back ships nothing more."""
         from mlxd.catalog.models import JobLog
 
         with self.write() as s:
+            res = s.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    _same_host(host),
+                    Job.attempts.in_([attempt, attempt - 1]),
+                )
+                .values(log_path=Job.log_path)  # no change: the row's lock, held to commit
+            )
+            if res.rowcount != 1:
+                raise _fenced_out(s, _Token(job_id, host, attempt))
             s.add(JobLog(job_id=job_id, host=host, attempt=attempt, text=text))
 
     def finish_job(
@@ -318,23 +374,22 @@ class Store:
         *,
         error: str | None = None,
         session: Session | None = None,
+        fence: Job | None = None,
         **values: Any,
     ) -> None:
+        """End a job. With ``fence`` (the running attempt's row as claimed), only while that
+        attempt is still running on its host; FencedOut otherwise."""
         assert status in FINISHED_STATUSES
         with contextlib.ExitStack() as stack:
             s = session or stack.enter_context(self.write())
             if error:
                 error = error.strip().splitlines()[-1] if error.strip() else error
-            s.execute(
-                update(Job)
-                .where(Job.id == job_id)
-                .values(status=status, error=error, finished_at=utcnow(), pid=None, **values)
-            )
-
-    def requeue_job(self, job_id: int, message: str) -> None:
-        self.update_job(
-            job_id, status="queued", pid=None, progress=0.0, message=message, started_at=None
-        )
+            values = dict(status=status, error=error, finished_at=utcnow(), pid=None, **values)
+            if fence is not None:
+                assert fence.id == job_id
+                self._fenced(s, fence, values)
+                return
+            s.execute(update(Job).where(Job.id == job_id).values(**values))
 
     def request_cancel(self, job_id: int) -> Job:
         """Cancel a queued job now, or ask the daemon to stop a running one."""
@@ -501,13 +556,14 @@ class Store:
 
     # -- reliability (issue 8) ---------------------------------------------------------
 
-    def requeue_after_crash(self, job_id: int, reason: str) -> None:
-        """The job's own process crashed: queue it once more, keeping the reason."""
+    def requeue_after_crash(self, job: Job, reason: str) -> None:
+        """The job's own process crashed: queue it once more, keeping the reason (only while
+        that attempt is still running on its host: fenced)."""
         with self.write() as s:
-            s.execute(
-                update(Job)
-                .where(Job.id == job_id)
-                .values(
+            self._fenced(
+                s,
+                job,
+                dict(
                     status="queued",
                     pid=None,
                     pid_started_at=None,
@@ -516,7 +572,7 @@ class Store:
                     crashes=Job.crashes + 1,
                     crash_reason=reason,
                     message=f"running again after a crash: {reason}",
-                )
+                ),
             )
 
     def requeue_after_interruption(self, job_id: int, message: str) -> bool:
@@ -816,12 +872,7 @@ class Store:
         with self.write() as s:
             res = s.execute(
                 update(Job)
-                .where(
-                    Job.id == job.id,
-                    Job.status == "running",
-                    Job.host == job.host,
-                    Job.attempts == job.attempts,
-                )
+                .where(*_fence(job))
                 .values(**{**_interrupted(message), "attempts": Job.attempts})
             )
             return res.rowcount == 1
@@ -878,6 +929,38 @@ def _forget_finetune_base(s: Session, model_id: int) -> None:
     sweep_ids = select(FinetuneSweep.id).where(FinetuneSweep.base_model_id == model_id)
     s.execute(update(Adapter).where(Adapter.sweep_id.in_(sweep_ids)).values(sweep_id=None))
     s.execute(delete(FinetuneSweep).where(FinetuneSweep.base_model_id == model_id))
+
+
+@dataclass
+class _Token:
+    id: int
+    host: str | None
+    attempts: int
+
+
+def _same_host(host: str | None):
+    return Job.host.is_(None) if host is None else Job.host == host
+
+
+def _fence(job) -> tuple:
+    """The WHERE of a fenced write: the row still has the status (running), host and
+    attempt that ``job`` (the row as claimed or read) has."""
+    return (
+        Job.id == job.id,
+        Job.status == job.status,
+        _same_host(job.host),
+        Job.attempts == job.attempts,
+    )
+
+
+def _fenced_out(s: Session, job) -> FencedOut:
+    """Why a fenced write matched nothing: who holds the job now."""
+    row = s.exec(select(Job.host, Job.attempts, Job.status).where(Job.id == job.id)).first()
+    if row is None:
+        return FencedOut(job.id, job.attempts, None, None)
+    host, attempts, status = row
+    moved_on = host != job.host or attempts > job.attempts
+    return FencedOut(job.id, job.attempts, host if moved_on else None, status)
 
 
 def _interrupted(message: str) -> dict[str, Any]:

@@ -7,8 +7,9 @@ another host is still alive, and where a job can go.
   ``default``) and its own host pool ``@HOST``, where jobs that read a model only that host
   holds are sent.
 - Each daemon writes its ``machine`` row when it starts and at every housekeeping pass; a
-  host whose row is older than the lease timeout is dead, and any live daemon takes its
-  running jobs back (``Store.take_back``: one winner).
+  host whose row is older than the lease timeout (or says it stopped) is dead, and any live
+  daemon takes back its running jobs whose own lease ran out too (``Store.take_back``: one
+  winner; the lost host's later writes for that attempt are fenced out).
 """
 
 from __future__ import annotations
@@ -121,17 +122,22 @@ def host_alive(machines_by_id: dict[str, Any], host: str, lease_s: float) -> boo
 
 
 def job_host_dead(job, machines_by_id: dict[str, Any], lease_s: float, heartbeat_s: float) -> bool:
-    """Whether the host running ``job`` has stopped: its machine row's heartbeat, or (no
-    row: a CLI running a job in the foreground there) the job's own lease, which its runner
-    renews every ``heartbeat_s``."""
+    """Whether the host running ``job`` has stopped. A job whose own lease is fresh is alive,
+    whatever its machine row says (a CLI running a job in the foreground on a machine whose
+    daemon stopped renews it like a daemon does); a job whose lease ran out is dead unless
+    its host's machine row still beats (a daemon whose job rows cannot be written now). The
+    runner renews a job's lease every ``min(heartbeat_s, lease_s / 3)`` (runner.py
+    ``job_heartbeat_s``): three missed beats, or the lease, whichever is longer."""
+    beat = job.heartbeat_at or job.started_at
+    if beat is not None:
+        if beat.tzinfo is None:
+            beat = beat.replace(tzinfo=UTC)
+        stale_s = max(lease_s, 3 * min(heartbeat_s, lease_s / 3))
+        if (datetime.now(UTC) - beat).total_seconds() <= stale_s:
+            return False
     if job.host in machines_by_id:
         return not host_alive(machines_by_id, job.host, lease_s)
-    beat = job.heartbeat_at or job.started_at
-    if beat is None:
-        return True
-    if beat.tzinfo is None:
-        beat = beat.replace(tzinfo=UTC)
-    return (datetime.now(UTC) - beat).total_seconds() > max(lease_s, 3 * heartbeat_s)
+    return True
 
 
 def place(

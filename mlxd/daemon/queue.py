@@ -83,6 +83,7 @@ OUTAGE_MAX_DELAY_S = 2.0  # also how late a stopping daemon may notice, at worst
 @cache
 def _postgres_huey_class() -> type[Huey]:
     from huey import PostgresHuey
+    from huey.constants import EmptyData as _EMPTY
     from huey.storage import PostgresStorage
 
     from mlxd.daemon.retry import short_error, transient
@@ -147,6 +148,20 @@ def _postgres_huey_class() -> type[Huey]:
 
         def read_schedule(self, ts):
             return self._patient(lambda: super(PatientPostgresStorage, self).read_schedule(ts), [])
+
+        def pop_data(self, key):
+            # Before and after every task huey reads and clears the task's revoke flag: on a
+            # connection cut during the task that raised into the worker loop, a traceback
+            # in the daemon log. mlxd revokes nothing: a flag not read is a flag not there.
+            return self._patient(lambda: super(PatientPostgresStorage, self).pop_data(key), _EMPTY)
+
+        def peek_data(self, key):
+            return self._patient(lambda: super(PatientPostgresStorage, self).peek_data(key), _EMPTY)
+
+        def has_data_for_key(self, key):
+            return self._patient(
+                lambda: super(PatientPostgresStorage, self).has_data_for_key(key), False
+            )
 
     class PatientPostgresHuey(PostgresHuey):
         storage_class = PatientPostgresStorage

@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Callable, Collection
 from pathlib import Path
 
-from mlxd.catalog.store import CatalogError, NotFound, Store
+from mlxd.catalog.store import CatalogError, FencedOut, NotFound, Store
 from mlxd.config import Paths
 from mlxd.daemon import hosts, queue, settings
 from mlxd.daemon.liveness import kill_our_child, process_alive
@@ -65,19 +65,23 @@ def recover_orphaned_jobs(
             continue
         kill_our_child(job.pid, job.pid_started_at, paths.home)
         deaths = job.interruptions + 1
-        if job.cancel_requested:
-            store.finish_job(job.id, "cancelled", error="cancelled by user")
-            store.fail_dependents(job.id)
-        elif deaths >= settings.POISON_PILL_DEATHS:
-            store.finish_job(
-                job.id,
-                "failed",
-                error=f"poison pill: the daemon died {deaths} times in a row while this job "
-                "ran; not run again",
-                interruptions=deaths,
+        if job.cancel_requested or deaths >= settings.POISON_PILL_DEATHS:
+            why = (
+                "cancelled by user"
+                if job.cancel_requested
+                else f"poison pill: the daemon died {deaths} times in a row while this job "
+                "ran; not run again"
             )
+            status, extra = (
+                ("cancelled", {}) if job.cancel_requested else ("failed", {"interruptions": deaths})
+            )
+            try:  # the row as read here: a job that ended or moved on meanwhile is left be
+                store.finish_job(job.id, status, error=why, fence=job, **extra)
+            except FencedOut:
+                continue
             store.fail_dependents(job.id)
-            log.warning("job %s failed as a poison pill after %s daemon deaths", job.id, deaths)
+            if not job.cancel_requested:
+                log.warning("job %s failed as a poison pill after %s daemon deaths", job.id, deaths)
         elif store.requeue_after_interruption(
             job.id, f"the daemon stopped during this job ({deaths}x); queued again"
         ):
@@ -138,6 +142,7 @@ def adopt_committed_folders(store: Store, paths: Paths) -> list[int]:
         if (
             job is not None
             and job.status in ("queued", "running")
+            and _ours(job, marker)
             and _adopt(store, paths, job, folder, marker["result"])
         ):
             adopted.append(job.id)
@@ -145,6 +150,16 @@ def adopt_committed_folders(store: Store, paths: Paths) -> list[int]:
         log.warning("removing %s: its job's catalog commit was lost", folder)
         shutil.rmtree(folder, ignore_errors=True)
     return adopted
+
+
+def _ours(job, marker) -> bool:
+    """Whether the job's row is still at the attempt, on this host, that left the folder (not
+    a later one: another host took the job back and runs or ran it)."""
+    return (
+        job.host in (None, hosts.host_id())
+        and marker.get("attempt") == job.attempts
+        and marker.get("host", job.host) == job.host
+    )
 
 
 def _adopt(store: Store, paths: Paths, job, folder: Path, result) -> bool:

@@ -37,7 +37,7 @@ from typing import Any
 import psutil
 
 from mlxd.catalog.models import utcnow
-from mlxd.catalog.store import CatalogError, Store
+from mlxd.catalog.store import CatalogError, FencedOut, Store
 from mlxd.config import Paths
 from mlxd.daemon import admission, faults, hosts, reasons, settings
 from mlxd.daemon.control import cancel_file
@@ -70,7 +70,7 @@ _FINISH_LOCK = threading.Lock()
 
 @dataclass
 class Outcome:
-    status: str  # succeeded | failed | cancelled | requeued
+    status: str  # succeeded | failed | cancelled | requeued | discarded (taken back)
     error: str | None = None
 
 
@@ -92,6 +92,7 @@ class LogShipper(threading.Thread):
         self.store, self.job_id, self.host, self.attempt = store, job_id, host, attempt
         self.path, self.offset = path, start
         self._stop_event = threading.Event()
+        self.fenced = False  # a later attempt claimed the job: this one ships no more
 
     def run(self) -> None:
         while not self._stop_event.wait(LOG_SHIP_S):
@@ -103,6 +104,8 @@ class LogShipper(threading.Thread):
         self.ship(final=True)
 
     def ship(self, final: bool) -> None:
+        if self.fenced:
+            return
         try:
             with open(self.path, "rb") as f:
                 f.seek(self.offset)
@@ -119,6 +122,8 @@ class LogShipper(threading.Thread):
                 lambda: self.store.append_job_log(self.job_id, self.host, self.attempt, text),
                 what="ship the job log",
             )
+        except FencedOut:  # taken back: the runner says so, in one line
+            self.fenced, shipped = True, False
         except Exception:  # a copy of the log never fails the job; the file has it all
             log.exception("shipping the log of job %s failed", self.job_id)
             shipped = False
@@ -191,7 +196,7 @@ class Runner:
                 log.warning("job %s: dependents not released yet (%s)", job_id, short_error(e))
         elif outcome.status in ("failed", "cancelled"):
             self._write(lambda: self.store.fail_dependents(job_id), "fail dependents")
-        return outcome
+        return outcome  # (discarded: the host that took the job back answers for it)
 
     def _admit(self, job) -> Outcome | None | bool:
         """True to run the job now (its memory reserved, and it is marked active: from here
@@ -238,6 +243,8 @@ class Runner:
             )
             try:
                 outcome = self._attempt(job, joblog)
+            except FencedOut as e:
+                outcome = self._discard(job, e)
             except GaveUp:
                 # Stopping while the catalog refuses writes: the row still says running; the
                 # next start recovers it (and adopts a committed-on-disk result).
@@ -264,9 +271,21 @@ class Runner:
         finally:
             shipper.stop()
 
-    def _fail(self, job_id: int, error: str) -> Outcome:
-        self._write(lambda: self.store.finish_job(job_id, "failed", error=error), "fail job")
+    def _fail(self, job, error: str) -> Outcome:
+        self._write(
+            lambda: self.store.finish_job(job.id, "failed", error=error, fence=job), "fail job"
+        )
         return Outcome("failed", error)
+
+    def _partial_dir(self, job) -> Path:
+        return self.paths.partial / f"job-{job.id}-attempt-{job.attempts}"
+
+    def _discard(self, job, fenced: FencedOut) -> Outcome:
+        """Another host took this attempt's job back (this one was frozen past its lease):
+        whatever this attempt made is not recorded, and its partial folder goes."""
+        shutil.rmtree(self._partial_dir(job), ignore_errors=True)
+        log.warning("%s", fenced)
+        return Outcome("discarded", str(fenced))
 
     def _attempt(self, job, joblog) -> Outcome:
         try:
@@ -274,9 +293,11 @@ class Runner:
             spec = kind.Spec.from_params(job.params)
             inputs = kind.prepare(spec, self.store, job)
         except (UnknownJobKind, SpecError, CatalogError, JobFailed, ModelFolderError) as e:
-            return self._fail(job.id, str(e.args[0]) if e.args else str(e))
+            if isinstance(e, FencedOut):
+                raise
+            return self._fail(job, str(e.args[0]) if e.args else str(e))
         except TypeError as e:
-            return self._fail(job.id, f"invalid parameters for a {job.kind} job ({e})")
+            return self._fail(job, f"invalid parameters for a {job.kind} job ({e})")
         except Exception as e:
             if not transient(e):
                 raise
@@ -286,7 +307,7 @@ class Runner:
 
         output_dir = None
         if kind.PRODUCES_MODEL:
-            output_dir = self.paths.partial / f"job-{job.id}-attempt-{job.attempts}"
+            output_dir = self._partial_dir(job)
             shutil.rmtree(output_dir, ignore_errors=True)
         request = {
             "job_id": job.id,
@@ -301,18 +322,23 @@ class Runner:
         watch = output_dir if output_dir is not None or writes_to is None else writes_to(inputs)
         try:
             end = self._supervise(job, request, joblog, output_dir, watch)
+        except FencedOut:
+            raise  # taken back by another host: discarded (_run)
         except BaseException:  # Ctrl-C in a foreground run: nothing may stay "running"
             if output_dir:
                 shutil.rmtree(output_dir, ignore_errors=True)
-            self.store.finish_job(job.id, "cancelled", error="interrupted")
-            self.store.fail_dependents(job.id)
+            with contextlib.suppress(FencedOut):
+                self.store.finish_job(job.id, "cancelled", error="interrupted", fence=job)
+                self.store.fail_dependents(job.id)
             raise
         if end.ended != "done" or end.error is not None or end.result is None or end.crash:
             if output_dir:
                 shutil.rmtree(output_dir, ignore_errors=True)
         if end.ended == "cancelled":
             self._write(
-                lambda: self.store.finish_job(job.id, "cancelled", error="cancelled by user"),
+                lambda: self.store.finish_job(
+                    job.id, "cancelled", error="cancelled by user", fence=job
+                ),
                 "cancel job",
             )
             cancel_file(self.paths, job.id).unlink(missing_ok=True)
@@ -322,30 +348,25 @@ class Runner:
         if end.crash is not None:
             return self._crashed(job, end.crash)
         if end.error is not None or end.result is None:
-            return self._fail(job.id, end.error or "the job ended without a result")
+            return self._fail(job, end.error or "the job ended without a result")
         return self._finish(job, kind, spec, inputs, end.result, output_dir)
 
     def _requeue(self, job, message: str) -> Outcome:
         """Queue the job again; not the job's fault: this attempt does not count against
         max_attempts. (Its queue entry comes from the housekeeper or the next start.)"""
-
-        def requeue():
-            self.store.update_job(job.id, attempts=max(job.attempts - 1, 0))
-            self.store.requeue_job(job.id, message)
-
-        self._write(requeue, "requeue job")
+        self._write(lambda: self.store.give_back_job(job, message), "requeue job")
         return Outcome("requeued")
 
     def _crashed(self, job, crash: reasons.Crash) -> Outcome:
         """The job's own process died: run it once more, then fail with the reason."""
         if crash.retryable and job.crashes < settings.CRASH_RETRIES:
-            self._write(lambda: self.store.requeue_after_crash(job.id, crash.reason), "requeue job")
+            self._write(lambda: self.store.requeue_after_crash(job, crash.reason), "requeue job")
             log.warning("job %s crashed (%s); it will run once more", job.id, crash.reason)
             self.release(job.id)
             return Outcome("requeued", crash.reason)
         if job.crashes:
-            return self._fail(job.id, f"{crash.reason} (again, after a retry)")
-        return self._fail(job.id, crash.reason)
+            return self._fail(job, f"{crash.reason} (again, after a retry)")
+        return self._fail(job, crash.reason)
 
     def _finish(self, job, kind, spec, inputs, result, output_dir: Path | None) -> Outcome:
         # With several workers, two jobs may finish at once: one at a time, so neither takes
@@ -356,11 +377,16 @@ class Runner:
     def _finish_locked(self, job, kind, spec, inputs, result, output_dir: Path | None) -> Outcome:
         final = None
         if output_dir is not None:
+            # Still this host's attempt? (One frozen past its lease may have lost it: then
+            # nothing is moved into models/.) The commit below is fenced in any case.
+            self._write(
+                lambda: self.store.update_running(job, heartbeat_at=utcnow()), "renew the lease"
+            )
             final = self.paths.models / spec.name
             if final.exists():
                 if self.store.find_model(str(final)) is not None:
                     shutil.rmtree(output_dir, ignore_errors=True)
-                    return self._fail(job.id, f"a model folder already exists at {final}")
+                    return self._fail(job, f"a model folder already exists at {final}")
                 # Left over from a crash between the rename and the catalog commit.
                 shutil.rmtree(final)
             write_commit_marker(output_dir, job, result)
@@ -373,13 +399,17 @@ class Runner:
             )
         except GaveUp:
             raise  # the marker stays: the next start adopts the folder
+        except FencedOut:  # taken back meanwhile: the folder moved here is not ours to keep
+            if final is not None and _marked_by(final, job):
+                shutil.rmtree(final, ignore_errors=True)
+            raise
         except Exception as e:  # the catalog refused the result: undo the folder move
             log.exception("recording the result of job %s failed", job.id)
             if final is not None:
                 shutil.rmtree(final, ignore_errors=True)
             if transient(e) and disk_full(e):
-                return self._fail(job.id, reasons.disk_full(self.paths.catalog_db))
-            return self._fail(job.id, f"could not record the result: {e}")
+                return self._fail(job, reasons.disk_full(self.paths.catalog_db))
+            return self._fail(job, f"could not record the result: {e}")
         if final is not None:
             (final / COMMIT_MARKER).unlink(missing_ok=True)
         return Outcome("succeeded")
@@ -447,7 +477,8 @@ class Runner:
         folder, for a partial model in ``output_dir``): below the disk reserve there, the
         job stops with "disk full: PATH has N free"."""
         ident = {"pid": proc.pid, "pid_started_at": start_time(proc.pid), "message": "started"}
-        if try_write(lambda: self.store.update_job(job.id, **ident), what="record the child"):
+        # A fenced write (FencedOut: the job was taken back) ends the child (_supervise).
+        if try_write(lambda: self.store.update_running(job, **ident), what="record the child"):
             ident = {}
         events: queue.Queue = queue.Queue()
         last_life = [time.monotonic()]  # stamped by the reader: a busy supervisor is no excuse
@@ -465,6 +496,7 @@ class Runner:
         reader.start()
 
         lease_s = settings.lease_timeout_s()
+        beat_s = job_heartbeat_s()
         limit_s = settings.time_limit_s(job.kind, job.timeout_s)
         disk_path = self.paths.models if output_dir is not None else watch
         reserve = settings.disk_reserve_bytes() if disk_path is not None else 0
@@ -520,14 +552,16 @@ class Runner:
                 and now >= write_after
                 and (
                     (pending_progress and now - last_write >= PROGRESS_WRITE_S)
-                    or now - last_write >= HEARTBEAT_S  # renew the lease even without progress
+                    or now - last_write >= beat_s  # renew the lease even without progress
                 )
             ):
                 values = {**ident, "heartbeat_at": utcnow(), **(pending_progress or {})}
-                if try_write(lambda v=values: self.store.update_job(job.id, **v), what="heartbeat"):
+                if try_write(
+                    lambda v=values: self.store.update_running(job, **v), what="heartbeat"
+                ):
                     pending_progress, ident = None, {}
                 else:  # a locked catalog: keep following the child, try again later
-                    write_after = time.monotonic() + HEARTBEAT_S
+                    write_after = time.monotonic() + beat_s
                 last_write = now
             if reserve and now - last_disk >= DISK_CHECK_S:
                 last_disk = now
@@ -594,10 +628,33 @@ class Runner:
             log.exception("recording a %s event of job %s failed", ev.get("event"), job.id)
 
 
+def job_heartbeat_s() -> float:
+    """How often a running job's row is renewed (its lease): every HEARTBEAT_S, or a third
+    of a shorter lease, so that three missed beats make a job's host dead (hosts.py)."""
+    return min(HEARTBEAT_S, settings.lease_timeout_s() / 3)
+
+
 def write_commit_marker(folder: Path, job, result: dict[str, Any]) -> None:
     """What the next start needs to adopt this folder if the catalog commit is lost."""
-    marker = {"job_id": job.id, "attempt": job.attempts, "kind": job.kind, "result": result}
+    marker = {
+        "job_id": job.id,
+        "attempt": job.attempts,
+        "host": job.host,
+        "kind": job.kind,
+        "result": result,
+    }
     (folder / COMMIT_MARKER).write_text(json.dumps(marker, default=str))
+
+
+def _marked_by(folder: Path, job) -> bool:
+    """Whether ``folder``'s commit marker is this attempt's (not another host's on a shared
+    volume)."""
+    marker = read_commit_marker(folder) or {}
+    return (marker.get("job_id"), marker.get("attempt"), marker.get("host")) == (
+        job.id,
+        job.attempts,
+        job.host,
+    )
 
 
 def read_commit_marker(folder: Path) -> dict[str, Any] | None:
@@ -608,14 +665,17 @@ def read_commit_marker(folder: Path) -> dict[str, Any] | None:
 
 
 def commit_result(store: Store, job, kind, spec, inputs, result, final: Path | None) -> None:
-    """Record a job's result and mark it succeeded, in one transaction."""
+    """Record a job's result and mark it succeeded, in one transaction, only while the job's
+    row is still as ``job`` read it (this host's running attempt): fenced, FencedOut else."""
     with store.write() as s:
+        store.hold_job(job, s)  # first: a taken-back job records nothing (no model, no run)
         fin = FinishContext(store, s, job, final)
         kind.finish(spec, inputs, result, fin)
         store.finish_job(
             job.id,
             "succeeded",
             session=s,
+            fence=job,
             progress=1.0,
             message="done",
             result=fin.summary,

@@ -109,7 +109,7 @@ def make_handler(
     def _handle(job_id: int) -> None:
         try:
             outcome = runner.handle(job_id)
-            if outcome:
+            if outcome and outcome.status != "discarded":  # (the runner said it in one line)
                 detail = f": {outcome.error}" if outcome.error else ""
                 log.info("job %s %s%s", job_id, outcome.status, detail)
         except GaveUp:
