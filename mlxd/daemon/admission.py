@@ -121,6 +121,31 @@ def estimate(kind: str, params: dict[str, Any], store) -> Estimate | None:
         base = store.find_model(params["base_id"]) if params.get("base_id") else None
         both = model.size_bytes + (base.size_bytes or 0 if base else 0)
         return Estimate(int(both * MARGIN), 0, f"model and base weights {human_bytes(both)}")
+    if kind == "finetune":
+        # The weights, plus (full fine-tuning) a gradient and two Adam moments per weight in
+        # float32; LoRA trains a few million numbers at most: its share is in the margin.
+        full = params.get("fine_tune_type") == "full"
+        train = (model.num_parameters or model.size_bytes // 2) * 12 if full else 0
+        cfg = _config(model.path)
+        acts = (
+            _kv_bytes_per_token(cfg, 4)
+            * (params.get("batch_size") or 4)
+            * (params.get("max_seq_length") or 2048)
+        )
+        return Estimate(
+            int((model.size_bytes + train + acts) * MARGIN),
+            0,
+            f"weights {human_bytes(model.size_bytes)}"
+            + (f" + gradients and optimizer state {human_bytes(train)}" if train else "")
+            + f" + activations {human_bytes(acts)}",
+        )
+    if kind == "fuse":
+        out = (model.num_parameters or 0) * 4 if params.get("dequantize") else model.size_bytes
+        return Estimate(
+            int((model.size_bytes + out) * MARGIN),
+            out,
+            f"weights {human_bytes(model.size_bytes)} read + {human_bytes(out)} written",
+        )
     if kind == "import_gguf":
         try:
             size = Path(params["file"]).stat().st_size
@@ -140,17 +165,24 @@ def current_user() -> str | None:
         return os.environ.get("USER")
 
 
-def check_at_submit(kind: str, params: dict[str, Any], store) -> str | None:
-    """Refuse what can never fit, or a user over the queue limit; a note about disk, or None."""
+def check_queue_limit(store, adding: int = 1) -> None:
+    """Refuse a user whose queued and running jobs would pass the limit with ``adding`` more
+    (a sweep asks once for all its jobs: all of them are queued, or none)."""
     user = current_user()
     limit = queue_limit_per_user()
-    if limit is not None:
-        mine = [j for j in store.list_jobs(["queued", "running"]) if j.submitted_by == user]
-        if len(mine) >= limit:
-            raise AdmissionError(
-                f"{user} already has {len(mine)} job(s) queued or running, the limit per user "
-                f"({ENV_QUEUE_LIMIT}={limit}); wait for some to finish"
-            )
+    if limit is None:
+        return
+    mine = [j for j in store.list_jobs(["queued", "running"]) if j.submitted_by == user]
+    if len(mine) + adding > limit:
+        more = f"; this command queues {adding} jobs" if adding > 1 else ""
+        raise AdmissionError(
+            f"{user} already has {len(mine)} job(s) queued or running, the limit per user "
+            f"({ENV_QUEUE_LIMIT}={limit}){more}; wait for some to finish"
+        )
+
+
+def check_at_submit(kind: str, params: dict[str, Any], store) -> str | None:
+    """Refuse what can never fit this machine; a note about disk, or None."""
     est = estimate(kind, params, store)
     if est is None:
         return None
