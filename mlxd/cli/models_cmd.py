@@ -236,6 +236,7 @@ def show(ref: str, fmt: str):
         ("quantization", quant_label(m) or None),
         ("bits per weight", f"{m.bits_per_weight:.3f}" if m.bits_per_weight else None),
         ("created", when(m.created_at)),
+        ("host", m.host),  # the machine that holds the files (none: the shared volume)
     ]
     if m.source == "gguf" and m.details.get("gguf_file"):
         # An import's lineage is a file, not a parent row: say which file, exactly.

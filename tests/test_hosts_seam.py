@@ -1,0 +1,95 @@
+"""A machine has one host id, its daemon's, and everything made or run there is filed under
+it; a queued job never waits without saying why (issue 17, seam 4).
+
+Two daemons (``--host-id maca``, ``--host-id macb``) on one fresh PostgreSQL catalog, each with
+its own MLXD_HOME, as in test_scaleout.py; a "laptop" is a home with no daemon."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from tests.conftest import run_json, run_mlxd
+from tests.test_scaleout import hosts  # noqa: F401 (fixture)
+
+
+def _queued(proc) -> int:
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout.split()[2].rstrip(":"))
+
+
+def test_what_a_machine_makes_and_runs_is_filed_under_its_daemons_host_id(
+    hosts,  # noqa: F811
+    pg_url,
+):
+    a, b = hosts("maca").start(), hosts("macb").start()
+    run_mlxd("models", "synth", "ptiny", home=a.home, check=True)
+    assert run_json("models", "show", "ptiny", home=a.home)["host"] == "maca"
+    # The daemon recorded its id where every command run with its home reads it.
+    assert 'host_id = "maca"' in (a.home / "config.toml").read_text()
+    synth = run_json("jobs", "list", home=a.home)[0]
+    assert synth["kind"] == "synth" and synth["host"] == "maca"
+    # A job on it goes to maca, and runs there (it waited forever in pool @<hostname>).
+    quant = _queued(run_mlxd("quantize", "ptiny", "--bits", "4", home=a.home))
+    bench = _queued(
+        run_mlxd("bench", "ptiny", "-p", "8", "-g", "2", "-n", "1", "--warmup", "0", home=a.home)
+    )
+    proc = run_mlxd("jobs", "wait", str(quant), str(bench), "--wait-timeout", "120", home=a.home)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for job_id in (quant, bench):
+        job = run_json("jobs", "show", str(job_id), home=a.home)
+        assert (job["pool"], job["host"], job["status"]) == ("@maca", "maca", "succeeded")
+    assert run_json("models", "show", "ptiny-4bit-g64", home=a.home)["host"] == "maca"
+    # Its runs are maca's: `results --machine maca` finds them, from any machine.
+    runs = run_json("results", "--machine", "maca", home=b.home)
+    assert runs and {r["host"] for r in runs} == {"maca"}
+    # A folder registered with `models add` on macb is macb's.
+    run_mlxd("models", "add", str(a.home / "models" / "ptiny"), "--name", "p-b", home=b.home)
+    assert run_json("models", "show", "p-b", home=b.home)["host"] == "macb"
+
+
+def test_a_job_nobody_serves_says_why_at_submit_in_lists_doctor_and_wait(
+    hosts,  # noqa: F811
+    pg_url,
+    mlxd_home,
+):
+    a, b = hosts("maca").start(), hosts("macb").start()
+    me = socket.gethostname()  # a laptop without a daemon: its host id is its hostname
+    laptop = mlxd_home / "laptop"
+    run_mlxd("models", "synth", "lt", home=laptop, check=True)
+    assert run_json("models", "show", "lt", home=laptop)["host"] == me
+    proc = run_mlxd("quantize", "lt", "--bits", "4", home=laptop)
+    on_laptop = _queued(proc)
+    assert (
+        f"Note: model 'lt' is only on host {me}; no daemon serves pool @{me}; last seen never; "
+        f"start the daemon on host {me}"
+    ) in proc.stderr
+    unserved = _queued(run_mlxd("quantize", "lt", "--bits", "8", "--pool", "vm-gpu", home=laptop))
+    run_mlxd("models", "synth", "mb", home=b.home, check=True)
+    b.stop()
+    host_down = _queued(run_mlxd("quantize", "mb", "--bits", "4", home=a.home))
+
+    why = {j["id"]: j["waiting"] for j in run_json("jobs", "list", home=a.home)}
+    assert why[on_laptop] == f"no daemon serves pool @{me}; last seen never"
+    assert why[unserved] == "no daemon serves pool vm-gpu; last seen never"
+    assert why[host_down].startswith("host macb down since ")
+    listing = run_mlxd("jobs", "list", home=laptop, check=True).stdout
+    assert "no daemon serves pool vm-gpu; last seen never" in listing
+    shown = run_mlxd("jobs", "show", str(host_down), home=laptop, check=True).stdout
+    assert "waiting    host macb down since " in shown
+    # doctor looks at every pool and says the same.
+    out = run_mlxd("doctor", "--no-mlx", home=a.home).stdout
+    assert f"FAIL  pool vm-gpu: job(s) {unserved} wait: no daemon serves pool vm-gpu" in out
+    assert f"FAIL  pool @macb: job(s) {host_down} wait: host macb down since " in out
+    assert "not in the queue" not in out
+    # jobs wait gives up, saying why, instead of waiting forever.
+    proc = run_mlxd("jobs", "wait", str(unserved), "--wait-timeout", "60", home=laptop)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.startswith(
+        f"Error: job {unserved} is queued but no daemon serves pool vm-gpu; last seen never; "
+        "start a daemon that serves it ('mlxd daemon start --pool vm-gpu')"
+    ), proc.stderr
+    assert (
+        json.loads(run_mlxd("jobs", "show", str(unserved), "--json", home=a.home).stdout)["status"]
+        == "queued"
+    )
