@@ -93,3 +93,41 @@ def test_a_job_nobody_serves_says_why_at_submit_in_lists_doctor_and_wait(
         json.loads(run_mlxd("jobs", "show", str(unserved), "--json", home=a.home).stdout)["status"]
         == "queued"
     )
+
+
+def test_why_a_queued_job_waits_is_never_empty():
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace as Row
+
+    from mlxd.daemon.hosts import wait_reason
+
+    now = datetime.now(UTC)
+    live = Row(host_id="maca", pools=["default"], heartbeat_at=now, stopped_at=None)
+    gone = Row(
+        host_id="macb", pools=["gpu"], heartbeat_at=now - timedelta(hours=30), stopped_at=None
+    )
+
+    def job(id_, pool="default", status="queued", after=None, priority=0, message=None):
+        return Row(
+            id=id_, pool=pool, status=status, after_job_id=after, priority=priority, message=message
+        )
+
+    running, first, second = job(1, status="running"), job(2), job(3)
+    urgent = job(4, priority=5)
+    pending = [running, first, second, urgent, job(5, after=2)]
+    assert wait_reason(first, [live, gone], 60, pending) == "behind job 4"
+    assert wait_reason(urgent, [live, gone], 60, pending) == "behind job 1"
+    assert wait_reason(second, [live], 60, pending) == "behind job 2"
+    assert wait_reason(pending[-1], [live], 60, pending) == "waiting for job 2"
+    memory = job(6, message="waiting: memory (needs 3 GB)")
+    assert wait_reason(memory, [live], 60, [memory]) == "waiting: memory (needs 3 GB)"
+    assert wait_reason(job(7), [live], 60, []) == "next in pool default"
+    assert wait_reason(job(8, pool="gpu"), [live, gone], 60, []).startswith(
+        "no daemon serves pool gpu; last seen "
+    )
+    assert wait_reason(job(9, pool="@macb"), [live, gone], 60, []).startswith(
+        "host macb down since "
+    )
+    assert wait_reason(job(10, pool="@vm"), [live], 60, []) == (
+        "no daemon serves pool @vm; last seen never"
+    )
