@@ -315,9 +315,17 @@ def check_pools(store, queued, daemon_running: bool) -> list[Finding]:
     from mlxd.catalog import backend
 
     local = None if backend.database(store.paths).is_postgres else daemon_running
-    machines = hosts.seen_machines(store.machines(), local_daemon=local)
+    rows = store.machines()
+    machines = hosts.seen_machines(rows, local_daemon=local)
+    # One machine with its daemon stopped: the daemon check says so for the pools it serves.
+    covered = (
+        {hosts.DEFAULT_POOL, hosts.host_pool(hosts.host_id())}
+        | {p for m in rows for p in [*(m.pools or []), hosts.host_pool(m.host_id)]}
+        if local is False
+        else set()
+    )
     out = []
-    for pool in sorted({j.pool for j in queued}):
+    for pool in sorted({j.pool for j in queued} - covered):
         why = hosts.unserved(pool, machines, settings.lease_timeout_s())
         if why is not None:
             ids = [j.id for j in queued if j.pool == pool]
