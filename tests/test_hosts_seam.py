@@ -22,12 +22,16 @@ def test_what_a_machine_makes_and_runs_is_filed_under_its_daemons_host_id(
     hosts,  # noqa: F811
     pg_url,
 ):
-    a, b = hosts("maca").start(), hosts("macb").start()
+    a, b = hosts("maca").start(), hosts("macb")
+    # Made before macb's daemon ever ran (under the hostname): filed under macb at its start.
+    run_mlxd("models", "synth", "early", home=b.home, check=True)
+    b.start()
+    assert run_json("models", "show", "early", home=b.home)["host"] == "macb"
     run_mlxd("models", "synth", "ptiny", home=a.home, check=True)
     assert run_json("models", "show", "ptiny", home=a.home)["host"] == "maca"
     # The daemon recorded its id where every command run with its home reads it.
     assert 'host_id = "maca"' in (a.home / "config.toml").read_text()
-    synth = run_json("jobs", "list", home=a.home)[0]
+    [synth] = [j for j in run_json("jobs", "list", home=a.home) if j["params"]["name"] == "ptiny"]
     assert synth["kind"] == "synth" and synth["host"] == "maca"
     # A job on it goes to maca, and runs there (it waited forever in pool @<hostname>).
     quant = _queued(run_mlxd("quantize", "ptiny", "--bits", "4", home=a.home))

@@ -86,13 +86,12 @@ def place_job(
 
     machines = store.machines()
     lease = settings.lease_timeout_s()
-    if pool is None and machines:
+    if pool is None and len(machines) > 1:  # one machine runs everything
         model, model_host = _model_host(params, store)
         if model_host is None and model is None and after is not None:
             made_in = store.get_job(after).pool  # made by AFTER: where that job runs
             model_host = made_in[1:] if made_in.startswith("@") else None
-        # Only that host can run it, unless it is the one machine there is.
-        if model_host is not None and any(m.host_id != model_host for m in machines):
+        if model_host is not None:
             target = hosts.host_pool(model_host)
             why = hosts.unserved(target, machines, lease)
             where = f"model '{model.name}' is only on host {model_host}" if model else None
