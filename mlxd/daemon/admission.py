@@ -174,10 +174,15 @@ def check_queue_limit(store, adding: int = 1) -> None:
         return
     mine = [j for j in store.list_jobs(["queued", "running"]) if j.submitted_by == user]
     if len(mine) + adding > limit:
-        more = f"; this command queues {adding} jobs" if adding > 1 else ""
+        if adding == 1:
+            raise AdmissionError(
+                f"{user} already has {len(mine)} job(s) queued or running, the limit per user "
+                f"({ENV_QUEUE_LIMIT}={limit}); wait for some to finish"
+            )
         raise AdmissionError(
-            f"{user} already has {len(mine)} job(s) queued or running, the limit per user "
-            f"({ENV_QUEUE_LIMIT}={limit}){more}; wait for some to finish"
+            f"{user} already has {len(mine)} job(s) queued or running and this command queues "
+            f"{adding} more, past the limit per user ({ENV_QUEUE_LIMIT}={limit}); "
+            + ("wait for some to finish" if mine else "queue fewer at once")
         )
 
 
