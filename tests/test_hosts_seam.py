@@ -135,3 +135,23 @@ def test_why_a_queued_job_waits_is_never_empty():
     assert wait_reason(job(10, pool="@vm"), [live], 60, []) == (
         "no daemon serves pool @vm; last seen never"
     )
+
+
+def test_the_host_id_is_recorded_in_config_toml_keeping_the_other_settings(tmp_path, monkeypatch):
+    import tomllib
+
+    from mlxd.config import host_id, paths, record_host_id
+
+    monkeypatch.delenv("MLXD_HOST_ID", raising=False)
+    p = paths(tmp_path / "home")
+    assert host_id(p) == socket.gethostname()
+    assert not record_host_id(p, socket.gethostname())  # the default needs no line
+    assert not (p.home / "config.toml").exists()
+    p.home.mkdir()
+    (p.home / "config.toml").write_text('database_url = "postgresql://x@h/db"\n[extra]\nk = 1\n')
+    assert record_host_id(p, "maca") and host_id(p) == "maca"
+    assert record_host_id(p, "macb") and not record_host_id(p, "macb")
+    cfg = tomllib.loads((p.home / "config.toml").read_text())
+    assert cfg == {"host_id": "macb", "database_url": "postgresql://x@h/db", "extra": {"k": 1}}
+    monkeypatch.setenv("MLXD_HOST_ID", "studio")  # a daemon's own --host-id wins in its process
+    assert host_id(p) == "studio"
