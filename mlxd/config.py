@@ -8,6 +8,7 @@ with one environment variable.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,14 +19,60 @@ DEFAULT_BUSY_TIMEOUT_S = 30.0
 
 
 ENV_HOST_ID = "MLXD_HOST_ID"
+CONFIG_FILE = "config.toml"  # settings of one MLXD_HOME: database_url, host_id
 
 
-def host_id() -> str:
-    """This machine's name in a shared catalog: ``MLXD_HOST_ID`` (``mlxd daemon start
-    --host-id``), else the hostname. ``job.host`` and ``model.host`` record it."""
+class ConfigError(Exception):
+    """MLXD_HOME/config.toml cannot be read; the message names the file and why."""
+
+
+def read_config(p: Paths) -> dict:
+    """The settings in ``MLXD_HOME/config.toml`` ({} when there is none)."""
+    import tomllib
+
+    cfg = p.home / CONFIG_FILE
+    try:
+        return tomllib.loads(cfg.read_text()) if cfg.is_file() else {}
+    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{cfg} cannot be read ({e})") from None
+
+
+def recorded_host_id(p: Paths) -> str | None:
+    """``host_id`` in this home's config.toml, where ``mlxd daemon start`` records it."""
+    try:
+        value = str(read_config(p).get("host_id") or "").strip()
+    except ConfigError:
+        return None  # the catalog's own read of the file says what is wrong with it
+    return value or None
+
+
+def host_id(p: Paths | None = None) -> str:
+    """This machine's one name in a shared catalog: ``MLXD_HOST_ID`` (set by ``mlxd daemon
+    start --host-id`` for its own process), else ``host_id`` in MLXD_HOME/config.toml (where
+    the daemon records it, so every command run with that home files its models, runs and
+    jobs under the daemon's id), else the hostname. ``job.host`` and ``model.host`` record it."""
     import socket
 
-    return os.environ.get(ENV_HOST_ID) or socket.gethostname()
+    return os.environ.get(ENV_HOST_ID) or recorded_host_id(p or paths()) or socket.gethostname()
+
+
+def record_host_id(p: Paths, value: str) -> bool:
+    """Make ``value`` this home's host id in its config.toml (other settings are kept);
+    False when it already was. A missing file and the hostname need no line."""
+    import socket
+
+    if (recorded_host_id(p) or socket.gethostname()) == value:
+        return False
+    cfg = p.home / CONFIG_FILE
+    lines = cfg.read_text().splitlines() if cfg.is_file() else []
+    # A top-level key goes before the first [table]; the old line (if any) goes.
+    kept = [ln for ln in lines if not re.match(r"\s*host_id\s*=", ln)]
+    kept.insert(0, f'host_id = "{value}"')
+    p.home.mkdir(parents=True, exist_ok=True)
+    tmp = cfg.with_name(f".{CONFIG_FILE}.{os.getpid()}")
+    tmp.write_text("\n".join(kept) + "\n")
+    tmp.replace(cfg)
+    return True
 
 
 def busy_timeout_s() -> float:

@@ -27,6 +27,11 @@ def _submitted(proc) -> int:
     return int(proc.stdout.split()[2].rstrip(":"))
 
 
+def _on_shared_volume(monkeypatch, model_dir) -> None:
+    """The model's folder is on the volume every host sees: no host holds it alone."""
+    monkeypatch.setenv("MLXD_SHARED_MODELS", str(model_dir.parent))
+
+
 def test_a_job_goes_to_the_host_that_holds_its_model(mlxd_home, tiny_model_dir):
     run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     _machines(("mac-a", ["default"], 10**12), ("mac-b", ["default"], 10**12))
@@ -45,10 +50,13 @@ def test_a_job_goes_to_the_host_that_holds_its_model(mlxd_home, tiny_model_dir):
     # --pool wins; a pool nobody serves is said, not silently waited on.
     proc = run_mlxd("bench", "tiny", "-p", "8", "-g", "4", "--pool", "gpu-room")
     assert _job(_submitted(proc))["pool"] == "gpu-room"
-    assert "no running daemon serves pool 'gpu-room' now" in proc.stderr
+    assert "no daemon serves pool gpu-room; last seen never; the job waits" in proc.stderr
 
 
-def test_a_job_no_machine_can_hold_is_refused_with_the_figures(mlxd_home, tiny_model_dir):
+def test_a_job_no_machine_can_hold_is_refused_with_the_figures(
+    mlxd_home, tiny_model_dir, monkeypatch
+):
+    _on_shared_volume(monkeypatch, tiny_model_dir)
     run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     _machines(("mac-a", ["default"], 1000), ("mac-b", ["big"], 2000))
     proc = run_mlxd("bench", "tiny", "-p", "8", "-g", "4")
@@ -58,7 +66,10 @@ def test_a_job_no_machine_can_hold_is_refused_with_the_figures(mlxd_home, tiny_m
     assert json.loads(run_mlxd("jobs", "list", "--json", check=True).stdout) == []
 
 
-def test_a_pool_with_room_is_chosen_when_the_default_has_none(mlxd_home, tiny_model_dir):
+def test_a_pool_with_room_is_chosen_when_the_default_has_none(
+    mlxd_home, tiny_model_dir, monkeypatch
+):
+    _on_shared_volume(monkeypatch, tiny_model_dir)
     run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     _machines(("mac-a", ["default"], 1000), ("studio", ["big"], 10**12))
     job = _submitted(run_mlxd("bench", "tiny", "-p", "8", "-g", "4"))

@@ -12,15 +12,13 @@ A URL is never printed with its password: :meth:`Database.display` hides it.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from mlxd.catalog.errors import CatalogError
-from mlxd.config import Paths
+from mlxd.config import ConfigError, Paths, read_config
 
 ENV_DATABASE_URL = "MLXD_DATABASE_URL"
-CONFIG_FILE = "config.toml"
 POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 # A daemon on another machine or a teammate's laptop should not hang on a dead server.
 CONNECT_TIMEOUT_S = 5
@@ -118,12 +116,10 @@ def configured_url(paths: Paths) -> str | None:
     """MLXD_DATABASE_URL, else ``database_url`` in MLXD_HOME/config.toml, else None."""
     url = os.environ.get(ENV_DATABASE_URL, "").strip()
     if not url:
-        cfg = paths.home / CONFIG_FILE
-        if cfg.is_file():
-            try:
-                url = str(tomllib.loads(cfg.read_text()).get("database_url", "")).strip()
-            except (tomllib.TOMLDecodeError, OSError) as e:
-                raise CatalogError(f"{cfg} cannot be read ({e})") from None
+        try:
+            url = str(read_config(paths).get("database_url", "")).strip()
+        except ConfigError as e:
+            raise CatalogError(str(e)) from None
     return url or None
 
 

@@ -535,6 +535,10 @@ class Reader:
         sql = "select * from probe where host = ? order by id desc limit 1"
         return self._one("probe", sql, (host,))
 
+    def machines(self) -> list[Row]:
+        """The daemons on this catalog (``machine`` rows), by host id."""
+        return self.rows("machine", "select * from machine order by host_id")
+
     # -- benchmark results ------------------------------------------------------------------
 
     def _where(self, flt: ResultFilter) -> tuple[str, list[Any]]:

@@ -828,6 +828,18 @@ class Store:
 
     # -- scale-out (issue 13): machines, leases across hosts, pools -----------------------
 
+    def refile_models(self, old_host: str, new_host: str, folder: Path) -> list[str]:
+        """File under ``new_host`` the models filed under ``old_host`` whose files are in
+        ``folder`` (a home's models/, when its daemon takes a new host id); their names."""
+        moved = []
+        with self.write() as s:
+            for m in s.exec(select(Model).where(Model.host == old_host)):
+                if Path(m.path).resolve().is_relative_to(folder.resolve()):
+                    m.host = new_host
+                    s.add(m)
+                    moved.append(m.name)
+        return moved
+
     def machine_heartbeat(
         self,
         host_id: str,

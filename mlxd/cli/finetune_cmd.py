@@ -10,7 +10,7 @@ import click
 
 from mlxd.cli.context import BadUsage, UserError, catalog_errors, get_store
 from mlxd.cli.output import echo_json, emit, output_options, render_table, when
-from mlxd.cli.submit import follow, job_options, release_if_runnable
+from mlxd.cli.submit import follow, job_options
 
 TYPES = ("lora", "dora", "full")
 OPTIMIZERS = ("adam", "adamw", "muon", "sgd", "adafactor")
@@ -350,15 +350,30 @@ def _check_data(specs, base) -> None:
 
 def _submit_graph(store, specs, base, combos, after, priority, timeout_s, then_fuse, wait, running):
     from mlxd.catalog.models import FinetuneSweep
-    from mlxd.cli.submit import check_prerequisite
+    from mlxd.cli.submit import (
+        check_fits,
+        check_prerequisite,
+        check_room,
+        echo_notes,
+        note_no_daemon,
+        queue_job,
+        requested_pool,
+    )
     from mlxd.jobs import fuse as fuse_kind
 
     check_prerequisite(after)
-    if then_fuse:  # every fused model's name must be free before anything is queued
-        for spec in specs:
-            fused_name = fuse_kind.Spec(model=spec.model, adapter=spec.name).name
-            if store.find_model(fused_name) is not None:
-                raise BadUsage(f"a model named '{fused_name}' already exists; remove it first")
+    fuse_specs = [
+        fuse_kind.Spec(model=spec.model, model_id=spec.model_id, adapter=spec.name)
+        for spec in (specs if then_fuse else ())
+    ]
+    for fspec in fuse_specs:  # every fused model's name must be free before anything is queued
+        if store.find_model(fspec.name) is not None:
+            raise BadUsage(f"a model named '{fspec.name}' already exists; remove it first")
+    # The per-user limit and admission for every run (and fuse) first: all, or nothing.
+    check_room(len(specs) + len(fuse_specs))
+    check_fits(
+        [("finetune", s.to_params()) for s in specs] + [("fuse", f.to_params()) for f in fuse_specs]
+    )
     sweep = None
     if len(specs) > 1:
         if base is None:
@@ -374,24 +389,35 @@ def _submit_graph(store, specs, base, combos, after, priority, timeout_s, then_f
                 },
             )
         )
-    runs = []
-    for spec, combo in zip(specs, combos, strict=True):
+    runs, notes = [], []
+    pool = requested_pool()
+    for i, (spec, combo) in enumerate(zip(specs, combos, strict=True)):
         if sweep is not None:
             spec.sweep_id = sweep.id
-        job = store.submit_job(
-            "finetune", spec.to_params(), priority=priority, after_job_id=after, timeout_s=timeout_s
+        job_id, job_notes = queue_job(
+            "finetune",
+            spec.to_params(),
+            pool=pool,
+            after=after,
+            priority=priority,
+            timeout_s=timeout_s,
+            room_checked=True,
         )
-        release_if_runnable(job.id)
-        run = {"adapter": spec.name, "job": job.id, "fuse_job": None, "grid": combo}
+        notes += job_notes
+        run = {"adapter": spec.name, "job": job_id, "fuse_job": None, "grid": combo}
         if then_fuse:
-            fspec = fuse_kind.Spec(model=spec.model, model_id=spec.model_id, adapter=spec.name)
-            fjob = store.submit_job(
-                "fuse", fspec.to_params(), priority=priority, after_job_id=job.id
+            run["fuse_job"], job_notes = queue_job(
+                "fuse",
+                fuse_specs[i].to_params(),
+                pool=pool,
+                after=job_id,
+                priority=priority,
+                timeout_s=None,
+                room_checked=True,
             )
-            release_if_runnable(fjob.id)
-            run["fuse_job"] = fjob.id
+            notes += job_notes
         runs.append(run)
-        line = f"Queued job {job.id}: {_describe(spec)}"
+        line = f"Queued job {job_id}: {_describe(spec)}"
         if run["fuse_job"]:
             line += f"; fuse job {run['fuse_job']} -> {spec.name}-fused"
         click.echo(line)
@@ -404,10 +430,9 @@ def _submit_graph(store, specs, base, combos, after, priority, timeout_s, then_f
             f"Finetune sweep {sweep.id}: {len(runs)} runs of {base.name}; "
             f"see 'mlxd finetune show {sweep.id}'"
         )
+    echo_notes(notes)
     if not running:
-        click.echo(
-            "Note: the daemon is not running; the jobs start with 'mlxd daemon start'.", err=True
-        )
+        note_no_daemon("the jobs start")
     if wait:
         failed = []
         for run in runs:

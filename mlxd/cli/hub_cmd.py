@@ -47,6 +47,9 @@ def model_ref_or_pull(ref: str, after: int | None) -> tuple[str, int | None, int
         if not looks_like_repo_id(ref):
             name, model_id = model_ref(ref, after)  # not yet made by job AFTER, or an error
             return name, model_id, after
+    from mlxd.cli.submit import check_room
+
+    check_room(2)  # the pull and the job that waits for it: both, or neither
     return ref, None, queue_pull(ref, after=after)
 
 

@@ -16,7 +16,7 @@ from mlxd.cli.context import (
 )
 from mlxd.cli.output import echo_facts, echo_json, emit, output_options, when
 from mlxd.cli.params import list_option
-from mlxd.cli.submit import follow, submit
+from mlxd.cli.submit import follow, submit, why_waiting
 
 STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -61,6 +61,8 @@ def list_(statuses, kind, limit, fmt):
         if total > limit:
             # On stderr: --json and --csv stay clean, and a script still hears of it.
             click.echo(f"Note: the newest {limit} of {total} jobs (--limit 0: all)", err=True)
+    waits = why_waiting(rows)
+    rows = [_with_wait(j, waits) for j in rows]
     emit(
         fmt,
         rows,
@@ -79,15 +81,20 @@ def list_(statuses, kind, limit, fmt):
     )
 
 
+def _with_wait(j, waits: dict[int, str]):
+    """The job's row, with why it waits when it is queued (``waiting`` in --json too)."""
+    return type(j)({**j, "waiting": waits.get(j.id)})
+
+
 def _note(j) -> str:
     if j.error:
         return j.error
     if j.status == "running":
         return j.message or ""
-    if j.status == "queued" and j.after_job_id is not None:
-        return f"waiting for job {j.after_job_id}"
     if j.status == "queued":
-        return j.message or ""  # "waiting: memory ...", or why it was queued again
+        # Never empty: "waiting for job 3", "no daemon serves pool @vm; last seen never",
+        # "host b down since 14:02", "waiting: memory (...)", "behind job 12"...
+        return j.get("waiting") or j.message or ""
     return ""
 
 
@@ -98,6 +105,7 @@ def _note(j) -> str:
 def show(job_id: int, fmt: str):
     """Show one job."""
     j = get_reader().job(job_id)
+    j = _with_wait(j, why_waiting([j]))
     if fmt == "json":
         echo_json(j)
         return
@@ -108,6 +116,8 @@ def show(job_id: int, fmt: str):
             ("what", _describe(j)),
             ("status", j.status),
             ("progress", f"{j.progress * 100:.0f}% {j.message or ''}".strip()),
+            ("waiting", j.get("waiting")),
+            ("pool", j.pool),
             ("error", j.error),
             ("after job", j.after_job_id),
             ("attempts", f"{j.attempts} of {j.max_attempts}"),

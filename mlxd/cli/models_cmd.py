@@ -34,6 +34,7 @@ def add(path: str, name: str | None):
     from pathlib import Path
 
     from mlxd.catalog.models import Model
+    from mlxd.daemon.hosts import model_host_for
     from mlxd.formats.modelfolder import inspect_folder
     from mlxd.jobs.base import check_name
 
@@ -56,6 +57,8 @@ def add(path: str, name: str | None):
             quant_mode=q.get("mode", "affine") if q else None,
             bits_per_weight=info.bits_per_weight if q else None,
             managed=False,
+            # The files are on this machine (unless on the shared volume): its jobs go here.
+            host=model_host_for(info.path),
         )
     )
     click.echo(
@@ -233,6 +236,7 @@ def show(ref: str, fmt: str):
         ("quantization", quant_label(m) or None),
         ("bits per weight", f"{m.bits_per_weight:.3f}" if m.bits_per_weight else None),
         ("created", when(m.created_at)),
+        ("host", m.host),  # the machine that holds the files (none: the shared volume)
     ]
     if m.source == "gguf" and m.details.get("gguf_file"):
         # An import's lineage is a file, not a parent row: say which file, exactly.

@@ -69,72 +69,102 @@ def _remember_pool(ctx: click.Context, _param, value: str | None) -> str | None:
     return value
 
 
-def _requested_pool() -> str | None:
+def requested_pool() -> str | None:
+    """The command's ``--pool`` (None: placement decides)."""
     ctx = click.get_current_context(silent=True)
     return ctx.meta.get("mlxd.pool") if ctx is not None else None
 
 
-def place_job(kind: str, params: dict, store) -> tuple[str, str | None]:
-    """(pool, note) for a new job: ``--pool`` if given; else, when several machines share
-    the catalog, a pool with a machine that can hold it (or the host that holds its model)."""
+def place_job(
+    kind: str, params: dict, store, *, pool: str | None, after: int | None = None
+) -> tuple[str, str | None]:
+    """(pool, note) for a new job: ``pool`` (``--pool``) if given; else, when several
+    machines share the catalog, the host that holds its model (or the pool of the job that
+    makes it, ``after``), or a pool with a machine that can hold it. The note says why
+    nobody will run it now, when nobody serves the pool it goes to."""
     from mlxd.daemon import admission, hosts, settings
 
-    pool = _requested_pool()
     machines = store.machines()
-    model_host = _model_host(params, store)
-    if pool is None and model_host is not None and len(machines) > 1:
-        return hosts.host_pool(model_host), None
+    lease = settings.lease_timeout_s()
+    if pool is None and len(machines) > 1:  # one machine runs everything
+        model, model_host = _model_host(params, store)
+        if model_host is None and model is None and after is not None:
+            made_in = store.get_job(after).pool  # made by AFTER: where that job runs
+            model_host = made_in[1:] if made_in.startswith("@") else None
+        if model_host is not None:
+            target = hosts.host_pool(model_host)
+            why = hosts.unserved(target, machines, lease)
+            where = f"model '{model.name}' is only on host {model_host}" if model else None
+            note = "; ".join(x for x in (where, why, why and hosts.serve_advice(target)) if x)
+            return target, (note if why else None)
     est = admission.estimate(kind, params, store) if machines else None
     try:
-        return hosts.place(
-            machines, settings.lease_timeout_s(), est.memory_bytes if est else None, pool
-        )
+        return hosts.place(machines, lease, est.memory_bytes if est else None, pool)
     except ValueError as e:
         raise UserError(str(e)) from None
 
 
-def _model_host(params: dict, store) -> str | None:
-    """The host holding the model the job reads, if only that host has it. A model pulled
-    from the hub is not tied to its host: the job's host fetches it first."""
+def _model_host(params: dict, store) -> tuple[Any, str | None]:
+    """(the model the job reads, the host holding it if only that host has it). A model
+    pulled from the hub is not tied to its host: the job's host fetches it first."""
     ref = params.get("model_id") or params.get("model")
-    if ref is None:
-        return None
-    model = store.find_model(ref)
+    model = store.find_model(ref) if ref is not None else None
     if model is None or getattr(model, "source", None) == "hub":
-        return None
-    return getattr(model, "host", None)
+        return model, None
+    return model, getattr(model, "host", None)
 
 
-def submit(
-    kind: str,
-    spec,
-    *,
-    wait: bool = False,
-    after: int | None = None,
-    priority: int = 0,
-    timeout_s: float | None = None,
-    quiet: bool = False,
-    max_attempts: int = 3,
-    label: str = "",
-) -> int:
-    """Record a job in the catalog, hand its id to the queue, and maybe follow it.
+def check_room(jobs: int) -> None:
+    """The per-user queue limit (MLXD_QUEUE_LIMIT_PER_USER) for a command about to queue
+    ``jobs`` jobs: all of them fit, or it is refused before any is queued."""
+    from mlxd.daemon.admission import AdmissionError, check_queue_limit
 
-    ``spec`` is a kind's Spec, or the params dict of an earlier job (retry).
-    """
-    if timeout_s is not None and not math.isfinite(timeout_s):
-        raise BadUsage("--timeout must be a number of seconds")
-    running = daemon_running(wait=wait, what="the job")
-    store = get_store()
-    check_prerequisite(after)
-    params = spec if isinstance(spec, dict) else spec.to_params()
-    desc = label or describe(kind, spec)  # before the row exists: an error here leaves no job
+    try:
+        check_queue_limit(get_store(), jobs)
+    except AdmissionError as e:
+        raise UserError(str(e)) from None
+
+
+def check_fits(jobs) -> None:
+    """Admission (memory, disk) for each ``(kind, params)`` of a command's jobs before any
+    is queued: a graph is refused whole, not half queued."""
     from mlxd.daemon.admission import AdmissionError, check_at_submit
 
+    try:
+        for kind, params in jobs:
+            check_at_submit(kind, params, get_store())
+    except AdmissionError as e:
+        raise UserError(str(e)) from None
+
+
+def queue_job(
+    kind: str,
+    params: dict,
+    *,
+    pool: str | None,
+    after: int | None,
+    priority: int,
+    timeout_s: float | None,
+    max_attempts: int = 3,
+    room_checked: bool = False,
+) -> tuple[int, list[str]]:
+    """The one way into the queue, for every submitting path (a single submit, a sweep, a
+    fine-tune grid and its fuses, the pull a hub id queues first): the per-user limit
+    (unless the command checked room for all its jobs with ``check_room``), admission
+    (memory and disk), placement (``pool``, the model's host, memory), the catalog row,
+    the queue. Returns the job id and the notes for the user (without a trailing '.')."""
+    from mlxd.daemon.admission import AdmissionError, check_at_submit
+
+    if timeout_s is not None and not math.isfinite(timeout_s):
+        raise BadUsage("--timeout must be a number of seconds")
+    store = get_store()
+    if not room_checked:
+        check_room(1)
     try:
         disk_note = check_at_submit(kind, params, store)
     except AdmissionError as e:
         raise UserError(str(e)) from None
-    pool, pool_note = place_job(kind, params, store)
+    pool, pool_note = place_job(kind, params, store, pool=pool, after=after)
     job = store.submit_job(
         kind,
         params,
@@ -154,16 +184,56 @@ def submit(
             f"the queue could not be written ({type(e).__name__}); "
             "the daemon picks the job up from the catalog within seconds"
         )
+    return job.id, [n for n in (queue_note, disk_note, pool_note) if n]
+
+
+def echo_notes(notes) -> None:
+    """Each note once, on stderr."""
+    for note in dict.fromkeys(notes):
+        click.echo(f"Note: {note}.", err=True)
+
+
+def submit(
+    kind: str,
+    spec,
+    *,
+    wait: bool = False,
+    after: int | None = None,
+    priority: int = 0,
+    timeout_s: float | None = None,
+    quiet: bool = False,
+    max_attempts: int = 3,
+    label: str = "",
+    pool: str | None = None,
+) -> int:
+    """Queue one job (``queue_job``) for a command, say so, and maybe follow it.
+
+    ``spec`` is a kind's Spec, or the params dict of an earlier job (retry); ``pool`` is
+    the command's ``--pool`` unless given.
+    """
+    if timeout_s is not None and not math.isfinite(timeout_s):
+        raise BadUsage("--timeout must be a number of seconds")
+    running = daemon_running(wait=wait, what="the job")
+    check_prerequisite(after)
+    params = spec if isinstance(spec, dict) else spec.to_params()
+    desc = label or describe(kind, spec)  # before the row exists: an error here leaves no job
+    job_id, notes = queue_job(
+        kind,
+        params,
+        pool=pool or requested_pool(),
+        after=after,
+        priority=priority,
+        timeout_s=timeout_s,
+        max_attempts=max_attempts,
+    )
     if not quiet:
-        click.echo(f"Queued job {job.id}: {desc}" + (f" (after job {after})" if after else ""))
-        for note in (queue_note, disk_note, pool_note):
-            if note:
-                click.echo(f"Note: {note}.", err=True)
+        click.echo(f"Queued job {job_id}: {desc}" + (f" (after job {after})" if after else ""))
+        echo_notes(notes)
         if not running:
             note_no_daemon("the job starts")
     if wait:
-        follow(job.id)
-    return job.id
+        follow(job_id)
+    return job_id
 
 
 def daemon_running(*, wait: bool, what: str) -> bool:
@@ -256,12 +326,10 @@ def follow(
             progress.update(task, completed=job.progress, message=job.message or job.status)
             if time.monotonic() - last_check >= 1.0:
                 last_check = time.monotonic()
-                stalled = stalled + 1 if _nobody_runs(job) else 0
+                why = _nobody_runs(job)
+                stalled = stalled + 1 if why else 0
                 if stalled >= 3:  # a few seconds' grace: a daemon may be restarting
-                    raise UserError(
-                        f"job {job_id} is {job.status} but no daemon is running it; "
-                        "start one with 'mlxd daemon start'"
-                    )
+                    raise UserError(f"job {job_id} is {job.status} but {why}")
     if job.status != "succeeded":
         raise UserError(f"job {job.id} {job.status}: {job.error or 'no reason recorded'}")
     if show_progress:
@@ -274,26 +342,57 @@ def follow(
     return job
 
 
-def _nobody_runs(job) -> bool:
+NO_DAEMON = "no daemon is running it; start one with 'mlxd daemon start'"
+
+
+def _nobody_runs(job) -> str | None:
+    """Why nobody will run ``job`` (queued or running), or None while someone may."""
     from mlxd.catalog import backend
-    from mlxd.daemon.control import status
+    from mlxd.daemon import hosts, settings
     from mlxd.daemon.liveness import owner_alive
 
     if job.status not in ("queued", "running"):
-        return False
-    if backend.database(get_paths()).is_postgres:
-        # A shared catalog: the job may be another machine's to run, judged by heartbeats.
-        from mlxd.daemon import hosts, settings
+        return None
+    if job.status == "queued":
+        if not daemon_running(wait=False, what=""):
+            return NO_DAEMON
+        # Daemons run, but maybe none of them serves the job's pool.
+        why = hosts.unserved(job.pool, machines_as_seen(), settings.lease_timeout_s())
+        return f"{why}; {hosts.serve_advice(job.pool)}" if why else None
+    if backend.database(get_paths()).is_postgres and job.host not in (None, hosts.host_id()):
+        # A shared catalog: another machine's job, judged by its heartbeats.
         from mlxd.daemon.runner import HEARTBEAT_S
 
-        if job.status == "queued":
-            return not daemon_running(wait=False, what="")
-        if job.host not in (None, hosts.host_id()):
-            machines = {m.host_id: m for m in get_store().machines()}
-            return hosts.job_host_dead(job, machines, settings.lease_timeout_s(), HEARTBEAT_S)
-    if job.status == "queued":
-        return not status(get_paths()).running
-    return not owner_alive(job)
+        machines = {m.host_id: m for m in get_store().machines()}
+        dead = hosts.job_host_dead(job, machines, settings.lease_timeout_s(), HEARTBEAT_S)
+        return NO_DAEMON if dead else None
+    return None if owner_alive(job) else NO_DAEMON
+
+
+def why_waiting(jobs) -> dict[int, str]:
+    """For each queued job of ``jobs``: why it has not started (``hosts.wait_reason``),
+    computed from the catalog by the reader, the same words on every machine."""
+    queued = [j for j in jobs if j.status == "queued"]
+    if not queued:
+        return {}
+    from mlxd.daemon import hosts, settings
+
+    reader = get_reader()
+    machines, pending = machines_as_seen(), reader.jobs(["queued", "running"])
+    lease = settings.lease_timeout_s()
+    return {j.id: hosts.wait_reason(j, machines, lease, pending) for j in queued}
+
+
+def machines_as_seen() -> list:
+    """The catalog's machine rows; on one machine (SQLite) the daemon's lock is the truth,
+    whatever its last heartbeat says (a killed daemon leaves a fresh one)."""
+    from mlxd.catalog import backend
+    from mlxd.daemon import hosts
+    from mlxd.daemon.control import status
+
+    p = get_paths()
+    local = None if backend.database(p).is_postgres else status(p).running
+    return hosts.seen_machines(get_reader().machines(), local_daemon=local)
 
 
 def foreground_runner():

@@ -14,12 +14,16 @@ from mlxd.cli.context import UserError, catalog_errors, get_paths, get_store
 from mlxd.cli.output import echo_json, emit, output_options, render_table, when
 from mlxd.cli.params import int_list, list_option, renamed_option
 from mlxd.cli.submit import (
+    check_fits,
     check_prerequisite,
+    check_room,
     daemon_running,
+    echo_notes,
     follow,
     job_options,
     note_no_daemon,
-    release_if_runnable,
+    queue_job,
+    requested_pool,
 )
 from mlxd.jobs.choices import DTYPES, QUANT_MODES, QUANT_RECIPES
 
@@ -118,18 +122,25 @@ def run(
     )
     plan = plan_sweep(store, req)
     check_prerequisite(after)
+    # The per-user limit and admission for the whole graph first: all of it, or nothing.
+    new = [s for v in plan.variants for s in (v.quantize, v.bench, v.quality) if s and s.spec]
+    check_room(len(new))
+    check_fits((s.kind, s.spec.to_params()) for s in new)
+    notes: list[str] = []
 
     def submit(kind, spec, after_job_id):
         # The graph's first jobs wait on --after; the rest wait on their variant's quantize.
-        job = store.submit_job(
+        job_id, job_notes = queue_job(
             kind,
             spec.to_params(),
-            after_job_id=after_job_id or after,
+            pool=requested_pool(),
+            after=after_job_id or after,
             priority=priority,
             timeout_s=timeout_s,
+            room_checked=True,
         )
-        release_if_runnable(job.id)
-        return job.id
+        notes.extend(job_notes)
+        return job_id
 
     sw = submit_sweep(store, plan, submit)
     click.echo(f"Sweep {sw.id} of {plan.base_name}: {len(plan.variants) - 1} variant(s) + base")
@@ -144,6 +155,7 @@ def run(
     reused = [v["variant"] for v in sw.variants if "quantize" in v["reused"]]
     if reused:
         click.echo(f"Reused existing variant(s), not quantized again: {', '.join(reused)}")
+    echo_notes(notes)
     if not running:
         note_no_daemon("the jobs start")
     if wait:

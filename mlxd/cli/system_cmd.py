@@ -30,10 +30,9 @@ def system():
 @catalog_errors
 def probe(size_mb: int | None, repeats: int):
     """Measure the memory bandwidth once and store it (runs now, no daemon)."""
-    import socket
-
     from mlxd.catalog.read import Reader
     from mlxd.cli.submit import foreground_runner
+    from mlxd.config import host_id
     from mlxd.jobs.probe import Spec
 
     store = get_store()
@@ -44,7 +43,7 @@ def probe(size_mb: int | None, repeats: int):
     if outcome is None or outcome.status != "succeeded":
         raise UserError(f"probe failed: {outcome.error if outcome else 'not run'}")
     with Reader(get_paths()) as reader:
-        p = reader.latest_probe(socket.gethostname())
+        p = reader.latest_probe(host_id())
     click.echo(
         f"Memory bandwidth: {p.memory_bandwidth_bytes_per_s / 1e9:.1f} GB/s "
         f"({p.backend}, {p.method}); stored as probe {p.id}"

@@ -240,7 +240,7 @@ def bench(
 ):
     """Benchmark models: prompt and generation tok/s, time to first token, memory."""
     from mlxd.cli.context import UserError
-    from mlxd.cli.submit import daemon_running, follow
+    from mlxd.cli.submit import check_room, daemon_running, follow
     from mlxd.jobs.bench import Spec
 
     refs = list(dict.fromkeys(refs))  # one job per model, in the order given
@@ -333,6 +333,7 @@ def bench(
         ]
     else:
         daemon_running(wait=wait, what="the jobs")  # refuses --wait without a daemon
+        check_room(len(specs))  # one job per model: all of them, or none
         job_ids = [
             submit("bench", spec, after=spec_after, priority=priority, timeout_s=timeout_s)
             for spec, spec_after in specs

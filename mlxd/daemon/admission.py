@@ -124,6 +124,13 @@ def estimate(kind: str, params: dict[str, Any], store) -> Estimate | None:
         return Estimate(int(both * MARGIN), 0, f"model and base weights {human_bytes(both)}")
     if kind == "finetune":
         return _finetune_estimate(params, model, store)
+    if kind == "fuse":
+        out = (model.num_parameters or 0) * 4 if params.get("dequantize") else model.size_bytes
+        return Estimate(
+            int((model.size_bytes + out) * MARGIN),
+            out,
+            f"weights {human_bytes(model.size_bytes)} read + {human_bytes(out)} written",
+        )
     if kind == "import_gguf":
         try:
             size = Path(params["file"]).stat().st_size
@@ -135,19 +142,30 @@ def estimate(kind: str, params: dict[str, Any], store) -> Estimate | None:
 
 
 def _finetune_estimate(params: dict[str, Any], model, store) -> Estimate:
-    """A fine-tune's disk: the adapter and every checkpoint it keeps (weights plus the
-    optimizer's state, about twice the weights for Adam), in MLXD_HOME/adapters. Memory:
-    the base's weights, a floor (activations come on top)."""
+    """A fine-tune's memory: the weights, plus (full fine-tuning) a gradient and two Adam
+    moments per weight in float32, plus the activations of a batch (LoRA trains a few million
+    numbers at most: its share is in the margin). Its disk: the adapter and every checkpoint
+    it keeps (weights plus the optimizer's state, about twice the weights for Adam), in
+    MLXD_HOME/adapters."""
     cfg = _config(model.path)
+    full = params.get("fine_tune_type") == "full"
+    train = (model.num_parameters or model.size_bytes // 2) * 12 if full else 0
+    acts = (
+        _kv_bytes_per_token(cfg, 4)
+        * (params.get("batch_size") or 4)
+        * (params.get("max_seq_length") or 2048)
+    )
     trainable = _trainable_parameters(params, cfg)
     iters = int(params.get("iters") or 1000)
     every = int(params.get("save_every") or 0)
     checkpoints = iters // every if every > 0 else 0
     disk = trainable * 4 * (1 + 3 * checkpoints)  # float32; adapter file + checkpoints
     return Estimate(
-        int(model.size_bytes * MARGIN),
+        int((model.size_bytes + train + acts) * MARGIN),
         disk,
-        f"weights {human_bytes(model.size_bytes)}, plus activations",
+        f"weights {human_bytes(model.size_bytes)}"
+        + (f" + gradients and optimizer state {human_bytes(train)}" if train else "")
+        + f" + activations {human_bytes(acts)}",
         Path(store.paths.home) / "adapters",
     )
 
@@ -181,17 +199,29 @@ def current_user() -> str | None:
         return os.environ.get("USER")
 
 
-def check_at_submit(kind: str, params: dict[str, Any], store) -> str | None:
-    """Refuse what can never fit, or a user over the queue limit; a note about disk, or None."""
+def check_queue_limit(store, adding: int = 1) -> None:
+    """Refuse a user whose queued and running jobs would pass the limit with ``adding`` more
+    (a sweep asks once for all its jobs: all of them are queued, or none)."""
     user = current_user()
     limit = queue_limit_per_user()
-    if limit is not None:
-        mine = [j for j in store.list_jobs(["queued", "running"]) if j.submitted_by == user]
-        if len(mine) >= limit:
+    if limit is None:
+        return
+    mine = [j for j in store.list_jobs(["queued", "running"]) if j.submitted_by == user]
+    if len(mine) + adding > limit:
+        if adding == 1:
             raise AdmissionError(
                 f"{user} already has {len(mine)} job(s) queued or running, the limit per user "
                 f"({ENV_QUEUE_LIMIT}={limit}); wait for some to finish"
             )
+        raise AdmissionError(
+            f"{user} already has {len(mine)} job(s) queued or running and this command queues "
+            f"{adding} more, past the limit per user ({ENV_QUEUE_LIMIT}={limit}); "
+            + ("wait for some to finish" if mine else "queue fewer at once")
+        )
+
+
+def check_at_submit(kind: str, params: dict[str, Any], store) -> str | None:
+    """Refuse what can never fit this machine; a note about disk, or None."""
     est = estimate(kind, params, store)
     if est is None:
         return None

@@ -282,13 +282,21 @@ def check_jobs(paths: Paths, store, daemon_running: bool) -> list[Finding]:
     if not orphaned and not stale:
         out.append(Finding("running jobs", True, "every running job has a live supervisor"))
 
+    # Every pool's queue, not only the default one: a job in pool 'gpu' is in huey's 'gpu'.
+    queued = store.list_jobs(["queued"])
+    pending: dict[str, set[int]] = {}
     try:
-        pending = pending_job_ids(paths)
+        for pool in sorted({j.pool for j in queued} | {hosts.DEFAULT_POOL}):
+            pending[pool] = pending_job_ids(paths, pool)
     except Exception as e:  # noqa: BLE001  a corrupt queue is reported by its own check
         pending = None
         out.append(Finding("queued jobs", False, f"the queue cannot be read ({e})"))
     if pending is not None:
-        missing = [j.id for j in store.list_jobs(["queued"]) if j.id not in pending]
+        missing = [
+            j.id
+            for j in queued
+            if j.id not in pending[j.pool] and store.prerequisite_gate(j) == "go"
+        ]
         if missing:
             out.append(
                 Finding(
@@ -301,6 +309,38 @@ def check_jobs(paths: Paths, store, daemon_running: bool) -> list[Finding]:
             )
         else:
             out.append(Finding("queued jobs", True, "every queued job is in the queue"))
+    out += check_pools(store, queued, daemon_running)
+    return out
+
+
+def check_pools(store, queued, daemon_running: bool) -> list[Finding]:
+    """Every pool that has queued jobs and no live daemon serving it: which jobs wait there,
+    why (the words ``jobs list`` shows), and what to do."""
+    from mlxd.catalog import backend
+
+    local = None if backend.database(store.paths).is_postgres else daemon_running
+    rows = store.machines()
+    machines = hosts.seen_machines(rows, local_daemon=local)
+    # One machine with its daemon stopped: the daemon check says so for the pools it serves.
+    covered = (
+        {hosts.DEFAULT_POOL, hosts.host_pool(hosts.host_id())}
+        | {p for m in rows for p in [*(m.pools or []), hosts.host_pool(m.host_id)]}
+        if local is False
+        else set()
+    )
+    out = []
+    for pool in sorted({j.pool for j in queued} - covered):
+        why = hosts.unserved(pool, machines, settings.lease_timeout_s())
+        if why is not None:
+            ids = [j.id for j in queued if j.pool == pool]
+            out.append(
+                Finding(
+                    f"pool {pool}",
+                    False,
+                    f"job(s) {_ids(ids)} wait: {why}",
+                    hosts.serve_advice(pool),
+                )
+            )
     return out
 
 

@@ -154,9 +154,10 @@ def place(
         return memory_bytes is None or budget is None or memory_bytes <= budget
 
     if pool is not None:
-        serving = [m for m in live if pool in (m.pools or []) or pool == host_pool(m.host_id)]
+        serving = [m for m in live if serves(m, pool)]
         if not serving:
-            return pool, f"no running daemon serves pool '{pool}' now; the job waits for one"
+            why = unserved(pool, machines, lease_s)
+            return pool, f"{why}; the job waits: {serve_advice(pool)}"
         if not any(fits(m) for m in serving):
             return pool, f"no machine in pool '{pool}' has the memory for it now; it waits"
         return pool, None
@@ -176,3 +177,104 @@ def place(
         return DEFAULT_POOL, None
     pools = sorted({p for m in candidates for p in (m.pools or [])})
     return (pools[0] if pools else DEFAULT_POOL), None
+
+
+# -- why a queued job waits (read by jobs list/show/wait, doctor and submit) -----------------
+
+
+def serves(machine, pool: str) -> bool:
+    """Whether ``machine``'s daemon consumes ``pool`` (one it joined, or its host pool)."""
+    return pool in (machine.pools or []) or pool == host_pool(machine.host_id)
+
+
+def seen_machines(machines, *, local_daemon: bool | None = None) -> list:
+    """``machines`` as the reasons below judge them. ``local_daemon`` False (one machine,
+    SQLite, and its daemon's lock is free) marks every one stopped: a killed daemon leaves a
+    fresh heartbeat behind."""
+    if local_daemon is not False:
+        return list(machines)
+    from types import SimpleNamespace
+
+    return [
+        SimpleNamespace(
+            host_id=m.host_id,
+            pools=m.pools,
+            heartbeat_at=m.heartbeat_at,
+            stopped_at=m.stopped_at or m.heartbeat_at,
+        )
+        for m in machines
+    ]
+
+
+def _clock(t: datetime | None) -> str:
+    """A moment as a person reads it: the local time today, else the date and time."""
+    if t is None:
+        return "never"
+    local = _aware(t).astimezone()
+    if local.date() == datetime.now().astimezone().date():
+        return local.strftime("%H:%M")
+    return local.strftime("%Y-%m-%d %H:%M")
+
+
+def unserved(pool: str, machines, lease_s: float, now: datetime | None = None) -> str | None:
+    """None when a live daemon serves ``pool``; else why nobody runs its jobs, e.g. "no daemon
+    serves pool @vm; last seen never" or "host macb down since 14:02"."""
+    if any(serves(m, pool) for m in live_machines(machines, lease_s, now)):
+        return None
+    if pool.startswith("@"):
+        known = [m for m in machines if m.host_id == pool[1:]]
+        if known:
+            m = known[0]
+            return f"host {m.host_id} down since {_clock(m.stopped_at or m.heartbeat_at)}"
+    seen = [m.stopped_at or m.heartbeat_at for m in machines if serves(m, pool)]
+    return f"no daemon serves pool {pool}; last seen {_clock(max(seen, key=_aware, default=None))}"
+
+
+def serve_advice(pool: str) -> str:
+    """What to do about a pool nobody serves."""
+    if pool.startswith("@"):
+        return (
+            f"start the daemon on host {pool[1:]} (its MLXD_HOME), or cancel the job "
+            f"('mlxd jobs cancel ID')"
+        )
+    return (
+        f"start a daemon that serves it ('mlxd daemon start --pool {pool}'), or cancel the job "
+        "('mlxd jobs cancel ID')"
+    )
+
+
+def wait_reason(job, machines, lease_s: float, pending=(), now: datetime | None = None) -> str:
+    """Why a queued job has not started, in words a person can act on; computed from the
+    catalog alone (its machine rows and the other queued and running jobs, ``pending``):
+    "waiting for job 3", "no daemon serves pool @vm; last seen never", "host macb down
+    since 14:02", "waiting: memory (...)" (the daemon's own word), "behind job 12", or
+    "next in pool default". Never empty for a queued job."""
+    if job.status != "queued":
+        return ""
+    if job.after_job_id is not None and any(j.id == job.after_job_id for j in pending):
+        return f"waiting for job {job.after_job_id}"
+    why = unserved(job.pool, machines, lease_s, now)
+    if why is not None:
+        return why
+    message = job.message or ""
+    if message.startswith("waiting:"):
+        return message
+    rank = (-job.priority, job.id)
+    ahead = [
+        j
+        for j in pending
+        if j.id != job.id
+        and j.pool == job.pool
+        and (
+            j.status == "running"
+            or (j.status == "queued" and j.after_job_id is None and (-j.priority, j.id) < rank)
+        )
+    ]
+    if ahead:
+        # The nearest one: the last queued ahead of it, else a running one.
+        queued = [j for j in ahead if j.status == "queued"]
+        nearest = max(queued, key=lambda j: (-j.priority, j.id)) if queued else ahead[0]
+        why = f"behind job {nearest.id}"
+    else:
+        why = f"next in pool {job.pool}"
+    return f"{why} ({message})" if message else why

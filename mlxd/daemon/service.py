@@ -15,6 +15,7 @@ import fcntl
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -24,7 +25,7 @@ from typing import Any
 from huey.consumer import Consumer
 
 from mlxd.catalog.store import Store
-from mlxd.config import Paths
+from mlxd.config import CONFIG_FILE, Paths, record_host_id, recorded_host_id
 from mlxd.daemon import hosts, queue, settings
 from mlxd.daemon.control import DaemonError, alive_file, pidfile_pid
 from mlxd.daemon.housekeeping import Housekeeper
@@ -215,6 +216,14 @@ def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> Non
     runner.start_spare()  # the first job after a start gets a warm child too
     housekeeper = Housekeeper(store, paths, runner, stop=consumer.stop_flag)
     housekeeper.workers = workers
+    # One host id per machine: the CLI run with this home files what it makes under it too,
+    # and what it made before (under the hostname, or an older id) follows.
+    before = recorded_host_id(paths) or socket.gethostname()
+    if record_host_id(paths, hosts.host_id()):
+        log.info("host id %s recorded in %s", hosts.host_id(), paths.home / CONFIG_FILE)
+        moved = store.refile_models(before, hosts.host_id(), paths.models)
+        if moved:
+            log.info("models filed under %s now: %s", hosts.host_id(), ", ".join(moved))
     hosts.heartbeat(store, workers=workers, facts=hosts.machine_facts_for_row(), start=True)
     alive_file(paths).touch()
     paths.pidfile.write_text(f"{os.getpid()}\n")

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import platform
 import re
-import socket
 import subprocess
 import sys
 from typing import Any
 
 from mlxd import __version__
+from mlxd.config import host_id
 from mlxd.system.versions import version_or_missing
 
 
@@ -104,7 +104,8 @@ def _total_ram() -> int | None:
 def machine_facts() -> dict[str, Any]:
     """What can be known without importing mlx."""
     facts: dict[str, Any] = {
-        "host": socket.gethostname(),
+        # The machine's one id (its daemon's --host-id): runs are filed where jobs are.
+        "host": host_id(),
         "os_name": platform.system(),
         "os_version": platform.mac_ver()[0] or platform.release(),
         # Not platform.processor(): on Linux it runs `uname -p`; the real name comes below.
