@@ -163,6 +163,24 @@ def test_save_and_load_a_conversation(chat_session, tmp_path):
     s.set_system(None)
 
 
+def test_chat_load_of_a_missing_or_broken_file_is_one_line_naming_it(
+    chat_session, tmp_path, capsys
+):
+    from mlxd.cli.chat_cmd import _command
+
+    missing = tmp_path / "missing.json"
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    for path, line in (
+        (missing, f"Error: cannot read {missing}: No such file or directory"),
+        (broken, f"Error: {broken} is not valid JSON (Expecting property name enclosed in "),
+    ):
+        capsys.readouterr()
+        assert _command(chat_session, f"/load {path}") is None  # the chat goes on
+        err = capsys.readouterr().err
+        assert err.startswith(line) and err.count("\n") == 1 and "Errno" not in err, err
+
+
 def test_chat_once_reads_messages_and_prints_the_reply(tiny_model_dir):
     here("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     messages = [{"role": "user", "content": "Hello"}]

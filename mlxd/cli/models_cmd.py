@@ -86,7 +86,7 @@ def synth(name: str, arch: str, size: str, like: str | None, seed: int):
     from pathlib import Path
 
     from mlxd.cli.submit import foreground_runner
-    from mlxd.jobs.synth import Spec
+    from mlxd.jobs.synth import Spec, check_like
 
     store = get_store()
     if store.find_model(name) is not None:
@@ -94,6 +94,8 @@ def synth(name: str, arch: str, size: str, like: str | None, seed: int):
     spec = Spec(
         name=name, arch=arch, size=size, seed=seed, like=str(Path(like).resolve()) if like else None
     )
+    if spec.like is not None:
+        check_like(spec.like)  # before the job row: a file synth cannot use queues nothing
     job = store.submit_job("synth", spec.to_params(), max_attempts=1)
     outcome = foreground_runner().handle(job.id)
     if outcome is None or outcome.status != "succeeded":

@@ -12,7 +12,7 @@ import sys
 import click
 
 from mlxd.cli.context import BadUsage, get_paths
-from mlxd.cli.output import emit, human_bytes, output_options, render_table, when
+from mlxd.cli.output import emit, empty_text, human_bytes, output_options, render_table, when
 from mlxd.cli.params import list_option
 
 
@@ -136,10 +136,31 @@ def _results(reader, flt, fmt: str) -> None:
         return
     rows = reader.result_rows(flt)
     if not rows:
-        click.echo("No benchmark results yet. Queue one with 'mlxd bench REF'.")
+        click.echo(
+            empty_text(
+                "benchmark results",
+                _filter_phrases(flt),
+                "No benchmark results yet. Queue one with 'mlxd bench REF'.",
+            )
+        )
         return
     _note_hidden(reader.hidden_by_limit(flt, len(rows)), flt)
     echo_results_table(rows, md=fmt == "md")
+
+
+def _filter_phrases(flt) -> list[str]:
+    """What the filters of ``flt`` ask for, in words (for the line an empty table prints)."""
+
+    def quoted(values) -> str:
+        return " or ".join(f"'{v}'" for v in values)
+
+    return [
+        flt.models and f"of model {quoted(flt.models)}",
+        flt.adapters and f"with adapter {quoted(flt.adapters)}",
+        flt.machines and f"on machine {quoted(flt.machines)}",
+        flt.mlx_versions and f"with mlx {quoted(flt.mlx_versions)}",
+        flt.since and f"since {when(flt.since)}",
+    ]
 
 
 def echo_job_results(job_ids) -> None:

@@ -94,6 +94,32 @@ def read_safetensors_header(path: Path, *, check_sizes: bool = False) -> dict[st
     return header
 
 
+def check_weights(folder: Path) -> None:
+    """Refuse, naming the file, weights mlx-lm could not load: a safetensors file that is
+    truncated or has a broken header, or a shard the index lists that is missing. Reads only
+    the headers (ModelFolderError, its message starting with the file's full path)."""
+    folder = Path(folder)
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        raise ModelFolderError(f"{folder} has no *.safetensors weights")
+    for w in weights:
+        try:
+            read_safetensors_header(w, check_sizes=True)
+        except ModelFolderError as e:  # its message starts with the file's name
+            raise ModelFolderError(f"{w.parent}/{e}") from None
+        except OSError as e:
+            raise ModelFolderError(f"{w} cannot be read ({e.strerror or e})") from None
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        except (OSError, ValueError, AttributeError):
+            raise ModelFolderError(f"{index} is not a valid weights index") from None
+        for shard in sorted(shards):
+            if not (folder / shard).is_file():
+                raise ModelFolderError(f"{folder / shard} is missing (listed in {index.name})")
+
+
 def read_config(path: Path) -> dict[str, Any]:
     """A model folder's config.json as a dict ({} when it is missing or unreadable)."""
     try:
