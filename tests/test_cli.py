@@ -431,3 +431,53 @@ def test_one_exit_status_per_kind_of_error_whichever_command_says_it(tmp_path, t
     ]
     assert not wrong, "\n".join(wrong)
     assert run_json("jobs", "list") == []
+
+
+def test_a_draft_or_a_base_with_another_tokenizer_is_refused_naming_both(tmp_path, tiny_model_dir):
+    """Token ids must mean the same text in both models: the same vocabulary size is not
+    enough (here: the same 1,024 tokens, two merges in another order). A model whose folder
+    is on another host is judged by the tokenizer the catalog recorded for it."""
+    import shutil
+
+    from mlxd.catalog.models import Model
+    from mlxd.catalog.store import Store
+    from mlxd.config import paths
+
+    om = tmp_path / "other-merges"
+    shutil.copytree(tiny_model_dir, om)
+    tok = json.loads((om / "tokenizer.json").read_text())
+    merges = tok["model"]["merges"]
+    merges[-1], merges[-2] = merges[-2], merges[-1]
+    (om / "tokenizer.json").write_text(json.dumps(tok))
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "twin", check=True)
+    run_mlxd("models", "add", str(om), "--name", "om", check=True)
+    recorded = run_json("models", "show", "om")["details"]["tokenizer"]
+    assert recorded["tokens"] == 1024
+    store = Store(paths())
+    store.add_model(  # on another machine: no folder here, only what the catalog recorded
+        Model(
+            name="far",
+            path="/elsewhere/far",
+            format="hf",
+            source="local",
+            host="macb",
+            details={"tokenizer": recorded},
+        )
+    )
+    store.close()
+    both = "Error: 'tiny' and '{}' have different tokenizers ('tiny': 1,024 tokens, "
+    draft = "a draft model must share the model's tokenizer"
+    for args, other, why in (
+        (["bench", "tiny", "--draft-model", "om"], "om", draft),
+        (["generate", "tiny", "--prompt", "x", "--draft-model", "om"], "om", draft),
+        (["quality", "tiny", "--base", "om"], "om", "quality compares a model with a base"),
+        (["bench", "tiny", "--draft-model", "far"], "far", draft),
+        (["quality", "tiny", "--base", "far"], "far", "quality compares a model with a base"),
+    ):
+        proc = run_mlxd(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr.startswith(both.format(other)), proc.stderr
+        assert f"'{other}': 1,024 tokens, {recorded['sha256'][:12]}); {why}" in proc.stderr
+    assert run_json("jobs", "list") == []
+    run_mlxd("bench", "tiny", "--draft-model", "twin", check=True)  # one tokenizer: queued

@@ -107,6 +107,10 @@ def generate(
         check_model_fits(get_store(), model, extra_bytes=model_bytes(draft) if draft else 0)
     if draft is not None and prompt_cache:
         raise BadUsage("--prompt-cache cannot be combined with --draft-model")
+    if draft is not None:
+        from mlxd.jobs.bench_pair import check_draft_tokenizer
+
+        check_draft_tokenizer(model, draft)
     cache = usable_prompt_cache(prompt_cache, model)
     if prompt == "-":
         prompt = sys.stdin.read()

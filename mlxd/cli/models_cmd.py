@@ -35,7 +35,7 @@ def add(path: str, name: str | None):
 
     from mlxd.catalog.models import Model
     from mlxd.formats.modelfolder import inspect_folder
-    from mlxd.jobs.base import check_name
+    from mlxd.jobs.base import check_name, tokenizer_details
 
     info = inspect_folder(Path(path), check=True)
     name = name or info.path.name
@@ -56,6 +56,7 @@ def add(path: str, name: str | None):
             quant_mode=q.get("mode", "affine") if q else None,
             bits_per_weight=info.bits_per_weight if q else None,
             managed=False,
+            details=tokenizer_details(None, info.path),
         )
     )
     click.echo(

@@ -395,6 +395,10 @@ def _bench_pair(ref, model_id, after, opts: dict) -> None:
     draft_id = None
     if draft_model:
         draft_model, draft_id = model_ref(draft_model, after)
+        if model_id is not None and draft_id is not None:
+            from mlxd.jobs.bench_pair import check_draft_tokenizer
+
+            check_draft_tokenizer(catalog_model(model_id), catalog_model(draft_id))
     if prompt_cache and model_id is not None:
         from mlxd.cli.generate_cmd import usable_prompt_cache
 
