@@ -293,7 +293,11 @@ def bench(
             warmup=warmup,
             seed=seed,
         )
-        submit("serve_bench", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+        job_id = submit(
+            "serve_bench", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s
+        )
+        if wait:
+            _echo_headline(job_id)
         return
     if draft_model or prompt_cache:
         _bench_pair(ref, model_id, after, click.get_current_context().params)
@@ -360,6 +364,12 @@ def _echo_results(job_ids) -> None:
     echo_job_results(job_ids)
 
 
+def _echo_headline(job_id: int) -> None:
+    from mlxd.cli.results_cmd import echo_headline
+
+    echo_headline(job_id)
+
+
 def _check_adapter_bench(refs, serve, draft_model, prompt_cache, ranks, hostfile) -> None:
     """--adapter measures one model three ways with the plain grid; nothing else."""
     if len(refs) > 1:
@@ -416,7 +426,7 @@ def _bench_pair(ref, model_id, after, opts: dict) -> None:
         num_draft_tokens=opts["num_draft_tokens"],
         prompt_cache=prompt_cache,
     )
-    submit(
+    job_id = submit(
         "bench_pair",
         spec,
         wait=opts["wait"],
@@ -424,3 +434,5 @@ def _bench_pair(ref, model_id, after, opts: dict) -> None:
         priority=opts["priority"],
         timeout_s=opts["timeout_s"],
     )
+    if opts["wait"]:
+        _echo_headline(job_id)
