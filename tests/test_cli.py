@@ -454,6 +454,8 @@ def test_a_draft_or_a_base_with_another_tokenizer_is_refused_naming_both(tmp_pat
     run_mlxd("models", "add", str(om), "--name", "om", check=True)
     recorded = run_json("models", "show", "om")["details"]["tokenizer"]
     assert recorded["tokens"] == 1024
+    shown = run_mlxd("models", "show", "om", check=True).stdout
+    assert f"tokenizer     1,024 tokens, {recorded['sha256'][:12]}\n" in shown
     store = Store(paths())
     store.add_model(  # on another machine: no folder here, only what the catalog recorded
         Model(

@@ -108,6 +108,14 @@ def synth(name: str, arch: str, size: str, like: str | None, seed: int):
     )
 
 
+def _tokenizer(m) -> str | None:
+    """What the catalog recorded of the model's tokenizer (drafts and bases must share it)."""
+    from mlxd.jobs.base import tokenizer_label
+
+    found = (m.details or {}).get("tokenizer")
+    return tokenizer_label(found) if found else None
+
+
 @models.command("import-gguf")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=str))
 @click.option(
@@ -235,6 +243,7 @@ def show(ref: str, fmt: str):
         ("dtype", m.dtype),
         ("quantization", quant_label(m) or None),
         ("bits per weight", f"{m.bits_per_weight:.3f}" if m.bits_per_weight else None),
+        ("tokenizer", _tokenizer(m)),
         ("created", when(m.created_at)),
     ]
     if m.source == "gguf" and m.details.get("gguf_file"):

@@ -161,14 +161,16 @@ def check_same_tokenizer(model, other, why: str) -> None:
     if a is None or b is None or a["sha256"] == b["sha256"]:
         return
 
-    def label(m, t) -> str:
-        tokens = f"{t['tokens']:,} tokens, " if t.get("tokens") else ""
-        return f"'{m.name}': {tokens}{t['sha256'][:12]}"
-
     raise SpecError(
-        f"'{model.name}' and '{other.name}' have different tokenizers ({label(model, a)}; "
-        f"{label(other, b)}); {why}"
+        f"'{model.name}' and '{other.name}' have different tokenizers ('{model.name}': "
+        f"{tokenizer_label(a)}; '{other.name}': {tokenizer_label(b)}); {why}"
     )
+
+
+def tokenizer_label(found: dict[str, Any]) -> str:
+    """A tokenizer in words: its size and the start of its hash ("1,024 tokens, 9003c0b5d392")."""
+    tokens = f"{found['tokens']:,} tokens, " if found.get("tokens") else ""
+    return f"{tokens}{found['sha256'][:12]}"
 
 
 def hub_fetch_inputs(store, model) -> dict[str, Any] | None:
