@@ -142,6 +142,7 @@ def test_synth_makes_a_catalog_model_without_a_daemon(mlxd_home):
     assert "Made model 1: mini (qwen2" in out
     m = run_json("models", "show", "mini")
     assert m["synthetic"] and m["source"] == "synth" and m["format"] == "hf"
+    assert m["details"]["tokenizer"]["tokens"] == 1024  # recorded by the job that made it
     assert (mlxd_home / "models" / "mini" / "tokenizer.json").exists()
     text = run_mlxd("models", "show", "mini", check=True).stdout
     assert "random weights" in text
