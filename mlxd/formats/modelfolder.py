@@ -76,7 +76,8 @@ def read_safetensors_header(path: Path, *, check_sizes: bool = False) -> dict[st
                 continue
             try:
                 begin, end = t["data_offsets"]
-                want = math.prod(t["shape"]) * DTYPE_BITS[t["dtype"]] // 8
+                count = math.prod(t["shape"])
+                bits = DTYPE_BITS.get(t["dtype"])  # a dtype not listed: its size is not judged
             except (KeyError, TypeError, ValueError):
                 raise ModelFolderError(
                     f"{path.name}: tensor {name} has a malformed entry"
@@ -86,6 +87,7 @@ def read_safetensors_header(path: Path, *, check_sizes: bool = False) -> dict[st
                     f"{path.name} is truncated: tensor {name} ends at byte {end:,} of the data, "
                     f"which holds {data:,} (an incomplete download?)"
                 )
+            want = count * bits // 8 if bits else end - begin
             if end - begin != want:
                 raise ModelFolderError(
                     f"{path.name}: tensor {name} has {end - begin:,} bytes, its shape and dtype "
