@@ -484,3 +484,26 @@ def test_a_draft_or_a_base_with_another_tokenizer_is_refused_naming_both(tmp_pat
         assert f"'{other}': 1,024 tokens, {recorded['sha256'][:12]}); {why}" in proc.stderr
     assert run_json("jobs", "list") == []
     run_mlxd("bench", "tiny", "--draft-model", "twin", check=True)  # one tokenizer: queued
+
+
+def test_a_draft_whose_tokenizer_changed_after_submit_fails_the_job_naming_both(
+    tmp_path, tiny_model_dir
+):
+    import shutil
+
+    from mlxd.cli.submit import foreground_runner
+
+    twin = tmp_path / "twin"
+    shutil.copytree(tiny_model_dir, twin)
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    run_mlxd("models", "add", str(twin), "--name", "twin", check=True)
+    run_mlxd("bench", "tiny", "--draft-model", "twin", "-p", "8", "-g", "4", check=True)
+    tok = json.loads((twin / "tokenizer.json").read_text())
+    merges = tok["model"]["merges"]
+    merges[0], merges[1] = merges[1], merges[0]
+    (twin / "tokenizer.json").write_text(json.dumps(tok))
+    [job] = run_json("jobs", "list")
+    outcome = foreground_runner().handle(job["id"])  # prepare refuses before any child
+    assert outcome is not None and outcome.status == "failed"
+    assert outcome.error.startswith("'tiny' and 'twin' have different tokenizers ('tiny': ")
+    assert run_json("results") == []
