@@ -81,6 +81,11 @@ def test_lists_and_shows_give_json_and_csv(tiny_model_dir):
         (["jobs", "list", "--status", "weird"], "'weird' is not one of"),
         (["nosuchcommand"], "No such command 'nosuchcommand'"),
         (["bench", "tiny", "--after", "999"], "job 999 not found"),
+        (["jobs", "list", "--kind", "bogus"], "'bogus' is not one of 'synth', 'convert'"),
+        (
+            ["generate", "tiny", "--prompt", "x", "--max-tokens", "100000"],
+            "--max-tokens is 100,000 tokens; model 'tiny' has a context of 2,048",
+        ),
     ],
 )
 def test_bad_arguments_give_one_error_line_and_exit_2(args, message, tiny_model_dir):
@@ -137,6 +142,7 @@ def test_synth_makes_a_catalog_model_without_a_daemon(mlxd_home):
     assert "Made model 1: mini (qwen2" in out
     m = run_json("models", "show", "mini")
     assert m["synthetic"] and m["source"] == "synth" and m["format"] == "hf"
+    assert m["details"]["tokenizer"]["tokens"] == 1024  # recorded by the job that made it
     assert (mlxd_home / "models" / "mini" / "tokenizer.json").exists()
     text = run_mlxd("models", "show", "mini", check=True).stdout
     assert "random weights" in text
@@ -289,3 +295,215 @@ def test_quality_refuses_a_text_that_is_not_utf8(tmp_path, tiny_model_dir):
     proc = run_mlxd("quality", "tiny", "--text", str(latin1))
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"Error: text file '{latin1}' is not UTF-8 text"
+
+
+def test_an_empty_list_names_the_filters_that_matched_nothing(tiny_model_dir):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    for args, line in (
+        (["results", "--since", "2030-01-01"], "No benchmark results since 2030-01-01 00:00:00."),
+        (["results", "--model", "tiny"], "No benchmark results of model 'tiny'."),
+        (["results"], "No benchmark results yet. Queue one with 'mlxd bench REF'."),
+        (
+            ["jobs", "list", "--kind", "bench", "--status", "failed,cancelled"],
+            "No jobs of kind bench with status failed or cancelled.",
+        ),
+        (["quality", "list", "--model", "tiny"], "No quality runs of model 'tiny'."),
+        (["adapters", "list", "--model", "tiny"], "No adapters of base model 'tiny'."),
+    ):
+        proc = run_mlxd(*args, check=True)
+        assert proc.stdout == line + "\n", (args, proc.stdout)
+
+
+def test_a_broken_weights_file_of_a_registered_model_is_one_line_naming_it(
+    tmp_path, tiny_model_dir
+):
+    import shutil
+
+    copy = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, copy)
+    run_mlxd("models", "add", str(copy), "--name", "broken", check=True)
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4096])  # an interrupted copy
+    for args in (["generate", "broken", "--prompt", "hi"], ["chat", "broken", "--once"]):
+        proc = run_mlxd(*args)
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.startswith(
+            f"Error: model 'broken' cannot be loaded: {weights} is truncated: tensor "
+        ), proc.stderr
+        assert proc.stderr.count("\n") == 1 and "internal error" not in proc.stderr
+
+
+def test_synth_like_a_malformed_config_names_the_file_and_queues_nothing(tmp_path):
+    bad = tmp_path / "config.json"
+    bad.write_text('{"model_type": "llama", "hidden_size": 64,}')
+    proc = run_mlxd("models", "synth", "s", "--like", str(bad))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"Error: --like {bad} is not valid JSON (")
+    assert proc.stderr.endswith(" at line 1, column 43)\n")
+    bad.write_text('{"model_type": "llama", "hidden_size": 64}')
+    proc = run_mlxd("models", "synth", "s", "--like", str(bad))
+    assert proc.returncode == 2 and "gives no positive whole num_hidden_layers" in proc.stderr
+    assert run_json("jobs", "list") == [] and run_json("models", "list") == []
+
+
+def test_one_exit_status_per_kind_of_error_whichever_command_says_it(tmp_path, tiny_model_dir):
+    """An adapter named with another base is a usage error (2) in every command that takes
+    one (as 'fuse' said it, while 'bench' said 1); a registered prompt cache whose file is
+    gone is a refusal (1) in every command (a missing model folder is one too)."""
+    import shutil
+
+    from mlxd.catalog.models import Adapter, PromptCache
+    from mlxd.catalog.store import Store
+    from mlxd.config import paths
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model_dir, other)
+    weights = other / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # other weights, the same shape
+    weights.write_bytes(bytes(data))
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    run_mlxd("models", "add", str(other), "--name", "other", check=True)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('"hello"\n')
+    store = Store(paths())
+    other_id = store.resolve_model("other").id
+    with store.write() as s:
+        s.add(
+            Adapter(
+                name="ad",
+                path=str(tmp_path / "ad"),
+                fine_tune_type="lora",
+                status="ready",
+                base_model_id=other_id,
+                base_model_name="other",
+                data_path=str(tmp_path),
+                iterations=10,
+                target_iterations=10,
+            )
+        )
+        s.add(
+            PromptCache(
+                name="gone",
+                path=str(tmp_path / "gone.safetensors"),
+                model_id=other_id,
+                model_fingerprint="x",
+                num_tokens=4,
+                text_sha256="x",
+            )
+        )
+    store.close()
+
+    def batch(model: str, cache: str) -> list[str]:
+        out = str(tmp_path / f"{model}-{cache}.out.jsonl")
+        return ["batch", model, "--prompts", str(prompts), "-o", out, "--prompt-cache", cache]
+
+    adapter = "Error: adapter 'ad' was trained on 'other', not on 'tiny'; apply it to 'other'\n"
+    gone = f"Error: prompt cache 'gone' has no file at {tmp_path / 'gone.safetensors'}\n"
+    cases = [
+        *[
+            (args, 2, adapter)
+            for args in (
+                ["bench", "tiny", "--adapter", "ad"],
+                ["quality", "tiny", "--adapter", "ad"],
+                ["generate", "tiny", "--prompt", "x", "--adapter", "ad"],
+                ["chat", "tiny", "--adapter", "ad"],
+                ["fuse", "tiny", "--adapter", "ad"],
+            )
+        ],
+        *[
+            (args, 1, gone)
+            for args in (
+                ["bench", "other", "--prompt-cache", "gone"],
+                ["generate", "other", "--prompt", "x", "--prompt-cache", "gone"],
+                ["chat", "other", "--prompt-cache", "gone"],
+                batch("other", "gone"),
+            )
+        ],
+    ]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        procs = list(pool.map(lambda case: run_mlxd(*case[0]), cases))
+    wrong = [
+        f"mlxd {' '.join(args)} -> {proc.returncode}: {proc.stderr.strip()}"
+        for (args, code, message), proc in zip(cases, procs, strict=True)
+        if proc.returncode != code or not proc.stderr.startswith(message)
+    ]
+    assert not wrong, "\n".join(wrong)
+    assert run_json("jobs", "list") == []
+
+
+def test_a_draft_or_a_base_with_another_tokenizer_is_refused_naming_both(tmp_path, tiny_model_dir):
+    """Token ids must mean the same text in both models: the same vocabulary size is not
+    enough (here: the same 1,024 tokens, two merges in another order). A model whose folder
+    is on another host is judged by the tokenizer the catalog recorded for it."""
+    import shutil
+
+    from mlxd.catalog.models import Model
+    from mlxd.catalog.store import Store
+    from mlxd.config import paths
+
+    om = tmp_path / "other-merges"
+    shutil.copytree(tiny_model_dir, om)
+    tok = json.loads((om / "tokenizer.json").read_text())
+    merges = tok["model"]["merges"]
+    merges[-1], merges[-2] = merges[-2], merges[-1]
+    (om / "tokenizer.json").write_text(json.dumps(tok))
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "twin", check=True)
+    run_mlxd("models", "add", str(om), "--name", "om", check=True)
+    recorded = run_json("models", "show", "om")["details"]["tokenizer"]
+    assert recorded["tokens"] == 1024
+    shown = run_mlxd("models", "show", "om", check=True).stdout
+    assert f"tokenizer     1,024 tokens, {recorded['sha256'][:12]}\n" in shown
+    store = Store(paths())
+    store.add_model(  # on another machine: no folder here, only what the catalog recorded
+        Model(
+            name="far",
+            path="/elsewhere/far",
+            format="hf",
+            source="local",
+            host="macb",
+            details={"tokenizer": recorded},
+        )
+    )
+    store.close()
+    both = "Error: 'tiny' and '{}' have different tokenizers ('tiny': 1,024 tokens, "
+    draft = "a draft model must share the model's tokenizer"
+    for args, other, why in (
+        (["bench", "tiny", "--draft-model", "om"], "om", draft),
+        (["generate", "tiny", "--prompt", "x", "--draft-model", "om"], "om", draft),
+        (["quality", "tiny", "--base", "om"], "om", "quality compares a model with a base"),
+        (["bench", "tiny", "--draft-model", "far"], "far", draft),
+        (["quality", "tiny", "--base", "far"], "far", "quality compares a model with a base"),
+    ):
+        proc = run_mlxd(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr.startswith(both.format(other)), proc.stderr
+        assert f"'{other}': 1,024 tokens, {recorded['sha256'][:12]}); {why}" in proc.stderr
+    assert run_json("jobs", "list") == []
+    run_mlxd("bench", "tiny", "--draft-model", "twin", check=True)  # one tokenizer: queued
+
+
+def test_a_draft_whose_tokenizer_changed_after_submit_fails_the_job_naming_both(
+    tmp_path, tiny_model_dir
+):
+    import shutil
+
+    from mlxd.cli.submit import foreground_runner
+
+    twin = tmp_path / "twin"
+    shutil.copytree(tiny_model_dir, twin)
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    run_mlxd("models", "add", str(twin), "--name", "twin", check=True)
+    run_mlxd("bench", "tiny", "--draft-model", "twin", "-p", "8", "-g", "4", check=True)
+    tok = json.loads((twin / "tokenizer.json").read_text())
+    merges = tok["model"]["merges"]
+    merges[0], merges[1] = merges[1], merges[0]
+    (twin / "tokenizer.json").write_text(json.dumps(tok))
+    [job] = run_json("jobs", "list")
+    outcome = foreground_runner().handle(job["id"])  # prepare refuses before any child
+    assert outcome is not None and outcome.status == "failed"
+    assert outcome.error.startswith("'tiny' and 'twin' have different tokenizers ('tiny': ")
+    assert run_json("results") == []

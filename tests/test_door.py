@@ -87,6 +87,12 @@ def cases(f: dict[str, Path], tiny: Path, tmp: Path) -> list[tuple[list[str], in
         (["bench", "tiny", "-p", "4000"], 2, "has a context of 2,048"),
         (["bench", "tiny", "-p", "16", "--depth", "3000"], 2, "has a context of 2,048"),
         (["quality", "tiny", "--base", "other-vocab"], 2, "have different tokenizers"),
+        (["bench", "tiny", "--draft-model", "other-vocab"], 2, "have different tokenizers"),
+        (
+            ["generate", "tiny", "--prompt", "x", "--draft-model", "other-vocab"],
+            2,
+            "have different tokenizers",
+        ),
         (["quality", "tiny", "--base", "tiny"], 2, "is the model itself"),
         (["quality", "tiny", "--text", str(tmp / "missing.txt")], 2, "missing.txt"),
         (["quality", "tiny", "--text-tokens", "3"], 2, "--text-tokens must be at least"),

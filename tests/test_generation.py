@@ -163,6 +163,24 @@ def test_save_and_load_a_conversation(chat_session, tmp_path):
     s.set_system(None)
 
 
+def test_chat_load_of_a_missing_or_broken_file_is_one_line_naming_it(
+    chat_session, tmp_path, capsys
+):
+    from mlxd.cli.chat_cmd import _command
+
+    missing = tmp_path / "missing.json"
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    for path, line in (
+        (missing, f"Error: cannot read {missing}: No such file or directory"),
+        (broken, f"Error: {broken} is not valid JSON (Expecting property name enclosed in "),
+    ):
+        capsys.readouterr()
+        assert _command(chat_session, f"/load {path}") is None  # the chat goes on
+        err = capsys.readouterr().err
+        assert err.startswith(line) and err.count("\n") == 1 and "Errno" not in err, err
+
+
 def test_chat_once_reads_messages_and_prints_the_reply(tiny_model_dir):
     here("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     messages = [{"role": "user", "content": "Hello"}]
@@ -316,47 +334,42 @@ def test_batch_writes_one_line_per_prompt_in_order_equal_to_single_generation(
 # -- paired benchmarks (draft model, prompt cache) ------------------------------------------
 
 
-def _run_queued(*args: str) -> int:
-    """Queue a job with the CLI (no daemon here) and run it in a child now."""
-    from mlxd.cli.submit import foreground_runner
-
-    queued = here(*args, check=True)
-    job_id = int(queued.stdout.split()[2].rstrip(":"))  # "Queued job N: ..."
-    outcome = foreground_runner().handle(job_id)
-    assert outcome is not None and outcome.status == "succeeded", outcome
-    return job_id
-
-
-def test_bench_with_a_draft_and_with_a_prompt_cache(tiny_model_dir):
+def test_bench_with_a_draft_and_with_a_prompt_cache(daemon, tiny_model_dir):
     here("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
-    _run_queued(
-        "bench",
-        "tiny",
-        "--draft-model",
-        "tiny",
-        "--num-draft-tokens",
-        "3",
-        "-p",
-        "16",
-        "-g",
-        "12",
-        "-n",
-        "1",
-        "--warmup",
-        "0",
-    )
+    daemon.start()
+    out = here(
+        *("bench", "tiny", "--draft-model", "tiny", "--num-draft-tokens", "3"),
+        *("-p", "16", "-g", "12", "-n", "1", "--warmup", "0", "--wait"),
+        check=True,
+    ).stdout
     [drafted] = json.loads(here("results", "--json", check=True).stdout)
     assert drafted["draft_model"] == "tiny" and drafted["num_draft_tokens"] == 3
     assert drafted["acceptance_rate"] == 1.0 and drafted["draft_speedup"] > 0
+    # --wait ends with the mode's headline: the speed-up and the acceptance rate.
+    headline = out[out.index("Speculative decoding: 'tiny' with draft 'tiny', 3 tokens") :]
+    header, row = headline.splitlines()[1:3]
+    assert header.split() == ("P G N ALONE GEN TOK/S DRAFTED GEN TOK/S SPEED-UP ACCEPTED".split())
+    assert row.split()[:3] == ["16", "12", "1"]
+    assert row.split()[-2:] == [f"{drafted['draft_speedup']:.2f}x", "100.0%"]
 
     prefix = "The river in winter is cold and slow. " * 80
     here("cache-prompt", "tiny", "--prompt", prefix, "--name", "long", "--foreground", check=True)
-    _run_queued("bench", "tiny", "--prompt-cache", "long", "-p", "8", "-g", "4", "-n", "2")
+    out = here(
+        *("bench", "tiny", "--prompt-cache", "long", "-p", "8", "-g", "4", "-n", "2", "--wait"),
+        check=True,
+    ).stdout
     cached = json.loads(here("results", "--json", check=True).stdout)[-1]
     assert cached["prompt_cache"] == "long" and cached["cached_tokens"] > 500
     # Prefilling 8 tokens after the cache, against the whole ~1,000-token text cold: the
     # margin is wide enough that a busy machine does not reverse it.
     assert cached["ttft_cached_s_mean"] < cached["ttft_s_mean"]
+    # --wait ends with cached against cold time to first token.
+    headline = out[out.index("Prompt cache 'long' on 'tiny': time to first token") :]
+    header, row = headline.splitlines()[1:3]
+    assert header.split()[3:] == "CACHED TOKENS CACHED TTFT S COLD TTFT S SPEED-UP".split()
+    cells = row.split()
+    assert cells[:4] == ["8", "4", "2", str(cached["cached_tokens"])]
+    assert cells[4:6] == [f"{cached['ttft_cached_s_mean']:.3f}", f"{cached['ttft_s_mean']:.3f}"]
     from mlxd.catalog.store import Store
     from mlxd.config import paths
 

@@ -46,7 +46,9 @@ def test_jobs_list_filters(tiny_model_dir):
     assert ids("--status", "cancelled") == [q1]
     assert ids("--status", "queued", "--kind", "quantize") == [q2]
     assert ids("--limit", "2") == [b1, q2]
-    assert ids("--kind", "nosuch") == []
+    assert ids("--kind", "synth") == []
+    bad = run_mlxd("jobs", "list", "--kind", "nosuch")  # a typo is not an empty list
+    assert bad.returncode == 2 and "'nosuch' is not one of 'synth'" in bad.stderr
 
 
 def test_models_rm_files_deletes_a_folder_mlxd_made(mlxd_home):

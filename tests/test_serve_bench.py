@@ -67,6 +67,15 @@ def test_serving_bench_records_every_request_and_stops_the_server(daemon, tiny_m
     store.close()
     table = run_mlxd("results", check=True).stdout
     assert "serve c=1" in table and "serve c=4" in table
+    # --wait ends with the serving headline: latency percentiles per concurrency.
+    headline = proc.stdout[proc.stdout.index("Serving 'tiny' (mlx_lm.server), -p 16 -g 6") :]
+    lines = headline.splitlines()
+    assert lines[1].split()[:4] == ["CLIENTS", "REQUESTS", "ERRORS", "TOTAL"]
+    assert "TTFT P50 S" in lines[1] and "ITL P99 MS" in lines[1]
+    for line, r in zip(lines[2:4], runs, strict=True):
+        cells = line.split()
+        assert cells[:3] == [str(r["concurrency"]), "6", "0"]
+        assert cells[4:7] == [f"{r[f'ttft_{p}_s']:.3f}" for p in ("p50", "p95", "p99")]
     pid = server_pid(job_id)
     assert pid is not None and gone(pid)
 

@@ -9,6 +9,7 @@ from mlxd.cli.output import (
     echo_facts,
     echo_json,
     emit,
+    empty_text,
     human_bytes,
     human_count,
     output_options,
@@ -76,7 +77,11 @@ def list_(model_ref, fmt):
             "" if r["test_perplexity"] is None else f"{r['test_perplexity']:.3g}",
             when(r["created_at"]),
         ),
-        empty="No adapters. Make one with 'mlxd finetune REF --data DIR'.",
+        empty=empty_text(
+            "adapters",
+            [model_ref and f"of base model '{model_ref}'"],
+            "No adapters. Make one with 'mlxd finetune REF --data DIR'.",
+        ),
     )
 
 

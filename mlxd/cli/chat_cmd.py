@@ -143,7 +143,7 @@ def _command(session, text: str) -> str | None:
             click.echo(f"[saved {len(session.messages)} messages to {arg}]", err=True)
         elif name == "/load":
             _need(arg, "/load FILE")
-            session.load_conversation(Path(arg).expanduser())
+            _load(session, Path(arg).expanduser())
             click.echo(f"[loaded {len(session.messages)} messages from {arg}]", err=True)
         elif name == "/stats":
             click.echo(_stats_line(session.last), err=True)
@@ -152,6 +152,20 @@ def _command(session, text: str) -> str | None:
     except (OSError, ValueError, UserError) as e:
         click.echo(f"Error: {e}", err=True)
     return None
+
+
+def _load(session, path: Path) -> None:
+    """/load FILE: what is wrong with the file in one line, naming it (no errno noise)."""
+    try:
+        session.load_conversation(path)
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    except (ValueError, AttributeError) as e:
+        raise ValueError(f"{path} is not a saved conversation ({e})") from None
 
 
 def _need(arg: str, usage: str) -> None:

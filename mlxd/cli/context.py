@@ -11,8 +11,22 @@ from mlxd.config import Paths, paths
 FAILED_JOB_EXIT = 1
 
 
+# One exit status per kind of error, whichever command says it (as Click does):
+#   2, BadUsage: the command line is wrong, and changing it is the fix: an unknown command,
+#      option, name or id; a bad value; options that do not go together; things named
+#      together that do not fit each other (an adapter and another base, a prompt cache and
+#      another model, two tokenizers, a length past the model's context); a new name that is
+#      taken; a folder or file given as an argument that is not what it should be.
+#   1, UserError: the command line is right but the state of things refuses it now: a job
+#      in the wrong state, a registered model, adapter or cache whose files are gone or
+#      broken, too little memory or disk, no daemon, dependents, another user's job, and a
+#      job that failed.
+# Lower rooms raise plain exceptions; `catalog_errors` maps them: NotFound, QueryError,
+# SpecError and ModelFolderError are usage errors, any other CatalogError a refusal.
+
+
 class UserError(click.ClickException):
-    """A problem the user can fix; exit status 1."""
+    """A refusal: the state of things, not the command line, is what to change; exit 1."""
 
     exit_code = 1
 
@@ -28,7 +42,7 @@ class WaitTimedOut(UserError):
 
 
 class BadUsage(click.UsageError):
-    """Bad arguments; exit status 2."""
+    """Bad arguments: the command line is what to change; exit status 2."""
 
     exit_code = 2
 

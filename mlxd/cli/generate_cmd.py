@@ -13,9 +13,15 @@ from mlxd.cli.sampling_opts import pop_sampling, sampling_options
 
 def usable_model(ref: str, *, memory_check: bool = True, what: str = "model"):
     """The catalog model REF names, with its folder, checked against the memory budget."""
+    from mlxd.formats.modelfolder import ModelFolderError, check_weights
+
     model = get_store().resolve_model(ref)
     if not Path(model.path).is_dir():
         raise UserError(f"{what} '{model.name}' has no folder at {model.path} (was it deleted?)")
+    try:
+        check_weights(Path(model.path))  # headers only: a broken file is named, not loaded
+    except ModelFolderError as e:
+        raise UserError(f"{what} '{model.name}' cannot be loaded: {e}") from None
     if memory_check:
         from mlxd.cli.memory_check import check_model_fits
 
@@ -87,8 +93,11 @@ def generate(
     **kwargs,
 ):
     """Generate text from a model, streamed to the terminal."""
+    from mlxd.cli.submit import check_context
+
     sampling = pop_sampling(kwargs)
     model = usable_model(ref, memory_check=False)
+    check_context(model, sampling.max_tokens, "--max-tokens")
     draft = (
         usable_model(draft_model, memory_check=False, what="draft model") if draft_model else None
     )
@@ -98,6 +107,10 @@ def generate(
         check_model_fits(get_store(), model, extra_bytes=model_bytes(draft) if draft else 0)
     if draft is not None and prompt_cache:
         raise BadUsage("--prompt-cache cannot be combined with --draft-model")
+    if draft is not None:
+        from mlxd.jobs.bench_pair import check_draft_tokenizer
+
+        check_draft_tokenizer(model, draft)
     cache = usable_prompt_cache(prompt_cache, model)
     if prompt == "-":
         prompt = sys.stdin.read()

@@ -14,9 +14,10 @@ from mlxd.cli.context import (
     get_reader,
     get_store,
 )
-from mlxd.cli.output import echo_facts, echo_json, emit, output_options, when
+from mlxd.cli.output import echo_facts, echo_json, emit, empty_text, output_options, when
 from mlxd.cli.params import list_option
 from mlxd.cli.submit import follow, submit, why_waiting
+from mlxd.jobs import KINDS
 
 STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -43,7 +44,7 @@ def _describe(job) -> str:
     choices=STATUSES,
     help="Only jobs with these statuses (comma list or repeated)",
 )
-@click.option("--kind", help="Only jobs of this kind")
+@click.option("--kind", type=click.Choice(list(KINDS)), help="Only jobs of this kind")
 @click.option(
     "--limit",
     type=click.IntRange(min=0),
@@ -77,7 +78,14 @@ def list_(statuses, kind, limit, fmt):
             _describe(j),
             _note(j),
         ),
-        empty="No jobs.",
+        empty=empty_text(
+            "jobs",
+            [
+                kind and f"of kind {kind}",
+                statuses and f"with status {' or '.join(statuses)}",
+            ],
+            "No jobs.",
+        ),
     )
 
 

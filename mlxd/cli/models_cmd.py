@@ -36,7 +36,7 @@ def add(path: str, name: str | None):
     from mlxd.catalog.models import Model
     from mlxd.daemon.hosts import model_host_for
     from mlxd.formats.modelfolder import inspect_folder
-    from mlxd.jobs.base import check_name
+    from mlxd.jobs.base import check_name, tokenizer_details
 
     info = inspect_folder(Path(path), check=True)
     name = name or info.path.name
@@ -59,6 +59,7 @@ def add(path: str, name: str | None):
             managed=False,
             # The files are on this machine (unless on the shared volume): its jobs go here.
             host=model_host_for(info.path),
+            details=tokenizer_details(None, info.path),
         )
     )
     click.echo(
@@ -89,7 +90,7 @@ def synth(name: str, arch: str, size: str, like: str | None, seed: int):
     from pathlib import Path
 
     from mlxd.cli.submit import foreground_runner
-    from mlxd.jobs.synth import Spec
+    from mlxd.jobs.synth import Spec, check_like
 
     store = get_store()
     if store.find_model(name) is not None:
@@ -97,6 +98,8 @@ def synth(name: str, arch: str, size: str, like: str | None, seed: int):
     spec = Spec(
         name=name, arch=arch, size=size, seed=seed, like=str(Path(like).resolve()) if like else None
     )
+    if spec.like is not None:
+        check_like(spec.like)  # before the job row: a file synth cannot use queues nothing
     job = store.submit_job("synth", spec.to_params(), max_attempts=1)
     outcome = foreground_runner().handle(job.id)
     if outcome is None or outcome.status != "succeeded":
@@ -106,6 +109,14 @@ def synth(name: str, arch: str, size: str, like: str | None, seed: int):
         f"Made model {model.id}: {model.name} ({model.architecture}, "
         f"{human_count(model.num_parameters)} parameters, random weights) at {model.path}"
     )
+
+
+def _tokenizer(m) -> str | None:
+    """What the catalog recorded of the model's tokenizer (drafts and bases must share it)."""
+    from mlxd.jobs.base import tokenizer_label
+
+    found = (m.details or {}).get("tokenizer")
+    return tokenizer_label(found) if found else None
 
 
 @models.command("import-gguf")
@@ -235,6 +246,7 @@ def show(ref: str, fmt: str):
         ("dtype", m.dtype),
         ("quantization", quant_label(m) or None),
         ("bits per weight", f"{m.bits_per_weight:.3f}" if m.bits_per_weight else None),
+        ("tokenizer", _tokenizer(m)),
         ("created", when(m.created_at)),
         ("host", m.host),  # the machine that holds the files (none: the shared volume)
     ]

@@ -142,3 +142,11 @@ def when(dt: datetime | None) -> str:
     if dt is None:
         return ""
     return dt.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def empty_text(what: str, filters: Sequence[str], otherwise: str) -> str:
+    """The line an empty list prints: with filters given it names them ("No jobs of kind
+    bench with status failed."), so a filter that matched nothing is not read as an empty
+    catalog; without, ``otherwise`` (which may say how to make the first one)."""
+    given = [f for f in filters if f]
+    return f"No {what} {' '.join(given)}." if given else otherwise

@@ -38,6 +38,7 @@ from mlxd.cli.submit import catalog_model, job_options, model_ref, submit, usabl
 @catalog_errors
 def quality(ref, base, text, text_tokens, adapter, wait, after, priority, timeout_s):
     """Perplexity on a fixed text, and KL divergence and top-1 agreement vs a base."""
+    from mlxd.jobs.base import check_same_tokenizer
     from mlxd.jobs.quality import Spec
 
     ref, model_id = model_ref(ref, after)
@@ -47,8 +48,14 @@ def quality(ref, base, text, text_tokens, adapter, wait, after, priority, timeou
         base, base_id = model_ref(base, after)
         if base == ref and adapter is None:
             raise BadUsage(f"--base {base} is the model itself; compare it with another model")
-        if base != ref:
-            check_same_tokenizer(catalog_model(model_id), catalog_model(base_id))
+        model, base_model = catalog_model(model_id), catalog_model(base_id)
+        if base != ref and model is not None and base_model is not None:
+            check_same_tokenizer(
+                model,
+                base_model,
+                "quality compares a model with a base of the same vocabulary "
+                "(e.g. its unquantized parent)",
+            )
     spec = Spec(
         model=ref,
         model_id=model_id,
@@ -80,17 +87,3 @@ def quality(ref, base, text, text_tokens, adapter, wait, after, priority, timeou
             click.echo(
                 render_table(["MODEL", "BASE", "PERPLEXITY", "KL", "TOP-1", "TOKENS"], table)
             )
-
-
-def check_same_tokenizer(model, base) -> None:
-    """KL and top-1 compare distributions token by token: both need the same vocabulary."""
-    from mlxd.formats.modelfolder import tokenizer_fingerprint
-
-    if model is None or base is None:
-        return  # one is made by an earlier job: the job checks
-    a, b = tokenizer_fingerprint(model.path), tokenizer_fingerprint(base.path)
-    if a and b and a != b:
-        raise BadUsage(
-            f"'{model.name}' and '{base.name}' have different tokenizers; quality compares a "
-            "model with a base of the same vocabulary (e.g. its unquantized parent)"
-        )

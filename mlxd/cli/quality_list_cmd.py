@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from mlxd.cli.context import catalog_errors, get_reader
-from mlxd.cli.output import emit, output_options, when
+from mlxd.cli.output import emit, empty_text, output_options, when
 from mlxd.cli.params import list_option
 from mlxd.cli.quality_cmd import quality as run_quality
 
@@ -82,5 +82,12 @@ def list_quality(models, adapters, fmt):
             r["host"] or "",
             when(r["created_at"]),
         ),
-        empty="No quality runs yet. Queue one with 'mlxd quality REF'.",
+        empty=empty_text(
+            "quality runs",
+            [
+                models and "of model " + " or ".join(f"'{m}'" for m in models),
+                adapters and "with adapter " + " or ".join(f"'{a}'" for a in adapters),
+            ],
+            "No quality runs yet. Queue one with 'mlxd quality REF'.",
+        ),
     )

@@ -12,7 +12,7 @@ import sys
 import click
 
 from mlxd.cli.context import BadUsage, get_paths
-from mlxd.cli.output import emit, human_bytes, output_options, render_table, when
+from mlxd.cli.output import emit, empty_text, human_bytes, output_options, render_table, when
 from mlxd.cli.params import list_option
 
 
@@ -136,10 +136,31 @@ def _results(reader, flt, fmt: str) -> None:
         return
     rows = reader.result_rows(flt)
     if not rows:
-        click.echo("No benchmark results yet. Queue one with 'mlxd bench REF'.")
+        click.echo(
+            empty_text(
+                "benchmark results",
+                _filter_phrases(flt),
+                "No benchmark results yet. Queue one with 'mlxd bench REF'.",
+            )
+        )
         return
     _note_hidden(reader.hidden_by_limit(flt, len(rows)), flt)
     echo_results_table(rows, md=fmt == "md")
+
+
+def _filter_phrases(flt) -> list[str]:
+    """What the filters of ``flt`` ask for, in words (for the line an empty table prints)."""
+
+    def quoted(values) -> str:
+        return " or ".join(f"'{v}'" for v in values)
+
+    return [
+        flt.models and f"of model {quoted(flt.models)}",
+        flt.adapters and f"with adapter {quoted(flt.adapters)}",
+        flt.machines and f"on machine {quoted(flt.machines)}",
+        flt.mlx_versions and f"with mlx {quoted(flt.mlx_versions)}",
+        flt.since and f"since {when(flt.since)}",
+    ]
 
 
 def echo_job_results(job_ids) -> None:
@@ -150,6 +171,107 @@ def echo_job_results(job_ids) -> None:
         rows = reader.result_rows(ResultFilter(job_ids=tuple(job_ids)))
     if rows:
         echo_results_table(rows)
+
+
+def echo_headline(job_id: int) -> None:
+    """What bench --wait ends with in the modes with a headline of their own: the draft's
+    acceptance rate and speed-up, a prompt cache's cached against cold time to first token,
+    the serving bench's latency percentiles per concurrency."""
+    from mlxd.catalog.read import Reader, ResultFilter
+
+    with Reader(get_paths()) as reader:
+        rows = reader.result_rows(ResultFilter(job_ids=(job_id,)))
+    if rows:
+        click.echo(headline_text(rows))
+
+
+def _x(value) -> str:
+    return "" if value is None else f"{value:.2f}x"
+
+
+def _s(value, digits: int = 3, scale: float = 1.0) -> str:
+    return "" if value is None else f"{value * scale:.{digits}f}"
+
+
+def headline_text(rows) -> str:
+    """The headline table of one special-mode bench job's runs (see :func:`echo_headline`)."""
+    first = rows[0]
+    if first["mode"] == "serve":
+        table = [
+            (
+                r["concurrency"],
+                r["requests"],
+                r["errors"],
+                _s(r["generation_tps_mean"], 1),
+                *(_s(r[f"ttft_{p}_s"]) for p in ("p50", "p95", "p99")),
+                *(_s(r[f"itl_{p}_s"], 1, 1000) for p in ("p50", "p95", "p99")),
+            )
+            for r in rows
+        ]
+        headers = [
+            "CLIENTS",
+            "REQUESTS",
+            "ERRORS",
+            "TOTAL TOK/S",
+            *(f"TTFT {p} S" for p in ("P50", "P95", "P99")),
+            *(f"ITL {p} MS" for p in ("P50", "P95", "P99")),
+        ]
+        return (
+            f"Serving '{first['model']}' (mlx_lm.server), -p {first['prompt_tokens']} "
+            f"-g {first['gen_tokens']}, per number of simultaneous clients:\n"
+            + render_table(headers, table)
+        )
+    if first["draft_model"]:
+        table = [
+            (
+                r["prompt_tokens"],
+                r["gen_tokens"],
+                r["trials"],
+                _s(_alone(r), 1),
+                _s(r["generation_tps_mean"], 1),
+                _x(r["draft_speedup"]),
+                "" if r["acceptance_rate"] is None else f"{r['acceptance_rate']:.1%}",
+            )
+            for r in rows
+        ]
+        headers = ["P", "G", "N", "ALONE GEN TOK/S", "DRAFTED GEN TOK/S", "SPEED-UP", "ACCEPTED"]
+        return (
+            f"Speculative decoding: '{first['model']}' with draft '{first['draft_model']}', "
+            f"{first['num_draft_tokens']} tokens drafted per step (means over N trials):\n"
+            + render_table(headers, table)
+        )
+    if first["prompt_cache"]:
+        table = [
+            (
+                r["prompt_tokens"],
+                r["gen_tokens"],
+                r["trials"],
+                r["cached_tokens"],
+                _s(r["ttft_cached_s_mean"]),
+                _s(r["ttft_s_mean"]),
+                _x(
+                    r["ttft_s_mean"] / r["ttft_cached_s_mean"]
+                    if r["ttft_s_mean"] and r["ttft_cached_s_mean"]
+                    else None
+                ),
+            )
+            for r in rows
+        ]
+        headers = ["P", "G", "N", "CACHED TOKENS", "CACHED TTFT S", "COLD TTFT S", "SPEED-UP"]
+        return (
+            f"Prompt cache '{first['prompt_cache']}' on '{first['model']}': time to first "
+            "token for P new tokens after the cached prefix, against the whole text cold "
+            "(means over N trials):\n" + render_table(headers, table)
+        )
+    return ""
+
+
+def _alone(r) -> float | None:
+    """The model's own generation speed in a draft run (the run stores the drafted speed
+    and the speed-up over it)."""
+    if r["generation_tps_mean"] is None or not r["draft_speedup"]:
+        return None
+    return r["generation_tps_mean"] / r["draft_speedup"]
 
 
 def echo_adapter_comparison(job_id: int) -> None:

@@ -293,7 +293,11 @@ def bench(
             warmup=warmup,
             seed=seed,
         )
-        submit("serve_bench", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+        job_id = submit(
+            "serve_bench", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s
+        )
+        if wait:
+            _echo_headline(job_id)
         return
     if draft_model or prompt_cache:
         _bench_pair(ref, model_id, after, click.get_current_context().params)
@@ -361,6 +365,12 @@ def _echo_results(job_ids) -> None:
     echo_job_results(job_ids)
 
 
+def _echo_headline(job_id: int) -> None:
+    from mlxd.cli.results_cmd import echo_headline
+
+    echo_headline(job_id)
+
+
 def _check_adapter_bench(refs, serve, draft_model, prompt_cache, ranks, hostfile) -> None:
     """--adapter measures one model three ways with the plain grid; nothing else."""
     if len(refs) > 1:
@@ -396,6 +406,10 @@ def _bench_pair(ref, model_id, after, opts: dict) -> None:
     draft_id = None
     if draft_model:
         draft_model, draft_id = model_ref(draft_model, after)
+        if model_id is not None and draft_id is not None:
+            from mlxd.jobs.bench_pair import check_draft_tokenizer
+
+            check_draft_tokenizer(catalog_model(model_id), catalog_model(draft_id))
     if prompt_cache and model_id is not None:
         from mlxd.cli.generate_cmd import usable_prompt_cache
 
@@ -413,7 +427,7 @@ def _bench_pair(ref, model_id, after, opts: dict) -> None:
         num_draft_tokens=opts["num_draft_tokens"],
         prompt_cache=prompt_cache,
     )
-    submit(
+    job_id = submit(
         "bench_pair",
         spec,
         wait=opts["wait"],
@@ -421,3 +435,5 @@ def _bench_pair(ref, model_id, after, opts: dict) -> None:
         priority=opts["priority"],
         timeout_s=opts["timeout_s"],
     )
+    if opts["wait"]:
+        _echo_headline(job_id)

@@ -76,7 +76,8 @@ def read_safetensors_header(path: Path, *, check_sizes: bool = False) -> dict[st
                 continue
             try:
                 begin, end = t["data_offsets"]
-                want = math.prod(t["shape"]) * DTYPE_BITS[t["dtype"]] // 8
+                count = math.prod(t["shape"])
+                bits = DTYPE_BITS.get(t["dtype"])  # a dtype not listed: its size is not judged
             except (KeyError, TypeError, ValueError):
                 raise ModelFolderError(
                     f"{path.name}: tensor {name} has a malformed entry"
@@ -86,12 +87,39 @@ def read_safetensors_header(path: Path, *, check_sizes: bool = False) -> dict[st
                     f"{path.name} is truncated: tensor {name} ends at byte {end:,} of the data, "
                     f"which holds {data:,} (an incomplete download?)"
                 )
+            want = count * bits // 8 if bits else end - begin
             if end - begin != want:
                 raise ModelFolderError(
                     f"{path.name}: tensor {name} has {end - begin:,} bytes, its shape and dtype "
                     f"need {want:,}"
                 )
     return header
+
+
+def check_weights(folder: Path) -> None:
+    """Refuse, naming the file, weights mlx-lm could not load: a safetensors file that is
+    truncated or has a broken header, or a shard the index lists that is missing. Reads only
+    the headers (ModelFolderError, its message starting with the file's full path)."""
+    folder = Path(folder)
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        raise ModelFolderError(f"{folder} has no *.safetensors weights")
+    for w in weights:
+        try:
+            read_safetensors_header(w, check_sizes=True)
+        except ModelFolderError as e:  # its message starts with the file's name
+            raise ModelFolderError(f"{w.parent}/{e}") from None
+        except OSError as e:
+            raise ModelFolderError(f"{w} cannot be read ({e.strerror or e})") from None
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        except (OSError, ValueError, AttributeError):
+            raise ModelFolderError(f"{index} is not a valid weights index") from None
+        for shard in sorted(shards):
+            if not (folder / shard).is_file():
+                raise ModelFolderError(f"{folder / shard} is missing (listed in {index.name})")
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -112,17 +140,53 @@ def context_length(config: dict[str, Any]) -> int | None:
     return None
 
 
-def tokenizer_fingerprint(path: Path) -> str | None:
-    """A hash of the folder's token id -> token map (tokenizer.json's vocabulary and added
-    tokens): two models share token ids exactly when these are equal. None if unreadable."""
+# Tokenizer files other than tokenizer.json, hashed as they are when a folder has no
+# tokenizer.json (sentencepiece, GPT-2 style vocab + merges, tiktoken).
+_OTHER_TOKENIZER_FILES = ("tokenizer.model", "vocab.json", "merges.txt", "tiktoken.model")
+
+
+def tokenizer_identity(path: Path) -> dict[str, Any] | None:
+    """What makes two models' token ids mean the same text, read without MLX:
+    ``{"sha256": ..., "tokens": N or None}``. From tokenizer.json: its model type,
+    vocabulary, merges and added tokens (not its formatting, so a re-saved copy is the same
+    tokenizer); otherwise the bytes of the other tokenizer files. None if there are none."""
+    folder = Path(path)
     try:
-        data = json.loads((Path(path) / "tokenizer.json").read_text())
-        vocab = data["model"]["vocab"]
+        data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+        model = data["model"]
+        vocab = model["vocab"]
+    except FileNotFoundError:
+        data = None
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    added = sorted((t.get("id"), t.get("content")) for t in data.get("added_tokens") or [])
-    canonical = json.dumps([vocab, added], sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    if data is not None:
+        # Merges are "a b" strings or ["a", "b"] pairs depending on the tokenizers version.
+        merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
+        added = sorted(
+            (t.get("id"), t.get("content"))
+            for t in data.get("added_tokens") or []
+            if isinstance(t, dict)
+        )
+        canonical = json.dumps(
+            [model.get("type"), vocab, merges, added], sort_keys=True, ensure_ascii=False
+        )
+        ids = {t[0] for t in added if isinstance(t[0], int)}
+        ids |= set(vocab.values()) if isinstance(vocab, dict) else set(range(len(vocab)))
+        return {"sha256": hashlib.sha256(canonical.encode()).hexdigest(), "tokens": len(ids)}
+    files = [folder / n for n in _OTHER_TOKENIZER_FILES if (folder / n).is_file()]
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    return {"sha256": digest.hexdigest(), "tokens": None}
+
+
+def tokenizer_fingerprint(path: Path) -> str | None:
+    """The hash of :func:`tokenizer_identity`: two models share token ids exactly when
+    these are equal. None if the folder has no readable tokenizer."""
+    found = tokenizer_identity(path)
+    return found["sha256"] if found else None
 
 
 def file_sha256(path: Path) -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from mlxd.formats.modelfolder import inspect_folder
+from mlxd.formats.modelfolder import inspect_folder, tokenizer_identity
 
 
 class SpecError(ValueError):
@@ -135,6 +135,44 @@ def add_model_input(inputs: dict[str, Any], store, model, key: str) -> dict[str,
     return inputs
 
 
+def tokenizer_details(details: dict | None, folder: Path) -> dict:
+    """A new model's details with its tokenizer's identity (``details["tokenizer"]``), read
+    once from its folder where the files are: so any host can compare tokenizers later
+    (bench --draft-model, quality --base), folder here or not."""
+    found = tokenizer_identity(folder)
+    return {**(details or {}), **({"tokenizer": found} if found else {})}
+
+
+def model_tokenizer(model) -> dict[str, Any] | None:
+    """A catalog model's tokenizer identity: read from its folder when it is here (models
+    registered before it was recorded), else what the catalog recorded; None if neither."""
+    if Path(model.path).is_dir():
+        found = tokenizer_identity(Path(model.path))
+        if found:
+            return found
+    return (model.details or {}).get("tokenizer")
+
+
+def check_same_tokenizer(model, other, why: str) -> None:
+    """SpecError naming both models and both tokenizers unless they share token ids. A side
+    whose tokenizer is unknown here (its folder elsewhere, nothing recorded) is not judged:
+    the job checks again where both folders are."""
+    a, b = model_tokenizer(model), model_tokenizer(other)
+    if a is None or b is None or a["sha256"] == b["sha256"]:
+        return
+
+    raise SpecError(
+        f"'{model.name}' and '{other.name}' have different tokenizers ('{model.name}': "
+        f"{tokenizer_label(a)}; '{other.name}': {tokenizer_label(b)}); {why}"
+    )
+
+
+def tokenizer_label(found: dict[str, Any]) -> str:
+    """A tokenizer in words: its size and the start of its hash ("1,024 tokens, 9003c0b5d392")."""
+    tokens = f"{found['tokens']:,} tokens, " if found.get("tokens") else ""
+    return f"{tokens}{found['sha256'][:12]}"
+
+
 def hub_fetch_inputs(store, model) -> dict[str, Any] | None:
     """What a child needs to fetch a pulled model again: repo, commit, globs, file hashes."""
     snap = store.hub_snapshot(model.id)
@@ -225,6 +263,7 @@ class FinishContext:
             "bits_per_weight": info.bits_per_weight if info.quantization else None,
         }
         fields.update({k: v for k, v in extra.items() if v is not None})
+        fields["details"] = tokenizer_details(fields.get("details"), self.output_path)
         model = Model(
             name=name,
             path=str(self.output_path),

@@ -18,6 +18,7 @@ from mlxd.jobs.base import (
     RunContext,
     SpecError,
     add_model_input,
+    check_same_tokenizer,
     resolve_input_model,
 )
 
@@ -52,6 +53,17 @@ class Spec(ModelRefSpec):
         return list(itertools.product(self.prompt_tokens, self.gen_tokens))
 
 
+DRAFT_TOKENIZER_WHY = (
+    "a draft model must share the model's tokenizer (e.g. a smaller model of its family)"
+)
+
+
+def check_draft_tokenizer(model, draft) -> None:
+    """Speculative decoding checks the draft's tokens by id: both need one tokenizer
+    (SpecError naming both models and both tokenizers)."""
+    check_same_tokenizer(model, draft, DRAFT_TOKENIZER_WHY)
+
+
 def describe(spec: Spec) -> str:
     p = ",".join(map(str, spec.prompt_tokens))
     g = ",".join(map(str, spec.gen_tokens))
@@ -74,6 +86,10 @@ def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
             draft = store.resolve_model(spec.draft_model_id or spec.draft_model)
         except NotFound as e:
             raise JobFailed(str(e.args[0])) from None
+        try:
+            check_draft_tokenizer(store.resolve_model(inputs["model_id"]), draft)
+        except SpecError as e:
+            raise JobFailed(str(e)) from None
         inputs["draft_model_id"] = draft.id
         add_model_input(inputs, store, draft, "draft_model_path")
     inputs.update(cache_inputs(store, spec.prompt_cache, inputs["model_id"]))
@@ -85,8 +101,16 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     from pathlib import Path
 
     from mlxd.engine.bench_pair import bench_pair
+    from mlxd.formats.modelfolder import tokenizer_fingerprint
     from mlxd.system.sysinfo import system_facts
 
+    if inputs.get("draft_model_path"):  # both folders are here now (fetched if need be)
+        a, b = (tokenizer_fingerprint(Path(inputs[k])) for k in ("model_path", "draft_model_path"))
+        if a and b and a != b:
+            raise JobFailed(
+                f"'{spec.model}' and '{spec.draft_model}' have different tokenizers; "
+                + DRAFT_TOKENIZER_WHY
+            )
     result = bench_pair(
         Path(inputs["model_path"]),
         spec.points(),

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlxd.catalog.errors import CatalogError
 from mlxd.jobs.base import (
     FinishContext,
     JobFailed,
@@ -72,7 +73,8 @@ def model_fingerprint(folder: Path) -> str:
 
 
 def check_cache_matches(cache, model, model_name_of) -> None:
-    """Refuse a prompt cache made from another model, naming both (SpecError).
+    """Refuse a prompt cache made from another model, naming both (SpecError), or one
+    whose file is gone (CatalogError).
 
     ``model_name_of(id)`` gives the catalog name of the cache's model (None if gone).
     """
@@ -82,8 +84,8 @@ def check_cache_matches(cache, model, model_name_of) -> None:
             f"prompt cache '{cache.name}' was made with model '{made_with}', "
             f"not '{model.name}'; make one for it with 'mlxd cache-prompt {model.name}'"
         )
-    if not Path(cache.path).is_file():
-        raise SpecError(f"prompt cache '{cache.name}' has no file at {cache.path}")
+    if not Path(cache.path).is_file():  # its file is gone: a refusal, not a usage error
+        raise CatalogError(f"prompt cache '{cache.name}' has no file at {cache.path}")
     if model_fingerprint(Path(model.path)) != cache.model_fingerprint:
         raise SpecError(
             f"prompt cache '{cache.name}' was made with other weights than model "
@@ -95,13 +97,11 @@ def cache_inputs(store, ref: str | int | None, model_id: int) -> dict[str, Any]:
     """For a job's prepare(): the prompt cache's file, checked against the job's model."""
     if ref is None:
         return {}
-    from mlxd.catalog.store import NotFound
-
     try:
         cache = store.resolve_prompt_cache(ref)
         model = store.resolve_model(model_id)
         check_cache_matches(cache, model, lambda i: _name_of(store, i))
-    except (NotFound, SpecError) as e:
+    except (CatalogError, SpecError) as e:
         raise JobFailed(str(e.args[0])) from None
     return {
         "prompt_cache_id": cache.id,

@@ -72,7 +72,7 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     import time
 
     from mlxd import hub
-    from mlxd.formats.modelfolder import inspect_folder
+    from mlxd.formats.modelfolder import inspect_folder, tokenizer_identity
     from mlxd.formats.support import unsupported_reason
 
     began = time.monotonic()
@@ -115,6 +115,7 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         "quantization": info.quantization,
         "bits_per_weight": info.bits_per_weight if info.quantization else None,
         "synthetic": (Path(result.snapshot_path) / "mlxd_synth.json").is_file(),
+        "tokenizer": tokenizer_identity(Path(result.snapshot_path)),
     }
 
 
@@ -156,7 +157,9 @@ def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: Fini
         created_by_job_id=fin.job.id,
         managed=False,  # the HF cache's, deleted only through the hub library
         details={
-            "hub": {"repo": spec.repo, "revision": result["revision"], "commit": result["commit"]}
+            "hub": {"repo": spec.repo, "revision": result["revision"], "commit": result["commit"]},
+            # Read on the pulling host: other hosts compare tokenizers without the files.
+            **({"tokenizer": result["tokenizer"]} if result.get("tokenizer") else {}),
         },
     )
     fin.store.add_model(model, session=fin.session)

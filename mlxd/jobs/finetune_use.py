@@ -8,15 +8,17 @@ from mlxd.catalog.store import CatalogError
 
 
 def adapter_for(store, ref: str | int, model) -> Path:
-    """The folder of adapter `ref`, if it fits `model`; CatalogError (one line) if not."""
-    from mlxd.jobs.base import JobFailed
+    """The folder of adapter `ref`, if it fits `model`. One-line errors: SpecError when it
+    was trained on another base (the two named together do not fit: a usage error, as
+    `fuse` and `finetune --resume` say it), CatalogError when it has no weights yet."""
+    from mlxd.jobs.base import JobFailed, SpecError
     from mlxd.jobs.finetune import check_adapter_base
 
     adapter = store.resolve_adapter(ref)
     try:
         check_adapter_base(adapter, model)
     except JobFailed as e:
-        raise CatalogError(str(e)) from None
+        raise SpecError(str(e)) from None
     folder = Path(adapter.path)
     if adapter.iterations <= 0 or not (folder / "adapters.safetensors").is_file():
         raise CatalogError(f"adapter '{adapter.name}' has no trained weights in {folder} yet")
@@ -27,12 +29,12 @@ def adapter_inputs(store, ref: str | int, model_id: int, *, with_fused: bool) ->
     """What a job running ``model_id`` with adapter ``ref`` needs in its child: the adapter
     (checked against the model, JobFailed naming both if it does not fit) and, with
     ``with_fused``, the model fused from it if the catalog holds one."""
-    from mlxd.jobs.base import JobFailed
+    from mlxd.jobs.base import JobFailed, SpecError
 
     model = store.resolve_model(model_id)
     try:
         folder = adapter_for(store, ref, model)
-    except CatalogError as e:
+    except (CatalogError, SpecError) as e:
         raise JobFailed(str(e)) from None
     adapter = store.resolve_adapter(ref)
     out = {"adapter_id": adapter.id, "adapter_name": adapter.name, "adapter_path": str(folder)}

@@ -30,6 +30,43 @@ class Spec(JobSpec):
             raise SpecError(f"unknown size '{self.size}'; choose from {', '.join(SIZES)}")
 
 
+# The shape keys a --like config.json must give (the rest have defaults).
+LIKE_REQUIRED = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "vocab_size",
+)
+
+
+def check_like(path: str) -> None:
+    """Refuse a --like file that synth could not copy a shape from, naming it (SpecError)."""
+    import json
+    from pathlib import Path
+
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise SpecError(f"--like {path} cannot be read ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"--like {path} is not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise SpecError(
+            f"--like {path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})"
+        ) from None
+    if not isinstance(config, dict):
+        raise SpecError(f"--like {path} is not a model config (not a JSON object)")
+    arch = config.get("model_type")
+    if arch not in ARCHS:
+        raise SpecError(
+            f"--like {path} has model_type {arch!r}; only {', '.join(ARCHS)} can be synthesised"
+        )
+    missing = [k for k in LIKE_REQUIRED if not isinstance(config.get(k), int) or config[k] < 1]
+    if missing:
+        raise SpecError(f"--like {path} gives no positive whole {', '.join(missing)}")
+
+
 def describe(spec: Spec) -> str:
     shape = f"like {spec.like}" if spec.like else spec.size
     return f"synth {spec.name} ({spec.arch}, {shape}, seed {spec.seed})"
