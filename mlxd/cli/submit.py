@@ -93,6 +93,26 @@ def place_job(kind: str, params: dict, store) -> tuple[str, str | None]:
         raise UserError(str(e)) from None
 
 
+HUB_KINDS = ("download", "push")  # the jobs that talk to the hub with the daemon's settings
+
+
+def hub_environment_note(kind: str, pool: str, store) -> str | None:
+    """For a pull or push: whether the daemon that serves ``pool`` sees another HF_ENDPOINT,
+    token presence or offline mode than this command (its machine row says what it has)."""
+    if kind not in HUB_KINDS:
+        return None
+    from mlxd.daemon import hosts, settings
+    from mlxd.hub import environment_drift
+
+    live = hosts.live_machines(store.machines(), settings.lease_timeout_s())
+    for m in live:
+        if pool in (*(m.pools or []), hosts.host_pool(m.host_id)):
+            note = environment_drift((m.facts or {}).get("hub"), m.host_id)
+            if note:
+                return note
+    return None
+
+
 def _model_host(params: dict, store) -> str | None:
     """The host holding the model the job reads, if only that host has it. A model pulled
     from the hub is not tied to its host: the job's host fetches it first."""
@@ -135,6 +155,7 @@ def submit(
     except AdmissionError as e:
         raise UserError(str(e)) from None
     pool, pool_note = place_job(kind, params, store)
+    hub_note = hub_environment_note(kind, pool, store)
     job = store.submit_job(
         kind,
         params,
@@ -156,7 +177,7 @@ def submit(
         )
     if not quiet:
         click.echo(f"Queued job {job.id}: {desc}" + (f" (after job {after})" if after else ""))
-        for note in (queue_note, disk_note, pool_note):
+        for note in (queue_note, disk_note, pool_note, hub_note):
             if note:
                 click.echo(f"Note: {note}.", err=True)
         if not running:
