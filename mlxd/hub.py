@@ -121,9 +121,7 @@ def remember_ref(cache_dir: Path, repo_id: str, revision: str, commit: str) -> N
     written for a revision that is the commit itself."""
     from huggingface_hub.file_download import _cache_commit_hash_for_specific_revision
 
-    _cache_commit_hash_for_specific_revision(
-        str(repo_folder(cache_dir, repo_id)), revision, commit
-    )
+    _cache_commit_hash_for_specific_revision(str(repo_folder(cache_dir, repo_id)), revision, commit)
 
 
 @dataclass

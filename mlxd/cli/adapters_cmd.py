@@ -14,6 +14,7 @@ from mlxd.cli.output import (
     output_options,
     render_table,
     row_dict,
+    sig,
     when,
 )
 
@@ -73,7 +74,7 @@ def list_(model_ref, fmt):
             r["state"],
             _f(r["final_train_loss"]),
             _f(r["final_val_loss"]),
-            "" if r["test_perplexity"] is None else f"{r['test_perplexity']:.3g}",
+            sig(r["test_perplexity"], 3),
             when(r["created_at"]),
         ),
         empty="No adapters. Make one with 'mlxd finetune REF --data DIR'.",
@@ -144,7 +145,7 @@ def show(ref, fmt):
             "test loss",
             None
             if a.test_loss is None
-            else f"{a.test_loss:.3f} (perplexity {a.test_perplexity:.3g})",
+            else f"{a.test_loss:.3f} (perplexity {sig(a.test_perplexity, 3)})",
         ),
         (
             "speed",
@@ -178,7 +179,7 @@ def show(ref, fmt):
         click.echo(render_table(["ITER", "TRAIN", "VAL", "LR", "TOK/S", "PEAK MEM"], table))
         for e in evals:
             if e.split == "test":
-                click.echo(f"test loss {e.loss:.3f}, perplexity {e.perplexity:.3g}")
+                click.echo(f"test loss {e.loss:.3f}, perplexity {sig(e.perplexity, 3)}")
     if benches:
         click.echo(f"\nBenchmarks with {a.name} unfused ('mlxd results --adapter {a.name}'):")
         table = [
@@ -208,8 +209,8 @@ def show(ref, fmt):
                 r["run_id"],
                 r["model"],
                 r["base"] or "",
-                f"{r['perplexity']:.4g}",
-                "" if r["kl_mean"] is None else f"{r['kl_mean']:.3g}",
+                sig(r["perplexity"], 4),
+                sig(r["kl_mean"], 3),
                 "" if r["top1_agreement"] is None else f"{r['top1_agreement']:.1%}",
                 when(r["created_at"]),
             )

@@ -9,7 +9,8 @@ from __future__ import annotations
 import click
 
 from mlxd.cli.context import BadUsage, UserError, catalog_errors, get_store
-from mlxd.cli.output import echo_json, emit, output_options, render_table, when
+from mlxd.cli.output import echo_json, emit, human_bytes, output_options, render_table, when
+from mlxd.cli.output import sig as significant
 from mlxd.cli.submit import follow, job_options, release_if_runnable
 
 TYPES = ("lora", "dora", "full")
@@ -406,7 +407,7 @@ def _print_adapter_summary(name: str) -> None:
     if a.final_val_loss is not None:
         parts.append(f"val loss {a.final_val_loss:.3f}")
     if a.test_perplexity is not None:
-        parts.append(f"test perplexity {a.test_perplexity:.3g}")
+        parts.append(f"test perplexity {significant(a.test_perplexity, 3)}")
     click.echo(", ".join(parts))
 
 
@@ -431,7 +432,7 @@ HEADERS = [
     "Val loss",
     "Test ppl",
     "Tok/s",
-    "Peak mem (GB)",
+    "Peak mem",
     "Wall (s)",
     "Status",
 ]
@@ -461,7 +462,7 @@ def _print_sweep(sw, *, fmt: str) -> None:
             _f(r.val_loss, 3),
             _f(r.test_perplexity, 3, sig=True),
             _f(r.tokens_per_s, 0),
-            _f(r.peak_memory_gb, 3),
+            human_bytes(None if r.peak_memory_gb is None else r.peak_memory_gb * 1e9),
             _f(r.wall_time_s, 1),
             r.job_status + (f", fused {r.fused_model}" if r.fused_model else ""),
         )
@@ -482,7 +483,7 @@ def _g(v) -> str:
 def _f(v, digits: int, *, sig: bool = False) -> str:
     if v is None:
         return ""
-    return f"{v:.{digits}g}" if sig else f"{v:.{digits}f}"
+    return significant(v, digits) if sig else f"{v:.{digits}f}"
 
 
 @finetune.command("list")

@@ -16,7 +16,7 @@ from mlxd.cli.context import (
 )
 from mlxd.cli.output import echo_facts, echo_json, emit, output_options, when
 from mlxd.cli.params import list_option
-from mlxd.cli.submit import follow, submit
+from mlxd.cli.submit import follow, short_value, submit
 
 STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -120,7 +120,7 @@ def show(job_id: int, fmt: str):
             ("finished", when(j.finished_at)),
             ("host", j.host),
             ("pid", j.pid),
-            ("result", ", ".join(f"{k}={v}" for k, v in (j.result or {}).items())),
+            ("result", ", ".join(f"{k}={short_value(v, 4)}" for k, v in (j.result or {}).items())),
             ("log", j.log_path),
             ("params", ", ".join(f"{k}={v}" for k, v in j.params.items())),
         ]

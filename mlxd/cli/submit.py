@@ -287,7 +287,7 @@ def follow(
         raise UserError(f"job {job.id} {job.status}: {job.error or 'no reason recorded'}")
     if show_progress:
         summary = ", ".join(
-            f"{k.replace('_', ' ')} {_short(v)}"
+            f"{k.replace('_', ' ')} {short_value(v)}"
             for k, v in (job.result or {}).items()
             if v is not None
         )
@@ -332,11 +332,14 @@ def _release(p, store, job_id: int) -> None:
     enqueue(p, job.id, priority=job.priority, pool=job.pool)
 
 
-def _short(value: Any) -> str:
+def short_value(value: Any, digits: int = 3) -> str:
+    """A result value in a summary line: numbers never in exponent form."""
     if isinstance(value, float):
-        return f"{value:.3g}"
+        from mlxd.reports.fmt import sig
+
+        return sig(value, digits)
     if isinstance(value, list):
-        return ", ".join(_short(v) for v in value)
+        return ", ".join(short_value(v, digits) for v in value)
     return str(value)
 
 

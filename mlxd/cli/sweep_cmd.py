@@ -12,6 +12,7 @@ import click
 
 from mlxd.cli.context import UserError, catalog_errors, get_paths, get_store
 from mlxd.cli.output import echo_json, emit, output_options, render_table, when
+from mlxd.cli.output import sig as significant
 from mlxd.cli.params import int_list, list_option, renamed_option
 from mlxd.cli.submit import (
     check_prerequisite,
@@ -297,4 +298,4 @@ def _num(v, digits: int, *, sig: bool = False) -> str:
     if isinstance(v, str):
         return v
     # KL spans orders of magnitude (8-bit ~1e-5, 3-bit ~1e-1): significant digits, not decimals
-    return f"{v:.{digits}g}" if sig else f"{v:.{digits}f}"
+    return significant(v, digits) if sig else f"{v:.{digits}f}"

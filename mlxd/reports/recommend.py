@@ -6,6 +6,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from mlxd.reports import fmt
 from mlxd.reports.data import Family, SystemFacts, VariantFigures
 
 
@@ -42,9 +43,9 @@ def parse_memory(text: str) -> int:
 
 
 def gb(n: float | None) -> str:
-    if n is None:
-        return "?"
-    return f"{n / 1e9:.2f} GB" if n < 10e9 else f"{n / 1e9:.0f} GB"
+    """A memory figure in the unit that suits it (a small model needs '12.3 MB', not
+    '0.01 GB'); '?' when unknown."""
+    return "?" if n is None else fmt.size(n)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,102 @@
+"""What a person reads (issue 17's output defects): a unit per value, no exponents, tables
+that fit, empty lists that still say their columns, notes where mlxd decides for the user.
+A small planted catalog (no daemon, no MLX): cheap."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+import pytest
+
+from mlxd.catalog.store import Store
+from mlxd.config import paths
+from tests.conftest import run_json, run_mlxd
+from tests.test_reports import _model, _quality, _run, _system
+
+EXPONENT = re.compile(r"\d[eE][+-]?\d")
+SMALL_GB = re.compile(r"\b0\.\d+ GB\b")
+
+
+@pytest.fixture
+def small(mlxd_home):
+    """A family of tiny models: megabytes, a perplexity past 1000, a KL near 1e-5."""
+    store = Store(paths())
+    machine = _system(store, "0.30.0")
+    base = _model(store, "wee", size=12_300_000)
+    four = _model(store, "wee-4bit", base, size=3_400_000, bpw=4.5, bits=4)
+    _run(store, base, machine, [200.0, 201.0, 199.0], peak=20_000_000)
+    _run(store, four, machine, [300.0, 301.0, 299.0], peak=8_000_000)
+    _quality(store, base, None, 1050.3, None, None)
+    _quality(store, four, base, 1234.5, 0.0000123, 0.9)
+    store.close()
+
+
+def test_small_memory_and_sizes_read_in_their_own_unit(small):
+    out = run_mlxd("recommend", "wee", "--memory", "16GB", check=True).stdout
+    assert "needs 8.0 MB of 16.0 GB" in out, out
+    report = run_mlxd("report", "-o", "-", check=True).stdout
+    assert not SMALL_GB.search(out + report), SMALL_GB.findall(out + report)
+    assert "needs 8.0 MB" in report
+
+
+def test_no_exponent_in_what_a_person_reads(small):
+    texts = {
+        args: run_mlxd(*args, check=True).stdout
+        for args in (
+            ("results",),
+            ("results", "--wide"),
+            ("quality", "list"),
+            ("models", "show", "wee-4bit"),
+            ("report", "-o", "-"),
+        )
+    }
+    for args, text in texts.items():
+        assert not EXPONENT.search(text), (args, EXPONENT.findall(text))
+    assert "1050" in texts[("quality", "list")] and "0.0000123" in texts[("quality", "list")]
+    assert "1234" in texts[("results",)]
+    # The line `--wait` ends with, and `jobs show`'s result: the job's summary values.
+    from mlxd.cli.submit import short_value
+
+    assert short_value(1050.3) == "1050" and short_value(0.0000123) == "0.0000123"
+    assert short_value([1.5, 2e-5]) == "1.5, 0.00002"
+
+
+def test_results_table_fits_120_columns_unless_wide(small):
+    narrow = run_mlxd("results", check=True).stdout
+    assert max(len(line) for line in narrow.splitlines()) <= 120, narrow
+    wide = run_mlxd("results", "--wide", check=True).stdout
+    header = wide.splitlines()[0]
+    assert len(header.split()) > len(narrow.splitlines()[0].split())
+    for col in ("TTFT", "PEAK", "MLX"):
+        assert col in header, header
+
+
+def test_empty_lists_keep_their_header_in_csv(mlxd_home):
+    # No rows: a CSV still names its columns, so a script reading it does not break.
+    for args in (("regressions",), ("jobs", "list"), ("quality", "list"), ("models", "list")):
+        out = run_mlxd(*args, "--csv", check=True).stdout
+        header = next(csv.reader(io.StringIO(out)), None)
+        assert header and len(header) > 2, (args, out)
+        assert out.count("\n") == 1, (args, out)
+        assert run_json(*args) == []
+
+
+def test_report_into_a_missing_folder_creates_it_and_says_so(small, tmp_path):
+    target = tmp_path / "new" / "deeper" / "r.md"
+    proc = run_mlxd("report", "-o", str(target), check=True)
+    assert target.is_file() and target.read_text().startswith("# mlxd performance report")
+    assert f"created folder {target.parent}" in proc.stderr
+    again = run_mlxd("report", "-o", str(target), check=True)
+    assert "created folder" not in again.stderr  # only when it did
+
+
+def test_recommend_without_memory_uses_this_machines_and_says_so(small, monkeypatch):
+    monkeypatch.setenv("MLXD_MEMORY_BUDGET_BYTES", "9000000")  # 9 MB: only wee-4bit fits
+    proc = run_mlxd("recommend", "wee", check=True)
+    notes = proc.stderr.strip().splitlines()
+    assert len(notes) == 1 and "9.0 MB, this machine's budget" in notes[0], proc.stderr
+    assert proc.stdout.startswith("wee-4bit (4bit-g64)") and "of 9.0 MB" in proc.stdout
+    as_json = run_json("recommend", "wee")  # --json stays clean: the note is on stderr
+    assert as_json["pick"]["model"] == "wee-4bit"
