@@ -7,12 +7,15 @@ from __future__ import annotations
 import csv
 import io
 import re
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from mlxd.catalog.store import Store
 from mlxd.config import paths
-from tests.conftest import run_json, run_mlxd
+from tests.conftest import mlxd_env, run_json, run_mlxd, wait_for
 from tests.test_reports import _model, _quality, _run, _system
 
 EXPONENT = re.compile(r"\d[eE][+-]?\d")
@@ -100,3 +103,42 @@ def test_recommend_without_memory_uses_this_machines_and_says_so(small, monkeypa
     assert proc.stdout.startswith("wee-4bit (4bit-g64)") and "of 9.0 MB" in proc.stdout
     as_json = run_json("recommend", "wee")  # --json stays clean: the note is on stderr
     assert as_json["pick"]["model"] == "wee-4bit"
+
+
+@pytest.mark.daemon
+def test_ctrl_c_during_wait_leaves_the_job_running_and_says_how_to_follow_it(
+    daemon, tiny_model_dir, mlxd_home
+):
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    daemon.start()
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "mlxd", "bench", "tiny", "-p", "32", "-g", "2000", "-n", "5"]
+        + ["--wait"],
+        env=mlxd_env(mlxd_home),
+        # Ctrl-C must reach it even when the suite runs without job control (SIGINT ignored).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(
+            lambda: cli.poll() is not None
+            or any(j["status"] == "running" for j in run_json("jobs", "list")),
+            timeout=90,
+            what="the bench to run",
+        )
+        assert cli.poll() is None, cli.communicate()
+        cli.send_signal(signal.SIGINT)
+        out, err = cli.communicate(timeout=30)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    (job,) = run_json("jobs", "list")
+    assert cli.returncode == 130, err
+    assert err.strip().splitlines() == [
+        f"Error: interrupted; job {job['id']} goes on in the daemon: follow it with "
+        f"'mlxd jobs wait {job['id']}' or 'mlxd jobs logs {job['id']} --follow'"
+    ], err
+    assert job["status"] == "running"  # the wait ended, not the job
+    run_mlxd("jobs", "cancel", str(job["id"]), check=True)

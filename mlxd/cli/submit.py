@@ -11,7 +11,15 @@ from typing import Any
 
 import click
 
-from mlxd.cli.context import BadUsage, UserError, WaitTimedOut, get_paths, get_reader, get_store
+from mlxd.cli.context import (
+    BadUsage,
+    UserError,
+    WaitInterrupted,
+    WaitTimedOut,
+    get_paths,
+    get_reader,
+    get_store,
+)
 
 PRIORITY_LIMIT = 1_000_000
 
@@ -254,7 +262,6 @@ def follow(
     job = reader.job(job_id)
     if deadline is None and timeout_s:
         deadline = time.monotonic() + timeout_s  # several waits may share one deadline
-    desc = f"job {job.id} {job.kind}"
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -265,24 +272,13 @@ def follow(
         console=Console(stderr=True),
         transient=True,
     )
-    stalled = 0  # consecutive checks that found nobody to run the job
-    last_check = time.monotonic()
-    with progress:
-        task = progress.add_task(desc, total=1.0, message=job.status)
-        while job.status in ("queued", "running"):
-            if deadline and time.monotonic() > deadline:
-                raise WaitTimedOut(f"job {job_id} still {job.status} after {timeout_s:g} s")
-            time.sleep(0.2)
-            job = reader.job(job_id)
-            progress.update(task, completed=job.progress, message=job.message or job.status)
-            if time.monotonic() - last_check >= 1.0:
-                last_check = time.monotonic()
-                stalled = stalled + 1 if _nobody_runs(job) else 0
-                if stalled >= 3:  # a few seconds' grace: a daemon may be restarting
-                    raise UserError(
-                        f"job {job_id} is {job.status} but no daemon is running it; "
-                        "start one with 'mlxd daemon start'"
-                    )
+    try:
+        job = _follow_until_done(job, progress, deadline, timeout_s)
+    except KeyboardInterrupt:
+        raise WaitInterrupted(
+            f"interrupted; job {job_id} goes on in the daemon: follow it with "
+            f"'mlxd jobs wait {job_id}' or 'mlxd jobs logs {job_id} --follow'"
+        ) from None
     if job.status != "succeeded":
         raise UserError(f"job {job.id} {job.status}: {job.error or 'no reason recorded'}")
     if show_progress:
@@ -292,6 +288,30 @@ def follow(
             if v is not None
         )
         click.echo(f"Job {job.id} succeeded" + (f": {summary}" if summary else ""))
+    return job
+
+
+def _follow_until_done(job, progress, deadline: float | None, timeout_s: float | None):
+    """Poll the job's row, showing its progress, until it is no longer queued or running."""
+    reader = get_reader()
+    stalled = 0  # consecutive checks that found nobody to run the job
+    last_check = time.monotonic()
+    with progress:
+        task = progress.add_task(f"job {job.id} {job.kind}", total=1.0, message=job.status)
+        while job.status in ("queued", "running"):
+            if deadline and time.monotonic() > deadline:
+                raise WaitTimedOut(f"job {job.id} still {job.status} after {timeout_s:g} s")
+            time.sleep(0.2)
+            job = reader.job(job.id)
+            progress.update(task, completed=job.progress, message=job.message or job.status)
+            if time.monotonic() - last_check >= 1.0:
+                last_check = time.monotonic()
+                stalled = stalled + 1 if _nobody_runs(job) else 0
+                if stalled >= 3:  # a few seconds' grace: a daemon may be restarting
+                    raise UserError(
+                        f"job {job.id} is {job.status} but no daemon is running it; "
+                        "start one with 'mlxd daemon start'"
+                    )
     return job
 
 
@@ -317,12 +337,13 @@ def _nobody_runs(job) -> bool:
     return not owner_alive(job)
 
 
-def foreground_runner():
-    """A Runner for a job this command runs itself (no daemon), releasing its dependents."""
+def foreground_runner(on_progress: Callable[[float, str], None] | None = None):
+    """A Runner for a job this command runs itself (no daemon), releasing its dependents;
+    ``on_progress`` hears the child's progress (fraction, message)."""
     from mlxd.daemon.runner import Runner
 
     store, p = get_store(), get_paths()
-    return Runner(store, p, release=lambda j: _release(p, store, j))
+    return Runner(store, p, release=lambda j: _release(p, store, j), on_progress=on_progress)
 
 
 def _release(p, store, job_id: int) -> None:

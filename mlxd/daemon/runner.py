@@ -136,6 +136,8 @@ class Runner:
     release: Callable[[int], None] = lambda job_id: None
     # Keep one pre-started child waiting for the next job (the daemon; not in-CLI runs).
     prewarm: bool = False
+    # Hears each progress event of the child (fraction, message): an in-CLI run shows them.
+    on_progress: Callable[[float, str], None] | None = None
     spare: Spare = field(init=False, repr=False)
     _active: set[int] = field(default_factory=set, init=False, repr=False)
     _reserved: dict[int, int] = field(default_factory=dict, init=False, repr=False)
@@ -479,6 +481,8 @@ class Runner:
                 kind = ev.get("event")
                 if kind == "progress":
                     pending_progress = {"progress": ev["fraction"], "message": ev["message"]}
+                    if self.on_progress is not None:
+                        self.on_progress(ev["fraction"], ev["message"])
                 elif kind == "result":
                     end.result = ev["result"]
                 elif kind == "error":
