@@ -142,3 +142,64 @@ def test_ctrl_c_during_wait_leaves_the_job_running_and_says_how_to_follow_it(
     ], err
     assert job["status"] == "running"  # the wait ended, not the job
     run_mlxd("jobs", "cancel", str(job["id"]), check=True)
+
+
+def _svg_labels(svg: str, size: float = 7) -> list[tuple[str, float, float, float]]:
+    """(text, left, baseline, width) of each left-anchored label of ``size`` in an SVG."""
+    from matplotlib.textpath import TextPath
+
+    found = re.findall(
+        rf'<text style="font-size: {size:g}px;[^"]*text-anchor: start" x="([\d.]+)" '
+        r'y="([\d.]+)"[^>]*>([^<]*)</text>',
+        svg,
+    )
+    return [
+        (t, float(x), float(y), TextPath((0, 0), t, size=size).get_extents().width)
+        for x, y, t in found
+    ]
+
+
+def _overlapping(labels, size: float = 7) -> list[tuple[str, str]]:
+    out = []
+    for i, (t1, x1, y1, w1) in enumerate(labels):
+        for t2, x2, y2, w2 in labels[i + 1 :]:
+            # ascent about 0.75 of the size above the baseline, descent 0.25 below
+            if x1 < x2 + w2 and x2 < x1 + w1 and abs(y1 - y2) < size:
+                out.append((t1, t2))
+    return out
+
+
+def test_chart_labels_name_each_point_once_and_do_not_overlap(mlxd_home):
+    from mlxd.catalog.read import Reader
+    from mlxd.reports import charts
+    from mlxd.reports.data import DepthPoint, DepthSeries, build_report
+
+    store = Store(paths())
+    machine = _system(store, "0.30.0")
+    base = _model(store, "wee", size=12_300_000)
+    _run(store, base, machine, [200.0, 201.0, 199.0], peak=20_000_000)
+    _quality(store, base, None, 10.0, None, None)
+    # Two quantizations alike (two jobs made 4bit-g64): the same label, nearly the same place.
+    for name, tps, kl in (("wee-4bit", 300.0, 0.0100), ("wee-4bit-b", 300.5, 0.0101)):
+        m = _model(store, name, base, size=3_400_000, bpw=4.5, bits=4)
+        _run(store, m, machine, [tps, tps + 1, tps - 1], peak=8_000_000)
+        _quality(store, m, base, 10.1, kl, 0.9)
+    store.close()
+    with Reader(paths()) as reader:
+        (fam,) = build_report(reader).families
+    for chart in (charts.speed_quality(fam), charts.speed_memory([fam])):
+        labels = [lb for lb in _svg_labels(chart.svg) if lb[0] not in ("Pareto frontier", "wee")]
+        texts = [t for t, *_ in labels]  # (the legend's entries left out)
+        assert len(texts) == 3 and len(set(texts)) == 3, (chart.id, texts)
+        assert not _overlapping(labels), (chart.id, _overlapping(labels))
+    bars = charts.speed_bars(fam).svg
+    assert "(wee-4bit)" in bars and "(wee-4bit-b)" in bars
+    # Depth series of one model and host at two settings: each legend entry names its own.
+    point = {"prompt_tokens": 512, "gen_tokens": 128, "batch_size": 1}
+    fam.depth_series = [
+        DepthSeries("wee-4bit", "studio", {**point, "kv_bits": kv}, pts)
+        for kv, pts in ((None, [DepthPoint(0, 1.0, 30.0)]), (8, [DepthPoint(0, 1.0, 29.0)]))
+    ]
+    depth = charts.depth_chart(fam).svg
+    legend = re.findall(r">(wee-4bit @studio[^<]*)</text>", depth)
+    assert len(legend) == 2 and len(set(legend)) == 2, legend
