@@ -78,7 +78,10 @@ def test_results_table_fits_120_columns_unless_wide(small):
 
 def test_empty_lists_keep_their_header_in_csv(mlxd_home):
     # No rows: a CSV still names its columns, so a script reading it does not break.
-    for args in (("regressions",), ("jobs", "list"), ("quality", "list"), ("models", "list")):
+    lists = [("regressions",), ("jobs", "list"), ("quality", "list"), ("models", "list")]
+    lists += [("adapters", "list"), ("finetune", "list"), ("machines", "list")]
+    lists += [("sweep", "list"), ("models", "du")]
+    for args in lists:
         out = run_mlxd(*args, "--csv", check=True).stdout
         header = next(csv.reader(io.StringIO(out)), None)
         assert header and len(header) > 2, (args, out)

@@ -61,9 +61,12 @@ def list_(model_ref, fmt):
     store = get_store()
     base_id = store.resolve_model(model_ref).id if model_ref else None
     rows = [adapter_dict(a) for a in store.list_adapters(base_id)]
+    from mlxd.catalog.models import Adapter
+
     emit(
         fmt,
         rows,
+        fields=[*Adapter.model_fields, "state"],  # adapter_dict's keys
         headers=["ID", "NAME", "TYPE", "BASE", "STATE", "TRAIN", "VAL", "TEST PPL", "CREATED"],
         table=lambda r: (
             r["id"],

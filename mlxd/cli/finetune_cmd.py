@@ -486,6 +486,9 @@ def _f(v, digits: int, *, sig: bool = False) -> str:
     return significant(v, digits) if sig else f"{v:.{digits}f}"
 
 
+SWEEP_FIELDS = ("id", "base", "runs", "grid", "created_at")  # a listed sweep (and CSV header)
+
+
 @finetune.command("list")
 @output_options()
 @catalog_errors
@@ -498,18 +501,13 @@ def list_(fmt):
     with store.read() as s:
         for sw in store.list_finetune_sweeps():
             base = s.get(Model, sw.base_model_id)
-            rows.append(
-                {
-                    "id": sw.id,
-                    "base": base.name if base else None,
-                    "runs": len(sw.runs),
-                    "grid": sw.params.get("grid", {}),
-                    "created_at": sw.created_at,
-                }
-            )
+            values = (sw.id, base.name if base else None, len(sw.runs))
+            values += (sw.params.get("grid", {}), sw.created_at)
+            rows.append(dict(zip(SWEEP_FIELDS, values, strict=True)))
     emit(
         fmt,
         rows,
+        fields=SWEEP_FIELDS,
         headers=["ID", "BASE", "RUNS", "GRID", "CREATED"],
         table=lambda r: (
             r["id"],

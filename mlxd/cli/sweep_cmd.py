@@ -182,6 +182,9 @@ def show(sweep_id, fmt):
     _print_table(sweep_id, fmt=fmt)
 
 
+SWEEP_FIELDS = ("id", "base", "variants", "params", "created_at")  # a listed sweep (CSV header)
+
+
 @sweep.command("list")
 @output_options()
 @catalog_errors
@@ -193,18 +196,13 @@ def list_(fmt):
     with Reader(get_paths()) as reader:
         for sw in reader.sweeps():
             base = reader.model_by_id(sw.base_model_id)
-            rows.append(
-                {
-                    "id": sw.id,
-                    "base": base.name if base else None,
-                    "variants": [v["variant"] for v in sw.variants if v["variant"] != "base"],
-                    "params": sw.params,
-                    "created_at": sw.created_at,
-                }
-            )
+            variants = [v["variant"] for v in sw.variants if v["variant"] != "base"]
+            values = (sw.id, base.name if base else None, variants, sw.params, sw.created_at)
+            rows.append(dict(zip(SWEEP_FIELDS, values, strict=True)))
     emit(
         fmt,
         rows,
+        fields=SWEEP_FIELDS,
         headers=["ID", "BASE", "VARIANTS", "BENCH", "CREATED"],
         table=lambda r: (
             r["id"],
