@@ -250,7 +250,7 @@ def test_recommend_picks_the_planted_best_and_changes_when_memory_shrinks(plante
     assert len(lines) == 2
     assert lines[0].startswith("llama-4bit (4bit-g64) on studio: 60.0 tok/s generation")
     assert "Runner-up llama-mxfp4" in lines[1]
-    assert "faster but ruled out: llama-3bit (70.0 tok/s, KL 0.2000 > 0.05)" in lines[1]
+    assert "faster but ruled out: llama-3bit (70.0 tok/s, KL 0.2 > 0.05)" in lines[1]
     small = run_json("recommend", "llama", "--memory", "0.85GB", "--max-kl", "0.05")
     assert small["pick"]["model"] == "llama-mxfp4" and small["runner_up"] is None
     assert "llama-4bit (60.0 tok/s, needs 900.0 MB)" in small["explanation"][1]

@@ -173,7 +173,7 @@ def show(ref, fmt):
                 it,
                 _f(by_it[it].train_loss) if it in by_it else "",
                 _f(val.get(it)),
-                f"{by_it[it].learning_rate:.3g}" if it in by_it else "",
+                sig(by_it[it].learning_rate, 3) if it in by_it else "",
                 f"{by_it[it].tokens_per_s:.0f}" if it in by_it else "",
                 human_bytes(by_it[it].peak_memory_bytes) if it in by_it else "",
             )

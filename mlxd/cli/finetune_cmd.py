@@ -477,7 +477,7 @@ def _print_sweep(sw, *, fmt: str) -> None:
 
 
 def _g(v) -> str:
-    return "" if v is None else f"{v:g}"
+    return significant(v, 6)
 
 
 def _f(v, digits: int, *, sig: bool = False) -> str:

@@ -114,7 +114,7 @@ def show(job_id: int, fmt: str):
             ("crashes", f"{j.crashes} ({j.crash_reason})" if j.crashes else None),
             ("interrupted", f"{j.interruptions} daemon stop(s)" if j.interruptions else None),
             ("priority", j.priority),
-            ("timeout", f"{j.timeout_s:g} s" if j.timeout_s else None),
+            ("timeout", f"{short_value(float(j.timeout_s), 6)} s" if j.timeout_s else None),
             ("submitted", f"{when(j.submitted_at)} by {j.submitted_by}"),
             ("started", when(j.started_at)),
             ("finished", when(j.finished_at)),

@@ -300,7 +300,9 @@ def _follow_until_done(job, progress, deadline: float | None, timeout_s: float |
         task = progress.add_task(f"job {job.id} {job.kind}", total=1.0, message=job.status)
         while job.status in ("queued", "running"):
             if deadline and time.monotonic() > deadline:
-                raise WaitTimedOut(f"job {job.id} still {job.status} after {timeout_s:g} s")
+                raise WaitTimedOut(
+                    f"job {job.id} still {job.status} after {short_value(timeout_s, 6)} s"
+                )
             time.sleep(0.2)
             job = reader.job(job.id)
             progress.update(task, completed=job.progress, message=job.message or job.status)

@@ -54,6 +54,7 @@ from mlxd.daemon.spare import CHILD_CMD, Spare, dismiss, terminate
 from mlxd.formats.modelfolder import ModelFolderError
 from mlxd.jobs import UnknownJobKind, load_kind
 from mlxd.jobs.base import FinishContext, JobFailed, SpecError
+from mlxd.reports.fmt import sig
 
 log = logging.getLogger("mlxd.runner")
 
@@ -537,7 +538,7 @@ class Runner:
                         "(stopped or hung); killed"
                     )
                 elif now - started > limit_s:
-                    end.error = f"timed out after {limit_s:g} s"
+                    end.error = f"timed out after {sig(limit_s, 6)} s"
                 elif self._cancel_requested(job.id):
                     end.ended = "cancelled"
                 if end.ended != "done" or end.error or end.crash:
