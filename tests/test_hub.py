@@ -156,6 +156,7 @@ def test_pull_verifies_and_registers_then_is_a_no_op(hub, hubd, env, mlxd_home, 
     dev_model = mlxd_json(env, "models", "show", f"{REPO}@dev")
     assert dev_model["name"] == f"tiny-{dev[:7]}"
     assert dev_model["hub"]["commit"] == dev and dev_model["hub"]["revision"] == "dev"
+    assert (cache_repo(env) / "refs" / "dev").read_text() == dev  # as the hub library writes it
     # Only config.json changed: the weights' blob is shared, not fetched again.
     assert hub.gets[(REPO, "model.safetensors")] == 1
     from mlxd.catalog.store import Store
