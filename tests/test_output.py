@@ -86,7 +86,6 @@ def test_empty_lists_keep_their_header_in_csv(mlxd_home):
         header = next(csv.reader(io.StringIO(out)), None)
         assert header and len(header) > 2, (args, out)
         assert out.count("\n") == 1, (args, out)
-        assert run_json(*args) == []
 
 
 def test_report_into_a_missing_folder_creates_it_and_says_so(small, tmp_path):
@@ -126,8 +125,10 @@ def test_ctrl_c_during_wait_leaves_the_job_running_and_says_how_to_follow_it(
     )
     try:
         wait_for(
-            lambda: cli.poll() is not None
-            or any(j["status"] == "running" for j in run_json("jobs", "list")),
+            lambda: (
+                cli.poll() is not None
+                or any(j["status"] == "running" for j in run_json("jobs", "list"))
+            ),
             timeout=90,
             what="the bench to run",
         )
@@ -195,6 +196,7 @@ def test_chart_labels_name_each_point_once_and_do_not_overlap(mlxd_home):
         texts = [t for t, *_ in labels]  # (the legend's entries left out)
         assert len(texts) == 3 and len(set(texts)) == 3, (chart.id, texts)
         assert not _overlapping(labels), (chart.id, _overlapping(labels))
+    assert "peak memory (MB)" in charts.speed_memory([fam]).svg  # tiny models: not 0.01 GB
     bars = charts.speed_bars(fam).svg
     assert "(wee-4bit)" in bars and "(wee-4bit-b)" in bars
     # Depth series of one model and host at two settings: each legend entry names its own.

@@ -168,8 +168,15 @@ def speed_memory(families: list[Family]) -> Chart | None:
     ax = fig.add_subplot()
     xs, ys, cs = [], [], []
     color = {f.name: COLORS[i % len(COLORS)] for i, f in enumerate(families)}
+    # The axis in the unit that suits its largest value (tiny models: MB, not 0.01 GB).
+    largest = max(v.memory_needed_bytes for _, v in rows)
+    unit, scale = next(
+        (u, s)
+        for u, s in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("B", 1))
+        if largest >= s or s == 1
+    )
     for f, v in rows:
-        xs.append(v.memory_needed_bytes / 1e9)
+        xs.append(v.memory_needed_bytes / scale)
         ys.append(v.generation_tps)
         cs.append(color[f.name])
     sc = ax.scatter(xs, ys, c=cs, s=36, zorder=3)
@@ -185,7 +192,7 @@ def speed_memory(families: list[Family]) -> Chart | None:
             if any(r[0] is f for r in rows)
         ]
         ax.legend(handles=handles, fontsize=7, loc="best")
-    ax.set_xlabel("peak memory (GB)")
+    ax.set_xlabel(f"peak memory ({unit})")
     ax.set_ylabel("generation tok/s")
     ax.grid(alpha=0.3)
     return Chart(
