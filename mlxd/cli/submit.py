@@ -247,7 +247,19 @@ def release_if_runnable(job_id: int) -> None:
         enqueue(get_paths(), job.id, priority=job.priority, pool=job.pool)
 
 
-def follow(
+def follow(job_id: int, **kwargs) -> Any:
+    """Show a job's progress until it ends; UserError (exit 1) if it did not succeed.
+    Ctrl-C ends the wait, not the job (exit 130, saying how to follow it again)."""
+    try:
+        return _follow(job_id, **kwargs)
+    except KeyboardInterrupt:
+        raise WaitInterrupted(
+            f"interrupted; job {job_id} goes on in the daemon: follow it with "
+            f"'mlxd jobs wait {job_id}' or 'mlxd jobs logs {job_id} --follow'"
+        ) from None
+
+
+def _follow(
     job_id: int,
     *,
     timeout_s: float | None = None,
@@ -262,6 +274,7 @@ def follow(
     job = reader.job(job_id)
     if deadline is None and timeout_s:
         deadline = time.monotonic() + timeout_s  # several waits may share one deadline
+    desc = f"job {job.id} {job.kind}"
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -272,13 +285,26 @@ def follow(
         console=Console(stderr=True),
         transient=True,
     )
-    try:
-        job = _follow_until_done(job, progress, deadline, timeout_s)
-    except KeyboardInterrupt:
-        raise WaitInterrupted(
-            f"interrupted; job {job_id} goes on in the daemon: follow it with "
-            f"'mlxd jobs wait {job_id}' or 'mlxd jobs logs {job_id} --follow'"
-        ) from None
+    stalled = 0  # consecutive checks that found nobody to run the job
+    last_check = time.monotonic()
+    with progress:
+        task = progress.add_task(desc, total=1.0, message=job.status)
+        while job.status in ("queued", "running"):
+            if deadline and time.monotonic() > deadline:
+                raise WaitTimedOut(
+                    f"job {job_id} still {job.status} after {short_value(timeout_s, 6)} s"
+                )
+            time.sleep(0.2)
+            job = reader.job(job_id)
+            progress.update(task, completed=job.progress, message=job.message or job.status)
+            if time.monotonic() - last_check >= 1.0:
+                last_check = time.monotonic()
+                stalled = stalled + 1 if _nobody_runs(job) else 0
+                if stalled >= 3:  # a few seconds' grace: a daemon may be restarting
+                    raise UserError(
+                        f"job {job_id} is {job.status} but no daemon is running it; "
+                        "start one with 'mlxd daemon start'"
+                    )
     if job.status != "succeeded":
         raise UserError(f"job {job.id} {job.status}: {job.error or 'no reason recorded'}")
     if show_progress:
@@ -288,32 +314,6 @@ def follow(
             if v is not None
         )
         click.echo(f"Job {job.id} succeeded" + (f": {summary}" if summary else ""))
-    return job
-
-
-def _follow_until_done(job, progress, deadline: float | None, timeout_s: float | None):
-    """Poll the job's row, showing its progress, until it is no longer queued or running."""
-    reader = get_reader()
-    stalled = 0  # consecutive checks that found nobody to run the job
-    last_check = time.monotonic()
-    with progress:
-        task = progress.add_task(f"job {job.id} {job.kind}", total=1.0, message=job.status)
-        while job.status in ("queued", "running"):
-            if deadline and time.monotonic() > deadline:
-                raise WaitTimedOut(
-                    f"job {job.id} still {job.status} after {short_value(timeout_s, 6)} s"
-                )
-            time.sleep(0.2)
-            job = reader.job(job.id)
-            progress.update(task, completed=job.progress, message=job.message or job.status)
-            if time.monotonic() - last_check >= 1.0:
-                last_check = time.monotonic()
-                stalled = stalled + 1 if _nobody_runs(job) else 0
-                if stalled >= 3:  # a few seconds' grace: a daemon may be restarting
-                    raise UserError(
-                        f"job {job.id} is {job.status} but no daemon is running it; "
-                        "start one with 'mlxd daemon start'"
-                    )
     return job
 
 
