@@ -220,7 +220,7 @@ def test_markdown_report_holds_the_planted_rows(planted, mlxd_home, tmp_path):
     assert by_model["llama-mxfp4"][0] == "mxfp4-g32"
     assert by_model["llama"][7] == "8" and by_model["llama"][8] == ""
     assert "KL and top-1 agreement are against llama." in md
-    assert "S1 = studio: Apple M3 Max, 16 GB, Darwin 15.1, metal, mlx 0.30.0, mlx-lm 0.28.0" in md
+    assert "S1 = studio: Apple M3 Max, 16.0 GB, Darwin 15.1, metal, mlx 0.30.0, mlx-lm 0.28.0" in md
     # the recommendation for a 16 GB machine (no KL bound in a report: the fastest that fits)
     assert "Recommendation: llama-3bit (3bit-g64) on studio: 70.0 tok/s" in md
     depth = _md_rows(md, "| Model | Machine | Point | Depth")
