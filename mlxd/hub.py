@@ -108,7 +108,60 @@ def settings() -> HubSettings:
 
 
 def repo_folder(cache_dir: Path, repo_id: str) -> Path:
-    return Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+    """The repo's folder in the HF cache, named by the hub library's own rule."""
+    from huggingface_hub.file_download import repo_folder_name
+
+    return Path(cache_dir) / repo_folder_name(repo_id=repo_id, repo_type="model")
+
+
+def remember_ref(cache_dir: Path, repo_id: str, revision: str, commit: str) -> None:
+    """Write ``refs/REVISION`` -> commit, as the hub library does when it resolves a branch
+    or tag: without it, ``snapshot_download(repo, local_files_only=True)``, mlx-lm offline
+    and an offline ``mlxd pull`` cannot find a snapshot fetched by its commit. Nothing is
+    written for a revision that is the commit itself."""
+    from huggingface_hub.file_download import _cache_commit_hash_for_specific_revision
+
+    _cache_commit_hash_for_specific_revision(str(repo_folder(cache_dir, repo_id)), revision, commit)
+
+
+@dataclass
+class HubEnvironment:
+    """What a pull or push in this process would use: the endpoint, offline mode, and
+    whether a token is present (never the token itself)."""
+
+    endpoint: str
+    token: bool
+    offline: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def environment() -> HubEnvironment:
+    from huggingface_hub import get_token
+
+    hs = settings()
+    return HubEnvironment(hs.endpoint, get_token() is not None, hs.offline)
+
+
+def environment_drift(daemon: dict[str, Any] | None, where: str) -> str | None:
+    """One line when this process's hub environment differs from a daemon's (its machine
+    row's ``facts["hub"]``): the job uses the daemon's, not the one the user sees."""
+    if not daemon:
+        return None
+    here = environment()
+    diffs = []
+    if daemon.get("endpoint") != here.endpoint:
+        diffs.append(f"HF_ENDPOINT {daemon.get('endpoint')} (here: {here.endpoint})")
+    if bool(daemon.get("token")) != here.token:
+        has = "has a hub token" if daemon.get("token") else "has no hub token"
+        diffs.append(f"{has} (here: {'one' if here.token else 'none'})")
+    if bool(daemon.get("offline")) != here.offline:
+        was = int(bool(daemon.get("offline")))
+        diffs.append(f"HF_HUB_OFFLINE={was} (here: {int(here.offline)})")
+    if not diffs:
+        return None
+    return f"the daemon on {where} uses {'; '.join(diffs)}: the job uses the daemon's"
 
 
 def cached_commit(cache_dir: Path, repo_id: str, revision: str | None) -> str | None:
@@ -627,6 +680,7 @@ def pull(
     finally:
         stop.set()
         reporter.join()
+    remember_ref(hs.cache_dir, plan.repo_id, plan.revision, plan.commit)
     elapsed = time.monotonic() - started
     progress(
         Progress(

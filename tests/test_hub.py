@@ -156,6 +156,7 @@ def test_pull_verifies_and_registers_then_is_a_no_op(hub, hubd, env, mlxd_home, 
     dev_model = mlxd_json(env, "models", "show", f"{REPO}@dev")
     assert dev_model["name"] == f"tiny-{dev[:7]}"
     assert dev_model["hub"]["commit"] == dev and dev_model["hub"]["revision"] == "dev"
+    assert (cache_repo(env) / "refs" / "dev").read_text() == dev  # as the hub library writes it
     # Only config.json changed: the weights' blob is shared, not fetched again.
     assert hub.gets[(REPO, "model.safetensors")] == 1
     from mlxd.catalog.store import Store
@@ -165,6 +166,43 @@ def test_pull_verifies_and_registers_then_is_a_no_op(hub, hubd, env, mlxd_home, 
     assert store.find_hub_model(f"{REPO}@{dev[:10]}").id == dev_model["id"]
     assert store.find_hub_model(f"{REPO}@main").name == "tiny"
     store.close()
+
+
+def test_a_pull_serves_the_hub_library_offline_and_env_drift_is_told(hub, hubd, env):
+    """Seam 6: what mlxd pulls is the hub library's cache, usable offline by huggingface_hub
+    and mlx-lm; a CLI whose hub settings differ from the daemon's hears it at submit."""
+    hubd.start()
+    # The CLI sees another endpoint and a token; the daemon (the stand-in, no token) pulls.
+    cli_env = dict(env, HF_ENDPOINT="http://127.0.0.1:9", HF_TOKEN="hf_" + "x" * 34)
+    out = mlxd(cli_env, "pull", REPO, "--wait")
+    assert "succeeded" in out.stdout, out.stdout
+    notes = [ln for ln in out.stderr.splitlines() if "the job uses the daemon's" in ln]
+    assert len(notes) == 1, out.stderr
+    assert f"HF_ENDPOINT {hub.url} (here: http://127.0.0.1:9)" in notes[0]
+    assert "has no hub token (here: one)" in notes[0]
+    assert "hf_xxx" not in out.stderr + out.stdout  # presence only, never the token
+    same = mlxd(env, "pull", REPO, "--wait")  # the daemon's own settings: no note
+    assert "the job uses the daemon's" not in same.stderr, same.stderr
+
+    commit = hub.repos[REPO].branches["main"]
+    offline = dict(env, HF_HUB_OFFLINE="1")
+    asked = len(hub.requests)
+    # The hub library and mlx-lm find the pulled snapshot with no hub (refs/main).
+    code = (
+        "from huggingface_hub import snapshot_download as s; "
+        "print(s('org/tiny', local_files_only=True)); "
+        "from mlx_lm.utils import _download; print(_download('org/tiny'))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code], env=offline, capture_output=True, text=True, timeout=120
+    )
+    assert found.returncode == 0, found.stderr[-2000:]
+    snapshot = str(cache_repo(env) / "snapshots" / commit)
+    assert found.stdout.split() == [snapshot, snapshot]
+    # Offline, pulling it again says it is there and queues nothing.
+    again = mlxd(offline, "pull", REPO)
+    assert "Already pulled" in again.stdout and "Queued" not in again.stdout, again.stdout
+    assert len(hub.requests) == asked
 
 
 # -- refusals -------------------------------------------------------------------------------

@@ -123,7 +123,8 @@ def test_card_has_the_hub_header_recipe_lineage_and_latest_figures(tmp_path):
     assert "2. `Qwen3-0.6B-mlx`: convert of the model below" in card
     assert "3. `Qwen3-0.6B`: pulled from [Qwen/Qwen3-0.6B]" in card and "a" * 40 in card
     assert (
-        "| 512 | 128 | 1 | 900.0 | 123.5 | 0.250 | 0.500 | Apple M3 Max (metal) | 0.32.4 |" in card
+        "| 512 | 128 | 1 | 900.0 | 123.5 | 0.250 | 500.0 MB | Apple M3 Max (metal) | 0.32.4 |"
+        in card
     )
     assert "| default | 2048 | 12.345 | 11.900 | 0.0123 | 0.910 |" in card
     assert 'load("me/Qwen3-0.6B-4bit")' in card

@@ -136,6 +136,11 @@ def test_probe_stores_a_bandwidth_and_show_reports_it():
 
     proc = run_mlxd("system", "probe", "--size-mb", "16", "--repeats", "2", check=True)
     assert "GB/s" in proc.stdout
+    # Progress on stderr: what it measures, step i/n (1 fill + 2 kernels x (2 warm-ups + 2)).
+    steps = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip().startswith("step ")]
+    assert steps[0] == "step 1/9: filling a 16 MiB array", proc.stderr
+    assert steps[-1] == "step 9/9: copy kernel (x + 1), run 2 of 2", proc.stderr
+    assert len(steps) == 9 and "GB/s" not in proc.stderr
     after = run_json("system", "show")
     probe = after["probe"]
     assert probe["host"] == after["host"]

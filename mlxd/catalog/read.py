@@ -68,6 +68,15 @@ class Row(dict):
             raise AttributeError(name) from None
 
 
+class Rows(list):
+    """The rows of one query and its column names: a list of none still has its columns
+    (what a CSV header says)."""
+
+    def __init__(self, rows=(), columns: Sequence[str] = ()):
+        super().__init__(rows)
+        self.columns = list(columns)
+
+
 def _decoder(decl_type: str):
     t = decl_type.upper()
     if t == "JSON":
@@ -281,7 +290,7 @@ class Reader:
             }
         return self._decoders[table]
 
-    def rows(self, table: str, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    def rows(self, table: str, sql: str, params: Sequence[Any] = ()) -> Rows:
         """``select * from TABLE ...`` as Rows (columns in the table's order)."""
         cur = self.con.execute(sql, list(params))
         names = [d[0] for d in cur.description]
@@ -293,7 +302,7 @@ class Reader:
                 if name in row:
                     row[name] = dec(row[name])
             out.append(row)
-        return out
+        return Rows(out, names)
 
     def _one(self, table: str, sql: str, params: Sequence[Any]) -> Row | None:
         found = self.rows(table, sql, params)
@@ -317,7 +326,8 @@ class Reader:
         """Jobs oldest first; with ``limit`` only the newest N."""
         where, params = self._job_filter(statuses, kind)
         sql = f"select * from job{where} order by id desc" + (" limit ?" if limit else "")
-        return list(reversed(self.rows("job", sql, params + ([limit] if limit else []))))
+        found = self.rows("job", sql, params + ([limit] if limit else []))
+        return Rows(reversed(found), found.columns)
 
     def count_jobs(self, statuses: Sequence[str] | None = None, kind: str | None = None) -> int:
         where, params = self._job_filter(statuses, kind)
@@ -346,7 +356,7 @@ class Reader:
 
     # -- models -----------------------------------------------------------------------------
 
-    def models(self) -> list[Row]:
+    def models(self) -> Rows:
         return self.rows("model", "select * from model order by id")
 
     def find_model(self, ref: str | int) -> Row | None:
@@ -518,8 +528,10 @@ class Reader:
             left join system s on s.id = q.system_id
             {where} order by q.id
         """
-        rows = []
-        for r in self.rows("qualityrun", sql, params):
+        found = self.rows("qualityrun", sql, params)
+        first = ["run_id", "job_id", "model", "model_id"]
+        rows = Rows((), first + [c for c in found.columns if c not in (*first, "id")])
+        for r in found:
             run_id, job_id, model, model_id = (
                 r.pop("id"),
                 r.pop("job_id"),

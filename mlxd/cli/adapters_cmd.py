@@ -15,6 +15,7 @@ from mlxd.cli.output import (
     output_options,
     render_table,
     row_dict,
+    sig,
     when,
 )
 
@@ -61,9 +62,12 @@ def list_(model_ref, fmt):
     store = get_store()
     base_id = store.resolve_model(model_ref).id if model_ref else None
     rows = [adapter_dict(a) for a in store.list_adapters(base_id)]
+    from mlxd.catalog.models import Adapter
+
     emit(
         fmt,
         rows,
+        fields=[*Adapter.model_fields, "state"],  # adapter_dict's keys
         headers=["ID", "NAME", "TYPE", "BASE", "STATE", "TRAIN", "VAL", "TEST PPL", "CREATED"],
         table=lambda r: (
             r["id"],
@@ -74,7 +78,7 @@ def list_(model_ref, fmt):
             r["state"],
             _f(r["final_train_loss"]),
             _f(r["final_val_loss"]),
-            "" if r["test_perplexity"] is None else f"{r['test_perplexity']:.3g}",
+            sig(r["test_perplexity"], 3),
             when(r["created_at"]),
         ),
         empty=empty_text(
@@ -160,7 +164,7 @@ def show(ref, fmt):
             "test loss",
             None
             if a.test_loss is None
-            else f"{a.test_loss:.3f} (perplexity {a.test_perplexity:.3g})",
+            else f"{a.test_loss:.3f} (perplexity {sig(a.test_perplexity, 3)})",
         ),
         (
             "speed",
@@ -185,7 +189,7 @@ def show(ref, fmt):
                 it,
                 _f(by_it[it].train_loss) if it in by_it else "",
                 _f(val.get(it)),
-                f"{by_it[it].learning_rate:.3g}" if it in by_it else "",
+                sig(by_it[it].learning_rate, 3) if it in by_it else "",
                 f"{by_it[it].tokens_per_s:.0f}" if it in by_it else "",
                 human_bytes(by_it[it].peak_memory_bytes) if it in by_it else "",
             )
@@ -194,7 +198,7 @@ def show(ref, fmt):
         click.echo(render_table(["ITER", "TRAIN", "VAL", "LR", "TOK/S", "PEAK MEM"], table))
         for e in evals:
             if e.split == "test":
-                click.echo(f"test loss {e.loss:.3f}, perplexity {e.perplexity:.3g}")
+                click.echo(f"test loss {e.loss:.3f}, perplexity {sig(e.perplexity, 3)}")
     if benches:
         click.echo(f"\nBenchmarks with {a.name} unfused ('mlxd results --adapter {a.name}'):")
         table = [
@@ -224,8 +228,8 @@ def show(ref, fmt):
                 r["run_id"],
                 r["model"],
                 r["base"] or "",
-                f"{r['perplexity']:.4g}",
-                "" if r["kl_mean"] is None else f"{r['kl_mean']:.3g}",
+                sig(r["perplexity"], 4),
+                sig(r["kl_mean"], 3),
                 "" if r["top1_agreement"] is None else f"{r['top1_agreement']:.1%}",
                 when(r["created_at"]),
             )

@@ -41,6 +41,15 @@ class WaitTimedOut(UserError):
     exit_code = WAIT_TIMEOUT_EXIT
 
 
+INTERRUPTED_EXIT = 130  # as a shell after Ctrl-C
+
+
+class WaitInterrupted(UserError):
+    """Ctrl-C while following a job: the wait ends, the job goes on in its daemon."""
+
+    exit_code = INTERRUPTED_EXIT
+
+
 class BadUsage(click.UsageError):
     """Bad arguments: the command line is what to change; exit status 2."""
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import click
 
 from mlxd.cli.context import BadUsage, UserError, catalog_errors, get_store
-from mlxd.cli.output import echo_json, emit, output_options, render_table, when
+from mlxd.cli.output import echo_json, emit, human_bytes, output_options, render_table, when
+from mlxd.cli.output import sig as significant
 from mlxd.cli.submit import follow, job_options
 
 TYPES = ("lora", "dora", "full")
@@ -468,7 +469,7 @@ def _print_adapter_summary(name: str) -> None:
     if a.final_val_loss is not None:
         parts.append(f"val loss {a.final_val_loss:.3f}")
     if a.test_perplexity is not None:
-        parts.append(f"test perplexity {a.test_perplexity:.3g}")
+        parts.append(f"test perplexity {significant(a.test_perplexity, 3)}")
     click.echo(", ".join(parts))
 
 
@@ -493,7 +494,7 @@ HEADERS = [
     "Val loss",
     "Test ppl",
     "Tok/s",
-    "Peak mem (GB)",
+    "Peak mem",
     "Wall (s)",
     "Status",
 ]
@@ -523,7 +524,7 @@ def _print_sweep(sw, *, fmt: str) -> None:
             _f(r.val_loss, 3),
             _f(r.test_perplexity, 3, sig=True),
             _f(r.tokens_per_s, 0),
-            _f(r.peak_memory_gb, 3),
+            human_bytes(None if r.peak_memory_gb is None else r.peak_memory_gb * 1e9),
             _f(r.wall_time_s, 1),
             r.job_status + (f", fused {r.fused_model}" if r.fused_model else ""),
         )
@@ -538,13 +539,16 @@ def _print_sweep(sw, *, fmt: str) -> None:
 
 
 def _g(v) -> str:
-    return "" if v is None else f"{v:g}"
+    return significant(v, 6)
 
 
 def _f(v, digits: int, *, sig: bool = False) -> str:
     if v is None:
         return ""
-    return f"{v:.{digits}g}" if sig else f"{v:.{digits}f}"
+    return significant(v, digits) if sig else f"{v:.{digits}f}"
+
+
+SWEEP_FIELDS = ("id", "base", "runs", "grid", "created_at")  # a listed sweep (and CSV header)
 
 
 @finetune.command("list")
@@ -559,18 +563,13 @@ def list_(fmt):
     with store.read() as s:
         for sw in store.list_finetune_sweeps():
             base = s.get(Model, sw.base_model_id)
-            rows.append(
-                {
-                    "id": sw.id,
-                    "base": base.name if base else None,
-                    "runs": len(sw.runs),
-                    "grid": sw.params.get("grid", {}),
-                    "created_at": sw.created_at,
-                }
-            )
+            values = (sw.id, base.name if base else None, len(sw.runs))
+            values += (sw.params.get("grid", {}), sw.created_at)
+            rows.append(dict(zip(SWEEP_FIELDS, values, strict=True)))
     emit(
         fmt,
         rows,
+        fields=SWEEP_FIELDS,
         headers=["ID", "BASE", "RUNS", "GRID", "CREATED"],
         table=lambda r: (
             r["id"],

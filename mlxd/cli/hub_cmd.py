@@ -8,16 +8,21 @@ from mlxd.cli.context import BadUsage, UserError, catalog_errors, get_store
 from mlxd.cli.submit import job_options, submit
 
 
-def check_offline_cache(repo: str, revision: str | None) -> None:
-    """Offline with a cold cache is known at submit: say so now rather than in a failed job."""
+def check_offline_cache(repo: str, revision: str | None) -> str | None:
+    """Offline with a cold cache is known at submit: say so now rather than in a failed job.
+    Offline, the commit the cache holds for that revision; online, None (the hub decides)."""
     from mlxd.hub import cached_commit, settings
 
     hs = settings()
-    if hs.offline and cached_commit(hs.cache_dir, repo, revision) is None:
+    if not hs.offline:
+        return None
+    commit = cached_commit(hs.cache_dir, repo, revision)
+    if commit is None:
         raise UserError(
             f"offline (HF_HUB_OFFLINE=1) and {repo}@{revision or 'main'} is not in the HF cache "
             f"at {hs.cache_dir}"
         )
+    return commit
 
 
 def queue_pull(
@@ -82,12 +87,16 @@ def pull(repo, name, include, exclude, trust_remote_code, wait, after, priority,
     if name:
         check_free_name(name)
     if spec.revision and len(spec.revision) == 40:
-        known = get_store().find_hub_model(spec.ref)
-        if known is not None:
-            click.echo(
-                f"Already pulled: {spec.ref} is model {known.id} ({known.name}); nothing to do."
-            )
-            return
+        commit = spec.revision
+    else:
+        commit = check_offline_cache(spec.repo, spec.revision)  # offline: what the cache has
+    known = get_store().find_hub_model(f"{spec.repo}@{commit}") if commit else None
+    if known is not None:
+        at = "" if commit == spec.revision else f" at {commit[:12]} (the HF cache's)"
+        click.echo(
+            f"Already pulled: {spec.ref}{at} is model {known.id} ({known.name}); nothing to do."
+        )
+        return
     check_offline_cache(spec.repo, spec.revision)
     submit("download", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
 

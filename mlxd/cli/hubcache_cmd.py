@@ -109,6 +109,16 @@ def scan(cache_dir: Path | None, fmt: str):
         click.echo(f"Nothing new in the HF cache at {cache}.")
 
 
+DU_FIELDS = (
+    *("model", "repo", "commit", "refs", "where"),
+    *("size_bytes", "unique_bytes", "shared_bytes"),
+)
+
+
+def _du_row(*values) -> dict:
+    return dict(zip(DU_FIELDS, values, strict=True))
+
+
 @click.command()
 @cache_option
 @output_options("list")
@@ -127,16 +137,11 @@ def du(cache_dir: Path | None, fmt: str):
         if model is not None:
             names[(snap.repo_id, snap.commit_sha)] = model.name
     rows = [
-        {
-            "model": names.get((r.repo_id, r.commit)),
-            "repo": r.repo_id,
-            "commit": r.commit,
-            "refs": ",".join(r.refs),
-            "where": "hf-cache",
-            "size_bytes": r.size_on_disk,
-            "unique_bytes": r.unique_bytes,
-            "shared_bytes": r.shared_bytes,
-        }
+        _du_row(
+            names.get((r.repo_id, r.commit)),
+            *(r.repo_id, r.commit, ",".join(r.refs), "hf-cache"),
+            *(r.size_on_disk, r.unique_bytes, r.shared_bytes),
+        )
         for r in revisions
     ]
     models_dir = get_paths().models
@@ -145,21 +150,11 @@ def du(cache_dir: Path | None, fmt: str):
         if m.managed and Path(m.path).is_dir() and is_inside(m.path, models_dir):
             size = folder_size(Path(m.path))
             own_total += size
-            rows.append(
-                {
-                    "model": m.name,
-                    "repo": None,
-                    "commit": None,
-                    "refs": "",
-                    "where": "mlxd",
-                    "size_bytes": size,
-                    "unique_bytes": size,
-                    "shared_bytes": 0,
-                }
-            )
+            rows.append(_du_row(m.name, None, None, "", "mlxd", size, size, 0))
     emit(
         fmt,
         rows,
+        fields=DU_FIELDS,
         headers=["MODEL", "REPO", "COMMIT", "REFS", "SIZE", "UNIQUE", "SHARED"],
         table=lambda r: (
             r["model"] or "(not in catalog)",

@@ -16,7 +16,7 @@ from mlxd.cli.context import (
 )
 from mlxd.cli.output import echo_facts, echo_json, emit, empty_text, output_options, when
 from mlxd.cli.params import list_option
-from mlxd.cli.submit import follow, submit, why_waiting
+from mlxd.cli.submit import follow, short_value, submit, why_waiting
 from mlxd.jobs import KINDS
 
 STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"]
@@ -132,13 +132,13 @@ def show(job_id: int, fmt: str):
             ("crashes", f"{j.crashes} ({j.crash_reason})" if j.crashes else None),
             ("interrupted", f"{j.interruptions} daemon stop(s)" if j.interruptions else None),
             ("priority", j.priority),
-            ("timeout", f"{j.timeout_s:g} s" if j.timeout_s else None),
+            ("timeout", f"{short_value(float(j.timeout_s), 6)} s" if j.timeout_s else None),
             ("submitted", f"{when(j.submitted_at)} by {j.submitted_by}"),
             ("started", when(j.started_at)),
             ("finished", when(j.finished_at)),
             ("host", j.host),
             ("pid", j.pid),
-            ("result", ", ".join(f"{k}={v}" for k, v in (j.result or {}).items())),
+            ("result", ", ".join(f"{k}={short_value(v, 4)}" for k, v in (j.result or {}).items())),
             ("log", j.log_path),
             ("params", ", ".join(f"{k}={v}" for k, v in j.params.items())),
         ]

@@ -15,6 +15,14 @@ def machines():
     """The machines whose daemons share this catalog and queue."""
 
 
+# A machine row as the list shows it (a CSV of none still has this header).
+FIELDS = (
+    *("host_id", "state", "pools", "heartbeat_at", "heartbeat_age_s", "running_jobs"),
+    *("workers", "hostname", "chip", "ram_bytes", "memory_budget_bytes", "backend"),
+    *("mlx_version", "mlxd_version", "daemon_pid"),
+)
+
+
 @machines.command("list")
 @output_options()
 @catalog_errors
@@ -34,28 +42,18 @@ def list_(fmt: str):
         age = (now - beat).total_seconds()
         state = "stopped" if m.stopped_at else ("up" if age < lease_s else "lost")
         facts = m.facts or {}
-        rows.append(
-            {
-                "host_id": m.host_id,
-                "state": state,
-                "pools": m.pools,
-                "heartbeat_at": m.heartbeat_at,
-                "heartbeat_age_s": round(age, 1),
-                "running_jobs": running.get(m.host_id, []),
-                "workers": m.workers,
-                "hostname": m.hostname,
-                "chip": facts.get("chip") or facts.get("cpu"),
-                "ram_bytes": facts.get("ram_bytes"),
-                "memory_budget_bytes": facts.get("memory_budget_bytes"),
-                "backend": facts.get("backend"),
-                "mlx_version": facts.get("mlx_version"),
-                "mlxd_version": m.mlxd_version,
-                "daemon_pid": m.daemon_pid,
-            }
+        values = (
+            *(m.host_id, state, m.pools, m.heartbeat_at, round(age, 1)),
+            *(running.get(m.host_id, []), m.workers, m.hostname),
+            facts.get("chip") or facts.get("cpu"),
+            *(facts.get(k) for k in ("ram_bytes", "memory_budget_bytes", "backend")),
+            *(facts.get("mlx_version"), m.mlxd_version, m.daemon_pid),
         )
+        rows.append(dict(zip(FIELDS, values, strict=True)))
     emit(
         fmt,
         rows,
+        fields=FIELDS,
         headers=("HOST", "STATE", "POOLS", "HEARTBEAT", "RUNNING", "CHIP", "RAM", "BACKEND"),
         table=lambda r: (
             r["host_id"],

@@ -13,6 +13,7 @@ from mlxd.cli.output import (
     human_count,
     output_options,
     row_dict,
+    sig,
     when,
 )
 from mlxd.cli.params import SEED
@@ -163,6 +164,7 @@ def list_(fmt: str):
     for m in rows:
         snap = hub.get(m.id)
         m["hub_repo"], m["hub_commit"] = (snap.repo_id, snap.commit_sha) if snap else (None, None)
+    rows.columns += ["hub_repo", "hub_commit"]
     emit(
         fmt,
         rows,
@@ -288,12 +290,12 @@ def show(ref: str, fmt: str):
     if run_ids:
         facts.append(("benchmarks", f"{len(run_ids)} run(s); see 'mlxd results --model {m.name}'"))
     for q in quality_runs:
-        vs = f" vs {q['base']}: KL {q['kl_mean']:.4g}" if q["kl_mean"] is not None else ""
+        vs = f" vs {q['base']}: KL {sig(q['kl_mean'], 4)}" if q["kl_mean"] is not None else ""
         top1 = f", top-1 {q['top1_agreement']:.1%}" if q["top1_agreement"] is not None else ""
         facts.append(
             (
                 "quality",
-                f"run {q['run_id']}: perplexity {q['perplexity']:.4g}{vs}{top1} "
+                f"run {q['run_id']}: perplexity {sig(q['perplexity'], 4)}{vs}{top1} "
                 f"({q['tokens']} tokens of {q['text_name']}, {when(q['created_at'])})",
             )
         )

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from mlxd.reports.fmt import sig  # noqa: F401 (re-exported: numbers never in exponent form)
 from mlxd.reports.fmt import size as human_bytes  # noqa: F401 (re-exported: one byte format)
 
 FORMAT_HELP = {
@@ -53,16 +54,18 @@ def emit(
     headers: Sequence[str] = (),
     table: Callable[[dict[str, Any]], Sequence[Any]] | None = None,
     empty: str = "",
+    fields: Sequence[str] | None = None,
 ) -> None:
     """Print list rows in ``fmt``: machine formats carry every field; the text and Markdown
-    tables show ``table(row)`` under ``headers``."""
+    tables show ``table(row)`` under ``headers``. A CSV of no rows still has its header:
+    ``fields``, or the columns of the query the rows came from (``Reader`` rows)."""
     if fmt == "json":
         echo_json(list(rows))
     elif fmt == "jsonl":
         for row in rows:
             click.echo(json.dumps(jsonable(row)))
     elif fmt == "csv":
-        echo_csv(rows)
+        echo_csv(rows, fields if fields is not None else getattr(rows, "columns", None))
     elif not rows and fmt == "text":
         if empty:
             click.echo(empty)
@@ -102,10 +105,10 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(jsonable(value), indent=2))
 
 
-def echo_csv(rows: Sequence[dict[str, Any]]) -> None:
+def echo_csv(rows: Sequence[dict[str, Any]], fields: Sequence[str] | None = None) -> None:
     buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    if rows or fields:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else list(fields))
         writer.writeheader()
         for row in rows:
             writer.writerow({k: _csv_cell(v) for k, v in jsonable(row).items()})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from mlxd.cli.context import BadUsage, catalog_errors
+from mlxd.cli.output import sig
 from mlxd.cli.params import renamed_option
 from mlxd.cli.submit import catalog_model, job_options, model_ref, submit, usable_adapter
 
@@ -76,8 +77,8 @@ def quality(ref, base, text, text_tokens, adapter, wait, after, priority, timeou
             (
                 r["model"],
                 r["base"] or "",
-                f"{r['perplexity']:.4g}",
-                "" if r["kl_mean"] is None else f"{r['kl_mean']:.4g}",
+                sig(r["perplexity"], 4),
+                sig(r["kl_mean"], 4),
                 "" if r["top1_agreement"] is None else f"{r['top1_agreement']:.1%}",
                 r["tokens"],
             )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from mlxd.cli.context import catalog_errors, get_reader
-from mlxd.cli.output import emit, empty_text, output_options, when
+from mlxd.cli.output import emit, empty_text, output_options, sig, when
 from mlxd.cli.params import list_option
 from mlxd.cli.quality_cmd import quality as run_quality
 
@@ -31,10 +31,6 @@ def quality():
 
 
 quality.add_command(run_quality, "run")
-
-
-def _g(x, digits: int = 4) -> str:
-    return "" if x is None else f"{x:.{digits}g}"
 
 
 @quality.command("list")
@@ -73,9 +69,9 @@ def list_quality(models, adapters, fmt):
             r["run_id"],
             r["model"],
             r["base"] or "",
-            _g(r["perplexity"]),
-            _g(r["base_perplexity"]),
-            _g(r["kl_mean"], 3),
+            sig(r["perplexity"]),
+            sig(r["base_perplexity"]),
+            sig(r["kl_mean"], 3),
             "" if r["top1_agreement"] is None else f"{r['top1_agreement']:.1%}",
             r["tokens"],
             r["text_name"],

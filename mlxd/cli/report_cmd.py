@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from mlxd.cli.context import BadUsage, get_paths
+from mlxd.cli.context import BadUsage, UserError, get_paths
 from mlxd.cli.output import echo_json, emit, output_options
 from mlxd.cli.params import list_option
 
@@ -82,8 +82,16 @@ def report(models, since, machines, fmt_name, output):
         click.echo(text, nl=False)
         return
     path = output or default_path(Path("reports"), fmt_name, now)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    if not path.parent.is_dir():
+        try:
+            path.parent.mkdir(parents=True)
+        except OSError as e:
+            raise UserError(f"cannot create folder {path.parent}: {e.strerror or e}") from None
+        click.echo(f"Note: created folder {path.parent}", err=True)
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     n = len(rep.data.families)
     click.echo(f"Wrote {path} ({n} model(s), {rep.data.total_runs:,} run(s))")
 
@@ -100,7 +108,11 @@ def write_report(rep, fmt_name: str) -> str:
 
 @click.command()
 @click.argument("ref")
-@click.option("--memory", metavar="SIZE", help="Memory budget, e.g. 16GB (weights plus peak)")
+@click.option(
+    "--memory",
+    metavar="SIZE",
+    help="Memory budget, e.g. 16GB (weights plus peak; default: this machine's)",
+)
 @click.option(
     "--max-kl",
     type=click.FloatRange(min=0),
@@ -134,6 +146,8 @@ def recommend(ref, memory, max_kl, min_tps, machine, fmt):
     finally:
         reader.close()
     (family,) = data.families
+    if budget is None:
+        budget = _default_memory(data, machine)
     rec = pick(
         family, data.systems, memory_bytes=budget, max_kl=max_kl, min_tps=min_tps, machine=machine
     )
@@ -144,6 +158,30 @@ def recommend(ref, memory, max_kl, min_tps, machine, fmt):
             click.echo(line)
     if rec.pick is None:
         raise SystemExit(1)
+
+
+def _default_memory(data, machine: str | None) -> int | None:
+    """No --memory: this machine's memory budget for jobs, or with --machine another host,
+    the RAM its figures recorded; one line on stderr says which."""
+    from mlxd.daemon import hosts
+    from mlxd.reports.fmt import size
+
+    if machine and machine != hosts.host_id():
+        ram = max((s.ram_bytes or 0 for s in data.systems.values() if s.host == machine), default=0)
+        if ram:
+            click.echo(
+                f"Note: memory {size(ram)}, the RAM of {machine} (--memory to choose)", err=True
+            )
+        return ram or None
+    from mlxd.daemon.admission import ENV_MEMORY_BUDGET, memory_budget_bytes
+
+    budget = memory_budget_bytes()
+    click.echo(
+        f"Note: memory {size(budget)}, this machine's budget ({ENV_MEMORY_BUDGET} or 75% of its "
+        "RAM; --memory to choose)",
+        err=True,
+    )
+    return budget
 
 
 @click.command()
@@ -177,6 +215,8 @@ def regressions(since, models, machines, slower, fmt):
 
 
 def _emit_changes(fmt: str, changes, f) -> None:
+    from mlxd.reports.regressions import Change
+
     rows = []
     for ch in changes:
         d = ch.to_dict()
@@ -213,4 +253,5 @@ def _emit_changes(fmt: str, changes, f) -> None:
         ],
         table=lambda d: d["_table"],
         empty="No speed change beyond the measured noise.",
+        fields=Change.FIELDS,
     )

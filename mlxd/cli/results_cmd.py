@@ -12,8 +12,18 @@ import sys
 import click
 
 from mlxd.cli.context import BadUsage, get_paths
-from mlxd.cli.output import emit, empty_text, human_bytes, output_options, render_table, when
+from mlxd.cli.output import (
+    emit,
+    empty_text,
+    human_bytes,
+    output_options,
+    render_table,
+    sig,
+    when,
+)
 from mlxd.cli.params import list_option
+
+TABLE_WIDTH = 120  # the text table's width unless --wide
 
 
 def _pm(mean, std, digits=1) -> str:
@@ -61,8 +71,13 @@ def _pm(mean, std, digits=1) -> str:
     help="Only the newest N runs (0: all)",
 )
 @click.option("--sql", "sql", is_flag=True, help="Output as SQL (CREATE TABLE and INSERTs)")
+@click.option(
+    "--wide", is_flag=True, help=f"Every column (default: what fits {TABLE_WIDTH} columns)"
+)
 @output_options()
-def results(models, machines, adapters, since, mlx_versions, compare, compare_by, limit, sql, fmt):
+def results(
+    models, machines, adapters, since, mlx_versions, compare, compare_by, limit, sql, wide, fmt
+):
     """Benchmark results: tok/s, time to first token, peak memory, roofline %."""
     from mlxd.catalog.errors import NotFound, QueryError
     from mlxd.catalog.read import Reader, ResultFilter
@@ -87,14 +102,14 @@ def results(models, machines, adapters, since, mlx_versions, compare, compare_by
         if compare:
             _compare(reader, compare, compare_by, flt, fmt)
         else:
-            _results(reader, flt, "sql" if sql else fmt)
+            _results(reader, flt, "sql" if sql else fmt, wide=wide)
     except (QueryError, NotFound) as e:
         raise BadUsage(str(e)) from None
     finally:
         reader.close()
 
 
-def _results(reader, flt, fmt: str) -> None:
+def _results(reader, flt, fmt: str, *, wide: bool = False) -> None:
     from mlxd.reports.results import write_results_json
 
     if fmt == "sql":
@@ -145,7 +160,7 @@ def _results(reader, flt, fmt: str) -> None:
         )
         return
     _note_hidden(reader.hidden_by_limit(flt, len(rows)), flt)
-    echo_results_table(rows, md=fmt == "md")
+    echo_results_table(rows, md=fmt == "md", wide=wide)
 
 
 def _filter_phrases(flt) -> list[str]:
@@ -354,67 +369,76 @@ def adapter_comparison_text(rows) -> str:
     )
 
 
-def echo_results_table(rows, *, md: bool = False) -> None:
-    headers = [
-        "RUN",
-        "MODEL",
-        "QUANT",
-        "MODE",
-        "P",
-        "G",
-        "B",
-        "DEPTH",
-        "KV",
-        "PREFILL",
-        "MAXKV",
-        "N",
-        "PROMPT TOK/S ±SD",
-        "GEN TOK/S ±SD",
+# (header, cell, values that say nothing (a column of only these is left out), how soon the
+# column goes when the table is wider than TABLE_WIDTH: 0 never, higher first)
+_COLUMNS = (
+    ("RUN", lambda r: f"{r['run_id']}{'~' if r['noisy'] else ''}", (), 0),
+    ("MODEL", lambda r: r["model"], (), 0),
+    ("QUANT", lambda r: r["quantization"] or "", (), 0),
+    ("MODE", lambda r: _mode(r), ("generate",), 1),
+    ("P", lambda r: r["prompt_tokens"], (), 0),
+    ("G", lambda r: r["gen_tokens"], (), 0),
+    ("B", lambda r: r["batch_size"], ("1",), 2),
+    ("DEPTH", lambda r: r["depth"], ("0",), 2),
+    ("KV", lambda r: r["kv_bits"] or "", (), 6),
+    ("PREFILL", lambda r: r["prefill_step_size"] or "", ("2048",), 6),
+    ("MAXKV", lambda r: r["max_kv_size"] or "", (), 6),
+    ("N", lambda r: r["trials"], (), 3),
+    ("PROMPT TOK/S ±SD", lambda r: _pm(r["prompt_tps_mean"], r["prompt_tps_std"]), (), 0),
+    ("GEN TOK/S ±SD", lambda r: _pm(r["generation_tps_mean"], r["generation_tps_std"]), (), 0),
+    (
         "P+G TOK/S",
-        "TTFT S ±SD",
-        "PEAK MEM",
-        "ROOF %",
-        "PPL",
-        "KL",
-        "HOST",
-        "MLX",
-        "WHEN",
-    ]
-    table = [
-        (
-            f"{r['run_id']}{'~' if r['noisy'] else ''}",
-            r["model"],
-            r["quantization"] or "",
-            _mode(r),
-            r["prompt_tokens"],
-            r["gen_tokens"],
-            r["batch_size"],
-            r["depth"],
-            r["kv_bits"] or "",
-            r["prefill_step_size"] or "",
-            r["max_kv_size"] or "",
-            r["trials"],
-            _pm(r["prompt_tps_mean"], r["prompt_tps_std"]),
-            _pm(r["generation_tps_mean"], r["generation_tps_std"]),
-            "" if r["combined_tps_mean"] is None else f"{r['combined_tps_mean']:.1f}",
-            _pm(r["ttft_s_mean"], r["ttft_s_std"], 3),
-            human_bytes(r["peak_memory_bytes"]),
-            "" if r["roofline_pct"] is None else f"{r['roofline_pct']:.1f}",
-            "" if r["perplexity"] is None else f"{r['perplexity']:.4g}",
-            "" if r["kl_mean"] is None else f"{r['kl_mean']:.3g}",
-            r["host"],
-            r["mlx_version"],
-            when(r["created_at"]),
-        )
-        for r in rows
-    ]
+        lambda r: "" if r["combined_tps_mean"] is None else f"{r['combined_tps_mean']:.1f}",
+        (),
+        8,
+    ),
+    ("TTFT S ±SD", lambda r: _pm(r["ttft_s_mean"], r["ttft_s_std"], 3), (), 4),
+    ("PEAK MEM", lambda r: human_bytes(r["peak_memory_bytes"]), (), 0),
+    ("ROOF %", lambda r: "" if r["roofline_pct"] is None else f"{r['roofline_pct']:.1f}", (), 7),
+    ("PPL", lambda r: sig(r["perplexity"], 4), (), 1),
+    ("KL", lambda r: sig(r["kl_mean"], 3), (), 1),
+    ("HOST", lambda r: r["host"], (), 3),
+    ("MLX", lambda r: r["mlx_version"], (), 9),
+    ("WHEN", lambda r: when(r["created_at"]), (), 5),
+)
+
+
+def echo_results_table(rows, *, md: bool = False, wide: bool = False) -> None:
+    """The runs as a table: every column with --wide (and in Markdown); otherwise what fits
+    TABLE_WIDTH, leaving out columns with nothing to say, then the least important."""
+    cells = [[("" if c is None else str(c)) for c in map(fn, rows)] for _, fn, _, _ in _COLUMNS]
+    keep = list(range(len(_COLUMNS)))
+    dropped = []
+    if not (wide or md):
+        keep = [i for i in keep if any(c not in ("", *_COLUMNS[i][2]) for c in cells[i])]
+
+        def width(cols) -> int:
+            return sum(max(len(_COLUMNS[i][0]), *map(len, cells[i])) for i in cols) + 2 * (
+                len(cols) - 1
+            )
+
+        for i in sorted((i for i in keep if _COLUMNS[i][3]), key=lambda i: -_COLUMNS[i][3]):
+            if width(keep) <= TABLE_WIDTH:
+                break
+            keep.remove(i)
+            dropped.append(_COLUMNS[i][0])
+    headers = [_COLUMNS[i][0] for i in keep]
+    table = [[cells[i][n] for i in keep] for n in range(len(rows))]
     click.echo(render_table(headers, table, markdown=md))
     notes = ["± is the standard deviation over the trials (--compare shows 95% CIs)"]
     if any(r["noisy"] for r in rows):
         notes.append("~ marks a noisy run")
     if any(r["perplexity"] is not None for r in rows):
         notes.append("PPL and KL: the model's newest quality run")
-    click.echo(("\n" if md else "") + "; ".join(notes) + ".")
+    if dropped:
+        notes.append(f"--wide adds {', '.join(dropped)}")
+    text = "; ".join(notes) + "."
+    if md:
+        click.echo("\n" + text)
+    else:
+        import textwrap
+
+        click.echo(textwrap.fill(text, TABLE_WIDTH))
 
 
 def _mode(r: dict) -> str:

@@ -11,7 +11,15 @@ from typing import Any
 
 import click
 
-from mlxd.cli.context import BadUsage, UserError, WaitTimedOut, get_paths, get_reader, get_store
+from mlxd.cli.context import (
+    BadUsage,
+    UserError,
+    WaitInterrupted,
+    WaitTimedOut,
+    get_paths,
+    get_reader,
+    get_store,
+)
 
 PRIORITY_LIMIT = 1_000_000
 
@@ -104,6 +112,26 @@ def place_job(
         raise UserError(str(e)) from None
 
 
+HUB_KINDS = ("download", "push")  # the jobs that talk to the hub with the daemon's settings
+
+
+def hub_environment_note(kind: str, pool: str, store) -> str | None:
+    """For a pull or push: whether the daemon that serves ``pool`` sees another HF_ENDPOINT,
+    token presence or offline mode than this command (its machine row says what it has)."""
+    if kind not in HUB_KINDS:
+        return None
+    from mlxd.daemon import hosts, settings
+    from mlxd.hub import environment_drift
+
+    live = hosts.live_machines(store.machines(), settings.lease_timeout_s())
+    for m in live:
+        if pool in (*(m.pools or []), hosts.host_pool(m.host_id)):
+            note = environment_drift((m.facts or {}).get("hub"), m.host_id)
+            if note:
+                return note
+    return None
+
+
 def _model_host(params: dict, store) -> tuple[Any, str | None]:
     """(the model the job reads, the host holding it if only that host has it). A model
     pulled from the hub is not tied to its host: the job's host fetches it first."""
@@ -165,6 +193,7 @@ def queue_job(
     except AdmissionError as e:
         raise UserError(str(e)) from None
     pool, pool_note = place_job(kind, params, store, pool=pool, after=after)
+    hub_note = hub_environment_note(kind, pool, store)
     job = store.submit_job(
         kind,
         params,
@@ -184,7 +213,7 @@ def queue_job(
             f"the queue could not be written ({type(e).__name__}); "
             "the daemon picks the job up from the catalog within seconds"
         )
-    return job.id, [n for n in (queue_note, disk_note, pool_note) if n]
+    return job.id, [n for n in (queue_note, disk_note, pool_note, hub_note) if n]
 
 
 def echo_notes(notes) -> None:
@@ -288,7 +317,19 @@ def release_if_runnable(job_id: int) -> None:
         enqueue(get_paths(), job.id, priority=job.priority, pool=job.pool)
 
 
-def follow(
+def follow(job_id: int, **kwargs) -> Any:
+    """Show a job's progress until it ends; UserError (exit 1) if it did not succeed.
+    Ctrl-C ends the wait, not the job (exit 130, saying how to follow it again)."""
+    try:
+        return _follow(job_id, **kwargs)
+    except KeyboardInterrupt:
+        raise WaitInterrupted(
+            f"interrupted; job {job_id} goes on in the daemon: follow it with "
+            f"'mlxd jobs wait {job_id}' or 'mlxd jobs logs {job_id} --follow'"
+        ) from None
+
+
+def _follow(
     job_id: int,
     *,
     timeout_s: float | None = None,
@@ -320,7 +361,9 @@ def follow(
         task = progress.add_task(desc, total=1.0, message=job.status)
         while job.status in ("queued", "running"):
             if deadline and time.monotonic() > deadline:
-                raise WaitTimedOut(f"job {job_id} still {job.status} after {timeout_s:g} s")
+                raise WaitTimedOut(
+                    f"job {job_id} still {job.status} after {short_value(timeout_s, 6)} s"
+                )
             time.sleep(0.2)
             job = reader.job(job_id)
             progress.update(task, completed=job.progress, message=job.message or job.status)
@@ -334,7 +377,7 @@ def follow(
         raise UserError(f"job {job.id} {job.status}: {job.error or 'no reason recorded'}")
     if show_progress:
         summary = ", ".join(
-            f"{k.replace('_', ' ')} {_short(v)}"
+            f"{k.replace('_', ' ')} {short_value(v)}"
             for k, v in (job.result or {}).items()
             if v is not None
         )
@@ -395,12 +438,13 @@ def machines_as_seen() -> list:
     return hosts.seen_machines(get_reader().machines(), local_daemon=local)
 
 
-def foreground_runner():
-    """A Runner for a job this command runs itself (no daemon), releasing its dependents."""
+def foreground_runner(on_progress: Callable[[float, str], None] | None = None):
+    """A Runner for a job this command runs itself (no daemon), releasing its dependents;
+    ``on_progress`` hears the child's progress (fraction, message)."""
     from mlxd.daemon.runner import Runner
 
     store, p = get_store(), get_paths()
-    return Runner(store, p, release=lambda j: _release(p, store, j))
+    return Runner(store, p, release=lambda j: _release(p, store, j), on_progress=on_progress)
 
 
 def _release(p, store, job_id: int) -> None:
@@ -410,11 +454,14 @@ def _release(p, store, job_id: int) -> None:
     enqueue(p, job.id, priority=job.priority, pool=job.pool)
 
 
-def _short(value: Any) -> str:
+def short_value(value: Any, digits: int = 3) -> str:
+    """A result value in a summary line: numbers never in exponent form."""
     if isinstance(value, float):
-        return f"{value:.3g}"
+        from mlxd.reports.fmt import sig
+
+        return sig(value, digits)
     if isinstance(value, list):
-        return ", ".join(_short(v) for v in value)
+        return ", ".join(short_value(v, digits) for v in value)
     return str(value)
 
 

@@ -12,6 +12,7 @@ import click
 
 from mlxd.cli.context import UserError, catalog_errors, get_paths, get_store
 from mlxd.cli.output import echo_json, emit, output_options, render_table, when
+from mlxd.cli.output import sig as significant
 from mlxd.cli.params import int_list, list_option, renamed_option
 from mlxd.cli.submit import (
     check_fits,
@@ -193,6 +194,9 @@ def show(sweep_id, fmt):
     _print_table(sweep_id, fmt=fmt)
 
 
+SWEEP_FIELDS = ("id", "base", "variants", "params", "created_at")  # a listed sweep (CSV header)
+
+
 @sweep.command("list")
 @output_options()
 @catalog_errors
@@ -204,18 +208,13 @@ def list_(fmt):
     with Reader(get_paths()) as reader:
         for sw in reader.sweeps():
             base = reader.model_by_id(sw.base_model_id)
-            rows.append(
-                {
-                    "id": sw.id,
-                    "base": base.name if base else None,
-                    "variants": [v["variant"] for v in sw.variants if v["variant"] != "base"],
-                    "params": sw.params,
-                    "created_at": sw.created_at,
-                }
-            )
+            variants = [v["variant"] for v in sw.variants if v["variant"] != "base"]
+            values = (sw.id, base.name if base else None, variants, sw.params, sw.created_at)
+            rows.append(dict(zip(SWEEP_FIELDS, values, strict=True)))
     emit(
         fmt,
         rows,
+        fields=SWEEP_FIELDS,
         headers=["ID", "BASE", "VARIANTS", "BENCH", "CREATED"],
         table=lambda r: (
             r["id"],
@@ -309,4 +308,4 @@ def _num(v, digits: int, *, sig: bool = False) -> str:
     if isinstance(v, str):
         return v
     # KL spans orders of magnitude (8-bit ~1e-5, 3-bit ~1e-1): significant digits, not decimals
-    return f"{v:.{digits}g}" if sig else f"{v:.{digits}f}"
+    return significant(v, digits) if sig else f"{v:.{digits}f}"

@@ -39,7 +39,11 @@ def probe(size_mb: int | None, repeats: int):
     spec = Spec(size_mb=size_mb, repeats=repeats)
     # A job row like any other, run in its own child process: this command never imports mlx.
     job = store.submit_job("probe", spec.to_params(), max_attempts=1)
-    outcome = foreground_runner().handle(job.id)
+    click.echo(f"Measuring memory bandwidth (best of {repeats} runs per kernel)...", err=True)
+    # What it measures, step i/n, on stderr: a probe of a large array takes a while.
+    outcome = foreground_runner(on_progress=lambda _, msg: click.echo(f"  {msg}", err=True)).handle(
+        job.id
+    )
     if outcome is None or outcome.status != "succeeded":
         raise UserError(f"probe failed: {outcome.error if outcome else 'not run'}")
     with Reader(get_paths()) as reader:

@@ -54,6 +54,7 @@ from mlxd.daemon.spare import CHILD_CMD, Spare, dismiss, terminate
 from mlxd.formats.modelfolder import ModelFolderError
 from mlxd.jobs import UnknownJobKind, load_kind
 from mlxd.jobs.base import FinishContext, JobFailed, SpecError
+from mlxd.reports.fmt import sig
 
 log = logging.getLogger("mlxd.runner")
 
@@ -141,6 +142,8 @@ class Runner:
     release: Callable[[int], None] = lambda job_id: None
     # Keep one pre-started child waiting for the next job (the daemon; not in-CLI runs).
     prewarm: bool = False
+    # Hears each progress event of the child (fraction, message): an in-CLI run shows them.
+    on_progress: Callable[[float, str], None] | None = None
     spare: Spare = field(init=False, repr=False)
     _active: set[int] = field(default_factory=set, init=False, repr=False)
     _reserved: dict[int, int] = field(default_factory=dict, init=False, repr=False)
@@ -521,6 +524,8 @@ class Runner:
                 kind = ev.get("event")
                 if kind == "progress":
                     pending_progress = {"progress": ev["fraction"], "message": ev["message"]}
+                    if self.on_progress is not None:
+                        self.on_progress(ev["fraction"], ev["message"])
                 elif kind == "result":
                     end.result = ev["result"]
                 elif kind == "error":
@@ -577,7 +582,7 @@ class Runner:
                         "(stopped or hung); killed"
                     )
                 elif now - started > limit_s:
-                    end.error = f"timed out after {limit_s:g} s"
+                    end.error = f"timed out after {sig(limit_s, 6)} s"
                 elif self._cancel_requested(job.id):
                     end.ended = "cancelled"
                 if end.ended != "done" or end.error or end.crash:

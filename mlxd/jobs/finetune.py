@@ -181,7 +181,9 @@ class Spec(ModelRefSpec):
 
 
 def describe(spec: Spec) -> str:
-    lr = "schedule" if spec.lr_schedule else f"{spec.learning_rate:g}"
+    from mlxd.reports.fmt import sig
+
+    lr = "schedule" if spec.lr_schedule else sig(spec.learning_rate, 6)
     how = f"resume {spec.resume}" if spec.resume else spec.fine_tune_type
     return f"finetune {spec.model} ({how}, {spec.iters} iters, lr {lr}) -> adapter {spec.name}"
 

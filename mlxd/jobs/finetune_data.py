@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mlxd.jobs.base import SpecError
+from mlxd.reports.fmt import sig
 
 SPLITS = ("train", "valid", "test")
 DEFAULT_VALID_FRACTION = 0.1
@@ -192,7 +193,7 @@ def load_training_data(
         files = {"train": str(src.resolve()), "valid": str(src.resolve())}
         note = (
             f"{src.name} split by seed {seed}: {len(train_idx)} train, {len(valid_idx)} valid "
-            f"({valid_fraction:g} held out)"
+            f"({sig(valid_fraction, 6)} held out)"
         )
     kinds = set(formats.values())
     if len(kinds) > 1:

@@ -99,9 +99,11 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
 
 def judge(check) -> str | None:
     """None when the fused model passes its check; otherwise what was measured, one line."""
+    from mlxd.reports.fmt import sig
+
     measured = (
-        f"KL {check.kl_mean:.3g} nats/token, top-1 agreement {check.top1_agreement:.1%}, "
-        f"adapter's own KL {check.adapter_kl_mean:.3g}"
+        f"KL {sig(check.kl_mean, 3)} nats/token, top-1 agreement {check.top1_agreement:.1%}, "
+        f"adapter's own KL {sig(check.adapter_kl_mean, 3)}"
     )
     if not check.quantized:
         if not check.greedy_match:

@@ -43,8 +43,11 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
 
     facts = system_facts()
     size = spec.size_mb * MIB if spec.size_mb else default_size_bytes(facts.get("ram_bytes"))
-    ctx.progress(0.1, f"measuring memory bandwidth on {size // MIB} MiB")
-    measured = measure_bandwidth(size, spec.repeats)
+    measured = measure_bandwidth(
+        size,
+        spec.repeats,
+        progress=lambda i, n, what: ctx.progress(i / (n + 1), f"step {i}/{n}: {what}"),
+    )
     ctx.progress(1.0, "done")
     return {"bandwidth": measured, "system": facts}
 

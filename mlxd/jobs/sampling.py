@@ -43,13 +43,15 @@ class Sampling:
 
     def describe(self) -> str:
         """One line for the stats output: what was actually used."""
-        parts = [f"temp {self.temp:g}", f"top-p {self.top_p:g}"]
+        from mlxd.reports.fmt import sig
+
+        parts = [f"temp {sig(self.temp, 6)}", f"top-p {sig(self.top_p, 6)}"]
         if self.min_p:
-            parts.append(f"min-p {self.min_p:g}")
+            parts.append(f"min-p {sig(self.min_p, 6)}")
         if self.top_k:
             parts.append(f"top-k {self.top_k}")
         if self.repetition_penalty not in (None, 1.0):
-            parts.append(f"repetition penalty {self.repetition_penalty:g}")
+            parts.append(f"repetition penalty {sig(self.repetition_penalty, 6)}")
         parts.append(f"max tokens {self.max_tokens}")
         if self.seed is not None:
             parts.append(f"seed {self.seed}")

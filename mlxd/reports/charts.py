@@ -11,10 +11,12 @@ from __future__ import annotations
 import io
 import math
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mlxd.reports.data import Family, VariantFigures
+from mlxd.reports.fmt import point_label
 
 COLORS = (
     "#1f77b4",
@@ -84,8 +86,72 @@ def _svg(fig, chart_id: str) -> str:
 _REF = re.compile(r'(?<=["#(])[A-Za-z_][\w.-]*(?=[")])')
 
 
-def _label(v: VariantFigures) -> str:
-    return v.model.variant
+def distinct(parts: Sequence[Sequence[str]]) -> list[str]:
+    """One label per item, no two alike: each item's first part, plus its next parts only
+    where equal labels must be told apart (and a number as the last resort)."""
+    labels = [p[0] for p in parts]
+    for level in range(1, max((len(p) for p in parts), default=0)):
+        counts = Counter(labels)
+        if max(counts.values(), default=1) == 1:
+            break
+        labels = [
+            f"{label} {p[level]}" if counts[label] > 1 and level < len(p) else label
+            for label, p in zip(labels, parts, strict=True)
+        ]
+    counts, seen = Counter(labels), Counter()
+    out = []
+    for label in labels:
+        if counts[label] > 1:
+            seen[label] += 1
+            label = f"{label} ({seen[label]})"
+        out.append(label)
+    return out
+
+
+def variant_labels(rows: Sequence[VariantFigures], *, hosts: bool = False) -> list[str]:
+    """The variant ("4bit-g64"), with the host where asked; two alike get their model's
+    name, then their run."""
+    return distinct(
+        [
+            (
+                v.model.variant + (f" @{v.host}" if hosts else ""),
+                f"({v.model.name})",
+                f"run {v.run_id}",
+            )
+            for v in rows
+        ]
+    )
+
+
+def annotate_apart(ax, xs, ys, texts, *, fontsize: float = 7) -> list:
+    """Label each point beside it; a label that would cover one already placed moves up or
+    down in steps of its height, with a thin line to its point. Measured by the renderer."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = ax.figure
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    renderer = canvas.get_renderer()
+    ax.get_xlim(), ax.get_ylim()  # settle the limits: labels are placed in display space
+    step = fontsize + 2
+    shifts = [0] + [k * s for k in range(1, 8) for s in (1, -1)]
+    placed, out = [], []
+    for i in sorted(range(len(texts)), key=lambda i: (ys[i], xs[i])):
+        for shift in shifts:
+            a = ax.annotate(
+                texts[i],
+                (xs[i], ys[i]),
+                textcoords="offset points",
+                xytext=(4, 4 + shift * step),
+                fontsize=fontsize,
+                arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.6"} if shift else None,
+            )
+            box = a.get_window_extent(renderer)
+            if not any(box.overlaps(b) for b in placed) or shift == shifts[-1]:
+                break
+            a.remove()
+        placed.append(box)
+        out.append(a)
+    return out
 
 
 def speed_memory(families: list[Family]) -> Chart | None:
@@ -102,15 +168,21 @@ def speed_memory(families: list[Family]) -> Chart | None:
     ax = fig.add_subplot()
     xs, ys, cs = [], [], []
     color = {f.name: COLORS[i % len(COLORS)] for i, f in enumerate(families)}
+    # The axis in the unit that suits its largest value (tiny models: MB, not 0.01 GB).
+    largest = max(v.memory_needed_bytes for _, v in rows)
+    unit, scale = next(
+        (u, s)
+        for u, s in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("B", 1))
+        if largest >= s or s == 1
+    )
     for f, v in rows:
-        xs.append(v.memory_needed_bytes / 1e9)
+        xs.append(v.memory_needed_bytes / scale)
         ys.append(v.generation_tps)
         cs.append(color[f.name])
     sc = ax.scatter(xs, ys, c=cs, s=36, zorder=3)
     sc.set_gid("points-speed-memory")
     if len(rows) <= 40:
-        for (_, v), x, y in zip(rows, xs, ys, strict=True):
-            ax.annotate(_label(v), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        annotate_apart(ax, xs, ys, variant_labels([v for _, v in rows]))
     if len(families) <= 12:
         from matplotlib.lines import Line2D
 
@@ -120,7 +192,7 @@ def speed_memory(families: list[Family]) -> Chart | None:
             if any(r[0] is f for r in rows)
         ]
         ax.legend(handles=handles, fontsize=7, loc="best")
-    ax.set_xlabel("peak memory (GB)")
+    ax.set_xlabel(f"peak memory ({unit})")
     ax.set_ylabel("generation tok/s")
     ax.grid(alpha=0.3)
     return Chart(
@@ -147,7 +219,7 @@ def speed_quality(fam: Family) -> Chart | None:
     if not with_q:
         return None
     use_kl = sum(v.quality.kl_mean is not None for v in with_q) >= 2
-    pts, labels = [], []
+    pts, shown = [], []
     for v in with_q:
         if use_kl:
             kl = v.quality.kl_mean
@@ -157,7 +229,7 @@ def speed_quality(fam: Family) -> Chart | None:
         else:
             x = v.quality.perplexity
         pts.append((x, v.generation_tps))
-        labels.append(_label(v) + (f" @{v.host}" if len({r.host for r in fam.rows}) > 1 else ""))
+        shown.append(v)
     if not pts:
         return None
     s = slug(fam.name)
@@ -179,9 +251,9 @@ def speed_quality(fam: Family) -> Chart | None:
         zorder=2,
     )
     line.set_gid(f"pareto-{s}")
-    for (x, y), text in zip(pts, labels, strict=True):
-        ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.margins(x=0.15, y=0.1)  # room for the labels at the edges
+    labels = variant_labels(shown, hosts=len({r.host for r in fam.rows}) > 1)
+    annotate_apart(ax, [p[0] for p in pts], [p[1] for p in pts], labels)
     ax.set_xlabel("KL divergence vs base (nats/token)" if use_kl else "perplexity")
     ax.set_ylabel("generation tok/s")
     ax.legend(fontsize=7)
@@ -197,8 +269,10 @@ def speed_bars(fam: Family) -> Chart | None:
     if not rows:
         return None
     s = slug(fam.name)
-    multi_host = len({v.host for v in rows}) > 1
-    labels = [_label(v) + (f"\n{v.host}" if multi_host else "") for v in rows]
+    labels = [
+        label.replace(" @", "\n", 1)
+        for label in variant_labels(rows, hosts=len({v.host for v in rows}) > 1)
+    ]
     fig = _figure(6.4, 3.2 + 0.1 * len(rows), left=0.18)
     axes = fig.subplots(1, 2)
     for ax, metric, title in (
@@ -240,12 +314,12 @@ def depth_chart(fam: Family) -> Chart | None:
     s = slug(fam.name)
     fig = _figure()
     ax = fig.add_subplot()
-    for i, ser in enumerate(fam.depth_series[:10]):
+    series = fam.depth_series[:10]
+    names = distinct([(f"{ser.model} @{ser.host}", point_label(ser.point)) for ser in series])
+    for i, (ser, name) in enumerate(zip(series, names, strict=True)):
         xs = [p.depth for p in ser.points]
         ys = [p.generation_tps for p in ser.points]
-        (line,) = ax.plot(
-            xs, ys, marker="o", color=COLORS[i % len(COLORS)], label=f"{ser.model} @{ser.host}"
-        )
+        (line,) = ax.plot(xs, ys, marker="o", color=COLORS[i % len(COLORS)], label=name)
         line.set_gid(f"depth-{s}-{i}")
     ax.set_xlabel("context depth (tokens already in the cache)")
     ax.set_ylabel("generation tok/s")

@@ -19,6 +19,7 @@ from typing import Any
 
 from mlxd.catalog.read import Reader, ResultFilter
 from mlxd.jobs.choices import BENCH_POINT_KEYS as POINT_FIELDS
+from mlxd.reports.fmt import size
 
 DTYPE_BITS = {"float32": 32.0, "float16": 16.0, "bfloat16": 16.0}
 
@@ -51,7 +52,7 @@ class SystemFacts:
 
     @property
     def label(self) -> str:
-        ram = f", {self.ram_bytes / 1e9:.0f} GB" if self.ram_bytes else ""
+        ram = f", {size(self.ram_bytes)}" if self.ram_bytes else ""  # a unit per value
         return (
             f"{self.host}: {self.chip or self.cpu}{ram}, {self.os}, {self.backend}, "
             f"mlx {self.mlx_version}, mlx-lm {self.mlx_lm_version}"

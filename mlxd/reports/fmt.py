@@ -33,9 +33,15 @@ def pm(mean: float | None, half: float | None, digits: int = 1) -> str:
 
 
 def sig(x: float | None, digits: int = 4) -> str:
+    """``digits`` significant digits, never in exponent form (a person reads '1050', not
+    '1.05e+03'; '0.000123', not '1.23e-04'); a whole number keeps all its digits."""
     if x is None or not math.isfinite(x):
         return ""
-    return f"{x:.{digits}g}"
+    if x == 0:
+        return "0"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(x))))
+    text = f"{x:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def pct(x: float | None) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlxd.reports import fmt
+
 
 def _fmt(value: Any, digits: int = 1) -> str:
     if value is None:
@@ -102,15 +104,15 @@ def model_card(reader, model_id: int, repo_id: str, *, runs_shown: int = 5) -> s
             "## Benchmark",
             "",
             "| prompt tokens | generated tokens | batch | prompt tok/s | generation tok/s "
-            "| time to first token (s) | peak memory (GB) | machine | mlx |",
+            "| time to first token (s) | peak memory | machine | mlx |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in runs:
-            peak = r["peak_memory_bytes"] / 1e9 if r["peak_memory_bytes"] else None
+            peak = fmt.size(r["peak_memory_bytes"]) or None  # a unit per value
             body.append(
                 f"| {r['prompt_tokens']} | {r['gen_tokens']} | {r['batch_size']} "
                 f"| {_fmt(r['prompt_tps_mean'])} | {_fmt(r['generation_tps_mean'])} "
-                f"| {_fmt(r['ttft_s_mean'], 3)} | {_fmt(peak, 3)} "
+                f"| {_fmt(r['ttft_s_mean'], 3)} | {_fmt(peak)} "
                 f"| {r['chip'] or r['cpu']} ({r['backend']}) | {r['mlx_version']} |"
             )
     quality = reader.quality_rows([model.id])

@@ -6,6 +6,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from mlxd.reports import fmt
 from mlxd.reports.data import Family, SystemFacts, VariantFigures
 
 
@@ -42,9 +43,9 @@ def parse_memory(text: str) -> int:
 
 
 def gb(n: float | None) -> str:
-    if n is None:
-        return "?"
-    return f"{n / 1e9:.2f} GB" if n < 10e9 else f"{n / 1e9:.0f} GB"
+    """A memory figure in the unit that suits it (a small model needs '12.3 MB', not
+    '0.01 GB'); '?' when unknown."""
+    return "?" if n is None else fmt.size(n)
 
 
 @dataclass(frozen=True)
@@ -155,9 +156,9 @@ def recommend(
         elif max_kl is not None and kl is None:
             reasons[v.run_id] = "no quality figures"
         elif max_kl is not None and kl > max_kl:
-            reasons[v.run_id] = f"KL {kl:.4f} > {max_kl:g}"
+            reasons[v.run_id] = f"KL {fmt.sig(kl, 3)} > {fmt.sig(max_kl, 6)}"
         elif min_tps is not None and v.generation_tps < min_tps:
-            reasons[v.run_id] = f"{v.generation_tps:.1f} tok/s < {min_tps:g}"
+            reasons[v.run_id] = f"{v.generation_tps:.1f} tok/s < {fmt.sig(min_tps, 6)}"
     ok = [v for v in rows if v.run_id not in reasons]
     missing_quality = [v for v in rows if reasons.get(v.run_id) == "no quality figures"]
     queue = None
@@ -187,7 +188,7 @@ def recommend(
         f"{pick.model.name} ({pick.model.variant}) on {host}: {pick.generation_tps:.1f} tok/s "
         f"generation, needs {gb(pick.memory_needed_bytes)}"
         + (f" of {gb(memory_bytes)}" if memory_bytes else "")
-        + (f", KL {kl:.4f}" if kl is not None and pick.model.is_quantized else "")
+        + (f", KL {fmt.sig(kl, 3)}" if kl is not None and pick.model.is_quantized else "")
         + f"; the fastest of {len(ok)} variant(s) within {bounds}."
     )
     parts = []
@@ -220,7 +221,7 @@ def _bounds(memory: int | None, max_kl: float | None, min_tps: float | None) -> 
     if memory is not None:
         parts.append(f"{gb(memory)} of memory")
     if max_kl is not None:
-        parts.append(f"KL <= {max_kl:g}")
+        parts.append(f"KL <= {fmt.sig(max_kl, 6)}")
     if min_tps is not None:
-        parts.append(f">= {min_tps:g} tok/s")
+        parts.append(f">= {fmt.sig(min_tps, 6)} tok/s")
     return ", ".join(parts) if parts else "no bounds"

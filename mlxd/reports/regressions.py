@@ -42,27 +42,23 @@ class Change:
     def change_pct(self) -> float:
         return (self.ratio - 1) * 100
 
+    # The keys of to_dict, in order (a CSV of no changes still has its header).
+    FIELDS = (
+        *("model", "host", *POINT_FIELDS, "metric", "kind", "before", "after"),
+        *("before_mean", "before_ci95", "before_n", "after_mean", "after_ci95", "after_n"),
+        *("ratio", "ratio_ci95", "change_pct", "verdict", "when"),
+    )
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "host": self.host,
-            **self.point,
-            "metric": self.metric,
-            "kind": self.kind,
-            "before": self.before,
-            "after": self.after,
-            "before_mean": self.a.mean,
-            "before_ci95": _finite(self.a.ci95),
-            "before_n": self.a.n,
-            "after_mean": self.b.mean,
-            "after_ci95": _finite(self.b.ci95),
-            "after_n": self.b.n,
-            "ratio": self.ratio,
-            "ratio_ci95": _finite(self.ratio_ci95),
-            "change_pct": round(self.change_pct, 2),
-            "verdict": self.verdict,
-            "when": self.when.isoformat() if self.when else None,
-        }
+        values = (
+            *(self.model, self.host, *(self.point[k] for k in POINT_FIELDS)),
+            *(self.metric, self.kind, self.before, self.after),
+            *(self.a.mean, _finite(self.a.ci95), self.a.n),
+            *(self.b.mean, _finite(self.b.ci95), self.b.n),
+            *(self.ratio, _finite(self.ratio_ci95), round(self.change_pct, 2), self.verdict),
+            self.when.isoformat() if self.when else None,
+        )
+        return dict(zip(self.FIELDS, values, strict=True))
 
 
 def _finite(x: float) -> float | None:
