@@ -63,10 +63,12 @@ def list_(statuses, kind, limit, fmt):
             # On stderr: --json and --csv stay clean, and a script still hears of it.
             click.echo(f"Note: the newest {limit} of {total} jobs (--limit 0: all)", err=True)
     waits = why_waiting(rows)
+    columns = getattr(rows, "columns", None)  # a CSV of no rows still names them
     rows = [_with_wait(j, waits) for j in rows]
     emit(
         fmt,
         rows,
+        fields=[*columns, "waiting"] if columns is not None else None,
         headers=["ID", "KIND", "STATUS", "PROGRESS", "BY", "SUBMITTED", "WHAT", "NOTE"],
         table=lambda j: (
             j.id,
