@@ -11,7 +11,7 @@ Create Date: 2026-12-04 15:30:00
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012"
+revision = "0011"
 down_revision = "0010"
 branch_labels = None
 depends_on = None
