@@ -3,7 +3,7 @@
 A run resumed from a checkpoint trains the iterations after it again; their reports used to
 be stored a second time (42 step rows for 40 iterations). The newest row of each key is kept.
 
-Revision ID: 0012
+Revision ID: 0011
 Revises: 0010
 Create Date: 2026-12-04 15:30:00
 """
