@@ -53,7 +53,9 @@ def connect(paths: Paths):
         from mlxd.catalog.store import Store  # slow imports, paid only when migrating
 
         Store(paths).close()
-    con = sqlite3.connect(db, timeout=30)
+    from mlxd.catalog.backend import sqlite_connect
+
+    con = sqlite_connect(db)
     con.execute("pragma query_only = 1")
     return con
 

@@ -167,7 +167,7 @@ def check_catalog(paths: Paths) -> Finding:
     if not db.exists():
         return Finding("catalog", True, "no catalog yet (made by the first command that needs it)")
     try:
-        con = sqlite3.connect(db, timeout=10)
+        con = backend.sqlite_connect(db, timeout=10)
         try:
             (integrity,) = con.execute("pragma quick_check").fetchone()
         finally:
