@@ -155,6 +155,16 @@ def sqlite_connect(path, timeout: float = 30):
     return sqlite3.connect(path, timeout=timeout)
 
 
+def quick_check(path, timeout: float = 30) -> str:
+    """SQLite's own integrity check of a catalog or queue file: "ok", or what is wrong
+    (raises sqlite3.DatabaseError for a file SQLite cannot read at all)."""
+    con = sqlite_connect(path, timeout=timeout)
+    try:
+        return con.execute("pragma quick_check").fetchone()[0]
+    finally:
+        con.close()
+
+
 def catalog_exists(paths: Paths) -> bool:
     """Whether a catalog is there to read (a PostgreSQL catalog: always assumed)."""
     db = database(paths)

@@ -29,7 +29,7 @@ def list_(fmt: str):
         running.setdefault(job.host or "?", []).append(job.id)
     now = datetime.now(UTC)
     rows = []
-    for m in reader.rows("machine", "select * from machine order by host_id"):
+    for m in reader.machines():
         beat = m.heartbeat_at if m.heartbeat_at.tzinfo else m.heartbeat_at.replace(tzinfo=UTC)
         age = (now - beat).total_seconds()
         state = "stopped" if m.stopped_at else ("up" if age < lease_s else "lost")
