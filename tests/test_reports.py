@@ -4,6 +4,7 @@ recommendations and regressions; and from real jobs, what a person sees after th
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import sqlite3
@@ -13,7 +14,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mlxd.catalog.models import BenchRun, BenchTrial, Model, QualityRun
+from mlxd.catalog.models import (
+    Adapter,
+    BenchRun,
+    BenchTrial,
+    FinetuneEval,
+    FinetuneStep,
+    Model,
+    QualityRun,
+)
 from mlxd.catalog.store import Store
 from mlxd.config import paths
 from mlxd.stats import summarize
@@ -169,17 +178,55 @@ def planted(mlxd_home):
     store.finish_job(ok.id, "succeeded")
     bad = store.submit_job("quantize", {"model": "llama", "bits": 2})
     store.finish_job(bad.id, "failed", error="Traceback...\nMemoryError: out of memory")
+    # What a fine-tuning job stores (jobs/finetune.py): the adapter row, a row per loss report
+    # and per validation, and a short summary in the job's result.
     ft = store.submit_job("finetune", {"model": "llama", "model_id": base.id})
+    with store.write() as s:
+        adapter = Adapter(
+            name="llama-lora",
+            path="/adapters/llama-lora",
+            fine_tune_type="lora",
+            status="ready",
+            base_model_id=base.id,
+            base_model_name="llama",
+            data_path="/data",
+            job_id=ft.id,
+            iterations=30,
+            target_iterations=30,
+            final_train_loss=1.25,
+            final_val_loss=1.5,
+        )
+        s.add(adapter)
+        s.flush()
+        for it, loss in ((10, 2.0), (20, 1.5), (30, 1.25)):
+            s.add(
+                FinetuneStep(
+                    adapter_id=adapter.id,
+                    job_id=ft.id,
+                    iteration=it,
+                    train_loss=loss,
+                    learning_rate=1e-4,
+                    iterations_per_s=1.0,
+                    tokens_per_s=100.0,
+                    trained_tokens=100 * it,
+                    peak_memory_bytes=GB,
+                )
+            )
+        for it, loss in ((15, 1.8), (30, 1.5)):
+            s.add(
+                FinetuneEval(
+                    adapter_id=adapter.id,
+                    job_id=ft.id,
+                    split="valid",
+                    iteration=it,
+                    loss=loss,
+                    perplexity=math.exp(loss),
+                )
+            )
     store.finish_job(
         ft.id,
         "succeeded",
-        result={
-            "iterations": 30,
-            "final_train_loss": 1.25,
-            "final_val_loss": 1.5,
-            "train_losses": [[10, 2.0], [20, 1.5], [30, 1.25]],
-            "val_losses": [[15, 1.8], [30, 1.5]],
-        },
+        result={"adapter": "llama-lora", "iterations": 30, "train_loss": 1.25, "val_loss": 1.5},
     )
     store.close()
     return models

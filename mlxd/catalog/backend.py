@@ -138,6 +138,29 @@ def database(paths: Paths) -> Database:
     return Database(url=url)
 
 
+def sqlite_connect(path, timeout: float = 30):
+    """The one way mlxd opens an SQLite catalog file with the stdlib driver.
+
+    Nothing else may open ``catalog.db`` (or its ``-wal``/``-shm``) in a process that holds
+    SQLite connections: closing *any* descriptor of a file drops every POSIX lock this process
+    holds on it, so a plain ``open()`` + ``close()`` in the daemon lets the next command take
+    the exclusive lock and delete the WAL under the daemon's connections. SQLite's own
+    connections share their locks per file; this keeps every reader on them."""
+    import sqlite3
+
+    return sqlite3.connect(path, timeout=timeout)
+
+
+def quick_check(path, timeout: float = 30) -> str:
+    """SQLite's own integrity check of a catalog or queue file: "ok", or what is wrong
+    (raises sqlite3.DatabaseError for a file SQLite cannot read at all)."""
+    con = sqlite_connect(path, timeout=timeout)
+    try:
+        return con.execute("pragma quick_check").fetchone()[0]
+    finally:
+        con.close()
+
+
 def catalog_exists(paths: Paths) -> bool:
     """Whether a catalog is there to read (a PostgreSQL catalog: always assumed)."""
     db = database(paths)

@@ -29,6 +29,14 @@ class Dialect:
     def round2(self, expr: str) -> str:
         return f"round({expr}, 2)"
 
+    def same_as(self, expr: str) -> str:
+        """``expr`` equals the next parameter, NULL matching NULL."""
+        return f"{expr} is ?"
+
+    def utc_day(self, column: str) -> str:
+        """A UTC timestamp column as its date, 'YYYY-MM-DD' text."""
+        return f"substr({column}, 1, 10)"
+
     def json_rows_sql(self, columns: list[tuple[str, str]], bool_columns, rest: str) -> str:
         """``select`` of one JSON object text per row, keys in ``columns``' order."""
         pairs = []
@@ -54,6 +62,12 @@ class PostgresDialect(Dialect):
 
     def round2(self, expr: str) -> str:
         return f"round(({expr})::numeric, 2)::float8"
+
+    def same_as(self, expr: str) -> str:
+        return f"{expr} is not distinct from ?"
+
+    def utc_day(self, column: str) -> str:
+        return f"to_char({column}, 'YYYY-MM-DD')"
 
     def json_rows_sql(self, columns: list[tuple[str, str]], bool_columns, rest: str) -> str:
         # json_build_object takes at most 100 arguments; row_to_json keeps the column order.

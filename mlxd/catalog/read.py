@@ -53,7 +53,9 @@ def connect(paths: Paths):
         from mlxd.catalog.store import Store  # slow imports, paid only when migrating
 
         Store(paths).close()
-    con = sqlite3.connect(db, timeout=30)
+    from mlxd.catalog.backend import sqlite_connect
+
+    con = sqlite_connect(db)
     con.execute("pragma query_only = 1")
     return con
 
@@ -244,6 +246,15 @@ _FROM = """
     )
     left join model qb on qb.id = q.base_model_id
 """
+
+
+# What selects one side of a comparison; models compare alone: runs with an unfused adapter
+# (bench --adapter) are not the model's.
+_COMPARE_SIDE = {
+    "model": "r.model_id = ? and r.adapter_id is null",
+    "machine": "s.host = ?",
+    "mlx": "s.mlx_version = ?",
+}
 
 
 @dataclass(frozen=True)
@@ -704,6 +715,138 @@ class Reader:
                 if mean is not None and n:
                     metrics.setdefault(name, []).append((n, mean, std or 0.0))
         return out
+
+    # -- reports (mlxd/reports turns these rows into what a person reads) -------------------
+
+    def report_models(self) -> list[Row]:
+        """Every model with the fields a report labels it by, oldest first."""
+        return self.rows(
+            "model",
+            "select id, name, parent_id, dtype, quant_bits, quant_group_size, quant_mode, "
+            "quant_recipe, bits_per_weight, size_bytes, synthetic from model order by id",
+        )
+
+    def systems(self) -> list[Row]:
+        return self.rows("system", "select * from system order by id")
+
+    def latest_quality_runs(self) -> list[Row]:
+        """Each model's newest quality run of its own (no adapter), with its base's name."""
+        return self.rows(
+            "qualityrun",
+            "select q.*, b.name as base_name from qualityrun q "
+            "left join model b on b.id = q.base_model_id where q.id in "
+            "(select max(id) from qualityrun where adapter_id is null group by model_id)",
+        )
+
+    def _own_runs_where(self, flt: ResultFilter, model_ids: Sequence[int] | None):
+        """The runs of ``flt`` (of ``model_ids`` when given) that are a model's own: runs
+        with an unfused adapter (bench --adapter) are not."""
+        where, params = self._where(flt)
+        clauses = ["r.adapter_id is null"]
+        if model_ids is not None:
+            clauses.append(f"r.model_id in ({','.join('?' * len(model_ids)) or 'null'})")
+            params = [*params, *model_ids]
+        return (where + " and " if where else " where ") + " and ".join(clauses), params
+
+    def point_groups(
+        self, flt: ResultFilter, model_ids: Sequence[int] | None = None
+    ) -> list[tuple]:
+        """(model id, host, *point, runs, newest run id) per model, machine and benchmark
+        point: the aggregation a report starts from."""
+        where, params = self._own_runs_where(flt, model_ids)
+        cols = ", ".join(f"r.{c}" for c in BENCH_POINT_KEYS)
+        sql = (
+            f"select r.model_id, s.host, {cols}, count(*), max(r.id) from benchrun r "
+            f"join system s on s.id = r.system_id {where} group by r.model_id, s.host, {cols}"
+        )
+        return [tuple(row) for row in self.con.execute(sql, params)]
+
+    def bench_runs(self, ids: Sequence[int]) -> dict[int, Row]:
+        """Benchmark runs by id (every column; JSON decoded)."""
+        out: dict[int, Row] = {}
+        ids = list(ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            sql = f"select * from benchrun where id in ({','.join('?' * len(chunk))})"
+            out.update({r.id: r for r in self.rows("benchrun", sql, chunk)})
+        return out
+
+    def generation_history(
+        self, flt: ResultFilter, model_ids: Sequence[int], point: Sequence[Any]
+    ) -> list[tuple]:
+        """(model id, host, UTC day, mlx version, mean generation tok/s, runs) at one
+        benchmark point (values in BENCH_POINT_KEYS' order), oldest day first."""
+        where, params = self._own_runs_where(replace(flt, since=None), model_ids)
+        same = " and ".join(self.dialect.same_as(f"r.{c}") for c in BENCH_POINT_KEYS)
+        sql = (
+            f"select r.model_id, s.host, {self.dialect.utc_day('r.created_at')}, s.mlx_version, "
+            "avg(r.generation_tps_mean), count(*) from benchrun r "
+            f"join system s on s.id = r.system_id {where} and {same} "
+            "and r.generation_tps_mean is not null group by 1, 2, 3, 4 order by 3, 1, 2"
+        )
+        return [tuple(row) for row in self.con.execute(sql, [*params, *point])]
+
+    def version_groups(self, flt: ResultFilter, metrics: Sequence[str]) -> list[tuple]:
+        """Per model, machine, point and mlx / mlx-lm versions: (model id, host, *point,
+        mlx, mlx-lm, first run's time, then per metric the pooled sums n, sum(n*mean),
+        sum((n-1)*sd^2 + n*mean^2)) -- what regressions compares."""
+        where, params = self._own_runs_where(flt, None)
+        cols = ", ".join(f"r.{c}" for c in BENCH_POINT_KEYS)
+        sums = []
+        for metric in metrics:
+            m, sd = f"r.{metric}_mean", f"coalesce(r.{metric}_std, 0)"
+            sums.append(
+                f"sum(case when {m} is not null then r.trials end), sum(r.trials * {m}), "
+                f"sum(case when {m} is not null then "
+                f"(r.trials - 1) * {sd} * {sd} + r.trials * {m} * {m} end)"
+            )
+        sql = (
+            f"select r.model_id, s.host, {cols}, s.mlx_version, s.mlx_lm_version, "
+            f"min(r.created_at), {', '.join(sums)} "
+            f"from benchrun r join system s on s.id = r.system_id {where} "
+            f"group by r.model_id, s.host, {cols}, s.mlx_version, s.mlx_lm_version"
+        )
+        return [tuple(row) for row in self.con.execute(sql, params)]
+
+    def machines(self) -> list[Row]:
+        return self.rows("machine", "select * from machine order by host_id")
+
+    def adapters(self) -> list[Row]:
+        return self.rows("adapter", "select * from adapter order by id")
+
+    def finetune_losses(self, adapter_ids: Sequence[int]) -> dict[int, dict[str, list]]:
+        """adapter id -> {"train": [(iteration, loss)], "valid": [...]}: the step and
+        validation rows the fine-tuning jobs stored."""
+        out: dict[int, dict[str, list]] = {a: {"train": [], "valid": []} for a in adapter_ids}
+        if not adapter_ids:
+            return out
+        marks = ",".join("?" * len(adapter_ids))
+        for a, it, loss in self.con.execute(
+            f"select adapter_id, iteration, train_loss from finetunestep "
+            f"where adapter_id in ({marks}) order by iteration, id",
+            list(adapter_ids),
+        ):
+            out[a]["train"].append((it, loss))
+        for a, it, loss in self.con.execute(
+            f"select adapter_id, iteration, loss from finetuneeval "
+            f"where split = 'valid' and adapter_id in ({marks}) order by iteration, id",
+            list(adapter_ids),
+        ):
+            out[a]["valid"].append((it, loss))
+        return out
+
+    def jobs_since(self, since: datetime) -> list[Row]:
+        """Jobs that finished since ``since``, plus the ones still queued or running."""
+        return self.rows(
+            "job",
+            "select * from job where finished_at >= ? or status in ('queued', 'running') "
+            "order by id",
+            (since.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),),
+        )
+
+    def compare_side(self, by: str) -> str:
+        """The clause that picks one side of ``results --compare`` (model, machine, mlx)."""
+        return _COMPARE_SIDE[by]
 
     def all_in_systems(self, column: str, values: Sequence[str]) -> bool:
         """Whether every value names a machine (host) or an mlx version with benchmarks."""

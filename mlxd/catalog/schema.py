@@ -15,32 +15,27 @@ HEAD_REVISION = "0011"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
 def current_revision(db_path: Path) -> str | None:
     """The catalog's schema revision; None for a file that does not exist yet.
 
     A file that exists but is not an mlxd catalog (0 bytes, not SQLite, another program's
     database) raises CatalogError: recreating it would forget every model it named, and a new
     model could then overwrite a folder the old catalog knew."""
+    from mlxd.catalog.backend import sqlite_connect
     from mlxd.catalog.errors import CatalogError
 
-    if not db_path.exists():
+    try:
+        size = db_path.stat().st_size
+    except FileNotFoundError:
         return None
-    with open(db_path, "rb") as f:
-        magic = f.read(16)
-    if not magic:
+    # Never open() the file to read its header: closing that descriptor would drop the
+    # SQLite locks this process holds on it (backend.sqlite_connect says why).
+    if size == 0:
         raise CatalogError(
             f"the catalog {db_path} is empty (0 bytes); restore it from a backup "
             "or move it away to start a new catalog"
         )
-    if magic != SQLITE_MAGIC:
-        raise CatalogError(
-            f"{db_path} is not an SQLite file, so not an mlxd catalog; move it "
-            "away or point MLXD_HOME elsewhere"
-        )
-    con = sqlite3.connect(db_path, timeout=30)
+    con = sqlite_connect(db_path)
     try:
         tables = {r[0] for r in con.execute("select name from sqlite_master where type='table'")}
         if "alembic_version" not in tables:
@@ -52,6 +47,11 @@ def current_revision(db_path: Path) -> str | None:
             return None
         row = con.execute("select version_num from alembic_version").fetchone()
     except sqlite3.DatabaseError as e:
+        if "not a database" in str(e):
+            raise CatalogError(
+                f"{db_path} is not an SQLite file, so not an mlxd catalog; move it "
+                "away or point MLXD_HOME elsewhere"
+            ) from None
         raise CatalogError(f"{db_path} cannot be read as a catalog ({e})") from None
     finally:
         con.close()

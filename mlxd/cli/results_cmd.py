@@ -113,7 +113,7 @@ def _results(reader, flt, fmt: str, *, wide: bool = False) -> None:
     from mlxd.reports.results import write_results_json
 
     if fmt == "sql":
-        from mlxd.reports.export import write_sql
+        from mlxd.catalog.export import write_sql
 
         _note_hidden(reader.hidden_by_limit(flt, write_sql(reader, flt, sys.stdout)), flt)
         return

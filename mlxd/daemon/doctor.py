@@ -171,11 +171,7 @@ def check_catalog(paths: Paths) -> Finding:
     if not db.exists():
         return Finding("catalog", True, "no catalog yet (made by the first command that needs it)")
     try:
-        con = sqlite3.connect(db, timeout=10)
-        try:
-            (integrity,) = con.execute("pragma quick_check").fetchone()
-        finally:
-            con.close()
+        integrity = backend.quick_check(db, timeout=10)
     except sqlite3.DatabaseError as e:
         return Finding("catalog", False, f"{db} is unreadable ({e})", f"restore {db} from a backup")
     revision = schema.current_revision(db)
@@ -195,11 +191,7 @@ def check_queue(paths: Paths) -> Finding:
     if not db.exists():
         return Finding("queue", True, "no queue file (rebuilt from the catalog at start)")
     try:
-        con = sqlite3.connect(db, timeout=10)
-        try:
-            (integrity,) = con.execute("pragma quick_check").fetchone()
-        finally:
-            con.close()
+        integrity = backend.quick_check(db, timeout=10)
     except sqlite3.DatabaseError as e:
         integrity = str(e)
     if integrity == "ok":

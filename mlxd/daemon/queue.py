@@ -203,12 +203,7 @@ def check_queue_file(paths: Paths) -> str | None:
     if not db.exists():
         return None
     try:
-        con = sqlite3.connect(db, timeout=30)
-        try:
-            row = con.execute("pragma quick_check").fetchone()
-        finally:
-            con.close()
-        if row and row[0] == "ok":
+        if backend.quick_check(db) == "ok":
             return None
     except sqlite3.DatabaseError as e:
         log.warning("the queue file %s is unreadable (%s)", db, e)

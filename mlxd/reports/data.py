@@ -1,4 +1,4 @@
-"""What a report shows, read from the catalog with the stdlib's sqlite3.
+"""What a report shows, read from the catalog through the Reader (its SQL is in catalog/read.py).
 
 A report is per model *family*: a root model (no parent) and every variant derived from it
 (quantized, converted, fine-tuned). For each family one benchmark point is the headline (the
@@ -9,11 +9,9 @@ Python side handles a few thousand groups even when the catalog holds 100,000 ru
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,11 +22,12 @@ from mlxd.reports.fmt import size
 DTYPE_BITS = {"float32": 32.0, "float16": 16.0, "bfloat16": 16.0}
 
 
-def parse_ts(text: str | None) -> datetime | None:
-    """A catalog timestamp (UTC text as SQLAlchemy stores it) as an aware datetime."""
-    if not text:
+def parse_ts(value: str | datetime | None) -> datetime | None:
+    """A catalog timestamp (UTC text as SQLite stores it, or PostgreSQL's datetime) as an
+    aware datetime."""
+    if not value:
         return None
-    dt = datetime.fromisoformat(text)
+    dt = value if isinstance(value, datetime) else datetime.fromisoformat(value)
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
@@ -151,16 +150,25 @@ class HistoryPoint:
 
 @dataclass(frozen=True)
 class FinetuneRun:
-    job_id: int
-    model: str  # the model it trained
-    output: str | None  # the adapter or fused model it made
+    """One adapter as the report shows it. The figures are the ``Adapter`` row's own columns
+    (same names, read by name: :func:`finetune_runs`), the curves its step and validation
+    rows: what the fine-tuning job stored, not a copy of it under other keys."""
+
+    job_id: int | None
+    model: str  # the base model it trained
+    output: str  # the adapter
     status: str
     iterations: int | None
     final_train_loss: float | None
     final_val_loss: float | None
+    test_loss: float | None
     train_losses: list[tuple[int, float]]
     val_losses: list[tuple[int, float]]
     finished_at: datetime | None
+
+
+# FinetuneRun fields that are not Adapter columns of the same name (a test keeps the rest so).
+FINETUNE_RUN_DERIVED = ("model", "output", "train_losses", "val_losses", "finished_at")
 
 
 @dataclass
@@ -210,7 +218,7 @@ class ReportData:
 # -- reading ---------------------------------------------------------------------------------
 
 
-def variant_label(row: sqlite3.Row | dict) -> str:
+def variant_label(row: dict) -> str:
     if row["quant_recipe"]:
         return row["quant_recipe"] + (
             f"-g{row['quant_group_size']}" if row["quant_group_size"] else ""
@@ -224,14 +232,9 @@ def variant_label(row: sqlite3.Row | dict) -> str:
     return row["dtype"] or "?"
 
 
-def load_models(con: sqlite3.Connection) -> dict[int, ModelInfo]:
+def load_models(reader: Reader) -> dict[int, ModelInfo]:
     """Every model, with its family (the root of its lineage)."""
-    cur = con.execute(
-        "select id, name, parent_id, dtype, quant_bits, quant_group_size, quant_mode, "
-        "quant_recipe, bits_per_weight, size_bytes, synthetic from model order by id"
-    )
-    names = [d[0] for d in cur.description]
-    rows = [dict(zip(names, r, strict=True)) for r in cur]
+    rows = reader.report_models()
     by_id = {r["id"]: r for r in rows}
 
     def root(model_id: int) -> int:
@@ -257,22 +260,31 @@ def load_models(con: sqlite3.Connection) -> dict[int, ModelInfo]:
     return out
 
 
-def load_systems(con: sqlite3.Connection) -> dict[int, SystemFacts]:
-    cur = con.execute(
-        "select id, host, chip, cpu, ram_bytes, os_name || ' ' || os_version, backend, "
-        "mlx_version, mlx_lm_version from system order by id"
-    )
-    return {r[0]: SystemFacts(*r) for r in cur}
+def load_systems(reader: Reader) -> dict[int, SystemFacts]:
+    return {
+        r.id: SystemFacts(
+            r.id,
+            r.host,
+            r.chip,
+            r.cpu,
+            r.ram_bytes,
+            f"{r.os_name} {r.os_version}",
+            r.backend,
+            r.mlx_version,
+            r.mlx_lm_version,
+        )
+        for r in reader.systems()
+    }
 
 
-def latest_quality(con: sqlite3.Connection) -> dict[int, QualityFigures]:
+def latest_quality(reader: Reader) -> dict[int, QualityFigures]:
     """Each model's newest quality run."""
-    cur = con.execute(
-        "select q.model_id, q.id, q.perplexity, q.kl_mean, q.top1_agreement, b.name, "
-        "q.created_at from qualityrun q left join model b on b.id = q.base_model_id "
-        "where q.id in (select max(id) from qualityrun where adapter_id is null group by model_id)"
-    )
-    return {r[0]: QualityFigures(r[1], r[2], r[3], r[4], r[5], parse_ts(r[6])) for r in cur}
+    return {
+        q.model_id: QualityFigures(
+            q.id, q.perplexity, q.kl_mean, q.top1_agreement, q.base_name, parse_ts(q.created_at)
+        )
+        for q in reader.latest_quality_runs()
+    }
 
 
 def _headline(groups: list[dict[str, Any]]) -> tuple | None:
@@ -311,27 +323,13 @@ def build_report(
 ) -> ReportData:
     """Everything a report shows, for the given filters."""
     now = now or datetime.now(UTC)
-    con = reader.con
-    all_models = load_models(con)
+    all_models = load_models(reader)
     wanted = family_ids(reader, all_models, models) if models else None
     flt = ResultFilter(machines=tuple(machines), since=since)
-    where, params = reader._where(flt)
-    if wanted is not None:
-        ids = [m.id for m in all_models.values() if m.family in wanted]
-        where = (
-            where + " and " if where else " where "
-        ) + f"r.model_id in ({','.join('?' * len(ids))})"
-        params = [*params, *ids]
-    # Runs of a model with an unfused adapter are not the model's own (see bench --adapter).
-    where = (where + " and " if where else " where ") + "r.adapter_id is null"
-    point_cols = ", ".join(f"r.{c}" for c in POINT_FIELDS)
+    ids = None if wanted is None else [m.id for m in all_models.values() if m.family in wanted]
     groups_by_family: dict[str, list[dict[str, Any]]] = defaultdict(list)
     total = 0
-    for row in con.execute(
-        f"select r.model_id, s.host, {point_cols}, count(*), max(r.id) from benchrun r "
-        f"join system s on s.id = r.system_id {where} group by r.model_id, s.host, {point_cols}",
-        params,
-    ):
+    for row in reader.point_groups(flt, ids):
         model = all_models[row[0]]
         n = len(POINT_FIELDS)
         groups_by_family[model.family].append(
@@ -344,7 +342,7 @@ def build_report(
             }
         )
         total += row[2 + n]
-    quality = latest_quality(con)
+    quality = latest_quality(reader)
     family_names = sorted({m.family for m in all_models.values()} if wanted is None else wanted)
     families = []
     for name in family_names:
@@ -360,15 +358,15 @@ def build_report(
             point=dict(zip(POINT_FIELDS, head, strict=True)) if head else None,
         )
         at_head = [g for g in groups if g["point"] == head]
-        fam.rows = _variant_rows(con, at_head, all_models, quality)
+        fam.rows = _variant_rows(reader, at_head, all_models, quality)
         fam.rows.sort(key=lambda v: (-(v.model.bits_per_weight or 0), v.model.name, v.host))
         measured = {v.model.id for v in fam.rows}
         fam.unmeasured = [m for m in members if m.id not in measured]
-        fam.depth_series = _depth_series(con, groups, all_models)
+        fam.depth_series = _depth_series(reader, groups, all_models)
         if head:
             fam.history = _history(reader, [m.id for m in members], head, flt, all_models)
         families.append(fam)
-    finetunes = _finetunes(con, all_models)
+    finetunes = finetune_runs(reader, all_models)
     for fam in families:
         fam.finetunes = [run for family, run in finetunes if family == fam.name]
     jobs_since = jobs_since or since or now - timedelta(hours=24)
@@ -377,34 +375,21 @@ def build_report(
         since=since,
         machines=tuple(machines),
         families=families,
-        systems=load_systems(con),
+        systems=load_systems(reader),
         jobs_since=jobs_since,
-        jobs=recent_jobs(con, jobs_since),
+        jobs=recent_jobs(reader, jobs_since),
         total_runs=total,
     )
 
 
-_RUN_COLS = (
-    "id, model_id, system_id, trials, prompt_tps_mean, prompt_tps_std, "
-    "coalesce(prompt_tps_ci95, json_extract(details, '$.prompt_tps_ci95')), "
-    "generation_tps_mean, generation_tps_std, "
-    "coalesce(generation_tps_ci95, json_extract(details, '$.generation_tps_ci95')), "
-    "peak_memory_bytes, model_memory_bytes, noisy, created_at, depth"
-)
+def _ci(run, metric: str) -> float | None:
+    """A run's 95% CI half-width (bench jobs before the ci95 columns kept it in details)."""
+    value = run.get(f"{metric}_ci95")
+    return value if value is not None else (run.details or {}).get(f"{metric}_ci95")
 
 
-def _runs_by_id(con: sqlite3.Connection, ids: Sequence[int]) -> dict[int, tuple]:
-    out = {}
-    ids = list(ids)
-    for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
-        q = f"select {_RUN_COLS} from benchrun where id in ({','.join('?' * len(chunk))})"
-        out.update({r[0]: r for r in con.execute(q, chunk)})
-    return out
-
-
-def _variant_rows(con, groups, all_models, quality) -> list[VariantFigures]:
-    runs = _runs_by_id(con, [g["last_id"] for g in groups])
+def _variant_rows(reader: Reader, groups, all_models, quality) -> list[VariantFigures]:
+    runs = reader.bench_runs([g["last_id"] for g in groups])
     rows = []
     for g in groups:
         r = runs[g["last_id"]]
@@ -413,28 +398,28 @@ def _variant_rows(con, groups, all_models, quality) -> list[VariantFigures]:
             VariantFigures(
                 model=model,
                 host=g["host"],
-                system_id=r[2],
-                run_id=r[0],
+                system_id=r.system_id,
+                run_id=r.id,
                 point=dict(zip(POINT_FIELDS, g["point"], strict=True)),
-                trials=r[3],
+                trials=r.trials,
                 runs=g["runs"],
-                prompt_tps=r[4],
-                prompt_tps_std=r[5],
-                prompt_tps_ci95=r[6],
-                generation_tps=r[7],
-                generation_tps_std=r[8],
-                generation_tps_ci95=r[9],
-                peak_memory_bytes=r[10],
-                model_memory_bytes=r[11],
-                noisy=bool(r[12]),
-                created_at=parse_ts(r[13]),
+                prompt_tps=r.prompt_tps_mean,
+                prompt_tps_std=r.prompt_tps_std,
+                prompt_tps_ci95=_ci(r, "prompt_tps"),
+                generation_tps=r.generation_tps_mean,
+                generation_tps_std=r.generation_tps_std,
+                generation_tps_ci95=_ci(r, "generation_tps"),
+                peak_memory_bytes=r.peak_memory_bytes,
+                model_memory_bytes=r.model_memory_bytes,
+                noisy=bool(r.noisy),
+                created_at=parse_ts(r.created_at),
                 quality=quality.get(model.id),
             )
         )
     return rows
 
 
-def _depth_series(con, groups, all_models) -> list[DepthSeries]:
+def _depth_series(reader: Reader, groups, all_models) -> list[DepthSeries]:
     """Groups that differ only in depth, with at least two depths, as one series each."""
     di = POINT_FIELDS.index("depth")
     series: dict[tuple, list[dict]] = defaultdict(list)
@@ -442,12 +427,19 @@ def _depth_series(con, groups, all_models) -> list[DepthSeries]:
         rest = g["point"][:di] + g["point"][di + 1 :]
         series[(g["model_id"], g["host"], rest)].append(g)
     wanted = {k: v for k, v in series.items() if len({g["point"][di] for g in v}) >= 2}
-    runs = _runs_by_id(con, [g["last_id"] for v in wanted.values() for g in v])
+    runs = reader.bench_runs([g["last_id"] for v in wanted.values() for g in v])
     out = []
     for (model_id, host, rest), gs in sorted(wanted.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         point = dict(zip([f for f in POINT_FIELDS if f != "depth"], rest, strict=True))
         pts = sorted(
-            (DepthPoint(g["point"][di], runs[g["last_id"]][4], runs[g["last_id"]][7]) for g in gs),
+            (
+                DepthPoint(
+                    g["point"][di],
+                    runs[g["last_id"]].prompt_tps_mean,
+                    runs[g["last_id"]].generation_tps_mean,
+                )
+                for g in gs
+            ),
             key=lambda p: p.depth,
         )
         out.append(DepthSeries(all_models[model_id].name, host, point, pts))
@@ -455,81 +447,52 @@ def _depth_series(con, groups, all_models) -> list[DepthSeries]:
 
 
 def _history(reader, model_ids, head: tuple, flt: ResultFilter, all_models) -> list[HistoryPoint]:
-    con = reader.con
-    where, params = reader._where(replace(flt, since=None))
-    clauses = [f"r.model_id in ({','.join('?' * len(model_ids))})"]
-    clauses += [f"r.{c} is ?" for c in POINT_FIELDS] + ["r.adapter_id is null"]
-    where = (where + " and " if where else " where ") + " and ".join(clauses)
-    q = (
-        "select r.model_id, s.host, substr(r.created_at, 1, 10), s.mlx_version, "
-        "avg(r.generation_tps_mean), count(*) from benchrun r join system s on s.id = r.system_id"
-        f" {where} and r.generation_tps_mean is not null group by 1, 2, 3, 4 order by 3, 1, 2"
-    )
     return [
         HistoryPoint(all_models[m].name, host, day, mlx, tps, n)
-        for m, host, day, mlx, tps, n in con.execute(q, [*params, *model_ids, *head])
+        for m, host, day, mlx, tps, n in reader.generation_history(flt, model_ids, head)
     ]
 
 
-def _finetunes(con, all_models) -> list[tuple[str, FinetuneRun]]:
-    """Fine-tuning jobs with the losses their result recorded (when the kind exists)."""
+def finetune_runs(reader: Reader, all_models) -> list[tuple[str, FinetuneRun]]:
+    """(family, run) for every adapter, with the losses its fine-tuning job stored."""
+    adapters = reader.adapters()
+    losses = reader.finetune_losses([a.id for a in adapters])
+    same_named = [f.name for f in fields(FinetuneRun) if f.name not in FINETUNE_RUN_DERIVED]
     out = []
-    # Whatever the kind is called, a fine-tuning job's result carries its losses.
-    q = (
-        "select id, status, params, result, output_model_id, finished_at from job "
-        "where status = 'succeeded' and (kind = 'finetune' or "
-        "json_extract(result, '$.final_train_loss') is not null) order by id"
-    )
-    by_name = {m.name: m for m in all_models.values()}
-    for job_id, status, params, result, output_id, finished in con.execute(q):
-        p, res = json.loads(params or "{}"), json.loads(result or "{}")
-        model = all_models.get(p.get("model_id")) or by_name.get(p.get("model"))
-        if model is None:
-            continue
-        output = all_models.get(output_id)
+    for a in adapters:
+        base = all_models.get(a.base_model_id)
         out.append(
             (
-                model.family,
+                base.family if base else a.base_model_name,
                 FinetuneRun(
-                    job_id=job_id,
-                    model=model.name,
-                    output=output.name if output else res.get("adapter") or p.get("name"),
-                    status=status,
-                    iterations=res.get("iterations"),
-                    final_train_loss=res.get("final_train_loss"),
-                    final_val_loss=res.get("final_val_loss"),
-                    train_losses=[tuple(x) for x in res.get("train_losses") or []],
-                    val_losses=[tuple(x) for x in res.get("val_losses") or []],
-                    finished_at=parse_ts(finished),
+                    **{name: a[name] for name in same_named},
+                    model=base.name if base else a.base_model_name,
+                    output=a.name,
+                    train_losses=losses[a.id]["train"],
+                    val_losses=losses[a.id]["valid"],
+                    finished_at=parse_ts(a.updated_at),
                 ),
             )
         )
     return out
 
 
-def recent_jobs(con: sqlite3.Connection, since: datetime) -> list[JobLine]:
+def recent_jobs(reader: Reader, since: datetime) -> list[JobLine]:
     """Jobs that finished since ``since``, plus the ones still queued or running."""
-    q = (
-        "select id, kind, status, params, submitted_at, started_at, finished_at, error, "
-        "after_job_id from job where finished_at >= ? or status in ('queued', 'running') "
-        "order by id"
-    )
     out = []
-    for jid, kind, status, params, sub, start, fin, error, after in con.execute(
-        q, (sql_ts(since),)
-    ):
-        p = json.loads(params or "{}")
+    for j in reader.jobs_since(since):
+        p = j.params or {}
         out.append(
             JobLine(
-                jid,
-                kind,
-                status,
+                j.id,
+                j.kind,
+                j.status,
                 p.get("model") or p.get("base") or p.get("name"),
-                parse_ts(sub),
-                parse_ts(start),
-                parse_ts(fin),
-                error,
-                after,
+                parse_ts(j.submitted_at),
+                parse_ts(j.started_at),
+                parse_ts(j.finished_at),
+                j.error,
+                j.after_job_id,
             )
         )
     return out

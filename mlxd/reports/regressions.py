@@ -86,14 +86,6 @@ def _pooled(n: int | None, s1: float | None, s2: float | None) -> Summary | None
     return Summary(n=n, mean=mean, median=math.nan, std=std, ci95=ci)
 
 
-def _sums(metric: str) -> str:
-    m, sd = f"r.{metric}_mean", f"coalesce(r.{metric}_std, 0)"
-    return (
-        f"sum(case when {m} is not null then r.trials end), sum(r.trials * {m}), "
-        f"sum(case when {m} is not null then (r.trials - 1) * {sd} * {sd} + r.trials * {m} * {m} end)"
-    )
-
-
 def find_changes(
     reader: Reader,
     *,
@@ -103,22 +95,13 @@ def find_changes(
     only_slower: bool = False,
 ) -> list[Change]:
     """Every change beyond the noise, oldest first."""
-    con = reader.con
-    where, params = reader._where(
-        ResultFilter(models=tuple(models), since=since, machines=tuple(machines))
-    )
-    # Runs of a model with an unfused adapter are not the model's own (see bench --adapter).
-    where = (where + " and " if where else " where ") + "r.adapter_id is null"
-    pcols = ", ".join(f"r.{c}" for c in POINT_FIELDS)
-    q = (
-        f"select r.model_id, s.host, {pcols}, s.mlx_version, s.mlx_lm_version, "
-        f"min(r.created_at), {_sums('generation_tps')}, {_sums('prompt_tps')} "
-        f"from benchrun r join system s on s.id = r.system_id {where} "
-        f"group by r.model_id, s.host, {pcols}, s.mlx_version, s.mlx_lm_version"
+    rows = reader.version_groups(
+        ResultFilter(models=tuple(models), since=since, machines=tuple(machines)),
+        [metric for metric, _ in METRICS],
     )
     n = len(POINT_FIELDS)
     series: dict[tuple, list[_Group]] = {}
-    for row in con.execute(q, params):
+    for row in rows:
         key = (row[0], row[1], tuple(row[2 : 2 + n]))
         versions, first_at, sums = (row[2 + n], row[3 + n]), row[4 + n], row[5 + n :]
         summaries = {}
@@ -127,10 +110,10 @@ def find_changes(
             if summary is not None:
                 summaries[metric] = summary
         series.setdefault(key, []).append(_Group(versions, first_at, summaries))
-    names = {m.id: m.name for m in load_models(con).values()}
+    names = {m.id: m.name for m in load_models(reader).values()}
     out: list[Change] = []
     for (model_id, host, point), groups in series.items():
-        ordered = sorted(groups, key=lambda g: g.first_at)
+        ordered = sorted(groups, key=lambda g: parse_ts(g.first_at))
         ctx = (
             names.get(model_id, str(model_id)),
             host,

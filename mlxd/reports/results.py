@@ -48,14 +48,8 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
 # -- comparisons --------------------------------------------------------------------------------
 
 COMPARE_BY = ("model", "machine", "mlx")
-# What selects one side of a comparison, and what else must match for two runs to be the
-# same benchmark point (comparing models: on the same machine; machines: the same model...).
-# Models compare alone: runs with an unfused adapter (bench --adapter) are not the model's.
-_SIDE = {
-    "model": "r.model_id = ? and r.adapter_id is null",
-    "machine": "s.host = ?",
-    "mlx": "s.mlx_version = ?",
-}
+# What else must match for two runs to be the same benchmark point (comparing models: on the
+# same machine; machines: the same model...); Reader.compare_side picks each side.
 _CONTEXT = {"model": ("host",), "machine": ("model",), "mlx": ("model", "host")}
 
 
@@ -164,7 +158,7 @@ def compare(
             column = "host" if by == "machine" else "mlx_version"
             reader.check_known(column, [ref], "machine" if by == "machine" else "mlx version")
             value = ref
-        sides[label] = reader.side_groups(_SIDE[by], value, _CONTEXT[by], flt)
+        sides[label] = reader.side_groups(reader.compare_side(by), value, _CONTEXT[by], flt)
         if label == "b" and value == sides_value_a:
             raise ResultsError(f"--compare needs two different {by}s, not '{a}' twice")
         sides_value_a = value
