@@ -238,7 +238,7 @@ def test_a_0008_catalog_with_adapters_and_runs_upgrades_and_keeps_them(tmp_path)
 def _taken_back(store):
     """A job claimed by host a (attempt 1), taken back and claimed by host b (attempt 2):
     (a's stale claim, b's current one)."""
-    job = store.submit_job("synth", {"name": "x"})
+    job = store.submit_job("finetune", {"name": "x"})
     stale = store.claim_job(job.id, host="a", daemon_pid=1)
     assert store.take_back(stale, "host a stopped during this job (1x); queued again")
     current = store.claim_job(job.id, host="b", daemon_pid=2)
@@ -260,6 +260,36 @@ def _commit_a_model(store, job):
     commit_result(store, job, SimpleNamespace(finish=finish), None, {}, {}, None)
 
 
+def _finetune_event(event: str, **fields):
+    """The fine-tuning event ``event`` (as a training child reports it) handed by the runner
+    to the kind's ``on_event`` hook for ``job``, on the adapter 'ad'."""
+    from mlxd.daemon.runner import Runner
+
+    def write(st, job):
+        ev = {"event": event, "adapter_id": st.resolve_adapter("ad").id, **fields}
+        Runner(st, st.paths)._kind_event(job, ev)  # FencedOut: it reaches the runner
+
+    return write
+
+
+def _resume_prep(st, job):
+    """What a fine-tune's start (``prepare``) writes for a resume: the adapter claimed, the
+    step rows past its checkpoint forgotten."""
+    aid = st.resolve_adapter("ad").id
+    assert st.claim_adapter(aid, job.id, fence=job) is None
+    st.forget_finetune_rows_after(aid, 0, fence=job)
+
+
+STEP = dict(
+    iteration=10,
+    train_loss=2.0,
+    learning_rate=1e-4,
+    iterations_per_s=5.0,
+    tokens_per_s=100.0,
+    trained_tokens=1000,
+    peak_memory_bytes=1 << 20,
+)
+
 FENCED_WRITES = {
     "heartbeat": lambda st, job: st.update_running(job, progress=0.5, message="half"),
     "finish": lambda st, job: st.finish_job(job.id, "failed", error="boom", fence=job),
@@ -268,24 +298,47 @@ FENCED_WRITES = {
     "give_back": lambda st, job: st.give_back_job(job, "the daemon stopped"),
     "ship_log": lambda st, job: st.append_job_log(job.id, job.host, job.attempts, "a line\n"),
     "take_back": lambda st, job: st.take_back(job, "taken back"),  # False when fenced out
+    "finetune_step": _finetune_event("finetune_report", kind="train", **STEP),
+    "finetune_eval": _finetune_event(
+        "finetune_report", kind="val", iteration=10, loss=1.5, perplexity=4.5
+    ),
+    "finetune_checkpoint": _finetune_event("finetune_checkpoint", iteration=10),
+    "finetune_started": _finetune_event("finetune_started", data_sha256="d" * 64),
+    "finetune_resume": _resume_prep,
 }
+FINETUNE_WRITES = ("finetune_step", "finetune_eval", "finetune_checkpoint", "finetune_started")
 
 
 @pytest.mark.parametrize("write", list(FENCED_WRITES))
 def test_a_taken_back_attempts_write_is_fenced_out_and_changes_nothing(
     catalog_backend, mlxd_home, write
 ):
-    from mlxd.catalog.models import Job, JobLog
+    from mlxd.catalog.models import Adapter, FinetuneEval, FinetuneStep, Job, JobLog
     from mlxd.catalog.store import FencedOut
 
     store = Store(paths(mlxd_home))
     stale, current = _taken_back(store)
+    with store.write() as s:  # the adapter the job trains, with a step row past iteration 0
+        ad = Adapter(
+            name="ad",
+            path="/a/ad",
+            fine_tune_type="lora",
+            base_model_name="m",
+            data_path="d",
+            target_iterations=20,
+        )
+        s.add(ad)
+        s.flush()
+        s.add(FinetuneStep(adapter_id=ad.id, job_id=stale.id, **{**STEP, "iteration": 5}))
+    store.claim_adapter(ad.id, stale.id)
 
     def snapshot():
         with store.read() as s:
             row = s.get(Job, stale.id).model_dump()
             logs = len(list(s.exec(select(JobLog))))
-        return row, logs, [m.name for m in store.list_models()]
+            rows = [len(list(s.exec(select(t)))) for t in (FinetuneStep, FinetuneEval)]
+            adapter = s.get(Adapter, ad.id).model_dump()
+        return row, logs, [m.name for m in store.list_models()], rows, adapter
 
     before = snapshot()
     if write == "take_back":  # a third host that read the row before b's claim: no match
@@ -297,7 +350,21 @@ def test_a_taken_back_attempts_write_is_fenced_out_and_changes_nothing(
     assert snapshot() == before  # nothing changed: no row, no model, no log piece
     FENCED_WRITES[write](store, current)  # the attempt that holds the job writes as ever
     after = store.get_job(current.id)
-    assert after.host == "b" and after.status != "running" or write in ("heartbeat", "ship_log")
+    assert (
+        after.host == "b"
+        and after.status != "running"
+        or write
+        in (
+            "heartbeat",
+            "ship_log",
+            "finetune_resume",
+            *FINETUNE_WRITES,
+        )
+    )
+    if write in FINETUNE_WRITES:
+        assert snapshot()[3:] != before[3:]  # b's step, loss, checkpoint or hashes recorded
+    if write == "finetune_resume":
+        assert snapshot()[3][0] == 0  # b forgets the step past its checkpoint
     if write == "commit_result":
         assert after.status == "succeeded" and [m.name for m in store.list_models()] == [
             "made-by-b"

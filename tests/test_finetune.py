@@ -499,8 +499,6 @@ def test_cancel_keeps_the_checkpoint_and_resume_continues(lab) -> None:
 
 def test_a_repeated_report_replaces_its_row(tmp_path: Path) -> None:
     """A run resumed from a checkpoint reports the steps after it again: one row each."""
-    from types import SimpleNamespace
-
     from mlxd.catalog.models import Adapter
     from mlxd.catalog.store import Store
     from mlxd.config import paths
@@ -508,6 +506,7 @@ def test_a_repeated_report_replaces_its_row(tmp_path: Path) -> None:
 
     store = Store(paths(tmp_path / "home"))
     job = store.submit_job("finetune", {"model": "x"})
+    job = store.claim_job(job.id, host="h", daemon_pid=1)  # its rows are its attempt's
     with store.write() as s:
         a = Adapter(name="a", path="/x", fine_tune_type="lora", base_model_name="x",
                     data_path="/d", target_iterations=4, job_id=job.id)  # fmt: skip
@@ -519,8 +518,8 @@ def test_a_repeated_report_replaces_its_row(tmp_path: Path) -> None:
     valid = {"kind": "valid", "iteration": 3, "loss": 2.5, "perplexity": 12.0}
     for loss in (2.0, 1.5):
         ev = {"event": "finetune_report", "adapter_id": adapter_id, "kind": "train", **step}
-        on_event(store, SimpleNamespace(id=job.id), {**ev, "train_loss": loss})
-        on_event(store, SimpleNamespace(id=job.id), {"event": "finetune_report",
+        on_event(store, job, {**ev, "train_loss": loss})
+        on_event(store, job, {"event": "finetune_report",
                  "adapter_id": adapter_id, **valid, "loss": loss})  # fmt: skip
     steps, evals = store.finetune_steps(adapter_id), store.finetune_evals(adapter_id)
     assert [(r.iteration, r.train_loss) for r in steps] == [(3, 1.5)]

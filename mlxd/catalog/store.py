@@ -323,6 +323,18 @@ class Store:
         once it committed an end); FencedOut if it is no longer this attempt's."""
         self._fenced(session, job, {"heartbeat_at": utcnow()})
 
+    @contextlib.contextmanager
+    def running_write(self, fence: Job | None, session: Session | None = None) -> Iterator[Session]:
+        """A write (in ``session``, or a new transaction) that, with ``fence`` (a running
+        attempt's row as claimed), holds that job's row first (``hold_job``): FencedOut and
+        nothing written once the attempt is no longer this host's. Without ``fence``: a
+        plain write."""
+        with contextlib.ExitStack() as stack:
+            s = session or stack.enter_context(self.write())
+            if fence is not None:
+                self.hold_job(fence, s)
+            yield s
+
     def _fenced(self, s: Session, job: Job, values: dict[str, Any]) -> None:
         res = s.execute(update(Job).where(*_fence(job)).values(**values))
         if res.rowcount != 1:
@@ -710,36 +722,49 @@ class Store:
                 q = q.where(Adapter.base_model_id == base_model_id)
             return list(s.exec(q))
 
-    def update_adapter(self, adapter_id: int, session: Session | None = None, **values) -> None:
+    def update_adapter(
+        self,
+        adapter_id: int,
+        session: Session | None = None,
+        *,
+        fence: Job | None = None,
+        **values,
+    ) -> None:
+        """Change an adapter's row; with ``fence``, only while that running attempt holds
+        its job (``running_write``)."""
         from mlxd.catalog.models import Adapter
 
-        with contextlib.ExitStack() as stack:
-            s = session or stack.enter_context(self.write())
+        with self.running_write(fence, session) as s:
             s.execute(
                 update(Adapter)
                 .where(Adapter.id == adapter_id)
                 .values(updated_at=utcnow(), **values)
             )
 
-    def record_finetune_row(self, row) -> None:
+    def record_finetune_row(self, row, *, fence: Job | None = None) -> None:
         """Store a step (FinetuneStep) or evaluation (FinetuneEval) row, replacing the one of
         the same adapter and iteration (and split): a run resumed from a checkpoint reports
-        the steps after it again, and the newest report is the one that counts."""
+        the steps after it again, and the newest report is the one that counts. With
+        ``fence`` (the training attempt), only while that attempt holds its job: a host
+        woken after its fine-tune was taken back records no step (FencedOut)."""
         table = type(row)
         key = [table.adapter_id == row.adapter_id, table.iteration == row.iteration]
         if hasattr(table, "split"):
             key.append(table.split == row.split)
-        with self.write() as s:
+        with self.running_write(fence) as s:
             s.execute(delete(table).where(*key))
             s.add(row)
 
-    def forget_finetune_rows_after(self, adapter_id: int, iteration: int) -> int:
+    def forget_finetune_rows_after(
+        self, adapter_id: int, iteration: int, *, fence: Job | None = None
+    ) -> int:
         """Remove the step and evaluation rows past ``iteration``: a run resumed from that
         checkpoint trains those steps again. The trained tokens at the checkpoint (the
-        last step row at or before it) are returned for the resumed run to count on."""
+        last step row at or before it) are returned for the resumed run to count on. With
+        ``fence``: only while that running attempt holds its job."""
         from mlxd.catalog.models import FinetuneEval, FinetuneStep
 
-        with self.write() as s:
+        with self.running_write(fence) as s:
             for table in (FinetuneStep, FinetuneEval):
                 s.execute(
                     delete(table).where(table.adapter_id == adapter_id, table.iteration > iteration)
@@ -752,12 +777,15 @@ class Store:
             ).first()
             return last.trained_tokens if last is not None else 0
 
-    def claim_adapter(self, adapter_id: int, job_id: int) -> int | None:
+    def claim_adapter(
+        self, adapter_id: int, job_id: int, *, fence: Job | None = None
+    ) -> int | None:
         """Make job ``job_id`` the one that trains the adapter, unless another queued or
-        running job does: then that job's id is returned and nothing changes."""
+        running job does: then that job's id is returned and nothing changes. With
+        ``fence``: only while that running attempt holds its job."""
         from mlxd.catalog.models import Adapter
 
-        with self.write() as s:
+        with self.running_write(fence) as s:
             a = s.exec(select(Adapter).where(Adapter.id == adapter_id).with_for_update()).one()
             if a.job_id is not None and a.job_id != job_id:
                 owner = s.get(Job, a.job_id)

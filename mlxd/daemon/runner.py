@@ -629,6 +629,8 @@ class Runner:
             return
         try:
             handler(self.store, job, ev)
+        except FencedOut:
+            raise  # taken back by another host: the child is ended, the attempt discarded
         except Exception:  # a row that cannot be written must not stop the job
             log.exception("recording a %s event of job %s failed", ev.get("event"), job.id)
 
@@ -672,8 +674,8 @@ def read_commit_marker(folder: Path) -> dict[str, Any] | None:
 def commit_result(store: Store, job, kind, spec, inputs, result, final: Path | None) -> None:
     """Record a job's result and mark it succeeded, in one transaction, only while the job's
     row is still as ``job`` read it (this host's running attempt): fenced, FencedOut else."""
-    with store.write() as s:
-        store.hold_job(job, s)  # first: a taken-back job records nothing (no model, no run)
+    # The job's row held first: a taken-back job records nothing (no model, no run).
+    with store.running_write(job) as s:
         fin = FinishContext(store, s, job, final)
         kind.finish(spec, inputs, result, fin)
         store.finish_job(

@@ -236,6 +236,9 @@ def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
     from mlxd.catalog.models import Adapter, Model
 
     job_id = job.id if job is not None else None
+    # The attempt as claimed: its writes hold only while it still holds the job (one woken
+    # after another host took it back changes no adapter and forgets no step row).
+    fence = job if job is not None and job.status == "running" else None
 
     inputs = resolve_input_model(spec, store)
     with store.read() as s:
@@ -253,8 +256,8 @@ def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
         ref = spec.resume_adapter_id if spec.resume_adapter_id is not None else spec.resume
         adapter = store.resolve_adapter(ref)
         check_adapter_base(adapter, model)
-        claim(store, adapter, job_id)
-        start, init = bring_home(store, adapter, notes, start_over=False)
+        claim(store, adapter, job_id, fence)
+        start, init = bring_home(store, adapter, notes, fence, start_over=False)
         if spec.iters <= start:
             raise JobFailed(
                 f"adapter '{adapter.name}' already has {start} iterations; pass --iters above "
@@ -265,6 +268,7 @@ def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
         inputs["num_layers"] = adapter.params.get("num_layers_used", inputs["num_layers"])
         store.update_adapter(
             adapter.id,
+            fence=fence,
             job_id=job_id,
             status="training",
             target_iterations=spec.iters,
@@ -275,15 +279,15 @@ def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
         if adapter is not None:
             # The same job again (the daemon restarted mid-run, another host took it back,
             # or 'jobs retry'): go on from its checkpoint, if this host can read one.
-            claim(store, adapter, job_id)
+            claim(store, adapter, job_id, fence)
             if adapter.iterations > 0:
-                start, init = bring_home(store, adapter, notes, start_over=True)
+                start, init = bring_home(store, adapter, notes, fence, start_over=True)
                 inputs["structure"] = {
                     k: adapter.params.get(k) for k in STRUCTURE if k in adapter.params
                 }
             else:
-                bring_home(store, adapter, notes, start_over=True)
-            store.update_adapter(adapter.id, job_id=job_id, status="training")
+                bring_home(store, adapter, notes, fence, start_over=True)
+            store.update_adapter(adapter.id, fence=fence, job_id=job_id, status="training")
         else:
             if store.find_adapter(spec.name) is not None:
                 raise JobFailed(
@@ -297,7 +301,7 @@ def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
                 shutil.rmtree(path)  # left by an adapter whose row is gone
             params = spec.hyper_parameters()
             params["num_layers_used"] = inputs["num_layers"]
-            with store.write() as s:
+            with store.running_write(fence) as s:
                 adapter = Adapter(
                     name=spec.name,
                     path=str(path),
@@ -314,7 +318,7 @@ def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
                 s.add(adapter)
                 s.flush()
     # Steps past the checkpoint are trained again: their old rows go, the counters go on.
-    start_tokens = store.forget_finetune_rows_after(adapter.id, start)
+    start_tokens = store.forget_finetune_rows_after(adapter.id, start, fence=fence)
     inputs.update(
         adapter_id=adapter.id,
         adapter_name=adapter.name,
@@ -372,11 +376,11 @@ def _adapter_of_job(store, spec: Spec, job_id: int | None):
     return found if found is not None and found.job_id in owners else None
 
 
-def claim(store, adapter, job_id: int | None) -> None:
+def claim(store, adapter, job_id: int | None, fence=None) -> None:
     """One job trains an adapter at a time: refuse when another queued or running job does."""
     if job_id is None:
         return
-    owner = store.claim_adapter(adapter.id, job_id)
+    owner = store.claim_adapter(adapter.id, job_id, fence=fence)
     if owner is not None:
         raise JobFailed(
             f"adapter '{adapter.name}' is being trained by job {owner}; one job trains an "
@@ -398,7 +402,9 @@ def trainers(store, adapter) -> list[int]:
     return sorted(out)
 
 
-def bring_home(store, adapter, notes: list[str], *, start_over: bool) -> tuple[int, str | None]:
+def bring_home(
+    store, adapter, notes: list[str], fence=None, *, start_over: bool
+) -> tuple[int, str | None]:
     """(iteration, weights file) to go on from, in this host's adapters folder.
 
     An adapter trained under another MLXD_HOME (another host took the job back, or the
@@ -449,7 +455,7 @@ def bring_home(store, adapter, notes: list[str], *, start_over: bool) -> tuple[i
             f"copied the checkpoint at iteration {iteration} of adapter '{adapter.name}' from "
             f"{there}{host} to {here}"
         )
-        store.update_adapter(adapter.id, path=str(here))
+        store.update_adapter(adapter.id, fence=fence, path=str(here))
         return iteration, str(here / Path(weights).name)
     if adapter.iterations > 0:
         notes.append(
@@ -457,7 +463,7 @@ def bring_home(store, adapter, notes: list[str], *, start_over: bool) -> tuple[i
             f"not in {there}{host} as this host sees it: training starts over from "
             f"iteration 0 in {here}"
         )
-    store.update_adapter(adapter.id, path=str(here), iterations=0)
+    store.update_adapter(adapter.id, fence=fence, path=str(here), iterations=0)
     return 0, None
 
 
@@ -659,7 +665,9 @@ def one_line(e: BaseException) -> str:
 
 
 def on_event(store, job, event: dict[str, Any]) -> None:
-    """In the daemon, as the child reports: step and evaluation rows, checkpoints."""
+    """In the daemon, as the child reports: step and evaluation rows, checkpoints. Each
+    write is fenced by ``job`` (the running attempt): a host woken after its fine-tune was
+    taken back records nothing (FencedOut, and the runner discards the attempt)."""
     from mlxd.catalog.models import FinetuneEval, FinetuneStep
 
     name = event.get("event")
@@ -683,9 +691,9 @@ def on_event(store, job, event: dict[str, Any]) -> None:
                 perplexity=_finite(event["perplexity"]),
                 eval_time_s=event.get("eval_time_s"),
             )
-        store.record_finetune_row(row)
+        store.record_finetune_row(row, fence=job)
     elif name == "finetune_checkpoint":
-        store.update_adapter(adapter_id, iterations=int(event["iteration"]))
+        store.update_adapter(adapter_id, fence=job, iterations=int(event["iteration"]))
     elif name == "finetune_started":
         adapter = store.resolve_adapter(adapter_id)
         details = dict(adapter.details or {})
@@ -696,6 +704,7 @@ def on_event(store, job, event: dict[str, Any]) -> None:
         )
         store.update_adapter(
             adapter_id,
+            fence=job,
             base_weights_sha256=event.get("base_weights_sha256"),
             data_sha256=event.get("data_sha256"),
             details=details,
