@@ -369,3 +369,31 @@ def test_a_taken_back_attempts_write_is_fenced_out_and_changes_nothing(
         assert after.status == "succeeded" and [m.name for m in store.list_models()] == [
             "made-by-b"
         ]
+
+
+@pytest.mark.parametrize("taken_back", [False, True])
+def test_a_supervisor_bug_fails_its_own_attempt_only(
+    catalog_backend, mlxd_home, monkeypatch, taken_back
+):
+    """An unexpected error while the daemon runs a job ends that attempt "failed" (internal
+    error), fenced like its other ends: if another host took the job back meanwhile, the
+    run there goes on untouched."""
+    from mlxd.daemon.runner import INTERNAL_ERROR, Runner
+    from mlxd.daemon.service import make_handler
+
+    store = Store(paths(mlxd_home))
+    job = store.submit_job("synth", {"name": "x"})
+
+    def attempt(self, claimed, joblog):
+        if taken_back:  # this host froze past its lease; b took the job back and runs it
+            assert store.take_back(claimed, "taken back")
+            assert store.claim_job(claimed.id, host="b", daemon_pid=2) is not None
+        raise RuntimeError("a bug in the supervisor")
+
+    monkeypatch.setattr(Runner, "_attempt", attempt)
+    make_handler(Runner(store, store.paths))(job.id)
+    after = store.get_job(job.id)
+    if taken_back:
+        assert (after.status, after.host, after.attempts, after.error) == ("running", "b", 2, None)
+    else:
+        assert (after.status, after.error) == ("failed", INTERNAL_ERROR)

@@ -184,7 +184,12 @@ class Runner:
             )
             if claimed is None:
                 return None
-            outcome = self._run(claimed)
+            try:
+                outcome = self._run(claimed)
+            except Exception as e:
+                if isinstance(e, GaveUp) or transient(e):
+                    raise
+                outcome = self._internal_error(claimed)
         finally:
             with self._admit_lock:
                 self._active.discard(job_id)
@@ -279,6 +284,15 @@ class Runner:
             lambda: self.store.finish_job(job.id, "failed", error=error, fence=job), "fail job"
         )
         return Outcome("failed", error)
+
+    def _internal_error(self, job) -> Outcome:
+        """A bug in the supervisor while it ran ``job`` (the attempt as claimed): the job
+        fails, fenced like every end of a running attempt (discarded if taken back)."""
+        log.exception("job %s: unexpected error in the supervisor", job.id)
+        try:
+            return self._fail(job, INTERNAL_ERROR)
+        except FencedOut as e:
+            return self._discard(job, e)
 
     def _partial_dir(self, job) -> Path:
         return self.paths.partial / f"job-{job.id}-attempt-{job.attempts}"
@@ -633,6 +647,9 @@ class Runner:
             raise  # taken back by another host: the child is ended, the attempt discarded
         except Exception:  # a row that cannot be written must not stop the job
             log.exception("recording a %s event of job %s failed", ev.get("event"), job.id)
+
+
+INTERNAL_ERROR = "internal error; see the daemon log"
 
 
 def job_heartbeat_s() -> float:

@@ -24,14 +24,14 @@ from typing import Any
 
 from huey.consumer import Consumer
 
-from mlxd.catalog.store import Store
+from mlxd.catalog.store import FencedOut, Store
 from mlxd.config import CONFIG_FILE, Paths, record_host_id, recorded_host_id
 from mlxd.daemon import hosts, queue, settings
 from mlxd.daemon.control import DaemonError, alive_file, pidfile_pid
 from mlxd.daemon.housekeeping import Housekeeper
 from mlxd.daemon.recovery import recover
 from mlxd.daemon.retry import GaveUp, short_error, transient
-from mlxd.daemon.runner import Runner
+from mlxd.daemon.runner import INTERNAL_ERROR, Runner
 from mlxd.system.permissions import apply_umask, share_files
 
 log = logging.getLogger("mlxd.daemon")
@@ -126,10 +126,15 @@ def make_handler(
                 return
             log.exception("job %s: unexpected error in the supervisor", job_id)
             try:
-                runner.store.finish_job(
-                    job_id, "failed", error="internal error; see the daemon log"
-                )
-                runner.store.fail_dependents(job_id)
+                # Before its claim (a running attempt's own errors end it in the runner,
+                # fenced): fail it only while it is still queued, not a run another host
+                # claimed meanwhile.
+                job = runner.store.get_job(job_id)
+                if job.status == "queued":
+                    runner.store.finish_job(job_id, "failed", error=INTERNAL_ERROR, fence=job)
+                    runner.store.fail_dependents(job_id)
+            except FencedOut:
+                pass  # claimed meanwhile: its runner answers for it
             except Exception:
                 # The housekeeper finds the job without a live child and recovers it.
                 log.exception("could not mark job %s failed", job_id)
