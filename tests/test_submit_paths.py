@@ -82,3 +82,14 @@ def test_each_submitting_path_obeys_pool_admission_and_the_per_user_limit(
     assert proc.stderr.startswith("Error: this job needs about "), proc.stderr
     assert "this machine's budget is 1.0 KB" in proc.stderr
     assert len(_jobs(mlxd_home)) == len(queued)
+
+
+def test_a_retry_keeps_the_pool_its_job_was_queued_to(mlxd_home, tiny_model_dir):
+    """``jobs retry`` queues the new job where the old one was sent (``--pool``), not where
+    placement would send a job given no pool."""
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    run_mlxd("quantize", "tiny", "--bits", "4", "--pool", "gpu-room", check=True)  # job 1
+    run_mlxd("jobs", "cancel", "1", check=True)
+    proc = run_mlxd("jobs", "retry", "1", check=True)
+    assert "Queued job 2: retry of job 1" in proc.stdout
+    assert [(j["id"], j["pool"]) for j in _jobs(mlxd_home)] == [(1, "gpu-room"), (2, "gpu-room")]

@@ -303,7 +303,7 @@ def _wait_end(job_id: int, timeout_s: float = 30.0):
 @click.option("--wait", is_flag=True, help="Follow the new job")
 @catalog_errors
 def retry(job_id: int, after: int | None, wait: bool):
-    """Queue a failed or cancelled job again, as a new job with the same parameters."""
+    """Queue a failed or cancelled job again: a new job, same parameters and pool."""
     store = get_store()
     old = store.get_job(job_id)
     if old.status not in ("failed", "cancelled"):
@@ -330,6 +330,7 @@ def retry(job_id: int, after: int | None, wait: bool):
         timeout_s=old.timeout_s,
         max_attempts=old.max_attempts,
         label=f"retry of job {job_id} ({_describe(old)})",
+        pool=old.pool,  # where it was sent (--pool, or placement then), not placed anew
     )
 
 
