@@ -298,6 +298,8 @@ FENCED_WRITES = {
     "give_back": lambda st, job: st.give_back_job(job, "the daemon stopped"),
     "ship_log": lambda st, job: st.append_job_log(job.id, job.host, job.attempts, "a line\n"),
     "take_back": lambda st, job: st.take_back(job, "taken back"),  # False when fenced out
+    # a's housekeeper found its daemon dead, read the row before b's claim: no match either
+    "requeue_after_interruption": lambda st, job: st.requeue_after_interruption(job, "stopped"),
     "finetune_step": _finetune_event("finetune_report", kind="train", **STEP),
     "finetune_eval": _finetune_event(
         "finetune_report", kind="val", iteration=10, loss=1.5, perplexity=4.5
@@ -341,7 +343,7 @@ def test_a_taken_back_attempts_write_is_fenced_out_and_changes_nothing(
         return row, logs, [m.name for m in store.list_models()], rows, adapter
 
     before = snapshot()
-    if write == "take_back":  # a third host that read the row before b's claim: no match
+    if write in ("take_back", "requeue_after_interruption"):  # the row read before b's claim
         assert FENCED_WRITES[write](store, stale) is False
     else:
         with pytest.raises(FencedOut) as e:

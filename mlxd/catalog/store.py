@@ -587,16 +587,13 @@ class Store:
                 ),
             )
 
-    def requeue_after_interruption(self, job_id: int, message: str) -> bool:
+    def requeue_after_interruption(self, job: Job, message: str) -> bool:
         """The daemon died during this job: not the job's fault, so no attempt is charged.
 
-        False if the job is no longer running (it ended meanwhile)."""
+        False if the row is no longer as ``job`` read it (still running on that host in
+        that attempt): it ended meanwhile, or another host took it back and runs it."""
         with self.write() as s:
-            res = s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == "running")
-                .values(**_interrupted(message))
-            )
+            res = s.execute(update(Job).where(*_fence(job)).values(**_interrupted(message)))
             return res.rowcount == 1
 
     # -- prompt caches (issue 11) ---------------------------------------------------------

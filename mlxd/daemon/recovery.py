@@ -72,22 +72,31 @@ def recover_orphaned_jobs(
                 else f"poison pill: the daemon died {deaths} times in a row while this job "
                 "ran; not run again"
             )
-            status, extra = (
-                ("cancelled", {}) if job.cancel_requested else ("failed", {"interruptions": deaths})
-            )
-            try:  # the row as read here: a job that ended or moved on meanwhile is left be
-                store.finish_job(job.id, status, error=why, fence=job, **extra)
-            except FencedOut:
+            if not _end_for_good(store, job, why, deaths):
                 continue
-            store.fail_dependents(job.id)
             if not job.cancel_requested:
                 log.warning("job %s failed as a poison pill after %s daemon deaths", job.id, deaths)
         elif store.requeue_after_interruption(
-            job.id, f"the daemon stopped during this job ({deaths}x); queued again"
+            job, f"the daemon stopped during this job ({deaths}x); queued again"
         ):
             queue.enqueue(paths, job.id, priority=job.priority, pool=job.pool)
             log.info("job %s was running when its daemon stopped; queued again", job.id)
     return keep_partial
+
+
+def _end_for_good(store: Store, job, why: str, deaths: int) -> bool:
+    """End a job whose daemon or host died (cancelled, or failed as a poison pill) and its
+    dependents, in a write fenced by the row as read here; False if the job ended or moved
+    on meanwhile (another daemon took it back first, or its host woke up)."""
+    status, extra = (
+        ("cancelled", {}) if job.cancel_requested else ("failed", {"interruptions": deaths})
+    )
+    try:
+        store.finish_job(job.id, status, error=why, fence=job, **extra)
+    except FencedOut:
+        return False
+    store.fail_dependents(job.id)
+    return True
 
 
 def _host_dead(job, machines) -> bool:
@@ -103,9 +112,9 @@ def _take_back(store: Store, paths: Paths, job) -> None:
             if job.cancel_requested
             else f"poison pill: its host died {deaths} times in a row while this job ran"
         )
-        if store.take_back(job, "ending"):
-            store.finish_job(job.id, "cancelled" if job.cancel_requested else "failed", error=why)
-            store.fail_dependents(job.id)
+        # One fenced write (a take-back, then an end by id, would end a run that another
+        # host claimed in between).
+        _end_for_good(store, job, why, deaths)
         return
     msg = f"host {job.host} stopped during this job ({deaths}x); queued again"
     if store.take_back(job, msg):
