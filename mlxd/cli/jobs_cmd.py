@@ -227,7 +227,7 @@ def _each_job(job_ids, action, failed: str) -> None:
 
 
 def _cancel_one(job_id: int, force: bool = False) -> None:
-    from mlxd.catalog.errors import CatalogError, NotFound
+    from mlxd.catalog.errors import CatalogError, FencedOut, NotFound
     from mlxd.daemon.admission import current_user
     from mlxd.daemon.control import request_cancel_file
     from mlxd.daemon.liveness import owner_alive
@@ -263,8 +263,12 @@ def _cancel_one(job_id: int, force: bool = False) -> None:
         )
         return
     if job.status == "running" and not owner_alive(job):
-        # Its daemon is gone: nobody would act on the request; the job ends here.
-        store.finish_job(job_id, "cancelled", error="cancelled by user")
+        # Its daemon is gone: nobody would act on the request; the job ends here, unless
+        # another host took it back meanwhile (fenced): that one sees the request and stops.
+        try:
+            store.finish_job(job_id, "cancelled", error="cancelled by user", fence=job)
+        except FencedOut:
+            pass
         job = store.get_job(job_id)
     if job.status == "cancelled":
         failed = store.fail_dependents(job_id)
