@@ -399,3 +399,30 @@ def test_a_supervisor_bug_fails_its_own_attempt_only(
         assert (after.status, after.host, after.attempts, after.error) == ("running", "b", 2, None)
     else:
         assert (after.status, after.error) == ("failed", INTERNAL_ERROR)
+
+
+@pytest.mark.parametrize("claimed_meanwhile", [False, True])
+def test_a_refusal_at_admission_fails_the_job_only_while_it_is_still_queued(
+    catalog_backend, mlxd_home, monkeypatch, claimed_meanwhile
+):
+    """A daemon that refuses a queued job (it can never fit) ends it as it read it: a run
+    that another host claimed meanwhile is not failed under it."""
+    from mlxd.daemon import admission
+    from mlxd.daemon.runner import Runner
+
+    store = Store(paths(mlxd_home))
+    job = store.submit_job("synth", {"name": "x"})
+
+    def decide(est, in_use_bytes, models_path):
+        if claimed_meanwhile:
+            assert store.claim_job(job.id, host="b", daemon_pid=2) is not None
+        raise admission.AdmissionError("needs more memory than this machine has")
+
+    monkeypatch.setattr(admission, "decide", decide)
+    outcome = Runner(store, store.paths).handle(job.id)
+    after = store.get_job(job.id)
+    if claimed_meanwhile:
+        assert outcome is None and (after.status, after.host, after.error) == ("running", "b", None)
+    else:
+        assert outcome.status == "failed" and after.status == "failed"
+        assert after.error == "needs more memory than this machine has"

@@ -226,9 +226,13 @@ class Runner:
                 self._reserved[job.id] = est.memory_bytes if est else 0
                 return True
         if refused is not None:
-            self._write(
-                lambda: self.store.finish_job(job.id, "failed", error=refused), "refuse job"
-            )
+            try:  # only while it is still queued as read: not a run another host claimed
+                self._write(
+                    lambda: self.store.finish_job(job.id, "failed", error=refused, fence=job),
+                    "refuse job",
+                )
+            except FencedOut:
+                return None
             return Outcome("failed", refused)
         if job.message != wait:
             try_write(lambda: self.store.update_job(job.id, message=wait), what="waiting")
