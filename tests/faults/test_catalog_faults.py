@@ -55,10 +55,15 @@ def test_a_lock_longer_than_the_busy_timeout_costs_no_job(fh_tiny):
     assert final["status"] == "succeeded", final
     assert final["crashes"] == 0 and final["attempts"] == 1
     assert fh_tiny.models().count("tiny-4bit-g64") == 1
-    assert (
-        "catalog write 'record the result of job 1' failed (database is locked); trying again"
-        in (fh_tiny.daemon_log())
-    )
+    # The runner met the lock after the child had gone (the lease renewal it does before the
+    # result, or the result itself, whichever came first) and waited it out.
+    import re
+
+    assert re.search(
+        r"catalog write '(record the result of job 1|renew the lease)' failed "
+        r"\(database is locked\); trying again",
+        fh_tiny.daemon_log(),
+    ), fh_tiny.daemon_log()
     fh_tiny.assert_consistent()
 
 
