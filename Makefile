@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export MLXD_HOME ?= $(CURDIR)/.mlxd-demo
+# The suite's workers (pytest-xdist): 2 by default, the cores of the smallest machine it runs on.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint format bench clean
 
@@ -17,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/mlxd demo
 
 test: $(STAMP)
-	unset MLXD_HOME; $(PY) -m pytest -q
+	unset MLXD_HOME; $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mlxd tests benchmarks

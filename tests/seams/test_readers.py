@@ -1,5 +1,6 @@
-"""Seam 1: every command that reads the catalog, on the catalog the fill made (conftest.py),
-once per backend. Each reader x format x backend is its own test: it must exit 0 and show the
+"""Seam 2: every kind ran on one daemon, in sequence (the fill itself is in conftest.py).
+Seam 1: every command that reads the catalog, on the catalog the fill made, once per backend.
+(One file: `make test`'s workers keep a file together, so the fill is made once per backend.) Each reader x format x backend is its own test: it must exit 0 and show the
 figures the jobs made (seam 3: what a job stores is what the reader shows).
 
 The readers are found by walking the Click tree (every list and show command, each format), so
@@ -18,11 +19,40 @@ from typing import TYPE_CHECKING
 import click
 import pytest
 
+from mlxd.jobs import KINDS
+
 if TYPE_CHECKING:
     from tests.seams.conftest import Fill
 
 LIST_FORMATS = ("text", "json", "csv", "md", "jsonl")
 SHOW_FORMATS = ("text", "json")
+
+
+# Kinds the fill leaves out, with where they are tested instead.
+NOT_IN_FILL = {"bench_sharded": "two mlx.launch ranks (tests/test_sharded.py)"}
+ALL_KINDS = set(KINDS) - set(NOT_IN_FILL)
+
+
+def test_every_kind_ran_in_one_queue_and_the_daemon_kept_going(filled_catalog):
+    fill = filled_catalog
+    jobs = fill.json("jobs", "list", "--limit", "1000")
+    assert jobs and {j["status"] for j in jobs} == {"succeeded"}, [
+        (j["id"], j["kind"], j["status"]) for j in jobs if j["status"] != "succeeded"
+    ]
+    ran = {j["kind"] for j in jobs}
+    assert ALL_KINDS <= ran, f"job kinds the fill does not run: {ALL_KINDS - ran}"
+    assert not fill.wal_events, fill.wal_events
+    print(
+        f"\nfill on {fill.backend}: {fill.seconds:.0f} s, {len(jobs)} jobs, probe starts "
+        + ", ".join(f"{k} {v:.1f}" for k, v in fill.start_delays.items())
+    )
+
+
+def test_doctor_agrees_after_the_fill(filled_catalog):
+    proc = filled_catalog.run("doctor", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    findings = filled_catalog.json("doctor")
+    assert findings and all(f["ok"] for f in findings), [f for f in findings if not f["ok"]]
 
 
 def _reader_commands() -> list[tuple[tuple[str, ...], str]]:
