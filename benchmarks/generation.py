@@ -99,7 +99,7 @@ def run_mlxd_batch(home: Path, prompts: Path, b: int, g: int) -> float:
 
 def chat_rounds(path: Path, rounds: int) -> list[dict[str, float]]:
     from mlxd.engine.chat import ChatSession
-    from mlxd.jobs.sampling import Sampling
+    from mlxd.vocab.sampling import Sampling
 
     sampling = Sampling(max_tokens=32)
     session = ChatSession.load(path, sampling=sampling)

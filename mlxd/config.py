@@ -12,13 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-ENV_HOME = "MLXD_HOME"
-# How long a catalog or queue write waits for another process's lock (seconds).
-ENV_BUSY_TIMEOUT = "MLXD_BUSY_TIMEOUT_S"
-DEFAULT_BUSY_TIMEOUT_S = 30.0
+from mlxd.vocab import settings
 
-
-ENV_HOST_ID = "MLXD_HOST_ID"
 CONFIG_FILE = "config.toml"  # settings of one MLXD_HOME: database_url, host_id
 
 
@@ -53,7 +48,7 @@ def host_id(p: Paths | None = None) -> str:
     jobs under the daemon's id), else the hostname. ``job.host`` and ``model.host`` record it."""
     import socket
 
-    return os.environ.get(ENV_HOST_ID) or recorded_host_id(p or paths()) or socket.gethostname()
+    return settings.HOST_ID.get() or recorded_host_id(p or paths()) or socket.gethostname()
 
 
 def record_host_id(p: Paths, value: str) -> bool:
@@ -73,15 +68,6 @@ def record_host_id(p: Paths, value: str) -> bool:
     tmp.write_text("\n".join(kept) + "\n")
     tmp.replace(cfg)
     return True
-
-
-def busy_timeout_s() -> float:
-    """MLXD_BUSY_TIMEOUT_S, else 30 s (the fault tests hold locks longer than a short one)."""
-    try:
-        value = float(os.environ.get(ENV_BUSY_TIMEOUT, ""))
-    except ValueError:
-        return DEFAULT_BUSY_TIMEOUT_S
-    return value if value > 0 else DEFAULT_BUSY_TIMEOUT_S
 
 
 def default_home() -> Path:
@@ -146,7 +132,9 @@ def check_home(p: Paths) -> Paths:
     """``p`` if its home is a folder this process can write in (created if missing)."""
     home = p.home
     if home.exists() and not home.is_dir():
-        raise HomeError(f"MLXD_HOME {home} is a file, not a folder; point {ENV_HOME} at a folder")
+        raise HomeError(
+            f"MLXD_HOME {home} is a file, not a folder; point {settings.HOME.name} at a folder"
+        )
     try:
         home.mkdir(parents=True, exist_ok=True)
         # A write probe: catches read-only file systems and permissions alike (os.access
@@ -157,7 +145,7 @@ def check_home(p: Paths) -> Paths:
     except OSError as e:
         why = e.strerror or type(e).__name__
         raise HomeError(
-            f"MLXD_HOME {home} is not usable ({why}); point {ENV_HOME} at a folder you can write in"
+            f"MLXD_HOME {home} is not usable ({why}); point {settings.HOME.name} at a folder you can write in"
         ) from None
     return p
 
@@ -165,5 +153,5 @@ def check_home(p: Paths) -> Paths:
 def paths(home: str | os.PathLike | None = None) -> Paths:
     """The paths for ``home``, else ``$MLXD_HOME``, else the platform default."""
     if home is None:
-        home = os.environ.get(ENV_HOME) or default_home()
+        home = settings.HOME.get() or default_home()
     return Paths(Path(home).expanduser().resolve())

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlxd.reports.fmt import size as human_bytes  # one byte format everywhere
+from mlxd.vocab.fmt import size as human_bytes  # one byte format everywhere
 
 # What the hub accepts as a repo id: "org/name", letters, digits, '-', '_', '.'; no "--" or
 # "..", not ending in ".git" (huggingface_hub's validate_repo_id, without importing it).
@@ -35,7 +35,6 @@ _REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_-])?"
 REPO_ID_RE = re.compile(rf"^{_REPO_PART}/{_REPO_PART}$")
 REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-DEFAULT_MARGIN_BYTES = 512 * 1024**2  # kept free after a download (MLXD_DISK_MARGIN_BYTES)
 REMOTE_CODE_SUFFIXES = (".py",)
 PROGRESS_EVERY_S = 0.5
 
@@ -178,10 +177,9 @@ def cached_commit(cache_dir: Path, repo_id: str, revision: str | None) -> str | 
 
 
 def margin_bytes() -> int:
-    try:
-        return int(os.environ.get("MLXD_DISK_MARGIN_BYTES", DEFAULT_MARGIN_BYTES))
-    except ValueError:
-        return DEFAULT_MARGIN_BYTES
+    from mlxd.vocab.settings import DISK_MARGIN_BYTES
+
+    return DISK_MARGIN_BYTES.get()
 
 
 # -- what a pull is about to fetch ------------------------------------------------------------

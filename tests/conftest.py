@@ -27,6 +27,7 @@ PG_SKIP = f"{ENV_TEST_DATABASE_URL} is not set (no PostgreSQL server to test aga
 BOTH_BACKENDS_MODULES: dict[str, set[str] | None] = {
     "test_catalog": None,
     "test_results": None,
+    "test_vocab": {"test_the_quantization_label_is_the_same_in_python_and_in_sql"},
     "test_queue_behaviour": {
         "test_higher_priority_runs_first",
         "test_two_workers_run_two_jobs_at_once",

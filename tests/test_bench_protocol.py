@@ -11,8 +11,9 @@ from mlxd.catalog.store import Store
 from mlxd.config import paths
 from mlxd.daemon.runner import Runner
 from mlxd.jobs import bench
-from mlxd.jobs.base import FinishContext, SpecError
-from mlxd.stats import summarize, t95
+from mlxd.jobs.base import FinishContext
+from mlxd.vocab.errors import SpecError
+from mlxd.vocab.stats import summarize, t95
 
 
 def test_summary_against_hand_worked_numbers():

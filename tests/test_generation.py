@@ -14,8 +14,8 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 pytest.importorskip("mlx_lm")
 
-from mlxd.jobs.base import SpecError
-from mlxd.jobs.sampling import PRESETS, Sampling, resolve_sampling
+from mlxd.vocab.errors import SpecError
+from mlxd.vocab.sampling import PRESETS, Sampling, resolve_sampling
 
 GREEDY = Sampling(max_tokens=6)
 

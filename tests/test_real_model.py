@@ -435,8 +435,8 @@ def test_import_job_refuses_in_the_daemon_too(tmp_path: Path) -> None:
 
 
 def test_import_names_come_from_the_file() -> None:
-    from mlxd.jobs.base import SpecError
     from mlxd.jobs.import_gguf import Spec
+    from mlxd.vocab.errors import SpecError
 
     path = "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
     assert Spec(file=path).name == "SmolLM2-135M-Instruct.Q4_1"

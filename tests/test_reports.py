@@ -25,7 +25,7 @@ from mlxd.catalog.models import (
 )
 from mlxd.catalog.store import Store
 from mlxd.config import paths
-from mlxd.stats import summarize
+from mlxd.vocab.stats import summarize
 from tests.conftest import mlxd_env, run_json, run_mlxd
 
 GB = 1_000_000_000

@@ -14,7 +14,7 @@ from mlxd.catalog.read import Reader, ResultFilter
 from mlxd.catalog.store import Store
 from mlxd.config import paths
 from mlxd.reports.results import compare, json_array
-from mlxd.stats import summarize
+from mlxd.vocab.stats import summarize
 from tests.conftest import mlxd_env, run_json, run_mlxd
 
 

@@ -11,14 +11,13 @@ A URL is never printed with its password: :meth:`Database.display` hides it.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from mlxd.catalog.errors import CatalogError
 from mlxd.config import ConfigError, Paths, read_config
+from mlxd.vocab import settings
 
-ENV_DATABASE_URL = "MLXD_DATABASE_URL"
 POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 # A daemon on another machine or a teammate's laptop should not hang on a dead server.
 CONNECT_TIMEOUT_S = 5
@@ -84,7 +83,7 @@ class Database:
         why = _short_reason(exc)
         return CatalogError(
             f"cannot reach the PostgreSQL database at {self.host}:{self.port} ({why}); "
-            f"check that the server runs, or unset {ENV_DATABASE_URL}"
+            f"check that the server runs, or unset {settings.DATABASE_URL.name}"
         )
 
     def connect(self):
@@ -114,7 +113,7 @@ def _short_reason(exc: BaseException) -> str:
 
 def configured_url(paths: Paths) -> str | None:
     """MLXD_DATABASE_URL, else ``database_url`` in MLXD_HOME/config.toml, else None."""
-    url = os.environ.get(ENV_DATABASE_URL, "").strip()
+    url = settings.DATABASE_URL.get()
     if not url:
         try:
             url = str(read_config(paths).get("database_url", "")).strip()
@@ -132,7 +131,7 @@ def database(paths: Paths) -> Database:
     if scheme not in POSTGRES_SCHEMES:
         shown = scheme or url.split("@")[-1]
         raise CatalogError(
-            f"{ENV_DATABASE_URL} must be a postgresql:// URL (got '{shown}'); unset it to use "
+            f"{settings.DATABASE_URL.name} must be a postgresql:// URL (got '{shown}'); unset it to use "
             "SQLite in MLXD_HOME"
         )
     return Database(url=url)

@@ -23,7 +23,7 @@ from mlxd.catalog.dialect import SQLITE, Dialect
 from mlxd.catalog.errors import NotFound, QueryError
 from mlxd.catalog.schema import HEAD_REVISION, current_revision
 from mlxd.config import Paths
-from mlxd.jobs.choices import BENCH_POINT_KEYS
+from mlxd.vocab.choices import BENCH_POINT_KEYS
 
 PENDING_STATUSES = ("queued", "running")
 
@@ -113,11 +113,13 @@ def _columns(d: Dialect) -> list[tuple[str, str]]:
     ]
 
 
-# The quantization as one short label: the recipe, a microscaling mode, "4bit-g64", or the
-# dtype of an unquantized model.
-_QUANT = (
-    "coalesce(m.quant_recipe, case when m.quant_mode != 'affine' then m.quant_mode end, "
-    "case when m.quant_bits is not null then m.quant_bits || 'bit-g' || m.quant_group_size end, "
+# mlxd.vocab.choices.quant_label in SQL ("mixed_3_6-g64", "mxfp4", "4bit-g64"), else the dtype
+# of an unquantized model; tests/test_vocab.py checks every choice through both.
+QUANT_LABEL = (
+    "coalesce(m.quant_recipe || coalesce('-g' || m.quant_group_size, ''), "
+    "case when m.quant_mode != 'affine' then m.quant_mode end, "
+    "case when m.quant_bits is not null "
+    "then m.quant_bits || 'bit' || coalesce('-g' || m.quant_group_size, '') end, "
     "m.dtype)"
 )
 # Batched runs report tok/s summed over the batch, but each decoding step reads the weights
@@ -138,7 +140,7 @@ _COLUMN_TEMPLATE: list[tuple[str, Any]] = [
     ("model_id", "m.id"),
     ("adapter", "a.name"),
     ("adapter_id", "r.adapter_id"),
-    ("quantization", _QUANT),
+    ("quantization", QUANT_LABEL),
     ("bits_per_weight", "m.bits_per_weight"),
     ("model_size_bytes", "m.size_bytes"),
     ("system_id", "r.system_id"),

@@ -35,13 +35,14 @@ from mlxd.catalog.models import (
     System,
     utcnow,
 )
-from mlxd.config import Paths, busy_timeout_s
+from mlxd.config import Paths
 from mlxd.system.permissions import share_files
+from mlxd.vocab import settings
 
 
-# A writer waits this long for another's lock; MLXD_BUSY_TIMEOUT_S changes it (config.py).
+# A writer waits this long for another's lock; MLXD_BUSY_TIMEOUT_S changes it.
 def busy_timeout_ms() -> int:
-    return int(busy_timeout_s() * 1000)
+    return int(settings.BUSY_TIMEOUT_S.get() * 1000)
 
 
 __all__ = ["CatalogError", "FencedOut", "NotFound", "Store"]

@@ -121,7 +121,7 @@ def catalog_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         from mlxd.catalog.errors import CatalogError, NotFound, QueryError
         from mlxd.formats.modelfolder import ModelFolderError
-        from mlxd.jobs.base import SpecError
+        from mlxd.vocab.errors import SpecError
 
         try:
             return fn(*args, **kwargs)

@@ -12,9 +12,8 @@ from mlxd.cli.context import BadUsage, UserError, catalog_errors, get_store
 from mlxd.cli.output import echo_json, emit, human_bytes, output_options, render_table, when
 from mlxd.cli.output import sig as significant
 from mlxd.cli.submit import follow, job_options
+from mlxd.vocab.choices import FINE_TUNE_TYPES, OPTIMIZERS
 
-TYPES = ("lora", "dora", "full")
-OPTIMIZERS = ("adam", "adamw", "muon", "sgd", "adafactor")
 SCHEDULES = {
     "cosine": "cosine_decay",
     "linear": "linear_schedule",
@@ -164,8 +163,8 @@ def run(
         "iters": parse_grid(iters, "--iters", int),
     }
     for t in grid["fine_tune_type"] or []:
-        if t not in TYPES:
-            raise BadUsage(f"unknown --type '{t}'; choose from {', '.join(TYPES)}")
+        if t not in FINE_TUNE_TYPES:
+            raise BadUsage(f"unknown --type '{t}'; choose from {', '.join(FINE_TUNE_TYPES)}")
     combos = combinations(grid) or [{}]
     if len(combos) > 1 and (resume or name):
         raise BadUsage("a grid makes one adapter per run: leave out --resume and --name")

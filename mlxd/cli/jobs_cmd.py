@@ -317,7 +317,7 @@ def retry(job_id: int, after: int | None, wait: bool):
 
     hook = getattr(load_kind(old.kind), "retry_params", None)
     if hook is not None:  # a kind whose job left something to go on from (a checkpoint)
-        from mlxd.jobs.base import SpecError
+        from mlxd.vocab.errors import SpecError
 
         try:
             params, note = hook(store, old)

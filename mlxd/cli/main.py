@@ -115,7 +115,24 @@ def _log_traceback() -> str:
         return "the traceback above"
 
 
+def _help_env(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from mlxd.vocab.settings import help_env
+
+    click.echo(help_env())
+    ctx.exit(0)
+
+
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mlxd")
+@click.option(
+    "--help-env",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_help_env,
+    help="Show the MLXD_* environment variables, their defaults and meaning, and exit.",
+)
 def cli():
     """Queue, run and compare MLX model work: convert, quantize, benchmark."""

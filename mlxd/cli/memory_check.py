@@ -7,23 +7,21 @@ overrides it (to leave headroom for other work, or to test the refusal).
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from mlxd.cli.context import UserError
 from mlxd.cli.output import human_bytes
-
-BUDGET_ENV = "MLXD_MEMORY_BUDGET_BYTES"
+from mlxd.vocab.settings import MEMORY_BUDGET_BYTES
 
 
 def memory_budget() -> tuple[int, str]:
     """(bytes a model may use, where that figure comes from)."""
-    if os.environ.get(BUDGET_ENV):
-        try:
-            return int(float(os.environ[BUDGET_ENV])), BUDGET_ENV
-        except ValueError:
-            raise UserError(f"{BUDGET_ENV} must be a number of bytes") from None
+    if MEMORY_BUDGET_BYTES.raw() is not None:
+        budget = MEMORY_BUDGET_BYTES.get()
+        if budget is None:
+            raise UserError(f"{MEMORY_BUDGET_BYTES.name} must be a number of bytes")
+        return budget, MEMORY_BUDGET_BYTES.name
     if sys.platform == "darwin":
         from mlxd.engine.backend import backend_facts  # imports mlx: only here, before a load
 

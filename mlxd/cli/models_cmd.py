@@ -18,7 +18,7 @@ from mlxd.cli.output import (
 )
 from mlxd.cli.params import SEED
 from mlxd.cli.submit import job_options, submit
-from mlxd.jobs.choices import quant_label
+from mlxd.vocab.choices import model_quant_label
 
 
 @click.group()
@@ -188,7 +188,7 @@ def list_(fmt: str):
             human_count(m.num_parameters),
             human_bytes(m.size_bytes),
             m.dtype,
-            quant_label(m),
+            model_quant_label(m),
             f"{m.bits_per_weight:.2f}" if m.bits_per_weight else "",
             names.get(m.parent_id, "")
             or (f"{m.hub_repo}@{m.hub_commit[:12]}" if m.hub_repo else ""),
@@ -246,7 +246,7 @@ def show(ref: str, fmt: str):
         ("parameters", f"{m.num_parameters:,}" if m.num_parameters else None),
         ("size on disk", human_bytes(m.size_bytes)),
         ("dtype", m.dtype),
-        ("quantization", quant_label(m) or None),
+        ("quantization", model_quant_label(m) or None),
         ("bits per weight", f"{m.bits_per_weight:.3f}" if m.bits_per_weight else None),
         ("tokenizer", _tokenizer(m)),
         ("created", when(m.created_at)),

@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from mlxd.reports.fmt import sig  # noqa: F401 (re-exported: numbers never in exponent form)
-from mlxd.reports.fmt import size as human_bytes  # noqa: F401 (re-exported: one byte format)
+from mlxd.vocab.fmt import sig  # noqa: F401 (re-exported: numbers never in exponent form)
+from mlxd.vocab.fmt import size as human_bytes  # noqa: F401 (re-exported: one byte format)
 
 FORMAT_HELP = {
     "json": "Output as JSON",

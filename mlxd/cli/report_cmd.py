@@ -164,7 +164,7 @@ def _default_memory(data, machine: str | None) -> int | None:
     """No --memory: this machine's memory budget for jobs, or with --machine another host,
     the RAM its figures recorded; one line on stderr says which."""
     from mlxd.daemon import hosts
-    from mlxd.reports.fmt import size
+    from mlxd.vocab.fmt import size
 
     if machine and machine != hosts.host_id():
         ram = max((s.ram_bytes or 0 for s in data.systems.values() if s.host == machine), default=0)
@@ -173,11 +173,12 @@ def _default_memory(data, machine: str | None) -> int | None:
                 f"Note: memory {size(ram)}, the RAM of {machine} (--memory to choose)", err=True
             )
         return ram or None
-    from mlxd.daemon.admission import ENV_MEMORY_BUDGET, memory_budget_bytes
+    from mlxd.daemon.admission import memory_budget_bytes
+    from mlxd.vocab.settings import MEMORY_BUDGET_BYTES
 
     budget = memory_budget_bytes()
     click.echo(
-        f"Note: memory {size(budget)}, this machine's budget ({ENV_MEMORY_BUDGET} or 75% of its "
+        f"Note: memory {size(budget)}, this machine's budget ({MEMORY_BUDGET_BYTES.name} or 75% of its "
         "RAM; --memory to choose)",
         err=True,
     )
@@ -197,8 +198,8 @@ def _default_memory(data, machine: str | None) -> int | None:
 @output_options()
 def regressions(since, models, machines, slower, fmt):
     """Speed changes beyond the noise between mlx / mlx-lm versions, per machine."""
-    from mlxd.reports import fmt as f
     from mlxd.reports.regressions import find_changes
+    from mlxd.vocab import fmt as f
 
     reader = _reader()
     try:

@@ -300,8 +300,8 @@ def echo_adapter_comparison(job_id: int) -> None:
 
 
 def adapter_comparison_text(rows) -> str:
-    from mlxd.jobs.choices import BENCH_POINT_KEYS
-    from mlxd.stats import pool, ratio_of_means
+    from mlxd.vocab.choices import BENCH_POINT_KEYS
+    from mlxd.vocab.stats import pool, ratio_of_means
 
     base_ids = {r["model_id"] for r in rows if r["adapter"] is not None}
 

@@ -7,14 +7,14 @@ from collections.abc import Callable
 import click
 
 from mlxd.cli.params import SEED
-from mlxd.jobs.sampling import PRESETS, presets_help
+from mlxd.vocab.sampling import PRESETS, presets_help
 
 
 def sampling_options(fn: Callable) -> Callable:
     """--preset, --max-tokens, --temp, --top-p, --min-p, --top-k, --repetition-penalty, --seed.
 
     Every option defaults to None so that a preset's value shows through unless the user
-    gives one; resolve with ``mlxd.jobs.sampling.resolve_sampling(preset, **values)``.
+    gives one; resolve with ``mlxd.vocab.sampling.resolve_sampling(preset, **values)``.
     """
     opts = [
         click.option(
@@ -60,7 +60,7 @@ SAMPLING_KEYS = ("max_tokens", "temp", "top_p", "min_p", "top_k", "repetition_pe
 
 def pop_sampling(kwargs: dict):
     """Take the sampling options out of a command's kwargs and resolve them."""
-    from mlxd.jobs.sampling import resolve_sampling
+    from mlxd.vocab.sampling import resolve_sampling
 
     preset = kwargs.pop("preset", None)
     values = {k: kwargs.pop(k, None) for k in SAMPLING_KEYS}

@@ -90,10 +90,11 @@ def place_job(
     machines share the catalog, the host that holds its model (or the pool of the job that
     makes it, ``after``), or a pool with a machine that can hold it. The note says why
     nobody will run it now, when nobody serves the pool it goes to."""
-    from mlxd.daemon import admission, hosts, settings
+    from mlxd.daemon import admission, hosts
+    from mlxd.vocab import settings
 
     machines = store.machines()
-    lease = settings.lease_timeout_s()
+    lease = settings.LEASE_TIMEOUT_S.get()
     if pool is None and len(machines) > 1:  # one machine runs everything
         model, model_host = _model_host(params, store)
         if model_host is None and model is None and after is not None:
@@ -120,10 +121,11 @@ def hub_environment_note(kind: str, pool: str, store) -> str | None:
     token presence or offline mode than this command (its machine row says what it has)."""
     if kind not in HUB_KINDS:
         return None
-    from mlxd.daemon import hosts, settings
+    from mlxd.daemon import hosts
     from mlxd.hub import environment_drift
+    from mlxd.vocab import settings
 
-    live = hosts.live_machines(store.machines(), settings.lease_timeout_s())
+    live = hosts.live_machines(store.machines(), settings.LEASE_TIMEOUT_S.get())
     for m in live:
         if pool in (*(m.pools or []), hosts.host_pool(m.host_id)):
             note = environment_drift((m.facts or {}).get("hub"), m.host_id)
@@ -274,9 +276,10 @@ def daemon_running(*, wait: bool, what: str) -> bool:
     running = status(paths).running
     if not running and backend.database(paths).is_postgres:
         # A shared catalog: a daemon on any machine runs the job (a laptop submits to them).
-        from mlxd.daemon import hosts, settings
+        from mlxd.daemon import hosts
+        from mlxd.vocab import settings
 
-        running = bool(hosts.live_machines(get_store().machines(), settings.lease_timeout_s()))
+        running = bool(hosts.live_machines(get_store().machines(), settings.LEASE_TIMEOUT_S.get()))
     if wait and not running:
         raise UserError(
             "the daemon is not running; start it with 'mlxd daemon start' "
@@ -391,8 +394,9 @@ NO_DAEMON = "no daemon is running it; start one with 'mlxd daemon start'"
 def _nobody_runs(job) -> str | None:
     """Why nobody will run ``job`` (queued or running), or None while someone may."""
     from mlxd.catalog import backend
-    from mlxd.daemon import hosts, settings
+    from mlxd.daemon import hosts
     from mlxd.daemon.liveness import owner_alive
+    from mlxd.vocab import settings
 
     if job.status not in ("queued", "running"):
         return None
@@ -400,14 +404,14 @@ def _nobody_runs(job) -> str | None:
         if not daemon_running(wait=False, what=""):
             return NO_DAEMON
         # Daemons run, but maybe none of them serves the job's pool.
-        why = hosts.unserved(job.pool, machines_as_seen(), settings.lease_timeout_s())
+        why = hosts.unserved(job.pool, machines_as_seen(), settings.LEASE_TIMEOUT_S.get())
         return f"{why}; {hosts.serve_advice(job.pool)}" if why else None
     if backend.database(get_paths()).is_postgres and job.host not in (None, hosts.host_id()):
         # A shared catalog: another machine's job, judged by its heartbeats.
         from mlxd.daemon.runner import HEARTBEAT_S
 
         machines = {m.host_id: m for m in get_store().machines()}
-        dead = hosts.job_host_dead(job, machines, settings.lease_timeout_s(), HEARTBEAT_S)
+        dead = hosts.job_host_dead(job, machines, settings.LEASE_TIMEOUT_S.get(), HEARTBEAT_S)
         return NO_DAEMON if dead else None
     return None if owner_alive(job) else NO_DAEMON
 
@@ -418,11 +422,12 @@ def why_waiting(jobs) -> dict[int, str]:
     queued = [j for j in jobs if j.status == "queued"]
     if not queued:
         return {}
-    from mlxd.daemon import hosts, settings
+    from mlxd.daemon import hosts
+    from mlxd.vocab import settings
 
     reader = get_reader()
     machines, pending = machines_as_seen(), reader.jobs(["queued", "running"])
-    lease = settings.lease_timeout_s()
+    lease = settings.LEASE_TIMEOUT_S.get()
     return {j.id: hosts.wait_reason(j, machines, lease, pending) for j in queued}
 
 
@@ -457,7 +462,7 @@ def _release(p, store, job_id: int) -> None:
 def short_value(value: Any, digits: int = 3) -> str:
     """A result value in a summary line: numbers never in exponent form."""
     if isinstance(value, float):
-        from mlxd.reports.fmt import sig
+        from mlxd.vocab.fmt import sig
 
         return sig(value, digits)
     if isinstance(value, list):
@@ -512,12 +517,14 @@ def catalog_model(model_id: int | None):
 
 def check_not_quantized(model, verb: str) -> None:
     """Quantized weights cannot be quantized or converted again: say where to start instead."""
-    from mlxd.jobs.choices import is_quantized, quant_label
+    from mlxd.vocab.choices import is_quantized, model_quant_label
 
     if model is not None and is_quantized(model):
         parent = get_reader().model_by_id(model.parent_id)
         hint = f"; {verb} its unquantized parent '{parent.name}'" if parent else ""
-        raise BadUsage(f"model '{model.name}' is already quantized ({quant_label(model)}){hint}")
+        raise BadUsage(
+            f"model '{model.name}' is already quantized ({model_quant_label(model)}){hint}"
+        )
 
 
 def check_context(model, needed: int, what: str) -> None:

@@ -26,7 +26,7 @@ from mlxd.cli.submit import (
     queue_job,
     requested_pool,
 )
-from mlxd.jobs.choices import DTYPES, QUANT_MODES, QUANT_RECIPES
+from mlxd.vocab.choices import DTYPES, QUANT_MODES, QUANT_RECIPES
 
 MICROSCALING_MODES = tuple(m for m in QUANT_MODES if m != "affine")
 

@@ -17,7 +17,8 @@ from mlxd.cli.submit import (
     submit,
     usable_adapter,
 )
-from mlxd.jobs.choices import (
+from mlxd.jobs.quantize import check_explicit_choices
+from mlxd.vocab.choices import (
     BITS,
     DEFAULT_BITS,
     DEFAULT_GROUP_SIZE,
@@ -27,7 +28,6 @@ from mlxd.jobs.choices import (
     QUANT_MODES,
     QUANT_RECIPES,
 )
-from mlxd.jobs.quantize import check_explicit_choices
 
 
 @click.command()

@@ -23,9 +23,8 @@ from typing import Any
 import psutil
 
 from mlxd.daemon.reasons import free_bytes, human_bytes
+from mlxd.vocab import settings
 
-ENV_MEMORY_BUDGET = "MLXD_MEMORY_BUDGET_BYTES"
-ENV_QUEUE_LIMIT = "MLXD_QUEUE_LIMIT_PER_USER"
 MARGIN = 1.2  # MLX's buffers, the Python process, activations
 
 
@@ -45,19 +44,7 @@ class Estimate:
 
 
 def memory_budget_bytes() -> int:
-    try:
-        value = int(float(os.environ.get(ENV_MEMORY_BUDGET, "")))
-    except ValueError:
-        value = 0
-    return value if value > 0 else int(psutil.virtual_memory().total * 0.75)
-
-
-def queue_limit_per_user() -> int | None:
-    try:
-        value = int(os.environ.get(ENV_QUEUE_LIMIT, ""))
-    except ValueError:
-        return None
-    return value if value > 0 else None
+    return settings.MEMORY_BUDGET_BYTES.get() or int(psutil.virtual_memory().total * 0.75)
 
 
 def _config(path: str | None) -> dict[str, Any]:
@@ -203,7 +190,7 @@ def check_queue_limit(store, adding: int = 1) -> None:
     """Refuse a user whose queued and running jobs would pass the limit with ``adding`` more
     (a sweep asks once for all its jobs: all of them are queued, or none)."""
     user = current_user()
-    limit = queue_limit_per_user()
+    limit = settings.QUEUE_LIMIT_PER_USER.get()
     if limit is None:
         return
     mine = [j for j in store.list_jobs(["queued", "running"]) if j.submitted_by == user]
@@ -211,11 +198,11 @@ def check_queue_limit(store, adding: int = 1) -> None:
         if adding == 1:
             raise AdmissionError(
                 f"{user} already has {len(mine)} job(s) queued or running, the limit per user "
-                f"({ENV_QUEUE_LIMIT}={limit}); wait for some to finish"
+                f"({settings.QUEUE_LIMIT_PER_USER.name}={limit}); wait for some to finish"
             )
         raise AdmissionError(
             f"{user} already has {len(mine)} job(s) queued or running and this command queues "
-            f"{adding} more, past the limit per user ({ENV_QUEUE_LIMIT}={limit}); "
+            f"{adding} more, past the limit per user ({settings.QUEUE_LIMIT_PER_USER.name}={limit}); "
             + ("wait for some to finish" if mine else "queue fewer at once")
         )
 
@@ -229,7 +216,7 @@ def check_at_submit(kind: str, params: dict[str, Any], store) -> str | None:
     if est.memory_bytes > budget:
         raise AdmissionError(
             f"this job needs {est.describe()}; this machine's budget is {human_bytes(budget)} "
-            f"({ENV_MEMORY_BUDGET}, default 75% of RAM)"
+            f"({settings.MEMORY_BUDGET_BYTES.name}, default 75% of RAM)"
         )
     free = free_bytes(est.disk_path or store.paths.models)
     if est.disk_bytes > free:
@@ -249,7 +236,7 @@ def decide(est: Estimate | None, in_use_bytes: int, models_path: Path) -> str | 
     if est.memory_bytes > budget:
         raise AdmissionError(
             f"this job needs {est.describe()}; the daemon's budget is {human_bytes(budget)} "
-            f"({ENV_MEMORY_BUDGET})"
+            f"({settings.MEMORY_BUDGET_BYTES.name})"
         )
     if in_use_bytes and est.memory_bytes > budget - in_use_bytes:
         return (

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlxd.config import Paths
+from mlxd.vocab import settings
 
 LAUNCHD_LABEL = "dev.mlxd.daemon"
 SYSTEMD_UNIT = "mlxd.service"
@@ -56,7 +57,7 @@ def launchd_plist(paths: Paths, *, python: str, workers: int = 1, digest: str | 
             "Label": LAUNCHD_LABEL,
             "ProgramArguments": daemon_command(python, workers, digest),
             "EnvironmentVariables": {
-                "MLXD_HOME": str(paths.home),
+                settings.HOME.name: str(paths.home),
                 "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",  # sysctl, pmset, notifyutil
             },
             "WorkingDirectory": str(paths.home),
@@ -77,7 +78,7 @@ def systemd_unit(paths: Paths, *, python: str, workers: int = 1, digest: str | N
         "Description=mlxd: MLX benchmarking and model-management daemon\n\n"
         "[Service]\n"
         f"ExecStart={command}\n"
-        f'Environment="MLXD_HOME={paths.home}"\n'
+        f'Environment="{settings.HOME.name}={paths.home}"\n'
         "Restart=on-failure\n"
         "KillSignal=SIGTERM\n"
         # SIGTERM stops the running job and queues it again: give that time.

@@ -39,9 +39,9 @@ def one_line(exc: BaseException) -> str:
 
 
 def _heartbeat(send) -> None:
-    from mlxd.daemon.settings import child_heartbeat_s
+    from mlxd.vocab.settings import CHILD_HEARTBEAT_S
 
-    interval = child_heartbeat_s()
+    interval = CHILD_HEARTBEAT_S.get()
     while True:
         send("beat")
         time.sleep(interval)
@@ -49,9 +49,9 @@ def _heartbeat(send) -> None:
 
 def _limit_address_space() -> None:
     # MLXD_JOB_MEMORY_LIMIT_BYTES: a job that asks for more fails instead of taking the machine.
-    from mlxd.daemon.settings import memory_limit_bytes
+    from mlxd.vocab.settings import JOB_MEMORY_LIMIT_BYTES
 
-    limit = memory_limit_bytes()
+    limit = JOB_MEMORY_LIMIT_BYTES.get()
     if limit:
         import resource
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import psutil
 
 from mlxd.config import Paths
+from mlxd.vocab import settings
 
 
 class DaemonError(Exception):
@@ -78,7 +79,7 @@ def start_background(
             stdout=out,
             stderr=out,
             start_new_session=True,  # survives the terminal that started it
-            env=dict(os.environ, MLXD_HOME=str(paths.home)),
+            env=dict(os.environ, **{settings.HOME.name: str(paths.home)}),
         )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from mlxd.config import Paths
-from mlxd.daemon import control, hosts, reasons, settings
+from mlxd.daemon import control, hosts, reasons
+from mlxd.vocab import settings
 
 
 @dataclass
@@ -91,7 +92,7 @@ def _sysctl(name: str) -> str | None:
 def check_disk(paths: Paths) -> Finding:
     """Free space where jobs write: MLXD_HOME, and its models and adapters folders when
     they are other file systems (a mount of their own); the fullest one is reported."""
-    reserve = settings.disk_reserve_bytes()
+    reserve = settings.DISK_RESERVE_BYTES.get()
     places = [p for p in (paths.home, paths.models, paths.home / "adapters") if p.exists()]
     free, where = min((reasons.free_bytes(p), p) for p in places or [paths.home])
     detail = f"{reasons.human_bytes(free)} free at {where}"
@@ -218,7 +219,7 @@ def check_daemon(paths: Paths) -> Finding:
         age = time.time() - alive.stat().st_mtime
     except OSError:
         age = None
-    limit = max(30.0, 5 * settings.housekeeping_s())
+    limit = max(30.0, 5 * settings.HOUSEKEEPING_S.get())
     if age is None or age > limit:
         seen = "never" if age is None else f"{age:.0f} s ago"
         return Finding(
@@ -238,7 +239,7 @@ def check_jobs(paths: Paths, store, daemon_running: bool) -> list[Finding]:
 
     out = []
     now = utcnow()
-    stale_after = settings.lease_timeout_s() + 10
+    stale_after = settings.LEASE_TIMEOUT_S.get() + 10
     orphaned, stale = [], []
     me = hosts.host_id()
     for job in store.list_jobs(["running"]):
@@ -322,7 +323,7 @@ def check_pools(store, queued, daemon_running: bool) -> list[Finding]:
     )
     out = []
     for pool in sorted({j.pool for j in queued} - covered):
-        why = hosts.unserved(pool, machines, settings.lease_timeout_s())
+        why = hosts.unserved(pool, machines, settings.LEASE_TIMEOUT_S.get())
         if why is not None:
             ids = [j.id for j in queued if j.pool == pool]
             out.append(

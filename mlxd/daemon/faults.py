@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import signal
 
-ENV_FAULT_POINT = "MLXD_FAULT_POINT"
+from mlxd.vocab.settings import FAULT_POINT
 
 
 def reach(point: str) -> None:
-    if os.environ.get(ENV_FAULT_POINT) == point:
+    if FAULT_POINT.get() == point:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -21,10 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlxd.config import ENV_HOST_ID, host_id  # noqa: F401  (hosts.host_id is the usual name)
+from mlxd.config import host_id  # noqa: F401  (hosts.host_id is the usual name)
+from mlxd.vocab import settings
 
-ENV_POOLS = "MLXD_POOLS"
-ENV_SHARED_MODELS = "MLXD_SHARED_MODELS"
 DEFAULT_POOL = "default"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -46,8 +45,7 @@ def host_pool(host: str) -> str:
 
 def joined_pools() -> list[str]:
     """The pools this daemon serves (MLXD_POOLS, comma separated; default ``default``)."""
-    pools = [p.strip() for p in os.environ.get(ENV_POOLS, "").split(",") if p.strip()]
-    return list(dict.fromkeys(pools)) or [DEFAULT_POOL]
+    return settings.POOLS.get() or [DEFAULT_POOL]
 
 
 def served_pools() -> list[str]:
@@ -55,7 +53,7 @@ def served_pools() -> list[str]:
 
 
 def shared_models_root() -> Path | None:
-    value = os.environ.get(ENV_SHARED_MODELS)
+    value = settings.SHARED_MODELS.get()
     return Path(value).expanduser().resolve() if value else None
 
 

@@ -15,20 +15,23 @@ import threading
 
 from mlxd.catalog.store import Store
 from mlxd.config import Paths
-from mlxd.daemon import hosts, settings
+from mlxd.daemon import hosts
 from mlxd.daemon.control import alive_file
 from mlxd.daemon.recovery import reconcile_queue, recover_orphaned_jobs
 from mlxd.daemon.retry import short_error, transient
 from mlxd.daemon.runner import Runner
+from mlxd.vocab import settings
 
 log = logging.getLogger("mlxd.housekeeping")
+# Queued rows younger than this are left to the CLI that is still enqueueing them.
+RECONCILE_GRACE_S = 2.0
 
 
 class Housekeeper(threading.Thread):
     def __init__(self, store: Store, paths: Paths, runner: Runner, stop: threading.Event):
         super().__init__(name="mlxd-housekeeper", daemon=True)
         self.store, self.paths, self.runner, self.stop = store, paths, runner, stop
-        self.interval = settings.housekeeping_s()
+        self.interval = settings.HOUSEKEEPING_S.get()
         self.workers = 1
 
     def run(self) -> None:
@@ -56,6 +59,6 @@ class Housekeeper(threading.Thread):
         hosts.heartbeat(self.store, workers=self.workers)  # first: other hosts judge by it
         self.runner.spare.check(self.stop)
         recover_orphaned_jobs(self.store, self.paths, supervised=self.runner.active_jobs)
-        enqueued = reconcile_queue(self.store, self.paths, grace_s=settings.RECONCILE_GRACE_S)
+        enqueued = reconcile_queue(self.store, self.paths, grace_s=RECONCILE_GRACE_S)
         if enqueued:
             log.warning("queued job(s) %s were not in the queue; enqueued them", enqueued)

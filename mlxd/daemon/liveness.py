@@ -14,6 +14,8 @@ from pathlib import Path
 
 import psutil
 
+from mlxd.vocab import settings
+
 CHILD_MODULE = "mlxd.daemon.child"
 
 
@@ -59,7 +61,7 @@ def is_our_child(pid: int | None, started: float | None, home: Path) -> bool:
         if not any(CHILD_MODULE in part for part in proc.cmdline()):
             return False
         try:
-            env_home = proc.environ().get("MLXD_HOME")
+            env_home = proc.environ().get(settings.HOME.name)
         except (psutil.AccessDenied, OSError):
             env_home = None  # unreadable (another user, macOS): the start time has to do
         if env_home is not None and Path(env_home).resolve() != home.resolve():

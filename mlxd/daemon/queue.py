@@ -22,7 +22,8 @@ from functools import cache
 from huey import Huey, SqliteHuey
 
 from mlxd.catalog import backend
-from mlxd.config import Paths, busy_timeout_s
+from mlxd.config import Paths
+from mlxd.vocab import settings
 
 TASK_NAME = "run_job"
 DEFAULT_POOL = "default"
@@ -60,7 +61,11 @@ def get_huey(queue_db: str, pool: str = DEFAULT_POOL, database_url: str | None =
     else:
         # The catalog's busy timeout serves the queue too.
         huey = SqliteHuey(
-            queue_name(pool), filename=queue_db, results=False, utc=True, timeout=busy_timeout_s()
+            queue_name(pool),
+            filename=queue_db,
+            results=False,
+            utc=True,
+            timeout=settings.BUSY_TIMEOUT_S.get(),
         )
 
     @huey.task(name=TASK_NAME)

@@ -12,7 +12,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlxd.reports.fmt import size as human_bytes  # one byte format everywhere
+from mlxd.vocab.fmt import size as human_bytes  # one byte format everywhere
 
 # What MLX, the C++ runtime and Python print when an allocation fails.
 _OOM_PATTERNS = re.compile(

@@ -20,12 +20,15 @@ from pathlib import Path
 
 from mlxd.catalog.store import CatalogError, FencedOut, NotFound, Store
 from mlxd.config import Paths
-from mlxd.daemon import hosts, queue, settings
+from mlxd.daemon import hosts, queue
 from mlxd.daemon.liveness import kill_our_child, process_alive
 from mlxd.daemon.runner import COMMIT_MARKER, HEARTBEAT_S, commit_result, read_commit_marker
 from mlxd.jobs import load_kind
+from mlxd.vocab import settings
 
 log = logging.getLogger("mlxd.recovery")
+# A daemon that died this many times in a row while one job ran: that job is the cause.
+POISON_PILL_DEATHS = 5
 
 
 def recover(store: Store, paths: Paths) -> None:
@@ -65,7 +68,7 @@ def recover_orphaned_jobs(
             continue
         kill_our_child(job.pid, job.pid_started_at, paths.home)
         deaths = job.interruptions + 1
-        if job.cancel_requested or deaths >= settings.POISON_PILL_DEATHS:
+        if job.cancel_requested or deaths >= POISON_PILL_DEATHS:
             why = (
                 "cancelled by user"
                 if job.cancel_requested
@@ -100,13 +103,13 @@ def _end_for_good(store: Store, job, why: str, deaths: int) -> bool:
 
 
 def _host_dead(job, machines) -> bool:
-    return hosts.job_host_dead(job, machines, settings.lease_timeout_s(), HEARTBEAT_S)
+    return hosts.job_host_dead(job, machines, settings.LEASE_TIMEOUT_S.get(), HEARTBEAT_S)
 
 
 def _take_back(store: Store, paths: Paths, job) -> None:
     """Queue again (once: the first daemon to update the row wins) a dead host's job."""
     deaths = job.interruptions + 1
-    if deaths >= settings.POISON_PILL_DEATHS or job.cancel_requested:
+    if deaths >= POISON_PILL_DEATHS or job.cancel_requested:
         why = (
             "cancelled by user"
             if job.cancel_requested

@@ -39,7 +39,7 @@ import psutil
 from mlxd.catalog.models import utcnow
 from mlxd.catalog.store import CatalogError, FencedOut, Store
 from mlxd.config import Paths
-from mlxd.daemon import admission, faults, hosts, reasons, settings
+from mlxd.daemon import admission, faults, hosts, reasons
 from mlxd.daemon.control import cancel_file
 from mlxd.daemon.liveness import start_time
 from mlxd.daemon.retry import (
@@ -53,8 +53,10 @@ from mlxd.daemon.retry import (
 from mlxd.daemon.spare import CHILD_CMD, Spare, dismiss, terminate
 from mlxd.formats.modelfolder import ModelFolderError
 from mlxd.jobs import UnknownJobKind, load_kind
-from mlxd.jobs.base import FinishContext, JobFailed, SpecError
-from mlxd.reports.fmt import sig
+from mlxd.jobs.base import FinishContext, JobFailed
+from mlxd.vocab import settings
+from mlxd.vocab.errors import SpecError
+from mlxd.vocab.fmt import sig
 
 log = logging.getLogger("mlxd.runner")
 
@@ -66,6 +68,8 @@ DISK_CHECK_S = 2.0
 LOG_SHIP_S = 1.0  # how often a running job's new log lines reach a shared catalog
 LOG_SHIP_MAX_BYTES = 1 << 20  # per write; a chattier log catches up over several
 COMMIT_MARKER = ".mlxd-commit.json"
+# A job whose own process crashed (signal, out of memory, no sign of life) runs once more.
+CRASH_RETRIES = 1
 _FINISH_LOCK = threading.Lock()
 
 
@@ -380,7 +384,7 @@ class Runner:
 
     def _crashed(self, job, crash: reasons.Crash) -> Outcome:
         """The job's own process died: run it once more, then fail with the reason."""
-        if crash.retryable and job.crashes < settings.CRASH_RETRIES:
+        if crash.retryable and job.crashes < CRASH_RETRIES:
             self._write(lambda: self.store.requeue_after_crash(job, crash.reason), "requeue job")
             log.warning("job %s crashed (%s); it will run once more", job.id, crash.reason)
             self.release(job.id)
@@ -445,7 +449,7 @@ class Runner:
         self.spare.close()
 
     def _child_env(self) -> dict[str, str]:
-        return dict(os.environ, MLXD_HOME=str(self.paths.home), PYTHONUNBUFFERED="1")
+        return dict(os.environ, **{settings.HOME.name: str(self.paths.home)}, PYTHONUNBUFFERED="1")
 
     def _start_child(self, request: dict[str, Any], joblog) -> subprocess.Popen:
         """Hand the request to the spare, or to a fresh child when there is none."""
@@ -516,12 +520,12 @@ class Runner:
         reader = threading.Thread(target=read_events, daemon=True)
         reader.start()
 
-        lease_s = settings.lease_timeout_s()
+        lease_s = settings.LEASE_TIMEOUT_S.get()
         beat_s = job_heartbeat_s()
-        limit_s = settings.time_limit_s(job.kind, job.timeout_s)
+        limit_s = time_limit_s(job.kind, job.timeout_s)
         disk_path = self.paths.models if output_dir is not None else watch
-        reserve = settings.disk_reserve_bytes() if disk_path is not None else 0
-        memory_limit = settings.memory_limit_bytes()
+        reserve = settings.DISK_RESERVE_BYTES.get() if disk_path is not None else 0
+        memory_limit = settings.JOB_MEMORY_LIMIT_BYTES.get()
         try:
             ps = psutil.Process(proc.pid)
         except psutil.Error:
@@ -659,7 +663,7 @@ INTERNAL_ERROR = "internal error; see the daemon log"
 def job_heartbeat_s() -> float:
     """How often a running job's row is renewed (its lease): every HEARTBEAT_S, or a third
     of a shorter lease, so that three missed beats make a job's host dead (hosts.py)."""
-    return min(HEARTBEAT_S, settings.lease_timeout_s() / 3)
+    return min(HEARTBEAT_S, settings.LEASE_TIMEOUT_S.get() / 3)
 
 
 def write_commit_marker(folder: Path, job, result: dict[str, Any]) -> None:
@@ -728,3 +732,11 @@ def _quiet(kind_name: str) -> bool:
         return load_kind(kind_name).QUIET
     except UnknownJobKind:
         return False
+
+
+def time_limit_s(kind: str, requested: float | None) -> float:
+    """The job's time limit: what was asked for, else its kind's ``TIME_LIMIT_S``. Generous:
+    a limit is there to free the queue from a job that will never end, not to judge a slow one."""
+    if requested:
+        return requested
+    return float(load_kind(kind).TIME_LIMIT_S)

@@ -26,19 +26,17 @@ from huey.consumer import Consumer
 
 from mlxd.catalog.store import FencedOut, Store
 from mlxd.config import CONFIG_FILE, Paths, record_host_id, recorded_host_id
-from mlxd.daemon import hosts, queue, settings
+from mlxd.daemon import hosts, queue
 from mlxd.daemon.control import DaemonError, alive_file, pidfile_pid
 from mlxd.daemon.housekeeping import Housekeeper
 from mlxd.daemon.recovery import recover
 from mlxd.daemon.retry import GaveUp, short_error, transient
 from mlxd.daemon.runner import INTERNAL_ERROR, Runner
 from mlxd.system.permissions import apply_umask, share_files
+from mlxd.vocab import settings
 
 log = logging.getLogger("mlxd.daemon")
 HEALTH_CHECK_S = 10.0
-
-# Kept for callers of the old name (mlxd/daemon/settings.py lists every setting).
-ENV_SPARE_CHILD = settings.ENV_SPARE_CHILD
 
 
 class _Consumer(Consumer):
@@ -212,7 +210,7 @@ def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> Non
         paths,
         stop_event=consumer.stop_flag,
         release=lambda job_id: _enqueue_job(paths, store, job_id),
-        prewarm=settings.spare_enabled(),
+        prewarm=settings.SPARE_CHILD.get(),
     )
     queue.set_handler(make_handler(runner, paths, slots=slots))
     signals = _Signals()

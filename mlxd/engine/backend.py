@@ -54,6 +54,20 @@ def backend_facts() -> dict[str, Any]:
     return facts
 
 
+def system_facts() -> dict[str, Any]:
+    """machine_facts() plus what the MLX backend says (call only where mlx may be imported)."""
+    from mlxd.system.sysinfo import machine_facts
+
+    facts = machine_facts()
+    backend = backend_facts()
+    facts["backend"] = backend.get("backend", facts["backend"])
+    facts["mlx_version"] = backend.get("mlx_version", facts["mlx_version"])
+    facts["mlx_lm_version"] = backend.get("mlx_lm_version", facts["mlx_lm_version"])
+    if backend.get("device_name") and facts["backend"] != "cpu":
+        facts["chip"] = facts.get("chip") or backend["device_name"]
+    return facts
+
+
 def _backend(mx: Any) -> str:
     if mx.metal.is_available():
         return "metal"

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlxd.jobs.sampling import Sampling
+from mlxd.vocab.sampling import Sampling
 
 from .types import BatchItemResult, BatchRunResult
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from mlxd.jobs.choices import KV_BITS
+from mlxd.vocab.choices import KV_BITS
 
 from .types import BenchPoint, BenchResult, BenchVariant, TrialResult
 

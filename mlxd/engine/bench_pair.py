@@ -62,7 +62,7 @@ def bench_pair(
     from mlx.utils import tree_flatten
     from mlx_lm import load
 
-    from mlxd.jobs.sampling import Sampling
+    from mlxd.vocab.sampling import Sampling
 
     from .bench import _token_pool
     from .generate import check_same_vocabulary, stream_responses

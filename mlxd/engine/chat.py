@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlxd.jobs.sampling import Sampling
+from mlxd.vocab.sampling import Sampling
 
 from .types import GenerationStats
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlxd.jobs.choices import DTYPES, QUANT_MODES, QUANT_RECIPES, mode_bits_and_group
+from mlxd.vocab.choices import DTYPES, QUANT_MODES, QUANT_RECIPES, mode_bits_and_group
 
 from .types import QuantizeResult
 

@@ -25,9 +25,16 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from mlxd.vocab.choices import (
+    ADAPTER_CONFIG_FILE,
+    ADAPTER_FILE,
+    FINE_TUNE_TYPES,
+    OPTIMIZERS,
+    checkpoint_name,
+    optimizer_name,
+)
+
 LORA_SCALE = 20.0  # mlx-lm's default for lora_parameters["scale"]
-FINE_TUNE_TYPES = ("lora", "dora", "full")
-OPTIMIZERS = ("adam", "adamw", "muon", "sgd", "adafactor")
 
 
 @dataclass
@@ -100,16 +107,6 @@ class TrainingStopped(Exception):
         self.iteration = iteration
 
 
-def checkpoint_name(iteration: int) -> str:
-    return f"{iteration:07d}_adapters.safetensors"
-
-
-def optimizer_name(iteration: int) -> str:
-    """The optimizer's state saved beside checkpoint `iteration` (mlx-lm saves none), so a
-    resumed run continues Adam's moments and the step count instead of starting them over."""
-    return f"{iteration:07d}_optimizer.safetensors"
-
-
 def _restore_optimizer(optimizer, parameters, path: Path) -> bool:
     """Load a saved optimizer state into `optimizer` for `parameters`; False (state left
     fresh) when there is none or it does not fit these parameters."""
@@ -151,7 +148,7 @@ def _leaf_parent(tree, key: str):
 def latest_checkpoint(adapter_dir: Path) -> tuple[int, Path] | None:
     """The highest-numbered checkpoint in an adapter folder, as (iteration, file)."""
     found = []
-    for f in Path(adapter_dir).glob("*_adapters.safetensors"):
+    for f in Path(adapter_dir).glob(f"*_{ADAPTER_FILE}"):
         head = f.name.split("_", 1)[0]
         if head.isdigit():
             found.append((int(head), f))
@@ -241,9 +238,9 @@ def finetune(
         raise ValueError("nothing to train: no layer of the model can be fine-tuned this way")
 
     adapter_dir.mkdir(parents=True, exist_ok=True)
-    adapter_file = adapter_dir / "adapters.safetensors"
+    adapter_file = adapter_dir / ADAPTER_FILE
     config = s.adapter_config(model_path)
-    (adapter_dir / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (adapter_dir / ADAPTER_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
     def save_checkpoint(iteration: int) -> None:
         weights = dict(tree_flatten(model.trainable_parameters()))

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mlxd.jobs.sampling import Sampling
+from mlxd.vocab.sampling import Sampling
 
 from .types import GenerationStats
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlxd.jobs.sampling import Sampling
+from mlxd.vocab.sampling import Sampling
 
 
 def sampler_kwargs(sampling: Sampling) -> dict[str, Any]:

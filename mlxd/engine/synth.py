@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mlxd.jobs.choices import DTYPES
+from mlxd.vocab.choices import DTYPES
 
 CORPUS_PATH = Path(__file__).resolve().parent.parent / "data" / "corpus.txt"
 

@@ -10,11 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from mlxd.formats.modelfolder import inspect_folder, tokenizer_identity
-
-
-class SpecError(ValueError):
-    """Invalid job parameters; the message is one line a user can act on."""
-
+from mlxd.vocab.errors import SpecError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 MAX_NAME_LENGTH = 100  # a folder name under models/, with room for suffixes like -4bit-g64

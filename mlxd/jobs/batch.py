@@ -13,15 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlxd.jobs.base import (
-    FinishContext,
-    JobFailed,
-    ModelRefSpec,
-    RunContext,
-    SpecError,
-    resolve_input_model,
-)
-from mlxd.jobs.sampling import sampling_from_dict
+from mlxd.jobs.base import FinishContext, JobFailed, ModelRefSpec, RunContext, resolve_input_model
+from mlxd.vocab.errors import SpecError
+from mlxd.vocab.sampling import sampling_from_dict
 
 PRODUCES_MODEL = False
 QUIET = True  # measures speed: nothing else may use the CPU meanwhile
@@ -169,8 +163,8 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     import dataclasses
     import os
 
+    from mlxd.engine.backend import system_facts
     from mlxd.engine.batch import run_batch
-    from mlxd.system.sysinfo import system_facts
 
     prompts = read_prompts(Path(spec.prompts_file))
     n = len(prompts)

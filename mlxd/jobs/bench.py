@@ -6,14 +6,9 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlxd.jobs.base import (
-    FinishContext,
-    ModelRefSpec,
-    RunContext,
-    SpecError,
-    resolve_input_model,
-)
-from mlxd.jobs.choices import BENCH_POINT_KEYS, DEFAULT_PREFILL_STEP_SIZE, KV_BITS
+from mlxd.jobs.base import FinishContext, ModelRefSpec, RunContext, resolve_input_model
+from mlxd.vocab.choices import BENCH_POINT_KEYS, DEFAULT_PREFILL_STEP_SIZE, KV_BITS
+from mlxd.vocab.errors import SpecError
 
 PRODUCES_MODEL = False
 QUIET = True  # measures speed: nothing else may use the CPU meanwhile
@@ -136,9 +131,10 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
 
     import psutil
 
+    from mlxd.engine.backend import system_facts
     from mlxd.engine.bench import bench_model
     from mlxd.engine.types import BenchPoint, BenchVariant
-    from mlxd.system.sysinfo import power_state, system_facts
+    from mlxd.system.sysinfo import power_state
 
     points = [BenchPoint(**p) for p in spec.points()]
     sides = [BenchVariant(*v) for v in variants(inputs)]
@@ -181,7 +177,7 @@ def _log_trial(t) -> None:
 def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: FinishContext) -> None:
     from mlxd.catalog.models import BenchRun, BenchTrial, row_from
     from mlxd.engine.types import trial_from_dict
-    from mlxd.stats import summarize
+    from mlxd.vocab.stats import summarize
 
     system = fin.store.system_for(result["system"], session=fin.session)
     by_point: dict[tuple, list[dict[str, Any]]] = {}

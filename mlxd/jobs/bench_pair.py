@@ -16,11 +16,11 @@ from mlxd.jobs.base import (
     JobFailed,
     ModelRefSpec,
     RunContext,
-    SpecError,
     add_model_input,
     check_same_tokenizer,
     resolve_input_model,
 )
+from mlxd.vocab.errors import SpecError
 
 PRODUCES_MODEL = False
 QUIET = True  # measures speed: nothing else may use the CPU meanwhile
@@ -100,9 +100,9 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     import dataclasses
     from pathlib import Path
 
+    from mlxd.engine.backend import system_facts
     from mlxd.engine.bench_pair import bench_pair
     from mlxd.formats.modelfolder import tokenizer_fingerprint
-    from mlxd.system.sysinfo import system_facts
 
     if inputs.get("draft_model_path"):  # both folders are here now (fetched if need be)
         a, b = (tokenizer_fingerprint(Path(inputs[k])) for k in ("model_path", "draft_model_path"))
@@ -131,7 +131,7 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
 
 def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: FinishContext) -> None:
     from mlxd.catalog.models import BenchRun, BenchTrial
-    from mlxd.stats import summarize
+    from mlxd.vocab.stats import summarize
 
     def mean(xs: list[float]) -> float | None:
         return sum(xs) / len(xs) if xs else None

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlxd.jobs.base import FinishContext, ModelRefSpec, RunContext, SpecError, resolve_input_model
-from mlxd.jobs.choices import DEFAULT_PREFILL_STEP_SIZE
+from mlxd.jobs.base import FinishContext, ModelRefSpec, RunContext, resolve_input_model
+from mlxd.vocab.choices import DEFAULT_PREFILL_STEP_SIZE
+from mlxd.vocab.errors import SpecError
 
 PRODUCES_MODEL = False
 QUIET = True  # measures speed: nothing else may use the CPU meanwhile

@@ -15,10 +15,10 @@ from mlxd.jobs.base import (
     JobFailed,
     ModelRefSpec,
     RunContext,
-    SpecError,
     base_name,
     resolve_input_model,
 )
+from mlxd.vocab.errors import SpecError
 
 PRODUCES_MODEL = False
 QUIET = False

@@ -9,12 +9,12 @@ from mlxd.jobs.base import (
     FinishContext,
     ModelRefSpec,
     RunContext,
-    SpecError,
     base_name,
     check_name,
     resolve_input_model,
 )
-from mlxd.jobs.choices import DTYPES
+from mlxd.vocab.choices import DTYPES
+from mlxd.vocab.errors import SpecError
 
 PRODUCES_MODEL = True
 QUIET = False

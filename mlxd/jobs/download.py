@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlxd.jobs.base import FinishContext, JobFailed, JobSpec, RunContext, SpecError, check_name
+from mlxd.jobs.base import FinishContext, JobFailed, JobSpec, RunContext, check_name
+from mlxd.vocab.errors import SpecError
 
 PRODUCES_MODEL = False  # the files live in the HF cache, not under MLXD_HOME/models
 # No spare child's imports beside a pull: on a fast link (loopback, a LAN mirror) the transfer

@@ -20,17 +20,23 @@ from mlxd.jobs.base import (
     JobFailed,
     ModelRefSpec,
     RunContext,
-    SpecError,
     base_name,
     resolve_input_model,
 )
 from mlxd.jobs.synth import check_name
+from mlxd.vocab.choices import (
+    ADAPTER_CONFIG_FILE,
+    ADAPTER_FILE,
+    FINE_TUNE_TYPES,
+    OPTIMIZERS,
+    checkpoint_name,
+    optimizer_name,
+)
+from mlxd.vocab.errors import SpecError
 
 PRODUCES_MODEL = False
 QUIET = True  # measures training speed: nothing else may use the CPU meanwhile
 TIME_LIMIT_S = 48 * 3600  # the default of --timeout
-FINE_TUNE_TYPES = ("lora", "dora", "full")
-OPTIMIZERS = ("adam", "adamw", "muon", "sgd", "adafactor")
 DEFAULT_NUM_LAYERS = 16  # mlx-lm's default; fewer when the model has fewer
 # Fields that shape the adapter's tensors: a resumed run takes them from the adapter.
 STRUCTURE = ("fine_tune_type", "num_layers", "rank", "scale", "dropout", "lora_keys")
@@ -181,7 +187,7 @@ class Spec(ModelRefSpec):
 
 
 def describe(spec: Spec) -> str:
-    from mlxd.reports.fmt import sig
+    from mlxd.vocab.fmt import sig
 
     lr = "schedule" if spec.lr_schedule else sig(spec.learning_rate, 6)
     how = f"resume {spec.resume}" if spec.resume else spec.fine_tune_type
@@ -446,8 +452,8 @@ def bring_home(
         iteration, weights = found
         for f in (
             Path(weights),
-            there / f"{iteration:07d}_optimizer.safetensors",
-            there / "adapter_config.json",
+            there / optimizer_name(iteration),
+            there / ADAPTER_CONFIG_FILE,
         ):
             if f.is_file():
                 shutil.copy2(f, here / f.name)
@@ -515,19 +521,14 @@ def _with_resume(adapter, spec: Spec, job_id: int | None, start: int) -> dict[st
     return details
 
 
-def checkpoint_file(folder: Path, iteration: int) -> Path:
-    """mlx-lm's checkpoint naming (mlxd.engine.finetune writes them)."""
-    return Path(folder) / f"{iteration:07d}_adapters.safetensors"
-
-
 def resume_point(adapter) -> tuple[int, str | None]:
     """(iteration, weights file) an adapter continues from."""
     if adapter.iterations <= 0:
         raise JobFailed(f"adapter '{adapter.name}' has no checkpoint yet; nothing to resume")
     folder = Path(adapter.path)
-    f = checkpoint_file(folder, adapter.iterations)
+    f = folder / checkpoint_name(adapter.iterations)
     if not f.is_file():
-        f = folder / "adapters.safetensors"
+        f = folder / ADAPTER_FILE
     if not f.is_file():
         raise JobFailed(f"adapter '{adapter.name}' has no weights in {folder}")
     return adapter.iterations, str(f)

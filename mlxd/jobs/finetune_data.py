@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlxd.jobs.base import SpecError
-from mlxd.reports.fmt import sig
+from mlxd.vocab.errors import SpecError
+from mlxd.vocab.fmt import sig
 
 SPLITS = ("train", "valid", "test")
 DEFAULT_VALID_FRACTION = 0.1

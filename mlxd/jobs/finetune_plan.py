@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlxd.jobs.base import SpecError
+from mlxd.vocab.errors import SpecError
 
 GRID_FIELDS = ("fine_tune_type", "learning_rate", "rank", "num_layers", "iters")
 GRID_LABELS = {

@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from mlxd.catalog.store import CatalogError
+from mlxd.vocab.choices import ADAPTER_FILE
 
 
 def adapter_for(store, ref: str | int, model) -> Path:
     """The folder of adapter `ref`, if it fits `model`. One-line errors: SpecError when it
     was trained on another base (the two named together do not fit: a usage error, as
     `fuse` and `finetune --resume` say it), CatalogError when it has no weights yet."""
-    from mlxd.jobs.base import JobFailed, SpecError
+    from mlxd.jobs.base import JobFailed
     from mlxd.jobs.finetune import check_adapter_base
+    from mlxd.vocab.errors import SpecError
 
     adapter = store.resolve_adapter(ref)
     try:
@@ -20,7 +22,7 @@ def adapter_for(store, ref: str | int, model) -> Path:
     except JobFailed as e:
         raise SpecError(str(e)) from None
     folder = Path(adapter.path)
-    if adapter.iterations <= 0 or not (folder / "adapters.safetensors").is_file():
+    if adapter.iterations <= 0 or not (folder / ADAPTER_FILE).is_file():
         raise CatalogError(f"adapter '{adapter.name}' has no trained weights in {folder} yet")
     return folder
 
@@ -29,7 +31,8 @@ def adapter_inputs(store, ref: str | int, model_id: int, *, with_fused: bool) ->
     """What a job running ``model_id`` with adapter ``ref`` needs in its child: the adapter
     (checked against the model, JobFailed naming both if it does not fit) and, with
     ``with_fused``, the model fused from it if the catalog holds one."""
-    from mlxd.jobs.base import JobFailed, SpecError
+    from mlxd.jobs.base import JobFailed
+    from mlxd.vocab.errors import SpecError
 
     model = store.resolve_model(model_id)
     try:

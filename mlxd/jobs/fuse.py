@@ -20,6 +20,7 @@ from mlxd.jobs.base import (
     resolve_input_model,
 )
 from mlxd.jobs.synth import check_name
+from mlxd.vocab.choices import ADAPTER_FILE
 
 PRODUCES_MODEL = True
 QUIET = False
@@ -36,7 +37,7 @@ class Spec(ModelRefSpec):
     name: str | None = None
 
     def __post_init__(self):
-        from mlxd.jobs.base import SpecError
+        from mlxd.vocab.errors import SpecError
 
         if not self.adapter:
             raise SpecError("--adapter is needed")
@@ -67,8 +68,8 @@ def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
             f"{adapter.target_iterations} iterations); resume it with 'mlxd finetune "
             f"{model.name} --data {adapter.data_path} --resume {adapter.name}'"
         )
-    if not (Path(adapter.path) / "adapters.safetensors").is_file():
-        raise JobFailed(f"adapter '{adapter.name}' has no adapters.safetensors in {adapter.path}")
+    if not (Path(adapter.path) / ADAPTER_FILE).is_file():
+        raise JobFailed(f"adapter '{adapter.name}' has no {ADAPTER_FILE} in {adapter.path}")
     inputs.update(
         adapter_id=adapter.id,
         adapter_name=adapter.name,
@@ -99,7 +100,7 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
 
 def judge(check) -> str | None:
     """None when the fused model passes its check; otherwise what was measured, one line."""
-    from mlxd.reports.fmt import sig
+    from mlxd.vocab.fmt import sig
 
     measured = (
         f"KL {sig(check.kl_mean, 3)} nats/token, top-1 agreement {check.top1_agreement:.1%}, "

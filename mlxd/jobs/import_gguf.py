@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlxd.jobs.base import FinishContext, JobFailed, JobSpec, RunContext, SpecError, check_name
+from mlxd.jobs.base import FinishContext, JobFailed, JobSpec, RunContext, check_name
+from mlxd.vocab.errors import SpecError
 
 PRODUCES_MODEL = True
 QUIET = False

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mlxd.jobs.base import FinishContext, JobSpec, RunContext, SpecError
+from mlxd.jobs.base import FinishContext, JobSpec, RunContext
+from mlxd.vocab.errors import SpecError
 
 PRODUCES_MODEL = False
 QUIET = True  # measures speed: nothing else may use the CPU meanwhile
@@ -38,8 +39,8 @@ def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
 
 
 def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+    from mlxd.engine.backend import system_facts
     from mlxd.engine.probe import MIB, default_size_bytes, measure_bandwidth
-    from mlxd.system.sysinfo import system_facts
 
     facts = system_facts()
     size = spec.size_mb * MIB if spec.size_mb else default_size_bytes(facts.get("ram_bytes"))

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlxd.jobs.base import FinishContext, JobFailed, ModelRefSpec, RunContext, SpecError
+from mlxd.jobs.base import FinishContext, JobFailed, ModelRefSpec, RunContext
+from mlxd.vocab.errors import SpecError
 
 PRODUCES_MODEL = False
 QUIET = False

@@ -11,10 +11,10 @@ from mlxd.jobs.base import (
     JobFailed,
     ModelRefSpec,
     RunContext,
-    SpecError,
     add_model_input,
     resolve_input_model,
 )
+from mlxd.vocab.errors import SpecError
 
 PRODUCES_MODEL = False
 QUIET = False
@@ -90,7 +90,7 @@ def lineage_base(store, model_id: int):
     For a quantized model that is its unquantized source. Ancestors whose folder is gone are
     passed over: the next one up holds the same weights in another format.
     """
-    from mlxd.jobs.choices import is_quantized
+    from mlxd.vocab.choices import is_quantized
 
     model = store.find_model(model_id)
     for parent in store.ancestors(model_id):
@@ -103,8 +103,8 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     import dataclasses
     import time
 
+    from mlxd.engine.backend import system_facts
     from mlxd.engine.quality import default_text, evaluate_quality
-    from mlxd.system.sysinfo import system_facts
 
     if spec.text is None:
         text_name, text = default_text()

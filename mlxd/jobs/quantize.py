@@ -9,13 +9,20 @@ from mlxd.jobs.base import (
     FinishContext,
     ModelRefSpec,
     RunContext,
-    SpecError,
     base_name,
     check_name,
     resolve_input_model,
 )
-from mlxd.jobs.choices import BITS, DTYPES, GROUP_SIZES, QUANT_MODES, QUANT_RECIPES
 from mlxd.jobs.convert import _parent_synthetic
+from mlxd.vocab.choices import (
+    BITS,
+    DTYPES,
+    GROUP_SIZES,
+    QUANT_MODES,
+    QUANT_RECIPES,
+    quant_label,
+)
+from mlxd.vocab.errors import SpecError
 
 PRODUCES_MODEL = True
 QUIET = False
@@ -72,11 +79,9 @@ class Spec(ModelRefSpec):
     @property
     def variant(self) -> str:
         """The recipe as a short name: '4bit-g64', 'mxfp4', 'mixed_3_6-g64'."""
-        if self.recipe:
-            return f"{self.recipe}-g{self.group_size}"
-        if self.mode != "affine":
-            return self.mode
-        return f"{self.bits}bit-g{self.group_size}"
+        return quant_label(
+            recipe=self.recipe, mode=self.mode, bits=self.bits, group_size=self.group_size
+        )
 
 
 def describe(spec: Spec) -> str:

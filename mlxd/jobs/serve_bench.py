@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlxd.jobs.base import FinishContext, ModelRefSpec, RunContext, SpecError, resolve_input_model
+from mlxd.jobs.base import FinishContext, ModelRefSpec, RunContext, resolve_input_model
+from mlxd.vocab.errors import SpecError
 
 PRODUCES_MODEL = False
 QUIET = True  # measures speed: nothing else may use the CPU meanwhile
@@ -58,6 +59,7 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
 
     import psutil
 
+    from mlxd.engine.backend import system_facts
     from mlxd.engine.serving import (
         Server,
         load_tokenizer,
@@ -66,7 +68,6 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         stream_chat,
     )
     from mlxd.system import sysinfo
-    from mlxd.system.sysinfo import system_facts
 
     path = Path(inputs["model_path"])
     tokenizer = load_tokenizer(path)
@@ -116,7 +117,7 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
 def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: FinishContext) -> None:
     from mlxd.catalog.models import BenchRun, BenchTrial
     from mlxd.engine.serving import percentile
-    from mlxd.stats import summarize
+    from mlxd.vocab.stats import summarize
 
     system = fin.store.system_for(result["system"], session=fin.session)
     power = result.get("power") or {}

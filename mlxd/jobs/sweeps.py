@@ -13,25 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlxd.jobs import bench, quality, quantize
-from mlxd.jobs.choices import is_quantized
+from mlxd.vocab.choices import SWEEP_BASE, is_quantized, sweep_point
 
 PENDING = ("queued", "running")
-BASE = "base"
-# A sweep benchmarks with bench.Spec's default prefill step size.
-SWEEP_PREFILL_STEP_SIZE = bench.Spec(model="-").prefill_step_size[0]
-
-
-def sweep_point(prompt_tokens: int, gen_tokens: int) -> dict[str, Any]:
-    """The one benchmark point a sweep measures for each variant."""
-    return {
-        "prompt_tokens": prompt_tokens,
-        "gen_tokens": gen_tokens,
-        "batch_size": 1,
-        "depth": 0,
-        "kv_bits": None,
-        "prefill_step_size": SWEEP_PREFILL_STEP_SIZE,
-        "max_kv_size": None,
-    }
 
 
 @dataclass
@@ -115,7 +99,7 @@ def plan_sweep(store, req: SweepRequest) -> SweepPlan:
     """Decide every job of the sweep, reusing models, runs and jobs the catalog already has."""
     base = store.resolve_model(req.base)
     if is_quantized(base):
-        from mlxd.jobs.base import SpecError
+        from mlxd.vocab.errors import SpecError
 
         raise SpecError(f"model '{base.name}' is already quantized; sweep its unquantized base")
     bench_kw = {
@@ -129,7 +113,7 @@ def plan_sweep(store, req: SweepRequest) -> SweepPlan:
     quality.Spec(model=base.name, text=req.text, max_tokens=req.max_tokens)
     plans = [
         VariantPlan(
-            variant=BASE,
+            variant=SWEEP_BASE,
             model=base.name,
             model_id=base.id,
             quantize=None,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mlxd.jobs.base import FinishContext, JobSpec, RunContext, SpecError, check_name
+from mlxd.jobs.base import FinishContext, JobSpec, RunContext, check_name
+from mlxd.vocab.errors import SpecError
 
 PRODUCES_MODEL = True
 QUIET = False

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mlxd.reports.data import Family, VariantFigures
-from mlxd.reports.fmt import point_label
+from mlxd.vocab.fmt import point_label
 
 COLORS = (
     "#1f77b4",

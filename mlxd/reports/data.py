@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mlxd.catalog.read import Reader, ResultFilter
-from mlxd.jobs.choices import BENCH_POINT_KEYS as POINT_FIELDS
-from mlxd.reports.fmt import size
+from mlxd.vocab.choices import BENCH_POINT_KEYS as POINT_FIELDS
+from mlxd.vocab.choices import model_quant_label
+from mlxd.vocab.fmt import size
 
 DTYPE_BITS = {"float32": 32.0, "float16": 16.0, "bfloat16": 16.0}
 
@@ -63,7 +64,7 @@ class ModelInfo:
     id: int
     name: str
     parent_id: int | None
-    variant: str  # "4bit-g64", "mxfp4-g32", "mixed_3_6", or the dtype of an unquantized model
+    variant: str  # "4bit-g64", "mxfp4", "mixed_3_6-g64", or the dtype of an unquantized model
     bits_per_weight: float | None
     size_bytes: int | None
     synthetic: bool
@@ -218,20 +219,6 @@ class ReportData:
 # -- reading ---------------------------------------------------------------------------------
 
 
-def variant_label(row: dict) -> str:
-    if row["quant_recipe"]:
-        return row["quant_recipe"] + (
-            f"-g{row['quant_group_size']}" if row["quant_group_size"] else ""
-        )
-    if row["quant_mode"] and row["quant_mode"] != "affine":
-        return row["quant_mode"] + (
-            f"-g{row['quant_group_size']}" if row["quant_group_size"] else ""
-        )
-    if row["quant_bits"] is not None:
-        return f"{row['quant_bits']}bit-g{row['quant_group_size']}"
-    return row["dtype"] or "?"
-
-
 def load_models(reader: Reader) -> dict[int, ModelInfo]:
     """Every model, with its family (the root of its lineage)."""
     rows = reader.report_models()
@@ -251,7 +238,7 @@ def load_models(reader: Reader) -> dict[int, ModelInfo]:
             id=r["id"],
             name=r["name"],
             parent_id=r["parent_id"],
-            variant=variant_label(r),
+            variant=model_quant_label(r) or r["dtype"] or "?",
             bits_per_weight=bpw,
             size_bytes=r["size_bytes"],
             synthetic=bool(r["synthetic"]),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlxd.reports import fmt
+from mlxd.vocab import fmt
 
 
 def _fmt(value: Any, digits: int = 1) -> str:

@@ -6,8 +6,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from mlxd.reports import fmt
 from mlxd.reports.data import Family, SystemFacts, VariantFigures
+from mlxd.vocab import fmt
 
 
 class RecommendError(ValueError):

@@ -15,9 +15,9 @@ from datetime import datetime
 from typing import Any
 
 from mlxd.catalog.read import Reader, ResultFilter
-from mlxd.jobs.choices import BENCH_POINT_KEYS as POINT_FIELDS
 from mlxd.reports.data import load_models, parse_ts
-from mlxd.stats import Summary, means_differ, ratio_of_means, t95
+from mlxd.vocab.choices import BENCH_POINT_KEYS as POINT_FIELDS
+from mlxd.vocab.stats import Summary, means_differ, ratio_of_means, t95
 
 METRICS = (("generation_tps", "generation tok/s"), ("prompt_tps", "prompt tok/s"))
 

@@ -13,10 +13,10 @@ from datetime import datetime
 from pathlib import Path
 
 from mlxd.catalog.read import Reader
-from mlxd.reports import fmt
 from mlxd.reports.data import Family, ReportData, build_report
 from mlxd.reports.recommend import Recommendation, recommend
 from mlxd.reports.regressions import Change, find_changes
+from mlxd.vocab import fmt
 
 PM_NOTE = (
     "± is the half-width of the 95% confidence interval of the mean over the trials "

@@ -16,8 +16,8 @@ from typing import Any
 
 from mlxd.catalog.errors import QueryError as ResultsError
 from mlxd.catalog.read import Reader, ResultFilter
-from mlxd.jobs.choices import BENCH_POINT_KEYS
-from mlxd.stats import Summary, means_differ, pool, ratio_of_means
+from mlxd.vocab.choices import BENCH_POINT_KEYS
+from mlxd.vocab.stats import Summary, means_differ, pool, ratio_of_means
 
 # -- filters from the command line -----------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from mlxd.catalog.read import Reader, Row
 from mlxd.formats.modelfolder import dtype_bits
-from mlxd.jobs.sweeps import BASE, sweep_point
+from mlxd.vocab.choices import SWEEP_BASE, sweep_point
 
 
 @dataclass
@@ -58,7 +58,7 @@ def sweep_rows(reader: Reader, sweep: Row) -> list[SweepRow]:
             bench_run = reader.bench_run_at(jobs["bench_job"].id, point)
         if jobs["quality_job"] is not None and jobs["quality_job"].status == "succeeded":
             quality_run = reader.quality_run_of_job(jobs["quality_job"].id)
-        is_base = v["variant"] == BASE
+        is_base = v["variant"] == SWEEP_BASE
         bench_state = _state(jobs["bench_job"])
         quality_state = _state(jobs["quality_job"])
         if model is None:  # not made yet: its own numbers wait on the quantize job

@@ -141,20 +141,6 @@ def machine_facts() -> dict[str, Any]:
     return facts
 
 
-def system_facts() -> dict[str, Any]:
-    """machine_facts() plus what the MLX backend says (call only where mlx may be imported)."""
-    from mlxd.engine.backend import backend_facts
-
-    facts = machine_facts()
-    backend = backend_facts()
-    facts["backend"] = backend.get("backend", facts["backend"])
-    facts["mlx_version"] = backend.get("mlx_version", facts["mlx_version"])
-    facts["mlx_lm_version"] = backend.get("mlx_lm_version", facts["mlx_lm_version"])
-    if backend.get("device_name") and facts["backend"] != "cpu":
-        facts["chip"] = facts.get("chip") or backend["device_name"]
-    return facts
-
-
 # -- power and thermal state (macOS; AC/battery also on Linux laptops) ---------------------
 
 # notifyutil's com.apple.system.thermalpressurelevel, as NSProcessInfo.thermalState names it

@@ -9,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from mlxd.daemon import settings
+from mlxd.daemon.runner import time_limit_s
 
 pytestmark = pytest.mark.daemon
 
@@ -94,5 +94,5 @@ def test_every_kind_has_a_time_limit_that_timeout_overrides():
     from mlxd.jobs import KINDS, load_kind
 
     for kind in KINDS:
-        assert settings.time_limit_s(kind, None) == load_kind(kind).TIME_LIMIT_S > 0
-    assert settings.time_limit_s("bench", 5.0) == 5.0
+        assert time_limit_s(kind, None) == load_kind(kind).TIME_LIMIT_S > 0
+    assert time_limit_s("bench", 5.0) == 5.0

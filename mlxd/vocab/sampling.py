@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from mlxd.jobs.base import SpecError
+from mlxd.vocab.errors import SpecError
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Sampling:
 
     def describe(self) -> str:
         """One line for the stats output: what was actually used."""
-        from mlxd.reports.fmt import sig
+        from mlxd.vocab.fmt import sig
 
         parts = [f"temp {sig(self.temp, 6)}", f"top-p {sig(self.top_p, 6)}"]
         if self.min_p:
