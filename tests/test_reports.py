@@ -264,7 +264,7 @@ def test_markdown_report_holds_the_planted_rows(planted, mlxd_home, tmp_path):
     assert four[0] == "4bit-g64" and four[2] == "4.50" and four[3] == "600.0 MB"
     assert four[5].startswith("60.0 ± 1.2")  # mean ± 95% CI of [60, 60.5, 59.5]
     assert four[6] == "900.0 MB" and four[8] == "0.02" and four[9] == "98.0%"
-    assert by_model["llama-mxfp4"][0] == "mxfp4-g32"
+    assert by_model["llama-mxfp4"][0] == "mxfp4"  # the one label: a mode fixes its group size
     assert by_model["llama"][7] == "8" and by_model["llama"][8] == ""
     assert "KL and top-1 agreement are against llama." in md
     assert "S1 = studio: Apple M3 Max, 16.0 GB, Darwin 15.1, metal, mlx 0.30.0, mlx-lm 0.28.0" in md

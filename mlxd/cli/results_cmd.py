@@ -22,6 +22,7 @@ from mlxd.cli.output import (
     when,
 )
 from mlxd.cli.params import list_option
+from mlxd.vocab.choices import DEFAULT_PREFILL_STEP_SIZE
 
 TABLE_WIDTH = 120  # the text table's width unless --wide
 
@@ -381,7 +382,7 @@ _COLUMNS = (
     ("B", lambda r: r["batch_size"], ("1",), 2),
     ("DEPTH", lambda r: r["depth"], ("0",), 2),
     ("KV", lambda r: r["kv_bits"] or "", (), 6),
-    ("PREFILL", lambda r: r["prefill_step_size"] or "", ("2048",), 6),
+    ("PREFILL", lambda r: r["prefill_step_size"] or "", (str(DEFAULT_PREFILL_STEP_SIZE),), 6),
     ("MAXKV", lambda r: r["max_kv_size"] or "", (), 6),
     ("N", lambda r: r["trials"], (), 3),
     ("PROMPT TOK/S ±SD", lambda r: _pm(r["prompt_tps_mean"], r["prompt_tps_std"]), (), 0),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mlxd.vocab.choices import DEFAULT_PREFILL_STEP_SIZE
+
 
 @dataclass(frozen=True)
 class BenchPoint:
@@ -14,7 +16,7 @@ class BenchPoint:
     batch_size: int = 1
     depth: int = 0
     kv_bits: int | None = None
-    prefill_step_size: int = 2048
+    prefill_step_size: int = DEFAULT_PREFILL_STEP_SIZE
     max_kv_size: int | None = None  # a rotating KV cache of this many tokens
 
 

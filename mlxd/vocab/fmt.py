@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
+from mlxd.vocab.choices import DEFAULT_PREFILL_STEP_SIZE
+
 
 def size(n: float | None) -> str:
     """Bytes in a unit that suits the value (per value, not per column)."""
@@ -75,6 +77,6 @@ def point_label(point: dict | None) -> str:
         out.append(f"kv{point['kv_bits']}bit")
     if point.get("max_kv_size"):
         out.append(f"maxkv{point['max_kv_size']}")
-    if point.get("prefill_step_size") not in (None, 2048):
+    if point.get("prefill_step_size") not in (None, DEFAULT_PREFILL_STEP_SIZE):
         out.append(f"prefill {point['prefill_step_size']}")
     return " ".join(out)
