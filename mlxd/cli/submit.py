@@ -122,7 +122,7 @@ def hub_environment_note(kind: str, pool: str, store) -> str | None:
     if kind not in HUB_KINDS:
         return None
     from mlxd.daemon import hosts
-    from mlxd.hub import environment_drift
+    from mlxd.hub.environment import environment_drift
     from mlxd.vocab import settings
 
     live = hosts.live_machines(store.machines(), settings.LEASE_TIMEOUT_S.get())
