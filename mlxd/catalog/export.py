@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import IO, Any
 
 from mlxd.catalog.read import BOOL_COLUMNS, Reader, ResultFilter
+from mlxd.vocab.choices import BENCH_POINT_KEYS
 
 TABLE = "mlxd_results"
 
@@ -15,13 +16,7 @@ _INTEGER = {
     "job_id",
     "model_id",
     "system_id",
-    "prompt_tokens",
-    "gen_tokens",
-    "batch_size",
-    "depth",
-    "kv_bits",
-    "prefill_step_size",
-    "max_kv_size",
+    *BENCH_POINT_KEYS,
     "trials",
     "warmup",
     "seed",
