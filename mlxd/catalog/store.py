@@ -290,6 +290,7 @@ class Store:
                     daemon_pid=daemon_pid,
                     progress=0.0,
                     message="starting",
+                    wait_code=None,
                     error=None,
                     pid=None,
                     # The log lives in the home of the daemon that runs the job (on another
@@ -396,7 +397,9 @@ class Store:
             s = session or stack.enter_context(self.write())
             if error:
                 error = error.strip().splitlines()[-1] if error.strip() else error
-            values = dict(status=status, error=error, finished_at=utcnow(), pid=None, **values)
+            values = dict(
+                status=status, error=error, finished_at=utcnow(), pid=None, wait_code=None, **values
+            )
             if fence is not None:
                 assert fence.id == job_id
                 self._fenced(s, fence, values)

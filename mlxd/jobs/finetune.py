@@ -24,6 +24,7 @@ from mlxd.jobs.base import (
     base_name,
     resolve_input_model,
 )
+from mlxd.jobs.protocol import Event
 from mlxd.jobs.synth import check_name
 
 PRODUCES_MODEL = False
@@ -577,7 +578,7 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     adapter_id = inputs["adapter_id"]
     ctx.progress(0.0, f"hashing {inputs['model_name']}'s weights")
     ctx.emit(
-        "finetune_started",
+        Event.FINETUNE_STARTED,
         {
             "adapter_id": adapter_id,
             "base_weights_sha256": weights_sha256(model_path),
@@ -597,7 +598,7 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     latest: dict[str, Any] = {}
 
     def on_report(report: dict[str, Any]) -> None:
-        ctx.emit("finetune_report", {"adapter_id": adapter_id, **report})
+        ctx.emit(Event.FINETUNE_REPORT, {"adapter_id": adapter_id, **report})
         it = report["iteration"]
         if report["kind"] == "train":
             latest["train"] = report["train_loss"]
@@ -617,7 +618,7 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
 
     def on_checkpoint(iteration: int, path: Path) -> None:
         ctx.emit(
-            "finetune_checkpoint",
+            Event.FINETUNE_CHECKPOINT,
             {"adapter_id": adapter_id, "iteration": iteration, "file": path.name},
         )
 
@@ -670,11 +671,11 @@ def on_event(store, job, event: dict[str, Any]) -> None:
     taken back records nothing (FencedOut, and the runner discards the attempt)."""
     from mlxd.catalog.models import FinetuneEval, FinetuneStep
 
-    name = event.get("event")
+    name = Event(event["event"])
     adapter_id = event.get("adapter_id")
     if adapter_id is None:
         return
-    if name == "finetune_report":
+    if name is Event.FINETUNE_REPORT:
         if event["kind"] == "train":
             row = FinetuneStep(
                 adapter_id=adapter_id,
@@ -692,9 +693,9 @@ def on_event(store, job, event: dict[str, Any]) -> None:
                 eval_time_s=event.get("eval_time_s"),
             )
         store.record_finetune_row(row, fence=job)
-    elif name == "finetune_checkpoint":
+    elif name is Event.FINETUNE_CHECKPOINT:
         store.update_adapter(adapter_id, fence=job, iterations=int(event["iteration"]))
-    elif name == "finetune_started":
+    elif name is Event.FINETUNE_STARTED:
         adapter = store.resolve_adapter(adapter_id)
         details = dict(adapter.details or {})
         details.update(
