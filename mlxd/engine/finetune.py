@@ -148,16 +148,6 @@ def _leaf_parent(tree, key: str):
     return node, last
 
 
-def latest_checkpoint(adapter_dir: Path) -> tuple[int, Path] | None:
-    """The highest-numbered checkpoint in an adapter folder, as (iteration, file)."""
-    found = []
-    for f in Path(adapter_dir).glob("*_adapters.safetensors"):
-        head = f.name.split("_", 1)[0]
-        if head.isdigit():
-            found.append((int(head), f))
-    return max(found) if found else None
-
-
 def finetune(
     model_path: Path,
     adapter_dir: Path,
