@@ -11,9 +11,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, Index, Integer, TypeDecorator
 from sqlmodel import Field, SQLModel
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
-MODEL_FORMATS = ("hf", "mlx")
 # generate: one stream at a time (or mlx-lm's batch at --batch-size); batch: a batch job's
 # prompts (aggregate throughput); serve: mlx_lm.server under concurrent clients.
 BENCH_MODES = ("generate", "batch", "serve")

@@ -57,7 +57,6 @@ class Code(StrEnum):
     PREREQUISITE_FAILED = "prerequisite_failed"
     REFUSED = "refused"  # admission: it can never fit this daemon's budget
     CANCELLED = "cancelled"  # cancelled by the user
-    INTERRUPTED = "interrupted"  # Ctrl-C in a foreground run
     DAEMON_STOPPED = "daemon_stopped"  # queued again: the daemon is stopping
     CATALOG_LOCKED = "catalog_locked"  # stopping while the catalog refused writes
     CATALOG_UNREACHABLE = "catalog_unreachable"  # queued again: the database went away
