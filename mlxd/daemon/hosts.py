@@ -77,6 +77,8 @@ def machine_facts_for_row() -> dict[str, Any]:
 
     facts = machine_facts()
     facts["memory_budget_bytes"] = memory_budget_bytes()
+    # This daemon's lease: others judge its machine row by it, not by their own setting.
+    facts["lease_s"] = settings.LEASE_TIMEOUT_S.get()
     # The hub environment this daemon's pulls and pushes use (token presence only, never
     # the token): a CLI with another HF_ENDPOINT or token says so at submit.
     facts["hub"] = environment().to_dict()
@@ -114,8 +116,16 @@ def live_machines(machines, lease_s: float, now: datetime | None = None) -> list
     return [
         m
         for m in machines
-        if m.stopped_at is None and (now - _aware(m.heartbeat_at)).total_seconds() < lease_s
+        if m.stopped_at is None
+        and (now - _aware(m.heartbeat_at)).total_seconds()
+        < _promised(getattr(m, "facts", None), lease_s)
     ]
+
+
+def _promised(facts: dict[str, Any] | None, lease_s: float) -> float:
+    """The lease a machine row's daemon promised (its facts), else the reader's own."""
+    promised = (facts or {}).get("lease_s")
+    return float(promised) if isinstance(promised, int | float) and promised > 0 else lease_s
 
 
 def host_alive(machines_by_id: dict[str, Any], host: str, lease_s: float) -> bool:
@@ -131,6 +141,9 @@ def job_host_dead(job, machines_by_id: dict[str, Any], lease_s: float, heartbeat
     runner renews a job's lease every ``min(heartbeat_s, lease_s / 3)`` (runner.py
     ``job_heartbeat_s``): three missed beats, or the lease, whichever is longer."""
     beat = job.heartbeat_at or job.started_at
+    # Judged by the lease its holder promised: a CLI with a longer lease than this daemon's
+    # renews less often, and is alive for as long as it said.
+    lease_s = getattr(job, "lease_s", None) or lease_s
     if beat is not None:
         if beat.tzinfo is None:
             beat = beat.replace(tzinfo=UTC)
@@ -259,7 +272,7 @@ def wait_reason(job, machines, lease_s: float, pending=(), now: datetime | None 
     if why is not None:
         return why
     message = job.message or ""
-    if message.startswith("waiting:"):
+    if job.wait_code:  # the daemon's own word: "waiting: memory (...)"
         return message
     rank = (-job.priority, job.id)
     ahead = [

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from mlxd.formats.modelfolder import inspect_folder, tokenizer_identity
+from mlxd.jobs.protocol import Event
 from mlxd.vocab.errors import SpecError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -233,7 +234,8 @@ class RunContext:
     job_id: int
     output_dir: Path | None
     progress: Callable[[float, str], None]
-    emit: Callable[[str, dict[str, Any]], None] = lambda event, data: None
+    # A kind's own event (``protocol.Event``) for its ``on_event`` in the daemon.
+    emit: Callable[[Event, dict[str, Any]], None] = lambda event, data: None
 
 
 @dataclass
