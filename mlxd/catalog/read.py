@@ -574,6 +574,46 @@ class Reader:
         sql = f"select * from benchrun where {' and '.join(clauses)} order by id limit 1"
         return self._one("benchrun", sql, params)
 
+    # -- what a sweep reuses (jobs/sweeps.py) -----------------------------------------------
+
+    def quantized_children(
+        self, parent_id: int, *, mode: str, group_size: int, bits: int, recipe: str | None
+    ) -> Rows:
+        """Models quantized from ``parent_id`` with this mode, group size and recipe/bits."""
+        sql = "select * from model where parent_id = ? and quant_mode = ? and quant_group_size = ?"
+        params: list[Any] = [parent_id, mode, group_size]
+        if recipe:
+            sql += " and quant_recipe = ?"
+            params.append(recipe)
+        else:
+            sql += " and quant_recipe is null and quant_bits = ?"
+            params.append(bits)
+        return self.rows("model", sql + " order by id", params)
+
+    def newest_bench_job(self, model_id: int, point: dict[str, Any]) -> int | None:
+        """The newest bench job that measured ``model_id`` at ``point`` (benchrun columns),
+        alone (not with an adapter)."""
+        clauses = ["model_id = ?", "job_id is not null", "adapter_id is null"] + [
+            f"{k} is null" if v is None else f"{k} = ?" for k, v in point.items()
+        ]
+        params = [model_id] + [v for v in point.values() if v is not None]
+        sql = f"select job_id from benchrun where {' and '.join(clauses)} order by id desc limit 1"
+        found = self.con.execute(sql, params).fetchone()
+        return None if found is None else found[0]
+
+    def quality_runs(self, model_id: int, *, text_sha256: str, base_id: int | None = None) -> Rows:
+        """A model's quality runs (made by jobs) on one text, newest first; the model alone,
+        not with an adapter."""
+        sql = (
+            "select * from qualityrun where model_id = ? and job_id is not null "
+            "and adapter_id is null and text_sha256 = ?"
+        )
+        params: list[Any] = [model_id, text_sha256]
+        if base_id is not None:
+            sql += " and base_model_id = ?"
+            params.append(base_id)
+        return self.rows("qualityrun", sql + " order by id desc", params)
+
     def quality_run_of_job(self, job_id: int) -> Row | None:
         sql = "select * from qualityrun where job_id = ? order by id limit 1"
         return self._one("qualityrun", sql, (job_id,))

@@ -499,52 +499,6 @@ class Store:
             s.flush()
             return sweep
 
-    def quantized_children(
-        self, parent_id: int, *, mode: str, group_size: int, bits: int, recipe: str | None
-    ) -> list[Model]:
-        """Models quantized from ``parent_id`` with this mode, group size and recipe/bits."""
-        with self.read() as s:
-            q = select(Model).where(
-                Model.parent_id == parent_id,
-                Model.quant_mode == mode,
-                Model.quant_group_size == group_size,
-            )
-            if recipe:
-                q = q.where(Model.quant_recipe == recipe)
-            else:
-                q = q.where(Model.quant_recipe.is_(None), Model.quant_bits == bits)
-            return list(s.exec(q.order_by(Model.id)))
-
-    def newest_bench_job(self, model_id: int, point: dict[str, Any]) -> int | None:
-        """The newest bench job that measured ``model_id`` at ``point`` (BenchRun columns),
-        alone (not with an adapter)."""
-        with self.read() as s:
-            q = select(BenchRun.job_id).where(
-                BenchRun.model_id == model_id,
-                BenchRun.job_id.is_not(None),
-                BenchRun.adapter_id.is_(None),
-            )
-            for column, value in point.items():
-                col = getattr(BenchRun, column)
-                q = q.where(col.is_(None) if value is None else col == value)
-            return s.exec(q.order_by(BenchRun.id.desc())).first()
-
-    def quality_runs(
-        self, model_id: int, *, text_sha256: str, base_id: int | None = None
-    ) -> list[QualityRun]:
-        """A model's quality runs (made by jobs) on one text, newest first; the model alone,
-        not with an adapter."""
-        with self.read() as s:
-            q = select(QualityRun).where(
-                QualityRun.model_id == model_id,
-                QualityRun.job_id.is_not(None),
-                QualityRun.adapter_id.is_(None),
-                QualityRun.text_sha256 == text_sha256,
-            )
-            if base_id is not None:
-                q = q.where(QualityRun.base_model_id == base_id)
-            return list(s.exec(q.order_by(QualityRun.id.desc())))
-
     # -- reliability (issue 8) ---------------------------------------------------------
 
     def requeue_after_crash(self, job: Job, reason: str) -> None:
