@@ -262,6 +262,13 @@ _COMPARE_SIDE = {
 }
 
 
+def _at_point(clauses: list[str], params: list[Any], point: dict[str, Any]):
+    """(WHERE, parameters) of ``clauses`` and a benchmark point (benchrun columns, NULL
+    matching NULL)."""
+    clauses = clauses + [f"{k} is null" if v is None else f"{k} = ?" for k, v in point.items()]
+    return " where " + " and ".join(clauses), params + [v for v in point.values() if v is not None]
+
+
 @dataclass(frozen=True)
 class ResultFilter:
     """Which runs to show; empty fields do not filter."""
@@ -567,12 +574,8 @@ class Reader:
     def bench_run_at(self, job_id: int, point: dict[str, Any]) -> Row | None:
         """The run of a bench job at one point (a reused job may have measured others), of the
         model alone (an adapter bench also measured the model with its adapter)."""
-        clauses = ["job_id = ?", "adapter_id is null"] + [
-            f"{k} is null" if v is None else f"{k} = ?" for k, v in point.items()
-        ]
-        params = [job_id] + [v for v in point.values() if v is not None]
-        sql = f"select * from benchrun where {' and '.join(clauses)} order by id limit 1"
-        return self._one("benchrun", sql, params)
+        where, params = _at_point(["job_id = ?", "adapter_id is null"], [job_id], point)
+        return self._one("benchrun", f"select * from benchrun {where} order by id limit 1", params)
 
     # -- what a sweep reuses (jobs/sweeps.py) -----------------------------------------------
 
@@ -593,11 +596,9 @@ class Reader:
     def newest_bench_job(self, model_id: int, point: dict[str, Any]) -> int | None:
         """The newest bench job that measured ``model_id`` at ``point`` (benchrun columns),
         alone (not with an adapter)."""
-        clauses = ["model_id = ?", "job_id is not null", "adapter_id is null"] + [
-            f"{k} is null" if v is None else f"{k} = ?" for k, v in point.items()
-        ]
-        params = [model_id] + [v for v in point.values() if v is not None]
-        sql = f"select job_id from benchrun where {' and '.join(clauses)} order by id desc limit 1"
+        clauses = ["model_id = ?", "job_id is not null", "adapter_id is null"]
+        where, params = _at_point(clauses, [model_id], point)
+        sql = f"select job_id from benchrun {where} order by id desc limit 1"
         found = self.con.execute(sql, params).fetchone()
         return None if found is None else found[0]
 
