@@ -498,3 +498,52 @@ def test_one_lookup_rule_for_the_store_and_the_reader(catalog_backend, mlxd_home
     finally:
         reader.close()
         store.close()
+
+
+def test_a_delete_that_fails_to_commit_leaves_the_files_in_place(tmp_path):
+    """Files go only after the rows' delete committed: a rolled-back delete must not leave
+    rows that name files which are gone."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from mlxd.catalog.models import PromptCache
+    from mlxd.catalog.read import Reader
+
+    s = Store(paths(tmp_path / "h"))
+    model = s.add_model(Model(name="m", path=str(tmp_path / "m"), format="mlx", source="local"))
+    files = {}
+    for name in ("one", "two"):
+        files[name] = tmp_path / f"{name}.safetensors"
+        files[name].write_bytes(b"kv")
+        s.add_prompt_cache(
+            PromptCache(
+                name=name,
+                path=str(files[name]),
+                model_id=model.id,
+                model_fingerprint="f",
+                num_tokens=1,
+                text_sha256="t",
+            )
+        )
+    one = s.resolve_prompt_cache("one")
+
+    def refuse(session):
+        raise RuntimeError("the commit failed")
+
+    event.listen(Session, "before_commit", refuse)
+    try:
+        with pytest.raises(RuntimeError, match="the commit failed"):
+            s.delete_prompt_cache(one.id)
+        with pytest.raises(RuntimeError, match="the commit failed"):
+            s.delete_model(model.id)
+    finally:
+        event.remove(Session, "before_commit", refuse)
+    assert files["one"].exists() and files["two"].exists()
+    with Reader(s.paths) as reader:
+        assert {c.name for c in reader.prompt_caches()} == {"one", "two"}
+
+    s.delete_prompt_cache(one.id)  # committed: now the file goes
+    assert not files["one"].exists() and files["two"].exists()
+    s.delete_model(model.id)
+    with Reader(s.paths) as reader:
+        assert not files["two"].exists() and reader.prompt_caches() == []

@@ -261,7 +261,7 @@ def wait_reason(job, machines, lease_s: float, pending=(), now: datetime | None 
     if why is not None:
         return why
     message = job.message or ""
-    if message.startswith("waiting:"):
+    if job.wait_code:  # the daemon's own word: "waiting: memory (...)"
         return message
     rank = (-job.priority, job.id)
     ahead = [
