@@ -428,6 +428,78 @@ def test_a_refusal_at_admission_fails_the_job_only_while_it_is_still_queued(
         assert after.error == "needs more memory than this machine has"
 
 
+def test_one_lookup_rule_for_the_store_and_the_reader(catalog_backend, mlxd_home, tmp_path):
+    """A reference (name, id, folder path, hub id, a digit name before an id) names the same
+    row through the Store (inside a session) and the Reader, and an unknown one gets the one
+    message from both (catalog/refs.py)."""
+    from mlxd.catalog.errors import NotFound
+    from mlxd.catalog.models import Adapter, HubSnapshot, PromptCache
+    from mlxd.catalog.read import Reader
+
+    store = Store(paths(mlxd_home))
+    folder = tmp_path / "models" / "m"
+    with store.write() as s:
+        made = [
+            store.add_model(Model(name=n, path=str(p), format="mlx", source="local"), s)
+            for n, p in (("m", folder), ("1", "/x/one"), ("pulled", "/x/pulled"))
+        ]
+        for rev, sha in (("main", "a" * 40), ("dev", "b" * 40)):
+            pulled = made[2] if rev == "dev" else made[0]
+            s.add(HubSnapshot(model_id=pulled.id, repo_id="org/m", revision=rev,
+                              commit_sha=sha, cache_dir="/c", total_bytes=1, file_count=1,
+                              is_mlx=True))  # fmt: skip
+        s.add(Adapter(name="ad", path=str(tmp_path / "ad"), fine_tune_type="lora",
+                      base_model_name="m", data_path="d", target_iterations=1))  # fmt: skip
+        s.add(PromptCache(name="pc", path=str(tmp_path / "pc.safetensors"), model_id=made[0].id,
+                          model_fingerprint="f", num_tokens=1, text_sha256="t"))  # fmt: skip
+    assert [m.id for m in made] == [1, 2, 3]
+    models = {
+        "m": "m",
+        "1": "1",  # the model named "1", not the one with id 1
+        "2": "1",
+        "3": "pulled",
+        str(folder): "m",
+        str(folder / ".." / "m"): "m",
+        "org/m": "pulled",  # the newest pull of the repo
+        "org/m@main": "m",
+        "org/m@" + "a" * 9: "m",  # a commit prefix of 7+ hex digits
+        "org/m@dev": "pulled",
+    }
+    reader = Reader(paths(mlxd_home))
+    try:
+        for ref, name in models.items():
+            assert store.resolve_model(ref).name == name, ref
+            with store.write() as s:  # the same rule inside a write's session
+                assert store.resolve_model(ref, session=s).name == name, ref
+            assert reader.model(ref).name == name, ref
+        for find in ("find_adapter", "find_prompt_cache"):
+            row = getattr(reader, find)("ad" if "adapter" in find else "pc")
+            for ref in (row.name, str(row.id), row.path):
+                assert getattr(store, find)(ref).id == getattr(reader, find)(ref).id == row.id
+        cases = [
+            ("resolve_model", "model", "org/m@" + "c" * 9),
+            ("resolve_model", "model", "nope"),
+            ("resolve_adapter", "adapter", "nope"),
+            ("resolve_prompt_cache", "prompt_cache", "nope.safetensors"),
+        ]
+        for store_method, reader_method, ref in cases:
+            with pytest.raises(NotFound) as by_store:
+                getattr(store, store_method)(ref)
+            with pytest.raises(NotFound) as by_reader:
+                getattr(reader, reader_method)(ref)
+            assert str(by_store.value) == str(by_reader.value)
+            assert reader.find_model(ref) is None
+        with pytest.raises(NotFound) as by_store:
+            store.get_job(999)
+        with pytest.raises(NotFound) as by_reader:
+            reader.job(999)
+        message = "job 999 not found; see 'mlxd jobs list'"
+        assert str(by_store.value) == str(by_reader.value) == message
+    finally:
+        reader.close()
+        store.close()
+
+
 def test_a_delete_that_fails_to_commit_leaves_the_files_in_place(tmp_path):
     """Files go only after the rows' delete committed: a rolled-back delete must not leave
     rows that name files which are gone."""
@@ -435,6 +507,7 @@ def test_a_delete_that_fails_to_commit_leaves_the_files_in_place(tmp_path):
     from sqlalchemy.orm import Session
 
     from mlxd.catalog.models import PromptCache
+    from mlxd.catalog.read import Reader
 
     s = Store(paths(tmp_path / "h"))
     model = s.add_model(Model(name="m", path=str(tmp_path / "m"), format="mlx", source="local"))
@@ -466,9 +539,11 @@ def test_a_delete_that_fails_to_commit_leaves_the_files_in_place(tmp_path):
     finally:
         event.remove(Session, "before_commit", refuse)
     assert files["one"].exists() and files["two"].exists()
-    assert {c.name for c in s.list_prompt_caches()} == {"one", "two"}
+    with Reader(s.paths) as reader:
+        assert {c.name for c in reader.prompt_caches()} == {"one", "two"}
 
     s.delete_prompt_cache(one.id)  # committed: now the file goes
     assert not files["one"].exists() and files["two"].exists()
     s.delete_model(model.id)
-    assert not files["two"].exists() and s.list_prompt_caches() == []
+    with Reader(s.paths) as reader:
+        assert not files["two"].exists() and reader.prompt_caches() == []

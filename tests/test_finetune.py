@@ -500,6 +500,7 @@ def test_cancel_keeps_the_checkpoint_and_resume_continues(lab) -> None:
 def test_a_repeated_report_replaces_its_row(tmp_path: Path) -> None:
     """A run resumed from a checkpoint reports the steps after it again: one row each."""
     from mlxd.catalog.models import Adapter
+    from mlxd.catalog.read import Reader
     from mlxd.catalog.store import Store
     from mlxd.config import paths
     from mlxd.jobs.finetune import on_event
@@ -521,7 +522,8 @@ def test_a_repeated_report_replaces_its_row(tmp_path: Path) -> None:
         on_event(store, job, {**ev, "train_loss": loss})
         on_event(store, job, {"event": "finetune_report",
                  "adapter_id": adapter_id, **valid, "loss": loss})  # fmt: skip
-    steps, evals = store.finetune_steps(adapter_id), store.finetune_evals(adapter_id)
+    with Reader(store.paths) as reader:
+        steps, evals = reader.finetune_steps(adapter_id), reader.finetune_evals(adapter_id)
     assert [(r.iteration, r.train_loss) for r in steps] == [(3, 1.5)]
     assert [(r.iteration, r.loss) for r in evals] == [(3, 1.5)]
     store.close()

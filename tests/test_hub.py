@@ -159,13 +159,12 @@ def test_pull_verifies_and_registers_then_is_a_no_op(hub, hubd, env, mlxd_home, 
     assert (cache_repo(env) / "refs" / "dev").read_text() == dev  # as the hub library writes it
     # Only config.json changed: the weights' blob is shared, not fetched again.
     assert hub.gets[(REPO, "model.safetensors")] == 1
-    from mlxd.catalog.store import Store
+    from mlxd.catalog.read import Reader
     from mlxd.config import paths
 
-    store = Store(paths(mlxd_home))  # a commit prefix names it too (as any REF)
-    assert store.find_hub_model(f"{REPO}@{dev[:10]}").id == dev_model["id"]
-    assert store.find_hub_model(f"{REPO}@main").name == "tiny"
-    store.close()
+    with Reader(paths(mlxd_home)) as reader:  # a commit prefix names it too (as any REF)
+        assert reader.hub_model(f"{REPO}@{dev[:10]}").id == dev_model["id"]
+        assert reader.hub_model(f"{REPO}@main").name == "tiny"
 
 
 def test_a_pull_serves_the_hub_library_offline_and_env_drift_is_told(hub, hubd, env):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlxd.catalog.models import Model
+from mlxd.catalog.read import Reader
 from mlxd.catalog.store import Store
 from mlxd.config import paths
 from mlxd.jobs.sweeps import SweepRequest, plan_sweep, submit_sweep
@@ -19,6 +20,12 @@ def _store_with_base(tmp_path) -> Store:
         )
     )
     return store
+
+
+def _plan(req: SweepRequest):
+    """The sweep's plan, read from the catalog as the sweep command reads it."""
+    with Reader(paths()) as reader:
+        return plan_sweep(reader, req)
 
 
 def _submitter(store, log):
@@ -43,7 +50,7 @@ def test_plan_queues_a_graph_and_a_second_sweep_reuses_the_queued_jobs(tmp_path)
         max_tokens=64,
     )
     first: list = []
-    sweep = submit_sweep(store, plan_sweep(store, req), _submitter(store, first))
+    sweep = submit_sweep(store, _plan(req), _submitter(store, first))
 
     kinds = [k for k, _, _ in first]
     assert kinds.count("quantize") == 3 and kinds.count("bench") == 4
@@ -61,7 +68,7 @@ def test_plan_queues_a_graph_and_a_second_sweep_reuses_the_queued_jobs(tmp_path)
 
     # The same sweep again, while everything is still queued: nothing new.
     second: list = []
-    again = submit_sweep(store, plan_sweep(store, req), _submitter(store, second))
+    again = submit_sweep(store, _plan(req), _submitter(store, second))
     assert second == []
     assert [v["quantize_job"] for v in again.variants] == [
         v["quantize_job"] for v in sweep.variants
@@ -84,9 +91,7 @@ def test_a_different_model_with_the_default_name_is_not_taken_for_the_variant(tm
         )
     )
     log: list = []
-    sweep = submit_sweep(
-        store, plan_sweep(store, SweepRequest(base="tiny", bits=[4])), _submitter(store, log)
-    )
+    sweep = submit_sweep(store, _plan(SweepRequest(base="tiny", bits=[4])), _submitter(store, log))
     v = next(v for v in sweep.variants if v["variant"] == "4bit-g64")
     assert v["model"] == "tiny-4bit-g64-2" and v["reused"] == []
     assert store.get_job(v["quantize_job"]).params["name"] == "tiny-4bit-g64-2"
@@ -209,7 +214,7 @@ def test_a_bench_run_with_other_settings_is_not_reused(tmp_path):
         max_tokens=64,
     )
     log: list = []
-    sweep = submit_sweep(store, plan_sweep(store, req), _submitter(store, log))
+    sweep = submit_sweep(store, _plan(req), _submitter(store, log))
     base = next(v for v in sweep.variants if v["variant"] == "base")
     assert base["bench_job"] != earlier.id and "bench" not in base["reused"]
 

@@ -6,7 +6,8 @@ texts with its own driver). The Store (SQLModel, Alembic) is opened only to migr
 the file's schema revision is not the one this code knows, or to create a new catalog.
 
 Rows come back as :class:`Row`: a dict whose keys are also attributes, with JSON columns
-decoded, datetimes parsed and booleans as ``bool``, like the SQLModel rows the Store returns.
+decoded, datetimes parsed (naive UTC; aware UTC for ``UTC_TABLES``) and booleans as ``bool``,
+like the SQLModel rows the Store returns.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from mlxd.catalog import refs
 from mlxd.catalog.dialect import SQLITE, Dialect
 from mlxd.catalog.errors import NotFound, QueryError
 from mlxd.catalog.schema import HEAD_REVISION, current_revision
@@ -26,6 +27,10 @@ from mlxd.config import Paths
 from mlxd.vocab.choices import BENCH_POINT_KEYS
 
 PENDING_STATUSES = ("queued", "running")
+# Tables whose rows come back with aware UTC timestamps, as the Store's SQLModel rows have
+# them: their commands read through the Store before and print the offset ("+00:00") in
+# --json. The other tables' timestamps are naive UTC, as their readers have always printed.
+UTC_TABLES = frozenset({"adapter", "finetunestep", "finetuneeval", "finetunesweep", "promptcache"})
 
 
 def connect(paths: Paths):
@@ -259,6 +264,13 @@ _COMPARE_SIDE = {
 }
 
 
+def _at_point(clauses: list[str], params: list[Any], point: dict[str, Any]):
+    """(WHERE, parameters) of ``clauses`` and a benchmark point (benchrun columns, NULL
+    matching NULL)."""
+    clauses = clauses + [f"{k} is null" if v is None else f"{k} = ?" for k, v in point.items()]
+    return " where " + " and ".join(clauses), params + [v for v in point.values() if v is not None]
+
+
 @dataclass(frozen=True)
 class ResultFilter:
     """Which runs to show; empty fields do not filter."""
@@ -308,12 +320,17 @@ class Reader:
         cur = self.con.execute(sql, list(params))
         names = [d[0] for d in cur.description]
         decoders = self._table_decoders(table)
+        utc = table in UTC_TABLES
         out = []
         for values in cur:
             row = Row(zip(names, values, strict=True))
             for name, dec in decoders.items():
                 if name in row:
                     row[name] = dec(row[name])
+            if utc:
+                for name, value in row.items():
+                    if isinstance(value, datetime) and value.tzinfo is None:
+                        row[name] = value.replace(tzinfo=UTC)
             out.append(row)
         return Rows(out, names)
 
@@ -321,9 +338,27 @@ class Reader:
         found = self.rows(table, sql, params)
         return found[0] if found else None
 
+    def _find(self, kind: refs.RefKind, ref: str | int) -> Row | None:
+        """The row ``ref`` names, by the one rule of catalog/refs.py."""
+        for column, value in refs.lookups(kind, ref):
+            if column == refs.HUB:
+                row = self._hub_model(*value)
+            else:
+                sql = f"select * from {kind.table} where {column} = ? order by id limit 1"
+                row = self._one(kind.table, sql, (value,))
+            if row is not None:
+                return row
+        return None
+
+    def _get(self, kind: refs.RefKind, ref: str | int) -> Row:
+        row = self._find(kind, ref)
+        if row is None:
+            raise refs.not_found(kind, ref)
+        return row
+
     # -- jobs -------------------------------------------------------------------------------
 
-    def _job_filter(self, statuses, kind) -> tuple[str, list[Any]]:
+    def _job_filter(self, statuses, kind, submitted_by) -> tuple[str, list[Any]]:
         clauses, params = [], []
         if statuses:
             clauses.append(f"status in ({','.join('?' * len(statuses))})")
@@ -331,26 +366,43 @@ class Reader:
         if kind:
             clauses.append("kind = ?")
             params.append(kind)
+        if submitted_by is not None:
+            clauses.append("submitted_by = ?")
+            params.append(submitted_by)
         return (" where " + " and ".join(clauses)) if clauses else "", params
 
     def jobs(
-        self, statuses: Sequence[str] | None = None, kind: str | None = None, limit: int = 0
+        self,
+        statuses: Sequence[str] | None = None,
+        kind: str | None = None,
+        limit: int = 0,
+        *,
+        submitted_by: str | None = None,
     ) -> list[Row]:
-        """Jobs oldest first; with ``limit`` only the newest N."""
-        where, params = self._job_filter(statuses, kind)
+        """Jobs oldest first (of one status set, kind, user); with ``limit`` only the newest N."""
+        where, params = self._job_filter(statuses, kind, submitted_by)
         sql = f"select * from job{where} order by id desc" + (" limit ?" if limit else "")
         found = self.rows("job", sql, params + ([limit] if limit else []))
         return Rows(reversed(found), found.columns)
 
-    def count_jobs(self, statuses: Sequence[str] | None = None, kind: str | None = None) -> int:
-        where, params = self._job_filter(statuses, kind)
+    def count_jobs(
+        self,
+        statuses: Sequence[str] | None = None,
+        kind: str | None = None,
+        *,
+        submitted_by: str | None = None,
+    ) -> int:
+        where, params = self._job_filter(statuses, kind, submitted_by)
         return self.con.execute(f"select count(*) from job{where}", params).fetchone()[0]
 
     def job(self, job_id: int) -> Row:
-        job = self._one("job", "select * from job where id = ?", (job_id,))
+        job = self.find_job(job_id)
         if job is None:
-            raise NotFound(f"job {job_id} not found; see 'mlxd jobs list'")
+            raise refs.job_not_found(job_id)
         return job
+
+    def find_job(self, job_id: int) -> Row | None:
+        return self._one("job", "select * from job where id = ?", (job_id,))
 
     def job_log(self, job_id: int, after_id: int = 0) -> list[Row]:
         """The pieces of a job's log shipped into the catalog (``JobLog``), after ``after_id``."""
@@ -373,23 +425,13 @@ class Reader:
         return self.rows("model", "select * from model order by id")
 
     def find_model(self, ref: str | int) -> Row | None:
-        """A model by catalog name, catalog id, or the path of its folder (as the Store)."""
-        ref_s = str(ref)
-        m = self.model_named(ref_s)
-        if m is None and ref_s.isdigit():
-            m = self._one("model", "select * from model where id = ?", (int(ref_s),))
-        if m is None and ("/" in ref_s or ref_s.startswith(".")):
-            path = str(Path(ref_s).expanduser().resolve())
-            m = self._one("model", "select * from model where path = ?", (path,))
-        if m is None and "/" in ref_s:
-            m = self.hub_model(ref_s)  # a hub repo id: "org/name" or "org/name@revision"
-        return m
+        """A model by catalog name, catalog id, the path of its folder, or the hub repo it
+        was pulled from (catalog/refs.py); None if none."""
+        return self._find(refs.MODEL, ref)
 
     def model(self, ref: str | int) -> Row:
-        m = self.find_model(ref)
-        if m is None:
-            raise NotFound(f"model '{ref}' not found; see 'mlxd models list'")
-        return m
+        """As :meth:`find_model`; NotFound (the one message) if none."""
+        return self._get(refs.MODEL, ref)
 
     def model_named(self, name: str) -> Row | None:
         return self._one("model", "select * from model where name = ?", (name,))
@@ -445,39 +487,70 @@ class Reader:
     # -- adapters -----------------------------------------------------------------------------
 
     def find_adapter(self, ref: str | int) -> Row | None:
-        """An adapter by catalog name, catalog id, or the path of its folder (as the Store)."""
-        ref_s = str(ref)
-        a = self._one("adapter", "select * from adapter where name = ?", (ref_s,))
-        if a is None and ref_s.isdigit():
-            a = self._one("adapter", "select * from adapter where id = ?", (int(ref_s),))
-        if a is None and ("/" in ref_s or ref_s.startswith(".")):
-            path = str(Path(ref_s).expanduser().resolve())
-            a = self._one("adapter", "select * from adapter where path = ?", (path,))
-        return a
+        """An adapter by catalog name, catalog id, or the path of its folder; None if none."""
+        return self._find(refs.ADAPTER, ref)
 
     def adapter(self, ref: str | int) -> Row:
-        a = self.find_adapter(ref)
-        if a is None:
-            raise NotFound(f"adapter '{ref}' not found; see 'mlxd adapters list'")
-        return a
+        return self._get(refs.ADAPTER, ref)
+
+    def adapters(self, base_model_id: int | None = None) -> Rows:
+        """Adapters oldest first (only those of one base model, with ``base_model_id``)."""
+        if base_model_id is None:
+            return self.rows("adapter", "select * from adapter order by id")
+        sql = "select * from adapter where base_model_id = ? order by id"
+        return self.rows("adapter", sql, (base_model_id,))
+
+    def finetune_steps(self, adapter_id: int) -> Rows:
+        sql = "select * from finetunestep where adapter_id = ? order by iteration, id"
+        return self.rows("finetunestep", sql, (adapter_id,))
+
+    def finetune_evals(self, adapter_id: int) -> Rows:
+        sql = "select * from finetuneeval where adapter_id = ? order by iteration, id"
+        return self.rows("finetuneeval", sql, (adapter_id,))
+
+    def finetune_sweeps(self) -> Rows:
+        return self.rows("finetunesweep", "select * from finetunesweep order by id")
+
+    def finetune_sweep(self, sweep_id: int) -> Row:
+        sql = "select * from finetunesweep where id = ?"
+        sweep = self._one("finetunesweep", sql, (sweep_id,))
+        if sweep is None:
+            raise NotFound(f"finetune sweep {sweep_id} not found; see 'mlxd finetune list'")
+        return sweep
+
+    # -- prompt caches ------------------------------------------------------------------------
+
+    def find_prompt_cache(self, ref: str | int) -> Row | None:
+        """A prompt cache by name, id, or the path of its file; None if none."""
+        return self._find(refs.PROMPT_CACHE, ref)
+
+    def prompt_cache(self, ref: str | int) -> Row:
+        return self._get(refs.PROMPT_CACHE, ref)
+
+    def prompt_caches(self) -> Rows:
+        return self.rows("promptcache", "select * from promptcache order by id")
 
     # -- pulled models (hub snapshots) ------------------------------------------------------
 
     def hub_model(self, ref: str) -> Row | None:
-        """The newest pulled model of ``org/name[@revision]`` (a branch asked for, or a commit
-        or a prefix of one of at least 7 hex digits), as the Store resolves it."""
-        repo, _, rev = ref.partition("@")
-        if repo.count("/") != 1:
-            return None
+        """The newest pulled model of ``org/name[@revision]`` (catalog/refs.py says which
+        revisions match); None if the catalog has none."""
+        hub = refs.hub_ref(ref)
+        return None if hub is None else self._hub_model(*hub)
+
+    def _hub_model(self, repo: str, rev: str) -> Row | None:
         sql = "select * from hubsnapshot where repo_id = ? order by id desc"
         for snap in self.rows("hubsnapshot", sql, (repo,)):
-            if (
-                not rev
-                or rev == snap.revision
-                or (len(rev) >= 7 and snap.commit_sha.startswith(rev))
-            ):
+            if refs.snapshot_matches(snap, rev):
                 return self.model_by_id(snap.model_id)
         return None
+
+    def hub_snapshots(self, repo_id: str | None = None) -> Rows:
+        """Pulled snapshots oldest first (of one repo, with ``repo_id``)."""
+        if repo_id is None:
+            return self.rows("hubsnapshot", "select * from hubsnapshot order by id")
+        sql = "select * from hubsnapshot where repo_id = ? order by id"
+        return self.rows("hubsnapshot", sql, (repo_id,))
 
     def hub_snapshots_by_model(self) -> dict[int, Row]:
         return {s.model_id: s for s in self.rows("hubsnapshot", "select * from hubsnapshot")}
@@ -503,12 +576,46 @@ class Reader:
     def bench_run_at(self, job_id: int, point: dict[str, Any]) -> Row | None:
         """The run of a bench job at one point (a reused job may have measured others), of the
         model alone (an adapter bench also measured the model with its adapter)."""
-        clauses = ["job_id = ?", "adapter_id is null"] + [
-            f"{k} is null" if v is None else f"{k} = ?" for k, v in point.items()
-        ]
-        params = [job_id] + [v for v in point.values() if v is not None]
-        sql = f"select * from benchrun where {' and '.join(clauses)} order by id limit 1"
-        return self._one("benchrun", sql, params)
+        where, params = _at_point(["job_id = ?", "adapter_id is null"], [job_id], point)
+        return self._one("benchrun", f"select * from benchrun {where} order by id limit 1", params)
+
+    # -- what a sweep reuses (jobs/sweeps.py) -----------------------------------------------
+
+    def quantized_children(
+        self, parent_id: int, *, mode: str, group_size: int, bits: int, recipe: str | None
+    ) -> Rows:
+        """Models quantized from ``parent_id`` with this mode, group size and recipe/bits."""
+        sql = "select * from model where parent_id = ? and quant_mode = ? and quant_group_size = ?"
+        params: list[Any] = [parent_id, mode, group_size]
+        if recipe:
+            sql += " and quant_recipe = ?"
+            params.append(recipe)
+        else:
+            sql += " and quant_recipe is null and quant_bits = ?"
+            params.append(bits)
+        return self.rows("model", sql + " order by id", params)
+
+    def newest_bench_job(self, model_id: int, point: dict[str, Any]) -> int | None:
+        """The newest bench job that measured ``model_id`` at ``point`` (benchrun columns),
+        alone (not with an adapter)."""
+        clauses = ["model_id = ?", "job_id is not null", "adapter_id is null"]
+        where, params = _at_point(clauses, [model_id], point)
+        sql = f"select job_id from benchrun {where} order by id desc limit 1"
+        found = self.con.execute(sql, params).fetchone()
+        return None if found is None else found[0]
+
+    def quality_runs(self, model_id: int, *, text_sha256: str, base_id: int | None = None) -> Rows:
+        """A model's quality runs (made by jobs) on one text, newest first; the model alone,
+        not with an adapter."""
+        sql = (
+            "select * from qualityrun where model_id = ? and job_id is not null "
+            "and adapter_id is null and text_sha256 = ?"
+        )
+        params: list[Any] = [model_id, text_sha256]
+        if base_id is not None:
+            sql += " and base_model_id = ?"
+            params.append(base_id)
+        return self.rows("qualityrun", sql + " order by id desc", params)
 
     def quality_run_of_job(self, job_id: int) -> Row | None:
         sql = "select * from qualityrun where job_id = ? order by id limit 1"
@@ -809,12 +916,6 @@ class Reader:
             f"group by r.model_id, s.host, {cols}, s.mlx_version, s.mlx_lm_version"
         )
         return [tuple(row) for row in self.con.execute(sql, params)]
-
-    def machines(self) -> list[Row]:
-        return self.rows("machine", "select * from machine order by host_id")
-
-    def adapters(self) -> list[Row]:
-        return self.rows("adapter", "select * from adapter order by id")
 
     def finetune_losses(self, adapter_ids: Sequence[int]) -> dict[int, dict[str, list]]:
         """adapter id -> {"train": [(iteration, loss)], "valid": [...]}: the step and

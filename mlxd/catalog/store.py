@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import delete, event, update
 from sqlmodel import Session, create_engine, select
 
-from mlxd.catalog import backend, schema
+from mlxd.catalog import backend, refs, schema
 from mlxd.catalog.errors import CatalogError, FencedOut, NotFound
 from mlxd.catalog.models import (
     FINISHED_STATUSES,
@@ -134,44 +134,27 @@ class Store:
 
     # -- models ---------------------------------------------------------------------------
 
-    def resolve_model(self, ref: str | int, session: Session | None = None) -> Model:
-        """A model by catalog name, catalog id, or the path of its folder."""
+    # Lookups by reference, for the daemon's jobs and the writes that read a row first
+    # (in their session). The rule of what a reference means is catalog/refs.py's, the one
+    # the Reader follows too; read commands use the Reader.
+
+    def _find(self, kind: refs.RefKind, ref: str | int, session: Session | None):
         with contextlib.ExitStack() as stack:
             s = session or stack.enter_context(self.read())
-            ref_s = str(ref)
-            m = s.exec(select(Model).where(Model.name == ref_s)).first()
-            if m is None and ref_s.isdigit():
-                m = s.get(Model, int(ref_s))
-            if m is None and ("/" in ref_s or ref_s.startswith(".")):
-                path = str(Path(ref_s).expanduser().resolve())
-                m = s.exec(select(Model).where(Model.path == path)).first()
-            if m is None:
-                m = _hub_model(s, ref_s)  # a hub repo id: "org/name" or "org/name@revision"
-            if m is None:
-                raise NotFound(f"model '{ref}' not found; see 'mlxd models list'")
-            return m
+            return _lookup(s, kind, ref)
+
+    def _resolve(self, kind: refs.RefKind, ref: str | int, session: Session | None):
+        row = self._find(kind, ref, session)
+        if row is None:
+            raise refs.not_found(kind, ref)
+        return row
+
+    def resolve_model(self, ref: str | int, session: Session | None = None) -> Model:
+        """A model by catalog name, id, folder path or pulled hub repo (catalog/refs.py)."""
+        return self._resolve(refs.MODEL, ref, session)
 
     def find_model(self, ref: str | int) -> Model | None:
-        try:
-            return self.resolve_model(ref)
-        except NotFound:
-            return None
-
-    def ancestors(self, model_id: int, limit: int = 50) -> list[Model]:
-        """A model's parent, its parent's parent, ... (nearest first; cycles cut)."""
-        out: list[Model] = []
-        with self.read() as s:
-            model = s.get(Model, model_id)
-            seen = {model_id}
-            parent_id = model.parent_id if model else None
-            while parent_id is not None and parent_id not in seen and len(out) < limit:
-                seen.add(parent_id)
-                parent = s.get(Model, parent_id)
-                if parent is None:
-                    break
-                out.append(parent)
-                parent_id = parent.parent_id
-        return out
+        return self._find(refs.MODEL, ref, None)
 
     def add_model(self, model: Model, session: Session | None = None) -> Model:
         with contextlib.ExitStack() as stack:
@@ -185,10 +168,6 @@ class Store:
     def list_models(self) -> list[Model]:
         with self.read() as s:
             return list(s.exec(select(Model).order_by(Model.id)))
-
-    def children(self, model_id: int) -> list[Model]:
-        with self.read() as s:
-            return list(s.exec(select(Model).where(Model.parent_id == model_id)))
 
     def delete_model(self, model_id: int) -> None:
         """Remove a model's row and what only it gives meaning to; its prompt cache files
@@ -243,7 +222,7 @@ class Store:
     ) -> Job:
         with self.write() as s:
             if after_job_id is not None and s.get(Job, after_job_id) is None:
-                raise NotFound(f"job {after_job_id} not found; see 'mlxd jobs list'")
+                raise refs.job_not_found(after_job_id)
             job = Job(
                 kind=kind,
                 params=params,
@@ -263,7 +242,7 @@ class Store:
         with self.read() as s:
             job = s.get(Job, job_id)
             if job is None:
-                raise NotFound(f"job {job_id} not found; see 'mlxd jobs list'")
+                raise refs.job_not_found(job_id)
             return job
 
     def list_jobs(
@@ -419,7 +398,7 @@ class Store:
         with self.write() as s:
             job = s.get(Job, job_id)
             if job is None:
-                raise NotFound(f"job {job_id} not found; see 'mlxd jobs list'")
+                raise refs.job_not_found(job_id)
             if job.status in FINISHED_STATUSES:
                 raise CatalogError(f"job {job_id} is already {job.status}")
             if job.status == "queued":
@@ -531,52 +510,6 @@ class Store:
             s.flush()
             return sweep
 
-    def quantized_children(
-        self, parent_id: int, *, mode: str, group_size: int, bits: int, recipe: str | None
-    ) -> list[Model]:
-        """Models quantized from ``parent_id`` with this mode, group size and recipe/bits."""
-        with self.read() as s:
-            q = select(Model).where(
-                Model.parent_id == parent_id,
-                Model.quant_mode == mode,
-                Model.quant_group_size == group_size,
-            )
-            if recipe:
-                q = q.where(Model.quant_recipe == recipe)
-            else:
-                q = q.where(Model.quant_recipe.is_(None), Model.quant_bits == bits)
-            return list(s.exec(q.order_by(Model.id)))
-
-    def newest_bench_job(self, model_id: int, point: dict[str, Any]) -> int | None:
-        """The newest bench job that measured ``model_id`` at ``point`` (BenchRun columns),
-        alone (not with an adapter)."""
-        with self.read() as s:
-            q = select(BenchRun.job_id).where(
-                BenchRun.model_id == model_id,
-                BenchRun.job_id.is_not(None),
-                BenchRun.adapter_id.is_(None),
-            )
-            for column, value in point.items():
-                col = getattr(BenchRun, column)
-                q = q.where(col.is_(None) if value is None else col == value)
-            return s.exec(q.order_by(BenchRun.id.desc())).first()
-
-    def quality_runs(
-        self, model_id: int, *, text_sha256: str, base_id: int | None = None
-    ) -> list[QualityRun]:
-        """A model's quality runs (made by jobs) on one text, newest first; the model alone,
-        not with an adapter."""
-        with self.read() as s:
-            q = select(QualityRun).where(
-                QualityRun.model_id == model_id,
-                QualityRun.job_id.is_not(None),
-                QualityRun.adapter_id.is_(None),
-                QualityRun.text_sha256 == text_sha256,
-            )
-            if base_id is not None:
-                q = q.where(QualityRun.base_model_id == base_id)
-            return list(s.exec(q.order_by(QualityRun.id.desc())))
-
     # -- reliability (issue 8) ---------------------------------------------------------
 
     def requeue_after_crash(self, job: Job, reason: str) -> None:
@@ -619,26 +552,11 @@ class Store:
             return cache
 
     def find_prompt_cache(self, ref: str | int) -> PromptCache | None:
-        """A prompt cache by name, id, or the path of its file."""
-        with self.read() as s:
-            ref_s = str(ref)
-            c = s.exec(select(PromptCache).where(PromptCache.name == ref_s)).first()
-            if c is None and ref_s.isdigit():
-                c = s.get(PromptCache, int(ref_s))
-            if c is None and ("/" in ref_s or ref_s.endswith(".safetensors")):
-                path = str(Path(ref_s).expanduser().resolve())
-                c = s.exec(select(PromptCache).where(PromptCache.path == path)).first()
-            return c
+        """A prompt cache by name, id, or the path of its file (catalog/refs.py)."""
+        return self._find(refs.PROMPT_CACHE, ref, None)
 
     def resolve_prompt_cache(self, ref: str | int) -> PromptCache:
-        c = self.find_prompt_cache(ref)
-        if c is None:
-            raise NotFound(f"prompt cache '{ref}' not found; see 'mlxd cache-prompt --list'")
-        return c
-
-    def list_prompt_caches(self) -> list[PromptCache]:
-        with self.read() as s:
-            return list(s.exec(select(PromptCache).order_by(PromptCache.id)))
+        return self._resolve(refs.PROMPT_CACHE, ref, None)
 
     def delete_prompt_cache(self, cache_id: int) -> None:
         """Remove a prompt cache's row, then (once that committed) its file."""
@@ -684,11 +602,6 @@ class Store:
             q = select(HubFile).where(HubFile.snapshot_id == snapshot_id).order_by(HubFile.path)
             return list(s.exec(q))
 
-    def find_hub_model(self, ref: str) -> Model | None:
-        """The pulled model a hub id (``org/name[@revision]``) names, if the catalog has it."""
-        with self.read() as s:
-            return _hub_model(s, ref)
-
     # -- fine-tuning: adapters, their training rows, sweeps ----------------------------------
 
     def fused_from(self, adapter) -> list[Model]:
@@ -700,36 +613,11 @@ class Store:
         return [m for m, a in made if (a.get("id"), a.get("name")) == (adapter.id, adapter.name)]
 
     def resolve_adapter(self, ref: str | int, session: Session | None = None):
-        """An adapter by catalog name, catalog id, or the path of its folder."""
-        from mlxd.catalog.models import Adapter
-
-        with contextlib.ExitStack() as stack:
-            s = session or stack.enter_context(self.read())
-            ref_s = str(ref)
-            a = s.exec(select(Adapter).where(Adapter.name == ref_s)).first()
-            if a is None and ref_s.isdigit():
-                a = s.get(Adapter, int(ref_s))
-            if a is None and ("/" in ref_s or ref_s.startswith(".")):
-                path = str(Path(ref_s).expanduser().resolve())
-                a = s.exec(select(Adapter).where(Adapter.path == path)).first()
-            if a is None:
-                raise NotFound(f"adapter '{ref}' not found; see 'mlxd adapters list'")
-            return a
+        """An adapter by catalog name, catalog id, or the path of its folder (catalog/refs.py)."""
+        return self._resolve(refs.ADAPTER, ref, session)
 
     def find_adapter(self, ref: str | int):
-        try:
-            return self.resolve_adapter(ref)
-        except NotFound:
-            return None
-
-    def list_adapters(self, base_model_id: int | None = None) -> list:
-        from mlxd.catalog.models import Adapter
-
-        with self.read() as s:
-            q = select(Adapter).order_by(Adapter.id)
-            if base_model_id is not None:
-                q = q.where(Adapter.base_model_id == base_model_id)
-            return list(s.exec(q))
+        return self._find(refs.ADAPTER, ref, None)
 
     def update_adapter(
         self,
@@ -807,20 +695,6 @@ class Store:
             )
         return None
 
-    def finetune_steps(self, adapter_id: int) -> list:
-        from mlxd.catalog.models import FinetuneStep
-
-        with self.read() as s:
-            q = select(FinetuneStep).where(FinetuneStep.adapter_id == adapter_id)
-            return list(s.exec(q.order_by(FinetuneStep.iteration, FinetuneStep.id)))
-
-    def finetune_evals(self, adapter_id: int) -> list:
-        from mlxd.catalog.models import FinetuneEval
-
-        with self.read() as s:
-            q = select(FinetuneEval).where(FinetuneEval.adapter_id == adapter_id)
-            return list(s.exec(q.order_by(FinetuneEval.iteration, FinetuneEval.id)))
-
     def delete_adapter(self, adapter_id: int) -> None:
         """Remove an adapter's row with its step and evaluation rows (not its folder).
 
@@ -847,21 +721,6 @@ class Store:
             s.add(sweep)
             s.flush()
             return sweep
-
-    def get_finetune_sweep(self, sweep_id: int):
-        from mlxd.catalog.models import FinetuneSweep
-
-        with self.read() as s:
-            sw = s.get(FinetuneSweep, sweep_id)
-            if sw is None:
-                raise NotFound(f"finetune sweep {sweep_id} not found; see 'mlxd finetune list'")
-            return sw
-
-    def list_finetune_sweeps(self) -> list:
-        from mlxd.catalog.models import FinetuneSweep
-
-        with self.read() as s:
-            return list(s.exec(select(FinetuneSweep).order_by(FinetuneSweep.id)))
 
     # -- scale-out (issue 13): machines, leases across hosts, pools -----------------------
 
@@ -937,17 +796,29 @@ def _user() -> str | None:
 # -- hub snapshots (pulled models) ------------------------------------------------------------
 
 
-def _hub_model(s: Session, ref: str) -> Model | None:
-    """The newest pulled model of hub repo ``org/name`` (at ``@revision``: a branch asked
-    for then, or a commit, full or a prefix of at least 7 hex digits)."""
+def _lookup(s: Session, kind: refs.RefKind, ref: str | int):
+    """The row ``ref`` names, by the one rule of catalog/refs.py (as the Reader's ``_find``)."""
+    from mlxd.catalog.models import Adapter
+
+    table = {"model": Model, "adapter": Adapter, "promptcache": PromptCache}[kind.table]
+    for column, value in refs.lookups(kind, ref):
+        if column == refs.HUB:
+            row = _hub_model(s, *value)
+        else:
+            q = select(table).where(getattr(table, column) == value).order_by(table.id)
+            row = s.exec(q).first()
+        if row is not None:
+            return row
+    return None
+
+
+def _hub_model(s: Session, repo: str, rev: str) -> Model | None:
+    """The newest pulled model of hub repo ``repo`` at revision ``rev`` (refs.py's match)."""
     from mlxd.catalog.models import HubSnapshot
 
-    repo, _, rev = ref.partition("@")
-    if repo.count("/") != 1:
-        return None
     q = select(HubSnapshot).where(HubSnapshot.repo_id == repo).order_by(HubSnapshot.id.desc())
     for snap in s.exec(q):
-        if not rev or rev == snap.revision or (len(rev) >= 7 and snap.commit_sha.startswith(rev)):
+        if refs.snapshot_matches(snap, rev):
             return s.get(Model, snap.model_id)
     return None
 

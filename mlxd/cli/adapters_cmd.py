@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mlxd.cli.context import UserError, catalog_errors, get_store
+from mlxd.cli.context import UserError, catalog_errors, get_reader, get_store
 from mlxd.cli.output import (
     echo_facts,
     echo_json,
@@ -37,14 +37,7 @@ def state(adapter, job) -> str:
 
 
 def _job(adapter):
-    from mlxd.catalog.store import NotFound
-
-    if adapter.job_id is None:
-        return None
-    try:
-        return get_store().get_job(adapter.job_id)
-    except NotFound:
-        return None
+    return None if adapter.job_id is None else get_reader().find_job(adapter.job_id)
 
 
 def adapter_dict(adapter) -> dict:
@@ -59,15 +52,14 @@ def adapter_dict(adapter) -> dict:
 @catalog_errors
 def list_(model_ref, fmt):
     """List adapters, oldest first."""
-    store = get_store()
-    base_id = store.resolve_model(model_ref).id if model_ref else None
-    rows = [adapter_dict(a) for a in store.list_adapters(base_id)]
-    from mlxd.catalog.models import Adapter
-
+    reader = get_reader()
+    base_id = reader.model(model_ref).id if model_ref else None
+    found = reader.adapters(base_id)
+    rows = [adapter_dict(a) for a in found]
     emit(
         fmt,
         rows,
-        fields=[*Adapter.model_fields, "state"],  # adapter_dict's keys
+        fields=[*found.columns, "state"],  # adapter_dict's keys
         headers=["ID", "NAME", "TYPE", "BASE", "STATE", "TRAIN", "VAL", "TEST PPL", "CREATED"],
         table=lambda r: (
             r["id"],
@@ -99,10 +91,10 @@ def _f(v) -> str:
 @catalog_errors
 def show(ref, fmt):
     """Show an adapter: its base, data, hyper-parameters and loss curves."""
-    store = get_store()
-    a = store.resolve_adapter(ref)
-    steps = store.finetune_steps(a.id)
-    evals = store.finetune_evals(a.id)
+    reader = get_reader()
+    a = reader.adapter(ref)
+    steps = reader.finetune_steps(a.id)
+    evals = reader.finetune_evals(a.id)
     benches, scores = _measured_with(a.id)
     if fmt == "json":
         d = adapter_dict(a)
@@ -257,7 +249,6 @@ _QUALITY_KEYS = ("run_id", "job_id", "model", "base", "perplexity", "kl_mean", "
 def _measured_with(adapter_id: int) -> tuple[list, list]:
     """(benchmark rows, quality rows) measured with the adapter, through the read path."""
     from mlxd.catalog.read import ResultFilter
-    from mlxd.cli.context import get_reader
 
     reader = get_reader()
     benches = reader.result_rows(ResultFilter(adapters=(str(adapter_id),)))

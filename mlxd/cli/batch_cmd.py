@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mlxd.cli.context import BadUsage, UserError, catalog_errors, get_store
+from mlxd.cli.context import BadUsage, UserError, catalog_errors, get_reader, get_store
 from mlxd.cli.output import echo_json, human_bytes, render_table, row_dict
 from mlxd.cli.sampling_opts import pop_sampling, sampling_options
 from mlxd.cli.submit import foreground_runner, job_options, model_ref, submit
@@ -155,17 +155,18 @@ def cache_prompt(
     timeout_s,
 ):
     """Prefill a prompt once and keep its KV cache for later runs."""
-    store = get_store()
     if list_ or rm:
         if ref or prompt or file_ or system:
             raise BadUsage("--list and --rm take no model or prompt")
         if rm:
+            store = get_store()
             cache = store.resolve_prompt_cache(rm)
             store.delete_prompt_cache(cache.id)
             click.echo(f"Removed prompt cache {cache.name}")
             return
-        _list_caches(store, json_)
+        _list_caches(json_)
         return
+    store = get_store()
     if ref is None:
         raise BadUsage("name a model: mlxd cache-prompt REF --prompt TEXT")
     if sum(x is not None for x in (prompt, file_, system)) != 1:
@@ -195,9 +196,10 @@ def cache_prompt(
     submit("cache_prompt", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
 
 
-def _list_caches(store, json_: bool) -> None:
-    caches = store.list_prompt_caches()
-    names = {m.id: m.name for m in store.list_models()}
+def _list_caches(json_: bool) -> None:
+    reader = get_reader()
+    caches = reader.prompt_caches()
+    names = {m.id: m.name for m in reader.models()}
     if json_:
         echo_json([{**row_dict(c), "model": names.get(c.model_id)} for c in caches])
         return

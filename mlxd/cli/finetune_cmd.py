@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from mlxd.cli.context import BadUsage, UserError, catalog_errors, get_store
+from mlxd.cli.context import BadUsage, UserError, catalog_errors, get_reader, get_store
 from mlxd.cli.output import echo_json, emit, human_bytes, output_options, render_table, when
 from mlxd.cli.output import sig as significant
 from mlxd.cli.submit import follow, job_options
@@ -266,7 +266,7 @@ def _make_spec(ref, base, data, fields, combo, vary, name, resumed):
         stem = f"{base_name(base.name if base else ref)}-{fields.get('fine_tune_type', 'lora')}"
         if vary:
             stem = f"{base_name(base.name if base else ref)}-{grid_suffix(combo, vary)}"
-        spec_name = free_name(stem, taken_adapter_names(get_store()) | _PLANNED)
+        spec_name = free_name(stem, taken_adapter_names(get_reader()) | _PLANNED)
     elif resumed is None:
         if get_store().find_adapter(spec_name) is not None:
             raise BadUsage(
@@ -445,7 +445,7 @@ def _submit_graph(store, specs, base, combos, after, priority, timeout_s, then_f
                     failed.append(job_id)
                     click.echo(f"Error: {e.message}", err=True)
         if sweep is not None:
-            _print_sweep(store.get_finetune_sweep(sweep.id), fmt="text")
+            _print_sweep(get_reader().finetune_sweep(sweep.id), fmt="text")
         if failed:
             raise UserError(
                 f"job(s) {', '.join(map(str, failed))} did not succeed; see 'mlxd jobs logs ID'"
@@ -459,7 +459,7 @@ def _describe(spec) -> str:
 
 
 def _print_adapter_summary(name: str) -> None:
-    a = get_store().find_adapter(name)
+    a = get_reader().find_adapter(name)
     if a is None:
         return
     parts = [f"Adapter {a.name}: {a.iterations} iterations"]
@@ -478,8 +478,7 @@ def _print_adapter_summary(name: str) -> None:
 @catalog_errors
 def show(sweep_id, fmt):
     """Show a finetune sweep: its runs, best validation loss first."""
-    sw = get_store().get_finetune_sweep(sweep_id)
-    _print_sweep(sw, fmt=fmt)
+    _print_sweep(get_reader().finetune_sweep(sweep_id), fmt=fmt)
 
 
 HEADERS = [
@@ -504,7 +503,7 @@ def _print_sweep(sw, *, fmt: str) -> None:
 
     from mlxd.jobs.finetune_plan import sweep_rows
 
-    rows = sweep_rows(get_store(), sw)
+    rows = sweep_rows(get_reader(), sw)
     if fmt == "json":
         echo_json({"id": sw.id, "params": sw.params, "rows": [dataclasses.asdict(r) for r in rows]})
         return
@@ -555,16 +554,13 @@ SWEEP_FIELDS = ("id", "base", "runs", "grid", "created_at")  # a listed sweep (a
 @catalog_errors
 def list_(fmt):
     """List finetune sweeps, oldest first."""
-    from mlxd.catalog.models import Model
-
-    store = get_store()
+    reader = get_reader()
     rows = []
-    with store.read() as s:
-        for sw in store.list_finetune_sweeps():
-            base = s.get(Model, sw.base_model_id)
-            values = (sw.id, base.name if base else None, len(sw.runs))
-            values += (sw.params.get("grid", {}), sw.created_at)
-            rows.append(dict(zip(SWEEP_FIELDS, values, strict=True)))
+    for sw in reader.finetune_sweeps():
+        base = reader.model_by_id(sw.base_model_id)
+        values = (sw.id, base.name if base else None, len(sw.runs))
+        values += (sw.params.get("grid", {}), sw.created_at)
+        rows.append(dict(zip(SWEEP_FIELDS, values, strict=True)))
     emit(
         fmt,
         rows,

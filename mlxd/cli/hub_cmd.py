@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mlxd.cli.context import BadUsage, UserError, catalog_errors, get_store
+from mlxd.cli.context import BadUsage, UserError, catalog_errors, get_reader
 from mlxd.cli.submit import job_options, submit
 
 
@@ -42,17 +42,15 @@ def model_ref_or_pull(ref: str, after: int | None) -> tuple[str, int | None, int
 
     The dependent job names the repo id; it is resolved to the pulled model when it starts.
     """
-    from mlxd.catalog.store import NotFound
     from mlxd.cli.submit import model_ref
     from mlxd.hub.names import looks_like_repo_id
 
-    try:
-        model = get_store().resolve_model(ref)  # a name, an id, a path, or a pulled repo
+    model = get_reader().find_model(ref)  # a name, an id, a path, or a pulled repo
+    if model is not None:
         return model.name, model.id, after
-    except NotFound:
-        if not looks_like_repo_id(ref):
-            name, model_id = model_ref(ref, after)  # not yet made by job AFTER, or an error
-            return name, model_id, after
+    if not looks_like_repo_id(ref):
+        name, model_id = model_ref(ref, after)  # not yet made by job AFTER, or an error
+        return name, model_id, after
     from mlxd.cli.submit import check_room
 
     check_room(2)  # the pull and the job that waits for it: both, or neither
@@ -91,7 +89,7 @@ def pull(repo, name, include, exclude, trust_remote_code, wait, after, priority,
         commit = spec.revision
     else:
         commit = check_offline_cache(spec.repo, spec.revision)  # offline: what the cache has
-    known = get_store().find_hub_model(f"{spec.repo}@{commit}") if commit else None
+    known = get_reader().hub_model(f"{spec.repo}@{commit}") if commit else None
     if known is not None:
         at = "" if commit == spec.revision else f" at {commit[:12]} (the HF cache's)"
         click.echo(
@@ -129,7 +127,7 @@ def push(ref, repo, private, revision, allow_synthetic, message, wait, after, pr
     )
     if model_id is not None:
         try:
-            check_pushable(get_store().resolve_model(model_id), allow_synthetic)
+            check_pushable(get_reader().model(model_id), allow_synthetic)
         except JobFailed as e:
             raise BadUsage(str(e)) from None
     submit("push", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)

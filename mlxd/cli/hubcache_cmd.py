@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mlxd.cli.context import catalog_errors, get_paths, get_store
+from mlxd.cli.context import catalog_errors, get_paths, get_reader, get_store
 from mlxd.cli.output import echo_json, emit, human_bytes, output_options
 
 cache_option = click.option(
@@ -128,12 +128,12 @@ def du(cache_dir: Path | None, fmt: str):
     from mlxd.formats.modelfolder import folder_size
     from mlxd.hub.cache import disk_usage, is_inside
 
-    store = get_store()
+    reader = get_reader()
     cache = _cache(cache_dir)
     revisions, cache_total = disk_usage(cache)
     names = {}
-    for snap in store.hub_snapshots():
-        model = store.find_model(snap.model_id)
+    for snap in reader.hub_snapshots():
+        model = reader.model_by_id(snap.model_id)
         if model is not None:
             names[(snap.repo_id, snap.commit_sha)] = model.name
     rows = [
@@ -146,7 +146,7 @@ def du(cache_dir: Path | None, fmt: str):
     ]
     models_dir = get_paths().models
     own_total = 0
-    for m in store.list_models():
+    for m in reader.models():
         if m.managed and Path(m.path).is_dir() and is_inside(m.path, models_dir):
             size = folder_size(Path(m.path))
             own_total += size

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from mlxd.cli.context import UserError, catalog_errors, get_paths, get_store
+from mlxd.cli.context import UserError, catalog_errors, get_paths, get_reader, get_store
 from mlxd.cli.output import echo_json, emit, output_options, render_table, when
 from mlxd.cli.output import sig as significant
 from mlxd.cli.params import int_list, list_option, renamed_option
@@ -121,7 +121,7 @@ def run(
         max_tokens=text_tokens,
         text=text,
     )
-    plan = plan_sweep(store, req)
+    plan = plan_sweep(get_reader(), req)
     check_prerequisite(after)
     # The per-user limit and admission for the whole graph first: all of it, or nothing.
     new = [s for v in plan.variants for s in (v.quantize, v.bench, v.quality) if s and s.spec]

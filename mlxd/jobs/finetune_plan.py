@@ -226,10 +226,11 @@ def free_name(wanted: str, taken: set[str]) -> str:
     return f"{wanted}-{n}"
 
 
-def taken_adapter_names(store) -> set[str]:
-    """Names of adapters in the catalog and of finetune jobs still to make theirs."""
-    names = {a.name for a in store.list_adapters()}
-    for job in store.list_jobs(statuses=("queued", "running"), kind="finetune"):
+def taken_adapter_names(reader) -> set[str]:
+    """Names of adapters in the catalog and of finetune jobs still to make theirs (read
+    through a ``Reader``)."""
+    names = {a.name for a in reader.adapters()}
+    for job in reader.jobs(statuses=("queued", "running"), kind="finetune"):
         if job.params.get("name"):
             names.add(job.params["name"])
     return names
@@ -258,19 +259,20 @@ class SweepRow:
     fused_model: str | None
 
 
-def sweep_rows(store, sweep) -> list[SweepRow]:
-    """The sweep's runs, best validation loss first (runs without one last, by job)."""
+def sweep_rows(reader, sweep) -> list[SweepRow]:
+    """The sweep's runs, best validation loss first (runs without one last, by job), read
+    through a ``Reader``."""
     rows = []
     for run in sweep.runs:
-        job = store.get_job(run["job"])
-        adapter = store.find_adapter(run["adapter"])
+        job = reader.job(run["job"])
+        adapter = reader.find_adapter(run["adapter"])
         params = job.params
         wall = None
         if job.started_at and job.finished_at:
             wall = (job.finished_at - job.started_at).total_seconds()
         fused = None
         if run.get("fuse_job"):
-            fuse_job = store.get_job(run["fuse_job"])
+            fuse_job = reader.job(run["fuse_job"])
             fused = (
                 fuse_job.params.get("name") if fuse_job.status == "succeeded" else fuse_job.status
             )

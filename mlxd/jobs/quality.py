@@ -72,7 +72,10 @@ def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
         if base.id == inputs["model_id"] and spec.adapter is None:
             raise JobFailed(f"'{base.name}' is the model itself; compare it with another base")
     else:
-        base = lineage_base(store, inputs["model_id"])
+        from mlxd.catalog.read import Reader
+
+        with Reader(store.paths) as reader:
+            base = lineage_base(reader, inputs["model_id"])
     inputs.update(base_id=base.id if base else None, base_name=base.name if base else None)
     if base is None:
         inputs["base_path"] = None
@@ -84,16 +87,17 @@ def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
     return inputs
 
 
-def lineage_base(store, model_id: int):
-    """The nearest ancestor that is not quantized and is another model, or None.
+def lineage_base(reader, model_id: int):
+    """The nearest ancestor that is not quantized and is another model, or None (read
+    through a ``Reader``).
 
     For a quantized model that is its unquantized source. Ancestors whose folder is gone are
     passed over: the next one up holds the same weights in another format.
     """
     from mlxd.vocab.choices import is_quantized
 
-    model = store.find_model(model_id)
-    for parent in store.ancestors(model_id):
+    model = reader.model_by_id(model_id)
+    for parent in reader.ancestors(model_id):
         if not is_quantized(parent) and parent.path != model.path and Path(parent.path).is_dir():
             return parent
     return None

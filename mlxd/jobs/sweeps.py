@@ -95,9 +95,10 @@ def quantize_specs(req: SweepRequest, base_name: str, base_id: int) -> list[quan
     return specs
 
 
-def plan_sweep(store, req: SweepRequest) -> SweepPlan:
-    """Decide every job of the sweep, reusing models, runs and jobs the catalog already has."""
-    base = store.resolve_model(req.base)
+def plan_sweep(reader, req: SweepRequest) -> SweepPlan:
+    """Decide every job of the sweep, reusing models, runs and jobs the catalog already has
+    (read through a ``Reader``)."""
+    base = reader.model(req.base)
     if is_quantized(base):
         from mlxd.vocab.errors import SpecError
 
@@ -117,24 +118,24 @@ def plan_sweep(store, req: SweepRequest) -> SweepPlan:
             model=base.name,
             model_id=base.id,
             quantize=None,
-            bench=_bench_step(store, base.name, base.id, None, bench_kw),
-            quality=_quality_step(store, base.name, base.id, None, None, req),
+            bench=_bench_step(reader, base.name, base.id, None, bench_kw),
+            quality=_quality_step(reader, base.name, base.id, None, None, req),
         )
     ]
     taken: set[str] = set()
     for qspec in quantize_specs(req, base.name, base.id):
-        model = find_variant(store, base.id, qspec)
+        model = find_variant(reader, base.id, qspec)
         after = None
         if model is not None:
             name, model_id = model.name, model.id
             qstep = Step("quantize", job_id=model.created_by_job_id, reused=True)
         else:
-            pending = find_pending_quantize(store, base.id, qspec)
+            pending = find_pending_quantize(reader, base.id, qspec)
             if pending is not None:
                 name, model_id = pending.params["name"], None
                 qstep = Step("quantize", job_id=pending.id, reused=True)
             else:
-                qspec.name = _free_name(store, qspec.name, taken)
+                qspec.name = _free_name(reader, qspec.name, taken)
                 name, model_id = qspec.name, None
                 qstep = Step("quantize", spec=qspec)
             after = qstep.job_id
@@ -145,8 +146,8 @@ def plan_sweep(store, req: SweepRequest) -> SweepPlan:
                 model=name,
                 model_id=model_id,
                 quantize=qstep,
-                bench=_bench_step(store, name, model_id, after, bench_kw),
-                quality=_quality_step(store, name, model_id, base.name, base.id, req),
+                bench=_bench_step(reader, name, model_id, after, bench_kw),
+                quality=_quality_step(reader, name, model_id, base.name, base.id, req),
             )
         )
     return SweepPlan(base_id=base.id, base_name=base.name, request=req, variants=plans)
@@ -182,9 +183,9 @@ def submit_sweep(store, plan: SweepPlan, submit: Callable[[str, Any, int | None]
 # -- what the catalog already has ------------------------------------------------------------
 
 
-def find_variant(store, base_id: int, spec: quantize.Spec):
+def find_variant(reader, base_id: int, spec: quantize.Spec):
     """A model quantized from ``base_id`` with exactly this recipe, or None."""
-    for model in store.quantized_children(
+    for model in reader.quantized_children(
         base_id, mode=spec.mode, group_size=spec.group_size, bits=spec.bits, recipe=spec.recipe
     ):
         recipe = (model.details or {}).get("recipe", {}).get("quantize", {})
@@ -193,21 +194,21 @@ def find_variant(store, base_id: int, spec: quantize.Spec):
     return None
 
 
-def find_pending_quantize(store, base_id: int, spec: quantize.Spec):
+def find_pending_quantize(reader, base_id: int, spec: quantize.Spec):
     """A queued or running quantize job that will make this variant, or None."""
     want = {k: getattr(spec, k) for k in ("bits", "group_size", "mode", "recipe", "dtype")}
-    for job in store.list_jobs(PENDING, kind="quantize"):
+    for job in reader.jobs(PENDING, kind="quantize"):
         p = job.params
         if p.get("model_id") == base_id and all(p.get(k) == v for k, v in want.items()):
             return job
     return None
 
 
-def _free_name(store, name: str, taken: set[str]) -> str:
+def _free_name(reader, name: str, taken: set[str]) -> str:
     """``name``, or ``name-2``, ``-3``... when a model or a queued job already has it."""
-    pending = {j.params.get("name") for j in store.list_jobs(PENDING, kind="quantize")}
+    pending = {j.params.get("name") for j in reader.jobs(PENDING, kind="quantize")}
     candidate, n = name, 1
-    while candidate in taken or candidate in pending or store.find_model(candidate) is not None:
+    while candidate in taken or candidate in pending or reader.find_model(candidate) is not None:
         n += 1
         candidate = f"{name}-{n}"
     return candidate
@@ -219,13 +220,13 @@ def _same_model(params: dict[str, Any], name: str, model_id: int | None) -> bool
     ) == name
 
 
-def _bench_step(store, name: str, model_id: int | None, after: int | None, kw) -> Step:
+def _bench_step(reader, name: str, model_id: int | None, after: int | None, kw) -> Step:
     spec = bench.Spec(model=name, model_id=model_id, **kw)
     if model_id is not None:
-        job_id = _finished_bench_job(store, model_id, spec)
+        job_id = _finished_bench_job(reader, model_id, spec)
         if job_id is not None:
             return Step("bench", job_id=job_id, reused=True)
-    for job in store.list_jobs(PENDING, kind="bench"):
+    for job in reader.jobs(PENDING, kind="bench"):
         p = job.params
         if _same_model(p, name, model_id) and all(
             p.get(k) == v for k, v in spec.to_params().items() if k not in ("model", "model_id")
@@ -234,16 +235,16 @@ def _bench_step(store, name: str, model_id: int | None, after: int | None, kw) -
     return Step("bench", spec=spec)
 
 
-def _finished_bench_job(store, model_id: int, spec: bench.Spec) -> int | None:
+def _finished_bench_job(reader, model_id: int, spec: bench.Spec) -> int | None:
     """The newest bench job that measured this model at the sweep's point and protocol."""
     point = sweep_point(spec.prompt_tokens[0], spec.gen_tokens[0])
     point["prefill_step_size"] = spec.prefill_step_size[0]
     protocol = {"seed": spec.seed, "trials": spec.trials, "warmup": spec.warmup}
-    return store.newest_bench_job(model_id, {**point, **protocol})
+    return reader.newest_bench_job(model_id, {**point, **protocol})
 
 
 def _quality_step(
-    store, name: str, model_id: int | None, base: str | None, base_id: int | None, req
+    reader, name: str, model_id: int | None, base: str | None, base_id: int | None, req
 ) -> Step:
     # The base is scored alone (perplexity; KL against itself would say nothing); a variant
     # is compared with the sweep's base, named explicitly rather than found through lineage.
@@ -256,10 +257,10 @@ def _quality_step(
         max_tokens=req.max_tokens,
     )
     if model_id is not None:
-        job_id = _finished_quality_job(store, model_id, base_id, spec)
+        job_id = _finished_quality_job(reader, model_id, base_id, spec)
         if job_id is not None:
             return Step("quality", job_id=job_id, reused=True)
-    for job in store.list_jobs(PENDING, kind="quality"):
+    for job in reader.jobs(PENDING, kind="quality"):
         p = job.params
         if (
             _same_model(p, name, model_id)
@@ -285,9 +286,9 @@ def _text_sha256(path: str | None) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _finished_quality_job(store, model_id: int, base_id: int | None, spec) -> int | None:
+def _finished_quality_job(reader, model_id: int, base_id: int | None, spec) -> int | None:
     # The same text means the same bytes, not only the same path (the file may have changed).
-    for run in store.quality_runs(model_id, text_sha256=_text_sha256(spec.text), base_id=base_id):
+    for run in reader.quality_runs(model_id, text_sha256=_text_sha256(spec.text), base_id=base_id):
         d = run.details or {}
         if d.get("text_path") == spec.text and d.get("max_tokens") == spec.max_tokens:
             if base_id is not None or d.get("base_from") != "given":

@@ -1,5 +1,6 @@
 """Seam 2: every kind ran on one daemon, in sequence (the fill itself is in conftest.py).
-Seam 1: every command that reads the catalog, on the catalog the fill made, once per backend.
+Seam 1: every command that reads the catalog, on the catalog the fill made, once per backend,
+through the read path only: none imports the Store's SQLAlchemy, SQLModel or Alembic, nor huey.
 (One file: `make test`'s workers keep a file together, so the fill is made once per backend.) Each reader x format x backend is its own test: it must exit 0 and show the
 figures the jobs made (seam 3: what a job stores is what the reader shows).
 
@@ -13,6 +14,8 @@ import csv
 import io
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -96,6 +99,38 @@ ARGS: dict[tuple[str, ...], Callable[[Fill], list[str]]] = {
 }
 NOT_CATALOG_READERS = {("models", "scan")}  # registers models: a writer
 
+# What a reader must not import once the catalog is at head: the Store's libraries and the
+# queue's (reads go through catalog/read.py's Reader, on the stdlib driver or psycopg).
+WRITE_PATH_MODULES = {"sqlalchemy", "sqlmodel", "alembic", "huey"}
+# Readers allowed to: doctor checks huey's queue against the catalog and its --fix writes
+# through the Store.
+MAY_IMPORT_WRITE_PATH = {("doctor",)}
+# `python -m mlxd ARGS` that also writes, as it exits, the top-level modules it imported.
+_LIST_IMPORTS = """\
+import atexit, os, runpy, sys
+def _imported():
+    with open(os.environ["MLXD_TEST_IMPORTED"], "w") as f:
+        f.write(" ".join(sorted({m.split(".")[0] for m in sys.modules})))
+atexit.register(_imported)
+sys.argv[0] = "mlxd"
+runpy.run_module("mlxd", run_name="__main__", alter_sys=True)
+"""
+
+
+def run_listing_imports(fill: Fill, args: list[str], tmp_path) -> tuple[object, set[str]]:
+    """Run ``mlxd ARGS`` as ``fill.run`` does; also the top-level modules it imported."""
+    listed = tmp_path / "imported.txt"
+    proc = subprocess.run(
+        [sys.executable, "-c", _LIST_IMPORTS, *args],
+        capture_output=True,
+        text=True,
+        env={**fill.env, "MLXD_TEST_IMPORTED": str(listed)},
+        timeout=300,
+    )
+    assert listed.exists(), f"mlxd {' '.join(args)} exited without its exit hooks: {proc.stderr}"
+    return proc, set(listed.read_text().split())
+
+
 # Readers beyond the list/show walk: (id, args, format).
 EXTRA = [
     ("results --compare", ["results", "--compare", "tiny", "tiny-q4"], "text"),
@@ -121,13 +156,18 @@ def _cells():
 
 
 @pytest.mark.parametrize(("path", "kind", "fmt"), _cells())
-def test_reader(filled_catalog: Fill, path, kind, fmt):
+def test_reader(filled_catalog: Fill, path, kind, fmt, tmp_path):
     assert path in ARGS, f"mlxd {' '.join(path)} reads the catalog: give it ARGS here"
     args = [*path, *ARGS[path](filled_catalog)]
     if fmt != "text":
         args.append(f"--{fmt}")
-    proc = filled_catalog.run(*args, check=False)
+    proc, imported = run_listing_imports(filled_catalog, args, tmp_path)
     assert proc.returncode == 0, f"mlxd {' '.join(args)}: {proc.stderr}"
+    if path not in MAY_IMPORT_WRITE_PATH:
+        assert not imported & WRITE_PATH_MODULES, (
+            f"mlxd {' '.join(args)} imported {sorted(imported & WRITE_PATH_MODULES)}: "
+            "read the catalog through catalog/read.py's Reader"
+        )
     json_rows = (
         parse(proc.stdout, "json")
         if fmt == "json"
@@ -147,10 +187,11 @@ def test_reader(filled_catalog: Fill, path, kind, fmt):
 
 
 @pytest.mark.parametrize(("args", "fmt"), [pytest.param(a, f, id=i) for i, a, f in EXTRA])
-def test_other_reader(filled_catalog: Fill, args, fmt):
+def test_other_reader(filled_catalog: Fill, args, fmt, tmp_path):
     args = [a.format(**filled_catalog.jobs) for a in args]
-    proc = filled_catalog.run(*args, check=False)
+    proc, imported = run_listing_imports(filled_catalog, args, tmp_path)
     assert proc.returncode == 0, f"mlxd {' '.join(args)}: {proc.stderr}"
+    assert not imported & WRITE_PATH_MODULES, f"mlxd {' '.join(args)} imported {imported}"
     out = proc.stdout
     assert out.strip()
     if fmt == "json":
