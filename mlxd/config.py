@@ -16,6 +16,8 @@ ENV_HOME = "MLXD_HOME"
 # How long a catalog or queue write waits for another process's lock (seconds).
 ENV_BUSY_TIMEOUT = "MLXD_BUSY_TIMEOUT_S"
 DEFAULT_BUSY_TIMEOUT_S = 30.0
+ENV_LEASE_TIMEOUT = "MLXD_LEASE_TIMEOUT_S"
+DEFAULT_LEASE_TIMEOUT_S = 120.0
 
 
 ENV_HOST_ID = "MLXD_HOST_ID"
@@ -82,6 +84,16 @@ def busy_timeout_s() -> float:
     except ValueError:
         return DEFAULT_BUSY_TIMEOUT_S
     return value if value > 0 else DEFAULT_BUSY_TIMEOUT_S
+
+
+def lease_timeout_s() -> float:
+    """MLXD_LEASE_TIMEOUT_S, else 120 s: a job (or a machine) that shows no life this long is
+    taken for dead (the daemon, placement and the CLI judge by it alike)."""
+    try:
+        value = float(os.environ.get(ENV_LEASE_TIMEOUT, ""))
+    except ValueError:
+        return DEFAULT_LEASE_TIMEOUT_S
+    return value if value > 0 else DEFAULT_LEASE_TIMEOUT_S
 
 
 def default_home() -> Path:

@@ -27,6 +27,7 @@ PG_SKIP = f"{ENV_TEST_DATABASE_URL} is not set (no PostgreSQL server to test aga
 BOTH_BACKENDS_MODULES: dict[str, set[str] | None] = {
     "test_catalog": None,
     "test_results": None,
+    "test_scheduling": None,
     "test_queue_behaviour": {
         "test_higher_priority_runs_first",
         "test_two_workers_run_two_jobs_at_once",
@@ -80,7 +81,7 @@ def pg_url(monkeypatch) -> Iterator[str]:
     context.reset()
     yield url
     context.reset()
-    from mlxd.daemon.queue import get_huey
+    from mlxd.scheduling.queue import get_huey
 
     get_huey.cache_clear()
     drop()
@@ -107,7 +108,7 @@ def mlxd_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     import mlxd.cli.context as context
-    from mlxd.daemon.queue import get_huey
+    from mlxd.scheduling.queue import get_huey
 
     context.reset()
     get_huey.cache_clear()

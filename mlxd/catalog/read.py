@@ -340,8 +340,17 @@ class Reader:
         found = self.rows("job", sql, params + ([limit] if limit else []))
         return Rows(reversed(found), found.columns)
 
-    def count_jobs(self, statuses: Sequence[str] | None = None, kind: str | None = None) -> int:
+    def count_jobs(
+        self,
+        statuses: Sequence[str] | None = None,
+        kind: str | None = None,
+        submitted_by: str | None = None,
+    ) -> int:
+        """How many jobs (of ``submitted_by`` when given: the per-user queue limit)."""
         where, params = self._job_filter(statuses, kind)
+        if submitted_by is not None:
+            where += (" and" if where else " where") + " submitted_by = ?"
+            params.append(submitted_by)
         return self.con.execute(f"select count(*) from job{where}", params).fetchone()[0]
 
     def job(self, job_id: int) -> Row:

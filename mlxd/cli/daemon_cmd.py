@@ -46,13 +46,14 @@ def start(
 
     from mlxd.daemon import hosts
     from mlxd.daemon.control import DaemonError, start_background
+    from mlxd.scheduling.placement import check_name
 
     _check_digest(digest)
     try:
         if host_id is not None:
-            os.environ[hosts.ENV_HOST_ID] = hosts.check_name(host_id, "--host-id")
+            os.environ[hosts.ENV_HOST_ID] = check_name(host_id, "--host-id")
         if pools:
-            os.environ[hosts.ENV_POOLS] = ",".join(hosts.check_name(x, "--pool") for x in pools)
+            os.environ[hosts.ENV_POOLS] = ",".join(check_name(x, "--pool") for x in pools)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
     p = get_paths()

@@ -28,10 +28,10 @@ FIELDS = (
 @catalog_errors
 def list_(fmt: str):
     """Each host: its facts, pools, last heartbeat and running jobs."""
-    from mlxd.daemon import settings
+    from mlxd.config import lease_timeout_s
 
     reader = get_reader()
-    lease_s = settings.lease_timeout_s()
+    lease_s = lease_timeout_s()
     running: dict[str, list[int]] = {}
     for job in reader.jobs(["running"]):
         running.setdefault(job.host or "?", []).append(job.id)

@@ -173,7 +173,7 @@ def _default_memory(data, machine: str | None) -> int | None:
                 f"Note: memory {size(ram)}, the RAM of {machine} (--memory to choose)", err=True
             )
         return ram or None
-    from mlxd.daemon.admission import ENV_MEMORY_BUDGET, memory_budget_bytes
+    from mlxd.scheduling.admission import ENV_MEMORY_BUDGET, memory_budget_bytes
 
     budget = memory_budget_bytes()
     click.echo(

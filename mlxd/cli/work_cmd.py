@@ -40,15 +40,18 @@ from mlxd.jobs.quantize import check_explicit_choices
 @click.option("--name", help="Name of the new model (default: REF-mlx)")
 @job_options
 @catalog_errors
-def convert(ref, dtype, name, wait, after, priority, timeout_s):
+def convert(ref, dtype, name, wait, after, priority, timeout_s, pool):
     """Convert a Hugging Face-format model to MLX."""
     from mlxd.jobs.convert import Spec
 
-    ref, model_id, after = model_ref_or_pull(ref, after)  # a hub id queues a pull
+    ref, model_id, pull = model_ref_or_pull(ref, after)  # a hub id is pulled first
     check_not_quantized(catalog_model(model_id), "convert")
     spec = Spec(model=ref, model_id=model_id, dtype=dtype, name=name)
     check_free_name(spec.name)
-    submit("convert", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+    submit(
+        "convert", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s,
+        pool=pool, pull=pull,
+    )  # fmt: skip
 
 
 @click.command()
@@ -77,11 +80,13 @@ def convert(ref, dtype, name, wait, after, priority, timeout_s):
 @click.option("--name", help="Name of the new model (default: from the recipe, e.g. REF-4bit-g64)")
 @job_options
 @catalog_errors
-def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, priority, timeout_s):
+def quantize(
+    ref, bits, group_size, mode, recipe, dtype, name, wait, after, priority, timeout_s, pool
+):
     """Quantize a model (affine 2-8 bits, mxfp4, nvfp4, mxfp8 or a mixed recipe)."""
     from mlxd.jobs.quantize import Spec
 
-    ref, model_id, after = model_ref_or_pull(ref, after)  # a hub id queues a pull
+    ref, model_id, pull = model_ref_or_pull(ref, after)  # a hub id is pulled first
     bits = None if bits is None else int(bits)
     group_size = None if group_size is None else int(group_size)
     check_explicit_choices(mode, recipe, bits, group_size)
@@ -97,7 +102,10 @@ def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, prio
         name=name,
     )
     check_free_name(spec.name)
-    submit("quantize", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+    submit(
+        "quantize", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s,
+        pool=pool, pull=pull,
+    )  # fmt: skip
 
 
 @click.command()
@@ -237,11 +245,13 @@ def bench(
     after,
     priority,
     timeout_s,
+    pool,
 ):
     """Benchmark models: prompt and generation tok/s, time to first token, memory."""
     from mlxd.cli.context import UserError
-    from mlxd.cli.submit import check_room, daemon_running, follow
+    from mlxd.cli.submit import follow, pull_node, submit_plan, with_pull
     from mlxd.jobs.bench import Spec
+    from mlxd.scheduling import Node
 
     refs = list(dict.fromkeys(refs))  # one job per model, in the order given
     sharded = ranks > 1 or hostfile
@@ -253,7 +263,7 @@ def bench(
                 "--serve, --draft-model, --prompt-cache and --ranks take one model, "
                 "and no --max-kv-size or -pg"
             )
-        ref, model_id, after = model_ref_or_pull(refs[0], after)  # a hub id queues a pull
+        ref, model_id, pull = model_ref_or_pull(refs[0], after)  # a hub id is pulled first
     if sharded:
         from mlxd.jobs import bench_sharded
 
@@ -272,8 +282,9 @@ def bench(
         )
         check_context(catalog_model(model_id), p[0] + g[0], "-p + -g")
         submit(
-            "bench_sharded", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s
-        )
+            "bench_sharded", spec, wait=wait, after=after, priority=priority,
+            timeout_s=timeout_s, pool=pool, pull=pull,
+        )  # fmt: skip
         return
     if serve:
         from mlxd.jobs.serve_bench import Spec as ServeSpec
@@ -294,17 +305,18 @@ def bench(
             seed=seed,
         )
         job_id = submit(
-            "serve_bench", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s
-        )
+            "serve_bench", spec, wait=wait, after=after, priority=priority,
+            timeout_s=timeout_s, pool=pool, pull=pull,
+        )  # fmt: skip
         if wait:
             _echo_headline(job_id)
         return
     if draft_model or prompt_cache:
-        _bench_pair(ref, model_id, after, click.get_current_context().params)
+        _bench_pair(ref, model_id, pull, click.get_current_context().params)
         return
-    specs = []  # (spec, the job it waits on: --after, or the pull of a hub id)
+    specs = []  # (spec, the pull of its hub id, or None)
     for ref in refs:
-        name, model_id, spec_after = model_ref_or_pull(ref, after)
+        name, model_id, pull = model_ref_or_pull(ref, after)
         adapter_ref, adapter_id = usable_adapter(adapter, model_id)
         spec = Spec(
             model=name,
@@ -327,21 +339,27 @@ def bench(
         )
         longest = max(p["depth"] + p["prompt_tokens"] + p["gen_tokens"] for p in spec.points())
         check_context(catalog_model(model_id), longest, "the longest point (depth + -p + -g)")
-        specs.append((spec, spec_after))
+        specs.append((spec, pull))
     if len(specs) == 1:
-        spec, spec_after = specs[0]
+        spec, pull = specs[0]
         job_ids = [
             submit(
-                "bench", spec, wait=wait, after=spec_after, priority=priority, timeout_s=timeout_s
+                "bench", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s,
+                pool=pool, pull=pull,
             )
-        ]
+        ]  # fmt: skip
     else:
-        daemon_running(wait=wait, what="the jobs")  # refuses --wait without a daemon
-        check_room(len(specs))  # one job per model: all of them, or none
-        job_ids = [
-            submit("bench", spec, after=spec_after, priority=priority, timeout_s=timeout_s)
-            for spec, spec_after in specs
-        ]
+        # One job per model (and the pull of each hub id first): all of them, or none.
+        plan, benches = [], []
+        for spec, pull in specs:
+            node = Node("bench", spec, after=after, priority=priority, timeout_s=timeout_s)
+            if pull is not None:
+                plan.append(pull_node(pull, after, priority))
+                node = with_pull(node, len(plan) - 1)
+            benches.append(len(plan))
+            plan.append(node)
+        ids = submit_plan(plan, pool=pool, wait=wait, what="the jobs")
+        job_ids = [ids[i] for i in benches]
         failed = []
         for job_id in job_ids if wait else ():
             try:
@@ -391,9 +409,9 @@ def _grid_used(batch_size, depth, kv_bits) -> bool:
     return tuple(batch_size) != ("1",) or tuple(depth) != ("0",) or bool(kv_bits)
 
 
-def _bench_pair(ref, model_id, after, opts: dict) -> None:
+def _bench_pair(ref, model_id, pull, opts: dict) -> None:
     """bench --draft-model / --prompt-cache: both sides measured in one job. ``opts`` are
-    the bench command's parameters; ``after`` the job to wait on (a hub id's pull)."""
+    the bench command's parameters; ``pull`` the pull of REF's hub id, queued first."""
     from mlxd.jobs.bench_pair import Spec
 
     draft_model, prompt_cache = opts["draft_model"], opts["prompt_cache"]
@@ -403,7 +421,7 @@ def _bench_pair(ref, model_id, after, opts: dict) -> None:
         raise BadUsage(
             "--draft-model and --prompt-cache take no --batch-size, --depth or --kv-bits"
         )
-    draft_id = None
+    draft_id, after = None, opts["after"]
     if draft_model:
         draft_model, draft_id = model_ref(draft_model, after)
         if model_id is not None and draft_id is not None:
@@ -434,6 +452,8 @@ def _bench_pair(ref, model_id, after, opts: dict) -> None:
         after=after,
         priority=opts["priority"],
         timeout_s=opts["timeout_s"],
+        pool=opts["pool"],
+        pull=pull,
     )
     if opts["wait"]:
         _echo_headline(job_id)

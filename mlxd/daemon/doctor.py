@@ -19,8 +19,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from mlxd.config import Paths
+from mlxd.config import Paths, lease_timeout_s
 from mlxd.daemon import control, hosts, reasons, settings
+from mlxd.scheduling.admission import free_bytes
+from mlxd.scheduling.gate import prerequisite_gate
+from mlxd.scheduling.placement import DEFAULT_POOL, host_pool, serve_advice, unserved
 
 
 @dataclass
@@ -93,7 +96,7 @@ def check_disk(paths: Paths) -> Finding:
     they are other file systems (a mount of their own); the fullest one is reported."""
     reserve = settings.disk_reserve_bytes()
     places = [p for p in (paths.home, paths.models, paths.home / "adapters") if p.exists()]
-    free, where = min((reasons.free_bytes(p), p) for p in places or [paths.home])
+    free, where = min((free_bytes(p), p) for p in places or [paths.home])
     detail = f"{reasons.human_bytes(free)} free at {where}"
     if free < reserve:
         return Finding(
@@ -238,7 +241,7 @@ def check_jobs(paths: Paths, store, daemon_running: bool) -> list[Finding]:
 
     out = []
     now = utcnow()
-    stale_after = settings.lease_timeout_s() + 10
+    stale_after = lease_timeout_s() + 10
     orphaned, stale = [], []
     me = hosts.host_id()
     for job in store.list_jobs(["running"]):
@@ -278,7 +281,7 @@ def check_jobs(paths: Paths, store, daemon_running: bool) -> list[Finding]:
     queued = store.list_jobs(["queued"])
     pending: dict[str, set[int]] = {}
     try:
-        for pool in sorted({j.pool for j in queued} | {hosts.DEFAULT_POOL}):
+        for pool in sorted({j.pool for j in queued} | {DEFAULT_POOL}):
             pending[pool] = pending_job_ids(paths, pool)
     except Exception as e:  # noqa: BLE001  a corrupt queue is reported by its own check
         pending = None
@@ -287,7 +290,7 @@ def check_jobs(paths: Paths, store, daemon_running: bool) -> list[Finding]:
         missing = [
             j.id
             for j in queued
-            if j.id not in pending[j.pool] and store.prerequisite_gate(j) == "go"
+            if j.id not in pending[j.pool] and prerequisite_gate(store, j) == "go"
         ]
         if missing:
             out.append(
@@ -315,14 +318,14 @@ def check_pools(store, queued, daemon_running: bool) -> list[Finding]:
     machines = hosts.seen_machines(rows, local_daemon=local)
     # One machine with its daemon stopped: the daemon check says so for the pools it serves.
     covered = (
-        {hosts.DEFAULT_POOL, hosts.host_pool(hosts.host_id())}
-        | {p for m in rows for p in [*(m.pools or []), hosts.host_pool(m.host_id)]}
+        {DEFAULT_POOL, host_pool(hosts.host_id())}
+        | {p for m in rows for p in [*(m.pools or []), host_pool(m.host_id)]}
         if local is False
         else set()
     )
     out = []
     for pool in sorted({j.pool for j in queued} - covered):
-        why = hosts.unserved(pool, machines, settings.lease_timeout_s())
+        why = unserved(pool, machines, lease_timeout_s())
         if why is not None:
             ids = [j.id for j in queued if j.pool == pool]
             out.append(
@@ -330,7 +333,7 @@ def check_pools(store, queued, daemon_running: bool) -> list[Finding]:
                     f"pool {pool}",
                     False,
                     f"job(s) {_ids(ids)} wait: {why}",
-                    hosts.serve_advice(pool),
+                    serve_advice(pool),
                 )
             )
     return out

@@ -7,12 +7,12 @@ free; "address space limit" when RLIMIT_AS was what ran out; otherwise the plain
 from __future__ import annotations
 
 import re
-import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlxd.reports.fmt import size as human_bytes  # one byte format everywhere
+from mlxd.scheduling.admission import free_bytes
 
 # What MLX, the C++ runtime and Python print when an allocation fails.
 _OOM_PATTERNS = re.compile(
@@ -36,14 +36,6 @@ class Crash:
 
     reason: str
     retryable: bool = True
-
-
-def free_bytes(path: Path) -> int:
-    """Free space where ``path`` lives (the nearest existing parent)."""
-    p = Path(path)
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return shutil.disk_usage(p).free
 
 
 def disk_full(path: Path, reserve: int | None = None) -> str:

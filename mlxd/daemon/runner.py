@@ -38,8 +38,8 @@ import psutil
 
 from mlxd.catalog.models import utcnow
 from mlxd.catalog.store import CatalogError, FencedOut, Store
-from mlxd.config import Paths
-from mlxd.daemon import admission, faults, hosts, reasons, settings
+from mlxd.config import Paths, lease_timeout_s
+from mlxd.daemon import faults, hosts, reasons, settings
 from mlxd.daemon.control import cancel_file
 from mlxd.daemon.liveness import start_time
 from mlxd.daemon.retry import (
@@ -55,6 +55,9 @@ from mlxd.formats.modelfolder import ModelFolderError
 from mlxd.jobs import UnknownJobKind, load_kind
 from mlxd.jobs.base import FinishContext, JobFailed, SpecError
 from mlxd.reports.fmt import sig
+from mlxd.scheduling import admission
+from mlxd.scheduling.errors import DoesNotFit
+from mlxd.scheduling.gate import fail_dependents, prerequisite_gate
 
 log = logging.getLogger("mlxd.runner")
 
@@ -169,7 +172,7 @@ class Runner:
             return None
         if job.status != "queued":
             return None
-        gate = self._write(lambda: self.store.prerequisite_gate(job), "prerequisite gate")
+        gate = self._write(lambda: prerequisite_gate(self.store, job), "prerequisite gate")
         if gate == "wait":
             return None  # released when the prerequisite finishes
         if gate == "failed":
@@ -203,7 +206,7 @@ class Runner:
                     raise
                 log.warning("job %s: dependents not released yet (%s)", job_id, short_error(e))
         elif outcome.status in ("failed", "cancelled"):
-            self._write(lambda: self.store.fail_dependents(job_id), "fail dependents")
+            self._write(lambda: fail_dependents(self.store, job_id), "fail dependents")
         return outcome  # (discarded: the host that took the job back answers for it)
 
     def _admit(self, job) -> Outcome | None | bool:
@@ -217,7 +220,7 @@ class Runner:
         with self._admit_lock:
             try:
                 wait = admission.decide(est, sum(self._reserved.values()), self.paths.models)
-            except admission.AdmissionError as e:
+            except DoesNotFit as e:
                 wait, refused = None, str(e)
             else:
                 refused = None
@@ -350,7 +353,7 @@ class Runner:
                 shutil.rmtree(output_dir, ignore_errors=True)
             with contextlib.suppress(FencedOut):
                 self.store.finish_job(job.id, "cancelled", error="interrupted", fence=job)
-                self.store.fail_dependents(job.id)
+                fail_dependents(self.store, job.id)
             raise
         if end.ended != "done" or end.error is not None or end.result is None or end.crash:
             if output_dir:
@@ -516,7 +519,7 @@ class Runner:
         reader = threading.Thread(target=read_events, daemon=True)
         reader.start()
 
-        lease_s = settings.lease_timeout_s()
+        lease_s = lease_timeout_s()
         beat_s = job_heartbeat_s()
         limit_s = settings.time_limit_s(job.kind, job.timeout_s)
         disk_path = self.paths.models if output_dir is not None else watch
@@ -588,7 +591,7 @@ class Runner:
                 last_write = now
             if reserve and now - last_disk >= DISK_CHECK_S:
                 last_disk = now
-                if reasons.free_bytes(disk_path) < reserve:
+                if admission.free_bytes(disk_path) < reserve:
                     end.error = reasons.disk_full(disk_path, reserve)
             if now - last_check >= POLL_S:
                 last_check = now
@@ -659,7 +662,7 @@ INTERNAL_ERROR = "internal error; see the daemon log"
 def job_heartbeat_s() -> float:
     """How often a running job's row is renewed (its lease): every HEARTBEAT_S, or a third
     of a shorter lease, so that three missed beats make a job's host dead (hosts.py)."""
-    return min(HEARTBEAT_S, settings.lease_timeout_s() / 3)
+    return min(HEARTBEAT_S, lease_timeout_s() / 3)
 
 
 def write_commit_marker(folder: Path, job, result: dict[str, Any]) -> None:

@@ -32,6 +32,8 @@ from mlxd.daemon.housekeeping import Housekeeper
 from mlxd.daemon.recovery import recover
 from mlxd.daemon.retry import GaveUp, short_error, transient
 from mlxd.daemon.runner import INTERNAL_ERROR, Runner
+from mlxd.scheduling.gate import fail_dependents
+from mlxd.scheduling.queue import enqueue, set_handler
 from mlxd.system.permissions import apply_umask, share_files
 
 log = logging.getLogger("mlxd.daemon")
@@ -132,7 +134,7 @@ def make_handler(
                 job = runner.store.get_job(job_id)
                 if job.status == "queued":
                     runner.store.finish_job(job_id, "failed", error=INTERNAL_ERROR, fence=job)
-                    runner.store.fail_dependents(job_id)
+                    fail_dependents(runner.store, job_id)
             except FencedOut:
                 pass  # claimed meanwhile: its runner answers for it
             except Exception:
@@ -187,12 +189,12 @@ def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> Non
     if digest:  # a periodic task of the first pool's queue: one digest per daemon
         from mlxd.daemon.digest import schedule_digest
 
-        schedule_digest(queue.huey_for(paths, pools[0]), paths, digest)
+        schedule_digest(queue.consumer_huey(paths, pools[0]), paths, digest)
     # One huey consumer per pool this daemon serves (a pool is a queue name); the first
     # one's stop flag is the daemon's.
     consumers = [
         _Consumer(
-            queue.huey_for(paths, pool),
+            queue.consumer_huey(paths, pool),
             workers=workers,
             worker_type="thread",
             # Poll often when idle: a submitted job starts within a few tenths of a second.
@@ -214,7 +216,7 @@ def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> Non
         release=lambda job_id: _enqueue_job(paths, store, job_id),
         prewarm=settings.spare_enabled(),
     )
-    queue.set_handler(make_handler(runner, paths, slots=slots))
+    set_handler(make_handler(runner, paths, slots=slots))
     signals = _Signals()
     signals.install()  # before recovery: a stop during it is not lost
     recover(store, paths)
@@ -260,7 +262,7 @@ def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> Non
             c.stop_flag.set()
         housekeeper.join()
         runner.close()  # no spare child outlives its daemon
-        queue.set_handler(None)
+        set_handler(None)
         log.info("mlxd daemon stopped")
         if pidfile_pid(paths) == os.getpid():
             paths.pidfile.unlink(missing_ok=True)
@@ -282,7 +284,7 @@ def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> Non
 
 def _enqueue_job(paths: Paths, store: Store, job_id: int) -> None:
     job = store.get_job(job_id)
-    queue.enqueue(paths, job_id, priority=job.priority, pool=job.pool)
+    enqueue(paths, job_id, priority=job.priority, pool=job.pool)
 
 
 def _setup_logging(paths: Paths) -> None:

@@ -2,7 +2,7 @@
 
 | variable | default | what |
 |---|---|---|
-| MLXD_LEASE_TIMEOUT_S | 120 | a job's child that shows no life (no heartbeat, no CPU) this long is killed |
+| MLXD_LEASE_TIMEOUT_S | 120 | a job's child that shows no life (no heartbeat, no CPU) this long is killed (read in `mlxd/config.py`: placement judges machines by it too) |
 | MLXD_CHILD_HEARTBEAT_S | 2 | how often a child says it is alive |
 | MLXD_HOUSEKEEPING_S | 2 | how often the daemon checks leases, the spare and the queue |
 | MLXD_DISK_RESERVE_BYTES | 512 MB | a job that writes models stops when less is free |
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 
-ENV_LEASE_TIMEOUT = "MLXD_LEASE_TIMEOUT_S"
 ENV_CHILD_HEARTBEAT = "MLXD_CHILD_HEARTBEAT_S"
 ENV_HOUSEKEEPING = "MLXD_HOUSEKEEPING_S"
 ENV_DISK_RESERVE = "MLXD_DISK_RESERVE_BYTES"
@@ -35,10 +34,6 @@ def _float(name: str, default: float) -> float:
     except ValueError:
         return default
     return value if value > 0 else default
-
-
-def lease_timeout_s() -> float:
-    return _float(ENV_LEASE_TIMEOUT, 120.0)
 
 
 def child_heartbeat_s() -> float:
