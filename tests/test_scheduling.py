@@ -161,3 +161,40 @@ def test_a_foreground_job_has_a_row_and_no_queue_entry(catalog):
     (job,) = _jobs()
     assert (job.id, job.kind, job.status, job.max_attempts) == (job_id, "probe", "queued", 1)
     assert _in_queue() == set()
+
+
+HEAVY = ("sqlalchemy", "sqlmodel", "alembic")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["quantize", "tiny", "--bits", "4"],
+        ["bench", "tiny", "-p", "16", "--pool", "gpu-room"],
+        ["quality", "tiny", "--priority", "3"],
+    ],
+    ids=lambda args: args[0],
+)
+def test_a_submit_at_head_imports_no_sqlalchemy(args, catalog_backend, tiny_model_dir):
+    """A submit on a catalog at head writes its row and wakes the queue through plain SQL:
+    neither SQLAlchemy, SQLModel nor Alembic is imported (half a second of a submit)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import mlxd_env, run_mlxd
+
+    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    code = (
+        "import sys\nfrom mlxd.cli.main import cli\n"
+        f"try:\n    cli.main({args!r})\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        f"sys.stderr.write(repr(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r})))"
+    )
+    home = paths().home
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=mlxd_env(home)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines()[-1] == "[]", proc.stderr
+    (job,) = _jobs()
+    assert job.kind == args[0] and job.status == "queued"
+    assert job.id in _in_queue(job.pool)

@@ -358,7 +358,7 @@ def _submit_graph(store, specs, base, combos, jobs, then_fuse, wait, running):
     """A grid (and its fuses): one plan, queued whole or not at all. ``jobs``: the job
     options (after, priority, timeout_s, pool)."""
     from mlxd.catalog.models import FinetuneSweep
-    from mlxd.cli.context import get_paths, refused
+    from mlxd.cli.context import get_paths, get_reader, refused
     from mlxd.cli.submit import echo_notes, note_no_daemon, queue
     from mlxd.jobs import fuse as fuse_kind
     from mlxd.scheduling import Node, SchedulingError, check_graph
@@ -387,7 +387,7 @@ def _submit_graph(store, specs, base, combos, jobs, then_fuse, wait, running):
         if base is None:
             raise BadUsage("a grid needs a model that exists already (not one made --after a job)")
         try:  # the limit, admission and prerequisites of the whole grid before its sweep row
-            check_graph(plan(), pool=pool, paths=get_paths())
+            check_graph(plan(), pool=pool, paths=get_paths(), reader=get_reader())
         except SchedulingError as e:
             raise refused(e) from None
         keys = sorted({k for c in combos for k in c})

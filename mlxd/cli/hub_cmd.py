@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from mlxd.cli.context import BadUsage, UserError, catalog_errors, get_store
+from mlxd.cli.context import BadUsage, UserError, catalog_errors, get_reader, get_store
 from mlxd.cli.submit import job_options, submit
 
 
@@ -34,14 +34,15 @@ def model_ref_or_pull(ref: str, after: int | None) -> tuple[str, int | None, Any
 
     The dependent job names the repo id; it is resolved to the pulled model when it starts.
     """
-    from mlxd.catalog.store import NotFound
+    from mlxd.catalog.errors import NotFound
     from mlxd.cli.submit import model_ref
-    from mlxd.hub import looks_like_repo_id
 
     try:
-        model = get_store().resolve_model(ref)  # a name, an id, a path, or a pulled repo
+        model = get_reader().model(ref)  # a name, an id, a path, or a pulled repo
         return model.name, model.id, None
     except NotFound:
+        from mlxd.hub import looks_like_repo_id
+
         if not looks_like_repo_id(ref):
             name, model_id = model_ref(ref, after)  # not yet made by job AFTER, or an error
             return name, model_id, None

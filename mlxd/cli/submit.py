@@ -89,7 +89,7 @@ def queue(plan, *, pool: str | None):
     from mlxd.scheduling import SchedulingError, submit_graph
 
     try:
-        return submit_graph(plan, pool=pool, paths=get_paths())
+        return submit_graph(plan, pool=pool, paths=get_paths(), reader=get_reader())
     except SchedulingError as e:
         raise refused(e) from None
 
@@ -352,10 +352,10 @@ def short_value(value: Any, digits: int = 3) -> str:
 def model_or_later(ref: str, after: int | None):
     """REF's catalog model, or None when it does not exist yet and is allowed to: it is made
     by the job named with --after (a note says so); otherwise NotFound."""
-    from mlxd.catalog.store import NotFound
+    from mlxd.catalog.errors import NotFound
 
     try:
-        return get_store().resolve_model(ref)
+        return get_reader().model(ref)
     except NotFound:
         if after is None:
             raise
@@ -376,7 +376,7 @@ def model_ref(ref: str, after: int | None) -> tuple[str, int | None]:
 
 def check_free_name(name: str) -> None:
     """A new model's name must be free in the catalog and not claimed by a queued job."""
-    if get_store().find_model(name) is not None:
+    if get_reader().find_model(name) is not None:
         raise BadUsage(
             f"a model named '{name}' already exists; pass --name or remove it with "
             f"'mlxd models rm {name}'"

@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from mlxd.reports.fmt import size as human_bytes  # one byte format everywhere
 from mlxd.scheduling.errors import DoesNotFit, QueueFull
 
@@ -58,7 +56,11 @@ def memory_budget_bytes() -> int:
         value = int(float(os.environ.get(ENV_MEMORY_BUDGET, "")))
     except ValueError:
         value = 0
-    return value if value > 0 else int(psutil.virtual_memory().total * 0.75)
+    if value > 0:
+        return value
+    import psutil
+
+    return int(psutil.virtual_memory().total * 0.75)
 
 
 def queue_limit_per_user() -> int | None:
@@ -226,16 +228,22 @@ def check_queue_limit(user: str | None, mine: int, adding: int = 1) -> None:
     )
 
 
+def _within_budget(est: Estimate, whose: str, hint: str = "") -> int:
+    """The memory budget; DoesNotFit when ``est`` can never fit it."""
+    budget = memory_budget_bytes()
+    if est.memory_bytes > budget:
+        raise DoesNotFit(
+            f"this job needs {est.describe()}; {whose} budget is {human_bytes(budget)} "
+            f"({ENV_MEMORY_BUDGET}{hint})"
+        )
+    return budget
+
+
 def check_at_submit(est: Estimate | None, models_path: Path) -> str | None:
     """Refuse what can never fit this machine (DoesNotFit); a note about disk, or None."""
     if est is None:
         return None
-    budget = memory_budget_bytes()
-    if est.memory_bytes > budget:
-        raise DoesNotFit(
-            f"this job needs {est.describe()}; this machine's budget is {human_bytes(budget)} "
-            f"({ENV_MEMORY_BUDGET}, default 75% of RAM)"
-        )
+    _within_budget(est, "this machine's", ", default 75% of RAM")
     free = free_bytes(est.disk_path or models_path)
     if est.disk_bytes > free:
         return (
@@ -250,12 +258,7 @@ def decide(est: Estimate | None, in_use_bytes: int, models_path: Path) -> str | 
     DoesNotFit for a job that can never fit this daemon's budget."""
     if est is None:
         return None
-    budget = memory_budget_bytes()
-    if est.memory_bytes > budget:
-        raise DoesNotFit(
-            f"this job needs {est.describe()}; the daemon's budget is {human_bytes(budget)} "
-            f"({ENV_MEMORY_BUDGET})"
-        )
+    budget = _within_budget(est, "the daemon's")
     if in_use_bytes and est.memory_bytes > budget - in_use_bytes:
         return (
             f"waiting: memory (needs {human_bytes(est.memory_bytes)}; running jobs hold "

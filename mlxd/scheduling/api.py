@@ -17,14 +17,18 @@ nor Alembic.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlxd.config import Paths, lease_timeout_s
 from mlxd.scheduling import admission, placement
 from mlxd.scheduling.errors import BadArgument, BadPrerequisite
+
+if TYPE_CHECKING:
+    from mlxd.catalog.read import Reader
 
 
 @dataclass
@@ -66,10 +70,11 @@ def submit(
     user: str | None = None,
     max_attempts: int = 3,
     paths: Paths | None = None,
+    reader: Reader | None = None,
 ) -> Queued:
     """Queue one job. ``pool`` None: placement decides; ``user`` None: the OS user."""
     node = Node(kind, params_or_spec, after, None, priority, timeout_s, max_attempts)
-    return submit_graph([node], pool=pool, user=user, paths=paths)
+    return submit_graph([node], pool=pool, user=user, paths=paths, reader=reader)
 
 
 def submit_graph(
@@ -78,15 +83,17 @@ def submit_graph(
     pool: str | None = None,
     user: str | None = None,
     paths: Paths | None = None,
+    reader: Reader | None = None,
 ) -> Queued:
-    """Queue every node of ``plan``, or none of them (see the module's docstring)."""
+    """Queue every node of ``plan``, or none of them (see the module's docstring).
+    ``paths``: the home (default: this process's MLXD_HOME); ``reader``: the caller's
+    open ``Reader`` on it (default: one for this call)."""
     from mlxd.catalog.jobrows import insert_jobs
-    from mlxd.catalog.read import Reader
 
     paths = paths or _default_paths()
     if not plan:
         return Queued([])
-    with Reader(paths) as reader:
+    with _reading(paths, reader) as reader:
         rows, notes = _prepare(reader, paths, plan, pool, user)
         ids = _write(paths, rows, insert_jobs)
         queue_note = _release(paths, reader, rows, ids)
@@ -99,14 +106,25 @@ def check_graph(
     pool: str | None = None,
     user: str | None = None,
     paths: Paths | None = None,
+    reader: Reader | None = None,
 ) -> None:
     """Every check :func:`submit_graph` makes, writing nothing: for a caller that records
     something of its own before queueing (a fine-tune grid's sweep row)."""
+    paths = paths or _default_paths()
+    with _reading(paths, reader) as reader:
+        _prepare(reader, paths, plan, pool, user)
+
+
+@contextlib.contextmanager
+def _reading(paths: Paths, reader: Reader | None) -> Iterator[Reader]:
+    """The caller's reader, or one opened (and closed) here."""
+    if reader is not None:
+        yield reader
+        return
     from mlxd.catalog.read import Reader
 
-    paths = paths or _default_paths()
-    with Reader(paths) as reader:
-        _prepare(reader, paths, plan, pool, user)
+    with Reader(paths) as own:
+        yield own
 
 
 def _prepare(reader, paths: Paths, plan: Sequence[Node], pool, user) -> tuple[list, list]:

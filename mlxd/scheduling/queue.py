@@ -13,14 +13,17 @@ queue does not hold, so a lost or failed enqueue delays a job by seconds, never 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from functools import cache
-
-from huey import Huey, SqliteHuey
+from typing import TYPE_CHECKING
 
 from mlxd.catalog import backend
 from mlxd.config import Paths, busy_timeout_s
 from mlxd.scheduling.placement import DEFAULT_POOL
+
+if TYPE_CHECKING:
+    from huey import Huey
 
 TASK_NAME = "run_job"
 
@@ -46,14 +49,13 @@ def get_huey(
 ) -> Huey:
     """The huey of one pool: SQLite at ``queue_db``, or PostgresHuey at ``database_url``
     (``postgres_class``: the daemon's consumers pass their patient one)."""
+    huey_api = _import_huey(postgres=bool(database_url))
     if database_url:
-        from huey import PostgresHuey
-
         db = backend.Database(url=database_url)
         # Workers wait on LISTEN/NOTIFY and take tasks with FOR UPDATE SKIP LOCKED: any
         # number of daemons share the queue. read_timeout bounds a worker's wait, so a
         # stopping daemon notices within that time.
-        huey = (postgres_class or PostgresHuey)(
+        huey = (postgres_class or huey_api.PostgresHuey)(
             queue_name(pool),
             dsn=db.libpq_url,
             results=False,
@@ -63,7 +65,7 @@ def get_huey(
         )
     else:
         # The catalog's busy timeout serves the queue too.
-        huey = SqliteHuey(
+        huey = huey_api.SqliteHuey(
             queue_name(pool), filename=queue_db, results=False, utc=True, timeout=busy_timeout_s()
         )
 
@@ -74,6 +76,27 @@ def get_huey(
         _handler(job_id)
 
     huey.run_job = run_job
+    return huey
+
+
+def _import_huey(*, postgres: bool):
+    """The huey package. ``huey.storage`` imports psycopg whenever it is installed (0.15 s,
+    half of a whole submit) though only its PostgreSQL storage uses it: for an SQLite queue
+    huey is imported with psycopg hidden, and a PostgreSQL queue later in the same process
+    (tests switch backends) hands the storage module psycopg then."""
+    if not postgres and "huey.storage" not in sys.modules and "psycopg" not in sys.modules:
+        sys.modules["psycopg"] = None  # type: ignore[assignment]  # huey's import: ImportError
+        try:
+            import huey.storage  # noqa: F401
+        finally:
+            del sys.modules["psycopg"]
+    import huey
+    import huey.storage
+
+    if postgres and huey.storage.psycopg is None:
+        import psycopg
+
+        huey.storage.psycopg = psycopg
     return huey
 
 
