@@ -237,23 +237,22 @@ class Store:
         max_attempts: int = 3,
         pool: str = "default",
     ) -> Job:
-        with self.write() as s:
-            if after_job_id is not None and s.get(Job, after_job_id) is None:
-                raise NotFound(f"job {after_job_id} not found; see 'mlxd jobs list'")
-            job = Job(
-                kind=kind,
-                params=params,
-                priority=priority,
-                after_job_id=after_job_id,
-                timeout_s=timeout_s,
-                max_attempts=max_attempts,
-                submitted_by=_user(),
-                pool=pool,
-            )
-            s.add(job)
-            s.flush()
-            job.log_path = str(self.paths.job_log(job.id))
-            return job
+        """A queued job row, not enqueued, with no admission or placement (tests and
+        benchmarks set up catalogs with it; commands go through ``mlxd.scheduling``). The
+        row is written as every submit writes it (``jobrows.insert_jobs``)."""
+        from mlxd.catalog.jobrows import NewJob, insert_jobs
+
+        row = NewJob(
+            kind=kind,
+            params=params,
+            pool=pool,
+            priority=priority,
+            after_job_id=after_job_id,
+            timeout_s=timeout_s,
+            max_attempts=max_attempts,
+            submitted_by=_user(),
+        )
+        return self.get_job(insert_jobs(self.paths, [row])[0])
 
     def get_job(self, job_id: int) -> Job:
         with self.read() as s:
