@@ -58,6 +58,7 @@ def _connect(paths: Paths):
     con = sqlite_connect(paths.catalog_db, timeout=busy_timeout_s())
     con.isolation_level = None  # BEGIN is ours: IMMEDIATE, as the Store's writes
     con.execute("pragma foreign_keys=on")
+    con.execute("pragma synchronous=normal")  # as the Store's connections (WAL)
     return con, "?", "begin immediate"
 
 
