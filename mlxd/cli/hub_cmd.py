@@ -13,7 +13,8 @@ from mlxd.cli.submit import job_options, submit
 def check_offline_cache(repo: str, revision: str | None) -> str | None:
     """Offline with a cold cache is known at submit: say so now rather than in a failed job.
     Offline, the commit the cache holds for that revision; online, None (the hub decides)."""
-    from mlxd.hub import cached_commit, settings
+    from mlxd.hub.cache import cached_commit
+    from mlxd.hub.environment import settings
 
     hs = settings()
     if not hs.offline:
@@ -36,13 +37,12 @@ def model_ref_or_pull(ref: str, after: int | None) -> tuple[str, int | None, Any
     """
     from mlxd.catalog.errors import NotFound
     from mlxd.cli.submit import model_ref
+    from mlxd.hub.names import looks_like_repo_id
 
     try:
         model = get_reader().model(ref)  # a name, an id, a path, or a pulled repo
         return model.name, model.id, None
     except NotFound:
-        from mlxd.hub import looks_like_repo_id
-
         if not looks_like_repo_id(ref):
             name, model_id = model_ref(ref, after)  # not yet made by job AFTER, or an error
             return name, model_id, None

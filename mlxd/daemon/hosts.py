@@ -56,7 +56,7 @@ def model_host_for(path: str | os.PathLike) -> str | None:
 
 
 def machine_facts_for_row() -> dict[str, Any]:
-    from mlxd import hub
+    from mlxd.hub.environment import environment
     from mlxd.scheduling.admission import memory_budget_bytes
     from mlxd.system.sysinfo import machine_facts
 
@@ -64,7 +64,7 @@ def machine_facts_for_row() -> dict[str, Any]:
     facts["memory_budget_bytes"] = memory_budget_bytes()
     # The hub environment this daemon's pulls and pushes use (token presence only, never
     # the token): a CLI with another HF_ENDPOINT or token says so at submit.
-    facts["hub"] = hub.environment().to_dict()
+    facts["hub"] = environment().to_dict()
     return facts
 
 

@@ -193,14 +193,16 @@ def fetch_input_models(inputs: dict[str, Any], progress: Callable[[float, str], 
     host's HF cache (verified against the catalog's hashes) and point its input at it."""
     import sys
 
-    from mlxd import hub
+    from mlxd.hub.errors import HubError
+    from mlxd.hub.pull import fetch_pulled
+    from mlxd.reports.fmt import size as human_bytes
 
     for key, fetch in (inputs.get("hub_fetch") or {}).items():
         name = fetch.get("name")
         ref = f"{fetch['repo']}@{fetch['commit'][:12]}"
         progress(0.0, f"fetching {name or ref} ({ref}) to this host first")
         try:
-            result = hub.fetch_pulled(
+            result = fetch_pulled(
                 fetch["repo"],
                 fetch["commit"],
                 include=fetch.get("include") or None,
@@ -208,13 +210,13 @@ def fetch_input_models(inputs: dict[str, Any], progress: Callable[[float, str], 
                 expected=fetch.get("files") or None,
                 progress=lambda p, ref=ref: progress(0.0, f"fetching {ref}: {p.line()}"),
             )
-        except hub.HubError as e:
+        except HubError as e:
             raise JobFailed(f"could not fetch model '{name}' here: {e}") from None
         inputs[key] = result.snapshot_path
         print(  # the job's log
             f"mlxd: model '{name}' ({ref}) pulled on another host: "
             f"{len(result.files)} files verified in this host's HF cache, "
-            f"{hub.human_bytes(result.fetched_bytes)} fetched in {result.seconds:.2f} s",
+            f"{human_bytes(result.fetched_bytes)} fetched in {result.seconds:.2f} s",
             file=sys.stderr,
         )
 

@@ -278,7 +278,7 @@ def _hub_note(kind: str, pool: str, machines) -> str | None:
     what it has)."""
     if kind not in HUB_KINDS:
         return None
-    from mlxd.hub import environment_drift
+    from mlxd.hub.environment import environment_drift
 
     for m in placement.live_machines(machines, lease_timeout_s()):
         if placement.serves(m, pool):
