@@ -111,9 +111,15 @@ def test_why_a_queued_job_waits_is_never_empty():
         host_id="macb", pools=["gpu"], heartbeat_at=now - timedelta(hours=30), stopped_at=None
     )
 
-    def job(id_, pool="default", status="queued", after=None, priority=0, message=None):
+    def job(id_, pool="default", status="queued", after=None, priority=0, message=None, wait=None):
         return Row(
-            id=id_, pool=pool, status=status, after_job_id=after, priority=priority, message=message
+            id=id_,
+            pool=pool,
+            status=status,
+            after_job_id=after,
+            priority=priority,
+            message=message,
+            wait_code=wait,
         )
 
     running, first, second = job(1, status="running"), job(2), job(3)
@@ -123,7 +129,7 @@ def test_why_a_queued_job_waits_is_never_empty():
     assert wait_reason(urgent, [live, gone], 60, pending) == "behind job 1"
     assert wait_reason(second, [live], 60, pending) == "behind job 2"
     assert wait_reason(pending[-1], [live], 60, pending) == "waiting for job 2"
-    memory = job(6, message="waiting: memory (needs 3 GB)")
+    memory = job(6, message="waiting: memory (needs 3 GB)", wait="wait_memory")
     assert wait_reason(memory, [live], 60, [memory]) == "waiting: memory (needs 3 GB)"
     assert wait_reason(job(7), [live], 60, []) == "next in pool default"
     assert wait_reason(job(8, pool="gpu"), [live, gone], 60, []).startswith(
@@ -155,3 +161,23 @@ def test_the_host_id_is_recorded_in_config_toml_keeping_the_other_settings(tmp_p
     assert cfg == {"host_id": "macb", "database_url": "postgresql://x@h/db", "extra": {"k": 1}}
     monkeypatch.setenv("MLXD_HOST_ID", "studio")  # a daemon's own --host-id wins in its process
     assert host_id(p) == "studio"
+
+
+def test_a_job_is_judged_by_the_lease_its_holder_promised_not_the_judges():
+    """A CLI running a job in the foreground with the default lease renews less often than a
+    daemon with a 3 s lease judges: the daemon must not take it back while it is in lease."""
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace as Row
+
+    from mlxd.daemon import hosts as placement
+
+    beat = datetime.now(UTC) - timedelta(seconds=10)
+    job = Row(heartbeat_at=beat, started_at=beat, host="laptop", lease_s=60.0)
+    assert not placement.job_host_dead(job, {}, 3.0, 1.0)
+    job.lease_s = None  # a row claimed before the lease was recorded: the judge's own
+    assert placement.job_host_dead(job, {}, 3.0, 1.0)
+    # A machine row is judged by the lease its daemon wrote in its facts.
+    m = Row(host_id="maca", heartbeat_at=beat, stopped_at=None, facts={"lease_s": 30.0})
+    assert placement.live_machines([m], 3.0) == [m]
+    m.facts = {}
+    assert placement.live_machines([m], 3.0) == []

@@ -213,6 +213,6 @@ def reconcile_queue(store: Store, paths: Paths, grace_s: float) -> list[int]:
         if prerequisite_gate(store, job) != "go":
             continue
         enqueue(paths, job.id, priority=job.priority, pool=job.pool)
-        if not (job.message or "").startswith("waiting:"):  # those come back by design
+        if not job.wait_code:  # a job waiting for room comes back by design
             enqueued.append(job.id)
     return enqueued

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from mlxd.formats.modelfolder import inspect_folder, tokenizer_identity
+from mlxd.jobs.protocol import Event
 
 
 class SpecError(ValueError):
@@ -237,7 +238,8 @@ class RunContext:
     job_id: int
     output_dir: Path | None
     progress: Callable[[float, str], None]
-    emit: Callable[[str, dict[str, Any]], None] = lambda event, data: None
+    # A kind's own event (``protocol.Event``) for its ``on_event`` in the daemon.
+    emit: Callable[[Event, dict[str, Any]], None] = lambda event, data: None
 
 
 @dataclass

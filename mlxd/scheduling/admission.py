@@ -253,22 +253,29 @@ def check_at_submit(est: Estimate | None, models_path: Path) -> str | None:
     return None
 
 
-def decide(est: Estimate | None, in_use_bytes: int, models_path: Path) -> str | None:
-    """At start: None to run now, else why it waits ('waiting: memory ...'). Raises
-    DoesNotFit for a job that can never fit this daemon's budget."""
+def decide(est: Estimate | None, in_use_bytes: int, models_path: Path):
+    """At start: None to run now, else why it waits (a ``reasons.Wait``: its code and
+    'waiting: memory ...'). Raises DoesNotFit for a job that can never fit this daemon's
+    budget."""
+    # The daemon's reason codes (only the daemon calls this; the codes belong with the
+    # vocabulary every room shares once it is at the bottom).
+    from mlxd.daemon.reasons import Code, Wait
+
     if est is None:
         return None
     budget = _within_budget(est, "the daemon's")
     if in_use_bytes and est.memory_bytes > budget - in_use_bytes:
-        return (
+        return Wait(
+            Code.WAIT_MEMORY,
             f"waiting: memory (needs {human_bytes(est.memory_bytes)}; running jobs hold "
-            f"{human_bytes(in_use_bytes)} of the {human_bytes(budget)} budget)"
+            f"{human_bytes(in_use_bytes)} of the {human_bytes(budget)} budget)",
         )
     # The reserve is the floor a running job stops at; to start, the output must fit.
     where = est.disk_path or models_path
     if est.disk_bytes and est.disk_bytes > free_bytes(where):
-        return (
+        return Wait(
+            Code.WAIT_DISK,
             f"waiting: disk (needs {human_bytes(est.disk_bytes)}; "
-            f"{human_bytes(free_bytes(where))} free at {where})"
+            f"{human_bytes(free_bytes(where))} free at {where})",
         )
     return None

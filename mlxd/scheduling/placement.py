@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 from mlxd.reports.fmt import size as human_bytes  # one byte format everywhere
 from mlxd.scheduling.errors import NoPlace
@@ -50,8 +51,16 @@ def live_machines(machines, lease_s: float, now: datetime | None = None) -> list
     return [
         m
         for m in machines
-        if m.stopped_at is None and (now - _aware(m.heartbeat_at)).total_seconds() < lease_s
+        if m.stopped_at is None
+        and (now - _aware(m.heartbeat_at)).total_seconds()
+        < _promised(getattr(m, "facts", None), lease_s)
     ]
+
+
+def _promised(facts: dict[str, Any] | None, lease_s: float) -> float:
+    """The lease a machine row's daemon promised (its facts), else the reader's own."""
+    promised = (facts or {}).get("lease_s")
+    return float(promised) if isinstance(promised, int | float) and promised > 0 else lease_s
 
 
 def place(
@@ -150,7 +159,7 @@ def wait_reason(job, machines, lease_s: float, pending=(), now: datetime | None 
     if why is not None:
         return why
     message = job.message or ""
-    if message.startswith("waiting:"):
+    if job.wait_code:  # the daemon's own word: "waiting: memory (...)"
         return message
     rank = (-job.priority, job.id)
     ahead = [
