@@ -1,7 +1,7 @@
 """Queue throughput and submit-to-start latency: SQLite against PostgreSQL, one consumer
 process against three, side by side in one run (issue 13).
 
-Each "daemon" here is a process running mlxd's own huey queue (``mlxd.daemon.queue``) with
+Each "daemon" here is a process running mlxd's own huey queue (``mlxd.scheduling.queue``) with
 a handler that does a job's catalog bookkeeping through the Store (claim, then finish)
 and no MLX: what a trivial job costs the queue and the catalog, without the child process
 that every real job starts (whose ~1 s of mlx import would hide the queue's cost).
@@ -30,7 +30,7 @@ import os, sys, threading
 from huey.consumer import Consumer
 from mlxd.catalog.store import Store
 from mlxd.config import paths
-from mlxd.daemon import queue
+from mlxd.scheduling import queue
 
 p = paths()
 store = Store(p)
@@ -73,7 +73,7 @@ def run_case(backend: str, daemons: int, jobs: int, pg_base: str) -> dict:
         os.environ.pop("MLXD_DATABASE_URL", None)
     from mlxd.catalog.store import Store
     from mlxd.config import paths
-    from mlxd.daemon import queue
+    from mlxd.scheduling import queue
 
     queue.get_huey.cache_clear()
     store = Store(paths(home))

@@ -28,6 +28,7 @@ BOTH_BACKENDS_MODULES: dict[str, set[str] | None] = {
     "test_catalog": None,
     "test_results": None,
     "test_vocab": {"test_the_quantization_label_is_the_same_in_python_and_in_sql"},
+    "test_scheduling": None,
     "test_queue_behaviour": {
         "test_higher_priority_runs_first",
         "test_two_workers_run_two_jobs_at_once",
@@ -81,7 +82,7 @@ def pg_url(monkeypatch) -> Iterator[str]:
     context.reset()
     yield url
     context.reset()
-    from mlxd.daemon.queue import get_huey
+    from mlxd.scheduling.queue import get_huey
 
     get_huey.cache_clear()
     drop()
@@ -108,7 +109,7 @@ def mlxd_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     import mlxd.cli.context as context
-    from mlxd.daemon.queue import get_huey
+    from mlxd.scheduling.queue import get_huey
 
     context.reset()
     get_huey.cache_clear()

@@ -407,8 +407,9 @@ def test_a_refusal_at_admission_fails_the_job_only_while_it_is_still_queued(
 ):
     """A daemon that refuses a queued job (it can never fit) ends it as it read it: a run
     that another host claimed meanwhile is not failed under it."""
-    from mlxd.daemon import admission
     from mlxd.daemon.runner import Runner
+    from mlxd.scheduling import admission
+    from mlxd.scheduling.errors import DoesNotFit
 
     store = Store(paths(mlxd_home))
     job = store.submit_job("synth", {"name": "x"})
@@ -416,7 +417,7 @@ def test_a_refusal_at_admission_fails_the_job_only_while_it_is_still_queued(
     def decide(est, in_use_bytes, models_path):
         if claimed_meanwhile:
             assert store.claim_job(job.id, host="b", daemon_pid=2) is not None
-        raise admission.AdmissionError("needs more memory than this machine has")
+        raise DoesNotFit("needs more memory than this machine has")
 
     monkeypatch.setattr(admission, "decide", decide)
     outcome = Runner(store, store.paths).handle(job.id)

@@ -24,7 +24,7 @@ def private_pg(monkeypatch):
         pytest.skip(f"no private PostgreSQL server: {e}")
     monkeypatch.setenv("MLXD_DATABASE_URL", cluster.url)
     import mlxd.cli.context as context
-    from mlxd.daemon.queue import get_huey
+    from mlxd.scheduling.queue import get_huey
 
     context.reset()
     yield cluster

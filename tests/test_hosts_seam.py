@@ -103,7 +103,7 @@ def test_why_a_queued_job_waits_is_never_empty():
     from datetime import UTC, datetime, timedelta
     from types import SimpleNamespace as Row
 
-    from mlxd.daemon.hosts import wait_reason
+    from mlxd.scheduling.placement import wait_reason
 
     now = datetime.now(UTC)
     live = Row(host_id="maca", pools=["default"], heartbeat_at=now, stopped_at=None)

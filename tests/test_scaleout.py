@@ -111,8 +111,8 @@ def _store(pg_url: str, home: Path):
 def _submit_synths(store, home: Path, names: list[str], pool: str = "default") -> list[int]:
     """Small jobs (a ~1M-parameter random model each), through the Store and the queue."""
     from mlxd.config import paths
-    from mlxd.daemon.queue import enqueue
     from mlxd.jobs.synth import Spec
+    from mlxd.scheduling.queue import enqueue
 
     ids = []
     for name in names:

@@ -1,7 +1,7 @@
 """Every submitting path obeys --pool, admission (memory) and the per-user queue limit
 (issue 17, seam 5): a single submit, a quantization sweep, a fine-tune grid, `finetune
---fuse`, and the pull a hub id queues before its job all go through the one submit function
-(``cli/submit.py``'s ``queue_job``). A graph is refused whole, never half queued.
+--fuse`, and the pull a hub id queues before its job all go through the scheduling room
+(``mlxd.scheduling.submit_graph``). A graph is refused whole, never half queued.
 
 No daemon: the jobs only need to be queued (SQLite, in the test's own MLXD_HOME)."""
 

@@ -8,7 +8,7 @@ from mlxd.catalog.models import Model
 from mlxd.catalog.read import Reader
 from mlxd.catalog.store import Store
 from mlxd.config import paths
-from mlxd.jobs.sweeps import SweepRequest, plan_sweep, submit_sweep
+from mlxd.jobs.sweeps import SweepRequest, new_steps, plan_sweep, record_sweep
 from tests.conftest import run_json, run_mlxd
 
 
@@ -28,13 +28,14 @@ def _plan(req: SweepRequest):
         return plan_sweep(reader, req)
 
 
-def _submitter(store, log):
-    def submit(kind, spec, after):
-        job = store.submit_job(kind, spec.to_params(), after_job_id=after)
-        log.append((kind, job.id, after))
-        return job.id
-
-    return submit
+def _queue_sweep(store, plan, log):
+    """Queue the plan's new steps in order, each after its variant's quantize job (as the
+    command's graph does), logging (kind, job id, after); the Sweep row."""
+    for step, gate in new_steps(plan):
+        after = gate.job_id if gate is not None else None
+        step.job_id = store.submit_job(step.kind, step.spec.to_params(), after_job_id=after).id
+        log.append((step.kind, step.job_id, after))
+    return record_sweep(store, plan)
 
 
 def test_plan_queues_a_graph_and_a_second_sweep_reuses_the_queued_jobs(tmp_path):
@@ -50,7 +51,7 @@ def test_plan_queues_a_graph_and_a_second_sweep_reuses_the_queued_jobs(tmp_path)
         max_tokens=64,
     )
     first: list = []
-    sweep = submit_sweep(store, _plan(req), _submitter(store, first))
+    sweep = _queue_sweep(store, _plan(req), first)
 
     kinds = [k for k, _, _ in first]
     assert kinds.count("quantize") == 3 and kinds.count("bench") == 4
@@ -68,7 +69,7 @@ def test_plan_queues_a_graph_and_a_second_sweep_reuses_the_queued_jobs(tmp_path)
 
     # The same sweep again, while everything is still queued: nothing new.
     second: list = []
-    again = submit_sweep(store, _plan(req), _submitter(store, second))
+    again = _queue_sweep(store, _plan(req), second)
     assert second == []
     assert [v["quantize_job"] for v in again.variants] == [
         v["quantize_job"] for v in sweep.variants
@@ -91,7 +92,7 @@ def test_a_different_model_with_the_default_name_is_not_taken_for_the_variant(tm
         )
     )
     log: list = []
-    sweep = submit_sweep(store, _plan(SweepRequest(base="tiny", bits=[4])), _submitter(store, log))
+    sweep = _queue_sweep(store, _plan(SweepRequest(base="tiny", bits=[4])), log)
     v = next(v for v in sweep.variants if v["variant"] == "4bit-g64")
     assert v["model"] == "tiny-4bit-g64-2" and v["reused"] == []
     assert store.get_job(v["quantize_job"]).params["name"] == "tiny-4bit-g64-2"
@@ -214,7 +215,7 @@ def test_a_bench_run_with_other_settings_is_not_reused(tmp_path):
         max_tokens=64,
     )
     log: list = []
-    sweep = submit_sweep(store, _plan(req), _submitter(store, log))
+    sweep = _queue_sweep(store, _plan(req), log)
     base = next(v for v in sweep.variants if v["variant"] == "base")
     assert base["bench_job"] != earlier.id and "bench" not in base["reused"]
 

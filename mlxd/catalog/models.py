@@ -124,7 +124,7 @@ class Job(SQLModel, table=True):
     # Scale-out (migration 0008): the pool (a huey queue) the job waits in; ``host`` above is
     # the host id of the daemon that claimed it.
     pool: str = Field(default="default", index=True)
-    # Why a queued job waits (migration 0012): a ``reasons.Code`` (wait_memory, wait_disk)
+    # Why a queued job waits (migration 0012): a ``vocab.outcomes.Code`` (wait_memory, wait_disk)
     # beside its message, which holds the words; None when it does not wait for room.
     wait_code: str | None = None
     # The lease its holder promised (migration 0013): the seconds without a heartbeat after

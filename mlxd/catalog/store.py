@@ -220,23 +220,22 @@ class Store:
         max_attempts: int = 3,
         pool: str = "default",
     ) -> Job:
-        with self.write() as s:
-            if after_job_id is not None and s.get(Job, after_job_id) is None:
-                raise refs.job_not_found(after_job_id)
-            job = Job(
-                kind=kind,
-                params=params,
-                priority=priority,
-                after_job_id=after_job_id,
-                timeout_s=timeout_s,
-                max_attempts=max_attempts,
-                submitted_by=_user(),
-                pool=pool,
-            )
-            s.add(job)
-            s.flush()
-            job.log_path = str(self.paths.job_log(job.id))
-            return job
+        """A queued job row, not enqueued, with no admission or placement (tests and
+        benchmarks set up catalogs with it; commands go through ``mlxd.scheduling``). The
+        row is written as every submit writes it (``jobrows.insert_jobs``)."""
+        from mlxd.catalog.jobrows import NewJob, insert_jobs
+
+        row = NewJob(
+            kind=kind,
+            params=params,
+            pool=pool,
+            priority=priority,
+            after_job_id=after_job_id,
+            timeout_s=timeout_s,
+            max_attempts=max_attempts,
+            submitted_by=_user(),
+        )
+        return self.get_job(insert_jobs(self.paths, [row])[0])
 
     def get_job(self, job_id: int) -> Job:
         with self.read() as s:
@@ -410,44 +409,21 @@ class Store:
             s.add(job)
             return job
 
-    def prerequisite_gate(self, job: Job) -> str:
-        """May ``job`` start? The one answer for the CLI, the daemon and recovery:
-        "go"; "wait" (its prerequisite is queued or running: released when that ends); or
-        "failed" (its prerequisite did not succeed: this job and its dependents were failed)."""
-        if job.after_job_id is None:
-            return "go"
-        pre = self.get_job(job.after_job_id)
-        if pre.status in ("queued", "running"):
-            return "wait"
-        if pre.status != "succeeded":
-            self.fail_dependents(pre.id)
-            return "failed"
-        return "go"
-
     def dependents(self, job_id: int) -> list[Job]:
         with self.read() as s:
             return list(
                 s.exec(select(Job).where(Job.after_job_id == job_id, Job.status == "queued"))
             )
 
-    def fail_dependents(self, job_id: int) -> list[int]:
-        """Fail every queued job waiting (directly or not) on a job that did not succeed."""
-        job = self.get_job(job_id)
-        reason = f"prerequisite job {job_id} {job.status}" + (f": {job.error}" if job.error else "")
-        failed, frontier = [], [job_id]
-        while frontier:
-            parent = frontier.pop()
-            for dep in self.dependents(parent):
-                with self.write() as s:
-                    res = s.execute(
-                        update(Job)
-                        .where(Job.id == dep.id, Job.status == "queued")
-                        .values(status="failed", error=reason, finished_at=utcnow())
-                    )
-                if res.rowcount == 1:
-                    failed.append(dep.id)
-                    frontier.append(dep.id)
-        return failed
+    def fail_queued(self, job_id: int, reason: str) -> bool:
+        """Fail a job only while it is still queued (fenced by its status); True if it was."""
+        with self.write() as s:
+            res = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "queued")
+                .values(status="failed", error=reason, finished_at=utcnow())
+            )
+        return res.rowcount == 1
 
     # -- systems and benchmarks -----------------------------------------------------------
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mlxd.cli.context import BadUsage, UserError, catalog_errors, get_reader, get_store
+from mlxd.cli.context import BadUsage, UserError, catalog_errors, get_paths, get_reader, get_store
 from mlxd.cli.output import echo_json, human_bytes, render_table, row_dict
 from mlxd.cli.sampling_opts import pop_sampling, sampling_options
 from mlxd.cli.submit import foreground_runner, job_options, model_ref, submit
@@ -15,14 +15,14 @@ from mlxd.cli.submit import foreground_runner, job_options, model_ref, submit
 def _run_here(kind: str, spec) -> int:
     """Run a job in this process's child now (no daemon), like `models synth`."""
     from mlxd.jobs import load_kind
+    from mlxd.scheduling import foreground_job
 
-    store = get_store()
-    job = store.submit_job(kind, spec.to_params(), max_attempts=1)
-    click.echo(f"Running job {job.id}: {load_kind(kind).describe(spec)}", err=True)
-    outcome = foreground_runner().handle(job.id)
+    job_id = foreground_job(kind, spec, paths=get_paths())
+    click.echo(f"Running job {job_id}: {load_kind(kind).describe(spec)}", err=True)
+    outcome = foreground_runner().handle(job_id)
     if outcome is None or outcome.status != "succeeded":
-        raise UserError(f"job {job.id} failed: {outcome.error if outcome else 'not run'}")
-    return job.id
+        raise UserError(f"job {job_id} failed: {outcome.error if outcome else 'not run'}")
+    return job_id
 
 
 def _check_cache_for(ref: str | None, model_id: int | None) -> None:
@@ -79,6 +79,7 @@ def batch(
     after,
     priority,
     timeout_s,
+    pool,
     **kwargs,
 ):
     """Generate for every line of a JSONL file with batched generation (a job)."""
@@ -115,7 +116,7 @@ def batch(
             f"({result.get('generation_tps')} tok/s over the batch)"
         )
         return
-    submit("batch", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+    submit("batch", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s, pool=pool)
 
 
 @click.command("cache-prompt")
@@ -153,6 +154,7 @@ def cache_prompt(
     after,
     priority,
     timeout_s,
+    pool,
 ):
     """Prefill a prompt once and keep its KV cache for later runs."""
     if list_ or rm:
@@ -193,7 +195,10 @@ def cache_prompt(
             f"{human_bytes(cache.size_bytes)}) at {cache.path}"
         )
         return
-    submit("cache_prompt", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+    submit(
+        "cache_prompt", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s,
+        pool=pool,
+    )  # fmt: skip
 
 
 def _list_caches(json_: bool) -> None:

@@ -22,7 +22,8 @@ FAILED_JOB_EXIT = 1
 #      broken, too little memory or disk, no daemon, dependents, another user's job, and a
 #      job that failed.
 # Lower rooms raise plain exceptions; `catalog_errors` maps them: NotFound, QueryError,
-# SpecError and ModelFolderError are usage errors, any other CatalogError a refusal.
+# SpecError and ModelFolderError are usage errors, any other CatalogError a refusal; the
+# scheduling room's refusals as `refused` says.
 
 
 class UserError(click.ClickException):
@@ -113,6 +114,18 @@ def reset() -> None:
     _store = _reader = None
 
 
+def refused(e: Exception) -> click.ClickException:
+    """A refusal of the scheduling room (``mlxd.scheduling.errors``) as the CLI says it: a
+    bad argument or prerequisite is the command line's (exit 2); a full queue, a job that
+    does not fit or has no place is the state of things (exit 1)."""
+    from mlxd.scheduling.errors import BadArgument, BadPrerequisite
+
+    message = str(e.args[0]) if e.args else type(e).__name__
+    if isinstance(e, BadArgument | BadPrerequisite):
+        return BadUsage(message)
+    return UserError(message)
+
+
 def catalog_errors(fn: Callable) -> Callable:
     """Turn catalog and spec errors into one-line CLI errors with the right exit status."""
     import functools
@@ -121,10 +134,13 @@ def catalog_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         from mlxd.catalog.errors import CatalogError, NotFound, QueryError
         from mlxd.formats.modelfolder import ModelFolderError
+        from mlxd.scheduling.errors import SchedulingError
         from mlxd.vocab.errors import SpecError
 
         try:
             return fn(*args, **kwargs)
+        except SchedulingError as e:
+            raise refused(e) from None
         except (NotFound, QueryError, SpecError, ModelFolderError) as e:
             raise BadUsage(str(e.args[0])) from None
         except CatalogError as e:

@@ -44,16 +44,16 @@ def start(
     """Start the daemon (in the background unless --foreground)."""
     import os
 
-    from mlxd.daemon import hosts
     from mlxd.daemon.control import DaemonError, start_background
+    from mlxd.scheduling.placement import check_name
     from mlxd.vocab import settings
 
     _check_digest(digest)
     try:
         if host_id is not None:
-            os.environ[settings.HOST_ID.name] = hosts.check_name(host_id, "--host-id")
+            os.environ[settings.HOST_ID.name] = check_name(host_id, "--host-id")
         if pools:
-            os.environ[settings.POOLS.name] = ",".join(hosts.check_name(x, "--pool") for x in pools)
+            os.environ[settings.POOLS.name] = ",".join(check_name(x, "--pool") for x in pools)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
     p = get_paths()

@@ -119,6 +119,7 @@ def run(
     after,
     priority,
     timeout_s,
+    pool,
 ):
     """Queue fine-tuning of a model on local data."""
     from mlxd.jobs.finetune_plan import (
@@ -197,11 +198,15 @@ def run(
     if len(specs) == 1 and not then_fuse:
         from mlxd.cli.submit import submit
 
-        submit("finetune", specs[0], wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+        submit(
+            "finetune", specs[0], wait=wait, after=after, priority=priority, timeout_s=timeout_s,
+            pool=pool,
+        )  # fmt: skip
         if wait:
             _print_adapter_summary(specs[0].name)
         return
-    _submit_graph(store, specs, base, combos, after, priority, timeout_s, then_fuse, wait, running)
+    jobs = (after, priority, timeout_s, pool)
+    _submit_graph(store, specs, base, combos, jobs, then_fuse, wait, running)
 
 
 def _check_owner(store, adapter, after: int | None) -> None:
@@ -348,20 +353,16 @@ def _check_data(specs, base) -> None:
             click.echo(f"Note: {data.split_note}", err=True)
 
 
-def _submit_graph(store, specs, base, combos, after, priority, timeout_s, then_fuse, wait, running):
+def _submit_graph(store, specs, base, combos, jobs, then_fuse, wait, running):
+    """A grid (and its fuses): one plan, queued whole or not at all. ``jobs``: the job
+    options (after, priority, timeout_s, pool)."""
     from mlxd.catalog.models import FinetuneSweep
-    from mlxd.cli.submit import (
-        check_fits,
-        check_prerequisite,
-        check_room,
-        echo_notes,
-        note_no_daemon,
-        queue_job,
-        requested_pool,
-    )
+    from mlxd.cli.context import get_paths, get_reader, refused
+    from mlxd.cli.submit import echo_notes, note_no_daemon, queue
     from mlxd.jobs import fuse as fuse_kind
+    from mlxd.scheduling import Node, SchedulingError, check_graph
 
-    check_prerequisite(after)
+    after, priority, timeout_s, pool = jobs
     fuse_specs = [
         fuse_kind.Spec(model=spec.model, model_id=spec.model_id, adapter=spec.name)
         for spec in (specs if then_fuse else ())
@@ -369,15 +370,25 @@ def _submit_graph(store, specs, base, combos, after, priority, timeout_s, then_f
     for fspec in fuse_specs:  # every fused model's name must be free before anything is queued
         if store.find_model(fspec.name) is not None:
             raise BadUsage(f"a model named '{fspec.name}' already exists; remove it first")
-    # The per-user limit and admission for every run (and fuse) first: all, or nothing.
-    check_room(len(specs) + len(fuse_specs))
-    check_fits(
-        [("finetune", s.to_params()) for s in specs] + [("fuse", f.to_params()) for f in fuse_specs]
-    )
+
+    def plan() -> list:
+        nodes = []
+        for i, spec in enumerate(specs):
+            nodes.append(Node("finetune", spec, after, None, priority, timeout_s))
+            if then_fuse:  # the fuse waits on its run (no --timeout: that was the run's)
+                nodes.append(
+                    Node("fuse", fuse_specs[i], after_node=len(nodes) - 1, priority=priority)
+                )
+        return nodes
+
     sweep = None
     if len(specs) > 1:
         if base is None:
             raise BadUsage("a grid needs a model that exists already (not one made --after a job)")
+        try:  # the limit, admission and prerequisites of the whole grid before its sweep row
+            check_graph(plan(), pool=pool, paths=get_paths(), reader=get_reader())
+        except SchedulingError as e:
+            raise refused(e) from None
         keys = sorted({k for c in combos for k in c})
         sweep = store.add_finetune_sweep(
             FinetuneSweep(
@@ -389,37 +400,18 @@ def _submit_graph(store, specs, base, combos, after, priority, timeout_s, then_f
                 },
             )
         )
-    runs, notes = [], []
-    pool = requested_pool()
-    for i, (spec, combo) in enumerate(zip(specs, combos, strict=True)):
-        if sweep is not None:
+        for spec in specs:
             spec.sweep_id = sweep.id
-        job_id, job_notes = queue_job(
-            "finetune",
-            spec.to_params(),
-            pool=pool,
-            after=after,
-            priority=priority,
-            timeout_s=timeout_s,
-            room_checked=True,
-        )
-        notes += job_notes
-        run = {"adapter": spec.name, "job": job_id, "fuse_job": None, "grid": combo}
-        if then_fuse:
-            run["fuse_job"], job_notes = queue_job(
-                "fuse",
-                fuse_specs[i].to_params(),
-                pool=pool,
-                after=job_id,
-                priority=priority,
-                timeout_s=None,
-                room_checked=True,
-            )
-            notes += job_notes
-        runs.append(run)
+    queued = queue(plan(), pool=pool)
+    step = 2 if then_fuse else 1
+    runs = []
+    for i, (spec, combo) in enumerate(zip(specs, combos, strict=True)):
+        job_id = queued.job_ids[i * step]
+        fuse_job = queued.job_ids[i * step + 1] if then_fuse else None
+        runs.append({"adapter": spec.name, "job": job_id, "fuse_job": fuse_job, "grid": combo})
         line = f"Queued job {job_id}: {_describe(spec)}"
-        if run["fuse_job"]:
-            line += f"; fuse job {run['fuse_job']} -> {spec.name}-fused"
+        if fuse_job:
+            line += f"; fuse job {fuse_job} -> {spec.name}-fused"
         click.echo(line)
     if sweep is not None:
         with store.write() as s:
@@ -430,7 +422,7 @@ def _submit_graph(store, specs, base, combos, after, priority, timeout_s, then_f
             f"Finetune sweep {sweep.id}: {len(runs)} runs of {base.name}; "
             f"see 'mlxd finetune show {sweep.id}'"
         )
-    echo_notes(notes)
+    echo_notes(queued.notes)
     if not running:
         note_no_daemon("the jobs start")
     if wait:
@@ -591,7 +583,7 @@ def list_(fmt):
 @click.option("--name", help="Name of the new model (default: ADAPTER-fused)")
 @job_options
 @catalog_errors
-def fuse(ref, adapter, dequantize, name, wait, after, priority, timeout_s):
+def fuse(ref, adapter, dequantize, name, wait, after, priority, timeout_s, pool):
     """Fuse an adapter into its base: a new model, checked against base + adapter."""
     from mlxd.catalog.store import NotFound
     from mlxd.cli.submit import check_free_name, model_ref, submit
@@ -622,4 +614,4 @@ def fuse(ref, adapter, dequantize, name, wait, after, priority, timeout_s):
         name=name,
     )
     check_free_name(spec.name)
-    submit("fuse", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+    submit("fuse", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s, pool=pool)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from mlxd.cli.context import BadUsage, UserError, catalog_errors, get_reader
@@ -26,35 +28,29 @@ def check_offline_cache(repo: str, revision: str | None) -> str | None:
     return commit
 
 
-def queue_pull(
-    ref: str, *, after: int | None = None, priority: int = 0, quiet: bool = False
-) -> int:
-    """Queue a pull of hub id REF (for a command that names a model not pulled yet)."""
-    from mlxd.jobs.download import Spec
-
-    spec = Spec(repo=ref)
-    check_offline_cache(spec.repo, spec.revision)
-    return submit("download", spec, after=after, priority=priority, quiet=quiet)
-
-
-def model_ref_or_pull(ref: str, after: int | None) -> tuple[str, int | None, int | None]:
-    """(REF, its catalog id, the job to wait for): a hub id not in the catalog queues a pull.
+def model_ref_or_pull(ref: str, after: int | None) -> tuple[str, int | None, Any]:
+    """(REF, its catalog id, the pull to queue first): a hub id not in the catalog is pulled
+    first, a download Spec queued in one plan with the job that reads it (``submit``'s
+    ``pull``: both, or neither).
 
     The dependent job names the repo id; it is resolved to the pulled model when it starts.
     """
+    from mlxd.catalog.errors import NotFound
     from mlxd.cli.submit import model_ref
     from mlxd.hub.names import looks_like_repo_id
 
-    model = get_reader().find_model(ref)  # a name, an id, a path, or a pulled repo
-    if model is not None:
-        return model.name, model.id, after
-    if not looks_like_repo_id(ref):
-        name, model_id = model_ref(ref, after)  # not yet made by job AFTER, or an error
-        return name, model_id, after
-    from mlxd.cli.submit import check_room
+    try:
+        model = get_reader().model(ref)  # a name, an id, a path, or a pulled repo
+        return model.name, model.id, None
+    except NotFound:
+        if not looks_like_repo_id(ref):
+            name, model_id = model_ref(ref, after)  # not yet made by job AFTER, or an error
+            return name, model_id, None
+    from mlxd.jobs.download import Spec
 
-    check_room(2)  # the pull and the job that waits for it: both, or neither
-    return ref, None, queue_pull(ref, after=after)
+    pull = Spec(repo=ref)
+    check_offline_cache(pull.repo, pull.revision)
+    return ref, None, pull
 
 
 @click.command()
@@ -71,7 +67,7 @@ def model_ref_or_pull(ref: str, after: int | None) -> tuple[str, int | None, int
 )
 @job_options
 @catalog_errors
-def pull(repo, name, include, exclude, trust_remote_code, wait, after, priority, timeout_s):
+def pull(repo, name, include, exclude, trust_remote_code, wait, after, priority, timeout_s, pool):
     """Download a model from the Hugging Face hub, verified, into the HF cache."""
     from mlxd.cli.submit import check_free_name
     from mlxd.jobs.download import Spec
@@ -97,7 +93,9 @@ def pull(repo, name, include, exclude, trust_remote_code, wait, after, priority,
         )
         return
     check_offline_cache(spec.repo, spec.revision)
-    submit("download", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+    submit(
+        "download", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s, pool=pool
+    )
 
 
 @click.command()
@@ -109,7 +107,9 @@ def pull(repo, name, include, exclude, trust_remote_code, wait, after, priority,
 @click.option("--message", help="Commit message")
 @job_options
 @catalog_errors
-def push(ref, repo, private, revision, allow_synthetic, message, wait, after, priority, timeout_s):
+def push(
+    ref, repo, private, revision, allow_synthetic, message, wait, after, priority, timeout_s, pool
+):
     """Upload an MLX model to the Hugging Face hub with a generated model card."""
     from mlxd.cli.submit import model_ref
     from mlxd.jobs.base import JobFailed
@@ -130,4 +130,4 @@ def push(ref, repo, private, revision, allow_synthetic, message, wait, after, pr
             check_pushable(get_reader().model(model_id), allow_synthetic)
         except JobFailed as e:
             raise BadUsage(str(e)) from None
-    submit("push", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+    submit("push", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s, pool=pool)

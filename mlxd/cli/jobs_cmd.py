@@ -228,10 +228,11 @@ def _each_job(job_ids, action, failed: str) -> None:
 
 def _cancel_one(job_id: int, force: bool = False) -> None:
     from mlxd.catalog.errors import CatalogError, FencedOut, NotFound
-    from mlxd.daemon.admission import current_user
     from mlxd.daemon.control import request_cancel_file
     from mlxd.daemon.liveness import owner_alive
     from mlxd.daemon.retry import transient
+    from mlxd.scheduling.admission import current_user
+    from mlxd.scheduling.gate import fail_dependents
 
     store = get_store()
     current = store.get_job(job_id)
@@ -271,7 +272,7 @@ def _cancel_one(job_id: int, force: bool = False) -> None:
             pass
         job = store.get_job(job_id)
     if job.status == "cancelled":
-        failed = store.fail_dependents(job_id)
+        failed = fail_dependents(store, job_id)
         click.echo(
             f"Cancelled job {job_id}" + (f"; failed dependent job(s) {failed}" if failed else "")
         )

@@ -92,6 +92,7 @@ def synth(name: str, arch: str, size: str, like: str | None, seed: int):
 
     from mlxd.cli.submit import foreground_runner
     from mlxd.jobs.synth import Spec, check_like
+    from mlxd.scheduling import foreground_job
 
     store = get_store()
     if store.find_model(name) is not None:
@@ -101,8 +102,7 @@ def synth(name: str, arch: str, size: str, like: str | None, seed: int):
     )
     if spec.like is not None:
         check_like(spec.like)  # before the job row: a file synth cannot use queues nothing
-    job = store.submit_job("synth", spec.to_params(), max_attempts=1)
-    outcome = foreground_runner().handle(job.id)
+    outcome = foreground_runner().handle(foreground_job("synth", spec, paths=get_paths()))
     if outcome is None or outcome.status != "succeeded":
         raise UserError(f"synth failed: {outcome.error if outcome else 'not run'}")
     model = store.resolve_model(name)
@@ -132,7 +132,9 @@ def _tokenizer(m) -> str | None:
 )
 @job_options
 @catalog_errors
-def import_gguf(file: str, name: str | None, dequantize: bool, wait, after, priority, timeout_s):
+def import_gguf(
+    file: str, name: str | None, dequantize: bool, wait, after, priority, timeout_s, pool
+):
     """Import a llama-family GGUF file (llama.cpp's format) as an MLX model."""
     from pathlib import Path
 
@@ -150,7 +152,10 @@ def import_gguf(file: str, name: str | None, dequantize: bool, wait, after, prio
         raise UserError(f"cannot read {path}: {e.strerror or e}") from None
     spec = Spec(file=str(path), name=name, dequantize=dequantize)
     check_free_name(spec.name)
-    submit("import_gguf", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+    submit(
+        "import_gguf", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s,
+        pool=pool,
+    )  # fmt: skip
 
 
 @models.command("list")

@@ -37,7 +37,7 @@ from mlxd.cli.submit import catalog_model, job_options, model_ref, submit, usabl
 )
 @job_options
 @catalog_errors
-def quality(ref, base, text, text_tokens, adapter, wait, after, priority, timeout_s):
+def quality(ref, base, text, text_tokens, adapter, wait, after, priority, timeout_s, pool):
     """Perplexity on a fixed text, and KL divergence and top-1 agreement vs a base."""
     from mlxd.jobs.base import check_same_tokenizer
     from mlxd.jobs.quality import Spec
@@ -67,7 +67,9 @@ def quality(ref, base, text, text_tokens, adapter, wait, after, priority, timeou
         adapter=adapter,
         adapter_id=adapter_id,
     )
-    job_id = submit("quality", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+    job_id = submit(
+        "quality", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s, pool=pool
+    )
     if wait:  # end with the figures, as bench --wait ends with its table
         from mlxd.cli.context import get_reader
         from mlxd.cli.output import render_table

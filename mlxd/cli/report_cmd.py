@@ -173,7 +173,7 @@ def _default_memory(data, machine: str | None) -> int | None:
                 f"Note: memory {size(ram)}, the RAM of {machine} (--memory to choose)", err=True
             )
         return ram or None
-    from mlxd.daemon.admission import memory_budget_bytes
+    from mlxd.scheduling.admission import memory_budget_bytes
     from mlxd.vocab.settings import MEMORY_BUDGET_BYTES
 
     budget = memory_budget_bytes()

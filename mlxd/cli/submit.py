@@ -1,5 +1,6 @@
-"""Submitting jobs and following them: the options every submitting command takes, the
-prerequisite check, model references and name checks shared by those commands."""
+"""The Click side of submitting jobs: the options every submitting command takes, queueing
+through the scheduling room (``mlxd.scheduling``) and saying what it did, following jobs,
+and the model references and name checks shared by those commands."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -25,7 +27,8 @@ PRIORITY_LIMIT = 1_000_000
 
 
 def job_options(fn: Callable) -> Callable:
-    """Options every job-submitting command takes."""
+    """Options every job-submitting command takes (the command passes them on to
+    :func:`submit`: ``wait``, ``after``, ``priority``, ``timeout_s``, ``pool``)."""
     opts = [
         click.option(
             "--wait", is_flag=True, help="Follow the job with a progress bar; exit 1 if it fails"
@@ -51,12 +54,10 @@ def job_options(fn: Callable) -> Callable:
             metavar="SECONDS",
             help="Fail the job if it runs longer",
         ),
-        # Read by submit() from the context: no command has to pass it along.
         click.option(
             "--pool",
             metavar="NAME",
-            expose_value=False,
-            callback=_remember_pool,
+            callback=_check_pool,
             help="Run it on a daemon of this pool (default: where it fits)",
         ),
     ]
@@ -65,157 +66,32 @@ def job_options(fn: Callable) -> Callable:
     return fn
 
 
-def _remember_pool(ctx: click.Context, _param, value: str | None) -> str | None:
+def _check_pool(_ctx, _param, value: str | None) -> str | None:
     if value is not None:
-        from mlxd.daemon.hosts import check_name
+        from mlxd.scheduling.placement import check_name
 
         try:
             check_name(value, "pool")
         except ValueError as e:
             raise click.BadParameter(str(e)) from None
-        ctx.meta["mlxd.pool"] = value
     return value
 
 
-def requested_pool() -> str | None:
-    """The command's ``--pool`` (None: placement decides)."""
-    ctx = click.get_current_context(silent=True)
-    return ctx.meta.get("mlxd.pool") if ctx is not None else None
-
-
-def place_job(
-    kind: str, params: dict, store, *, pool: str | None, after: int | None = None
-) -> tuple[str, str | None]:
-    """(pool, note) for a new job: ``pool`` (``--pool``) if given; else, when several
-    machines share the catalog, the host that holds its model (or the pool of the job that
-    makes it, ``after``), or a pool with a machine that can hold it. The note says why
-    nobody will run it now, when nobody serves the pool it goes to."""
-    from mlxd.daemon import admission, hosts
-    from mlxd.vocab import settings
-
-    machines = store.machines()
-    lease = settings.LEASE_TIMEOUT_S.get()
-    if pool is None and len(machines) > 1:  # one machine runs everything
-        model, model_host = _model_host(params, store)
-        if model_host is None and model is None and after is not None:
-            made_in = store.get_job(after).pool  # made by AFTER: where that job runs
-            model_host = made_in[1:] if made_in.startswith("@") else None
-        if model_host is not None:
-            target = hosts.host_pool(model_host)
-            why = hosts.unserved(target, machines, lease)
-            where = f"model '{model.name}' is only on host {model_host}" if model else None
-            note = "; ".join(x for x in (where, why, why and hosts.serve_advice(target)) if x)
-            return target, (note if why else None)
-    est = admission.estimate(kind, params, store) if machines else None
-    try:
-        return hosts.place(machines, lease, est.memory_bytes if est else None, pool)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-
-
-HUB_KINDS = ("download", "push")  # the jobs that talk to the hub with the daemon's settings
-
-
-def hub_environment_note(kind: str, pool: str, store) -> str | None:
-    """For a pull or push: whether the daemon that serves ``pool`` sees another HF_ENDPOINT,
-    token presence or offline mode than this command (its machine row says what it has)."""
-    if kind not in HUB_KINDS:
-        return None
-    from mlxd.daemon import hosts
-    from mlxd.hub.environment import environment_drift
-    from mlxd.vocab import settings
-
-    live = hosts.live_machines(store.machines(), settings.LEASE_TIMEOUT_S.get())
-    for m in live:
-        if pool in (*(m.pools or []), hosts.host_pool(m.host_id)):
-            note = environment_drift((m.facts or {}).get("hub"), m.host_id)
-            if note:
-                return note
-    return None
-
-
-def _model_host(params: dict, store) -> tuple[Any, str | None]:
-    """(the model the job reads, the host holding it if only that host has it). A model
-    pulled from the hub is not tied to its host: the job's host fetches it first."""
-    ref = params.get("model_id") or params.get("model")
-    model = store.find_model(ref) if ref is not None else None
-    if model is None or getattr(model, "source", None) == "hub":
-        return model, None
-    return model, getattr(model, "host", None)
-
-
-def check_room(jobs: int) -> None:
-    """The per-user queue limit (MLXD_QUEUE_LIMIT_PER_USER) for a command about to queue
-    ``jobs`` jobs: all of them fit, or it is refused before any is queued."""
-    from mlxd.daemon.admission import AdmissionError, check_queue_limit
-
-    try:
-        check_queue_limit(get_store(), jobs)
-    except AdmissionError as e:
-        raise UserError(str(e)) from None
-
-
-def check_fits(jobs) -> None:
-    """Admission (memory, disk) for each ``(kind, params)`` of a command's jobs before any
-    is queued: a graph is refused whole, not half queued."""
-    from mlxd.daemon.admission import AdmissionError, check_at_submit
-
-    try:
-        for kind, params in jobs:
-            check_at_submit(kind, params, get_store())
-    except AdmissionError as e:
-        raise UserError(str(e)) from None
-
-
-def queue_job(
-    kind: str,
-    params: dict,
-    *,
-    pool: str | None,
-    after: int | None,
-    priority: int,
-    timeout_s: float | None,
-    max_attempts: int = 3,
-    room_checked: bool = False,
-) -> tuple[int, list[str]]:
-    """The one way into the queue, for every submitting path (a single submit, a sweep, a
-    fine-tune grid and its fuses, the pull a hub id queues first): the per-user limit
-    (unless the command checked room for all its jobs with ``check_room``), admission
-    (memory and disk), placement (``pool``, the model's host, memory), the catalog row,
-    the queue. Returns the job id and the notes for the user (without a trailing '.')."""
-    from mlxd.daemon.admission import AdmissionError, check_at_submit
-
+def check_timeout(timeout_s: float | None) -> None:
     if timeout_s is not None and not math.isfinite(timeout_s):
         raise BadUsage("--timeout must be a number of seconds")
-    store = get_store()
-    if not room_checked:
-        check_room(1)
+
+
+def queue(plan, *, pool: str | None):
+    """Queue ``plan`` (a list of ``mlxd.scheduling.Node``) through the scheduling room, its
+    refusals as the CLI says them; the ``Queued``."""
+    from mlxd.cli.context import refused
+    from mlxd.scheduling import SchedulingError, submit_graph
+
     try:
-        disk_note = check_at_submit(kind, params, store)
-    except AdmissionError as e:
-        raise UserError(str(e)) from None
-    pool, pool_note = place_job(kind, params, store, pool=pool, after=after)
-    hub_note = hub_environment_note(kind, pool, store)
-    job = store.submit_job(
-        kind,
-        params,
-        priority=priority,
-        after_job_id=after,
-        timeout_s=timeout_s,
-        max_attempts=max_attempts,
-        pool=pool,
-    )
-    # The catalog row is the job: if the queue cannot be written now, a running daemon finds
-    # the row within seconds (and a starting one at once), so this is a note, not an error.
-    queue_note = None
-    try:
-        release_if_runnable(job.id)
-    except Exception as e:  # noqa: BLE001
-        queue_note = (
-            f"the queue could not be written ({type(e).__name__}); "
-            "the daemon picks the job up from the catalog within seconds"
-        )
-    return job.id, [n for n in (queue_note, disk_note, pool_note, hub_note) if n]
+        return submit_graph(plan, pool=pool, paths=get_paths(), reader=get_reader())
+    except SchedulingError as e:
+        raise refused(e) from None
 
 
 def echo_notes(notes) -> None:
@@ -232,39 +108,63 @@ def submit(
     after: int | None = None,
     priority: int = 0,
     timeout_s: float | None = None,
+    pool: str | None = None,
     quiet: bool = False,
     max_attempts: int = 3,
     label: str = "",
-    pool: str | None = None,
+    pull=None,
 ) -> int:
-    """Queue one job (``queue_job``) for a command, say so, and maybe follow it.
+    """Queue one job for a command, say so, and maybe follow it; its id.
 
-    ``spec`` is a kind's Spec, or the params dict of an earlier job (retry); ``pool`` is
-    the command's ``--pool`` unless given.
+    ``spec`` is a kind's Spec, or the params dict of an earlier job (retry, with its
+    ``label``); ``pull`` a download Spec queued first when the job reads a hub id not
+    pulled yet: both, or neither.
     """
-    if timeout_s is not None and not math.isfinite(timeout_s):
-        raise BadUsage("--timeout must be a number of seconds")
-    running = daemon_running(wait=wait, what="the job")
-    check_prerequisite(after)
-    params = spec if isinstance(spec, dict) else spec.to_params()
-    desc = label or describe(kind, spec)  # before the row exists: an error here leaves no job
-    job_id, notes = queue_job(
-        kind,
-        params,
-        pool=pool or requested_pool(),
-        after=after,
-        priority=priority,
-        timeout_s=timeout_s,
-        max_attempts=max_attempts,
-    )
-    if not quiet:
-        click.echo(f"Queued job {job_id}: {desc}" + (f" (after job {after})" if after else ""))
-        echo_notes(notes)
-        if not running:
-            note_no_daemon("the job starts")
+    from mlxd.scheduling import Node
+
+    node = Node(kind, spec, after, None, priority, timeout_s, max_attempts)
+    plan = [node] if pull is None else [pull_node(pull, after, priority), with_pull(node, 0)]
+    labels = [label or None] if pull is None else [None, label or None]
+    job_id = submit_plan(plan, pool=pool, wait=wait, quiet=quiet, labels=labels)[-1]
     if wait:
         follow(job_id)
     return job_id
+
+
+def pull_node(pull, after: int | None, priority: int):
+    """The node of a pull queued before the job that reads its hub id."""
+    from mlxd.scheduling import Node
+
+    return Node("download", pull, after=after, priority=priority)
+
+
+def with_pull(node, index: int):
+    """``node`` waiting on the pull at ``index`` of its plan instead of its ``after``."""
+    return replace(node, after=None, after_node=index)
+
+
+def submit_plan(
+    plan, *, pool: str | None, wait: bool = False, quiet: bool = False, labels=(), what="the job"
+) -> list[int]:
+    """Queue ``plan`` (``mlxd.scheduling.Node`` list) whole, with a line per job; the ids.
+    ``labels``: what to call each job (default: its kind's description)."""
+    for node in plan:
+        check_timeout(node.timeout_s)
+    running = daemon_running(wait=wait, what=what)
+    # Described before the rows exist: an error here leaves no job.
+    descs = [
+        (labels[i] if i < len(labels) else None) or describe(n.kind, n.params)
+        for i, n in enumerate(plan)
+    ]
+    queued = queue(plan, pool=pool)
+    if not quiet:
+        for node, job_id, desc in zip(plan, queued.job_ids, descs, strict=True):
+            after = queued.job_ids[node.after_node] if node.after_node is not None else node.after
+            click.echo(f"Queued job {job_id}: {desc}" + (f" (after job {after})" if after else ""))
+        echo_notes(queued.notes)
+        if not running:
+            note_no_daemon("the jobs start" if len(plan) > 1 else "the job starts")
+    return queued.job_ids
 
 
 def daemon_running(*, wait: bool, what: str) -> bool:
@@ -276,10 +176,10 @@ def daemon_running(*, wait: bool, what: str) -> bool:
     running = status(paths).running
     if not running and backend.database(paths).is_postgres:
         # A shared catalog: a daemon on any machine runs the job (a laptop submits to them).
-        from mlxd.daemon import hosts
+        from mlxd.scheduling.placement import live_machines
         from mlxd.vocab import settings
 
-        running = bool(hosts.live_machines(get_store().machines(), settings.LEASE_TIMEOUT_S.get()))
+        running = bool(live_machines(get_reader().machines(), settings.LEASE_TIMEOUT_S.get()))
     if wait and not running:
         raise UserError(
             "the daemon is not running; start it with 'mlxd daemon start' "
@@ -292,32 +192,10 @@ def note_no_daemon(what: str) -> None:
     click.echo(f"Note: the daemon is not running; {what} with 'mlxd daemon start'.", err=True)
 
 
-def check_prerequisite(after: int | None) -> None:
-    """A job may wait on one that is queued, running or done well; not on one that failed."""
-    if after is None:
-        return
-    pre = get_store().get_job(after)
-    if pre.status in ("failed", "cancelled"):
-        raise BadUsage(
-            f"job {after} is {pre.status}; retry it first ('mlxd jobs retry {after}') "
-            "and wait on the new job"
-        )
-
-
 def describe(kind: str, spec) -> str:
     from mlxd.jobs import load_kind
 
     return load_kind(kind).describe(spec)
-
-
-def release_if_runnable(job_id: int) -> None:
-    """Enqueue a job unless it waits on an unfinished prerequisite (then the daemon will)."""
-    from mlxd.daemon.queue import enqueue
-
-    store = get_store()
-    job = store.get_job(job_id)
-    if store.prerequisite_gate(job) == "go":
-        enqueue(get_paths(), job.id, priority=job.priority, pool=job.pool)
 
 
 def follow(job_id: int, **kwargs) -> Any:
@@ -396,6 +274,7 @@ def _nobody_runs(job) -> str | None:
     from mlxd.catalog import backend
     from mlxd.daemon import hosts
     from mlxd.daemon.liveness import owner_alive
+    from mlxd.scheduling.placement import serve_advice, unserved
     from mlxd.vocab import settings
 
     if job.status not in ("queued", "running"):
@@ -404,8 +283,8 @@ def _nobody_runs(job) -> str | None:
         if not daemon_running(wait=False, what=""):
             return NO_DAEMON
         # Daemons run, but maybe none of them serves the job's pool.
-        why = hosts.unserved(job.pool, machines_as_seen(), settings.LEASE_TIMEOUT_S.get())
-        return f"{why}; {hosts.serve_advice(job.pool)}" if why else None
+        why = unserved(job.pool, machines_as_seen(), settings.LEASE_TIMEOUT_S.get())
+        return f"{why}; {serve_advice(job.pool)}" if why else None
     if backend.database(get_paths()).is_postgres and job.host not in (None, hosts.host_id()):
         # A shared catalog: another machine's job, judged by its heartbeats.
         from mlxd.daemon.runner import HEARTBEAT_S
@@ -417,18 +296,18 @@ def _nobody_runs(job) -> str | None:
 
 
 def why_waiting(jobs) -> dict[int, str]:
-    """For each queued job of ``jobs``: why it has not started (``hosts.wait_reason``),
+    """For each queued job of ``jobs``: why it has not started (``placement.wait_reason``),
     computed from the catalog by the reader, the same words on every machine."""
     queued = [j for j in jobs if j.status == "queued"]
     if not queued:
         return {}
-    from mlxd.daemon import hosts
+    from mlxd.scheduling.placement import wait_reason
     from mlxd.vocab import settings
 
     reader = get_reader()
     machines, pending = machines_as_seen(), reader.jobs(["queued", "running"])
     lease = settings.LEASE_TIMEOUT_S.get()
-    return {j.id: hosts.wait_reason(j, machines, lease, pending) for j in queued}
+    return {j.id: wait_reason(j, machines, lease, pending) for j in queued}
 
 
 def machines_as_seen() -> list:
@@ -453,7 +332,7 @@ def foreground_runner(on_progress: Callable[[float, str], None] | None = None):
 
 
 def _release(p, store, job_id: int) -> None:
-    from mlxd.daemon.queue import enqueue
+    from mlxd.scheduling.queue import enqueue
 
     job = store.get_job(job_id)
     enqueue(p, job.id, priority=job.priority, pool=job.pool)
@@ -473,10 +352,10 @@ def short_value(value: Any, digits: int = 3) -> str:
 def model_or_later(ref: str, after: int | None):
     """REF's catalog model, or None when it does not exist yet and is allowed to: it is made
     by the job named with --after (a note says so); otherwise NotFound."""
-    from mlxd.catalog.store import NotFound
+    from mlxd.catalog.errors import NotFound
 
     try:
-        return get_store().resolve_model(ref)
+        return get_reader().model(ref)
     except NotFound:
         if after is None:
             raise
@@ -497,7 +376,7 @@ def model_ref(ref: str, after: int | None) -> tuple[str, int | None]:
 
 def check_free_name(name: str) -> None:
     """A new model's name must be free in the catalog and not claimed by a queued job."""
-    if get_store().find_model(name) is not None:
+    if get_reader().find_model(name) is not None:
         raise BadUsage(
             f"a model named '{name}' already exists; pass --name or remove it with "
             f"'mlxd models rm {name}'"

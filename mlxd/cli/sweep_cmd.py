@@ -15,16 +15,13 @@ from mlxd.cli.output import echo_json, emit, output_options, render_table, when
 from mlxd.cli.output import sig as significant
 from mlxd.cli.params import int_list, list_option, renamed_option
 from mlxd.cli.submit import (
-    check_fits,
-    check_prerequisite,
-    check_room,
+    check_timeout,
     daemon_running,
     echo_notes,
     follow,
     job_options,
     note_no_daemon,
-    queue_job,
-    requested_pool,
+    queue,
 )
 from mlxd.vocab.choices import DTYPES, QUANT_MODES, QUANT_RECIPES
 
@@ -100,9 +97,13 @@ def run(
     after,
     priority,
     timeout_s,
+    pool,
 ):
     """Queue a sweep: quantize, bench and quality jobs for each variant and the base."""
-    from mlxd.jobs.sweeps import SweepRequest, plan_sweep, submit_sweep
+    from mlxd.jobs.sweeps import SweepRequest, new_steps, plan_sweep, record_sweep
+    from mlxd.scheduling import Node
+
+    check_timeout(timeout_s)
 
     store = get_store()
     running = daemon_running(wait=wait, what="the sweep")
@@ -122,28 +123,26 @@ def run(
         text=text,
     )
     plan = plan_sweep(get_reader(), req)
-    check_prerequisite(after)
-    # The per-user limit and admission for the whole graph first: all of it, or nothing.
-    new = [s for v in plan.variants for s in (v.quantize, v.bench, v.quality) if s and s.spec]
-    check_room(len(new))
-    check_fits((s.kind, s.spec.to_params()) for s in new)
-    notes: list[str] = []
-
-    def submit(kind, spec, after_job_id):
-        # The graph's first jobs wait on --after; the rest wait on their variant's quantize.
-        job_id, job_notes = queue_job(
-            kind,
-            spec.to_params(),
-            pool=requested_pool(),
-            after=after_job_id or after,
+    # One graph, queued whole or not at all: the first jobs wait on --after, the rest on
+    # their variant's quantize (one of this plan, or an earlier sweep's job).
+    steps = new_steps(plan)
+    index = {id(step): i for i, (step, _) in enumerate(steps)}
+    nodes = [
+        Node(
+            step.kind,
+            step.spec,
+            after=None if id(gate) in index else (gate.job_id if gate else after),
+            after_node=index.get(id(gate)),
             priority=priority,
             timeout_s=timeout_s,
-            room_checked=True,
         )
-        notes.extend(job_notes)
-        return job_id
-
-    sw = submit_sweep(store, plan, submit)
+        for step, gate in steps
+    ]
+    queued = queue(nodes, pool=pool)
+    for (step, _), job_id in zip(steps, queued.job_ids, strict=True):
+        step.job_id = job_id
+    sw = record_sweep(store, plan)
+    notes = queued.notes
     click.echo(f"Sweep {sw.id} of {plan.base_name}: {len(plan.variants) - 1} variant(s) + base")
     for v in sw.variants:
         jobs = ", ".join(

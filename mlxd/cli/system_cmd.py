@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mlxd.cli.context import UserError, catalog_errors, get_paths, get_store
+from mlxd.cli.context import UserError, catalog_errors, get_paths
 from mlxd.cli.output import echo_facts, echo_json, human_bytes, output_options, row_dict, when
 
 
@@ -34,15 +34,15 @@ def probe(size_mb: int | None, repeats: int):
     from mlxd.cli.submit import foreground_runner
     from mlxd.config import host_id
     from mlxd.jobs.probe import Spec
+    from mlxd.scheduling import foreground_job
 
-    store = get_store()
     spec = Spec(size_mb=size_mb, repeats=repeats)
     # A job row like any other, run in its own child process: this command never imports mlx.
-    job = store.submit_job("probe", spec.to_params(), max_attempts=1)
+    job_id = foreground_job("probe", spec, paths=get_paths())
     click.echo(f"Measuring memory bandwidth (best of {repeats} runs per kernel)...", err=True)
     # What it measures, step i/n, on stderr: a probe of a large array takes a while.
     outcome = foreground_runner(on_progress=lambda _, msg: click.echo(f"  {msg}", err=True)).handle(
-        job.id
+        job_id
     )
     if outcome is None or outcome.status != "succeeded":
         raise UserError(f"probe failed: {outcome.error if outcome else 'not run'}")

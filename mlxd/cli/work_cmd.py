@@ -43,15 +43,18 @@ from mlxd.vocab.choices import (
 @click.option("--name", help="Name of the new model (default: REF-mlx)")
 @job_options
 @catalog_errors
-def convert(ref, dtype, name, wait, after, priority, timeout_s):
+def convert(ref, dtype, name, wait, after, priority, timeout_s, pool):
     """Convert a Hugging Face-format model to MLX."""
     from mlxd.jobs.convert import Spec
 
-    ref, model_id, after = model_ref_or_pull(ref, after)  # a hub id queues a pull
+    ref, model_id, pull = model_ref_or_pull(ref, after)  # a hub id is pulled first
     check_not_quantized(catalog_model(model_id), "convert")
     spec = Spec(model=ref, model_id=model_id, dtype=dtype, name=name)
     check_free_name(spec.name)
-    submit("convert", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+    submit(
+        "convert", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s,
+        pool=pool, pull=pull,
+    )  # fmt: skip
 
 
 @click.command()
@@ -80,11 +83,13 @@ def convert(ref, dtype, name, wait, after, priority, timeout_s):
 @click.option("--name", help="Name of the new model (default: from the recipe, e.g. REF-4bit-g64)")
 @job_options
 @catalog_errors
-def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, priority, timeout_s):
+def quantize(
+    ref, bits, group_size, mode, recipe, dtype, name, wait, after, priority, timeout_s, pool
+):
     """Quantize a model (affine 2-8 bits, mxfp4, nvfp4, mxfp8 or a mixed recipe)."""
     from mlxd.jobs.quantize import Spec
 
-    ref, model_id, after = model_ref_or_pull(ref, after)  # a hub id queues a pull
+    ref, model_id, pull = model_ref_or_pull(ref, after)  # a hub id is pulled first
     bits = None if bits is None else int(bits)
     group_size = None if group_size is None else int(group_size)
     check_explicit_choices(mode, recipe, bits, group_size)
@@ -100,7 +105,10 @@ def quantize(ref, bits, group_size, mode, recipe, dtype, name, wait, after, prio
         name=name,
     )
     check_free_name(spec.name)
-    submit("quantize", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s)
+    submit(
+        "quantize", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s,
+        pool=pool, pull=pull,
+    )  # fmt: skip
 
 
 @click.command()
@@ -223,13 +231,13 @@ def bench(refs, adapter, **params):
                 "--serve, --draft-model, --prompt-cache and --ranks take one model, "
                 "and no --max-kv-size or -pg"
             )
-        ref, model_id, after = model_ref_or_pull(refs[0], o.queue.after)  # a hub id: a pull
+        ref, model_id, pull = model_ref_or_pull(refs[0], o.queue.after)  # a hub id: a pull
         if o.shard.sharded:
-            _bench_sharded(ref, model_id, after, o)
+            _bench_sharded(ref, model_id, pull, o)
         elif o.serve.serve:
-            _bench_serve(ref, model_id, after, o)
+            _bench_serve(ref, model_id, pull, o)
         else:
-            _bench_pair(ref, model_id, after, o)
+            _bench_pair(ref, model_id, pull, o)
         return
     _bench_grid(refs, adapter, o)
 
@@ -303,15 +311,19 @@ class Queueing:
     after: int | None
     priority: int
     timeout_s: float | None
+    pool: str | None
 
-    def submit(self, kind: str, spec, after: int | None) -> int:
+    def submit(self, kind: str, spec, pull=None) -> int:
+        """Queue one job (after the pull of its hub id, when ``pull``: both, or neither)."""
         return submit(
             kind,
             spec,
             wait=self.wait,
-            after=after,
+            after=self.after,
             priority=self.priority,
             timeout_s=self.timeout_s,
+            pool=self.pool,
+            pull=pull,
         )
 
 
@@ -339,7 +351,7 @@ class BenchOptions:
         )
 
 
-def _bench_sharded(ref, model_id, after, o: BenchOptions) -> None:
+def _bench_sharded(ref, model_id, pull, o: BenchOptions) -> None:
     from mlxd.jobs import bench_sharded
 
     p, g = o.grid.one_point("--ranks measures one point: give one -p and one -g value")
@@ -354,10 +366,10 @@ def _bench_sharded(ref, model_id, after, o: BenchOptions) -> None:
         seed=o.grid.seed,
     )
     check_context(catalog_model(model_id), p + g, "-p + -g")
-    o.queue.submit("bench_sharded", spec, after)
+    o.queue.submit("bench_sharded", spec, pull)
 
 
-def _bench_serve(ref, model_id, after, o: BenchOptions) -> None:
+def _bench_serve(ref, model_id, pull, o: BenchOptions) -> None:
     from mlxd.jobs.serve_bench import Spec as ServeSpec
 
     why = "--serve takes one -p and one -g, and no --batch-size, --depth or --kv-bits"
@@ -374,7 +386,7 @@ def _bench_serve(ref, model_id, after, o: BenchOptions) -> None:
         warmup=o.grid.warmup,
         seed=o.grid.seed,
     )
-    job_id = o.queue.submit("serve_bench", spec, after)
+    job_id = o.queue.submit("serve_bench", spec, pull)
     if o.queue.wait:
         _echo_headline(job_id)
 
@@ -382,10 +394,10 @@ def _bench_serve(ref, model_id, after, o: BenchOptions) -> None:
 def _bench_grid(refs: list[str], adapter: str | None, o: BenchOptions) -> None:
     """The plain bench: one job per model over the grid of points; with --wait one table
     for all of them, as llama-bench prints."""
-    specs = [_grid_spec(ref, adapter, o) for ref in refs]  # (spec, the job it waits on)
+    specs = [_grid_spec(ref, adapter, o) for ref in refs]  # (spec, the pull of its hub id)
     if len(specs) == 1:
-        spec, spec_after = specs[0]
-        job_ids = [o.queue.submit("bench", spec, spec_after)]
+        spec, pull = specs[0]
+        job_ids = [o.queue.submit("bench", spec, pull)]
     else:
         job_ids = _submit_each(specs, o.queue)
     if o.queue.wait:
@@ -397,11 +409,11 @@ def _bench_grid(refs: list[str], adapter: str | None, o: BenchOptions) -> None:
 
 
 def _grid_spec(ref: str, adapter: str | None, o: BenchOptions):
-    """One model's bench Spec, checked against its context; with the job it waits on
-    (--after, or the pull of a hub id)."""
+    """One model's bench Spec, checked against its context; with the pull of its hub id to
+    queue first (or None)."""
     from mlxd.jobs.bench import Spec
 
-    name, model_id, spec_after = model_ref_or_pull(ref, o.queue.after)
+    name, model_id, pull = model_ref_or_pull(ref, o.queue.after)
     adapter_ref, adapter_id = usable_adapter(adapter, model_id)
     grid = o.grid
     spec = Spec(
@@ -425,20 +437,26 @@ def _grid_spec(ref: str, adapter: str | None, o: BenchOptions):
     )
     longest = max(p["depth"] + p["prompt_tokens"] + p["gen_tokens"] for p in spec.points())
     check_context(catalog_model(model_id), longest, "the longest point (depth + -p + -g)")
-    return spec, spec_after
+    return spec, pull
 
 
 def _submit_each(specs, queue: Queueing) -> list[int]:
-    """Several models: all of their jobs queued, or none; followed one after the other."""
+    """Several models: all of their jobs (and the pull of each hub id first) queued in one
+    plan, or none; followed one after the other."""
     from mlxd.cli.context import UserError
-    from mlxd.cli.submit import check_room, daemon_running, follow
+    from mlxd.cli.submit import follow, pull_node, submit_plan, with_pull
+    from mlxd.scheduling import Node
 
-    daemon_running(wait=queue.wait, what="the jobs")  # refuses --wait without a daemon
-    check_room(len(specs))  # one job per model: all of them, or none
-    job_ids = [
-        submit("bench", spec, after=spec_after, priority=queue.priority, timeout_s=queue.timeout_s)
-        for spec, spec_after in specs
-    ]
+    plan, benches = [], []
+    for spec, pull in specs:
+        node = Node("bench", spec, queue.after, None, queue.priority, queue.timeout_s)
+        if pull is not None:
+            plan.append(pull_node(pull, queue.after, queue.priority))
+            node = with_pull(node, len(plan) - 1)
+        benches.append(len(plan))
+        plan.append(node)
+    ids = submit_plan(plan, pool=queue.pool, wait=queue.wait, what="the jobs")
+    job_ids = [ids[i] for i in benches]
     failed = []
     for job_id in job_ids if queue.wait else ():
         try:
@@ -478,9 +496,9 @@ def _check_adapter_bench(refs, o: BenchOptions) -> None:
             raise BadUsage(f"--adapter cannot be combined with {flag}")
 
 
-def _bench_pair(ref, model_id, after, o: BenchOptions) -> None:
-    """bench --draft-model / --prompt-cache: both sides measured in one job; ``after`` the
-    job to wait on (a hub id's pull)."""
+def _bench_pair(ref, model_id, pull, o: BenchOptions) -> None:
+    """bench --draft-model / --prompt-cache: both sides measured in one job; ``pull`` the
+    pull of REF's hub id, queued first (or None)."""
     from mlxd.jobs.bench_pair import Spec
 
     draft_model, prompt_cache = o.pair.draft_model, o.pair.prompt_cache
@@ -492,7 +510,7 @@ def _bench_pair(ref, model_id, after, o: BenchOptions) -> None:
         )
     draft_id = None
     if draft_model:
-        draft_model, draft_id = model_ref(draft_model, after)
+        draft_model, draft_id = model_ref(draft_model, o.queue.after)
         if model_id is not None and draft_id is not None:
             from mlxd.jobs.bench_pair import check_draft_tokenizer
 
@@ -514,6 +532,6 @@ def _bench_pair(ref, model_id, after, o: BenchOptions) -> None:
         num_draft_tokens=o.pair.num_draft_tokens,
         prompt_cache=prompt_cache,
     )
-    job_id = o.queue.submit("bench_pair", spec, after)
+    job_id = o.queue.submit("bench_pair", spec, pull)
     if o.queue.wait:
         _echo_headline(job_id)

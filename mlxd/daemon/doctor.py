@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 
 from mlxd.config import Paths
 from mlxd.daemon import control, hosts, reasons
+from mlxd.scheduling.admission import free_bytes
+from mlxd.scheduling.gate import prerequisite_gate
+from mlxd.scheduling.placement import DEFAULT_POOL, host_pool, serve_advice, unserved
 from mlxd.vocab import settings
 
 
@@ -95,7 +98,7 @@ def check_disk(paths: Paths) -> Finding:
     they are other file systems (a mount of their own); the fullest one is reported."""
     reserve = settings.DISK_RESERVE_BYTES.get()
     places = [p for p in (paths.home, paths.models, paths.home / "adapters") if p.exists()]
-    free, where = min((reasons.free_bytes(p), p) for p in places or [paths.home])
+    free, where = min((free_bytes(p), p) for p in places or [paths.home])
     detail = f"{reasons.human_bytes(free)} free at {where}"
     if free < reserve:
         return Finding(
@@ -280,7 +283,7 @@ def check_jobs(paths: Paths, store, daemon_running: bool) -> list[Finding]:
     queued = store.list_jobs(["queued"])
     pending: dict[str, set[int]] = {}
     try:
-        for pool in sorted({j.pool for j in queued} | {hosts.DEFAULT_POOL}):
+        for pool in sorted({j.pool for j in queued} | {DEFAULT_POOL}):
             pending[pool] = pending_job_ids(paths, pool)
     except Exception as e:  # noqa: BLE001  a corrupt queue is reported by its own check
         pending = None
@@ -289,7 +292,7 @@ def check_jobs(paths: Paths, store, daemon_running: bool) -> list[Finding]:
         missing = [
             j.id
             for j in queued
-            if j.id not in pending[j.pool] and store.prerequisite_gate(j) == "go"
+            if j.id not in pending[j.pool] and prerequisite_gate(store, j) == "go"
         ]
         if missing:
             out.append(
@@ -317,14 +320,14 @@ def check_pools(store, queued, daemon_running: bool) -> list[Finding]:
     machines = hosts.seen_machines(rows, local_daemon=local)
     # One machine with its daemon stopped: the daemon check says so for the pools it serves.
     covered = (
-        {hosts.DEFAULT_POOL, hosts.host_pool(hosts.host_id())}
-        | {p for m in rows for p in [*(m.pools or []), hosts.host_pool(m.host_id)]}
+        {DEFAULT_POOL, host_pool(hosts.host_id())}
+        | {p for m in rows for p in [*(m.pools or []), host_pool(m.host_id)]}
         if local is False
         else set()
     )
     out = []
     for pool in sorted({j.pool for j in queued} - covered):
-        why = hosts.unserved(pool, machines, settings.LEASE_TIMEOUT_S.get())
+        why = unserved(pool, machines, settings.LEASE_TIMEOUT_S.get())
         if why is not None:
             ids = [j.id for j in queued if j.pool == pool]
             out.append(
@@ -332,7 +335,7 @@ def check_pools(store, queued, daemon_running: bool) -> list[Finding]:
                     f"pool {pool}",
                     False,
                     f"job(s) {_ids(ids)} wait: {why}",
-                    hosts.serve_advice(pool),
+                    serve_advice(pool),
                 )
             )
     return out

@@ -1,14 +1,6 @@
-"""The huey queue (SQLite in MLXD_HOME, or PostgresHuey in the catalog's PostgreSQL
-database). Only job ids travel through it.
-
-A pool is a huey queue name: a daemon consumes the pools it joined (``--pool``), a submit
-puts the job in its pool (the job row says which). The default pool keeps the queue name
-mlxd always had, so an existing queue file keeps working.
-
-The catalog is the truth about jobs; this queue only wakes a daemon up. A daemon registers
-the function that runs a job (:func:`set_handler`) and re-enqueues any queued catalog row the
-queue does not hold, so a lost or failed enqueue delays a job by seconds, never loses it.
-"""
+"""The daemon's side of the huey queue (``mlxd/scheduling/queue.py`` enqueues): its
+consumers' queues, patient while the PostgreSQL server is away, what the queue holds, and a
+corrupt SQLite queue file moved aside."""
 
 from __future__ import annotations
 
@@ -16,66 +8,21 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from functools import cache
 
-from huey import Huey, SqliteHuey
+from huey import Huey
 
 from mlxd.catalog import backend
 from mlxd.config import Paths
-from mlxd.vocab import settings
+from mlxd.scheduling.placement import DEFAULT_POOL
+from mlxd.scheduling.queue import get_huey, huey_for
 
-TASK_NAME = "run_job"
-DEFAULT_POOL = "default"
 log = logging.getLogger("mlxd.queue")
 
-_handler: Callable[[int], None] | None = None
 
-
-def set_handler(handler: Callable[[int], None] | None) -> None:
-    """The daemon's job runner; huey's worker threads call it with each job id."""
-    global _handler
-    _handler = handler
-
-
-def queue_name(pool: str) -> str:
-    return "mlxd" if pool == DEFAULT_POOL else f"mlxd.{pool}"
-
-
-@cache
-def get_huey(queue_db: str, pool: str = DEFAULT_POOL, database_url: str | None = None) -> Huey:
-    """The huey of one pool: SQLite at ``queue_db``, or PostgresHuey at ``database_url``."""
-    if database_url:
-        db = backend.Database(url=database_url)
-        # Workers wait on LISTEN/NOTIFY and take tasks with FOR UPDATE SKIP LOCKED: any
-        # number of daemons share the queue. read_timeout bounds a worker's wait, so a
-        # stopping daemon notices within that time.
-        huey = _postgres_huey_class()(
-            queue_name(pool),
-            dsn=db.libpq_url,
-            results=False,
-            utc=True,
-            read_timeout=0.5,
-            connect_timeout=backend.CONNECT_TIMEOUT_S,
-        )
-    else:
-        # The catalog's busy timeout serves the queue too.
-        huey = SqliteHuey(
-            queue_name(pool),
-            filename=queue_db,
-            results=False,
-            utc=True,
-            timeout=settings.BUSY_TIMEOUT_S.get(),
-        )
-
-    @huey.task(name=TASK_NAME)
-    def run_job(job_id: int) -> None:
-        if _handler is None:
-            raise RuntimeError("run_job executed outside the mlxd daemon")
-        _handler(job_id)
-
-    huey.run_job = run_job
-    return huey
+def consumer_huey(paths: Paths, pool: str = DEFAULT_POOL) -> Huey:
+    """The queue of ``pool`` as this daemon's consumer reads it."""
+    return huey_for(paths, pool, _postgres_huey_class())
 
 
 # While the database server is away (a restart), a consumer's reads of the queue wait this
@@ -174,25 +121,8 @@ def _postgres_huey_class() -> type[Huey]:
     return PatientPostgresHuey
 
 
-def huey_for(paths: Paths, pool: str = DEFAULT_POOL) -> Huey:
-    """The queue of ``pool`` for this home's database (raises CatalogError for a database
-    that cannot be reached)."""
-    db = backend.database(paths)
-    try:
-        return get_huey(str(paths.queue_db), pool, db.url)
-    except Exception as e:
-        if db.is_postgres and type(e).__name__ == "OperationalError":
-            raise db.unreachable(e) from None
-        raise
-
-
-def enqueue(paths: Paths, job_id: int, priority: int = 0, pool: str | None = None) -> None:
-    huey = huey_for(paths, pool or DEFAULT_POOL)
-    huey.enqueue(huey.run_job.s(job_id, priority=priority))
-
-
 def pending_job_ids(paths: Paths, pool: str = DEFAULT_POOL) -> set[int]:
-    huey = huey_for(paths, pool)
+    huey = consumer_huey(paths, pool)
     ids = set()
     for task in list(huey.pending()) + list(huey.scheduled()):
         if task.args:

@@ -24,6 +24,8 @@ from mlxd.daemon import hosts, queue
 from mlxd.daemon.liveness import kill_our_child, process_alive
 from mlxd.daemon.runner import COMMIT_MARKER, HEARTBEAT_S, commit_result, read_commit_marker
 from mlxd.jobs import load_kind
+from mlxd.scheduling.gate import fail_dependents, prerequisite_gate
+from mlxd.scheduling.queue import enqueue
 from mlxd.vocab import settings
 
 log = logging.getLogger("mlxd.recovery")
@@ -82,7 +84,7 @@ def recover_orphaned_jobs(
         elif store.requeue_after_interruption(
             job, f"the daemon stopped during this job ({deaths}x); queued again"
         ):
-            queue.enqueue(paths, job.id, priority=job.priority, pool=job.pool)
+            enqueue(paths, job.id, priority=job.priority, pool=job.pool)
             log.info("job %s was running when its daemon stopped; queued again", job.id)
     return keep_partial
 
@@ -98,7 +100,7 @@ def _end_for_good(store: Store, job, why: str, deaths: int) -> bool:
         store.finish_job(job.id, status, error=why, fence=job, **extra)
     except FencedOut:
         return False
-    store.fail_dependents(job.id)
+    fail_dependents(store, job.id)
     return True
 
 
@@ -121,7 +123,7 @@ def _take_back(store: Store, paths: Paths, job) -> None:
         return
     msg = f"host {job.host} stopped during this job ({deaths}x); queued again"
     if store.take_back(job, msg):
-        queue.enqueue(paths, job.id, priority=job.priority, pool=job.pool)
+        enqueue(paths, job.id, priority=job.priority, pool=job.pool)
         log.warning("job %s: its host %s stopped beating; queued again", job.id, job.host)
 
 
@@ -189,7 +191,7 @@ def _adopt(store: Store, paths: Paths, job, folder: Path, result) -> bool:
     (folder / COMMIT_MARKER).unlink(missing_ok=True)
     log.info("job %s: adopted %s (its result was on disk; the commit was lost)", job.id, folder)
     for dep in store.dependents(job.id):
-        queue.enqueue(paths, dep.id, priority=dep.priority, pool=dep.pool)
+        enqueue(paths, dep.id, priority=dep.priority, pool=dep.pool)
     return True
 
 
@@ -211,9 +213,9 @@ def reconcile_queue(store: Store, paths: Paths, grace_s: float) -> list[int]:
             submitted = submitted.replace(tzinfo=now.tzinfo)
         if grace_s and (now - submitted).total_seconds() < grace_s:
             continue  # its CLI may be enqueueing it right now
-        if store.prerequisite_gate(job) != "go":
+        if prerequisite_gate(store, job) != "go":
             continue
-        queue.enqueue(paths, job.id, priority=job.priority, pool=job.pool)
+        enqueue(paths, job.id, priority=job.priority, pool=job.pool)
         if not job.wait_code:  # a job waiting for room comes back by design
             enqueued.append(job.id)
     return enqueued

@@ -39,10 +39,9 @@ import psutil
 from mlxd.catalog.models import utcnow
 from mlxd.catalog.store import CatalogError, FencedOut, Store
 from mlxd.config import Paths
-from mlxd.daemon import admission, faults, hosts, reasons
+from mlxd.daemon import faults, hosts, reasons
 from mlxd.daemon.control import cancel_file
 from mlxd.daemon.liveness import start_time
-from mlxd.daemon.reasons import Code
 from mlxd.daemon.retry import (
     GaveUp,
     disk_full,
@@ -56,9 +55,13 @@ from mlxd.formats.modelfolder import ModelFolderError
 from mlxd.jobs import UnknownJobKind, load_kind
 from mlxd.jobs.base import FinishContext, JobFailed
 from mlxd.jobs.protocol import KIND_EVENTS, Event
+from mlxd.scheduling import admission
+from mlxd.scheduling.errors import DoesNotFit
+from mlxd.scheduling.gate import fail_dependents, prerequisite_gate
 from mlxd.vocab import settings
 from mlxd.vocab.errors import SpecError
 from mlxd.vocab.fmt import sig
+from mlxd.vocab.outcomes import Code
 
 log = logging.getLogger("mlxd.runner")
 
@@ -149,7 +152,7 @@ class _Following:
         if not self.reserve or now - self.last_disk < DISK_CHECK_S:
             return
         self.last_disk = now
-        if reasons.free_bytes(self.disk_path) < self.reserve:
+        if admission.free_bytes(self.disk_path) < self.reserve:
             self.end.error = reasons.Failure(
                 Code.DISK_FULL, reasons.disk_full(self.disk_path, self.reserve)
             )
@@ -255,7 +258,7 @@ class Runner:
             return None
         if job.status != "queued":
             return None
-        gate = self._write(lambda: self.store.prerequisite_gate(job), "prerequisite gate")
+        gate = self._write(lambda: prerequisite_gate(self.store, job), "prerequisite gate")
         if gate == "wait":
             return None  # released when the prerequisite finishes
         if gate == "failed":
@@ -294,7 +297,7 @@ class Runner:
                     raise
                 log.warning("job %s: dependents not released yet (%s)", job_id, short_error(e))
         elif outcome.status in ("failed", "cancelled"):
-            self._write(lambda: self.store.fail_dependents(job_id), "fail dependents")
+            self._write(lambda: fail_dependents(self.store, job_id), "fail dependents")
         return outcome  # (discarded: the host that took the job back answers for it)
 
     def _admit(self, job) -> Outcome | None | bool:
@@ -308,7 +311,7 @@ class Runner:
         with self._admit_lock:
             try:
                 wait = admission.decide(est, sum(self._reserved.values()), self.paths.models)
-            except admission.AdmissionError as e:
+            except DoesNotFit as e:
                 wait, refused = None, str(e)
             else:
                 refused = None
@@ -454,7 +457,7 @@ class Runner:
                 shutil.rmtree(output_dir, ignore_errors=True)
             with contextlib.suppress(FencedOut):
                 self.store.finish_job(job.id, "cancelled", error="interrupted", fence=job)
-                self.store.fail_dependents(job.id)
+                fail_dependents(self.store, job.id)
             raise
         if end.ended != "done" or end.error is not None or end.result is None or end.crash:
             if output_dir:

@@ -32,6 +32,8 @@ from mlxd.daemon.housekeeping import Housekeeper
 from mlxd.daemon.recovery import recover
 from mlxd.daemon.retry import GaveUp, short_error, transient
 from mlxd.daemon.runner import INTERNAL_ERROR, Runner
+from mlxd.scheduling.gate import fail_dependents
+from mlxd.scheduling.queue import enqueue, set_handler
 from mlxd.system.permissions import apply_umask, share_files
 from mlxd.vocab import settings
 
@@ -130,7 +132,7 @@ def make_handler(
                 job = runner.store.get_job(job_id)
                 if job.status == "queued":
                     runner.store.finish_job(job_id, "failed", error=INTERNAL_ERROR, fence=job)
-                    runner.store.fail_dependents(job_id)
+                    fail_dependents(runner.store, job_id)
             except FencedOut:
                 pass  # claimed meanwhile: its runner answers for it
             except Exception:
@@ -186,7 +188,7 @@ def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> Non
         release=lambda job_id: _enqueue_job(paths, store, job_id),
         prewarm=settings.SPARE_CHILD.get(),
     )
-    queue.set_handler(make_handler(runner, paths, slots=slots))
+    set_handler(make_handler(runner, paths, slots=slots))
     signals = _Signals()
     signals.install()  # before recovery: a stop during it is not lost
     recover(store, paths)
@@ -213,7 +215,7 @@ def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> Non
             c.stop_flag.set()
         housekeeper.join()
         runner.close()  # no spare child outlives its daemon
-        queue.set_handler(None)
+        set_handler(None)
         log.info("mlxd daemon stopped")
         _leave(store, paths, lock)
     if signals.restart:
@@ -241,10 +243,10 @@ def _consumers(paths: Paths, workers: int, digest: str | None) -> list[_Consumer
     if digest:  # a periodic task of the first pool's queue: one digest per daemon
         from mlxd.daemon.digest import schedule_digest
 
-        schedule_digest(queue.huey_for(paths, pools[0]), paths, digest)
+        schedule_digest(queue.consumer_huey(paths, pools[0]), paths, digest)
     return [
         _Consumer(
-            queue.huey_for(paths, pool),
+            queue.consumer_huey(paths, pool),
             workers=workers,
             worker_type="thread",
             # Poll often when idle: a submitted job starts within a few tenths of a second.
@@ -305,7 +307,7 @@ def _leave(store: Store, paths: Paths, lock) -> None:
 
 def _enqueue_job(paths: Paths, store: Store, job_id: int) -> None:
     job = store.get_job(job_id)
-    queue.enqueue(paths, job_id, priority=job.priority, pool=job.pool)
+    enqueue(paths, job_id, priority=job.priority, pool=job.pool)
 
 
 def _setup_logging(paths: Paths) -> None:

@@ -8,7 +8,6 @@ plain functions on a Store, so a test can plan a sweep without the CLI.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,30 +152,33 @@ def plan_sweep(reader, req: SweepRequest) -> SweepPlan:
     return SweepPlan(base_id=base.id, base_name=base.name, request=req, variants=plans)
 
 
-def submit_sweep(store, plan: SweepPlan, submit: Callable[[str, Any, int | None], int]):
-    """Queue the plan's new jobs with ``submit(kind, spec, after_job_id) -> job id`` and
-    record the graph as a Sweep row."""
-    variants = []
+def new_steps(plan: SweepPlan) -> list[tuple[Any, Any]]:
+    """The plan's jobs to queue, in order, each with the quantize step it waits on (its
+    variant is being made, by this plan or an earlier sweep's job) or None."""
+    steps = []
     for v in plan.variants:
         q = v.quantize
         if q is not None and q.spec is not None:
-            q.job_id = submit("quantize", q.spec, None)
-        # A variant being made (by us or an earlier sweep) gates its bench and quality.
-        after = q.job_id if q is not None and v.model_id is None else None
-        for step in (v.bench, v.quality):
-            if step.spec is not None:
-                step.job_id = submit(step.kind, step.spec, after)
-        variants.append(
-            {
-                "variant": v.variant,
-                "model": v.model,
-                "model_id": v.model_id,
-                "quantize_job": q.job_id if q else None,
-                "bench_job": v.bench.job_id,
-                "quality_job": v.quality.job_id,
-                "reused": v.reused,
-            }
-        )
+            steps.append((q, None))
+        gate = q if q is not None and v.model_id is None else None
+        steps += [(step, gate) for step in (v.bench, v.quality) if step.spec is not None]
+    return steps
+
+
+def record_sweep(store, plan: SweepPlan):
+    """The Sweep row of a plan whose new steps have their job ids."""
+    variants = [
+        {
+            "variant": v.variant,
+            "model": v.model,
+            "model_id": v.model_id,
+            "quantize_job": v.quantize.job_id if v.quantize else None,
+            "bench_job": v.bench.job_id,
+            "quality_job": v.quality.job_id,
+            "reused": v.reused,
+        }
+        for v in plan.variants
+    ]
     return store.add_sweep(plan.base_id, plan.request.params(), variants)
 
 

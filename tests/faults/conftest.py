@@ -69,8 +69,8 @@ class FaultHome:
         on these shared 2 cores a CLI start costs seconds."""
         from mlxd.catalog.store import Store
         from mlxd.config import paths
-        from mlxd.daemon.queue import enqueue
         from mlxd.jobs import load_kind
+        from mlxd.scheduling.queue import enqueue
 
         spec = load_kind(kind).Spec(**params)
         p = paths(self.home)

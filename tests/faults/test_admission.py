@@ -35,7 +35,7 @@ def test_a_queue_limit_per_user_refuses_a_flood_politely(fh_tiny):
 def test_memory_heavy_jobs_wait_their_turn_even_with_two_workers(fh_tiny):
     from mlxd.catalog.store import Store
     from mlxd.config import paths
-    from mlxd.daemon.admission import estimate
+    from mlxd.scheduling.admission import estimate
 
     store = Store(paths(fh_tiny.home))
     bench = fh_tiny.queue(

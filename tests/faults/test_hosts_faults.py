@@ -36,8 +36,8 @@ def _queue(home, kind: str, **params) -> int:
     """What a submit does (a catalog row, then the queue), without a CLI process."""
     from mlxd.catalog.store import Store
     from mlxd.config import paths
-    from mlxd.daemon.queue import enqueue
     from mlxd.jobs import load_kind
+    from mlxd.scheduling.queue import enqueue
 
     store = Store(paths(home))
     try:

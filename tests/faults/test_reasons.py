@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import signal
 
-from mlxd.daemon.reasons import Code, describe_error, describe_exit
+from mlxd.daemon.reasons import describe_error, describe_exit
+from mlxd.vocab.outcomes import Code
 
 
 def test_a_signal_is_named_without_guessing_at_memory():

@@ -10,26 +10,25 @@ default 75% of RAM: on a Mac, roughly the GPU's default wired-memory share) and 
 - One that fits the budget but not what running jobs leave of it waits (``waiting: memory``
   in ``jobs list``), so memory-heavy jobs run one at a time even with ``--workers 2``.
 - ``MLXD_QUEUE_LIMIT_PER_USER`` (off unless set) refuses a user's flood politely.
+
+``catalog`` below is anything with ``find_model(ref)`` and ``paths``: the submit reads
+through the fast ``Reader``, the daemon through its ``Store``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from mlxd.daemon.reasons import Code, Wait, free_bytes, human_bytes
+from mlxd.scheduling.errors import DoesNotFit, QueueFull
 from mlxd.vocab import settings
+from mlxd.vocab.fmt import size as human_bytes  # one byte format everywhere
 
 MARGIN = 1.2  # MLX's buffers, the Python process, activations
-
-
-class AdmissionError(Exception):
-    """A job that cannot run here; the message is one line with the estimate and the limit."""
 
 
 @dataclass
@@ -43,8 +42,26 @@ class Estimate:
         return f"about {human_bytes(self.memory_bytes)} of memory ({self.parts})"
 
 
+def free_bytes(path: Path) -> int:
+    """Free space where ``path`` lives (the nearest existing parent)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return shutil.disk_usage(p).free
+
+
 def memory_budget_bytes() -> int:
-    return settings.MEMORY_BUDGET_BYTES.get() or int(psutil.virtual_memory().total * 0.75)
+    """MLXD_MEMORY_BUDGET_BYTES, else 75% of RAM (psutil is imported only then)."""
+    value = settings.MEMORY_BUDGET_BYTES.get()
+    if value:
+        return value
+    import psutil
+
+    return int(psutil.virtual_memory().total * 0.75)
+
+
+def queue_limit_per_user() -> int | None:
+    return settings.QUEUE_LIMIT_PER_USER.get()
 
 
 def _config(path: str | None) -> dict[str, Any]:
@@ -62,13 +79,13 @@ def _kv_bytes_per_token(cfg: dict[str, Any], dtype_bytes: int) -> int:
     return 2 * layers * kv_heads * head_dim * dtype_bytes
 
 
-def estimate(kind: str, params: dict[str, Any], store) -> Estimate | None:
+def estimate(kind: str, params: dict[str, Any], catalog) -> Estimate | None:
     """The job's memory and disk needs, or None when they cannot be known yet (its model is
     made by a job that has not run, or the kind is not estimated)."""
     model = None
     ref = params.get("model_id") if params.get("model_id") is not None else params.get("model")
     if ref is not None:
-        model = store.find_model(ref)
+        model = catalog.find_model(ref)
         if model is None or not model.size_bytes:
             return None
     if kind == "convert":
@@ -106,11 +123,11 @@ def estimate(kind: str, params: dict[str, Any], store) -> Estimate | None:
             f"for {context} tokens",
         )
     if kind == "quality":
-        base = store.find_model(params["base_id"]) if params.get("base_id") else None
+        base = catalog.find_model(params["base_id"]) if params.get("base_id") else None
         both = model.size_bytes + (base.size_bytes or 0 if base else 0)
         return Estimate(int(both * MARGIN), 0, f"model and base weights {human_bytes(both)}")
     if kind == "finetune":
-        return _finetune_estimate(params, model, store)
+        return _finetune_estimate(params, model, catalog)
     if kind == "fuse":
         out = (model.num_parameters or 0) * 4 if params.get("dequantize") else model.size_bytes
         return Estimate(
@@ -128,7 +145,7 @@ def estimate(kind: str, params: dict[str, Any], store) -> Estimate | None:
     return None
 
 
-def _finetune_estimate(params: dict[str, Any], model, store) -> Estimate:
+def _finetune_estimate(params: dict[str, Any], model, catalog) -> Estimate:
     """A fine-tune's memory: the weights, plus (full fine-tuning) a gradient and two Adam
     moments per weight in float32, plus the activations of a batch (LoRA trains a few million
     numbers at most: its share is in the margin). Its disk: the adapter and every checkpoint
@@ -153,7 +170,7 @@ def _finetune_estimate(params: dict[str, Any], model, store) -> Estimate:
         f"weights {human_bytes(model.size_bytes)}"
         + (f" + gradients and optimizer state {human_bytes(train)}" if train else "")
         + f" + activations {human_bytes(acts)}",
-        Path(store.paths.home) / "adapters",
+        Path(catalog.paths.home) / "adapters",
     )
 
 
@@ -186,39 +203,41 @@ def current_user() -> str | None:
         return os.environ.get("USER")
 
 
-def check_queue_limit(store, adding: int = 1) -> None:
-    """Refuse a user whose queued and running jobs would pass the limit with ``adding`` more
-    (a sweep asks once for all its jobs: all of them are queued, or none)."""
-    user = current_user()
-    limit = settings.QUEUE_LIMIT_PER_USER.get()
-    if limit is None:
+def check_queue_limit(user: str | None, mine: int, adding: int = 1) -> None:
+    """Refuse ``user``, who has ``mine`` jobs queued or running, when ``adding`` more would
+    pass the limit (a graph asks once for all its jobs: all of them are queued, or none)."""
+    limit = queue_limit_per_user()
+    if limit is None or mine + adding <= limit:
         return
-    mine = [j for j in store.list_jobs(["queued", "running"]) if j.submitted_by == user]
-    if len(mine) + adding > limit:
-        if adding == 1:
-            raise AdmissionError(
-                f"{user} already has {len(mine)} job(s) queued or running, the limit per user "
-                f"({settings.QUEUE_LIMIT_PER_USER.name}={limit}); wait for some to finish"
-            )
-        raise AdmissionError(
-            f"{user} already has {len(mine)} job(s) queued or running and this command queues "
-            f"{adding} more, past the limit per user ({settings.QUEUE_LIMIT_PER_USER.name}={limit}); "
-            + ("wait for some to finish" if mine else "queue fewer at once")
+    if adding == 1:
+        raise QueueFull(
+            f"{user} already has {mine} job(s) queued or running, the limit per user "
+            f"({settings.QUEUE_LIMIT_PER_USER.name}={limit}); wait for some to finish"
         )
+    raise QueueFull(
+        f"{user} already has {mine} job(s) queued or running and this command queues "
+        f"{adding} more, past the limit per user ({settings.QUEUE_LIMIT_PER_USER.name}={limit}); "
+        + ("wait for some to finish" if mine else "queue fewer at once")
+    )
 
 
-def check_at_submit(kind: str, params: dict[str, Any], store) -> str | None:
-    """Refuse what can never fit this machine; a note about disk, or None."""
-    est = estimate(kind, params, store)
-    if est is None:
-        return None
+def _within_budget(est: Estimate, whose: str, hint: str = "") -> int:
+    """The memory budget; DoesNotFit when ``est`` can never fit it."""
     budget = memory_budget_bytes()
     if est.memory_bytes > budget:
-        raise AdmissionError(
-            f"this job needs {est.describe()}; this machine's budget is {human_bytes(budget)} "
-            f"({settings.MEMORY_BUDGET_BYTES.name}, default 75% of RAM)"
+        raise DoesNotFit(
+            f"this job needs {est.describe()}; {whose} budget is {human_bytes(budget)} "
+            f"({settings.MEMORY_BUDGET_BYTES.name}{hint})"
         )
-    free = free_bytes(est.disk_path or store.paths.models)
+    return budget
+
+
+def check_at_submit(est: Estimate | None, models_path: Path) -> str | None:
+    """Refuse what can never fit this machine (DoesNotFit); a note about disk, or None."""
+    if est is None:
+        return None
+    _within_budget(est, "this machine's", ", default 75% of RAM")
+    free = free_bytes(est.disk_path or models_path)
     if est.disk_bytes > free:
         return (
             f"it needs about {human_bytes(est.disk_bytes)} of disk and "
@@ -227,17 +246,17 @@ def check_at_submit(kind: str, params: dict[str, Any], store) -> str | None:
     return None
 
 
-def decide(est: Estimate | None, in_use_bytes: int, models_path: Path) -> Wait | None:
-    """At start: None to run now, else why it waits ('waiting: memory ...'). Raises
-    AdmissionError for a job that can never fit this daemon's budget."""
+def decide(est: Estimate | None, in_use_bytes: int, models_path: Path):
+    """At start: None to run now, else why it waits (a ``vocab.outcomes.Wait``: its code and
+    'waiting: memory ...'). Raises DoesNotFit for a job that can never fit this daemon's
+    budget."""
+    # The daemon's reason codes (only the daemon calls this; the codes belong with the
+    # vocabulary every room shares once it is at the bottom).
+    from mlxd.vocab.outcomes import Code, Wait
+
     if est is None:
         return None
-    budget = memory_budget_bytes()
-    if est.memory_bytes > budget:
-        raise AdmissionError(
-            f"this job needs {est.describe()}; the daemon's budget is {human_bytes(budget)} "
-            f"({settings.MEMORY_BUDGET_BYTES.name})"
-        )
+    budget = _within_budget(est, "the daemon's")
     if in_use_bytes and est.memory_bytes > budget - in_use_bytes:
         return Wait(
             Code.WAIT_MEMORY,
