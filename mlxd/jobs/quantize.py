@@ -14,7 +14,15 @@ from mlxd.jobs.base import (
     check_name,
     resolve_input_model,
 )
-from mlxd.jobs.choices import BITS, DTYPES, GROUP_SIZES, QUANT_MODES, QUANT_RECIPES
+from mlxd.jobs.choices import (
+    BITS,
+    DEFAULT_BITS,
+    DEFAULT_GROUP_SIZE,
+    DTYPES,
+    GROUP_SIZES,
+    QUANT_MODES,
+    QUANT_RECIPES,
+)
 from mlxd.jobs.convert import _parent_synthetic
 
 PRODUCES_MODEL = True
@@ -39,8 +47,8 @@ def check_explicit_choices(
 
 @dataclass
 class Spec(ModelRefSpec):
-    bits: int = 4
-    group_size: int = 64
+    bits: int = DEFAULT_BITS
+    group_size: int = DEFAULT_GROUP_SIZE
     mode: str = "affine"
     recipe: str | None = None
     dtype: str | None = None  # of scales and unquantized layers; None: backend default
