@@ -233,8 +233,7 @@ def check_daemon(paths: Paths) -> Finding:
 def check_jobs(paths: Paths, store, daemon_running: bool) -> list[Finding]:
     from mlxd.catalog.models import utcnow
     from mlxd.daemon.liveness import process_alive
-    from mlxd.daemon.queue import pending_job_ids
-    from mlxd.daemon.recovery import reconcile_queue
+    from mlxd.daemon.recovery import reconcile_queue, unqueued_jobs
 
     out = []
     now = utcnow()
@@ -276,19 +275,11 @@ def check_jobs(paths: Paths, store, daemon_running: bool) -> list[Finding]:
 
     # Every pool's queue, not only the default one: a job in pool 'gpu' is in huey's 'gpu'.
     queued = store.list_jobs(["queued"])
-    pending: dict[str, set[int]] = {}
     try:
-        for pool in sorted({j.pool for j in queued} | {hosts.DEFAULT_POOL}):
-            pending[pool] = pending_job_ids(paths, pool)
+        missing = [j.id for j in unqueued_jobs(store, paths, grace_s=0.0)]
     except Exception as e:  # noqa: BLE001  a corrupt queue is reported by its own check
-        pending = None
         out.append(Finding("queued jobs", False, f"the queue cannot be read ({e})"))
-    if pending is not None:
-        missing = [
-            j.id
-            for j in queued
-            if j.id not in pending[j.pool] and store.prerequisite_gate(j) == "go"
-        ]
+    else:
         if missing:
             out.append(
                 Finding(

@@ -186,6 +186,11 @@ def enqueue(paths: Paths, job_id: int, priority: int = 0, pool: str | None = Non
     huey.enqueue(huey.run_job.s(job_id, priority=priority))
 
 
+def wake(paths: Paths, job) -> None:
+    """Enqueue a job row as it reads (its pool and priority): a daemon of its pool wakes."""
+    enqueue(paths, job.id, priority=job.priority, pool=job.pool)
+
+
 def pending_job_ids(paths: Paths, pool: str = DEFAULT_POOL) -> set[int]:
     huey = huey_for(paths, pool)
     ids = set()

@@ -281,8 +281,7 @@ def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> Non
 
 
 def _enqueue_job(paths: Paths, store: Store, job_id: int) -> None:
-    job = store.get_job(job_id)
-    queue.enqueue(paths, job_id, priority=job.priority, pool=job.pool)
+    queue.wake(paths, store.get_job(job_id))
 
 
 def _setup_logging(paths: Paths) -> None:
