@@ -426,3 +426,49 @@ def test_a_refusal_at_admission_fails_the_job_only_while_it_is_still_queued(
     else:
         assert outcome.status == "failed" and after.status == "failed"
         assert after.error == "needs more memory than this machine has"
+
+
+def test_a_delete_that_fails_to_commit_leaves_the_files_in_place(tmp_path):
+    """Files go only after the rows' delete committed: a rolled-back delete must not leave
+    rows that name files which are gone."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from mlxd.catalog.models import PromptCache
+
+    s = Store(paths(tmp_path / "h"))
+    model = s.add_model(Model(name="m", path=str(tmp_path / "m"), format="mlx", source="local"))
+    files = {}
+    for name in ("one", "two"):
+        files[name] = tmp_path / f"{name}.safetensors"
+        files[name].write_bytes(b"kv")
+        s.add_prompt_cache(
+            PromptCache(
+                name=name,
+                path=str(files[name]),
+                model_id=model.id,
+                model_fingerprint="f",
+                num_tokens=1,
+                text_sha256="t",
+            )
+        )
+    one = s.resolve_prompt_cache("one")
+
+    def refuse(session):
+        raise RuntimeError("the commit failed")
+
+    event.listen(Session, "before_commit", refuse)
+    try:
+        with pytest.raises(RuntimeError, match="the commit failed"):
+            s.delete_prompt_cache(one.id)
+        with pytest.raises(RuntimeError, match="the commit failed"):
+            s.delete_model(model.id)
+    finally:
+        event.remove(Session, "before_commit", refuse)
+    assert files["one"].exists() and files["two"].exists()
+    assert {c.name for c in s.list_prompt_caches()} == {"one", "two"}
+
+    s.delete_prompt_cache(one.id)  # committed: now the file goes
+    assert not files["one"].exists() and files["two"].exists()
+    s.delete_model(model.id)
+    assert not files["two"].exists() and s.list_prompt_caches() == []

@@ -111,9 +111,15 @@ def test_why_a_queued_job_waits_is_never_empty():
         host_id="macb", pools=["gpu"], heartbeat_at=now - timedelta(hours=30), stopped_at=None
     )
 
-    def job(id_, pool="default", status="queued", after=None, priority=0, message=None):
+    def job(id_, pool="default", status="queued", after=None, priority=0, message=None, wait=None):
         return Row(
-            id=id_, pool=pool, status=status, after_job_id=after, priority=priority, message=message
+            id=id_,
+            pool=pool,
+            status=status,
+            after_job_id=after,
+            priority=priority,
+            message=message,
+            wait_code=wait,
         )
 
     running, first, second = job(1, status="running"), job(2), job(3)
@@ -123,7 +129,7 @@ def test_why_a_queued_job_waits_is_never_empty():
     assert wait_reason(urgent, [live, gone], 60, pending) == "behind job 1"
     assert wait_reason(second, [live], 60, pending) == "behind job 2"
     assert wait_reason(pending[-1], [live], 60, pending) == "waiting for job 2"
-    memory = job(6, message="waiting: memory (needs 3 GB)")
+    memory = job(6, message="waiting: memory (needs 3 GB)", wait="wait_memory")
     assert wait_reason(memory, [live], 60, [memory]) == "waiting: memory (needs 3 GB)"
     assert wait_reason(job(7), [live], 60, []) == "next in pool default"
     assert wait_reason(job(8, pool="gpu"), [live, gone], 60, []).startswith(

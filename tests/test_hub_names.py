@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlxd.hub import HubRefError, default_model_name, looks_like_repo_id, parse_repo_ref
+from mlxd.hub.names import HubRefError, default_model_name, looks_like_repo_id, parse_repo_ref
 from mlxd.jobs.base import SpecError
 from mlxd.jobs.download import Spec
 

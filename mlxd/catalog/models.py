@@ -11,9 +11,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, Index, Integer, TypeDecorator
 from sqlmodel import Field, SQLModel
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
-MODEL_FORMATS = ("hf", "mlx")
 # generate: one stream at a time (or mlx-lm's batch at --batch-size); batch: a batch job's
 # prompts (aggregate throughput); serve: mlx_lm.server under concurrent clients.
 BENCH_MODES = ("generate", "batch", "serve")
@@ -126,6 +124,9 @@ class Job(SQLModel, table=True):
     # Scale-out (migration 0008): the pool (a huey queue) the job waits in; ``host`` above is
     # the host id of the daemon that claimed it.
     pool: str = Field(default="default", index=True)
+    # Why a queued job waits (migration 0012): a ``reasons.Code`` (wait_memory, wait_disk)
+    # beside its message, which holds the words; None when it does not wait for room.
+    wait_code: str | None = None
 
 
 class BenchRun(SQLModel, table=True):

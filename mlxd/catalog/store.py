@@ -190,6 +190,8 @@ class Store:
             return list(s.exec(select(Model).where(Model.parent_id == model_id)))
 
     def delete_model(self, model_id: int) -> None:
+        """Remove a model's row and what only it gives meaning to; its prompt cache files
+        go once that has committed (a rolled-back delete leaves every file in place)."""
         with self.write() as s:
             m = s.get(Model, model_id)
             if m is None:
@@ -217,12 +219,13 @@ class Store:
             # A sweep is a record about its base: without the base it means nothing.
             s.execute(delete(Sweep).where(Sweep.base_model_id == model_id))
             # Prompt caches are of this exact model: useless without it.
-            _delete_prompt_caches_of(s, model_id)
+            cache_files = _delete_prompt_caches_of(s, model_id)
             _forget_finetune_base(s, model_id)
             s.execute(
                 update(Job).where(Job.output_model_id == model_id).values(output_model_id=None)
             )
             s.delete(m)
+        _unlink(cache_files)
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -290,6 +293,7 @@ class Store:
                     daemon_pid=daemon_pid,
                     progress=0.0,
                     message="starting",
+                    wait_code=None,
                     error=None,
                     pid=None,
                     # The log lives in the home of the daemon that runs the job (on another
@@ -396,7 +400,9 @@ class Store:
             s = session or stack.enter_context(self.write())
             if error:
                 error = error.strip().splitlines()[-1] if error.strip() else error
-            values = dict(status=status, error=error, finished_at=utcnow(), pid=None, **values)
+            values = dict(
+                status=status, error=error, finished_at=utcnow(), pid=None, wait_code=None, **values
+            )
             if fence is not None:
                 assert fence.id == job_id
                 self._fenced(s, fence, values)
@@ -630,12 +636,13 @@ class Store:
             return list(s.exec(select(PromptCache).order_by(PromptCache.id)))
 
     def delete_prompt_cache(self, cache_id: int) -> None:
+        """Remove a prompt cache's row, then (once that committed) its file."""
         with self.write() as s:
             c = s.get(PromptCache, cache_id)
             if c is None:
                 raise NotFound(f"prompt cache {cache_id} not found")
-            Path(c.path).unlink(missing_ok=True)
             s.delete(c)
+        _unlink([Path(c.path)])
 
     # -- hub snapshots (pulled models) ------------------------------------------------------
 
@@ -914,9 +921,6 @@ class Store:
             )
             return res.rowcount == 1
 
-    def set_job_pool(self, job_id: int, pool: str) -> None:
-        self.update_job(job_id, pool=pool)
-
 
 def _user() -> str | None:
     try:
@@ -951,11 +955,21 @@ def _delete_hub_rows(s: Session, model_id: int) -> None:
     s.execute(delete(HubSnapshot).where(HubSnapshot.model_id == model_id))
 
 
-def _delete_prompt_caches_of(s: Session, model_id: int) -> None:
+def _delete_prompt_caches_of(s: Session, model_id: int) -> list[Path]:
+    """Delete a model's prompt cache rows in ``s``; their files, for after the commit."""
+    files = []
     for cache in s.exec(select(PromptCache).where(PromptCache.model_id == model_id)):
-        Path(cache.path).unlink(missing_ok=True)
+        files.append(Path(cache.path))
         s.delete(cache)
     s.flush()
+    return files
+
+
+def _unlink(files: list[Path]) -> None:
+    """Files whose rows a committed transaction deleted. Never inside the transaction: one
+    that rolls back would leave rows naming files that are gone."""
+    for f in files:
+        f.unlink(missing_ok=True)
 
 
 def _forget_finetune_base(s: Session, model_id: int) -> None:

@@ -34,10 +34,6 @@ def doctor(fix: bool, skip_mlx: bool, fmt: str):
                 click.echo(f"      fixed: {f.fixed}")
             elif not f.ok and f.fix is not None and not fix:
                 click.echo("      (mlxd doctor --fix does this)")
-    unresolved = [
-        f
-        for f in findings
-        if not f.ok and not (f.fixed and not f.fixed.startswith(("skipped", "failed")))
-    ]
+    unresolved = [f for f in findings if not f.ok and not f.resolved]
     if unresolved:
         raise SystemExit(1)

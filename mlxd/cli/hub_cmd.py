@@ -11,7 +11,8 @@ from mlxd.cli.submit import job_options, submit
 def check_offline_cache(repo: str, revision: str | None) -> str | None:
     """Offline with a cold cache is known at submit: say so now rather than in a failed job.
     Offline, the commit the cache holds for that revision; online, None (the hub decides)."""
-    from mlxd.hub import cached_commit, settings
+    from mlxd.hub.cache import cached_commit
+    from mlxd.hub.environment import settings
 
     hs = settings()
     if not hs.offline:
@@ -43,7 +44,7 @@ def model_ref_or_pull(ref: str, after: int | None) -> tuple[str, int | None, int
     """
     from mlxd.catalog.store import NotFound
     from mlxd.cli.submit import model_ref
-    from mlxd.hub import looks_like_repo_id
+    from mlxd.hub.names import looks_like_repo_id
 
     try:
         model = get_store().resolve_model(ref)  # a name, an id, a path, or a pulled repo

@@ -17,7 +17,7 @@ cache_option = click.option(
 
 
 def _cache(cache_dir: Path | None) -> Path:
-    from mlxd.hub import settings
+    from mlxd.hub.environment import settings
 
     return Path(cache_dir).expanduser().resolve() if cache_dir else settings().cache_dir
 
@@ -30,8 +30,8 @@ def scan(cache_dir: Path | None, fmt: str):
     """Register models already in the HF cache (from mlx-lm, 'hf download', ...)."""
     from mlxd.catalog.models import HubSnapshot, Model
     from mlxd.formats.modelfolder import ModelFolderError, inspect_folder
-    from mlxd.hub import default_model_name
-    from mlxd.hubcache import scan as scan_cache
+    from mlxd.hub.cache import scan as scan_cache
+    from mlxd.hub.names import default_model_name
 
     store = get_store()
     cache = _cache(cache_dir)
@@ -126,7 +126,7 @@ def _du_row(*values) -> dict:
 def du(cache_dir: Path | None, fmt: str):
     """Show disk use per model, and what revisions of one repo share."""
     from mlxd.formats.modelfolder import folder_size
-    from mlxd.hubcache import disk_usage, is_inside
+    from mlxd.hub.cache import disk_usage, is_inside
 
     store = get_store()
     cache = _cache(cache_dir)

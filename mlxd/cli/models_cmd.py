@@ -346,7 +346,7 @@ def rm(ref: str, files: bool, force: bool):
     snap = store.hub_snapshot(m.id)
     if files and snap is not None:
         # A pulled model: its revision goes through the hub library's own delete strategy.
-        from mlxd.hubcache import delete_revision
+        from mlxd.hub.cache import delete_revision
 
         store.delete_model(m.id)
         freed = delete_revision(Path(snap.cache_dir), snap.commit_sha)

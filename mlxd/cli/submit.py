@@ -121,7 +121,7 @@ def hub_environment_note(kind: str, pool: str, store) -> str | None:
     if kind not in HUB_KINDS:
         return None
     from mlxd.daemon import hosts, settings
-    from mlxd.hub import environment_drift
+    from mlxd.hub.environment import environment_drift
 
     live = hosts.live_machines(store.machines(), settings.lease_timeout_s())
     for m in live:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import click
 
 from mlxd.cli.context import BadUsage, catalog_errors
@@ -204,155 +207,244 @@ def _bench(name: str, spec: type = bench_kind.Spec) -> dict:
 )
 @job_options
 @catalog_errors
-def bench(
-    refs,
-    prompt_tokens,
-    gen_tokens,
-    trials,
-    warmup,
-    batch_size,
-    depth,
-    kv_bits,
-    prefill_step_size,
-    max_kv_size,
-    prompt_gen,
-    seed,
-    delay_s,
-    noise_threshold,
-    serve,
-    concurrency,
-    requests,
-    draft_model,
-    num_draft_tokens,
-    prompt_cache,
-    ranks,
-    hostfile,
-    dist_backend,
-    adapter,
-    wait,
-    after,
-    priority,
-    timeout_s,
-):
+def bench(refs, adapter, **params):
     """Benchmark models: prompt and generation tok/s, time to first token, memory."""
-    from mlxd.cli.context import UserError
-    from mlxd.cli.submit import check_room, daemon_running, follow
-    from mlxd.jobs.bench import Spec
-
+    o = BenchOptions.of(params)
     refs = list(dict.fromkeys(refs))  # one job per model, in the order given
-    sharded = ranks > 1 or hostfile
     if adapter is not None:
-        _check_adapter_bench(refs, serve, draft_model, prompt_cache, ranks, hostfile)
-    if serve or draft_model or prompt_cache or sharded:
-        if len(refs) > 1 or max_kv_size or prompt_gen:
+        _check_adapter_bench(refs, o)
+    if o.serve.serve or o.pair.draft_model or o.pair.prompt_cache or o.shard.sharded:
+        if len(refs) > 1 or o.grid.max_kv_size or o.grid.prompt_gen:
             raise BadUsage(
                 "--serve, --draft-model, --prompt-cache and --ranks take one model, "
                 "and no --max-kv-size or -pg"
             )
-        ref, model_id, after = model_ref_or_pull(refs[0], after)  # a hub id queues a pull
-    if sharded:
-        from mlxd.jobs import bench_sharded
+        ref, model_id, after = model_ref_or_pull(refs[0], o.queue.after)  # a hub id: a pull
+        if o.shard.sharded:
+            _bench_sharded(ref, model_id, after, o)
+        elif o.serve.serve:
+            _bench_serve(ref, model_id, after, o)
+        else:
+            _bench_pair(ref, model_id, after, o)
+        return
+    _bench_grid(refs, adapter, o)
 
-        p, g = int_list(prompt_tokens, "-p"), int_list(gen_tokens, "-g")
+
+@dataclass
+class Grid:
+    """The points a bench measures, and how (``-p``, ``-g``, ``-b``, ``--depth`` ...)."""
+
+    prompt_tokens: tuple[str, ...]
+    gen_tokens: tuple[str, ...]
+    trials: int
+    warmup: int
+    batch_size: tuple[str, ...]
+    depth: tuple[str, ...]
+    kv_bits: tuple[str, ...]
+    prefill_step_size: tuple[str, ...]
+    max_kv_size: tuple[str, ...]
+    prompt_gen: tuple[str, ...]
+    seed: int
+    delay_s: float
+    noise_threshold: float
+
+    def used(self) -> bool:
+        """Whether -b, --depth or --kv-bits ask for anything but the plain point."""
+        return tuple(self.batch_size) != ("1",) or tuple(self.depth) != ("0",) or bool(self.kv_bits)
+
+    def one_point(self, what: str) -> tuple[int, int]:
+        """The single -p and -g of a bench that measures one point."""
+        p, g = int_list(self.prompt_tokens, "-p"), int_list(self.gen_tokens, "-g")
         if len(p) > 1 or len(g) > 1:
-            raise BadUsage("--ranks measures one point: give one -p and one -g value")
-        spec = bench_sharded.Spec(
-            model=ref,
-            model_id=model_id,
-            ranks=ranks,
-            hostfile=hostfile,
-            backend=dist_backend,
-            prompt_tokens=p[0],
-            gen_tokens=g[0],
-            seed=seed,
-        )
-        check_context(catalog_model(model_id), p[0] + g[0], "-p + -g")
-        submit(
-            "bench_sharded", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s
-        )
-        return
-    if serve:
-        from mlxd.jobs.serve_bench import Spec as ServeSpec
+            raise BadUsage(what)
+        return p[0], g[0]
 
-        p, g = int_list(prompt_tokens, "-p"), int_list(gen_tokens, "-g")
-        if len(p) > 1 or len(g) > 1 or _grid_used(batch_size, depth, kv_bits):
-            raise BadUsage(
-                "--serve takes one -p and one -g, and no --batch-size, --depth or --kv-bits"
-            )
-        spec = ServeSpec(
-            model=ref,
-            model_id=model_id,
-            concurrency=int_list(concurrency, "--concurrency"),
-            requests=requests,
-            prompt_tokens=p[0],
-            gen_tokens=g[0],
-            warmup=warmup,
-            seed=seed,
+
+@dataclass
+class Serve:
+    """--serve: mlx_lm.server under concurrent clients."""
+
+    serve: bool
+    concurrency: tuple[str, ...]
+    requests: int
+
+
+@dataclass
+class Pair:
+    """Two sides in one job: --draft-model (speculative decoding) or --prompt-cache."""
+
+    draft_model: str | None
+    num_draft_tokens: int
+    prompt_cache: str | None
+
+
+@dataclass
+class Shard:
+    """--ranks / --hostfile: one model sharded under mlx.launch."""
+
+    ranks: int
+    hostfile: str | None
+    dist_backend: str
+
+    @property
+    def sharded(self) -> bool:
+        return bool(self.ranks > 1 or self.hostfile)
+
+
+@dataclass
+class Queueing:
+    """How the job is queued (``job_options``)."""
+
+    wait: bool
+    after: int | None
+    priority: int
+    timeout_s: float | None
+
+    def submit(self, kind: str, spec, after: int | None) -> int:
+        return submit(
+            kind,
+            spec,
+            wait=self.wait,
+            after=after,
+            priority=self.priority,
+            timeout_s=self.timeout_s,
         )
-        job_id = submit(
-            "serve_bench", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s
+
+
+@dataclass
+class BenchOptions:
+    """The bench command's options, by what they are for."""
+
+    grid: Grid
+    serve: Serve
+    pair: Pair
+    shard: Shard
+    queue: Queueing
+
+    @classmethod
+    def of(cls, params: dict) -> BenchOptions:
+        """From Click's parameters: each one belongs to exactly one group."""
+        groups = {"grid": Grid, "serve": Serve, "pair": Pair, "shard": Shard, "queue": Queueing}
+        names = [f.name for group in groups.values() for f in dataclasses.fields(group)]
+        assert sorted(names) == sorted(params), "a bench option is in no group, or in two"
+        return cls(
+            **{
+                key: group(**{f.name: params[f.name] for f in dataclasses.fields(group)})
+                for key, group in groups.items()
+            }
         )
-        if wait:
-            _echo_headline(job_id)
-        return
-    if draft_model or prompt_cache:
-        _bench_pair(ref, model_id, after, click.get_current_context().params)
-        return
-    specs = []  # (spec, the job it waits on: --after, or the pull of a hub id)
-    for ref in refs:
-        name, model_id, spec_after = model_ref_or_pull(ref, after)
-        adapter_ref, adapter_id = usable_adapter(adapter, model_id)
-        spec = Spec(
-            model=name,
-            model_id=model_id,
-            prompt_tokens=int_list(prompt_tokens, "-p"),
-            gen_tokens=int_list(gen_tokens, "-g"),
-            batch_size=int_list(batch_size, "--batch-size"),
-            depth=int_list(depth, "--depth"),
-            kv_bits=int_list(kv_bits, "--kv-bits") if kv_bits else [None],
-            prefill_step_size=int_list(prefill_step_size, "--prefill-step-size"),
-            max_kv_size=int_list(max_kv_size, "--max-kv-size") if max_kv_size else [None],
-            prompt_gen=[int_list(pg, "-pg") for pg in prompt_gen],
-            trials=trials,
-            warmup=warmup,
-            seed=seed,
-            delay_s=delay_s,
-            noise_threshold=noise_threshold,
-            adapter=adapter_ref,
-            adapter_id=adapter_id,
-        )
-        longest = max(p["depth"] + p["prompt_tokens"] + p["gen_tokens"] for p in spec.points())
-        check_context(catalog_model(model_id), longest, "the longest point (depth + -p + -g)")
-        specs.append((spec, spec_after))
+
+
+def _bench_sharded(ref, model_id, after, o: BenchOptions) -> None:
+    from mlxd.jobs import bench_sharded
+
+    p, g = o.grid.one_point("--ranks measures one point: give one -p and one -g value")
+    spec = bench_sharded.Spec(
+        model=ref,
+        model_id=model_id,
+        ranks=o.shard.ranks,
+        hostfile=o.shard.hostfile,
+        backend=o.shard.dist_backend,
+        prompt_tokens=p,
+        gen_tokens=g,
+        seed=o.grid.seed,
+    )
+    check_context(catalog_model(model_id), p + g, "-p + -g")
+    o.queue.submit("bench_sharded", spec, after)
+
+
+def _bench_serve(ref, model_id, after, o: BenchOptions) -> None:
+    from mlxd.jobs.serve_bench import Spec as ServeSpec
+
+    why = "--serve takes one -p and one -g, and no --batch-size, --depth or --kv-bits"
+    p, g = o.grid.one_point(why)
+    if o.grid.used():
+        raise BadUsage(why)
+    spec = ServeSpec(
+        model=ref,
+        model_id=model_id,
+        concurrency=int_list(o.serve.concurrency, "--concurrency"),
+        requests=o.serve.requests,
+        prompt_tokens=p,
+        gen_tokens=g,
+        warmup=o.grid.warmup,
+        seed=o.grid.seed,
+    )
+    job_id = o.queue.submit("serve_bench", spec, after)
+    if o.queue.wait:
+        _echo_headline(job_id)
+
+
+def _bench_grid(refs: list[str], adapter: str | None, o: BenchOptions) -> None:
+    """The plain bench: one job per model over the grid of points; with --wait one table
+    for all of them, as llama-bench prints."""
+    specs = [_grid_spec(ref, adapter, o) for ref in refs]  # (spec, the job it waits on)
     if len(specs) == 1:
         spec, spec_after = specs[0]
-        job_ids = [
-            submit(
-                "bench", spec, wait=wait, after=spec_after, priority=priority, timeout_s=timeout_s
-            )
-        ]
+        job_ids = [o.queue.submit("bench", spec, spec_after)]
     else:
-        daemon_running(wait=wait, what="the jobs")  # refuses --wait without a daemon
-        check_room(len(specs))  # one job per model: all of them, or none
-        job_ids = [
-            submit("bench", spec, after=spec_after, priority=priority, timeout_s=timeout_s)
-            for spec, spec_after in specs
-        ]
-        failed = []
-        for job_id in job_ids if wait else ():
-            try:
-                follow(job_id)
-            except UserError as e:
-                failed.append(e)
-        if failed:
-            _echo_results(job_ids)
-            raise failed[0]
-    if wait:
-        _echo_results(job_ids)  # one table for all of them, as llama-bench prints
+        job_ids = _submit_each(specs, o.queue)
+    if o.queue.wait:
+        _echo_results(job_ids)
         if adapter is not None:
             from mlxd.cli.results_cmd import echo_adapter_comparison
 
             echo_adapter_comparison(job_ids[0])
+
+
+def _grid_spec(ref: str, adapter: str | None, o: BenchOptions):
+    """One model's bench Spec, checked against its context; with the job it waits on
+    (--after, or the pull of a hub id)."""
+    from mlxd.jobs.bench import Spec
+
+    name, model_id, spec_after = model_ref_or_pull(ref, o.queue.after)
+    adapter_ref, adapter_id = usable_adapter(adapter, model_id)
+    grid = o.grid
+    spec = Spec(
+        model=name,
+        model_id=model_id,
+        prompt_tokens=int_list(grid.prompt_tokens, "-p"),
+        gen_tokens=int_list(grid.gen_tokens, "-g"),
+        batch_size=int_list(grid.batch_size, "--batch-size"),
+        depth=int_list(grid.depth, "--depth"),
+        kv_bits=int_list(grid.kv_bits, "--kv-bits") if grid.kv_bits else [None],
+        prefill_step_size=int_list(grid.prefill_step_size, "--prefill-step-size"),
+        max_kv_size=int_list(grid.max_kv_size, "--max-kv-size") if grid.max_kv_size else [None],
+        prompt_gen=[int_list(pg, "-pg") for pg in grid.prompt_gen],
+        trials=grid.trials,
+        warmup=grid.warmup,
+        seed=grid.seed,
+        delay_s=grid.delay_s,
+        noise_threshold=grid.noise_threshold,
+        adapter=adapter_ref,
+        adapter_id=adapter_id,
+    )
+    longest = max(p["depth"] + p["prompt_tokens"] + p["gen_tokens"] for p in spec.points())
+    check_context(catalog_model(model_id), longest, "the longest point (depth + -p + -g)")
+    return spec, spec_after
+
+
+def _submit_each(specs, queue: Queueing) -> list[int]:
+    """Several models: all of their jobs queued, or none; followed one after the other."""
+    from mlxd.cli.context import UserError
+    from mlxd.cli.submit import check_room, daemon_running, follow
+
+    daemon_running(wait=queue.wait, what="the jobs")  # refuses --wait without a daemon
+    check_room(len(specs))  # one job per model: all of them, or none
+    job_ids = [
+        submit("bench", spec, after=spec_after, priority=queue.priority, timeout_s=queue.timeout_s)
+        for spec, spec_after in specs
+    ]
+    failed = []
+    for job_id in job_ids if queue.wait else ():
+        try:
+            follow(job_id)
+        except UserError as e:
+            failed.append(e)
+    if failed:
+        _echo_results(job_ids)
+        raise failed[0]
+    return job_ids
 
 
 def _echo_results(job_ids) -> None:
@@ -367,35 +459,30 @@ def _echo_headline(job_id: int) -> None:
     echo_headline(job_id)
 
 
-def _check_adapter_bench(refs, serve, draft_model, prompt_cache, ranks, hostfile) -> None:
+def _check_adapter_bench(refs, o: BenchOptions) -> None:
     """--adapter measures one model three ways with the plain grid; nothing else."""
     if len(refs) > 1:
         raise BadUsage("--adapter takes one model: the base the adapter was trained on")
     for given, flag in (
-        (serve, "--serve"),
-        (draft_model, "--draft-model"),
-        (prompt_cache, "--prompt-cache"),
-        (ranks > 1, "--ranks"),
-        (hostfile, "--hostfile"),
+        (o.serve.serve, "--serve"),
+        (o.pair.draft_model, "--draft-model"),
+        (o.pair.prompt_cache, "--prompt-cache"),
+        (o.shard.ranks > 1, "--ranks"),
+        (o.shard.hostfile, "--hostfile"),
     ):
         if given:
             raise BadUsage(f"--adapter cannot be combined with {flag}")
 
 
-def _grid_used(batch_size, depth, kv_bits) -> bool:
-    """Whether -b, --depth or --kv-bits ask for anything but the plain point."""
-    return tuple(batch_size) != ("1",) or tuple(depth) != ("0",) or bool(kv_bits)
-
-
-def _bench_pair(ref, model_id, after, opts: dict) -> None:
-    """bench --draft-model / --prompt-cache: both sides measured in one job. ``opts`` are
-    the bench command's parameters; ``after`` the job to wait on (a hub id's pull)."""
+def _bench_pair(ref, model_id, after, o: BenchOptions) -> None:
+    """bench --draft-model / --prompt-cache: both sides measured in one job; ``after`` the
+    job to wait on (a hub id's pull)."""
     from mlxd.jobs.bench_pair import Spec
 
-    draft_model, prompt_cache = opts["draft_model"], opts["prompt_cache"]
+    draft_model, prompt_cache = o.pair.draft_model, o.pair.prompt_cache
     if draft_model and prompt_cache:
         raise BadUsage("--draft-model and --prompt-cache are separate benchmarks; pick one")
-    if _grid_used(opts["batch_size"], opts["depth"], opts["kv_bits"]):
+    if o.grid.used():
         raise BadUsage(
             "--draft-model and --prompt-cache take no --batch-size, --depth or --kv-bits"
         )
@@ -413,23 +500,16 @@ def _bench_pair(ref, model_id, after, opts: dict) -> None:
     spec = Spec(
         model=ref,
         model_id=model_id,
-        prompt_tokens=int_list(opts["prompt_tokens"], "-p"),
-        gen_tokens=int_list(opts["gen_tokens"], "-g"),
-        trials=opts["trials"],
-        warmup=opts["warmup"],
-        seed=opts["seed"],
+        prompt_tokens=int_list(o.grid.prompt_tokens, "-p"),
+        gen_tokens=int_list(o.grid.gen_tokens, "-g"),
+        trials=o.grid.trials,
+        warmup=o.grid.warmup,
+        seed=o.grid.seed,
         draft_model=draft_model,
         draft_model_id=draft_id,
-        num_draft_tokens=opts["num_draft_tokens"],
+        num_draft_tokens=o.pair.num_draft_tokens,
         prompt_cache=prompt_cache,
     )
-    job_id = submit(
-        "bench_pair",
-        spec,
-        wait=opts["wait"],
-        after=after,
-        priority=opts["priority"],
-        timeout_s=opts["timeout_s"],
-    )
-    if opts["wait"]:
+    job_id = o.queue.submit("bench_pair", spec, after)
+    if o.queue.wait:
         _echo_headline(job_id)

@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from mlxd.daemon.reasons import free_bytes, human_bytes
+from mlxd.daemon.reasons import Code, Wait, free_bytes, human_bytes
 
 ENV_MEMORY_BUDGET = "MLXD_MEMORY_BUDGET_BYTES"
 ENV_QUEUE_LIMIT = "MLXD_QUEUE_LIMIT_PER_USER"
@@ -240,7 +240,7 @@ def check_at_submit(kind: str, params: dict[str, Any], store) -> str | None:
     return None
 
 
-def decide(est: Estimate | None, in_use_bytes: int, models_path: Path) -> str | None:
+def decide(est: Estimate | None, in_use_bytes: int, models_path: Path) -> Wait | None:
     """At start: None to run now, else why it waits ('waiting: memory ...'). Raises
     AdmissionError for a job that can never fit this daemon's budget."""
     if est is None:
@@ -252,15 +252,17 @@ def decide(est: Estimate | None, in_use_bytes: int, models_path: Path) -> str | 
             f"({ENV_MEMORY_BUDGET})"
         )
     if in_use_bytes and est.memory_bytes > budget - in_use_bytes:
-        return (
+        return Wait(
+            Code.WAIT_MEMORY,
             f"waiting: memory (needs {human_bytes(est.memory_bytes)}; running jobs hold "
-            f"{human_bytes(in_use_bytes)} of the {human_bytes(budget)} budget)"
+            f"{human_bytes(in_use_bytes)} of the {human_bytes(budget)} budget)",
         )
     # The reserve is the floor a running job stops at; to start, the output must fit.
     where = est.disk_path or models_path
     if est.disk_bytes and est.disk_bytes > free_bytes(where):
-        return (
+        return Wait(
+            Code.WAIT_DISK,
             f"waiting: disk (needs {human_bytes(est.disk_bytes)}; "
-            f"{human_bytes(free_bytes(where))} free at {where})"
+            f"{human_bytes(free_bytes(where))} free at {where})",
         )
     return None

@@ -20,6 +20,8 @@ import time
 import traceback
 from pathlib import Path
 
+from mlxd.jobs.protocol import Event, encode
+
 
 def _watch_parent(parent_pid: int) -> None:
     # The job must not outlive the daemon (kill -9 included): the next daemon re-runs it.
@@ -43,7 +45,7 @@ def _heartbeat(send) -> None:
 
     interval = child_heartbeat_s()
     while True:
-        send("beat")
+        send(Event.BEAT)
         time.sleep(interval)
 
 
@@ -95,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
 
     lock = threading.Lock()
 
-    def send(event: str, **data) -> None:
+    def send(event: Event, **data) -> None:
         with lock:
-            proto.write(json.dumps({"event": event, **data}, default=str) + "\n")
+            proto.write(encode(event, **data))
 
     if spare:
         _preload()
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def timing() -> None:
         send(
-            "timing",
+            Event.TIMING,
             imports_s=(ready - began) if spare else (work_start - received),
             idle_s=(received - ready) if spare else 0.0,
             work_s=time.monotonic() - work_start,
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             job_id=request["job_id"],
             output_dir=output_dir,
             progress=lambda fraction, message: send(
-                "progress", fraction=float(fraction), message=str(message)
+                Event.PROGRESS, fraction=float(fraction), message=str(message)
             ),
             emit=lambda event, data: send(event, **data),
         )
@@ -146,11 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as e:  # noqa: BLE001  everything must reach the daemon as one line
         traceback.print_exc()
         timing()
-        send("error", message=one_line(e))
+        send(Event.ERROR, message=one_line(e))
         proto.flush()
         return 1
     timing()
-    send("result", result=result)
+    send(Event.RESULT, result=result)
     proto.flush()
     return 0
 

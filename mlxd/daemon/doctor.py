@@ -30,7 +30,8 @@ class Finding:
     detail: str
     advice: str | None = None  # what a person can do
     fix: Callable[[], str] | None = field(default=None, repr=False)  # the safe fix, if any
-    fixed: str | None = None
+    fixed: str | None = None  # what the fix did, or why it was skipped or failed
+    resolved: bool = False  # the fix ran and succeeded
 
     def as_dict(self) -> dict:
         return {
@@ -448,5 +449,6 @@ def apply_fixes(paths: Paths, findings: list[Finding]) -> None:
                 continue
             try:
                 f.fixed = f.fix() or "done"
+                f.resolved = True
             except Exception as e:  # noqa: BLE001  report and go on
                 f.fixed = f"failed: {e}"

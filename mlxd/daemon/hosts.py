@@ -73,15 +73,15 @@ def model_host_for(path: str | os.PathLike) -> str | None:
 
 
 def machine_facts_for_row() -> dict[str, Any]:
-    from mlxd import hub
     from mlxd.daemon.admission import memory_budget_bytes
+    from mlxd.hub.environment import environment
     from mlxd.system.sysinfo import machine_facts
 
     facts = machine_facts()
     facts["memory_budget_bytes"] = memory_budget_bytes()
     # The hub environment this daemon's pulls and pushes use (token presence only, never
     # the token): a CLI with another HF_ENDPOINT or token says so at submit.
-    facts["hub"] = hub.environment().to_dict()
+    facts["hub"] = environment().to_dict()
     return facts
 
 
@@ -261,7 +261,7 @@ def wait_reason(job, machines, lease_s: float, pending=(), now: datetime | None 
     if why is not None:
         return why
     message = job.message or ""
-    if message.startswith("waiting:"):
+    if job.wait_code:  # the daemon's own word: "waiting: memory (...)"
         return message
     rank = (-job.priority, job.id)
     ahead = [

@@ -219,6 +219,6 @@ def reconcile_queue(store: Store, paths: Paths, grace_s: float) -> list[int]:
     enqueued = []
     for job in unqueued_jobs(store, paths, grace_s):
         queue.wake(paths, job)
-        if not (job.message or "").startswith("waiting:"):  # those come back by design
+        if not job.wait_code:  # a job waiting for room comes back by design
             enqueued.append(job.id)
     return enqueued

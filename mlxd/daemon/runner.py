@@ -42,6 +42,7 @@ from mlxd.config import Paths
 from mlxd.daemon import admission, faults, hosts, reasons, settings
 from mlxd.daemon.control import cancel_file
 from mlxd.daemon.liveness import start_time
+from mlxd.daemon.reasons import Code
 from mlxd.daemon.retry import (
     GaveUp,
     disk_full,
@@ -54,6 +55,7 @@ from mlxd.daemon.spare import CHILD_CMD, Spare, dismiss, terminate
 from mlxd.formats.modelfolder import ModelFolderError
 from mlxd.jobs import UnknownJobKind, load_kind
 from mlxd.jobs.base import FinishContext, JobFailed, SpecError
+from mlxd.jobs.protocol import KIND_EVENTS, Event
 from mlxd.reports.fmt import sig
 
 log = logging.getLogger("mlxd.runner")
@@ -72,6 +74,7 @@ _FINISH_LOCK = threading.Lock()
 @dataclass
 class Outcome:
     status: str  # succeeded | failed | cancelled | requeued | discarded (taken back)
+    code: Code  # why, for a decision; ``error`` says it in words
     error: str | None = None
 
 
@@ -80,9 +83,88 @@ class ChildEnd:
     """How a child's run ended, before it is turned into a job status."""
 
     result: dict[str, Any] | None = None
-    error: str | None = None  # the job's own error, or a limit it hit
+    error: reasons.Failure | None = None  # the job's own error, or a limit it hit
     ended: str = "done"  # done | cancelled | requeued (the daemon is stopping)
     crash: reasons.Crash | None = None  # the process died of something not its own error
+
+
+@dataclass
+class _Following:
+    """What the supervisor keeps about one running child (``Runner._follow_child``)."""
+
+    proc: subprocess.Popen
+    joblog: Any
+    ident: dict[str, Any]  # the child's pid for the job's row, until a write records it
+    output_path: Path | None  # where the job writes, named in a disk-full reason
+    disk_path: Path | None  # watched for the disk reserve
+    reserve: int
+    memory_limit: int | None
+    lease_s: float
+    beat_s: float
+    limit_s: float
+    ps: psutil.Process | None
+    events: queue.Queue = field(default_factory=queue.Queue)
+    # Stamped by the reader thread on every line: a busy supervisor is no excuse.
+    last_life: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.monotonic)
+    end: ChildEnd = field(default_factory=ChildEnd)
+    pending_progress: dict[str, Any] | None = None
+    cpu_seen: float = -1.0
+    last_write: float = 0.0
+    last_check: float = 0.0
+    last_cpu: float = 0.0
+    last_disk: float = 0.0
+    write_after: float = 0.0
+
+    def read_events(self) -> None:
+        """The reader thread: protocol lines onto ``events`` (None at the end); anything
+        else the child printed there goes to the job's log."""
+        for line in self.proc.stdout:
+            self.last_life = time.monotonic()
+            try:
+                self.events.put(json.loads(line))
+            except json.JSONDecodeError:
+                self.joblog.write(line)
+        self.events.put(None)
+
+    def note_cpu(self, now: float) -> None:
+        """CPU time used since the last look counts as a sign of life (a deadlocked or
+        stopped process uses none)."""
+        if self.ps is None or now - self.last_cpu < CPU_CHECK_S:
+            return
+        self.last_cpu = now
+        try:
+            t = self.ps.cpu_times()
+            cpu = t.user + t.system
+        except psutil.Error:
+            cpu = self.cpu_seen
+        if cpu > self.cpu_seen:
+            self.cpu_seen, self.last_life = cpu, max(self.last_life, now)
+
+    def check_disk(self, now: float) -> None:
+        if not self.reserve or now - self.last_disk < DISK_CHECK_S:
+            return
+        self.last_disk = now
+        if reasons.free_bytes(self.disk_path) < self.reserve:
+            self.end.error = reasons.Failure(
+                Code.DISK_FULL, reasons.disk_full(self.disk_path, self.reserve)
+            )
+
+    def judge_exit(self, rc: int) -> None:
+        """A child that ended by itself with neither a result nor an error: why it died."""
+        end = self.end
+        if end.ended != "done" or end.error is not None or end.crash is not None:
+            return
+        if end.result is None and rc != 0:
+            end.crash = reasons.describe_exit(
+                rc,
+                log_tail=reasons.log_tail(Path(self.joblog.name)),
+                memory_limit=self.memory_limit,
+                output_path=self.output_path,
+            )
+            if not end.crash.retryable:
+                end.error = reasons.Failure(end.crash.code, end.crash.reason)
+                end.crash = None
 
 
 class LogShipper(threading.Thread):
@@ -173,7 +255,7 @@ class Runner:
         if gate == "wait":
             return None  # released when the prerequisite finishes
         if gate == "failed":
-            return Outcome("failed", "prerequisite failed")
+            return Outcome("failed", Code.PREREQUISITE_FAILED, "prerequisite failed")
         admitted = self._admit(job)
         if admitted is not True:
             return admitted
@@ -233,9 +315,14 @@ class Runner:
                 )
             except FencedOut:
                 return None
-            return Outcome("failed", refused)
-        if job.message != wait:
-            try_write(lambda: self.store.update_job(job.id, message=wait), what="waiting")
+            return Outcome("failed", Code.REFUSED, refused)
+        if (job.message, job.wait_code) != (wait.reason, wait.code):
+            try_write(
+                lambda: self.store.update_job(
+                    job.id, message=wait.reason, wait_code=wait.code.value
+                ),
+                what="waiting",
+            )
         return None  # the housekeeper enqueues it again within seconds
 
     # -- one attempt ----------------------------------------------------------------------
@@ -260,7 +347,11 @@ class Runner:
             except GaveUp:
                 # Stopping while the catalog refuses writes: the row still says running; the
                 # next start recovers it (and adopts a committed-on-disk result).
-                outcome = Outcome("requeued", "the daemon stopped while the catalog was locked")
+                outcome = Outcome(
+                    "requeued",
+                    Code.CATALOG_LOCKED,
+                    "the daemon stopped while the catalog was locked",
+                )
             joblog.write(
                 f"=== {outcome.status}" + (f": {outcome.error}" if outcome.error else "") + "\n"
             )
@@ -283,18 +374,18 @@ class Runner:
         finally:
             shipper.stop()
 
-    def _fail(self, job, error: str) -> Outcome:
+    def _fail(self, job, code: Code, error: str) -> Outcome:
         self._write(
             lambda: self.store.finish_job(job.id, "failed", error=error, fence=job), "fail job"
         )
-        return Outcome("failed", error)
+        return Outcome("failed", code, error)
 
     def _internal_error(self, job) -> Outcome:
         """A bug in the supervisor while it ran ``job`` (the attempt as claimed): the job
         fails, fenced like every end of a running attempt (discarded if taken back)."""
         log.exception("job %s: unexpected error in the supervisor", job.id)
         try:
-            return self._fail(job, INTERNAL_ERROR)
+            return self._fail(job, Code.INTERNAL_ERROR, INTERNAL_ERROR)
         except FencedOut as e:
             return self._discard(job, e)
 
@@ -306,7 +397,7 @@ class Runner:
         whatever this attempt made is not recorded, and its partial folder goes."""
         shutil.rmtree(self._partial_dir(job), ignore_errors=True)
         log.warning("%s", fenced)
-        return Outcome("discarded", str(fenced))
+        return Outcome("discarded", Code.TAKEN_BACK, str(fenced))
 
     def _attempt(self, job, joblog) -> Outcome:
         try:
@@ -316,15 +407,19 @@ class Runner:
         except (UnknownJobKind, SpecError, CatalogError, JobFailed, ModelFolderError) as e:
             if isinstance(e, FencedOut):
                 raise
-            return self._fail(job, str(e.args[0]) if e.args else str(e))
+            return self._fail(job, Code.INVALID, str(e.args[0]) if e.args else str(e))
         except TypeError as e:
-            return self._fail(job, f"invalid parameters for a {job.kind} job ({e})")
+            return self._fail(job, Code.INVALID, f"invalid parameters for a {job.kind} job ({e})")
         except Exception as e:
             if not transient(e):
                 raise
             # The catalog went away (a database restart): not the job's fault.
             log.warning("job %s: the catalog is unreachable before its start; queued again", job.id)
-            return self._requeue(job, "the catalog was unreachable; the job will run again")
+            return self._requeue(
+                job,
+                Code.CATALOG_UNREACHABLE,
+                "the catalog was unreachable; the job will run again",
+            )
 
         output_dir = None
         if kind.PRODUCES_MODEL:
@@ -363,20 +458,24 @@ class Runner:
                 "cancel job",
             )
             cancel_file(self.paths, job.id).unlink(missing_ok=True)
-            return Outcome("cancelled", "cancelled by user")
+            return Outcome("cancelled", Code.CANCELLED, "cancelled by user")
         if end.ended == "requeued":
-            return self._requeue(job, "the daemon stopped; the job will run again")
+            return self._requeue(
+                job, Code.DAEMON_STOPPED, "the daemon stopped; the job will run again"
+            )
         if end.crash is not None:
             return self._crashed(job, end.crash)
-        if end.error is not None or end.result is None:
-            return self._fail(job, end.error or "the job ended without a result")
+        if end.error is not None:
+            return self._fail(job, end.error.code, end.error.reason)
+        if end.result is None:
+            return self._fail(job, Code.NO_RESULT, "the job ended without a result")
         return self._finish(job, kind, spec, inputs, end.result, output_dir)
 
-    def _requeue(self, job, message: str) -> Outcome:
+    def _requeue(self, job, code: Code, message: str) -> Outcome:
         """Queue the job again; not the job's fault: this attempt does not count against
         max_attempts. (Its queue entry comes from the housekeeper or the next start.)"""
         self._write(lambda: self.store.give_back_job(job, message), "requeue job")
-        return Outcome("requeued")
+        return Outcome("requeued", code)
 
     def _crashed(self, job, crash: reasons.Crash) -> Outcome:
         """The job's own process died: run it once more, then fail with the reason."""
@@ -384,10 +483,10 @@ class Runner:
             self._write(lambda: self.store.requeue_after_crash(job, crash.reason), "requeue job")
             log.warning("job %s crashed (%s); it will run once more", job.id, crash.reason)
             self.release(job.id)
-            return Outcome("requeued", crash.reason)
+            return Outcome("requeued", Code.CRASHED, crash.reason)
         if job.crashes:
-            return self._fail(job, f"{crash.reason} (again, after a retry)")
-        return self._fail(job, crash.reason)
+            return self._fail(job, crash.code, f"{crash.reason} (again, after a retry)")
+        return self._fail(job, crash.code, crash.reason)
 
     def _finish(self, job, kind, spec, inputs, result, output_dir: Path | None) -> Outcome:
         # With several workers, two jobs may finish at once: one at a time, so neither takes
@@ -407,7 +506,9 @@ class Runner:
             if final.exists():
                 if self.store.find_model(str(final)) is not None:
                     shutil.rmtree(output_dir, ignore_errors=True)
-                    return self._fail(job, f"a model folder already exists at {final}")
+                    return self._fail(
+                        job, Code.FOLDER_EXISTS, f"a model folder already exists at {final}"
+                    )
                 # Left over from a crash between the rename and the catalog commit.
                 shutil.rmtree(final)
             write_commit_marker(output_dir, job, result)
@@ -429,11 +530,11 @@ class Runner:
             if final is not None:
                 shutil.rmtree(final, ignore_errors=True)
             if transient(e) and disk_full(e):
-                return self._fail(job, reasons.disk_full(self.paths.catalog_db))
-            return self._fail(job, f"could not record the result: {e}")
+                return self._fail(job, Code.DISK_FULL, reasons.disk_full(self.paths.catalog_db))
+            return self._fail(job, Code.NOT_RECORDED, f"could not record the result: {e}")
         if final is not None:
             (final / COMMIT_MARKER).unlink(missing_ok=True)
-        return Outcome("succeeded")
+        return Outcome("succeeded", Code.SUCCEEDED)
 
     # -- the child process ----------------------------------------------------------------
 
@@ -487,148 +588,140 @@ class Runner:
             raise
         if end.crash is not None and proc.returncode == -9 and oom_before is not None:
             oom_after = reasons.cgroup_oom_kills() or 0
-            if oom_after > oom_before and "no sign of life" not in end.crash.reason:
-                end.crash = reasons.Crash("out of memory: the kernel's OOM killer ended the job")
+            if oom_after > oom_before and end.crash.code is not Code.HUNG:
+                end.crash = reasons.killed_by_kernel_oom()
         return end
 
     def _follow_child(
         self, job, proc: subprocess.Popen, joblog, output_dir: Path | None, watch=None
-    ):
+    ) -> ChildEnd:
         """Follow the child to its end. ``watch`` is where it writes (default: the models
         folder, for a partial model in ``output_dir``): below the disk reserve there, the
         job stops with "disk full: PATH has N free"."""
-        ident = {"pid": proc.pid, "pid_started_at": start_time(proc.pid), "message": "started"}
-        # A fenced write (FencedOut: the job was taken back) ends the child (_supervise).
-        if try_write(lambda: self.store.update_running(job, **ident), what="record the child"):
-            ident = {}
-        events: queue.Queue = queue.Queue()
-        last_life = [time.monotonic()]  # stamped by the reader: a busy supervisor is no excuse
-
-        def read_events():
-            for line in proc.stdout:
-                last_life[0] = time.monotonic()
-                try:
-                    events.put(json.loads(line))
-                except json.JSONDecodeError:
-                    joblog.write(line)
-            events.put(None)
-
-        reader = threading.Thread(target=read_events, daemon=True)
+        f = self._following(job, proc, joblog, output_dir, watch)
+        reader = threading.Thread(target=f.read_events, daemon=True)
         reader.start()
-
-        lease_s = settings.lease_timeout_s()
-        beat_s = job_heartbeat_s()
-        limit_s = settings.time_limit_s(job.kind, job.timeout_s)
-        disk_path = self.paths.models if output_dir is not None else watch
-        reserve = settings.disk_reserve_bytes() if disk_path is not None else 0
-        memory_limit = settings.memory_limit_bytes()
-        try:
-            ps = psutil.Process(proc.pid)
-        except psutil.Error:
-            ps = None
-        cpu_seen = -1.0
-        started = time.monotonic()
-        end = ChildEnd()
-        last_write = last_check = last_cpu = last_disk = write_after = 0.0
-        pending_progress: dict[str, Any] | None = None
         while True:
             try:
-                ev = events.get(timeout=POLL_S)
+                ev = f.events.get(timeout=POLL_S)
             except queue.Empty:
                 ev = False
             if ev is None:
                 break
             if ev:
-                kind = ev.get("event")
-                if kind == "progress":
-                    pending_progress = {"progress": ev["fraction"], "message": ev["message"]}
-                    if self.on_progress is not None:
-                        self.on_progress(ev["fraction"], ev["message"])
-                elif kind == "result":
-                    end.result = ev["result"]
-                elif kind == "error":
-                    end.error = reasons.describe_error(
-                        ev["message"], output_path=output_dir or watch, memory_limit=memory_limit
-                    )
-                elif kind == "timing":
-                    # Where the child's time went: what benchmarks/run.py subtracts as work.
-                    joblog.write(
-                        f"=== child {proc.pid} ({'spare' if ev.get('spare') else 'fresh'}): "
-                        f"imports {ev['imports_s']:.3f} s, idle {ev['idle_s']:.3f} s, "
-                        f"work {ev['work_s']:.3f} s\n"
-                    )
-                elif kind is not None:
-                    self._kind_event(job, ev)
+                self._on_event(job, f, ev)
             now = time.monotonic()
-            if ps is not None and now - last_cpu >= CPU_CHECK_S:
-                last_cpu = now
-                try:
-                    t = ps.cpu_times()
-                    cpu = t.user + t.system
-                except psutil.Error:
-                    cpu = cpu_seen
-                if cpu > cpu_seen:  # a deadlocked or stopped process uses no CPU
-                    cpu_seen, last_life[0] = cpu, max(last_life[0], now)
-            alive = now - last_life[0] < lease_s
-            if (
-                alive
-                and now >= write_after
-                and (
-                    (pending_progress and now - last_write >= PROGRESS_WRITE_S)
-                    or now - last_write >= beat_s  # renew the lease even without progress
-                )
-            ):
-                values = {**ident, "heartbeat_at": utcnow(), **(pending_progress or {})}
-                if try_write(
-                    lambda v=values: self.store.update_running(job, **v), what="heartbeat"
-                ):
-                    pending_progress, ident = None, {}
-                else:  # a locked catalog: keep following the child, try again later
-                    write_after = time.monotonic() + beat_s
-                last_write = now
-            if reserve and now - last_disk >= DISK_CHECK_S:
-                last_disk = now
-                if reasons.free_bytes(disk_path) < reserve:
-                    end.error = reasons.disk_full(disk_path, reserve)
-            if now - last_check >= POLL_S:
-                last_check = now
-                if self.stop_event.is_set():
-                    end.ended = "requeued"
-                elif not alive:
-                    end.crash = reasons.Crash(
-                        f"the job's process showed no sign of life for {lease_s:g} s "
-                        "(stopped or hung); killed"
-                    )
-                elif now - started > limit_s:
-                    end.error = f"timed out after {sig(limit_s, 6)} s"
-                elif self._cancel_requested(job.id):
-                    end.ended = "cancelled"
-                if end.ended != "done" or end.error or end.crash:
+            f.note_cpu(now)
+            alive = now - f.last_life < f.lease_s
+            self._renew_lease(job, f, now, alive)
+            f.check_disk(now)
+            if now - f.last_check >= POLL_S:
+                f.last_check = now
+                if self._should_end(job, f, now, alive):
                     terminate(proc)
                     break
         rc = proc.wait()
         self.start_spare()  # (if prewarm) after a quiet job, or if none is waiting
         reader.join(timeout=5)
-        # A stopped child may report last words (a fine-tuning checkpoint) after we stopped
-        # reading: record those too.
+        self._last_words(job, f.events)
+        f.judge_exit(rc)
+        return f.end
+
+    def _following(
+        self, job, proc: subprocess.Popen, joblog, output_dir: Path | None, watch
+    ) -> _Following:
+        """Record the child on the job's row and set up what following it needs."""
+        ident = {"pid": proc.pid, "pid_started_at": start_time(proc.pid), "message": "started"}
+        # A fenced write (FencedOut: the job was taken back) ends the child (_supervise).
+        if try_write(lambda: self.store.update_running(job, **ident), what="record the child"):
+            ident = {}
+        disk_path = self.paths.models if output_dir is not None else watch
+        try:
+            ps = psutil.Process(proc.pid)
+        except psutil.Error:
+            ps = None
+        return _Following(
+            proc=proc,
+            joblog=joblog,
+            ident=ident,
+            output_path=output_dir or watch,
+            disk_path=disk_path,
+            reserve=settings.disk_reserve_bytes() if disk_path is not None else 0,
+            memory_limit=settings.memory_limit_bytes(),
+            lease_s=settings.lease_timeout_s(),
+            beat_s=job_heartbeat_s(),
+            limit_s=settings.time_limit_s(job.kind, job.timeout_s),
+            ps=ps,
+        )
+
+    def _on_event(self, job, f: _Following, ev: dict[str, Any]) -> None:
+        """One protocol line from the child (``jobs/protocol.py``)."""
+        try:
+            event = Event(ev.get("event"))
+        except ValueError:
+            log.warning("job %s: its child sent an unknown event %r", job.id, ev.get("event"))
+            return
+        if event is Event.PROGRESS:
+            f.pending_progress = {"progress": ev["fraction"], "message": ev["message"]}
+            if self.on_progress is not None:
+                self.on_progress(ev["fraction"], ev["message"])
+        elif event is Event.RESULT:
+            f.end.result = ev["result"]
+        elif event is Event.ERROR:
+            f.end.error = reasons.describe_error(
+                ev["message"], output_path=f.output_path, memory_limit=f.memory_limit
+            )
+        elif event is Event.TIMING:
+            # Where the child's time went: what benchmarks/run.py subtracts as work.
+            f.joblog.write(
+                f"=== child {f.proc.pid} ({'spare' if ev.get('spare') else 'fresh'}): "
+                f"imports {ev['imports_s']:.3f} s, idle {ev['idle_s']:.3f} s, "
+                f"work {ev['work_s']:.3f} s\n"
+            )
+        elif event in KIND_EVENTS:
+            self._kind_event(job, ev)
+        # (BEAT: the reader thread already stamped the child's life.)
+
+    def _renew_lease(self, job, f: _Following, now: float, alive: bool) -> None:
+        """Write the job's heartbeat (its lease) with any pending progress: at most every
+        PROGRESS_WRITE_S with progress, at least every beat_s without; never for a child
+        that shows no sign of life (its lease runs out)."""
+        if not alive or now < f.write_after:
+            return
+        due = now - f.last_write >= f.beat_s
+        if not due and not (f.pending_progress and now - f.last_write >= PROGRESS_WRITE_S):
+            return
+        values = {**f.ident, "heartbeat_at": utcnow(), **(f.pending_progress or {})}
+        if try_write(lambda: self.store.update_running(job, **values), what="heartbeat"):
+            f.pending_progress, f.ident = None, {}
+        else:  # a locked catalog: keep following the child, try again later
+            f.write_after = time.monotonic() + f.beat_s
+        f.last_write = now
+
+    def _should_end(self, job, f: _Following, now: float, alive: bool) -> bool:
+        """Whether the child must be ended now: the daemon stops, it hung, it ran out of
+        time, the user cancelled, or it already reported an error or hit a limit."""
+        end = f.end
+        if self.stop_event.is_set():
+            end.ended = "requeued"
+        elif not alive:
+            end.crash = reasons.hung(f.lease_s)
+        elif now - f.started > f.limit_s:
+            end.error = reasons.Failure(Code.TIMED_OUT, f"timed out after {sig(f.limit_s, 6)} s")
+        elif self._cancel_requested(job.id):
+            end.ended = "cancelled"
+        return bool(end.ended != "done" or end.error or end.crash)
+
+    def _last_words(self, job, events: queue.Queue) -> None:
+        """A stopped child may report last words (a fine-tuning checkpoint) after the
+        supervisor stopped reading: record those too."""
         while True:
             try:
                 ev = events.get_nowait()
             except queue.Empty:
                 break
-            if ev and ev.get("event") not in ("progress", "result", "error", "timing", None):
+            if ev and ev.get("event") in KIND_EVENTS:
                 self._kind_event(job, ev)
-        if end.ended == "done" and end.error is None and end.crash is None:
-            if end.result is None and rc != 0:
-                end.crash = reasons.describe_exit(
-                    rc,
-                    log_tail=reasons.log_tail(Path(joblog.name)),
-                    memory_limit=memory_limit,
-                    output_path=output_dir or watch,
-                )
-                if not end.crash.retryable:
-                    end.error, end.crash = end.crash.reason, None
-        return end
 
     def _cancel_requested(self, job_id: int) -> bool:
         if cancel_file(self.paths, job_id).exists():

@@ -169,40 +169,14 @@ def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> Non
     """Run the daemon in this process until SIGTERM/SIGINT (SIGHUP: restart)."""
     apply_umask(paths.home)  # a group-shared home: files the whole group can use
     paths.ensure()
-    lock = open(paths.lockfile, "a+")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        raise DaemonError(
-            f"the daemon is already running (pid {pidfile_pid(paths) or '?'})"
-        ) from None
+    lock = _lock(paths)
     _setup_logging(paths)
     moved = queue.check_queue_file(paths)
     if moved:
         log.warning("the queue file was corrupt; moved it to %s and rebuilt it", moved)
     store = Store(paths)
     share_files(paths.home)
-    pools = hosts.served_pools()
-    if digest:  # a periodic task of the first pool's queue: one digest per daemon
-        from mlxd.daemon.digest import schedule_digest
-
-        schedule_digest(queue.huey_for(paths, pools[0]), paths, digest)
-    # One huey consumer per pool this daemon serves (a pool is a queue name); the first
-    # one's stop flag is the daemon's.
-    consumers = [
-        _Consumer(
-            queue.huey_for(paths, pool),
-            workers=workers,
-            worker_type="thread",
-            # Poll often when idle: a submitted job starts within a few tenths of a second.
-            initial_delay=0.05,
-            backoff=1.5,
-            max_delay=0.2,
-            periodic=bool(digest) and i == 0,  # the nightly digest is the only periodic task
-        )
-        for i, pool in enumerate(pools)
-    ]
+    consumers = _consumers(paths, workers, digest)
     consumer = consumers[0]
     slots = Slots(workers)
     for c in consumers:
@@ -221,14 +195,7 @@ def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> Non
     runner.start_spare()  # the first job after a start gets a warm child too
     housekeeper = Housekeeper(store, paths, runner, stop=consumer.stop_flag)
     housekeeper.workers = workers
-    # One host id per machine: the CLI run with this home files what it makes under it too,
-    # and what it made before (under the hostname, or an older id) follows.
-    before = recorded_host_id(paths) or socket.gethostname()
-    if record_host_id(paths, hosts.host_id()):
-        log.info("host id %s recorded in %s", hosts.host_id(), paths.home / CONFIG_FILE)
-        moved = store.refile_models(before, hosts.host_id(), paths.models)
-        if moved:
-            log.info("models filed under %s now: %s", hosts.host_id(), ", ".join(moved))
+    _record_host_id(store, paths)
     hosts.heartbeat(store, workers=workers, facts=hosts.machine_facts_for_row(), start=True)
     alive_file(paths).touch()
     paths.pidfile.write_text(f"{os.getpid()}\n")
@@ -242,19 +209,7 @@ def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> Non
         store.database.display(),
     )
     try:
-        for c in consumers:
-            c.start()
-        housekeeper.start()
-        last_health = time.monotonic()
-        while not signals.stop.wait(0.1):
-            if time.monotonic() - last_health > HEALTH_CHECK_S:
-                last_health = time.monotonic()
-                consumer.check_worker_health()  # a worker thread that died is replaced
-        log.info("stopping%s", " to restart" if signals.restart else "")
-        # Sets the stop flag (the Runner stops and re-queues its jobs) and waits for workers.
-        consumer.stop_flag.set()
-        for c in consumers:
-            c.stop(graceful=True)
+        _serve(consumers, housekeeper, signals)
     finally:
         for c in consumers:
             c.stop_flag.set()
@@ -262,22 +217,92 @@ def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> Non
         runner.close()  # no spare child outlives its daemon
         queue.set_handler(None)
         log.info("mlxd daemon stopped")
-        if pidfile_pid(paths) == os.getpid():
-            paths.pidfile.unlink(missing_ok=True)
-        try:
-            store.machine_stopped(hosts.host_id())
-        except Exception:  # noqa: BLE001  the others then judge by the heartbeat
-            log.warning("could not mark this machine stopped in the catalog")
-        store.close()
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        lock.close()
-        # Stopped: a late second SIGTERM must not kill the interpreter on its way out (Python
-        # resets its own handlers to the default at exit, but leaves ignored signals alone).
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_IGN)
+        _leave(store, paths, lock)
     if signals.restart:
         logging.shutdown()
         os.execv(sys.executable, sys.orig_argv)
+
+
+def _lock(paths: Paths):
+    """The daemon's lock file, held (DaemonError if another daemon holds it)."""
+    lock = open(paths.lockfile, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise DaemonError(
+            f"the daemon is already running (pid {pidfile_pid(paths) or '?'})"
+        ) from None
+    return lock
+
+
+def _consumers(paths: Paths, workers: int, digest: str | None) -> list[_Consumer]:
+    """One huey consumer per pool this daemon serves (a pool is a queue name); the first
+    one's stop flag is the daemon's."""
+    pools = hosts.served_pools()
+    if digest:  # a periodic task of the first pool's queue: one digest per daemon
+        from mlxd.daemon.digest import schedule_digest
+
+        schedule_digest(queue.huey_for(paths, pools[0]), paths, digest)
+    return [
+        _Consumer(
+            queue.huey_for(paths, pool),
+            workers=workers,
+            worker_type="thread",
+            # Poll often when idle: a submitted job starts within a few tenths of a second.
+            initial_delay=0.05,
+            backoff=1.5,
+            max_delay=0.2,
+            periodic=bool(digest) and i == 0,  # the nightly digest is the only periodic task
+        )
+        for i, pool in enumerate(pools)
+    ]
+
+
+def _record_host_id(store: Store, paths: Paths) -> None:
+    """One host id per machine: the CLI run with this home files what it makes under it
+    too, and what it made before (under the hostname, or an older id) follows."""
+    before = recorded_host_id(paths) or socket.gethostname()
+    if record_host_id(paths, hosts.host_id()):
+        log.info("host id %s recorded in %s", hosts.host_id(), paths.home / CONFIG_FILE)
+        moved = store.refile_models(before, hosts.host_id(), paths.models)
+        if moved:
+            log.info("models filed under %s now: %s", hosts.host_id(), ", ".join(moved))
+
+
+def _serve(consumers: list[_Consumer], housekeeper: Housekeeper, signals: _Signals) -> None:
+    """Run until a signal says stop; then stop the consumers, gracefully."""
+    consumer = consumers[0]
+    for c in consumers:
+        c.start()
+    housekeeper.start()
+    last_health = time.monotonic()
+    while not signals.stop.wait(0.1):
+        if time.monotonic() - last_health > HEALTH_CHECK_S:
+            last_health = time.monotonic()
+            consumer.check_worker_health()  # a worker thread that died is replaced
+    log.info("stopping%s", " to restart" if signals.restart else "")
+    # Sets the stop flag (the Runner stops and re-queues its jobs) and waits for workers.
+    consumer.stop_flag.set()
+    for c in consumers:
+        c.stop(graceful=True)
+
+
+def _leave(store: Store, paths: Paths, lock) -> None:
+    """The last of a stop: the pid file, this machine's row, the catalog and the lock."""
+    if pidfile_pid(paths) == os.getpid():
+        paths.pidfile.unlink(missing_ok=True)
+    try:
+        store.machine_stopped(hosts.host_id())
+    except Exception:  # noqa: BLE001  the others then judge by the heartbeat
+        log.warning("could not mark this machine stopped in the catalog")
+    store.close()
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    lock.close()
+    # Stopped: a late second SIGTERM must not kill the interpreter on its way out (Python
+    # resets its own handlers to the default at exit, but leaves ignored signals alone).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _enqueue_job(paths: Paths, store: Store, job_id: int) -> None:

@@ -79,57 +79,19 @@ def run_batch(
         )
 
     if warmup:  # the first generation in a process is several times slower
-        gen = generator()
-        gen.insert([ids[0][:8]], [2])
-        while gen.next_generated():
-            pass
-        gen.close()
+        _warm_up(generator(), ids[0])
 
     mx.reset_peak_memory()
     gen = generator()
     uids = gen.insert(ids, max_tokens, caches=caches)
-    index = {uid: i for i, uid in enumerate(uids)}
-    tokens: list[list[int]] = [[] for _ in prompts]
-    first: list[float | None] = [None] * len(prompts)
-    last: list[float] = [0.0] * len(prompts)
-    finish: list[str | None] = [None] * len(prompts)
-    done = 0
-    start = time.perf_counter()
+    seqs = _Sequences(len(prompts), {uid: i for i, uid in enumerate(uids)}, on_done)
     with gen.stats() as stats:
         while responses := gen.next_generated():
-            now = time.perf_counter()
-            for r in responses:
-                i = index[r.uid]
-                if first[i] is None:
-                    first[i] = now
-                if r.finish_reason != "stop":
-                    tokens[i].append(int(r.token))
-                last[i] = now
-                if r.finish_reason is not None:
-                    finish[i] = r.finish_reason
-                    done += 1
-                    if on_done is not None:
-                        on_done(done, len(prompts))
-    wall_s = time.perf_counter() - start
+            seqs.take(responses, time.perf_counter())
+    wall_s = time.perf_counter() - seqs.start
     gen.close()
-
-    items = []
-    for i, toks in enumerate(tokens):
-        span = last[i] - first[i] if first[i] is not None else 0.0
-        items.append(
-            BatchItemResult(
-                index=i,
-                text=_detokenize(tokenizer, toks),
-                token_ids=toks,
-                prompt_tokens=len(ids[i]),
-                generated_tokens=len(toks),
-                tokens_per_s=(len(toks) - 1) / span if len(toks) > 1 and span > 0 else None,
-                ttft_s=(first[i] - start) if first[i] is not None else None,
-                finish_reason=finish[i],
-            )
-        )
     return BatchRunResult(
-        items=items,
+        items=seqs.items(tokenizer, ids),
         batch_size=batch_size,
         prompt_tokens=int(stats.prompt_tokens),
         generation_tokens=int(stats.generation_tokens),
@@ -141,6 +103,61 @@ def run_batch(
         model_memory_bytes=int(sum(v.nbytes for _, v in tree_flatten(model.parameters()))),
         cached_tokens=_cached_tokens(prompt_cache_path),
     )
+
+
+def _warm_up(gen, ids: list[int]) -> None:
+    """Two tokens after a short prompt, unmeasured."""
+    gen.insert([ids[:8]], [2])
+    while gen.next_generated():
+        pass
+    gen.close()
+
+
+class _Sequences:
+    """What the generator gave each sequence so far, and when (its first and last token)."""
+
+    def __init__(self, n: int, index: dict[int, int], on_done):
+        self.n, self.index, self.on_done = n, index, on_done
+        self.tokens: list[list[int]] = [[] for _ in range(n)]
+        self.first: list[float | None] = [None] * n
+        self.last: list[float] = [0.0] * n
+        self.finish: list[str | None] = [None] * n
+        self.done = 0
+        self.start = time.perf_counter()
+
+    def take(self, responses, now: float) -> None:
+        for r in responses:
+            i = self.index[r.uid]
+            if self.first[i] is None:
+                self.first[i] = now
+            if r.finish_reason != "stop":
+                self.tokens[i].append(int(r.token))
+            self.last[i] = now
+            if r.finish_reason is not None:
+                self.finish[i] = r.finish_reason
+                self.done += 1
+                if self.on_done is not None:
+                    self.on_done(self.done, self.n)
+
+    def items(self, tokenizer: Any, ids: list[list[int]]) -> list[BatchItemResult]:
+        """Each sequence's result, in input order; its tok/s from its first token to its last."""
+        items = []
+        for i, toks in enumerate(self.tokens):
+            first = self.first[i]
+            span = self.last[i] - first if first is not None else 0.0
+            items.append(
+                BatchItemResult(
+                    index=i,
+                    text=_detokenize(tokenizer, toks),
+                    token_ids=toks,
+                    prompt_tokens=len(ids[i]),
+                    generated_tokens=len(toks),
+                    tokens_per_s=(len(toks) - 1) / span if len(toks) > 1 and span > 0 else None,
+                    ttft_s=(first - self.start) if first is not None else None,
+                    finish_reason=self.finish[i],
+                )
+            )
+        return items
 
 
 def _detokenize(tokenizer: Any, tokens: list[int]) -> str:

@@ -53,21 +53,17 @@ def bench_model(
         raise ValueError("trials must be at least 1 and warmup at least 0.")
 
     import mlx.core as mx
-    from mlx.utils import tree_flatten
-    from mlx_lm.utils import compute_bits_per_weight, get_total_parameters
-
-    from .backend import backend_facts
 
     progress = on_progress or (lambda _fraction, _message: None)
     side_by_side = bool(variants)
     sides = list(variants) if variants else [BenchVariant("model", str(path))]
-    loaded = []  # (variant, model, tokenizer, config)
+    loaded = []  # (variant, model, tokenizer, config, load seconds)
     for v in sides:
         progress(0.0, f"loading {v.label}: {v.path}" if side_by_side else f"loading {path}")
         tic = time.perf_counter()
         model, tokenizer, config = _load_variant(v, loaded)
         loaded.append((v, model, tokenizer, config, time.perf_counter() - tic))
-    _, first_model, first_tokenizer, first_config, load_time_s = loaded[0]
+    _, first_model, first_tokenizer, first_config, _ = loaded[0]
     for _, _, tokenizer, _, _ in loaded:
         # No EOS: every run must produce exactly the requested number of tokens.
         tokenizer.eos_token_ids = set()
@@ -77,15 +73,71 @@ def bench_model(
         _kv_group_size(first_model, first_config) if needs_kv_group else KV_GROUP_SIZES[0]
     )
     mx.random.seed(seed)
+    result = _empty_result(loaded, side_by_side)
+    runs = _Runs(len(points) * (warmup + trials) * len(loaded), progress)
+    for point_index, point in enumerate(points):
+        rng = np.random.default_rng([seed, point_index])
+        for run in range(warmup + trials):
+            # Each run goes to every variant, the order rotating from run to run.
+            turn = run % len(loaded)
+            for v, model, tokenizer, _, _ in loaded[turn:] + loaded[:turn]:
+                runs.announce(point, run, warmup, trials, v.label if side_by_side else None)
+                if run >= warmup and delay_s > 0:
+                    time.sleep(delay_s)
+                # Side by side, every variant gets the same prompt of this run.
+                run_rng = np.random.default_rng([seed, point_index, run]) if side_by_side else rng
+                before = mx.get_active_memory()
+                trial = _run_once(model, tokenizer, point, run_rng, token_pool, kv_group_size)
+                runs.done += 1
+                if run < warmup:
+                    continue
+                trial = replace(trial, trial_index=run - warmup)
+                if side_by_side:
+                    trial = _own_memory(trial, v.label, result, before)
+                result.trials.append(trial)
+                if on_trial is not None:
+                    on_trial(trial)
+    progress(1.0, "done")
+    return result
 
-    def weights_bytes(model) -> int:
-        return int(sum(v.nbytes for _, v in tree_flatten(model.parameters())))
 
+class _Runs:
+    """Progress over all runs of all points (and variants)."""
+
+    def __init__(self, total: int, progress: Callable[[float, str], None]):
+        self.total, self.done, self.progress = total, 0, progress
+
+    def announce(self, point: BenchPoint, run: int, warmup: int, trials: int, variant) -> None:
+        label = (
+            f"p={point.prompt_tokens} g={point.gen_tokens} b={point.batch_size}"
+            f" depth={point.depth} kv_bits={point.kv_bits}"
+        )
+        what = (
+            f"trial {run - warmup + 1}/{trials}" if run >= warmup else f"warmup {run + 1}/{warmup}"
+        )
+        self.progress(
+            self.done / self.total, f"{label}: {what}" + (f" ({variant})" if variant else "")
+        )
+
+
+def _weights_bytes(model) -> int:
+    from mlx.utils import tree_flatten
+
+    return int(sum(v.nbytes for _, v in tree_flatten(model.parameters())))
+
+
+def _empty_result(loaded: list, side_by_side: bool) -> BenchResult:
+    """The result before its trials: the (first) model's figures, each variant's too."""
+    from mlx_lm.utils import compute_bits_per_weight, get_total_parameters
+
+    from .backend import backend_facts
+
+    _, first_model, _, _, load_time_s = loaded[0]
     facts = backend_facts()
     result = BenchResult(
         load_time_s=load_time_s,
         trials=[],
-        model_memory_bytes=weights_bytes(first_model),
+        model_memory_bytes=_weights_bytes(first_model),
         num_parameters=int(get_total_parameters(first_model)),
         bits_per_weight=float(compute_bits_per_weight(first_model)),
         backend=facts["backend"],
@@ -96,55 +148,25 @@ def bench_model(
         result.variants = {
             v.label: {
                 "load_time_s": seconds,
-                "model_memory_bytes": weights_bytes(model),
+                "model_memory_bytes": _weights_bytes(model),
                 "num_parameters": int(get_total_parameters(model)),
                 "bits_per_weight": float(compute_bits_per_weight(model)),
             }
             for v, model, _, _, seconds in loaded
         }
-
-    runs_total = len(points) * (warmup + trials) * len(loaded)
-    runs_done = 0
-    for point_index, point in enumerate(points):
-        rng = np.random.default_rng([seed, point_index])
-        label = (
-            f"p={point.prompt_tokens} g={point.gen_tokens} b={point.batch_size}"
-            f" depth={point.depth} kv_bits={point.kv_bits}"
-        )
-        for run in range(warmup + trials):
-            measured = run >= warmup
-            what = (
-                f"trial {run - warmup + 1}/{trials}" if measured else f"warmup {run + 1}/{warmup}"
-            )
-            turn = run % len(loaded)
-            for v, model, tokenizer, _, _ in loaded[turn:] + loaded[:turn]:
-                progress(
-                    runs_done / runs_total,
-                    f"{label}: {what}" + (f" ({v.label})" if side_by_side else ""),
-                )
-                if measured and delay_s > 0:
-                    time.sleep(delay_s)
-                # Side by side, every variant gets the same prompt of this run.
-                run_rng = np.random.default_rng([seed, point_index, run]) if side_by_side else rng
-                before = mx.get_active_memory()
-                trial = _run_once(model, tokenizer, point, run_rng, token_pool, kv_group_size)
-                runs_done += 1
-                if not measured:
-                    continue
-                trial = replace(trial, trial_index=run - warmup)
-                if side_by_side:
-                    own = result.variants[v.label]["model_memory_bytes"]
-                    trial = replace(
-                        trial,
-                        variant=v.label,
-                        peak_memory_bytes=own + max(trial.peak_memory_bytes - before, 0),
-                        active_memory_bytes=own + max(trial.active_memory_bytes - before, 0),
-                    )
-                result.trials.append(trial)
-                if on_trial is not None:
-                    on_trial(trial)
-    progress(1.0, "done")
     return result
+
+
+def _own_memory(trial: TrialResult, label: str, result: BenchResult, before: int) -> TrialResult:
+    """A variant's trial, its memory its own: its weights plus what the trial added on top
+    of the memory in use before it (the other variants' weights not counted)."""
+    own = result.variants[label]["model_memory_bytes"]
+    return replace(
+        trial,
+        variant=label,
+        peak_memory_bytes=own + max(trial.peak_memory_bytes - before, 0),
+        active_memory_bytes=own + max(trial.active_memory_bytes - before, 0),
+    )
 
 
 def _load_variant(v: BenchVariant, loaded: list) -> tuple[Any, Any, dict[str, Any]]:
@@ -219,68 +241,16 @@ def _run_once(
     kv_group_size: int,
 ) -> TrialResult:
     import mlx.core as mx
-    from mlx_lm import batch_generate, stream_generate
-    from mlx_lm.generate import maybe_quantize_kv_cache
-    from mlx_lm.models.cache import make_prompt_cache
 
     prompts = rng.choice(pool, size=(point.batch_size, point.prompt_tokens)).tolist()
-
-    prompt_cache = None
-    if point.depth:
-        # Untimed: `depth` tokens already sit in the KV cache when the measured prompt arrives.
-        prompt_cache = make_prompt_cache(model, max_kv_size=point.max_kv_size)
-        context = mx.array(rng.choice(pool, size=point.depth))
-        for start in range(0, point.depth, point.prefill_step_size):
-            model(context[None, start : start + point.prefill_step_size], cache=prompt_cache)
-            mx.eval([c.state for c in prompt_cache])
-        # Quantize now so the conversion is not timed as part of the measured prompt.
-        maybe_quantize_kv_cache(prompt_cache, 0, kv_group_size, point.kv_bits)
-        mx.eval([c.state for c in prompt_cache])
-
+    prompt_cache = _prefilled_cache(model, point, rng, pool, kv_group_size) if point.depth else None
     mx.reset_peak_memory()
     with _RssSampler() as rss:
-        tic = time.perf_counter()
         if point.batch_size == 1:
-            ttft_s = 0.0
-            response = None
-            kv_args: dict[str, Any] = {}
-            if point.kv_bits is not None:
-                kv_args = {
-                    "kv_bits": point.kv_bits,
-                    "kv_group_size": kv_group_size,
-                    "quantized_kv_start": 0,
-                }
-            for response in stream_generate(
-                model,
-                tokenizer,
-                prompts[0],
-                max_tokens=point.gen_tokens,
-                prompt_cache=prompt_cache,
-                prefill_step_size=point.prefill_step_size,
-                # With a pre-filled cache the cache already has its size.
-                **({"max_kv_size": point.max_kv_size} if prompt_cache is None else {}),
-                **kv_args,
-            ):
-                if response.generation_tokens == 1:
-                    ttft_s = time.perf_counter() - tic
-            total_s = time.perf_counter() - tic
-            assert response is not None
-            prompt_tps, generation_tps = response.prompt_tps, response.generation_tps
-            prompt_tokens, generated = response.prompt_tokens, response.generation_tokens
+            timed = _stream_one(model, tokenizer, prompts[0], point, prompt_cache, kv_group_size)
         else:
-            stats = batch_generate(
-                model,
-                tokenizer,
-                prompts,
-                max_tokens=point.gen_tokens,
-                prefill_step_size=point.prefill_step_size,
-            ).stats
-            total_s = time.perf_counter() - tic
-            # The batch API reports no per-token times; its prompt phase ends at the first tokens.
-            ttft_s = stats.prompt_time
-            prompt_tps, generation_tps = stats.prompt_tps, stats.generation_tps
-            prompt_tokens, generated = stats.prompt_tokens, stats.generation_tokens
-
+            timed = _batch(model, tokenizer, prompts, point)
+    ttft_s, total_s, prompt_tps, generation_tps, prompt_tokens, generated = timed
     return TrialResult(
         point=point,
         trial_index=0,
@@ -294,6 +264,87 @@ def _run_once(
         peak_rss_bytes=rss.peak,
         prompt_tokens=int(prompt_tokens),
         generated_tokens=int(generated),
+    )
+
+
+def _prefilled_cache(model, point: BenchPoint, rng, pool: np.ndarray, kv_group_size: int):
+    """Untimed: `depth` tokens already sit in the KV cache when the measured prompt arrives."""
+    import mlx.core as mx
+    from mlx_lm.generate import maybe_quantize_kv_cache
+    from mlx_lm.models.cache import make_prompt_cache
+
+    prompt_cache = make_prompt_cache(model, max_kv_size=point.max_kv_size)
+    context = mx.array(rng.choice(pool, size=point.depth))
+    for start in range(0, point.depth, point.prefill_step_size):
+        model(context[None, start : start + point.prefill_step_size], cache=prompt_cache)
+        mx.eval([c.state for c in prompt_cache])
+    # Quantize now so the conversion is not timed as part of the measured prompt.
+    maybe_quantize_kv_cache(prompt_cache, 0, kv_group_size, point.kv_bits)
+    mx.eval([c.state for c in prompt_cache])
+    return prompt_cache
+
+
+def _stream_one(model, tokenizer, prompt, point: BenchPoint, prompt_cache, kv_group_size: int):
+    """One sequence, streamed: (ttft_s, total_s, prompt_tps, generation_tps, prompt tokens,
+    generated tokens)."""
+    from mlx_lm import stream_generate
+
+    tic = time.perf_counter()
+    ttft_s = 0.0
+    response = None
+    kv_args: dict[str, Any] = {}
+    if point.kv_bits is not None:
+        kv_args = {
+            "kv_bits": point.kv_bits,
+            "kv_group_size": kv_group_size,
+            "quantized_kv_start": 0,
+        }
+    for response in stream_generate(
+        model,
+        tokenizer,
+        prompt,
+        max_tokens=point.gen_tokens,
+        prompt_cache=prompt_cache,
+        prefill_step_size=point.prefill_step_size,
+        # With a pre-filled cache the cache already has its size.
+        **({"max_kv_size": point.max_kv_size} if prompt_cache is None else {}),
+        **kv_args,
+    ):
+        if response.generation_tokens == 1:
+            ttft_s = time.perf_counter() - tic
+    total_s = time.perf_counter() - tic
+    assert response is not None
+    return (
+        ttft_s,
+        total_s,
+        response.prompt_tps,
+        response.generation_tps,
+        response.prompt_tokens,
+        response.generation_tokens,
+    )
+
+
+def _batch(model, tokenizer, prompts, point: BenchPoint):
+    """A batch through mlx-lm's batch API: the same figures as ``_stream_one``, totals."""
+    from mlx_lm import batch_generate
+
+    tic = time.perf_counter()
+    stats = batch_generate(
+        model,
+        tokenizer,
+        prompts,
+        max_tokens=point.gen_tokens,
+        prefill_step_size=point.prefill_step_size,
+    ).stats
+    total_s = time.perf_counter() - tic
+    # The batch API reports no per-token times; its prompt phase ends at the first tokens.
+    return (
+        stats.prompt_time,
+        total_s,
+        stats.prompt_tps,
+        stats.generation_tps,
+        stats.prompt_tokens,
+        stats.generation_tokens,
     )
 
 

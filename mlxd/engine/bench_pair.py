@@ -65,8 +65,7 @@ def bench_pair(
     from mlxd.jobs.sampling import Sampling
 
     from .bench import _token_pool
-    from .generate import check_same_vocabulary, stream_responses
-    from .types import GenerationStats
+    from .generate import check_same_vocabulary
 
     if (draft_path is None) == (prompt_cache_path is None):
         raise ValueError("give exactly one of draft_path or prompt_cache_path")
@@ -93,12 +92,7 @@ def bench_pair(
         cached_tokens=len(prefix) if prompt_cache_path is not None else None,
     )
 
-    def one(tokens: list[int], sampling: Sampling, **kw: Any) -> GenerationStats:
-        stats = GenerationStats()
-        for _ in stream_responses(model, tokenizer, tokens, sampling, stats=stats, **kw):
-            pass
-        return stats
-
+    sides = _Sides(model, tokenizer, draft_model, num_draft_tokens, prefix, prompt_cache_path)
     runs_total = len(points) * (warmup + trials)
     runs_done = 0
     for point_index, (p, g) in enumerate(points):
@@ -111,39 +105,70 @@ def bench_pair(
             progress(runs_done / runs_total, f"p={p} g={g}: {'trial' if measured else 'warmup'}")
             suffix = rng.choice(pool, size=p).tolist()
             mx.reset_peak_memory()
-            if draft_model is not None:
-                plain = one(suffix, sampling)
-                other = one(
-                    suffix, sampling, draft_model=draft_model, num_draft_tokens=num_draft_tokens
-                )
-                other_prompt = len(suffix)
-            else:
-                from .prompt_cache import load_cache_file
-
-                plain = one(prefix + suffix, sampling)
-                cache = load_cache_file(prompt_cache_path)[0]  # a fresh copy per trial
-                mx.eval([c.state for c in cache])
-                other = one(suffix, sampling, prompt_cache=cache)
-                other_prompt = len(suffix)
+            plain, other = sides.both(suffix, sampling)
             runs_done += 1
-            if not measured:
-                continue
-            result.trials[key].append(
-                PairTrial(
-                    prompt_tokens=p,
-                    plain_ttft_s=plain.ttft_s,
-                    plain_generation_tps=plain.generation_tps,
-                    plain_prompt_tps=plain.prompt_tps,
-                    other_ttft_s=other.ttft_s,
-                    other_generation_tps=other.generation_tps,
-                    other_prompt_tps=other.prompt_tps,
-                    other_prompt_tokens=other_prompt,
-                    generated_tokens=other.generated_tokens,
-                    other_total_s=other.total_s,
-                    peak_memory_bytes=int(mx.get_peak_memory()),
-                    accepted_tokens=other.draft_accepted_tokens,
-                    proposed_tokens=other.draft_proposed_tokens,
-                )
-            )
+            if measured:
+                result.trials[key].append(_trial(p, len(suffix), plain, other))
     progress(1.0, "done")
     return result
+
+
+@dataclass
+class _Sides:
+    """The two sides of a run: plain decoding, and the draft model's or the cache's."""
+
+    model: Any
+    tokenizer: Any
+    draft_model: Any
+    num_draft_tokens: int
+    prefix: list[int]  # the cached prefix (prompt cache side)
+    prompt_cache_path: Path | None
+
+    def one(self, tokens: list[int], sampling, **kw: Any):
+        from .generate import stream_responses
+        from .types import GenerationStats
+
+        stats = GenerationStats()
+        for _ in stream_responses(self.model, self.tokenizer, tokens, sampling, stats=stats, **kw):
+            pass
+        return stats
+
+    def both(self, suffix: list[int], sampling) -> tuple[Any, Any]:
+        """The plain side and the other (with the draft model, or from the cache)."""
+        if self.draft_model is not None:
+            plain = self.one(suffix, sampling)
+            return plain, self.one(
+                suffix,
+                sampling,
+                draft_model=self.draft_model,
+                num_draft_tokens=self.num_draft_tokens,
+            )
+        import mlx.core as mx
+
+        from .prompt_cache import load_cache_file
+
+        plain = self.one(self.prefix + suffix, sampling)
+        cache = load_cache_file(self.prompt_cache_path)[0]  # a fresh copy per trial
+        mx.eval([c.state for c in cache])
+        return plain, self.one(suffix, sampling, prompt_cache=cache)
+
+
+def _trial(p: int, other_prompt: int, plain, other) -> PairTrial:
+    """One measured run: both sides' figures, this run's peak memory."""
+    import mlx.core as mx
+
+    return PairTrial(
+        prompt_tokens=p,
+        plain_ttft_s=plain.ttft_s,
+        plain_generation_tps=plain.generation_tps,
+        plain_prompt_tps=plain.prompt_tps,
+        other_ttft_s=other.ttft_s,
+        other_generation_tps=other.generation_tps,
+        other_prompt_tps=other.prompt_tps,
+        other_prompt_tokens=other_prompt,
+        generated_tokens=other.generated_tokens,
+        other_total_s=other.total_s,
+        peak_memory_bytes=int(mx.get_peak_memory()),
+        accepted_tokens=other.draft_accepted_tokens,
+        proposed_tokens=other.draft_proposed_tokens,
+    )

@@ -148,16 +148,6 @@ def _leaf_parent(tree, key: str):
     return node, last
 
 
-def latest_checkpoint(adapter_dir: Path) -> tuple[int, Path] | None:
-    """The highest-numbered checkpoint in an adapter folder, as (iteration, file)."""
-    found = []
-    for f in Path(adapter_dir).glob("*_adapters.safetensors"):
-        head = f.name.split("_", 1)[0]
-        if head.isdigit():
-            found.append((int(head), f))
-    return max(found) if found else None
-
-
 def finetune(
     model_path: Path,
     adapter_dir: Path,
@@ -183,6 +173,58 @@ def finetune(
     TrainingStopped is raised. Raises ValueError for settings the model cannot take.
     """
     s = settings
+    remaining = _check_request(s, splits, start_iteration)
+
+    import mlx.core as mx
+    from mlx_lm.tuner.datasets import create_dataset
+
+    adapter_dir = Path(adapter_dir)
+    model, tokenizer, num_layers = _load(model_path, s, start_iteration)
+    data_config = SimpleNamespace(
+        mask_prompt=s.mask_prompt, **{f"{k}_feature": v for k, v in s.features.items()}
+    )
+    datasets = {
+        name: create_dataset(records, tokenizer, data_config)
+        for name, records in splits.items()
+        if records
+    }
+    trainable = _make_trainable(model, s, num_layers, init_weights)
+    adapter_dir.mkdir(parents=True, exist_ok=True)
+    config = s.adapter_config(model_path)
+    (adapter_dir / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    run = _Training(
+        settings=s,
+        model=model,
+        optimizer=_optimizer(s, model, start_iteration, init_weights),
+        adapter_dir=adapter_dir,
+        start_iteration=start_iteration,
+        start_tokens=start_tokens,
+        on_report=on_report,
+        on_checkpoint=on_checkpoint,
+        should_stop=should_stop,
+    )
+    mx.reset_peak_memory()
+    started = time.perf_counter()
+    run.train(datasets, remaining)
+    train_time_s = time.perf_counter() - started
+    if s.save_every and s.iters % s.save_every == 0 and s.iters not in run.saved:
+        run.save_checkpoint(s.iters)
+    test = _test(model, datasets, s) if "test" in datasets else None
+    if test is not None and on_report is not None:
+        on_report(test)
+    return {
+        **run.summary(remaining, test),
+        "trainable_parameters": int(trainable),
+        "peak_memory_bytes": int(mx.get_peak_memory()),
+        "train_time_s": train_time_s,
+        "settings": asdict(s),
+    }
+
+
+def _check_request(
+    s: FinetuneSettings, splits: dict[str, list[dict[str, Any]]], start_iteration: int
+) -> int:
+    """The iterations left to train; ValueError for a request that cannot start."""
     if s.fine_tune_type not in FINE_TUNE_TYPES:
         raise ValueError(f"unknown fine-tune type '{s.fine_tune_type}'")
     if s.optimizer not in OPTIMIZERS:
@@ -197,18 +239,16 @@ def finetune(
     remaining = s.iters - start_iteration
     if remaining < 1:
         raise ValueError(f"the adapter already has {start_iteration} of {s.iters} iterations")
+    return remaining
 
+
+def _load(model_path: Path, s: FinetuneSettings, start_iteration: int):
+    """The model and its tokenizer, the random state seeded: (model, tokenizer, the number
+    of layers to train)."""
     import mlx.core as mx
-    import mlx.optimizers as optim
     import numpy as np
-    from mlx.utils import tree_flatten
     from mlx_lm import load
-    from mlx_lm.tuner.callbacks import TrainingCallback
-    from mlx_lm.tuner.datasets import CacheDataset, create_dataset
-    from mlx_lm.tuner.trainer import TrainingArgs, evaluate, iterate_batches, train
-    from mlx_lm.tuner.utils import build_schedule, linear_to_lora_layers
 
-    adapter_dir = Path(adapter_dir)
     mx.random.seed(s.seed)  # the LoRA A matrices start random
     np.random.seed(s.seed + start_iteration)  # the batch order (mlx_lm.lora seeds it too)
     model, tokenizer = load(str(model_path))
@@ -216,15 +256,14 @@ def finetune(
     num_layers = layers if s.num_layers == -1 else s.num_layers
     if num_layers > layers:
         raise ValueError(f"num_layers {num_layers} is more than the model's {layers} layers.")
+    return model, tokenizer, num_layers
 
-    data_config = SimpleNamespace(
-        mask_prompt=s.mask_prompt, **{f"{k}_feature": v for k, v in s.features.items()}
-    )
-    datasets = {
-        name: create_dataset(records, tokenizer, data_config)
-        for name, records in splits.items()
-        if records
-    }
+
+def _make_trainable(model, s: FinetuneSettings, num_layers: int, init_weights: Path | None) -> int:
+    """Freeze the model but its trainable layers (LoRA/DoRA adapters, or the last layers
+    unfrozen), load resumed weights; the trainable parameter count."""
+    from mlx.utils import tree_flatten
+    from mlx_lm.tuner.utils import linear_to_lora_layers
 
     model.freeze()
     if s.fine_tune_type == "full":
@@ -239,21 +278,15 @@ def finetune(
     trainable = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
     if trainable == 0:
         raise ValueError("nothing to train: no layer of the model can be fine-tuned this way")
+    return trainable
 
-    adapter_dir.mkdir(parents=True, exist_ok=True)
-    adapter_file = adapter_dir / "adapters.safetensors"
-    config = s.adapter_config(model_path)
-    (adapter_dir / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
-    def save_checkpoint(iteration: int) -> None:
-        weights = dict(tree_flatten(model.trainable_parameters()))
-        mx.save_safetensors(str(adapter_file), weights)
-        checkpoint = adapter_dir / checkpoint_name(iteration)
-        mx.save_safetensors(str(checkpoint), weights)
-        state = {k: v for k, v in tree_flatten(optimizer.state) if k != "learning_rate"}
-        mx.save_safetensors(str(adapter_dir / optimizer_name(iteration)), state)
-        if on_checkpoint is not None:
-            on_checkpoint(iteration, checkpoint)
+def _optimizer(s: FinetuneSettings, model, start_iteration: int, init_weights: Path | None):
+    """The optimizer; a resumed run continues the schedule where the checkpoint left it:
+    through the restored step count, or (no optimizer state saved) an offset of the
+    iterations."""
+    import mlx.optimizers as optim
+    from mlx_lm.tuner.utils import build_schedule
 
     opt_class = {
         "adam": optim.Adam,
@@ -264,8 +297,6 @@ def finetune(
     }[s.optimizer]
 
     def make_optimizer(offset: int):
-        """A resumed run continues the schedule where the checkpoint left it: through the
-        restored step count, or (no optimizer state saved) an offset of the iterations."""
         learning_rate = s.learning_rate
         if s.lr_schedule:
             schedule = build_schedule(s.lr_schedule)
@@ -278,145 +309,195 @@ def finetune(
         saved_state and _restore_optimizer(optimizer, model.trainable_parameters(), saved_state)
     ):
         optimizer = make_optimizer(start_iteration)
+    return optimizer
 
-    train_reports: list[dict[str, Any]] = []
-    evals: list[dict[str, Any]] = []
-    saved: set[int] = set()
-    handed_out = [0]  # training batches given to the trainer: the iteration it works on
 
-    class Reporter(TrainingCallback):
-        def on_train_loss_report(self, info: dict[str, Any]) -> None:
-            report = {
-                "kind": "train",
-                "iteration": start_iteration + int(info["iteration"]),
-                "train_loss": float(info["train_loss"]),
-                "learning_rate": float(info["learning_rate"]),
-                "iterations_per_s": float(info["iterations_per_second"]),
-                "tokens_per_s": float(info["tokens_per_second"]),
-                "trained_tokens": start_tokens + int(info["trained_tokens"]),
-                "peak_memory_bytes": int(info["peak_memory"] * 1e9),
-            }
-            train_reports.append(report)
-            if on_report is not None:
-                on_report(report)
+@dataclass
+class _Training:
+    """One training run: mlx-lm's trainer with our reports, checkpoints and stop."""
 
-        def on_val_loss_report(self, info: dict[str, Any]) -> None:
-            # mlx-lm evaluates before step `it`, prints "Iter it: Val loss" and passes `it - 1`
-            # to the callback: keep the log's number (the batches handed out so far).
-            report = {
-                "kind": "valid",
-                "iteration": start_iteration + handed_out[0],
-                "loss": float(info["val_loss"]),
-                "perplexity": _perplexity(float(info["val_loss"])),
-                "eval_time_s": float(info["val_time"]),
-            }
-            evals.append(report)
-            if on_report is not None:
-                on_report(report)
+    settings: FinetuneSettings
+    model: Any
+    optimizer: Any
+    adapter_dir: Path
+    start_iteration: int
+    start_tokens: int
+    on_report: Callable[[dict[str, Any]], None] | None
+    on_checkpoint: Callable[[int, Path], None] | None
+    should_stop: Callable[[], bool] | None
+    train_reports: list[dict[str, Any]] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    saved: set[int] = field(default_factory=set)
+    handed_out: int = 0  # training batches given to the trainer: the iteration it works on
 
-    def batches(dataset, batch_size, max_seq_length, loop=False, seed=None, comm_group=None):
+    @property
+    def adapter_file(self) -> Path:
+        return self.adapter_dir / "adapters.safetensors"
+
+    def save_checkpoint(self, iteration: int) -> None:
+        import mlx.core as mx
+        from mlx.utils import tree_flatten
+
+        weights = dict(tree_flatten(self.model.trainable_parameters()))
+        mx.save_safetensors(str(self.adapter_file), weights)
+        checkpoint = self.adapter_dir / checkpoint_name(iteration)
+        mx.save_safetensors(str(checkpoint), weights)
+        state = {k: v for k, v in tree_flatten(self.optimizer.state) if k != "learning_rate"}
+        mx.save_safetensors(str(self.adapter_dir / optimizer_name(iteration)), state)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(iteration, checkpoint)
+
+    def report(self, report: dict[str, Any]) -> None:
+        (self.train_reports if report["kind"] == "train" else self.evals).append(report)
+        if self.on_report is not None:
+            self.on_report(report)
+
+    def callback(self):
+        """mlx-lm's TrainingCallback, reporting each training and validation loss."""
+        from mlx_lm.tuner.callbacks import TrainingCallback
+
+        run = self
+
+        class Reporter(TrainingCallback):
+            def on_train_loss_report(self, info: dict[str, Any]) -> None:
+                run.report(
+                    {
+                        "kind": "train",
+                        "iteration": run.start_iteration + int(info["iteration"]),
+                        "train_loss": float(info["train_loss"]),
+                        "learning_rate": float(info["learning_rate"]),
+                        "iterations_per_s": float(info["iterations_per_second"]),
+                        "tokens_per_s": float(info["tokens_per_second"]),
+                        "trained_tokens": run.start_tokens + int(info["trained_tokens"]),
+                        "peak_memory_bytes": int(info["peak_memory"] * 1e9),
+                    }
+                )
+
+            def on_val_loss_report(self, info: dict[str, Any]) -> None:
+                # mlx-lm evaluates before step `it`, prints "Iter it: Val loss" and passes
+                # `it - 1` to the callback: keep the log's number (the batches handed out).
+                run.report(
+                    {
+                        "kind": "valid",
+                        "iteration": run.start_iteration + run.handed_out,
+                        "loss": float(info["val_loss"]),
+                        "perplexity": _perplexity(float(info["val_loss"])),
+                        "eval_time_s": float(info["val_time"]),
+                    }
+                )
+
+        return Reporter()
+
+    def batches(self, dataset, batch_size, max_seq_length, loop=False, seed=None, comm_group=None):
+        """mlx-lm's iterate_batches; between training steps, checkpoints and the stop."""
+        from mlx_lm.tuner.trainer import iterate_batches
+
         inner = iterate_batches(
             dataset, batch_size, max_seq_length, loop=loop, seed=seed, comm_group=comm_group
         )
         if not loop:  # an evaluation
             yield from inner
             return
+        s = self.settings
         done = 0  # steps finished (and evaluated by the trainer) when the next batch is asked
-        handed_out[0] = 0
+        self.handed_out = 0
         for batch in inner:
             if done:
-                iteration = start_iteration + done
-                stop = should_stop is not None and should_stop()
+                iteration = self.start_iteration + done
+                stop = self.should_stop is not None and self.should_stop()
                 if stop or (s.save_every and iteration % s.save_every == 0):
-                    save_checkpoint(iteration)
-                    saved.add(iteration)
+                    self.save_checkpoint(iteration)
+                    self.saved.add(iteration)
                 if stop:
                     raise TrainingStopped(iteration)
-            handed_out[0] = done + 1
+            self.handed_out = done + 1
             yield batch
             done += 1
 
-    args = TrainingArgs(
-        batch_size=s.batch_size,
-        iters=remaining,
-        val_batches=s.val_batches,
-        steps_per_report=s.steps_per_report,
-        steps_per_eval=s.steps_per_eval,
-        steps_per_save=remaining + 1,  # checkpoints are ours (numbered by global iteration)
-        max_seq_length=s.max_seq_length,
-        adapter_file=str(adapter_file),
-        grad_checkpoint=s.grad_checkpoint,
-        grad_accumulation_steps=s.grad_accumulation_steps,
-        clear_cache_threshold=s.clear_cache_threshold,
-    )
-    mx.reset_peak_memory()
-    started = time.perf_counter()
-    # mlx-lm's progress UI prints on stdout, which a job's child keeps for its protocol.
-    with contextlib.redirect_stdout(sys.stderr):
-        train(
-            model=model,
-            optimizer=optimizer,
-            train_dataset=CacheDataset(datasets["train"]),
-            val_dataset=CacheDataset(datasets["valid"]) if "valid" in datasets else None,
-            args=args,
-            iterate_batches=batches,
-            training_callback=Reporter(),
-        )
-    train_time_s = time.perf_counter() - started
-    if s.save_every and s.iters % s.save_every == 0 and s.iters not in saved:
-        save_checkpoint(s.iters)
+    def train(self, datasets: dict[str, Any], remaining: int) -> None:
+        from mlx_lm.tuner.datasets import CacheDataset
+        from mlx_lm.tuner.trainer import TrainingArgs, train
 
-    test = None
-    if "test" in datasets:
-        tic = time.perf_counter()
+        s = self.settings
+        args = TrainingArgs(
+            batch_size=s.batch_size,
+            iters=remaining,
+            val_batches=s.val_batches,
+            steps_per_report=s.steps_per_report,
+            steps_per_eval=s.steps_per_eval,
+            steps_per_save=remaining + 1,  # checkpoints are ours (numbered by global iteration)
+            max_seq_length=s.max_seq_length,
+            adapter_file=str(self.adapter_file),
+            grad_checkpoint=s.grad_checkpoint,
+            grad_accumulation_steps=s.grad_accumulation_steps,
+            clear_cache_threshold=s.clear_cache_threshold,
+        )
+        # mlx-lm's progress UI prints on stdout, which a job's child keeps for its protocol.
         with contextlib.redirect_stdout(sys.stderr):
-            loss = evaluate(
-                model=model,
-                dataset=CacheDataset(datasets["test"]),
-                batch_size=s.batch_size,
-                num_batches=s.test_batches,
-                max_seq_length=s.max_seq_length,
+            train(
+                model=self.model,
+                optimizer=self.optimizer,
+                train_dataset=CacheDataset(datasets["train"]),
+                val_dataset=CacheDataset(datasets["valid"]) if "valid" in datasets else None,
+                args=args,
+                iterate_batches=self.batches,
+                training_callback=self.callback(),
             )
-        test = {
-            "kind": "test",
-            "iteration": s.iters,
-            "loss": float(loss),
-            "perplexity": _perplexity(float(loss)),
-            "eval_time_s": time.perf_counter() - tic,
-        }
-        if on_report is not None:
-            on_report(test)
 
-    # Training speed over the reports: tokens / time spent in training steps (not evaluation).
-    step_time = sum(
-        (r["iteration"] - prev) / r["iterations_per_s"]
-        for r, prev in zip(
-            train_reports,
-            [start_iteration] + [r["iteration"] for r in train_reports[:-1]],
-            strict=True,
+    def summary(self, remaining: int, test: dict[str, Any] | None) -> dict[str, Any]:
+        """The losses and the training speed over the reports: tokens / time spent in
+        training steps (not evaluation)."""
+        reports = self.train_reports
+        step_time = sum(
+            (r["iteration"] - prev) / r["iterations_per_s"]
+            for r, prev in zip(
+                reports,
+                [self.start_iteration] + [r["iteration"] for r in reports[:-1]],
+                strict=True,
+            )
+            if r["iterations_per_s"] > 0
         )
-        if r["iterations_per_s"] > 0
-    )
-    trained_tokens = train_reports[-1]["trained_tokens"] if train_reports else start_tokens
-    valid = [e for e in evals if e["kind"] == "valid"]
+        trained_tokens = reports[-1]["trained_tokens"] if reports else self.start_tokens
+        valid = [e for e in self.evals if e["kind"] == "valid"]
+        return {
+            "adapter_path": str(self.adapter_dir),
+            "start_iteration": self.start_iteration,
+            "iterations": self.settings.iters,
+            "train_losses": [[r["iteration"], r["train_loss"]] for r in reports],
+            "val_losses": [[e["iteration"], e["loss"]] for e in valid],
+            "first_train_loss": reports[0]["train_loss"] if reports else None,
+            "final_train_loss": reports[-1]["train_loss"] if reports else None,
+            "final_val_loss": valid[-1]["loss"] if valid else None,
+            "test_loss": test["loss"] if test else None,
+            "test_perplexity": test["perplexity"] if test else None,
+            "trained_tokens": trained_tokens,
+            "tokens_per_s": (
+                (trained_tokens - self.start_tokens) / step_time if step_time > 0 else None
+            ),
+            "iterations_per_s": remaining / step_time if step_time > 0 else None,
+        }
+
+
+def _test(model, datasets: dict[str, Any], s: FinetuneSettings) -> dict[str, Any]:
+    """The test split's evaluation, after training."""
+    from mlx_lm.tuner.datasets import CacheDataset
+    from mlx_lm.tuner.trainer import evaluate
+
+    tic = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):
+        loss = evaluate(
+            model=model,
+            dataset=CacheDataset(datasets["test"]),
+            batch_size=s.batch_size,
+            num_batches=s.test_batches,
+            max_seq_length=s.max_seq_length,
+        )
     return {
-        "adapter_path": str(adapter_dir),
-        "start_iteration": start_iteration,
-        "iterations": s.iters,
-        "train_losses": [[r["iteration"], r["train_loss"]] for r in train_reports],
-        "val_losses": [[e["iteration"], e["loss"]] for e in valid],
-        "first_train_loss": train_reports[0]["train_loss"] if train_reports else None,
-        "final_train_loss": train_reports[-1]["train_loss"] if train_reports else None,
-        "final_val_loss": valid[-1]["loss"] if valid else None,
-        "test_loss": test["loss"] if test else None,
-        "test_perplexity": test["perplexity"] if test else None,
-        "trained_tokens": trained_tokens,
-        "tokens_per_s": (trained_tokens - start_tokens) / step_time if step_time > 0 else None,
-        "iterations_per_s": remaining / step_time if step_time > 0 else None,
-        "trainable_parameters": int(trainable),
-        "peak_memory_bytes": int(mx.get_peak_memory()),
-        "train_time_s": train_time_s,
-        "settings": asdict(s),
+        "kind": "test",
+        "iteration": s.iters,
+        "loss": float(loss),
+        "perplexity": _perplexity(float(loss)),
+        "eval_time_s": time.perf_counter() - tic,
     }
 
 

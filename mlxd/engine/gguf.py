@@ -70,17 +70,32 @@ def _unpermute_rows(n_heads: int, rows: int) -> np.ndarray:
 
 def _build_tokenizer(md: dict[str, Any], context_length: int) -> tuple[Any, dict[str, Any]]:
     """A `tokenizers.Tokenizer` and tokenizer_config.json equivalent to the GGUF's vocab."""
-    from tokenizers import (
-        AddedToken,
-        Regex,
-        Tokenizer,
-        decoders,
-        models,
-        pre_tokenizers,
-        processors,
-    )
+    from tokenizers import AddedToken, Tokenizer, decoders, models
 
     tokens: list[str] = [str(t) for t in md["tokenizer.ggml.tokens"]]
+    vocab, merges = _vocab_and_merges(md, tokens)
+    pre = md.get("tokenizer.ggml.pre", "default")
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=pre in _LLAMA3_PRE))
+    tokenizer.pre_tokenizer = _pre_tokenizer(pre)
+    tokenizer.decoder = decoders.ByteLevel()
+
+    # Control/unknown tokens are special (never produced by BPE, skipped when decoding
+    # with skip_special_tokens); user-defined ones are matched whole but are plain text.
+    types = md.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+    if len(types) != len(tokens):
+        raise GGUFError(f"GGUF tokenizer has {len(types)} token types for {len(tokens)} tokens.")
+    added = []
+    for tok, ttype in zip(tokens, types, strict=True):
+        if ttype in (_TOKEN_CONTROL, _TOKEN_UNKNOWN, _TOKEN_USER_DEFINED):
+            special = ttype != _TOKEN_USER_DEFINED
+            added.append(AddedToken(tok, special=special, normalized=False))
+    tokenizer.add_tokens(added)
+    tokenizer.post_processor = _post_processor(md, vocab)
+    return tokenizer, _tokenizer_config(md, context_length)
+
+
+def _vocab_and_merges(md: dict[str, Any], tokens: list[str]):
+    """The BPE vocabulary (token -> id) and merges (pairs) of the GGUF's tokenizer."""
     vocab = {tok: i for i, tok in enumerate(tokens)}
     if len(vocab) != len(tokens):
         dupes = [t for t, n in Counter(tokens).items() if n > 1]
@@ -93,8 +108,13 @@ def _build_tokenizer(md: dict[str, Any], context_length: int) -> tuple[Any, dict
         if cut < 0:
             raise GGUFError(f"GGUF BPE merge {merge!r} is not two tokens.")
         merges.append((merge[:cut], merge[cut + 1 :]))
+    return vocab, merges
 
-    pre = md.get("tokenizer.ggml.pre", "default")
+
+def _pre_tokenizer(pre: str):
+    """The pre-tokenizer the GGUF's ``tokenizer.ggml.pre`` names."""
+    from tokenizers import Regex, pre_tokenizers
+
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     if pre in _DIGITS_PRE:
         pre_tok = pre_tokenizers.Sequence(
@@ -109,22 +129,12 @@ def _build_tokenizer(md: dict[str, Any], context_length: int) -> tuple[Any, dict
         )
     else:
         pre_tok = byte_level
+    return pre_tok
 
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=pre in _LLAMA3_PRE))
-    tokenizer.pre_tokenizer = pre_tok
-    tokenizer.decoder = decoders.ByteLevel()
 
-    # Control/unknown tokens are special (never produced by BPE, skipped when decoding
-    # with skip_special_tokens); user-defined ones are matched whole but are plain text.
-    types = md.get("tokenizer.ggml.token_type") or [1] * len(tokens)
-    if len(types) != len(tokens):
-        raise GGUFError(f"GGUF tokenizer has {len(types)} token types for {len(tokens)} tokens.")
-    added = []
-    for tok, ttype in zip(tokens, types, strict=True):
-        if ttype in (_TOKEN_CONTROL, _TOKEN_UNKNOWN, _TOKEN_USER_DEFINED):
-            special = ttype != _TOKEN_USER_DEFINED
-            added.append(AddedToken(tok, special=special, normalized=False))
-    tokenizer.add_tokens(added)
+def _post_processor(md: dict[str, Any], vocab: dict[str, int]):
+    """Byte-level offsets, and BOS/EOS added around a sequence where the GGUF says so."""
+    from tokenizers import processors
 
     add_bos = bool(md.get("tokenizer.ggml.add_bos_token", False))
     add_eos = bool(md.get("tokenizer.ggml.add_eos_token", False))
@@ -144,13 +154,16 @@ def _build_tokenizer(md: dict[str, Any], context_length: int) -> tuple[Any, dict
                 single=single, pair=pair, special_tokens=list(special_ids.items())
             )
         )
-    tokenizer.post_processor = processors.Sequence(post)
+    return processors.Sequence(post)
 
+
+def _tokenizer_config(md: dict[str, Any], context_length: int) -> dict[str, Any]:
+    """tokenizer_config.json: the special tokens' texts and the chat template."""
     config: dict[str, Any] = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": context_length,
-        "add_bos_token": add_bos,
-        "add_eos_token": add_eos,
+        "add_bos_token": bool(md.get("tokenizer.ggml.add_bos_token", False)),
+        "add_eos_token": bool(md.get("tokenizer.ggml.add_eos_token", False)),
         "clean_up_tokenization_spaces": False,
     }
     for key, md_key in (
@@ -163,7 +176,7 @@ def _build_tokenizer(md: dict[str, Any], context_length: int) -> tuple[Any, dict
             config[key] = text
     if template := md.get("tokenizer.chat_template"):
         config["chat_template"] = template
-    return tokenizer, config
+    return config
 
 
 def _save_weights(out_dir: Path, weights: dict[str, Any]) -> None:
@@ -211,6 +224,46 @@ def _read_bf16(path: Path, header: GGUFHeader, info: GGUFTensorInfo) -> Any:
     return mx.array((raw.astype(np.uint32) << 16).view(np.float32).reshape(info.shape))
 
 
+def _convert_weights(
+    gguf_path: Path, header, plan, config: dict[str, Any], loaded: dict[str, Any], dequantize: bool
+) -> dict[str, Any]:
+    """The GGUF's tensors under Hugging Face names (lazy mx arrays): q/k rows back in HF
+    order, quantized ones kept as MLX affine (or dequantized), floats as float32."""
+    import mlx.core as mx
+
+    weights: dict[str, Any] = {}
+    for info, hf_name in plan:
+        module = hf_name.rpartition(".")[0]
+        rows = None
+        if module.endswith("self_attn.q_proj"):
+            rows = _unpermute_rows(config["num_attention_heads"], info.shape[0])
+        elif module.endswith("self_attn.k_proj"):
+            rows = _unpermute_rows(config["num_key_value_heads"], info.shape[0])
+        idx = mx.array(rows) if rows is not None else None
+
+        if info.type_name in _QUANT_BITS:
+            w = loaded[info.name]
+            s = loaded[f"{info.name[: -len('.weight')]}.scales"].astype(mx.float32)
+            b = loaded[f"{info.name[: -len('.weight')]}.biases"].astype(mx.float32)
+            if idx is not None:
+                w, s, b = w[idx], s[idx], b[idx]
+            if dequantize:
+                bits = _QUANT_BITS[info.type_name]
+                weights[hf_name] = mx.dequantize(w, s, b, group_size=_GROUP_SIZE, bits=bits)
+            else:
+                weights[hf_name] = w
+                weights[f"{module}.scales"] = s
+                weights[f"{module}.biases"] = b
+        else:
+            if info.type_name == "BF16":
+                arr = _read_bf16(gguf_path, header, info)
+            else:
+                arr = loaded[info.name].astype(mx.float32)
+            weights[hf_name] = arr[idx] if idx is not None else arr
+
+    return weights
+
+
 def import_gguf(gguf_path: Path, out_dir: Path, *, dequantize: bool = False) -> dict[str, Any]:
     """Turn a llama-family GGUF file into an MLX model folder that `mlx_lm.load` accepts.
 
@@ -242,36 +295,7 @@ def import_gguf(gguf_path: Path, out_dir: Path, *, dequantize: bool = False) -> 
     import mlx.core as mx
 
     loaded = cast(dict[str, Any], mx.load(str(gguf_path)))
-    weights: dict[str, Any] = {}
-    for info, hf_name in plan:
-        module = hf_name.rpartition(".")[0]
-        rows = None
-        if module.endswith("self_attn.q_proj"):
-            rows = _unpermute_rows(config["num_attention_heads"], info.shape[0])
-        elif module.endswith("self_attn.k_proj"):
-            rows = _unpermute_rows(config["num_key_value_heads"], info.shape[0])
-        idx = mx.array(rows) if rows is not None else None
-
-        if info.type_name in _QUANT_BITS:
-            w = loaded[info.name]
-            s = loaded[f"{info.name[: -len('.weight')]}.scales"].astype(mx.float32)
-            b = loaded[f"{info.name[: -len('.weight')]}.biases"].astype(mx.float32)
-            if idx is not None:
-                w, s, b = w[idx], s[idx], b[idx]
-            if dequantize:
-                bits = _QUANT_BITS[info.type_name]
-                weights[hf_name] = mx.dequantize(w, s, b, group_size=_GROUP_SIZE, bits=bits)
-            else:
-                weights[hf_name] = w
-                weights[f"{module}.scales"] = s
-                weights[f"{module}.biases"] = b
-        else:
-            if info.type_name == "BF16":
-                arr = _read_bf16(gguf_path, header, info)
-            else:
-                arr = loaded[info.name].astype(mx.float32)
-            weights[hf_name] = arr[idx] if idx is not None else arr
-
+    weights = _convert_weights(gguf_path, header, plan, config, loaded, dequantize)
     record = {
         "architecture": arch,
         "num_parameters": sum(i.num_elements for i in header.tensors),

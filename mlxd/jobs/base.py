@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from mlxd.formats.modelfolder import inspect_folder, tokenizer_identity
+from mlxd.jobs.protocol import Event
 
 
 class SpecError(ValueError):
@@ -193,14 +194,16 @@ def fetch_input_models(inputs: dict[str, Any], progress: Callable[[float, str], 
     host's HF cache (verified against the catalog's hashes) and point its input at it."""
     import sys
 
-    from mlxd import hub
+    from mlxd.hub.errors import HubError
+    from mlxd.hub.pull import fetch_pulled
+    from mlxd.reports.fmt import size as human_bytes
 
     for key, fetch in (inputs.get("hub_fetch") or {}).items():
         name = fetch.get("name")
         ref = f"{fetch['repo']}@{fetch['commit'][:12]}"
         progress(0.0, f"fetching {name or ref} ({ref}) to this host first")
         try:
-            result = hub.fetch_pulled(
+            result = fetch_pulled(
                 fetch["repo"],
                 fetch["commit"],
                 include=fetch.get("include") or None,
@@ -208,13 +211,13 @@ def fetch_input_models(inputs: dict[str, Any], progress: Callable[[float, str], 
                 expected=fetch.get("files") or None,
                 progress=lambda p, ref=ref: progress(0.0, f"fetching {ref}: {p.line()}"),
             )
-        except hub.HubError as e:
+        except HubError as e:
             raise JobFailed(f"could not fetch model '{name}' here: {e}") from None
         inputs[key] = result.snapshot_path
         print(  # the job's log
             f"mlxd: model '{name}' ({ref}) pulled on another host: "
             f"{len(result.files)} files verified in this host's HF cache, "
-            f"{hub.human_bytes(result.fetched_bytes)} fetched in {result.seconds:.2f} s",
+            f"{human_bytes(result.fetched_bytes)} fetched in {result.seconds:.2f} s",
             file=sys.stderr,
         )
 
@@ -235,7 +238,8 @@ class RunContext:
     job_id: int
     output_dir: Path | None
     progress: Callable[[float, str], None]
-    emit: Callable[[str, dict[str, Any]], None] = lambda event, data: None
+    # A kind's own event (``protocol.Event``) for its ``on_event`` in the daemon.
+    emit: Callable[[Event, dict[str, Any]], None] = lambda event, data: None
 
 
 @dataclass

@@ -179,100 +179,117 @@ def _log_trial(t) -> None:
 
 
 def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: FinishContext) -> None:
-    from mlxd.catalog.models import BenchRun, BenchTrial, row_from
+    from mlxd.catalog.models import BenchTrial, row_from
     from mlxd.engine.types import trial_from_dict
-    from mlxd.stats import summarize
 
     system = fin.store.system_for(result["system"], session=fin.session)
     by_point: dict[tuple, list[dict[str, Any]]] = {}
     for t in result["trials"]:
         key = tuple(sorted(t["point"].items(), key=lambda kv: kv[0]))
         by_point.setdefault((t.get("variant"), key), []).append(t)
-    # Side by side (--adapter): each variant's rows under its own model and adapter.
-    model_of = {None: inputs["model_id"], "base": inputs["model_id"], "adapter": inputs["model_id"]}
-    model_of["fused"] = inputs.get("fused_id")
     order = {None: 0, "base": 0, "adapter": 1, "fused": 2}  # rows: base first at each point
     grouped = sorted(by_point.items(), key=lambda kv: order[kv[0][0]])
     run_ids = []
     for (variant, key), trials in grouped:
-        point = dict(key)
-        loaded = (result.get("variants") or {}).get(variant) or result
-        side = {}
-        if variant is not None:
-            side = {
-                "side_by_side": {
-                    "variant": variant,
-                    "adapter": inputs["adapter_name"],
-                    "base": inputs["model_name"],
-                    "fused": inputs.get("fused_name"),
-                    # Memory of a variant: its weights plus what its trial added; the
-                    # process held every variant at once (see mlxd.engine.bench).
-                    "memory": "own weights + trial's rise",
-                }
-            }
-        prompt = summarize([t["prompt_tps"] for t in trials])
-        gen = summarize([t["generation_tps"] for t in trials])
-        ttft = summarize([t["ttft_s"] for t in trials])
-        combined = summarize(
-            [(t["prompt_tokens"] + t["generated_tokens"]) / t["total_s"] for t in trials]
-        )
-        cvs = {"prompt_tps": prompt.cv, "generation_tps": gen.cv, "ttft_s": ttft.cv}
-        noisy = [k for k, cv in cvs.items() if cv == cv and cv > spec.noise_threshold]
-        power = result.get("power") or {}
-        run = BenchRun(
-            job_id=fin.job.id,
-            model_id=model_of[variant],
-            adapter_id=inputs["adapter_id"] if variant == "adapter" else None,
-            system_id=system.id,
-            prompt_tokens=point["prompt_tokens"],
-            gen_tokens=point["gen_tokens"],
-            batch_size=point["batch_size"],
-            depth=point["depth"],
-            kv_bits=point["kv_bits"],
-            prefill_step_size=point["prefill_step_size"],
-            max_kv_size=point.get("max_kv_size"),
-            trials=len(trials),
-            warmup=spec.warmup,
-            seed=spec.seed,
-            load_time_s=loaded.get("load_time_s"),
-            prompt_tps_mean=prompt.mean,
-            prompt_tps_median=prompt.median,
-            prompt_tps_std=prompt.std,
-            generation_tps_mean=gen.mean,
-            generation_tps_median=gen.median,
-            generation_tps_std=gen.std,
-            ttft_s_mean=ttft.mean,
-            ttft_s_median=ttft.median,
-            ttft_s_std=ttft.std,
-            prompt_tps_ci95=_finite(prompt.ci95),
-            generation_tps_ci95=_finite(gen.ci95),
-            ttft_s_ci95=_finite(ttft.ci95),
-            noisy=bool(noisy),
-            combined_tps_mean=combined.mean,
-            combined_tps_std=combined.std,
-            combined_tps_ci95=_finite(combined.ci95),
-            peak_memory_bytes=max(t["peak_memory_bytes"] for t in trials),
-            active_memory_bytes=trials[-1].get("active_memory_bytes"),
-            cache_memory_bytes=trials[-1].get("cache_memory_bytes"),
-            peak_rss_bytes=max((t.get("peak_rss_bytes") or 0) for t in trials) or None,
-            model_memory_bytes=loaded.get("model_memory_bytes"),
-            system_available_before_bytes=result.get("system_available_before_bytes"),
-            system_available_after_bytes=result.get("system_available_after_bytes"),
-            power_source=power.get("power_source"),
-            low_power_mode=power.get("low_power_mode"),
-            thermal_state=power.get("thermal_state"),
-            details={
-                "cv": {k: _finite(v) for k, v in cvs.items()},
-                "noisy_metrics": noisy,
-                "noise_threshold": spec.noise_threshold,
-                "delay_s": spec.delay_s,
-                **side,
-            },
-        )
+        run = _bench_run(spec, inputs, result, variant, dict(key), trials)
+        run.job_id, run.system_id = fin.job.id, system.id
         rows = [row_from(BenchTrial, trial_from_dict(t), run_id=0) for t in trials]
         fin.store.add_bench_run(run, rows, session=fin.session)
         run_ids.append(run.id)
     fin.summary["bench_run_ids"] = run_ids
+
+
+def _side_by_side(inputs: dict[str, Any], variant: str | None) -> dict[str, Any]:
+    """What a --adapter run's row says of its variant (nothing for a plain run)."""
+    if variant is None:
+        return {}
+    return {
+        "side_by_side": {
+            "variant": variant,
+            "adapter": inputs["adapter_name"],
+            "base": inputs["model_name"],
+            "fused": inputs.get("fused_name"),
+            # Memory of a variant: its weights plus what its trial added; the
+            # process held every variant at once (see mlxd.engine.bench).
+            "memory": "own weights + trial's rise",
+        }
+    }
+
+
+def _bench_run(
+    spec: Spec,
+    inputs: dict[str, Any],
+    result: dict[str, Any],
+    variant: str | None,
+    point: dict[str, Any],
+    trials: list[dict[str, Any]],
+):
+    """One point's (and variant's) run row, its statistics over the trials (its job and
+    system are the caller's to set)."""
+    from mlxd.catalog.models import BenchRun
+    from mlxd.stats import summarize
+
+    # Side by side (--adapter): each variant's rows under its own model and adapter.
+    model_of = {None: inputs["model_id"], "base": inputs["model_id"], "adapter": inputs["model_id"]}
+    model_of["fused"] = inputs.get("fused_id")
+    loaded = (result.get("variants") or {}).get(variant) or result
+    prompt = summarize([t["prompt_tps"] for t in trials])
+    gen = summarize([t["generation_tps"] for t in trials])
+    ttft = summarize([t["ttft_s"] for t in trials])
+    combined = summarize(
+        [(t["prompt_tokens"] + t["generated_tokens"]) / t["total_s"] for t in trials]
+    )
+    cvs = {"prompt_tps": prompt.cv, "generation_tps": gen.cv, "ttft_s": ttft.cv}
+    noisy = [k for k, cv in cvs.items() if cv == cv and cv > spec.noise_threshold]
+    power = result.get("power") or {}
+    return BenchRun(
+        model_id=model_of[variant],
+        adapter_id=inputs["adapter_id"] if variant == "adapter" else None,
+        prompt_tokens=point["prompt_tokens"],
+        gen_tokens=point["gen_tokens"],
+        batch_size=point["batch_size"],
+        depth=point["depth"],
+        kv_bits=point["kv_bits"],
+        prefill_step_size=point["prefill_step_size"],
+        max_kv_size=point.get("max_kv_size"),
+        trials=len(trials),
+        warmup=spec.warmup,
+        seed=spec.seed,
+        load_time_s=loaded.get("load_time_s"),
+        prompt_tps_mean=prompt.mean,
+        prompt_tps_median=prompt.median,
+        prompt_tps_std=prompt.std,
+        generation_tps_mean=gen.mean,
+        generation_tps_median=gen.median,
+        generation_tps_std=gen.std,
+        ttft_s_mean=ttft.mean,
+        ttft_s_median=ttft.median,
+        ttft_s_std=ttft.std,
+        prompt_tps_ci95=_finite(prompt.ci95),
+        generation_tps_ci95=_finite(gen.ci95),
+        ttft_s_ci95=_finite(ttft.ci95),
+        noisy=bool(noisy),
+        combined_tps_mean=combined.mean,
+        combined_tps_std=combined.std,
+        combined_tps_ci95=_finite(combined.ci95),
+        peak_memory_bytes=max(t["peak_memory_bytes"] for t in trials),
+        active_memory_bytes=trials[-1].get("active_memory_bytes"),
+        cache_memory_bytes=trials[-1].get("cache_memory_bytes"),
+        peak_rss_bytes=max((t.get("peak_rss_bytes") or 0) for t in trials) or None,
+        model_memory_bytes=loaded.get("model_memory_bytes"),
+        system_available_before_bytes=result.get("system_available_before_bytes"),
+        system_available_after_bytes=result.get("system_available_after_bytes"),
+        power_source=power.get("power_source"),
+        low_power_mode=power.get("low_power_mode"),
+        thermal_state=power.get("thermal_state"),
+        details={
+            "cv": {k: _finite(v) for k, v in cvs.items()},
+            "noisy_metrics": noisy,
+            "noise_threshold": spec.noise_threshold,
+            "delay_s": spec.delay_s,
+            **_side_by_side(inputs, variant),
+        },
+    )
 
 
 def _finite(x: float) -> float | None:

@@ -31,7 +31,7 @@ class Spec(JobSpec):
     trust_remote_code: bool = False
 
     def __post_init__(self):
-        from mlxd.hub import HubRefError, parse_repo_ref
+        from mlxd.hub.names import HubRefError, parse_repo_ref
 
         try:
             repo, rev = parse_repo_ref(self.repo)
@@ -71,13 +71,15 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     import sys
     import time
 
-    from mlxd import hub
     from mlxd.formats.modelfolder import inspect_folder, tokenizer_identity
     from mlxd.formats.support import unsupported_reason
+    from mlxd.hub.preflight import preflight
+    from mlxd.hub.pull import pull
+    from mlxd.reports.fmt import size as human_bytes
 
     began = time.monotonic()
     ctx.progress(0.0, f"pre-flight {spec.ref}")
-    plan = hub.preflight(
+    plan = preflight(
         spec.repo,
         spec.revision,
         include=spec.include or None,
@@ -91,12 +93,12 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         return {"already": known, "commit": plan.commit}
     ctx.progress(
         0.0,
-        f"fetching {len(plan.files)} files, {hub.human_bytes(plan.missing_bytes)} not in the "
+        f"fetching {len(plan.files)} files, {human_bytes(plan.missing_bytes)} not in the "
         f"cache yet (commit {plan.commit[:12]})",
     )
     total = max(plan.total_bytes, 1)
     preflight_s = time.monotonic() - began
-    result = hub.pull(plan, progress=lambda p: ctx.progress(0.99 * p.done_bytes / total, p.line()))
+    result = pull(plan, progress=lambda p: ctx.progress(0.99 * p.done_bytes / total, p.line()))
     result.preflight_s = preflight_s
     info = inspect_folder(Path(result.snapshot_path))
     # Where the time went, for the job's log.
@@ -120,8 +122,9 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
 
 
 def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: FinishContext) -> None:
-    from mlxd import hub
     from mlxd.catalog.models import HubFile, HubSnapshot, Model, utcnow
+    from mlxd.hub.names import default_model_name
+    from mlxd.reports.fmt import size as human_bytes
 
     if result.get("already"):
         known = result["already"]
@@ -134,7 +137,7 @@ def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: Fini
         return
     name = spec.name
     if name is None:
-        name = hub.default_model_name(spec.repo)
+        name = default_model_name(spec.repo)
         if fin.store.find_model(name) is not None:
             name = f"{name}-{result['commit'][:7]}"
     if fin.store.find_model(name) is not None:
@@ -191,9 +194,9 @@ def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: Fini
     fin.summary.update(
         model=name,
         commit=result["commit"],
-        size=hub.human_bytes(result["total_bytes"]),
-        fetched=hub.human_bytes(result["fetched_bytes"])
-        + (f" at {hub.human_bytes(rate)}/s" if result["fetched_bytes"] else ""),
+        size=human_bytes(result["total_bytes"]),
+        fetched=human_bytes(result["fetched_bytes"])
+        + (f" at {human_bytes(rate)}/s" if result["fetched_bytes"] else ""),
         verified=f"{len(files)} files",
     )
     if result.get("refetched"):

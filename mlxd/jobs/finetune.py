@@ -24,6 +24,7 @@ from mlxd.jobs.base import (
     base_name,
     resolve_input_model,
 )
+from mlxd.jobs.protocol import Event
 from mlxd.jobs.synth import check_name
 
 PRODUCES_MODEL = False
@@ -233,7 +234,7 @@ def check_against_model(spec: Spec, model) -> None:
 
 
 def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
-    from mlxd.catalog.models import Adapter, Model
+    from mlxd.catalog.models import Model
 
     job_id = job.id if job is not None else None
     # The attempt as claimed: its writes hold only while it still holds the job (one woken
@@ -249,74 +250,16 @@ def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
         raise JobFailed(str(e)) from None
     inputs["quantized"] = is_quantized(model)
     inputs["num_layers"] = effective_num_layers(spec, model_layers(Path(model.path)))
-    start, init = 0, spec.init_weights
     notes: list[str] = []
-
     if spec.resume is not None or spec.resume_adapter_id is not None:
-        ref = spec.resume_adapter_id if spec.resume_adapter_id is not None else spec.resume
-        adapter = store.resolve_adapter(ref)
-        check_adapter_base(adapter, model)
-        claim(store, adapter, job_id, fence)
-        start, init = bring_home(store, adapter, notes, fence, start_over=False)
-        if spec.iters <= start:
-            raise JobFailed(
-                f"adapter '{adapter.name}' already has {start} iterations; pass --iters above "
-                f"{start} to continue it"
-            )
-        # The adapter's tensors fix its shape: take it from the adapter, not from the flags.
-        inputs["structure"] = {k: adapter.params.get(k) for k in STRUCTURE if k in adapter.params}
-        inputs["num_layers"] = adapter.params.get("num_layers_used", inputs["num_layers"])
-        store.update_adapter(
-            adapter.id,
-            fence=fence,
-            job_id=job_id,
-            status="training",
-            target_iterations=spec.iters,
-            details=_with_resume(adapter, spec, job_id, start),
-        )
+        adapter, start, init = _resume(store, spec, model, inputs, notes, job_id, fence)
     else:
         adapter = _adapter_of_job(store, spec, job_id)
         if adapter is not None:
-            # The same job again (the daemon restarted mid-run, another host took it back,
-            # or 'jobs retry'): go on from its checkpoint, if this host can read one.
-            claim(store, adapter, job_id, fence)
-            if adapter.iterations > 0:
-                start, init = bring_home(store, adapter, notes, fence, start_over=True)
-                inputs["structure"] = {
-                    k: adapter.params.get(k) for k in STRUCTURE if k in adapter.params
-                }
-            else:
-                bring_home(store, adapter, notes, fence, start_over=True)
-            store.update_adapter(adapter.id, fence=fence, job_id=job_id, status="training")
+            start, init = _again(store, spec, adapter, inputs, notes, job_id, fence)
         else:
-            if store.find_adapter(spec.name) is not None:
-                raise JobFailed(
-                    f"an adapter named '{spec.name}' already exists; pass --name or remove it "
-                    f"with 'mlxd adapters rm {spec.name}'"
-                )
-            path = adapters_dir(store) / spec.name
-            if path.exists():
-                import shutil
-
-                shutil.rmtree(path)  # left by an adapter whose row is gone
-            params = spec.hyper_parameters()
-            params["num_layers_used"] = inputs["num_layers"]
-            with store.running_write(fence) as s:
-                adapter = Adapter(
-                    name=spec.name,
-                    path=str(path),
-                    fine_tune_type=spec.fine_tune_type,
-                    base_model_id=model.id,
-                    base_model_name=model.name,
-                    base_quantized=inputs["quantized"],
-                    data_path=spec.data,
-                    job_id=job_id,
-                    sweep_id=spec.sweep_id,
-                    target_iterations=spec.iters,
-                    params=params,
-                )
-                s.add(adapter)
-                s.flush()
+            adapter = _new_adapter(store, spec, model, inputs, job_id, fence)
+            start, init = 0, spec.init_weights
     # Steps past the checkpoint are trained again: their old rows go, the counters go on.
     start_tokens = store.forget_finetune_rows_after(adapter.id, start, fence=fence)
     inputs.update(
@@ -329,6 +272,82 @@ def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
         notes=notes,
     )
     return inputs
+
+
+def _resume(store, spec: Spec, model, inputs: dict[str, Any], notes: list[str], job_id, fence):
+    """--resume ADAPTER: train it on from its checkpoint; (adapter, start, init weights)."""
+    ref = spec.resume_adapter_id if spec.resume_adapter_id is not None else spec.resume
+    adapter = store.resolve_adapter(ref)
+    check_adapter_base(adapter, model)
+    claim(store, adapter, job_id, fence)
+    start, init = bring_home(store, adapter, notes, fence, start_over=False)
+    if spec.iters <= start:
+        raise JobFailed(
+            f"adapter '{adapter.name}' already has {start} iterations; pass --iters above "
+            f"{start} to continue it"
+        )
+    # The adapter's tensors fix its shape: take it from the adapter, not from the flags.
+    inputs["structure"] = {k: adapter.params.get(k) for k in STRUCTURE if k in adapter.params}
+    inputs["num_layers"] = adapter.params.get("num_layers_used", inputs["num_layers"])
+    store.update_adapter(
+        adapter.id,
+        fence=fence,
+        job_id=job_id,
+        status="training",
+        target_iterations=spec.iters,
+        details=_with_resume(adapter, spec, job_id, start),
+    )
+    return adapter, start, init
+
+
+def _again(store, spec: Spec, adapter, inputs: dict[str, Any], notes: list[str], job_id, fence):
+    """The same job again (the daemon restarted mid-run, another host took it back, or
+    'jobs retry'): go on from its checkpoint, if this host can read one; (start, init)."""
+    claim(store, adapter, job_id, fence)
+    start, init = 0, spec.init_weights
+    if adapter.iterations > 0:
+        start, init = bring_home(store, adapter, notes, fence, start_over=True)
+        inputs["structure"] = {k: adapter.params.get(k) for k in STRUCTURE if k in adapter.params}
+    else:
+        bring_home(store, adapter, notes, fence, start_over=True)
+    store.update_adapter(adapter.id, fence=fence, job_id=job_id, status="training")
+    return start, init
+
+
+def _new_adapter(store, spec: Spec, model, inputs: dict[str, Any], job_id, fence):
+    """A new adapter's row (its folder cleared of anything an adapter whose row is gone
+    left)."""
+    from mlxd.catalog.models import Adapter
+
+    if store.find_adapter(spec.name) is not None:
+        raise JobFailed(
+            f"an adapter named '{spec.name}' already exists; pass --name or remove it "
+            f"with 'mlxd adapters rm {spec.name}'"
+        )
+    path = adapters_dir(store) / spec.name
+    if path.exists():
+        import shutil
+
+        shutil.rmtree(path)  # left by an adapter whose row is gone
+    params = spec.hyper_parameters()
+    params["num_layers_used"] = inputs["num_layers"]
+    with store.running_write(fence) as s:
+        adapter = Adapter(
+            name=spec.name,
+            path=str(path),
+            fine_tune_type=spec.fine_tune_type,
+            base_model_id=model.id,
+            base_model_name=model.name,
+            base_quantized=inputs["quantized"],
+            data_path=spec.data,
+            job_id=job_id,
+            sweep_id=spec.sweep_id,
+            target_iterations=spec.iters,
+            params=params,
+        )
+        s.add(adapter)
+        s.flush()
+    return adapter
 
 
 def retry_params(store, job) -> tuple[dict[str, Any], str | None]:
@@ -576,17 +595,7 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     model_path = Path(inputs["model_path"])
     adapter_id = inputs["adapter_id"]
     ctx.progress(0.0, f"hashing {inputs['model_name']}'s weights")
-    ctx.emit(
-        "finetune_started",
-        {
-            "adapter_id": adapter_id,
-            "base_weights_sha256": weights_sha256(model_path),
-            "data_sha256": data.sha256,
-            "data_format": data.format,
-            "data_counts": data.counts(),
-            "data_split": data.split_note,
-        },
-    )
+    _announce(ctx, adapter_id, model_path, data)
     for key, value in (inputs.get("structure") or {}).items():
         setattr(spec, key, value)
     settings = spec.settings(inputs["num_layers"])
@@ -597,27 +606,13 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     latest: dict[str, Any] = {}
 
     def on_report(report: dict[str, Any]) -> None:
-        ctx.emit("finetune_report", {"adapter_id": adapter_id, **report})
+        ctx.emit(Event.FINETUNE_REPORT, {"adapter_id": adapter_id, **report})
         it = report["iteration"]
-        if report["kind"] == "train":
-            latest["train"] = report["train_loss"]
-            latest["tps"] = report["tokens_per_s"]
-        else:
-            latest[report["kind"]] = report["loss"]
-        parts = [f"iter {it}/{spec.iters}"]
-        if "train" in latest:
-            parts.append(f"train loss {latest['train']:.3f}")
-        if "valid" in latest:
-            parts.append(f"val loss {latest['valid']:.3f}")
-        if "test" in latest:
-            parts.append(f"test loss {latest['test']:.3f}")
-        if "tps" in latest:
-            parts.append(f"{latest['tps']:.0f} tok/s")
-        ctx.progress(min(it / spec.iters, 1.0), ", ".join(parts))
+        ctx.progress(min(it / spec.iters, 1.0), _progress_line(latest, report, spec.iters))
 
     def on_checkpoint(iteration: int, path: Path) -> None:
         ctx.emit(
-            "finetune_checkpoint",
+            Event.FINETUNE_CHECKPOINT,
             {"adapter_id": adapter_id, "iteration": iteration, "file": path.name},
         )
 
@@ -652,6 +647,41 @@ def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     return result
 
 
+def _announce(ctx: RunContext, adapter_id: int, model_path: Path, data) -> None:
+    """The adapter's provenance, for on_event: the base's weights and the data."""
+    ctx.emit(
+        Event.FINETUNE_STARTED,
+        {
+            "adapter_id": adapter_id,
+            "base_weights_sha256": weights_sha256(model_path),
+            "data_sha256": data.sha256,
+            "data_format": data.format,
+            "data_counts": data.counts(),
+            "data_split": data.split_note,
+        },
+    )
+
+
+def _progress_line(latest: dict[str, Any], report: dict[str, Any], iters: int) -> str:
+    """ "iter 3/10, train loss 2.345, val loss 2.400, 812 tok/s": the newest of each figure
+    (``latest``, updated with ``report``)."""
+    if report["kind"] == "train":
+        latest["train"] = report["train_loss"]
+        latest["tps"] = report["tokens_per_s"]
+    else:
+        latest[report["kind"]] = report["loss"]
+    parts = [f"iter {report['iteration']}/{iters}"]
+    if "train" in latest:
+        parts.append(f"train loss {latest['train']:.3f}")
+    if "valid" in latest:
+        parts.append(f"val loss {latest['valid']:.3f}")
+    if "test" in latest:
+        parts.append(f"test loss {latest['test']:.3f}")
+    if "tps" in latest:
+        parts.append(f"{latest['tps']:.0f} tok/s")
+    return ", ".join(parts)
+
+
 def is_out_of_memory(e: BaseException) -> bool:
     text = str(e).lower()
     return isinstance(e, MemoryError) or any(
@@ -670,11 +700,11 @@ def on_event(store, job, event: dict[str, Any]) -> None:
     taken back records nothing (FencedOut, and the runner discards the attempt)."""
     from mlxd.catalog.models import FinetuneEval, FinetuneStep
 
-    name = event.get("event")
+    name = Event(event["event"])
     adapter_id = event.get("adapter_id")
     if adapter_id is None:
         return
-    if name == "finetune_report":
+    if name is Event.FINETUNE_REPORT:
         if event["kind"] == "train":
             row = FinetuneStep(
                 adapter_id=adapter_id,
@@ -692,9 +722,9 @@ def on_event(store, job, event: dict[str, Any]) -> None:
                 eval_time_s=event.get("eval_time_s"),
             )
         store.record_finetune_row(row, fence=job)
-    elif name == "finetune_checkpoint":
+    elif name is Event.FINETUNE_CHECKPOINT:
         store.update_adapter(adapter_id, fence=job, iterations=int(event["iteration"]))
-    elif name == "finetune_started":
+    elif name is Event.FINETUNE_STARTED:
         adapter = store.resolve_adapter(adapter_id)
         details = dict(adapter.details or {})
         details.update(

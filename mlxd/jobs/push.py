@@ -22,7 +22,7 @@ class Spec(ModelRefSpec):
     message: str | None = None
 
     def __post_init__(self):
-        from mlxd.hub import HubRefError, parse_repo_ref
+        from mlxd.hub.names import HubRefError, parse_repo_ref
 
         try:
             repo, rev = parse_repo_ref(self.repo)
@@ -69,7 +69,7 @@ def prepare(spec: Spec, store, job=None) -> dict[str, Any]:
 
 
 def run(spec: Spec, inputs: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
-    from mlxd.hub import push_folder
+    from mlxd.hub.push import push_folder
 
     ctx.progress(0.05, f"uploading {inputs['model_name']} to {spec.repo}")
     result = push_folder(

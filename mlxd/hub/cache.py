@@ -1,8 +1,10 @@
-"""The HF cache as mlxd sees it: register what is there, show disk use, delete a revision.
+"""The HF cache as mlxd sees it: its folders and refs, what is there, disk use, deletes.
 
-Everything goes through ``huggingface_hub``'s own cache scanner (``scan_cache_dir``) and its
-delete strategy, so mlxd never removes a folder by hand in a cache it shares with mlx-lm and
-``hf download``.
+Folder names and refs follow the hub library's own rules (``repo_folder_name``, its ref
+writer). Scans and deletes of whole revisions go through its cache scanner
+(``scan_cache_dir``) and delete strategy, so mlxd never removes a folder by hand in a cache it
+shares with mlx-lm and ``hf download``; a pull removes only single files it failed to verify
+and the partial files a killed download left.
 """
 
 from __future__ import annotations
@@ -14,7 +16,91 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlxd.hub.names import COMMIT_RE
+
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+# -- the layout of one repo's folder ----------------------------------------------------------
+
+
+def repo_folder(cache_dir: Path, repo_id: str) -> Path:
+    """The repo's folder in the HF cache, named by the hub library's own rule."""
+    from huggingface_hub.file_download import repo_folder_name
+
+    return Path(cache_dir) / repo_folder_name(repo_id=repo_id, repo_type="model")
+
+
+def remember_ref(cache_dir: Path, repo_id: str, revision: str, commit: str) -> None:
+    """Write ``refs/REVISION`` -> commit, as the hub library does when it resolves a branch
+    or tag: without it, ``snapshot_download(repo, local_files_only=True)``, mlx-lm offline
+    and an offline ``mlxd pull`` cannot find a snapshot fetched by its commit. Nothing is
+    written for a revision that is the commit itself."""
+    from huggingface_hub.file_download import _cache_commit_hash_for_specific_revision
+
+    _cache_commit_hash_for_specific_revision(str(repo_folder(cache_dir, repo_id)), revision, commit)
+
+
+def cached_commit(cache_dir: Path, repo_id: str, revision: str | None) -> str | None:
+    """The commit a revision points at in the cache (refs/), or the commit itself."""
+    revision = revision or "main"
+    folder = repo_folder(cache_dir, repo_id)
+    if COMMIT_RE.match(revision):
+        return revision if (folder / "snapshots" / revision).is_dir() else None
+    ref = folder / "refs" / revision
+    if ref.is_file():
+        commit = ref.read_text().strip()
+        return commit if (folder / "snapshots" / commit).is_dir() else None
+    return None
+
+
+def has_blob(cache_dir: Path, repo_id: str, blob: str) -> bool:
+    """Whether the repo's blobs folder holds BLOB (an LFS sha256 or a git blob id)."""
+    return (repo_folder(cache_dir, repo_id) / "blobs" / blob).is_file()
+
+
+def partial_bytes(repo_dir: Path) -> int:
+    """The bytes of the downloads in flight (or left by a killed one) in a repo's folder."""
+    total = 0
+    for tmp in (repo_dir / "blobs").glob("*.incomplete"):
+        try:
+            total += tmp.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def clean_stale_partials(cache_dir: Path, repo_id: str) -> int:
+    """Remove '.incomplete' files a killed download left, unless a live download holds them.
+
+    huggingface_hub downloads each blob to a uniquely named temporary file under its lock;
+    a process killed mid-file leaves that file behind (nothing can resume from it).
+    """
+    from filelock import FileLock, Timeout
+
+    folder = repo_folder(cache_dir, repo_id)
+    locks = Path(cache_dir) / ".locks" / folder.name
+    removed = 0
+    for tmp in (folder / "blobs").glob("*.incomplete"):
+        etag = tmp.name.split(".", 1)[0]
+        lock = FileLock(str(locks / f"{etag}.lock"), timeout=0)
+        try:
+            with lock:
+                tmp.unlink(missing_ok=True)
+                removed += 1
+        except (Timeout, OSError):
+            continue
+    return removed
+
+
+def remove_cached(pointer: Path) -> None:
+    """Delete a cached file: its blob and the snapshot's link to it."""
+    blob = Path(os.path.realpath(pointer))
+    blob.unlink(missing_ok=True)
+    pointer.unlink(missing_ok=True)
+
+
+# -- the whole cache, through the hub library's scanner ---------------------------------------
 
 
 @dataclass
