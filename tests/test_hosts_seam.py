@@ -161,3 +161,23 @@ def test_the_host_id_is_recorded_in_config_toml_keeping_the_other_settings(tmp_p
     assert cfg == {"host_id": "macb", "database_url": "postgresql://x@h/db", "extra": {"k": 1}}
     monkeypatch.setenv("MLXD_HOST_ID", "studio")  # a daemon's own --host-id wins in its process
     assert host_id(p) == "studio"
+
+
+def test_a_job_is_judged_by_the_lease_its_holder_promised_not_the_judges():
+    """A CLI running a job in the foreground with the default lease renews less often than a
+    daemon with a 3 s lease judges: the daemon must not take it back while it is in lease."""
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace as Row
+
+    from mlxd.daemon import hosts as placement
+
+    beat = datetime.now(UTC) - timedelta(seconds=10)
+    job = Row(heartbeat_at=beat, started_at=beat, host="laptop", lease_s=60.0)
+    assert not placement.job_host_dead(job, {}, 3.0, 1.0)
+    job.lease_s = None  # a row claimed before the lease was recorded: the judge's own
+    assert placement.job_host_dead(job, {}, 3.0, 1.0)
+    # A machine row is judged by the lease its daemon wrote in its facts.
+    m = Row(host_id="maca", heartbeat_at=beat, stopped_at=None, facts={"lease_s": 30.0})
+    assert placement.live_machines([m], 3.0) == [m]
+    m.facts = {}
+    assert placement.live_machines([m], 3.0) == []

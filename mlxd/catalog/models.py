@@ -127,6 +127,9 @@ class Job(SQLModel, table=True):
     # Why a queued job waits (migration 0012): a ``reasons.Code`` (wait_memory, wait_disk)
     # beside its message, which holds the words; None when it does not wait for room.
     wait_code: str | None = None
+    # The lease its holder promised (migration 0013): the seconds without a heartbeat after
+    # which the attempt counts as lost. Another host judges the job by it, not by its own.
+    lease_s: float | None = None
 
 
 class BenchRun(SQLModel, table=True):

@@ -278,8 +278,11 @@ class Store:
                 q = q.limit(limit)
             return list(reversed(list(s.exec(q))))
 
-    def claim_job(self, job_id: int, *, host: str, daemon_pid: int) -> Job | None:
-        """Mark a queued job running; None if someone else has it or it is no longer queued."""
+    def claim_job(
+        self, job_id: int, *, host: str, daemon_pid: int, lease_s: float | None = None
+    ) -> Job | None:
+        """Mark a queued job running; None if someone else has it or it is no longer queued.
+        ``lease_s``: the claimer's lease, by which every other host judges the attempt."""
         with self.write() as s:
             res = s.execute(
                 update(Job)
@@ -294,6 +297,7 @@ class Store:
                     progress=0.0,
                     message="starting",
                     wait_code=None,
+                    lease_s=lease_s,
                     error=None,
                     pid=None,
                     # The log lives in the home of the daemon that runs the job (on another

@@ -74,11 +74,14 @@ def model_host_for(path: str | os.PathLike) -> str | None:
 
 def machine_facts_for_row() -> dict[str, Any]:
     from mlxd.daemon.admission import memory_budget_bytes
+    from mlxd.daemon.settings import lease_timeout_s
     from mlxd.hub.environment import environment
     from mlxd.system.sysinfo import machine_facts
 
     facts = machine_facts()
     facts["memory_budget_bytes"] = memory_budget_bytes()
+    # This daemon's lease: others judge its machine row by it, not by their own setting.
+    facts["lease_s"] = lease_timeout_s()
     # The hub environment this daemon's pulls and pushes use (token presence only, never
     # the token): a CLI with another HF_ENDPOINT or token says so at submit.
     facts["hub"] = environment().to_dict()
@@ -116,8 +119,16 @@ def live_machines(machines, lease_s: float, now: datetime | None = None) -> list
     return [
         m
         for m in machines
-        if m.stopped_at is None and (now - _aware(m.heartbeat_at)).total_seconds() < lease_s
+        if m.stopped_at is None
+        and (now - _aware(m.heartbeat_at)).total_seconds()
+        < _promised(getattr(m, "facts", None), lease_s)
     ]
+
+
+def _promised(facts: dict[str, Any] | None, lease_s: float) -> float:
+    """The lease a machine row's daemon promised (its facts), else the reader's own."""
+    promised = (facts or {}).get("lease_s")
+    return float(promised) if isinstance(promised, int | float) and promised > 0 else lease_s
 
 
 def host_alive(machines_by_id: dict[str, Any], host: str, lease_s: float) -> bool:
@@ -133,6 +144,9 @@ def job_host_dead(job, machines_by_id: dict[str, Any], lease_s: float, heartbeat
     runner renews a job's lease every ``min(heartbeat_s, lease_s / 3)`` (runner.py
     ``job_heartbeat_s``): three missed beats, or the lease, whichever is longer."""
     beat = job.heartbeat_at or job.started_at
+    # Judged by the lease its holder promised: a CLI with a longer lease than this daemon's
+    # renews less often, and is alive for as long as it said.
+    lease_s = getattr(job, "lease_s", None) or lease_s
     if beat is not None:
         if beat.tzinfo is None:
             beat = beat.replace(tzinfo=UTC)

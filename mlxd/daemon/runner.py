@@ -261,7 +261,12 @@ class Runner:
             return admitted
         try:
             claimed = self._write(
-                lambda: self.store.claim_job(job_id, host=hosts.host_id(), daemon_pid=os.getpid()),
+                lambda: self.store.claim_job(
+                    job_id,
+                    host=hosts.host_id(),
+                    daemon_pid=os.getpid(),
+                    lease_s=settings.lease_timeout_s(),
+                ),
                 f"claim job {job_id}",
             )
             if claimed is None:
