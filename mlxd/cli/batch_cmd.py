@@ -8,8 +8,10 @@ import click
 
 from mlxd.cli.context import BadUsage, UserError, catalog_errors, get_paths, get_reader, get_store
 from mlxd.cli.output import echo_json, human_bytes, render_table, row_dict
+from mlxd.cli.params import spec_default
 from mlxd.cli.sampling_opts import pop_sampling, sampling_options
 from mlxd.cli.submit import foreground_runner, job_options, model_ref, submit
+from mlxd.jobs.batch import Spec as BatchSpec
 
 
 def _run_here(kind: str, spec) -> int:
@@ -53,7 +55,7 @@ def _check_cache_for(ref: str | None, model_id: int | None) -> None:
     "-b",
     "--batch-size",
     type=click.IntRange(min=1),
-    default=8,
+    default=spec_default(BatchSpec, "batch_size"),
     show_default=True,
     help="Sequences decoded together",
 )

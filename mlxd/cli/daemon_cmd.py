@@ -14,20 +14,25 @@ def daemon():
     """Start, stop and inspect the background daemon that runs queued jobs."""
 
 
+def _service_options(fn):
+    """--workers and --digest: what the daemon runs with, started now or at login."""
+    fn = click.option(
+        "--digest",
+        metavar="HH:MM",
+        help="Write the last 24 hours' report to MLXD_HOME/reports/ daily at this local time",
+    )(fn)
+    return click.option(
+        "--workers",
+        type=click.IntRange(1, 16),
+        default=1,
+        show_default=True,
+        help="Jobs run at the same time",
+    )(fn)
+
+
 @daemon.command()
 @click.option("--foreground", is_flag=True, help="Run in this process (for launchd/systemd)")
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 16),
-    default=1,
-    show_default=True,
-    help="Jobs run at the same time",
-)
-@click.option(
-    "--digest",
-    metavar="HH:MM",
-    help="Write the last 24 hours' report to MLXD_HOME/reports/ daily at this local time",
-)
+@_service_options
 @click.option(
     "--host-id", metavar="NAME", help="This daemon's host identity (default: the hostname)"
 )
@@ -124,19 +129,8 @@ def status(fmt: str):
 
 
 @daemon.command()
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 16),
-    default=1,
-    show_default=True,
-    help="Jobs run at the same time",
-)
+@_service_options
 @click.option("--dry-run", is_flag=True, help="Print the service file; change nothing")
-@click.option(
-    "--digest",
-    metavar="HH:MM",
-    help="Write the last 24 hours' report to MLXD_HOME/reports/ daily at this local time",
-)
 def install(workers: int, dry_run: bool, digest: str | None):
     """Start the daemon at login (launchd agent on macOS, systemd user unit on Linux)."""
     from mlxd.daemon import autostart

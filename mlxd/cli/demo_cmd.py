@@ -13,6 +13,7 @@ from collections.abc import Callable
 import click
 
 from mlxd.cli.context import UserError, get_paths, get_store
+from mlxd.cli.params import shows_default
 from mlxd.cli.submit import follow, submit
 
 REAL_QUESTION = "What is the capital of France?"
@@ -37,19 +38,22 @@ REAL_BENCH = (32, 16, 2)
     "-p",
     "--prompt-tokens",
     type=click.IntRange(min=1),
-    help="Prompt tokens per benchmark (default: 128; with --real: 32)",
+    help="Prompt tokens per benchmark",
+    **shows_default(f"{SYNTH_BENCH[0]}; with --real: {REAL_BENCH[0]}"),
 )
 @click.option(
     "-g",
     "--gen-tokens",
     type=click.IntRange(min=1),
-    help="Generated tokens per benchmark (default: 64; with --real: 16)",
+    help="Generated tokens per benchmark",
+    **shows_default(f"{SYNTH_BENCH[1]}; with --real: {REAL_BENCH[1]}"),
 )
 @click.option(
     "-n",
     "--trials",
     type=click.IntRange(min=1),
-    help="Benchmark trials (default: 3; with --real: 2)",
+    help="Benchmark trials",
+    **shows_default(f"{SYNTH_BENCH[2]}; with --real: {REAL_BENCH[2]}"),
 )
 @click.option(
     "--answer-tokens",

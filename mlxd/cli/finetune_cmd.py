@@ -9,9 +9,13 @@ from __future__ import annotations
 import click
 
 from mlxd.cli.context import BadUsage, UserError, catalog_errors, get_reader, get_store
+from mlxd.cli.groups import DefaultGroup
 from mlxd.cli.output import echo_json, emit, human_bytes, output_options, render_table, when
 from mlxd.cli.output import sig as significant
+from mlxd.cli.params import shown_default, shows_default
 from mlxd.cli.submit import follow, job_options
+from mlxd.jobs.finetune import DEFAULT_NUM_LAYERS
+from mlxd.jobs.finetune import Spec as FinetuneSpec
 from mlxd.vocab.choices import FINE_TUNE_TYPES, OPTIMIZERS
 
 SCHEDULES = {
@@ -21,14 +25,13 @@ SCHEDULES = {
 }
 
 
-class _FinetuneGroup(click.Group):
-    def parse_args(self, ctx, args):
-        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
-            args = ["run", *args]
-        return super().parse_args(ctx, args)
+def _shown(name: str) -> dict:
+    """Help states the fine-tune default its Spec writes; the option stays None (a --config
+    or --resume shows through unless the option is given)."""
+    return shows_default(shown_default(FinetuneSpec, name))
 
 
-@click.group(cls=_FinetuneGroup)
+@click.group(cls=DefaultGroup)
 def finetune():
     """Fine-tune a model (LoRA, DoRA, full; QLoRA on a quantized base) into an adapter.
 
@@ -43,24 +46,38 @@ def finetune():
 @finetune.command("run")
 @click.argument("ref", required=False)
 @click.option("--data", help="Folder with train.jsonl (valid/test.jsonl), or a .jsonl/.json file")
-@click.option("--type", "types", help="lora, dora or full (comma list: a grid)  [default: lora]")
-@click.option("--iters", help="Training iterations (comma list: a grid)  [default: 1000]")
-@click.option("--batch-size", type=click.IntRange(min=1), help="[default: 4]")
-@click.option("--learning-rate", help="Learning rate (comma list: a grid)  [default: 1e-5]")
+@click.option(
+    "--type",
+    "types",
+    help="lora, dora or full (comma list: a grid)",
+    **_shown("fine_tune_type"),
+)
+@click.option("--iters", help="Training iterations (comma list: a grid)", **_shown("iters"))
+@click.option("--batch-size", type=click.IntRange(min=1), **_shown("batch_size"))
+@click.option(
+    "--learning-rate",
+    help="Learning rate (comma list: a grid)",
+    **_shown("learning_rate"),
+)
 @click.option(
     "--num-layers",
     "--lora-layers",
     "num_layers",
-    help="Fine-tune the last N blocks, -1 all (comma list: a grid)  [default: 16]",
+    help="Fine-tune the last N blocks, -1 all (comma list: a grid)",
+    **shows_default(f"{DEFAULT_NUM_LAYERS}, or all layers of a smaller model"),
 )
-@click.option("--rank", help="LoRA rank (comma list: a grid)  [default: 8]")
-@click.option("--scale", type=float, help="LoRA scale  [default: 20]")
-@click.option("--dropout", type=float, help="LoRA dropout  [default: 0]")
-@click.option("--max-seq-length", type=click.IntRange(min=2), help="[default: 2048]")
+@click.option("--rank", help="LoRA rank (comma list: a grid)", **_shown("rank"))
+@click.option("--scale", type=float, help="LoRA scale", **_shown("scale"))
+@click.option("--dropout", type=float, help="LoRA dropout", **_shown("dropout"))
+@click.option("--max-seq-length", type=click.IntRange(min=2), **_shown("max_seq_length"))
 @click.option("--mask-prompt", is_flag=True, default=None, help="Train on completions only")
 @click.option("--grad-checkpoint", is_flag=True, default=None, help="Trade compute for memory")
-@click.option("--grad-accumulation-steps", type=click.IntRange(min=1), help="[default: 1]")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), help="[default: adam]")
+@click.option(
+    "--grad-accumulation-steps",
+    type=click.IntRange(min=1),
+    **_shown("grad_accumulation_steps"),
+)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), **_shown("optimizer"))
 @click.option(
     "--lr-schedule",
     type=click.Choice(sorted(SCHEDULES)),
@@ -69,15 +86,28 @@ def finetune():
 @click.option(
     "--warmup", type=click.IntRange(min=0), help="Linear warm-up steps (with --lr-schedule)"
 )
-@click.option("--steps-per-report", type=click.IntRange(min=1), help="[default: 10]")
-@click.option("--steps-per-eval", type=click.IntRange(min=1), help="[default: 200]")
-@click.option("--val-batches", type=int, help="Validation batches, -1 all  [default: 25]")
-@click.option("--test-batches", type=int, help="Test batches, -1 all  [default: 500]")
+@click.option("--steps-per-report", type=click.IntRange(min=1), **_shown("steps_per_report"))
+@click.option("--steps-per-eval", type=click.IntRange(min=1), **_shown("steps_per_eval"))
 @click.option(
-    "--save-every", type=click.IntRange(min=0), help="Checkpoint every N iterations  [default: 100]"
+    "--val-batches",
+    type=int,
+    help="Validation batches, -1 all",
+    **_shown("val_batches"),
 )
-@click.option("--seed", type=int, help="[default: 0]")
-@click.option("--valid-fraction", type=float, help="Held out of a single data file  [default: 0.1]")
+@click.option("--test-batches", type=int, help="Test batches, -1 all", **_shown("test_batches"))
+@click.option(
+    "--save-every",
+    type=click.IntRange(min=0),
+    help="Checkpoint every N iterations",
+    **_shown("save_every"),
+)
+@click.option("--seed", type=int, **_shown("seed"))
+@click.option(
+    "--valid-fraction",
+    type=float,
+    help="Held out of a single data file",
+    **_shown("valid_fraction"),
+)
 @click.option("--config", "config_file", metavar="FILE.yaml", help="An mlx_lm.lora YAML config")
 @click.option("--resume", metavar="ADAPTER", help="Continue this adapter from its last checkpoint")
 @click.option(

@@ -16,8 +16,9 @@ from mlxd.cli.output import (
     sig,
     when,
 )
-from mlxd.cli.params import SEED
+from mlxd.cli.params import SEED, spec_default
 from mlxd.cli.submit import job_options, submit
+from mlxd.jobs.synth import Spec as SynthSpec
 from mlxd.vocab.choices import model_quant_label
 
 
@@ -71,11 +72,16 @@ def add(path: str, name: str | None):
 
 @models.command()
 @click.argument("name")
-@click.option("--arch", type=click.Choice(["llama", "qwen2"]), default="llama", show_default=True)
+@click.option(
+    "--arch",
+    type=click.Choice(["llama", "qwen2"]),
+    default=spec_default(SynthSpec, "arch"),
+    show_default=True,
+)
 @click.option(
     "--size",
     type=click.Choice(["tiny", "small", "base"]),
-    default="tiny",
+    default=spec_default(SynthSpec, "size"),
     show_default=True,
     help="tiny ~1M, small ~10M, base ~100M parameters",
 )
@@ -84,7 +90,7 @@ def add(path: str, name: str | None):
     type=click.Path(exists=True, dir_okay=False),
     help="Copy the shape of this config.json",
 )
-@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=spec_default(SynthSpec, "seed"), show_default=True)
 @catalog_errors
 def synth(name: str, arch: str, size: str, like: str | None, seed: int):
     """Make a real-architecture model with random weights, offline (no daemon)."""

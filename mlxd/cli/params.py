@@ -6,8 +6,10 @@ Wherever a command takes several values, a comma list and a repeated flag mean t
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import click
 
@@ -45,8 +47,9 @@ def list_option(*decls: str, **kwargs) -> Callable:
     """A ``multiple=True`` option whose values may also be comma lists (strings)."""
     choices: Sequence[str] | None = kwargs.pop("choices", None)
     default = kwargs.pop("default", None)
-    if default is not None and not isinstance(default, list | tuple):
-        default = (str(default),)
+    if default is not None:  # one comma list, shown as typed: [default: 1,4]
+        values = default if isinstance(default, list | tuple) else [default]
+        default = (",".join(str(v) for v in values),)
 
     def callback(ctx, param, value):
         items = split_values(value)
@@ -61,6 +64,46 @@ def list_option(*decls: str, **kwargs) -> Callable:
     if choices is not None and "metavar" not in kwargs:
         kwargs["metavar"] = "[" + "|".join(choices) + "],..."
     return click.option(*decls, multiple=True, default=default, callback=callback, **kwargs)
+
+
+def spec_default(spec: type, name: str) -> Any:
+    """The default of field ``name`` of a job kind's ``Spec`` (or any dataclass): the one
+    place a default is written. An option takes it as ``default=`` (with ``show_default``),
+    or, when the option stays None so that a preset or a config shows through, as
+    ``show_default=shown_default(Spec, name)``."""
+    for f in dataclasses.fields(spec):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            break
+    raise LookupError(f"{spec.__qualname__}.{name} has no default")
+
+
+def shown_default(spec: type, name: str) -> str:
+    """``spec_default`` as help shows it: ``1e-05``, a list as ``1,4``."""
+    value = spec_default(spec, name)
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
+class _TextDefault(click.Option):
+    """Shows a text ``show_default`` as ``[default: 8]`` (Click writes ``(8)``)."""
+
+    def get_help_extra(self, ctx):
+        extra = super().get_help_extra(ctx)
+        if isinstance(self.show_default, str):
+            extra["default"] = self.show_default
+        return extra
+
+
+def shows_default(text: str) -> dict[str, Any]:
+    """Option keywords for an option whose value stays None when not given (a preset, a
+    --config or --resume shows through) but whose help states the default that then applies:
+    ``click.option("--rank", **shows_default(shown_default(Spec, "rank")))``."""
+    return {"cls": _TextDefault, "show_default": text}
 
 
 def renamed_option(old: str, new: str, dest: str, **kwargs) -> Callable:

@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 
 from mlxd.cli.context import BadUsage, catalog_errors
 from mlxd.cli.output import sig
 from mlxd.cli.params import renamed_option
 from mlxd.cli.submit import catalog_model, job_options, model_ref, submit, usable_adapter
+
+
+def text_options(prefix: str = "") -> Callable:
+    """--text FILE and --text-tokens N (once --max-tokens): the text a quality job scores;
+    ``prefix`` names the part of a larger command they belong to ("Quality: ")."""
+
+    def say(text: str) -> str:
+        return f"{prefix}{text[0].lower()}{text[1:]}" if prefix else text
+
+    def decorate(fn: Callable) -> Callable:
+        fn = renamed_option(
+            "--max-tokens", "--text-tokens", "text_tokens", type=click.IntRange(min=2)
+        )(fn)
+        fn = click.option(
+            "--text-tokens",
+            type=click.IntRange(min=2),
+            metavar="N",
+            help=say("Read at most N tokens of the text (N - 1 are scored)"),
+        )(fn)
+        return click.option(
+            "--text",
+            metavar="FILE",
+            help=say("Score this text file (default: the text that ships with mlxd)"),
+        )(fn)
+
+    return decorate
 
 
 @click.command()
@@ -17,19 +45,7 @@ from mlxd.cli.submit import catalog_model, job_options, model_ref, submit, usabl
     metavar="REF",
     help="Compare with this model (default: the nearest unquantized ancestor)",
 )
-@click.option(
-    "--text",
-    "text",
-    metavar="FILE",
-    help="Score this text file (default: the text that ships with mlxd)",
-)
-@click.option(
-    "--text-tokens",
-    type=click.IntRange(min=2),
-    metavar="N",
-    help="Read at most N tokens of the text (N - 1 are scored)",
-)
-@renamed_option("--max-tokens", "--text-tokens", "text_tokens", type=click.IntRange(min=2))
+@text_options()
 @click.option(
     "--adapter",
     metavar="ADAPTER",

@@ -6,21 +6,13 @@ from __future__ import annotations
 import click
 
 from mlxd.cli.context import catalog_errors, get_reader
+from mlxd.cli.groups import DefaultGroup
 from mlxd.cli.output import emit, empty_text, output_options, sig, when
 from mlxd.cli.params import list_option
 from mlxd.cli.quality_cmd import quality as run_quality
 
 
-class _QualityGroup(click.Group):
-    """A first argument that is not a subcommand is the model to score."""
-
-    def parse_args(self, ctx, args):
-        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
-            args = ["run", *args]
-        return super().parse_args(ctx, args)
-
-
-@click.group(cls=_QualityGroup)
+@click.group(cls=DefaultGroup)
 def quality():
     """Perplexity, KL divergence and top-1 agreement against a base model.
 

@@ -6,8 +6,12 @@ from collections.abc import Callable
 
 import click
 
-from mlxd.cli.params import SEED
-from mlxd.vocab.sampling import PRESETS, presets_help
+from mlxd.cli.params import SEED, shown_default, shows_default
+from mlxd.vocab.sampling import PRESETS, Sampling, presets_help
+
+
+def _shown(name: str) -> dict:
+    return shows_default(shown_default(Sampling, name))
 
 
 def sampling_options(fn: Callable) -> Callable:
@@ -23,15 +27,22 @@ def sampling_options(fn: Callable) -> Callable:
             help=f"Sampling preset: {presets_help()}. Explicit options override it",
         ),
         click.option(
-            "--max-tokens", type=click.IntRange(min=1), help="Most tokens to generate (default 256)"
+            "--max-tokens",
+            type=click.IntRange(min=1),
+            help="Most tokens to generate",
+            **_shown("max_tokens"),
         ),
         click.option(
-            "--temp", type=click.FloatRange(min=0), help="Temperature; 0 is greedy (default 0)"
+            "--temp",
+            type=click.FloatRange(min=0),
+            help="Temperature; 0 is greedy",
+            **_shown("temp"),
         ),
         click.option(
             "--top-p",
             type=click.FloatRange(0, 1, min_open=True),
-            help="Nucleus sampling (default 1: off)",
+            help="Nucleus sampling (1: off)",
+            **_shown("top_p"),
         ),
         click.option(
             "--min-p",

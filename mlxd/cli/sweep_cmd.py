@@ -11,9 +11,11 @@ from __future__ import annotations
 import click
 
 from mlxd.cli.context import UserError, catalog_errors, get_paths, get_reader, get_store
+from mlxd.cli.groups import DefaultGroup
 from mlxd.cli.output import echo_json, emit, output_options, render_table, when
 from mlxd.cli.output import sig as significant
-from mlxd.cli.params import int_list, list_option, renamed_option
+from mlxd.cli.params import int_list, list_option, spec_default
+from mlxd.cli.quality_cmd import text_options
 from mlxd.cli.submit import (
     check_timeout,
     daemon_running,
@@ -23,19 +25,18 @@ from mlxd.cli.submit import (
     note_no_daemon,
     queue,
 )
+from mlxd.jobs.sweeps import SweepRequest
 from mlxd.vocab.choices import DTYPES, QUANT_MODES, QUANT_RECIPES
 
 MICROSCALING_MODES = tuple(m for m in QUANT_MODES if m != "affine")
 
 
-class _SweepGroup(click.Group):
-    def parse_args(self, ctx, args):
-        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
-            args = ["run", *args]
-        return super().parse_args(ctx, args)
+def _sweep(name: str) -> dict:
+    """A sweep option's default, from the SweepRequest it fills, shown in help."""
+    return {"default": spec_default(SweepRequest, name), "show_default": True}
 
 
-@click.group(cls=_SweepGroup)
+@click.group(cls=DefaultGroup)
 def sweep():
     """Quantize a model many ways, then benchmark and score every variant.
 
@@ -47,8 +48,8 @@ def sweep():
 
 @sweep.command("run")
 @click.argument("ref")
-@list_option("--bits", default="4", show_default=True, help="Bit widths, e.g. 3,4,6,8")
-@list_option("--group-size", default="64", show_default=True, help="Group sizes, e.g. 32,64")
+@list_option("--bits", **_sweep("bits"), help="Bit widths, e.g. 3,4,6,8")
+@list_option("--group-size", **_sweep("group_sizes"), help="Group sizes, e.g. 32,64")
 @list_option(
     "--recipe",
     "recipes",
@@ -66,18 +67,11 @@ def sweep():
     type=click.Choice(DTYPES),
     help="dtype of scales and unquantized layers (default: float32 on CPU)",
 )
-@click.option("-p", "--prompt-tokens", type=click.IntRange(min=1), default=512, show_default=True)
-@click.option("-g", "--gen-tokens", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("-n", "--trials", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
-@click.option(
-    "--text-tokens",
-    type=click.IntRange(min=2),
-    metavar="N",
-    help="Quality: score at most N tokens of the text",
-)
-@renamed_option("--max-tokens", "--text-tokens", "text_tokens", type=click.IntRange(min=2))
-@click.option("--text", metavar="FILE", help="Quality: score this text (default: mlxd's own)")
+@click.option("-p", "--prompt-tokens", type=click.IntRange(min=1), **_sweep("prompt_tokens"))
+@click.option("-g", "--gen-tokens", type=click.IntRange(min=1), **_sweep("gen_tokens"))
+@click.option("-n", "--trials", type=click.IntRange(min=1), **_sweep("trials"))
+@click.option("--warmup", type=click.IntRange(min=0), **_sweep("warmup"))
+@text_options("Quality: ")
 @job_options
 @catalog_errors
 def run(

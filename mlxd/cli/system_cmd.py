@@ -6,6 +6,8 @@ import click
 
 from mlxd.cli.context import UserError, catalog_errors, get_paths
 from mlxd.cli.output import echo_facts, echo_json, human_bytes, output_options, row_dict, when
+from mlxd.cli.params import spec_default
+from mlxd.jobs.probe import Spec as ProbeSpec
 
 
 @click.group()
@@ -23,7 +25,7 @@ def system():
 @click.option(
     "--repeats",
     type=click.IntRange(min=1),
-    default=10,
+    default=spec_default(ProbeSpec, "repeats"),
     show_default=True,
     help="Timed runs; the best one counts",
 )

@@ -9,7 +9,7 @@ import click
 
 from mlxd.cli.context import BadUsage, catalog_errors
 from mlxd.cli.hub_cmd import model_ref_or_pull
-from mlxd.cli.params import SEED, int_list, list_option
+from mlxd.cli.params import SEED, int_list, list_option, shown_default, shows_default, spec_default
 from mlxd.cli.submit import (
     catalog_model,
     check_context,
@@ -20,12 +20,14 @@ from mlxd.cli.submit import (
     submit,
     usable_adapter,
 )
+from mlxd.jobs import bench as bench_kind
+from mlxd.jobs import bench_pair, bench_sharded, serve_bench
+from mlxd.jobs import quantize as quantize_kind
 from mlxd.jobs.quantize import check_explicit_choices
 from mlxd.vocab.choices import (
     BITS,
     DEFAULT_BITS,
     DEFAULT_GROUP_SIZE,
-    DEFAULT_PREFILL_STEP_SIZE,
     DTYPES,
     GROUP_SIZES,
     QUANT_MODES,
@@ -62,14 +64,23 @@ def convert(ref, dtype, name, wait, after, priority, timeout_s, pool):
 @click.option(
     "--bits",
     type=click.Choice([str(b) for b in BITS]),
-    help=f"Bits per weight (default {DEFAULT_BITS}; fixed by --mode other than affine)",
+    help="Bits per weight",
+    **shows_default(
+        f"{shown_default(quantize_kind.Spec, 'bits')}; fixed by --mode other than affine"
+    ),
 )
 @click.option(
     "--group-size",
     type=click.Choice([str(g) for g in GROUP_SIZES]),
-    help=f"Weights per scale (default {DEFAULT_GROUP_SIZE}; fixed by --mode)",
+    help="Weights per scale",
+    **shows_default(f"{shown_default(quantize_kind.Spec, 'group_size')}; fixed by --mode"),
 )
-@click.option("--mode", type=click.Choice(list(QUANT_MODES)), default="affine", show_default=True)
+@click.option(
+    "--mode",
+    type=click.Choice(list(QUANT_MODES)),
+    default=spec_default(quantize_kind.Spec, "mode"),
+    show_default=True,
+)
 @click.option(
     "--recipe",
     type=click.Choice(QUANT_RECIPES),
@@ -111,33 +122,25 @@ def quantize(
     )  # fmt: skip
 
 
+def _bench(name: str, spec: type = bench_kind.Spec) -> dict:
+    """A bench option's default, from the bench kind's Spec (or a variant's), shown in help."""
+    return {"default": spec_default(spec, name), "show_default": True}
+
+
 @click.command()
 @click.argument("refs", nargs=-1, required=True, metavar="REF...")
 @list_option(
-    "-p", "--prompt-tokens", default="512", show_default=True, help="Prompt length(s), e.g. 128,512"
+    "-p", "--prompt-tokens", **_bench("prompt_tokens"), help="Prompt length(s), e.g. 128,512"
 )
-@list_option(
-    "-g", "--gen-tokens", default="128", show_default=True, help="Tokens to generate, e.g. 64,128"
-)
-@click.option("-n", "--trials", type=click.IntRange(min=1), default=3, show_default=True)
+@list_option("-g", "--gen-tokens", **_bench("gen_tokens"), help="Tokens to generate, e.g. 64,128")
+@click.option("-n", "--trials", type=click.IntRange(min=1), **_bench("trials"))
 @click.option(
-    "--warmup",
-    type=click.IntRange(min=0),
-    default=1,
-    show_default=True,
-    help="Unrecorded runs first",
+    "--warmup", type=click.IntRange(min=0), **_bench("warmup"), help="Unrecorded runs first"
 )
-@list_option("-b", "--batch-size", default="1", show_default=True, help="Batch size(s), e.g. 1,4")
-@list_option(
-    "--depth", default="0", show_default=True, help="Tokens already in the KV cache, e.g. 0,4096"
-)
+@list_option("-b", "--batch-size", **_bench("batch_size"), help="Batch size(s), e.g. 1,4")
+@list_option("--depth", **_bench("depth"), help="Tokens already in the KV cache, e.g. 0,4096")
 @list_option("--kv-bits", help="Quantized KV cache bits, e.g. 4,8")
-@list_option(
-    "--prefill-step-size",
-    default=str(DEFAULT_PREFILL_STEP_SIZE),
-    show_default=True,
-    help="Prefill chunk size(s)",
-)
+@list_option("--prefill-step-size", **_bench("prefill_step_size"), help="Prefill chunk size(s)")
 @list_option("--max-kv-size", help="Rotating KV cache size(s), e.g. 256,1024")
 @click.option(
     "-pg",
@@ -146,21 +149,18 @@ def quantize(
     metavar="P,G",
     help="Also a prompt+generation point (llama-bench's -pg), e.g. 512,128; repeatable",
 )
-@click.option(
-    "--seed", type=SEED, default=0, show_default=True, help="Seed of the random prompt tokens"
-)
+@click.option("--seed", type=SEED, **_bench("seed"), help="Seed of the random prompt tokens")
 @click.option(
     "--delay",
     "delay_s",
     type=click.FloatRange(min=0),
-    default=0.0,
+    default=spec_default(bench_kind.Spec, "delay_s"),
     help="Seconds between trials (cool-down)",
 )
 @click.option(
     "--noise-threshold",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.05,
-    show_default=True,
+    **_bench("noise_threshold"),
     help="Flag a run noisy when a metric's std/mean exceeds this",
 )
 @click.option(
@@ -168,15 +168,13 @@ def quantize(
 )
 @list_option(
     "--concurrency",
-    default="1,4",
-    show_default=True,
+    **_bench("concurrency", serve_bench.Spec),
     help="With --serve: simultaneous clients, e.g. 1,4,16",
 )
 @click.option(
     "--requests",
     type=click.IntRange(min=1),
-    default=16,
-    show_default=True,
+    **_bench("requests", serve_bench.Spec),
     help="With --serve: requests per concurrency",
 )
 @click.option(
@@ -187,8 +185,7 @@ def quantize(
 @click.option(
     "--num-draft-tokens",
     type=click.IntRange(1, 16),
-    default=2,
-    show_default=True,
+    **_bench("num_draft_tokens", bench_pair.Spec),
     help="With --draft-model: tokens drafted per step",
 )
 @click.option(
@@ -213,8 +210,7 @@ def quantize(
     "--backend",
     "dist_backend",
     type=click.Choice(["ring", "mpi", "jaccl"]),
-    default="ring",
-    show_default=True,
+    **_bench("backend", bench_sharded.Spec),
     help="mlx.distributed backend with --ranks",
 )
 @job_options

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from mlxd.config import Paths
 from mlxd.daemon import control, hosts, reasons
 from mlxd.scheduling.admission import free_bytes
-from mlxd.scheduling.gate import prerequisite_gate
 from mlxd.scheduling.placement import DEFAULT_POOL, host_pool, serve_advice, unserved
 from mlxd.vocab import settings
 
@@ -238,8 +237,7 @@ def check_daemon(paths: Paths) -> Finding:
 def check_jobs(paths: Paths, store, daemon_running: bool) -> list[Finding]:
     from mlxd.catalog.models import utcnow
     from mlxd.daemon.liveness import process_alive
-    from mlxd.daemon.queue import pending_job_ids
-    from mlxd.daemon.recovery import reconcile_queue
+    from mlxd.daemon.recovery import reconcile_queue, unqueued_jobs
 
     out = []
     now = utcnow()
@@ -281,19 +279,11 @@ def check_jobs(paths: Paths, store, daemon_running: bool) -> list[Finding]:
 
     # Every pool's queue, not only the default one: a job in pool 'gpu' is in huey's 'gpu'.
     queued = store.list_jobs(["queued"])
-    pending: dict[str, set[int]] = {}
     try:
-        for pool in sorted({j.pool for j in queued} | {DEFAULT_POOL}):
-            pending[pool] = pending_job_ids(paths, pool)
+        missing = [j.id for j in unqueued_jobs(store, paths, grace_s=0.0)]
     except Exception as e:  # noqa: BLE001  a corrupt queue is reported by its own check
-        pending = None
         out.append(Finding("queued jobs", False, f"the queue cannot be read ({e})"))
-    if pending is not None:
-        missing = [
-            j.id
-            for j in queued
-            if j.id not in pending[j.pool] and prerequisite_gate(store, j) == "go"
-        ]
+    else:
         if missing:
             out.append(
                 Finding(

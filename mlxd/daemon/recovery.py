@@ -25,7 +25,7 @@ from mlxd.daemon.liveness import kill_our_child, process_alive
 from mlxd.daemon.runner import COMMIT_MARKER, HEARTBEAT_S, commit_result, read_commit_marker
 from mlxd.jobs import load_kind
 from mlxd.scheduling.gate import fail_dependents, prerequisite_gate
-from mlxd.scheduling.queue import enqueue
+from mlxd.scheduling.queue import wake
 from mlxd.vocab import settings
 
 log = logging.getLogger("mlxd.recovery")
@@ -84,7 +84,7 @@ def recover_orphaned_jobs(
         elif store.requeue_after_interruption(
             job, f"the daemon stopped during this job ({deaths}x); queued again"
         ):
-            enqueue(paths, job.id, priority=job.priority, pool=job.pool)
+            wake(paths, job)
             log.info("job %s was running when its daemon stopped; queued again", job.id)
     return keep_partial
 
@@ -123,7 +123,7 @@ def _take_back(store: Store, paths: Paths, job) -> None:
         return
     msg = f"host {job.host} stopped during this job ({deaths}x); queued again"
     if store.take_back(job, msg):
-        enqueue(paths, job.id, priority=job.priority, pool=job.pool)
+        wake(paths, job)
         log.warning("job %s: its host %s stopped beating; queued again", job.id, job.host)
 
 
@@ -191,18 +191,19 @@ def _adopt(store: Store, paths: Paths, job, folder: Path, result) -> bool:
     (folder / COMMIT_MARKER).unlink(missing_ok=True)
     log.info("job %s: adopted %s (its result was on disk; the commit was lost)", job.id, folder)
     for dep in store.dependents(job.id):
-        enqueue(paths, dep.id, priority=dep.priority, pool=dep.pool)
+        wake(paths, dep)
     return True
 
 
-def reconcile_queue(store: Store, paths: Paths, grace_s: float) -> list[int]:
-    """Enqueue queued rows that huey does not hold (a lost or failed enqueue, or a job
-    waiting for memory that asks again); the ids of the lost ones."""
+def unqueued_jobs(store: Store, paths: Paths, grace_s: float) -> list:
+    """Queued rows, submitted over ``grace_s`` ago and free to run, that huey does not hold in
+    their pool's queue: a lost or failed enqueue, or a job waiting for memory that asks again
+    (raises what the queue raises when it cannot be read)."""
     from mlxd.catalog.models import utcnow
 
     pending: dict[str, set[int]] = {}
     now = utcnow()
-    enqueued = []
+    out = []
     for job in store.list_jobs(["queued"]):
         if job.pool not in pending:
             pending[job.pool] = queue.pending_job_ids(paths, job.pool)
@@ -213,9 +214,16 @@ def reconcile_queue(store: Store, paths: Paths, grace_s: float) -> list[int]:
             submitted = submitted.replace(tzinfo=now.tzinfo)
         if grace_s and (now - submitted).total_seconds() < grace_s:
             continue  # its CLI may be enqueueing it right now
-        if prerequisite_gate(store, job) != "go":
-            continue
-        enqueue(paths, job.id, priority=job.priority, pool=job.pool)
+        if prerequisite_gate(store, job) == "go":
+            out.append(job)
+    return out
+
+
+def reconcile_queue(store: Store, paths: Paths, grace_s: float) -> list[int]:
+    """Enqueue the :func:`unqueued_jobs`; the ids of the lost ones (not those waiting)."""
+    enqueued = []
+    for job in unqueued_jobs(store, paths, grace_s):
+        wake(paths, job)
         if not job.wait_code:  # a job waiting for room comes back by design
             enqueued.append(job.id)
     return enqueued

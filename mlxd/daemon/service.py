@@ -33,7 +33,7 @@ from mlxd.daemon.recovery import recover
 from mlxd.daemon.retry import GaveUp, short_error, transient
 from mlxd.daemon.runner import INTERNAL_ERROR, Runner
 from mlxd.scheduling.gate import fail_dependents
-from mlxd.scheduling.queue import enqueue, set_handler
+from mlxd.scheduling.queue import set_handler, wake
 from mlxd.system.permissions import apply_umask, share_files
 from mlxd.vocab import settings
 
@@ -306,8 +306,7 @@ def _leave(store: Store, paths: Paths, lock) -> None:
 
 
 def _enqueue_job(paths: Paths, store: Store, job_id: int) -> None:
-    job = store.get_job(job_id)
-    enqueue(paths, job_id, priority=job.priority, pool=job.pool)
+    wake(paths, store.get_job(job_id))
 
 
 def _setup_logging(paths: Paths) -> None:

@@ -16,6 +16,8 @@ from mlxd.jobs.base import (
 from mlxd.jobs.convert import _parent_synthetic
 from mlxd.vocab.choices import (
     BITS,
+    DEFAULT_BITS,
+    DEFAULT_GROUP_SIZE,
     DTYPES,
     GROUP_SIZES,
     QUANT_MODES,
@@ -46,8 +48,8 @@ def check_explicit_choices(
 
 @dataclass
 class Spec(ModelRefSpec):
-    bits: int = 4
-    group_size: int = 64
+    bits: int = DEFAULT_BITS
+    group_size: int = DEFAULT_GROUP_SIZE
     mode: str = "affine"
     recipe: str | None = None
     dtype: str | None = None  # of scales and unquantized layers; None: backend default

@@ -123,3 +123,8 @@ def enqueue(paths: Paths, job_id: int, priority: int = 0, pool: str | None = Non
     """Wake a daemon of ``pool`` for job ``job_id`` (its row is already in the catalog)."""
     huey = huey_for(paths, pool or DEFAULT_POOL)
     huey.enqueue(huey.run_job.s(job_id, priority=priority))
+
+
+def wake(paths: Paths, job) -> None:
+    """Enqueue a job row as it reads (its pool and priority): a daemon of its pool wakes."""
+    enqueue(paths, job.id, priority=job.priority, pool=job.pool)
