@@ -1,6 +1,6 @@
 """Status, start and stop of a home's daemon, as the CLI needs them.
 
-Only stdlib and psutil: ``mlxd daemon status`` and every submit import this module, and
+Only stdlib, and psutil when a daemon runs: ``mlxd daemon status`` and every submit import this module, and
 must not pay for huey's consumer, the Runner or sqlmodel.
 """
 
@@ -13,8 +13,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-
-import psutil
 
 from mlxd.config import Paths
 from mlxd.vocab import settings
@@ -53,6 +51,8 @@ def status(paths: Paths) -> DaemonStatus:
                 fcntl.flock(f, fcntl.LOCK_UN)
     pid = started = None
     if running:
+        import psutil  # only with a daemon to ask about: `jobs list` without one stays quick
+
         try:
             pid = int(paths.pidfile.read_text().split()[0])
             started = psutil.Process(pid).create_time()
@@ -101,6 +101,8 @@ def stop(paths: Paths, timeout_s: float = 30.0) -> int | None:
     st = status(paths)
     if not st.running or st.pid is None:
         return None
+    import psutil
+
     os.kill(st.pid, signal.SIGTERM)
     try:
         psutil.Process(st.pid).wait(timeout_s)
