@@ -1,0 +1,1 @@
+"""The team server (`mlxd serve`): dashboard, JSON API, metrics, tokens and roles."""
