@@ -74,6 +74,11 @@ class Model(SQLModel, table=True):
     quant_group_size: int | None = None
     quant_mode: str | None = None
     quant_recipe: str | None = None
+    # How the weights were quantized (migration 0015): rtn, awq, gptq, dwq or dynamic (None on
+    # older rows means rtn), and that method's options with its calibration data (sha256,
+    # tokens, samples, length).
+    quant_method: str | None = None
+    quant_options: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     bits_per_weight: float | None = None
     synthetic: bool = False  # random weights: speed figures are real, text is not
     parent_id: int | None = Field(default=None, foreign_key="model.id", index=True)

@@ -121,11 +121,14 @@ def _columns(d: Dialect) -> list[tuple[str, str]]:
 # mlxd.vocab.choices.quant_label in SQL ("mixed_3_6-g64", "mxfp4", "4bit-g64"), else the dtype
 # of an unquantized model; tests/test_vocab.py checks every choice through both.
 QUANT_LABEL = (
+    "case when m.quant_method = 'dynamic' then 'dynamic' || coalesce('-' || "
+    "cast(round(cast(m.bits_per_weight as numeric), 1) as text) || 'bpw', '') "
+    "else coalesce(case when m.quant_method != 'rtn' then m.quant_method || '-' end, '') || "
     "coalesce(m.quant_recipe || coalesce('-g' || m.quant_group_size, ''), "
     "case when m.quant_mode != 'affine' then m.quant_mode end, "
     "case when m.quant_bits is not null "
     "then m.quant_bits || 'bit' || coalesce('-g' || m.quant_group_size, '') end, "
-    "m.dtype)"
+    "m.dtype) end"
 )
 # Batched runs report tok/s summed over the batch, but each decoding step reads the weights
 # once for the whole batch: bytes read per second = weights x (tok/s / batch).
@@ -582,14 +585,30 @@ class Reader:
     # -- what a sweep reuses (jobs/sweeps.py) -----------------------------------------------
 
     def quantized_children(
-        self, parent_id: int, *, mode: str, group_size: int, bits: int, recipe: str | None
+        self,
+        parent_id: int,
+        *,
+        mode: str,
+        group_size: int,
+        bits: int,
+        recipe: str | None,
+        method: str = "rtn",
     ) -> Rows:
-        """Models quantized from ``parent_id`` with this mode, group size and recipe/bits."""
+        """Models quantized from ``parent_id`` with this mode, group size, recipe/bits and
+        method (rtn: also rows older than the methods, whose method is null). Dynamic bit
+        allocation mixes widths: its rows have no bits to match."""
         sql = "select * from model where parent_id = ? and quant_mode = ? and quant_group_size = ?"
         params: list[Any] = [parent_id, mode, group_size]
+        if method == "rtn":
+            sql += " and (quant_method is null or quant_method = 'rtn')"
+        else:
+            sql += " and quant_method = ?"
+            params.append(method)
         if recipe:
             sql += " and quant_recipe = ?"
             params.append(recipe)
+        elif method == "dynamic":
+            sql += " and quant_recipe is null and quant_bits is null"
         else:
             sql += " and quant_recipe is null and quant_bits = ?"
             params.append(bits)
@@ -832,7 +851,8 @@ class Reader:
         return self.rows(
             "model",
             "select id, name, parent_id, dtype, quant_bits, quant_group_size, quant_mode, "
-            "quant_recipe, bits_per_weight, size_bytes, synthetic from model order by id",
+            "quant_recipe, quant_method, bits_per_weight, size_bytes, synthetic from model "
+            "order by id",
         )
 
     def systems(self) -> list[Row]:

@@ -19,7 +19,7 @@ from mlxd.cli.output import (
 from mlxd.cli.params import SEED, spec_default
 from mlxd.cli.submit import job_options, submit
 from mlxd.jobs.synth import Spec as SynthSpec
-from mlxd.vocab.choices import model_quant_label
+from mlxd.vocab.choices import model_quant_label, quant_method_facts
 
 
 @click.group()
@@ -259,6 +259,7 @@ def show(ref: str, fmt: str):
         ("dtype", m.dtype),
         ("quantization", model_quant_label(m) or None),
         ("bits per weight", f"{m.bits_per_weight:.3f}" if m.bits_per_weight else None),
+        *quant_method_facts(m),
         ("tokenizer", _tokenizer(m)),
         ("created", when(m.created_at)),
         ("host", m.host),  # the machine that holds the files (none: the shared volume)

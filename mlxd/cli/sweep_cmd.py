@@ -26,7 +26,7 @@ from mlxd.cli.submit import (
     queue,
 )
 from mlxd.jobs.sweeps import SweepRequest
-from mlxd.vocab.choices import DTYPES, QUANT_MODES, QUANT_RECIPES
+from mlxd.vocab.choices import DTYPES, QUANT_METHODS, QUANT_MODES, QUANT_RECIPES
 
 MICROSCALING_MODES = tuple(m for m in QUANT_MODES if m != "affine")
 
@@ -62,6 +62,19 @@ def sweep():
     choices=MICROSCALING_MODES,
     help="Also microscaling modes, e.g. mxfp4,nvfp4,mxfp8 (comma list or repeated)",
 )
+@list_option(
+    "--method",
+    "methods",
+    choices=QUANT_METHODS,
+    help="Quantization methods, e.g. rtn,awq,gptq,dynamic (default: rtn; comma list or repeated)",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(exists=True),
+    help="Learned methods' calibration text (default: the prose that ships with mlxd)",
+)
+@click.option("--calibration-samples", type=int, help="Learned methods: calibration samples")
+@click.option("--calibration-length", type=int, help="Learned methods: tokens per sample")
 @click.option(
     "--dtype",
     type=click.Choice(DTYPES),
@@ -80,6 +93,10 @@ def run(
     group_size,
     recipes,
     modes,
+    methods,
+    calibration,
+    calibration_samples,
+    calibration_length,
     dtype,
     prompt_tokens,
     gen_tokens,
@@ -108,6 +125,10 @@ def run(
         group_sizes=int_list(group_size, "--group-size"),
         recipes=list(recipes),
         modes=list(modes),
+        methods=list(dict.fromkeys(methods)) or ["rtn"],
+        calibration=calibration,
+        calibration_samples=calibration_samples,
+        calibration_length=calibration_length,
         dtype=dtype,
         prompt_tokens=prompt_tokens,
         gen_tokens=gen_tokens,
@@ -149,6 +170,8 @@ def run(
     reused = [v["variant"] for v in sw.variants if "quantize" in v["reused"]]
     if reused:
         click.echo(f"Reused existing variant(s), not quantized again: {', '.join(reused)}")
+    if plan.skipped:
+        click.echo(f"Skipped (the method cannot make them): {'; '.join(plan.skipped)}")
     echo_notes(notes)
     if not running:
         note_no_daemon("the jobs start")

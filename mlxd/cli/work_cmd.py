@@ -30,6 +30,7 @@ from mlxd.vocab.choices import (
     DEFAULT_GROUP_SIZE,
     DTYPES,
     GROUP_SIZES,
+    QUANT_METHODS,
     QUANT_MODES,
     QUANT_RECIPES,
 )
@@ -92,19 +93,74 @@ def convert(ref, dtype, name, wait, after, priority, timeout_s, pool):
     help="dtype of scales and unquantized layers (default: float32 on CPU)",
 )
 @click.option("--name", help="Name of the new model (default: from the recipe, e.g. REF-4bit-g64)")
+@click.option(
+    "--method",
+    type=click.Choice(QUANT_METHODS),
+    default=spec_default(quantize_kind.Spec, "method"),
+    show_default=True,
+    help="rtn: round to nearest; awq, gptq, dwq, dynamic: learned from calibration text",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(exists=True),
+    help="Calibration text: a text file, JSONL with 'text', or a fine-tuning data folder "
+    "(default: the prose that ships with mlxd)",
+)
+@click.option(
+    "--calibration-samples",
+    type=int,
+    help="Calibration samples",
+    **shows_default(str(quantize_kind.DEFAULT_CALIBRATION_SAMPLES)),
+)
+@click.option(
+    "--calibration-length",
+    type=int,
+    help="Tokens per calibration sample",
+    **shows_default(str(quantize_kind.DEFAULT_CALIBRATION_LENGTH)),
+)
+@click.option(
+    "--target-bpw",
+    type=float,
+    help="dynamic: bits per weight to reach (default: halfway between --bits and --high-bits)",
+)
+@click.option(
+    "--high-bits",
+    type=click.Choice([str(b) for b in BITS]),
+    help="dynamic: bits of the most sensitive layers (default: the next width above --bits)",
+)
+@click.option("--steps", type=int, help="dwq: training steps (default: one pass over the samples)")
+@click.option(
+    "--learning-rate",
+    type=float,
+    help="dwq: learning rate",
+    **shows_default(format(quantize_kind.DEFAULT_LEARNING_RATE, "g")),
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    help="gptq, dwq, dynamic: calibration samples per batch (default: gptq 8, dwq and dynamic 4)",
+)
+@click.option(
+    "--n-grid", type=int, help="awq: scales and clips tried per layer", **shows_default("20")
+)
+@click.option("--seed", type=SEED, help="Which calibration samples are drawn", **shows_default("0"))
 @job_options
 @catalog_errors
 def quantize(
-    ref, bits, group_size, mode, recipe, dtype, name, wait, after, priority, timeout_s, pool
-):
-    """Quantize a model (affine 2-8 bits, mxfp4, nvfp4, mxfp8 or a mixed recipe)."""
+    ref, bits, group_size, mode, recipe, dtype, name, method, calibration, calibration_samples,
+    calibration_length, target_bpw, high_bits, steps, learning_rate, batch_size, n_grid, seed,
+    wait, after, priority, timeout_s, pool,
+):  # fmt: skip
+    """Quantize a model (affine 2-8 bits, mxfp4, nvfp4, mxfp8 or a mixed recipe; rtn, AWQ,
+    GPTQ, DWQ or dynamic bit allocation)."""
     from mlxd.jobs.quantize import Spec
 
     ref, model_id, pull = model_ref_or_pull(ref, after)  # a hub id is pulled first
     bits = None if bits is None else int(bits)
     group_size = None if group_size is None else int(group_size)
     check_explicit_choices(mode, recipe, bits, group_size)
-    check_not_quantized(catalog_model(model_id), "quantize")
+    model = catalog_model(model_id)
+    check_not_quantized(model, "quantize" if method != "dwq" else "distil (DWQ)")
     spec = Spec(
         model=ref,
         model_id=model_id,
@@ -114,12 +170,42 @@ def quantize(
         recipe=recipe,
         dtype=dtype,
         name=name,
+        method=method,
+        calibration=calibration,
+        calibration_samples=calibration_samples,
+        calibration_length=calibration_length,
+        seed=seed,
+        target_bpw=target_bpw,
+        high_bits=None if high_bits is None else int(high_bits),
+        steps=steps,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        n_grid=n_grid,
     )
     check_free_name(spec.name)
+    if model is not None:
+        check_calibration_length(spec, model)
     submit(
         "quantize", spec, wait=wait, after=after, priority=priority, timeout_s=timeout_s,
         pool=pool, pull=pull,
     )  # fmt: skip
+
+
+def check_calibration_length(spec, model) -> None:
+    """A learned method's calibration text must hold its samples: counted with the model's
+    tokenizer.json when its folder is here (the job counts again with mlx-lm's)."""
+    from pathlib import Path
+
+    from mlxd.jobs.calibration import check_enough_tokens, read_calibration
+
+    if spec.method == "rtn" or not Path(model.path).is_dir():
+        return
+    cal = read_calibration(spec.calibration)
+    tokens = cal.token_count(Path(model.path) / "tokenizer.json")
+    if tokens is not None:
+        check_enough_tokens(
+            cal.source, tokens, spec.calibration_samples, spec.calibration_length
+        )
 
 
 def _bench(name: str, spec: type = bench_kind.Spec) -> dict:

@@ -85,19 +85,7 @@ def quantize_model(
     bits, group_size = check_quant_params(bits, group_size, mode, recipe)
     dtype = _check_dtype(dtype)
     _check_paths(src, out_dir)
-    config = json.loads((Path(src) / "config.json").read_text())
-    if "quantization" in config or "quantization_config" in config:
-        raise ValueError(f"{src} is already quantized; quantize its unquantized parent instead.")
-    # mlx-lm silently leaves a layer unquantized when its input width is not a multiple of
-    # the group size; with hidden_size that would be nearly every layer.
-    # (intermediate_size is the input width of the MLP's down projection.)
-    for key in ("hidden_size", "intermediate_size"):
-        width = config.get(key)
-        if isinstance(width, int) and width % group_size:
-            raise ValueError(
-                f"Group size {group_size} does not divide this model's {key} {width}; "
-                "choose a smaller group size."
-            )
+    check_source(src, group_size)
     from mlx_lm import convert
 
     with _stdout_to_stderr():
@@ -122,6 +110,25 @@ def quantize_model(
         dtype=dtype,
     )
     return {**result.__dict__, "path": str(out_dir)}
+
+
+def check_source(src: Path, group_size: int) -> dict[str, Any]:
+    """The config.json of a model quantize may start from (unquantized, its widths divisible
+    by the group size); ValueError otherwise."""
+    config = json.loads((Path(src) / "config.json").read_text())
+    if "quantization" in config or "quantization_config" in config:
+        raise ValueError(f"{src} is already quantized; quantize its unquantized parent instead.")
+    # mlx-lm silently leaves a layer unquantized when its input width is not a multiple of
+    # the group size; with hidden_size that would be nearly every layer.
+    # (intermediate_size is the input width of the MLP's down projection.)
+    for key in ("hidden_size", "intermediate_size"):
+        width = config.get(key)
+        if isinstance(width, int) and width % group_size:
+            raise ValueError(
+                f"Group size {group_size} does not divide this model's {key} {width}; "
+                "choose a smaller group size."
+            )
+    return config
 
 
 def model_info(path: Path) -> dict[str, Any]:

@@ -138,6 +138,8 @@ def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: Fini
         quant_group_size=parent.quant_group_size if quantized and parent else None,
         quant_mode=parent.quant_mode if quantized and parent else None,
         quant_recipe=parent.quant_recipe if quantized and parent else None,
+        quant_method=parent.quant_method if quantized and parent else None,
+        quant_options=parent.quant_options if quantized and parent else None,
         details={
             "adapter": {
                 "id": inputs["adapter_id"],

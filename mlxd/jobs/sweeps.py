@@ -26,6 +26,11 @@ class SweepRequest:
     group_sizes: list[int] = field(default_factory=lambda: [64])
     recipes: list[str] = field(default_factory=list)
     modes: list[str] = field(default_factory=list)  # microscaling: mxfp4, nvfp4, mxfp8
+    # Quantization methods: each makes bits x group sizes (rtn also the recipes and modes).
+    methods: list[str] = field(default_factory=lambda: ["rtn"])
+    calibration: str | None = None  # the learned methods' text; None: the packaged one
+    calibration_samples: int | None = None
+    calibration_length: int | None = None
     dtype: str | None = None  # of scales and unquantized layers; None: the backend's default
     prompt_tokens: int = 512
     gen_tokens: int = 128
@@ -40,6 +45,10 @@ class SweepRequest:
             "group_sizes": self.group_sizes,
             "recipes": self.recipes,
             "modes": self.modes,
+            "methods": self.methods,
+            "calibration": self.calibration,
+            "calibration_samples": self.calibration_samples,
+            "calibration_length": self.calibration_length,
             "dtype": self.dtype,
             "prompt_tokens": self.prompt_tokens,
             "gen_tokens": self.gen_tokens,
@@ -80,17 +89,46 @@ class SweepPlan:
     base_name: str
     request: SweepRequest
     variants: list[VariantPlan]
+    skipped: list[str] = field(default_factory=list)  # "gptq 3-bit: GPTQ packs 2, 4, 8 bits"
 
 
-def quantize_specs(req: SweepRequest, base_name: str, base_id: int) -> list[quantize.Spec]:
-    """The grid's quantize specs (validated): bits x group sizes, then each recipe."""
+def quantize_specs(
+    req: SweepRequest, base_name: str, base_id: int, skipped: list[str] | None = None
+) -> list[quantize.Spec]:
+    """The grid's quantize specs (validated): for each method bits x group sizes, then (rtn)
+    each recipe and mode. A learned method skips the bits it cannot make (GPTQ packs 2, 4
+    and 8 bits; DWQ and dynamic none at 8), named in ``skipped``."""
+    from mlxd.vocab.choices import DEFAULT_QUANT_METHOD, METHOD_BITS
+
     kw = {"model": base_name, "model_id": base_id, "dtype": req.dtype}
-    specs = [quantize.Spec(**kw, bits=b, group_size=g) for b in req.bits for g in req.group_sizes]
-    # A recipe sets bits per layer; it takes one group size: 64 when asked for, else the first.
-    group = 64 if 64 in req.group_sizes else req.group_sizes[0]
-    specs += [quantize.Spec(**kw, recipe=r, group_size=group) for r in req.recipes]
-    # A microscaling mode fixes its own bits and group size.
-    specs += [quantize.Spec(**kw, mode=m) for m in req.modes]
+    specs = []
+    for method in req.methods:
+        if method == DEFAULT_QUANT_METHOD:
+            specs += [
+                quantize.Spec(**kw, bits=b, group_size=g)
+                for b in req.bits
+                for g in req.group_sizes
+            ]
+            continue
+        learned = {
+            "method": method,
+            "calibration": req.calibration,
+            "calibration_samples": req.calibration_samples,
+            "calibration_length": req.calibration_length,
+        }
+        for b in req.bits:
+            if b not in METHOD_BITS[method]:
+                if skipped is not None:
+                    allowed = ", ".join(map(str, METHOD_BITS[method]))
+                    skipped.append(f"{method} {b}-bit ({method} makes {allowed} bits)")
+                continue
+            specs += [quantize.Spec(**kw, **learned, bits=b, group_size=g) for g in req.group_sizes]
+    if DEFAULT_QUANT_METHOD in req.methods or not req.methods:
+        # A recipe sets bits per layer; it takes one group size: 64 when asked, else the first.
+        group = 64 if 64 in req.group_sizes else req.group_sizes[0]
+        specs += [quantize.Spec(**kw, recipe=r, group_size=group) for r in req.recipes]
+        # A microscaling mode fixes its own bits and group size.
+        specs += [quantize.Spec(**kw, mode=m) for m in req.modes]
     return specs
 
 
@@ -122,7 +160,10 @@ def plan_sweep(reader, req: SweepRequest) -> SweepPlan:
         )
     ]
     taken: set[str] = set()
-    for qspec in quantize_specs(req, base.name, base.id):
+    skipped: list[str] = []
+    qspecs = quantize_specs(req, base.name, base.id, skipped)
+    _check_calibration(base, [q for q in qspecs if q.method != "rtn"])
+    for qspec in qspecs:
         model = find_variant(reader, base.id, qspec)
         after = None
         if model is not None:
@@ -149,7 +190,25 @@ def plan_sweep(reader, req: SweepRequest) -> SweepPlan:
                 quality=_quality_step(reader, name, model_id, base.name, base.id, req),
             )
         )
-    return SweepPlan(base_id=base.id, base_name=base.name, request=req, variants=plans)
+    return SweepPlan(
+        base_id=base.id, base_name=base.name, request=req, variants=plans, skipped=skipped
+    )
+
+
+def _check_calibration(base, learned: list[quantize.Spec]) -> None:
+    """Refuse a calibration text too short for the samples asked, before anything is queued
+    (counted with the base's tokenizer.json when its folder is here)."""
+    from pathlib import Path
+
+    from mlxd.jobs.calibration import check_enough_tokens, read_calibration
+
+    if not learned or not Path(base.path).is_dir():
+        return
+    spec = learned[0]  # one text, one sample count and length for the whole sweep
+    cal = read_calibration(spec.calibration)
+    tokens = cal.token_count(Path(base.path) / "tokenizer.json")
+    if tokens is not None:
+        check_enough_tokens(cal.source, tokens, spec.calibration_samples, spec.calibration_length)
 
 
 def new_steps(plan: SweepPlan) -> list[tuple[Any, Any]]:
@@ -186,21 +245,57 @@ def record_sweep(store, plan: SweepPlan):
 
 
 def find_variant(reader, base_id: int, spec: quantize.Spec):
-    """A model quantized from ``base_id`` with exactly this recipe, or None."""
+    """A model quantized from ``base_id`` with exactly this recipe (a learned method: the same
+    method, options and calibration data, by its sha256), or None."""
     for model in reader.quantized_children(
-        base_id, mode=spec.mode, group_size=spec.group_size, bits=spec.bits, recipe=spec.recipe
+        base_id,
+        mode=spec.mode,
+        group_size=spec.group_size,
+        bits=spec.bits,
+        recipe=spec.recipe,
+        method=spec.method,
     ):
         recipe = (model.details or {}).get("recipe", {}).get("quantize", {})
-        if recipe.get("dtype") == spec.dtype:
+        if spec.method == "dynamic" and recipe.get("bits") != spec.bits:
+            continue  # dynamic rows keep their low bits in the recipe only
+        if recipe.get("dtype") == spec.dtype and _same_learning(model.quant_options, spec):
             return model
     return None
+
+
+def _same_learning(quant_options: dict[str, Any] | None, spec: quantize.Spec) -> bool:
+    """Whether a model's recorded method options and calibration are the spec's."""
+    if spec.method == "rtn":
+        return True
+    qo = quant_options or {}
+    cal = qo.get("calibration") or {}
+    return (
+        qo.get("options") == spec.options()
+        and cal.get("sha256") == spec.calibration_sha256
+        and cal.get("samples") == spec.calibration_samples
+        and cal.get("length") == spec.calibration_length
+        and cal.get("seed") == spec.seed
+    )
+
+
+LEARNED_KEYS = (
+    "calibration_sha256",
+    "calibration_samples",
+    "calibration_length",
+    "seed",
+    *sorted(set().union(*quantize.METHOD_OPTIONS.values())),
+)
 
 
 def find_pending_quantize(reader, base_id: int, spec: quantize.Spec):
     """A queued or running quantize job that will make this variant, or None."""
     want = {k: getattr(spec, k) for k in ("bits", "group_size", "mode", "recipe", "dtype")}
+    if spec.method != "rtn":
+        want.update({k: getattr(spec, k) for k in LEARNED_KEYS})
     for job in reader.jobs(PENDING, kind="quantize"):
         p = job.params
+        if (p.get("method") or "rtn") != spec.method:
+            continue
         if p.get("model_id") == base_id and all(p.get(k) == v for k, v in want.items()):
             return job
     return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlxd.vocab import fmt
+from mlxd.vocab.choices import model_quant_label, quant_method_facts
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -40,12 +41,15 @@ def _recipe(model) -> list[str]:
         shown = ", ".join(f"{k}={v}" for k, v in params.items() if v is not None)
         lines.append(f"- {step}: {shown or 'defaults'}")
     if model.quant_bits or model.quant_mode or model.quant_recipe:
+        label = model_quant_label(model)
         lines.append(
             f"- quantization: {model.quant_recipe or model.quant_mode or 'affine'}"
+            + (f" ({label})" if label else "")
             + (f", {model.quant_bits} bits" if model.quant_bits else "")
             + (f", group size {model.quant_group_size}" if model.quant_group_size else "")
             + (f" ({model.bits_per_weight:.2f} bits per weight)" if model.bits_per_weight else "")
         )
+        lines += [f"- {label}: {text}" for label, text in quant_method_facts(model)]
     return lines
 
 

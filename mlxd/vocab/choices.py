@@ -21,6 +21,22 @@ QUANT_MODES: dict[str, tuple[int, int] | None] = {
 }
 # Same list as mlx_lm.convert.QUANT_RECIPES, kept here so validation needs no mlx import.
 QUANT_RECIPES = ("mixed_2_6", "mixed_3_4", "mixed_3_6", "mixed_4_6")
+# Quantization methods: round-to-nearest (mlx-lm's convert, the default) or a learned method
+# from mlx_lm/quant/ fed with calibration text. mlx-lm's GPTQ packs only 2, 4 and 8 bits.
+QUANT_METHODS = ("rtn", "awq", "gptq", "dwq", "dynamic")
+DEFAULT_QUANT_METHOD = "rtn"
+METHOD_BITS: dict[str, tuple[int, ...]] = {
+    "rtn": BITS,
+    "awq": BITS,
+    "gptq": (2, 4, 8),
+    "dwq": (2, 3, 4, 5, 6),  # DWQ trains the scales of layers below 8 bits only
+    "dynamic": (2, 3, 4, 5, 6),  # the low bits; the sensitive layers get the next width up
+}
+# Architectures mlx-lm's AWQ knows (mlx_lm.quant.awq.AWQ_MODEL_CONFIGS).
+AWQ_ARCHITECTURES = (
+    "llama", "mistral", "ministral3", "mistral3", "llava", "qwen2", "qwen3", "gemma3_text",
+    "gemma3", "deepseek_v2",
+)  # fmt: skip
 # Weights' dtype (convert) and the dtype of scales and unquantized layers (quantize).
 DTYPES = ("float16", "bfloat16", "float32")
 
@@ -57,16 +73,30 @@ def is_quantized(model: Any) -> bool:
 
 
 def quant_label(
-    *, recipe: str | None, mode: str | None, bits: int | None, group_size: int | None
+    *,
+    recipe: str | None,
+    mode: str | None,
+    bits: int | None,
+    group_size: int | None,
+    method: str | None = None,
+    bits_per_weight: float | None = None,
 ) -> str:
     """The quantization as one short label, '' for unquantized weights: the recipe with its
     group size ('mixed_3_6-g64'), a microscaling mode alone ('mxfp4': the mode fixes its group
-    size), or bits and group size ('4bit-g64'). It is the suffix quantize gives a new model's
-    name, and what results, reports and `models list` print.
+    size), or bits and group size ('4bit-g64'). A learned method comes first ('awq-3bit-g64',
+    'gptq-4bit-g64'); dynamic bit allocation mixes widths, so its label is its bits per weight
+    to one decimal ('dynamic-4.5bpw': the target in a new model's name, the real figure for a
+    catalog model). rtn (or no method: rows older than the methods) adds nothing. It is the
+    suffix quantize gives a new model's name, and what results, reports and `models list` print.
 
     The catalog's SQL for result rows (``mlxd.catalog.read``'s ``QUANT_LABEL``) says the same;
     tests/test_vocab.py checks every choice through both, on SQLite and PostgreSQL.
     """
+    if method == "dynamic":
+        return f"dynamic-{bits_per_weight:.1f}bpw" if bits_per_weight is not None else "dynamic"
+    if method and method != DEFAULT_QUANT_METHOD:
+        inner = quant_label(recipe=recipe, mode=mode, bits=bits, group_size=group_size)
+        return f"{method}-{inner}" if inner else method
     group = f"-g{group_size}" if group_size else ""
     if recipe:
         return f"{recipe}{group}"
@@ -84,7 +114,35 @@ def model_quant_label(model: Any) -> str:
         mode=model.quant_mode,
         bits=model.quant_bits,
         group_size=model.quant_group_size,
+        method=getattr(model, "quant_method", None),
+        bits_per_weight=getattr(model, "bits_per_weight", None),
     )
+
+
+def quant_method_facts(model: Any) -> list[tuple[str, str]]:
+    """How a learned method made a catalog model, as (label, text) lines: the method with its
+    options, and the calibration data (source, samples x length, tokens, sha256). Empty for
+    rtn, which reads no data."""
+    method = getattr(model, "quant_method", None)
+    if not method or method == DEFAULT_QUANT_METHOD:
+        return []
+    qo = getattr(model, "quant_options", None) or {}
+    opts = ", ".join(f"{k} {v}" for k, v in (qo.get("options") or {}).items() if v is not None)
+    facts = [("quant method", method + (f" ({opts})" if opts else ""))]
+    cal = qo.get("calibration") or {}
+    if cal:
+        facts.append(
+            (
+                "calibration",
+                f"{cal.get('source')}: {cal.get('samples')} samples of {cal.get('length')} "
+                f"tokens ({cal.get('tokens') or 0:,} in the text), sha256 "
+                f"{str(cal.get('sha256'))[:12]}",
+            )
+        )
+    dwq = qo.get("dwq") or {}
+    if dwq.get("final_loss") is not None:
+        facts.append(("dwq", f"{dwq.get('steps')} steps, final loss {dwq['final_loss']:.4g}"))
+    return facts
 
 
 # Sweeps: the unquantized variant's name, and the one benchmark point each variant measures.
