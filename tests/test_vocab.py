@@ -39,6 +39,21 @@ def every_quantization() -> list[dict]:
                 {"quant_group_size": group, "quant_mode": "affine", "quant_recipe": recipe}
             )
         shapes.append({"quant_recipe": recipe})
+    # Learned methods (migration 0015): the method leads the label; dynamic bit allocation
+    # mixes widths and is labelled by its bits per weight (halves round up in both).
+    for method in ("rtn", "awq", "gptq", "dwq"):
+        shapes.append(
+            {"quant_bits": 3, "quant_group_size": 64, "quant_mode": "affine", "quant_method": method}
+        )
+    for bpw in (4.5, 4.47, 5.0, 6.25, 4.45, 3.96):
+        shapes.append(
+            {
+                "quant_group_size": 64,
+                "quant_mode": "affine",
+                "quant_method": "dynamic",
+                "bits_per_weight": bpw,
+            }
+        )
     return shapes
 
 
@@ -50,6 +65,11 @@ def test_the_label_is_the_name_quantize_gives():
     assert Spec(model="tiny", recipe="mixed_3_6", group_size=32).name == "tiny-mixed_3_6-g32"
     assert quant_label(recipe=None, mode="mxfp4", bits=4, group_size=32) == "mxfp4"
     assert quant_label(recipe=None, mode=None, bits=None, group_size=None) == ""
+    assert Spec(model="tiny", method="gptq", bits=4).name == "tiny-gptq-4bit-g64"
+    assert Spec(model="tiny", method="awq", bits=3).name == "tiny-awq-3bit-g64"
+    assert Spec(model="tiny", method="dynamic", bits=4, target_bpw=5.5).name == (
+        "tiny-dynamic-5.5bpw"
+    )
 
 
 def test_the_quantization_label_is_the_same_in_python_and_in_sql(mlxd_home, catalog_backend):
@@ -106,6 +126,8 @@ def test_the_quantization_label_is_the_same_in_python_and_in_sql(mlxd_home, cata
             assert variants[row["model"]] == python
     labels = {row["quantization"] for row in rows}
     assert {"float32", "4bit-g64", "4bit", "mxfp4", "mixed_3_6-g32", "mixed_3_6"} <= labels
+    assert {"3bit-g64", "awq-3bit-g64", "gptq-3bit-g64", "dwq-3bit-g64"} <= labels
+    assert {"dynamic-4.5bpw", "dynamic-5.0bpw", "dynamic-6.3bpw", "dynamic-4.0bpw"} <= labels
 
 
 def test_every_mlxd_variable_is_declared_once_and_read_through_settings():

@@ -93,7 +93,14 @@ def quant_label(
     tests/test_vocab.py checks every choice through both, on SQLite and PostgreSQL.
     """
     if method == "dynamic":
-        return f"dynamic-{bits_per_weight:.1f}bpw" if bits_per_weight is not None else "dynamic"
+        if bits_per_weight is None:
+            return "dynamic"
+        # Halves round away from zero, on the decimal the float prints as: what SQL's round
+        # does on SQLite and on PostgreSQL's numeric (Python's format rounds 6.25 to 6.2).
+        from decimal import ROUND_HALF_UP, Decimal
+
+        tenths = Decimal(repr(float(bits_per_weight))).quantize(Decimal("0.1"), ROUND_HALF_UP)
+        return f"dynamic-{tenths}bpw"
     if method and method != DEFAULT_QUANT_METHOD:
         inner = quant_label(recipe=recipe, mode=mode, bits=bits, group_size=group_size)
         return f"{method}-{inner}" if inner else method
