@@ -151,8 +151,10 @@ def quantize(
     calibration_length, target_bpw, high_bits, steps, learning_rate, batch_size, n_grid, seed,
     wait, after, priority, timeout_s, pool,
 ):  # fmt: skip
-    """Quantize a model (affine 2-8 bits, mxfp4, nvfp4, mxfp8 or a mixed recipe; rtn, AWQ,
-    GPTQ, DWQ or dynamic bit allocation)."""
+    """Quantize a model: rtn, AWQ, GPTQ, DWQ or dynamic (2-8 bits, mx/nv fp, recipes).
+
+    rtn (round to nearest, the default) reads no data; the learned methods read calibration
+    text (--calibration, or the prose that ships with mlxd) offline."""
     from mlxd.jobs.quantize import Spec
 
     ref, model_id, pull = model_ref_or_pull(ref, after)  # a hub id is pulled first
