@@ -43,7 +43,12 @@ def every_quantization() -> list[dict]:
     # mixes widths and is labelled by its bits per weight (halves round up in both).
     for method in ("rtn", "awq", "gptq", "dwq"):
         shapes.append(
-            {"quant_bits": 3, "quant_group_size": 64, "quant_mode": "affine", "quant_method": method}
+            {
+                "quant_bits": 3,
+                "quant_group_size": 64,
+                "quant_mode": "affine",
+                "quant_method": method,
+            }
         )
     for bpw in (4.5, 4.47, 5.0, 6.25, 4.45, 3.96):
         shapes.append(

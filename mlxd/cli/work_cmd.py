@@ -205,9 +205,7 @@ def check_calibration_length(spec, model) -> None:
     cal = read_calibration(spec.calibration)
     tokens = cal.token_count(Path(model.path) / "tokenizer.json")
     if tokens is not None:
-        check_enough_tokens(
-            cal.source, tokens, spec.calibration_samples, spec.calibration_length
-        )
+        check_enough_tokens(cal.source, tokens, spec.calibration_samples, spec.calibration_length)
 
 
 def _bench(name: str, spec: type = bench_kind.Spec) -> dict:

@@ -360,9 +360,7 @@ def _dwq(
             CheckpointingAdam.count += 1
             k = CheckpointingAdam.count
             if checkpoint_dir is not None and (k % every == 0 or k == len(order)):
-                trained = done + [
-                    remaining[j * batch + i] for j in order[:k] for i in range(batch)
-                ]
+                trained = done + [remaining[j * batch + i] for j in order[:k] for i in range(batch)]
                 _save_checkpoint(checkpoint_dir, new, trained, fingerprint, start + k)
             return new
 

@@ -105,9 +105,7 @@ def quantize_specs(
     for method in req.methods:
         if method == DEFAULT_QUANT_METHOD:
             specs += [
-                quantize.Spec(**kw, bits=b, group_size=g)
-                for b in req.bits
-                for g in req.group_sizes
+                quantize.Spec(**kw, bits=b, group_size=g) for b in req.bits for g in req.group_sizes
             ]
             continue
         learned = {
