@@ -195,13 +195,24 @@ def quantize(
 
 def check_calibration_length(spec, model) -> None:
     """A learned method's calibration text must hold its samples: counted with the model's
-    tokenizer.json when its folder is here (the job counts again with mlx-lm's)."""
+    tokenizer.json when its folder is here (the job counts again with mlx-lm's); AWQ must
+    know the model's architecture."""
     from pathlib import Path
 
     from mlxd.jobs.calibration import check_enough_tokens, read_calibration
 
     if spec.method == "rtn" or not Path(model.path).is_dir():
         return
+    if spec.method == "awq":
+        from mlxd.formats.modelfolder import read_config
+        from mlxd.vocab.choices import AWQ_ARCHITECTURES
+
+        model_type = (read_config(Path(model.path)) or {}).get("model_type")
+        if model_type not in AWQ_ARCHITECTURES:
+            raise BadUsage(
+                f"mlx-lm's AWQ has no configuration for {model_type!r} models (it knows "
+                f"{', '.join(AWQ_ARCHITECTURES)}); try --method gptq or dwq"
+            )
     cal = read_calibration(spec.calibration)
     tokens = cal.token_count(Path(model.path) / "tokenizer.json")
     if tokens is not None:
