@@ -20,10 +20,10 @@ import pytest
 
 from tests.conftest import Daemon, run_json, run_mlxd
 
-CAL = ["--calibration-samples", "8", "--calibration-length", "32"]
+CAL = ["--calibration-samples", "4", "--calibration-length", "32"]
 METHODS = {
     "gptq": ["--method", "gptq", "--bits", "4"],  # the packaged calibration text
-    "awq": ["--method", "awq", "--bits", "3", "--n-grid", "4", "--calibration", "{jsonl}"],
+    "awq": ["--method", "awq", "--bits", "3", "--n-grid", "2", "--calibration", "{jsonl}"],
     "dwq": ["--method", "dwq", "--bits", "4", "--steps", "2", "--batch-size", "2",
             "--calibration", "{txt}"],
     "dynamic": ["--method", "dynamic", "--bits", "4", "--target-bpw", "5.5",
@@ -113,8 +113,8 @@ def test_lineage_holds_the_method_options_and_the_calibration_hash(lab):
     cal = m["quant_options"]["calibration"]
     text = CORPUS.read_text(encoding="utf-8")
     assert cal["sha256"] == hashlib.sha256(text.encode("utf-8")).hexdigest()
-    assert (cal["samples"], cal["length"]) == (8, 32)
-    assert cal["tokens"] >= 8 * 32
+    assert (cal["samples"], cal["length"]) == (4, 32)
+    assert cal["tokens"] >= 4 * 32
     assert m["quant_options"]["options"] == {"batch_size": 8}
     d = run_json("models", "show", "tiny-dwq-4bit-g64", home=lab["home"])
     assert d["quant_options"]["options"]["steps"] == 2
@@ -127,8 +127,8 @@ def test_lineage_holds_the_method_options_and_the_calibration_hash(lab):
     )
     text_show = run_mlxd("models", "show", "tiny-awq-3bit-g64", home=lab["home"], check=True)
     assert "awq-3bit-g64" in text_show.stdout
-    assert "quant method     awq (n_grid 4)" in text_show.stdout
-    assert "8 samples of 32 tokens" in text_show.stdout
+    assert "quant method     awq (n_grid 2)" in text_show.stdout
+    assert "4 samples of 32 tokens" in text_show.stdout
     job = run_json("jobs", "show", str(d["created_by_job_id"]), home=lab["home"])
     assert job["params"]["method"] == "dwq"
     assert job["result"]["calibration_tokens"] == d["quant_options"]["calibration"]["tokens"]
@@ -143,7 +143,7 @@ def test_a_two_method_sweep_reuses_the_variants_already_made(lab):
         base="tiny",
         bits=[3, 4],
         methods=["rtn", "gptq"],
-        calibration_samples=8,
+        calibration_samples=4,
         calibration_length=32,
     )
     with Reader(paths(lab["home"])) as reader:
@@ -155,7 +155,7 @@ def test_a_two_method_sweep_reuses_the_variants_already_made(lab):
     assert not by_variant["4bit-g64"].quantize.reused  # rtn is not the gptq model
     assert plan.skipped == ["gptq 3-bit (gptq makes 2, 4, 8 bits)"]
     # Other calibration data is another variant: nothing to reuse.
-    other = SweepRequest(base="tiny", bits=[4], methods=["gptq"], calibration_samples=9,
+    other = SweepRequest(base="tiny", bits=[4], methods=["gptq"], calibration_samples=5,
                          calibration_length=32)  # fmt: skip
     with Reader(paths(lab["home"])) as reader:
         plan = plan_sweep(reader, other)

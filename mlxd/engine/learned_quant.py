@@ -268,6 +268,7 @@ def _dynamic(model, config, data, *, bits, group_size, options, progress, **_):
         )
         progress("threshold search", 0, 1)
         threshold = estimate_threshold(model, sens, target, bits, group_size, high, group_size)
+        threshold = _within_target(model, sens, threshold, target, bits, high, group_size)
 
         def predicate(path, module):
             if not hasattr(module, "to_quantized"):
@@ -281,6 +282,33 @@ def _dynamic(model, config, data, *, bits, group_size, options, progress, **_):
         )
     options["high_layers"] = sum(1 for v in qconfig["quantization"].values() if isinstance(v, dict))
     return model, qconfig
+
+
+def _within_target(model, sens, threshold, target, bits, high, group_size) -> float:
+    """estimate_threshold's bisection ends on a midpoint it never checks, which can leave a
+    few layers too many at ``high`` bits (5.55 for a 5.5 target): raise the threshold past the
+    least sensitive of them until the predicted bits per weight are within the target."""
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+    from mlx_lm.utils import get_total_parameters
+
+    total_bits = sum(v.nbytes * 8 for _, v in tree_flatten(model.parameters()))
+    per_layer = {}
+    for path, m in tree_flatten(model.leaf_modules(), is_leaf=nn.Module.is_module):
+        w = getattr(m, "weight", None)
+        if not hasattr(m, "to_quantized") or w is None or w.shape[-1] % group_size:
+            continue
+        scale = w.dtype.size * 8 * 2 * (w.size // group_size)  # a scale and a bias per group
+        per_layer[path] = (w.size, w.nbytes * 8, scale)
+        total_bits += w.size * bits + scale - w.nbytes * 8
+    params = get_total_parameters(model)
+    raised = sorted((v, p) for p, v in sens.items() if v > threshold and p in per_layer)
+    bpw = (total_bits + sum(per_layer[p][0] * (high - bits) for _, p in raised)) / params
+    while raised and bpw > target + 1e-9:
+        value, path = raised.pop(0)
+        bpw -= per_layer[path][0] * (high - bits) / params
+        threshold = value
+    return threshold
 
 
 # -- DWQ ---------------------------------------------------------------------------------
