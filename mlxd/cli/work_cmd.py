@@ -141,7 +141,10 @@ def convert(ref, dtype, name, wait, after, priority, timeout_s, pool):
     help="gptq, dwq, dynamic: calibration samples per batch (default: gptq 8, dwq and dynamic 4)",
 )
 @click.option(
-    "--n-grid", type=int, help="awq: scales and clips tried per layer", **shows_default("20")
+    "--n-grid",
+    type=int,
+    help="awq: scales and clips tried per layer",
+    **shows_default(str(quantize_kind.DEFAULT_N_GRID)),
 )
 @click.option("--seed", type=SEED, help="Which calibration samples are drawn", **shows_default("0"))
 @job_options
