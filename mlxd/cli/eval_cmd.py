@@ -89,7 +89,7 @@ def _acc(value, low=None, high=None) -> str:
 
 
 def _drop(value) -> str:
-    return "" if value is None else f"{value * 100:+.1f} pt"
+    return "" if value is None else f"{(value or 0.0) * 100:+.1f} pt"
 
 
 @eval_.command("list")
