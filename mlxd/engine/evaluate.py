@@ -75,6 +75,22 @@ def _plain_kv(cache) -> bool:
     return all(type(c) is KVCache for c in cache)
 
 
+# Architectures whose forward pass is exactly body then output head (mlx-lm's llama, qwen2,
+# qwen3): the context's logits are needed at its last position only, and the head (a 49k x
+# 576 matrix for SmolLM2) over every position cost as much as half the body on the CPU.
+_BODY_THEN_HEAD = ("llama", "qwen2", "qwen3")
+
+
+def _last_logits(model, ids, cache):
+    """The logits at the last position of ``ids`` (1 x vocab)."""
+    if type(model).__module__.rsplit(".", 1)[-1] in _BODY_THEN_HEAD and hasattr(model, "model"):
+        hidden = model.model(ids, cache)[:, -1:, :]
+        if getattr(model.args, "tie_word_embeddings", False):
+            return model.model.embed_tokens.as_linear(hidden)[:, -1, :]
+        return model.lm_head(hidden)[:, -1, :]
+    return model(ids, cache=cache)[:, -1, :]
+
+
 def _score_one(model, ctx: list[int], conts: list[list[int]]) -> list[tuple[float, bool]]:
     import mlx.core as mx
     from mlx_lm.models.cache import make_prompt_cache
@@ -83,7 +99,7 @@ def _score_one(model, ctx: list[int], conts: list[list[int]]) -> list[tuple[floa
     if not _plain_kv(cache):
         return _score_whole(model, ctx, conts)
     # The context once: its last position predicts each continuation's first token.
-    last = model(mx.array(ctx)[None], cache=cache)[:, -1, :].astype(mx.float32)
+    last = _last_logits(model, mx.array(ctx)[None], cache).astype(mx.float32)
     first = last - mx.logsumexp(last, axis=-1, keepdims=True)  # [1, vocab]
     width = max(len(c) for c in conts) - 1
     rest = None
