@@ -89,7 +89,7 @@ def _acc(value, low=None, high=None) -> str:
 
 
 def _drop(value) -> str:
-    return "" if value is None else f"{(value or 0.0) * 100:+.1f} pt"
+    return "" if value is None else f"{(value or 0.0) * 100:.1f} pt"
 
 
 @eval_.command("list")
@@ -125,7 +125,7 @@ def list_(models, fmt):
             r["items"],
             _acc(r["accuracy"], r["accuracy_low"], r["accuracy_high"]),
             r["base"] or "",
-            _drop(-r["accuracy_drop"] if r["accuracy_drop"] is not None else None),
+            _drop(r["accuracy_drop"]),
             when(r["created_at"]),
         ),
         empty=empty_text(
