@@ -145,7 +145,7 @@ def list_(models, fmt):
 @output_options("show")
 @catalog_errors
 def show(run_id, with_items, wrong, fmt):
-    """One eval run: accuracy per task (acc, acc_norm, 95% intervals), its items with --items."""
+    """One eval run: accuracy per task with 95% intervals; every item with --items."""
     reader = get_reader()
     r = reader.eval_run(run_id)
     items = reader.eval_items(run_id) if with_items or fmt == "json" else []

@@ -104,7 +104,7 @@ def run(
     timeout_s,
     pool,
 ):
-    """Queue a sweep: quantize, bench, quality (and eval) jobs per variant and the base."""
+    """Queue a sweep: quantize, bench, quality (and eval) jobs per variant and base."""
     from mlxd.jobs.sweeps import SweepRequest, new_steps, plan_sweep, record_sweep
     from mlxd.scheduling import Node
 
@@ -198,7 +198,7 @@ def _follow_all(sw) -> None:
 @output_options()
 @catalog_errors
 def show(sweep_id, fmt):
-    """Show a sweep as a table by bits per weight: quality, accuracy, speed, memory, size."""
+    """A sweep as a table by bits per weight: quality, accuracy, speed, memory."""
     _print_table(sweep_id, fmt=fmt)
 
 
