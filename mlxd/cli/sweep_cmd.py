@@ -310,7 +310,12 @@ def _print_table(sweep_id: int, *, fmt: str) -> None:
             f"n={p.get('trials')}; quality "
             f"{'max ' + str(p['max_tokens']) + ' tokens' if p.get('max_tokens') else 'default text'}"
         )  # noqa: E501
-    click.echo(render_table(HEADERS, table, markdown=fmt == "md"))
+    headers = HEADERS
+    if not any(r.eval_job for r in rows):  # no --eval: no accuracy column
+        at = HEADERS.index("Accuracy")
+        headers = HEADERS[:at] + HEADERS[at + 1 :]
+        table = [row[:at] + row[at + 1 :] for row in table]
+    click.echo(render_table(headers, table, markdown=fmt == "md"))
     if fmt == "text" and any(r.synthetic for r in rows) and any(r.eval_job for r in rows):
         click.echo("Note: synthetic model (random weights): its accuracy is meaningless.")
 
