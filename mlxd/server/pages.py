@@ -1,0 +1,406 @@
+"""The dashboard: server-rendered pages (Jinja2, autoescaped), their live parts polled from
+small endpoints under /ui/, scripts and styles from /static (no CDN, no build step).
+
+Reads go through ``Reader`` and the report functions (``views.py``), submits through
+``mlxd.scheduling`` (``forms.py``); who may do what is ``auth.py``'s (roles, the session
+cookie, the CSRF token every form carries)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
+
+from mlxd.server import auth, forms, views
+
+router = APIRouter()
+TEMPLATES = Path(__file__).parent / "templates"
+# Every page loads only what this server serves: its own scripts, styles and images.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-src 'self'; frame-ancestors 'self'; form-action 'self'; "
+    "base-uri 'none'; object-src 'none'"
+)
+NAV = (
+    ("/", "Queue"),
+    ("/models", "Models"),
+    ("/machines", "Machines"),
+    ("/submit", "Submit"),
+    ("/reports", "Reports"),
+)
+
+
+def _env():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,  # a model or job name holding <script> is text, everywhere
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    from mlxd.vocab import fmt
+
+    env.globals["NAV"] = NAV
+    env.filters["size"] = fmt.size
+    env.filters["point"] = fmt.point_label
+    return env
+
+
+_ENV = None
+
+
+def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    global _ENV
+    if _ENV is None:
+        _ENV = _env()
+    principal = context.pop("principal", None)
+    html = _ENV.get_template(name).render(
+        request=request,
+        principal=principal,
+        csrf=auth.csrf_token(request),
+        path=request.url.path,
+        **context,
+    )
+    return HTMLResponse(html, status_code=status, headers={"Content-Security-Policy": CSP})
+
+
+def _paths(request: Request):
+    return request.app.state.paths
+
+
+def _reader(request: Request):
+    from mlxd.catalog.read import Reader
+
+    return Reader(_paths(request))
+
+
+Reader_ = Depends(auth.can_read)
+Submitter = Depends(auth.can_submit)
+CSRF = [Depends(auth.check_csrf)]
+
+
+# -- login -----------------------------------------------------------------------------------
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_page(request: Request, next: str = "/"):
+    return render(request, "login.html", next=_local(next), error=None)
+
+
+def _local(target: str) -> str:
+    """Only a path on this server (no open redirect)."""
+    return target if target.startswith("/") and not target.startswith("//") else "/"
+
+
+@router.post("/login")
+async def login(request: Request):
+    """The login form: the token becomes the signed session cookie (``auth.start_session``);
+    a wrong one shows the page again with the reason."""
+    form = await request.form()
+    token = form.get("token")
+    target = _local(str(form.get("next") or "/"))
+    response = RedirectResponse(target, status_code=303)
+    try:
+        await auth.start_session(request, response, token if isinstance(token, str) else "")
+    except HTTPException as e:
+        return render(request, "login.html", e.status_code, next=target, error=str(e.detail))
+    return response
+
+
+# -- queue -----------------------------------------------------------------------------------
+
+
+def _queue_context(request: Request, principal) -> dict[str, Any]:
+    reader = _reader(request)
+    try:
+        q = views.queue(_paths(request), reader)
+    finally:
+        reader.close()
+    may_cancel = {i for i, row in q.rows.items() if auth.may_cancel(principal, row)}
+    return {"q": q, "may_cancel": may_cancel, "principal": principal}
+
+
+@router.get("/", response_class=HTMLResponse)
+async def queue_page(request: Request, who=Reader_):
+    return render(request, "queue.html", **_queue_context(request, who))
+
+
+@router.get("/ui/queue", response_class=HTMLResponse)
+async def queue_fragment(request: Request, who=Reader_):
+    """The queue's tables alone: what the page swaps in every second."""
+    return render(request, "queue_tables.html", **_queue_context(request, who))
+
+
+# -- jobs ------------------------------------------------------------------------------------
+
+
+def _job_or_404(reader, job_id: int):
+    job = reader.find_job(job_id)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id}")
+    return job
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+async def job_page(request: Request, job_id: int, who=Reader_):
+    reader = _reader(request)
+    try:
+        job = _job_or_404(reader, job_id)
+        state = views.job_state(_paths(request), reader, job_id)
+    finally:
+        reader.close()
+    return render(
+        request,
+        "job.html",
+        principal=who,
+        job=job,
+        facts=views.job_facts(job),
+        params=job.params,
+        state=state,
+        may_cancel=auth.may_cancel(who, job),
+    )
+
+
+@router.get("/ui/jobs/{job_id}")
+async def job_state(request: Request, job_id: int, _who=Reader_):
+    """The job page's live part: status, progress, message, log tail, loss points."""
+    reader = _reader(request)
+    try:
+        _job_or_404(reader, job_id)
+        return JSONResponse(views.job_state(_paths(request), reader, job_id))
+    finally:
+        reader.close()
+
+
+def _back(request: Request, fallback: str) -> str:
+    form_next = request.query_params.get("next")
+    return _local(form_next) if form_next else fallback
+
+
+@router.post("/jobs/{job_id}/cancel", dependencies=CSRF)
+async def cancel(request: Request, job_id: int, who=Submitter):
+    reader = _reader(request)
+    try:
+        job = _job_or_404(reader, job_id)
+    finally:
+        reader.close()
+    if not auth.may_cancel(who, job):
+        raise HTTPException(403, f"job {job_id} was submitted by {job.submitted_by}")
+    from mlxd.catalog.errors import CatalogError
+
+    try:
+        forms.cancel_job(_paths(request), job_id)
+    except CatalogError as e:
+        raise HTTPException(409, str(e)) from None
+    return RedirectResponse(_back(request, f"/jobs/{job_id}"), status_code=303)
+
+
+@router.post("/jobs/{job_id}/retry", dependencies=CSRF)
+async def retry(request: Request, job_id: int, who=Submitter):
+    from mlxd.catalog.errors import CatalogError
+    from mlxd.scheduling import SchedulingError
+
+    reader = _reader(request)
+    try:
+        job = _job_or_404(reader, job_id)
+        if not auth.may_cancel(who, job):
+            raise HTTPException(403, f"job {job_id} was submitted by {job.submitted_by}")
+        new_id = forms.retry_job(_paths(request), reader, job_id, who.name)
+    except (CatalogError, SchedulingError) as e:
+        raise HTTPException(409, str(e.args[0]) if e.args else str(e)) from None
+    finally:
+        reader.close()
+    return RedirectResponse(f"/jobs/{new_id}", status_code=303)
+
+
+# -- models ----------------------------------------------------------------------------------
+
+
+@router.get("/models", response_class=HTMLResponse)
+async def models_page(request: Request, who=Reader_):
+    reader = _reader(request)
+    try:
+        tree = views.model_tree(reader)
+    finally:
+        reader.close()
+    return render(request, "models.html", principal=who, tree=tree)
+
+
+@router.get("/models/{ref:path}", response_class=HTMLResponse)
+async def model_page(request: Request, ref: str, compare: str | None = None, who=Reader_):
+    from mlxd.catalog.errors import NotFound, QueryError
+
+    reader = _reader(request)
+    try:
+        try:
+            page = views.model_page(reader, ref)
+        except NotFound as e:
+            raise HTTPException(404, str(e)) from None
+        cmp, cmp_rows, cmp_error = None, [], None
+        if compare:
+            try:
+                cmp, cmp_rows = views.comparison(reader, page.model.name, compare)
+            except (NotFound, QueryError) as e:
+                cmp_error = str(e)
+    finally:
+        reader.close()
+    rows = [views.variant_cells(v) for v in page.family.rows] if page.family else []
+    return render(
+        request,
+        "model.html",
+        principal=who,
+        page=page,
+        rows=rows,
+        compare=compare,
+        cmp=cmp,
+        cmp_rows=cmp_rows,
+        cmp_error=cmp_error,
+    )
+
+
+# -- machines --------------------------------------------------------------------------------
+
+
+@router.get("/machines", response_class=HTMLResponse)
+async def machines_page(request: Request, who=Reader_):
+    reader = _reader(request)
+    try:
+        rows = views.machines(_paths(request), reader)
+    finally:
+        reader.close()
+    return render(request, "machines.html", principal=who, machines=rows)
+
+
+# -- submit ----------------------------------------------------------------------------------
+
+
+# Each form field: its label and the hint in the empty box.
+LABELS = {
+    "model": ("Model", "a catalog name, id or path"),
+    "repo": ("Hub repo", "org/name[@revision]"),
+    "bits": ("Bits", "e.g. 4"),
+    "group_size": ("Group size", "e.g. 64"),
+    "mode": ("Mode", ""),
+    "recipe": ("Recipe", ""),
+    "dtype": ("dtype", ""),
+    "name": ("New name", "default: from the model and the recipe"),
+    "prompt_tokens": ("Prompt tokens", "e.g. 128,512"),
+    "gen_tokens": ("Tokens to generate", "e.g. 64,128"),
+    "trials": ("Trials", "default 3"),
+    "warmup": ("Warm-up runs", "default 1"),
+}
+
+
+def _submit_context(kind: str) -> dict[str, Any]:
+    from mlxd.vocab.choices import BITS, DTYPES, GROUP_SIZES, QUANT_MODES, QUANT_RECIPES
+
+    labels = dict(LABELS)
+    labels["bits"] = ("Bits", "one of " + ",".join(map(str, BITS)))
+    labels["group_size"] = ("Group size", "one of " + ",".join(map(str, GROUP_SIZES)))
+
+    return {
+        "labels": labels,
+        "kinds": forms.KINDS,
+        "kind": kind,
+        "fields": forms.FIELDS[kind],
+        "choices": {
+            "mode": list(QUANT_MODES),
+            "recipe": ["", *QUANT_RECIPES],
+            "dtype": ["", *DTYPES],
+        },
+    }
+
+
+@router.get("/submit", response_class=HTMLResponse)
+async def submit_page(request: Request, kind: str = "quantize", model: str = "", who=Reader_):
+    if kind not in forms.KINDS:
+        kind = "quantize"
+    return render(
+        request,
+        "submit.html",
+        principal=who,
+        values={"model": model},
+        errors={},
+        queued=None,
+        **_submit_context(kind),
+    )
+
+
+@router.post("/submit/{kind}", response_class=HTMLResponse, dependencies=CSRF)
+async def submit(request: Request, kind: str, who=Submitter):
+    if kind not in forms.KINDS:
+        raise HTTPException(404, f"no form for '{kind}'")
+    form = {k: v for k, v in (await request.form()).items() if k != "csrf_token"}
+    reader = _reader(request)
+    try:
+        done = forms.submit_form(_paths(request), reader, kind, form, who.name)
+    except forms.FieldError as e:
+        errors = {e.field or "_form": e.message}
+        return render(
+            request,
+            "submit.html",
+            400,
+            principal=who,
+            values=form,
+            errors=errors,
+            queued=None,
+            **_submit_context(kind),
+        )
+    finally:
+        reader.close()
+    return render(
+        request,
+        "submit.html",
+        principal=who,
+        values={},
+        errors={},
+        queued=done,
+        **_submit_context(kind),
+    )
+
+
+# -- reports ---------------------------------------------------------------------------------
+
+
+@router.get("/reports", response_class=HTMLResponse)
+async def reports_page(request: Request, who=Reader_):
+    files = views.report_files(_paths(request))
+    return render(request, "reports.html", principal=who, files=files, shown=None)
+
+
+@router.get("/reports/{name}", response_class=HTMLResponse)
+async def report_page(request: Request, name: str, who=Reader_):
+    path = views.report_file(_paths(request), name)
+    if path is None:
+        raise HTTPException(404, "no such report")
+    text = path.read_text(encoding="utf-8", errors="replace") if path.suffix == ".md" else None
+    return render(
+        request,
+        "reports.html",
+        principal=who,
+        files=views.report_files(_paths(request)),
+        shown=path.name,
+        text=text,
+    )
+
+
+@router.get("/reports/{name}/raw")
+async def report_raw(request: Request, name: str, _who=Reader_):
+    """The report file itself (the HTML report is framed by its page)."""
+    path = views.report_file(_paths(request), name)
+    if path is None:
+        raise HTTPException(404, "no such report")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix == ".html":
+        # A report is self-contained (inline styles, inline SVG, no scripts needed).
+        return HTMLResponse(
+            text,
+            headers={
+                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                "img-src data:; frame-ancestors 'self'; sandbox"
+            },
+        )
+    return PlainTextResponse(text)
