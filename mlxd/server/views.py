@@ -4,6 +4,7 @@ Plain functions of a Reader, so a page and its small JSON twin (the live parts) 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,8 @@ from mlxd.config import Paths
 from mlxd.vocab import fmt
 
 ENDED = ("succeeded", "failed", "cancelled")
+# Terminal colours and cursor moves in a child's output (rich's progress lines): not text.
+ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 LOG_TAIL_BYTES = 16_000
 
 
@@ -123,11 +126,11 @@ def log_tail(paths: Paths, reader: Reader, job, limit: int = LOG_TAIL_BYTES) -> 
             with open(path, "rb") as f:
                 f.seek(0, 2)
                 f.seek(max(0, f.tell() - limit))
-                return f.read().decode("utf-8", errors="replace")
+                return ANSI.sub("", f.read().decode("utf-8", errors="replace"))
         except OSError:
             pass
     text = "".join(p.text for p in reader.job_log(job.id))
-    return text[-limit:]
+    return ANSI.sub("", text[-limit:])
 
 
 def _inside(path: Path, folder: Path) -> bool:
