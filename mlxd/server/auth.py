@@ -240,7 +240,7 @@ async def check_csrf(request: Request) -> None:
             form = await request.form()
             value = form.get(CSRF_FIELD)
             given = value if isinstance(value, str) else None
-    if not given or not hmac.compare_digest(given, csrf_token(request)):
+    if not given or not hmac.compare_digest(given.encode(), csrf_token(request).encode()):
         raise HTTPException(403, "the form's CSRF token is missing or wrong; reload the page")
 
 
