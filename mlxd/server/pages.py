@@ -3,15 +3,19 @@ small endpoints under /ui/, scripts and styles from /static (no CDN, no build st
 
 Reads go through ``Reader`` and the report functions (``views.py``), submits through
 ``mlxd.scheduling`` (``forms.py``); who may do what is ``auth.py``'s (roles, the session
-cookie, the CSRF token every form carries)."""
+cookie, the CSRF token every form carries: ``auth.CanRead``/``CanSubmit`` check it on every
+cookie-authenticated POST). Pages are plain ``def`` routes (FastAPI runs them in its thread
+pool: a catalog read never holds up the event loop); a POST reads its form, then does its
+work in the pool too."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
 
 from mlxd.server import auth, forms, views
 
@@ -72,27 +76,24 @@ def _paths(request: Request):
 
 
 def _reader(request: Request):
-    from mlxd.catalog.read import Reader
+    """This request thread's Reader (the server keeps one per thread)."""
+    from mlxd.server.users import thread_reader
 
-    return Reader(_paths(request))
-
-
-Reader_ = Depends(auth.can_read)
-Submitter = Depends(auth.can_submit)
-CSRF = [Depends(auth.check_csrf)]
+    return thread_reader(_paths(request))
 
 
 # -- login -----------------------------------------------------------------------------------
 
 
 @router.get("/login", response_class=HTMLResponse)
-async def login_page(request: Request, next: str = "/"):
+def login_page(request: Request, next: str = "/"):
     return render(request, "login.html", next=_local(next), error=None)
 
 
 def _local(target: str) -> str:
     """Only a path on this server (no open redirect)."""
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    ok = target.startswith("/") and not target.startswith(("//", "/\\"))
+    return target if ok else "/"
 
 
 @router.post("/login")
@@ -114,22 +115,18 @@ async def login(request: Request):
 
 
 def _queue_context(request: Request, principal) -> dict[str, Any]:
-    reader = _reader(request)
-    try:
-        q = views.queue(_paths(request), reader)
-    finally:
-        reader.close()
+    q = views.queue(_paths(request), _reader(request))
     may_cancel = {i for i, row in q.rows.items() if auth.may_cancel(principal, row)}
     return {"q": q, "may_cancel": may_cancel, "principal": principal}
 
 
 @router.get("/", response_class=HTMLResponse)
-async def queue_page(request: Request, who=Reader_):
+def queue_page(request: Request, who: auth.CanRead):
     return render(request, "queue.html", **_queue_context(request, who))
 
 
 @router.get("/ui/queue", response_class=HTMLResponse)
-async def queue_fragment(request: Request, who=Reader_):
+def queue_fragment(request: Request, who: auth.CanRead):
     """The queue's tables alone: what the page swaps in every second."""
     return render(request, "queue_tables.html", **_queue_context(request, who))
 
@@ -145,13 +142,9 @@ def _job_or_404(reader, job_id: int):
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-async def job_page(request: Request, job_id: int, who=Reader_):
+def job_page(request: Request, job_id: int, who: auth.CanRead):
     reader = _reader(request)
-    try:
-        job = _job_or_404(reader, job_id)
-        state = views.job_state(_paths(request), reader, job_id)
-    finally:
-        reader.close()
+    job = _job_or_404(reader, job_id)
     return render(
         request,
         "job.html",
@@ -159,60 +152,51 @@ async def job_page(request: Request, job_id: int, who=Reader_):
         job=job,
         facts=views.job_facts(job),
         params=job.params,
-        state=state,
+        state=views.job_state(_paths(request), reader, job_id),
         may_cancel=auth.may_cancel(who, job),
     )
 
 
 @router.get("/ui/jobs/{job_id}")
-async def job_state(request: Request, job_id: int, _who=Reader_):
+def job_state(request: Request, job_id: int, _who: auth.CanRead):
     """The job page's live part: status, progress, message, log tail, loss points."""
     reader = _reader(request)
-    try:
-        _job_or_404(reader, job_id)
-        return JSONResponse(views.job_state(_paths(request), reader, job_id))
-    finally:
-        reader.close()
+    _job_or_404(reader, job_id)
+    return JSONResponse(views.job_state(_paths(request), reader, job_id))
 
 
-def _back(request: Request, fallback: str) -> str:
-    form_next = request.query_params.get("next")
-    return _local(form_next) if form_next else fallback
-
-
-@router.post("/jobs/{job_id}/cancel", dependencies=CSRF)
-async def cancel(request: Request, job_id: int, who=Submitter):
-    reader = _reader(request)
-    try:
-        job = _job_or_404(reader, job_id)
-    finally:
-        reader.close()
+def _mine(request: Request, who, job_id: int):
+    job = _job_or_404(_reader(request), job_id)
     if not auth.may_cancel(who, job):
-        raise HTTPException(403, f"job {job_id} was submitted by {job.submitted_by}")
+        raise HTTPException(
+            403, f"job {job_id} was submitted by {job.submitted_by}; only they or an admin may"
+        )
+    return job
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel(request: Request, job_id: int, who: auth.CanSubmit):
     from mlxd.catalog.errors import CatalogError
 
+    _mine(request, who, job_id)
     try:
         forms.cancel_job(_paths(request), job_id)
     except CatalogError as e:
         raise HTTPException(409, str(e)) from None
-    return RedirectResponse(_back(request, f"/jobs/{job_id}"), status_code=303)
+    back = request.query_params.get("next")
+    return RedirectResponse(_local(back) if back else f"/jobs/{job_id}", status_code=303)
 
 
-@router.post("/jobs/{job_id}/retry", dependencies=CSRF)
-async def retry(request: Request, job_id: int, who=Submitter):
+@router.post("/jobs/{job_id}/retry")
+def retry(request: Request, job_id: int, who: auth.CanSubmit):
     from mlxd.catalog.errors import CatalogError
     from mlxd.scheduling import SchedulingError
 
-    reader = _reader(request)
+    _mine(request, who, job_id)
     try:
-        job = _job_or_404(reader, job_id)
-        if not auth.may_cancel(who, job):
-            raise HTTPException(403, f"job {job_id} was submitted by {job.submitted_by}")
-        new_id = forms.retry_job(_paths(request), reader, job_id, who.name)
+        new_id = forms.retry_job(_paths(request), _reader(request), job_id, who.name)
     except (CatalogError, SchedulingError) as e:
         raise HTTPException(409, str(e.args[0]) if e.args else str(e)) from None
-    finally:
-        reader.close()
     return RedirectResponse(f"/jobs/{new_id}", status_code=303)
 
 
@@ -220,33 +204,26 @@ async def retry(request: Request, job_id: int, who=Submitter):
 
 
 @router.get("/models", response_class=HTMLResponse)
-async def models_page(request: Request, who=Reader_):
-    reader = _reader(request)
-    try:
-        tree = views.model_tree(reader)
-    finally:
-        reader.close()
+def models_page(request: Request, who: auth.CanRead):
+    tree = views.model_tree(_reader(request))
     return render(request, "models.html", principal=who, tree=tree)
 
 
 @router.get("/models/{ref:path}", response_class=HTMLResponse)
-async def model_page(request: Request, ref: str, compare: str | None = None, who=Reader_):
+def model_page(request: Request, ref: str, who: auth.CanRead, compare: str | None = None):
     from mlxd.catalog.errors import NotFound, QueryError
 
     reader = _reader(request)
     try:
+        page = views.model_page(reader, ref)
+    except NotFound as e:
+        raise HTTPException(404, str(e)) from None
+    cmp, cmp_rows, cmp_error = None, [], None
+    if compare:
         try:
-            page = views.model_page(reader, ref)
-        except NotFound as e:
-            raise HTTPException(404, str(e)) from None
-        cmp, cmp_rows, cmp_error = None, [], None
-        if compare:
-            try:
-                cmp, cmp_rows = views.comparison(reader, page.model.name, compare)
-            except (NotFound, QueryError) as e:
-                cmp_error = str(e)
-    finally:
-        reader.close()
+            cmp, cmp_rows = views.comparison(reader, page.model.name, compare)
+        except (NotFound, QueryError) as e:
+            cmp_error = str(e)
     rows = [views.variant_cells(v) for v in page.family.rows] if page.family else []
     return render(
         request,
@@ -265,12 +242,8 @@ async def model_page(request: Request, ref: str, compare: str | None = None, who
 
 
 @router.get("/machines", response_class=HTMLResponse)
-async def machines_page(request: Request, who=Reader_):
-    reader = _reader(request)
-    try:
-        rows = views.machines(_paths(request), reader)
-    finally:
-        reader.close()
+def machines_page(request: Request, who: auth.CanRead):
+    rows = views.machines(_paths(request), _reader(request))
     return render(request, "machines.html", principal=who, machines=rows)
 
 
@@ -315,7 +288,7 @@ def _submit_context(kind: str) -> dict[str, Any]:
 
 
 @router.get("/submit", response_class=HTMLResponse)
-async def submit_page(request: Request, kind: str = "quantize", model: str = "", who=Reader_):
+def submit_page(request: Request, who: auth.CanRead, kind: str = "quantize", model: str = ""):
     if kind not in forms.KINDS:
         kind = "quantize"
     return render(
@@ -329,50 +302,53 @@ async def submit_page(request: Request, kind: str = "quantize", model: str = "",
     )
 
 
-@router.post("/submit/{kind}", response_class=HTMLResponse, dependencies=CSRF)
-async def submit(request: Request, kind: str, who=Submitter):
+@router.post("/submit/{kind}", response_class=HTMLResponse)
+async def submit(request: Request, kind: str, who: auth.CanSubmit):
+    """Queue what a form asks for; a refusal shows the form again, the CLI's one line beside
+    the field it is about."""
     if kind not in forms.KINDS:
         raise HTTPException(404, f"no form for '{kind}'")
-    form = {k: v for k, v in (await request.form()).items() if k != "csrf_token"}
-    reader = _reader(request)
-    try:
-        done = forms.submit_form(_paths(request), reader, kind, form, who.name)
-    except forms.FieldError as e:
-        errors = {e.field or "_form": e.message}
+    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    form.pop("csrf_token", None)
+
+    def work():
+        try:
+            done = forms.submit_form(_paths(request), _reader(request), kind, form, who.name)
+        except forms.FieldError as e:
+            return render(
+                request,
+                "submit.html",
+                400,
+                principal=who,
+                values=form,
+                errors={e.field or "_form": e.message},
+                queued=None,
+                **_submit_context(kind),
+            )
         return render(
             request,
             "submit.html",
-            400,
             principal=who,
-            values=form,
-            errors=errors,
-            queued=None,
+            values={},
+            errors={},
+            queued=done,
             **_submit_context(kind),
         )
-    finally:
-        reader.close()
-    return render(
-        request,
-        "submit.html",
-        principal=who,
-        values={},
-        errors={},
-        queued=done,
-        **_submit_context(kind),
-    )
+
+    return await run_in_threadpool(work)
 
 
 # -- reports ---------------------------------------------------------------------------------
 
 
 @router.get("/reports", response_class=HTMLResponse)
-async def reports_page(request: Request, who=Reader_):
+def reports_page(request: Request, who: auth.CanRead):
     files = views.report_files(_paths(request))
     return render(request, "reports.html", principal=who, files=files, shown=None)
 
 
 @router.get("/reports/{name}", response_class=HTMLResponse)
-async def report_page(request: Request, name: str, who=Reader_):
+def report_page(request: Request, name: str, who: auth.CanRead):
     path = views.report_file(_paths(request), name)
     if path is None:
         raise HTTPException(404, "no such report")
@@ -388,14 +364,14 @@ async def report_page(request: Request, name: str, who=Reader_):
 
 
 @router.get("/reports/{name}/raw")
-async def report_raw(request: Request, name: str, _who=Reader_):
-    """The report file itself (the HTML report is framed by its page)."""
+def report_raw(request: Request, name: str, _who: auth.CanRead):
+    """The report file itself (the HTML report is framed by its page, sandboxed)."""
     path = views.report_file(_paths(request), name)
     if path is None:
         raise HTTPException(404, "no such report")
     text = path.read_text(encoding="utf-8", errors="replace")
     if path.suffix == ".html":
-        # A report is self-contained (inline styles, inline SVG, no scripts needed).
+        # A report is self-contained (inline styles and SVG; it needs no script).
         return HTMLResponse(
             text,
             headers={
