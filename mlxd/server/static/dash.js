@@ -90,6 +90,10 @@ function liveJob(box) {
       if (atEnd) log.scrollTop = log.scrollHeight;
     }
     drawLoss(s.loss);
+    // A job that ended can no longer be cancelled: its button goes (retry needs a reload).
+    if (!["queued", "running"].includes(s.status)) {
+      for (const b of box.querySelectorAll("button.cancel")) b.closest("form").hidden = true;
+    }
   };
   let ended = 0;
   every(Number(box.dataset.every || 700), async () => {
