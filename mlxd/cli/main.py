@@ -38,6 +38,8 @@ COMMANDS = {
     "adapters": "mlxd.cli.adapters_cmd:adapters",
     "machines": "mlxd.cli.machines_cmd:machines",
     "login": "mlxd.cli.remote:login",
+    "serve": "mlxd.cli.serve_cmd:serve",
+    "users": "mlxd.cli.users_cmd:users",
 }
 
 
