@@ -8,12 +8,11 @@ The CLI side runs in this process (Click's runner) on the server's home.
 
 from __future__ import annotations
 
-import json
-import os
 import sqlite3
 
 import pytest
-from click.testing import CliRunner
+
+from tests.server.cli import Local
 
 FILLED_RUNS = 30
 
@@ -24,50 +23,19 @@ def catalog(server, tiny_model_dir):
     from benchmarks.fill_catalog import fill_results
 
     fill_results(server.home, FILLED_RUNS)
-    local = _Local(server.home)
+    local = Local(server.home)
     assert local.invoke("models", "add", str(tiny_model_dir), "--name", "tiny").exit_code == 0
     for args in (["quantize", "tiny", "--bits", "8", "--name", "seed-q8"], ["jobs", "cancel", "1"]):
         assert local.invoke(*args).exit_code == 0  # job 1, cancelled: a row that stays put
     return server
 
 
-class _Local:
-    """The CLI, in this process, on the server's MLXD_HOME."""
-
-    def __init__(self, home):
-        self.home = home
-
-    def invoke(self, *args: str):
-        import mlxd.cli.context as context
-        from mlxd.cli.main import cli
-
-        saved = os.environ.get("MLXD_HOME")
-        os.environ["MLXD_HOME"] = str(self.home)
-        context.reset()
-        try:
-            return CliRunner().invoke(cli, list(args))
-        finally:
-            context.reset()
-            if saved is not None:
-                os.environ["MLXD_HOME"] = saved
-
-    def json(self, *args: str):
-        result = self.invoke(*args, "--json")
-        assert result.exit_code == 0, result.output
-        return json.loads(result.stdout)
-
-    def error(self, *args: str) -> tuple[int, str]:
-        result = self.invoke(*args)
-        assert result.exit_code != 0, result.output
-        return result.exit_code, result.stderr.strip().removeprefix("Error: ")
-
-
-def _a_model(local: _Local) -> str:
+def _a_model(local: Local) -> str:
     return next(m["name"] for m in local.json("models", "list") if m["name"] != "tiny")
 
 
 def test_every_read_endpoint_answers_the_clis_json(catalog):
-    local = _Local(catalog.home)
+    local = Local(catalog.home)
     model = _a_model(local)
     hosts = sorted({r["host"] for r in local.json("results")})
     reads = [
@@ -97,7 +65,7 @@ def test_every_read_endpoint_answers_the_clis_json(catalog):
 
 
 def test_a_submit_queues_the_clis_row_for_the_principal(catalog):
-    local = _Local(catalog.home)
+    local = Local(catalog.home)
     fields = {"model": "tiny", "bits": 4, "group_size": 32, "priority": 3, "name": "api-q4"}
     with catalog.client("submitter") as c:
         r = c.post("/api/v1/jobs/quantize", json=fields)
@@ -141,7 +109,7 @@ def test_a_submit_queues_the_clis_row_for_the_principal(catalog):
     ],
 )
 def test_bad_values_get_the_clis_message(catalog, kind, fields, cli_args, status):
-    code, message = _Local(catalog.home).error(*cli_args)
+    code, message = Local(catalog.home).error(*cli_args)
     with catalog.client("submitter") as c:
         r = c.post(f"/api/v1/jobs/{kind}", json=fields)
     assert (r.status_code, r.json()) == (status, {"error": message, "exit_code": code})
