@@ -501,14 +501,14 @@ def _cli(request: Request, principal: Principal, argv: list[str]) -> Response:
 @_handled
 def cli(
     request: Request,
-    principal: Viewer,
+    principal: Submitter,
     body: Annotated[
-        dict[str, Any], Body(examples=[{"argv": ["jobs", "list", "--status", "queued"]}])
+        dict[str, Any], Body(examples=[{"argv": ["quantize", "tiny", "--bits", "4", "--wait"]}])
     ],
 ):
-    """Runs ``argv`` as `mlxd` would on the server, for the principal (reads need a viewer,
-    submits and cancels a submitter, removals an admin; commands that need the machine
-    they run on are refused). The answer streams JSON lines: ``{"out": TEXT}``,
+    """Runs ``argv`` as `mlxd` would on the server, for the principal (submits and cancels
+    need a submitter, removals an admin; reads go to ``GET /cli``; commands that need the
+    machine they run on are refused). The answer streams JSON lines: ``{"out": TEXT}``,
     ``{"err": TEXT}``, ``{"progress": {"desc", "progress", "message"}}`` while a ``--wait``
     follows a job, and last ``{"exit": {"exit_code", "error"}}``."""
     return _cli(request, principal, body.get("argv"))
