@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from mlxd.server import auth, forms, views
 
-router = APIRouter()
+router = APIRouter(include_in_schema=False)  # pages, not the API: not in its OpenAPI
 TEMPLATES = Path(__file__).parent / "templates"
 # Every page loads only what this server serves: its own scripts, styles and images.
 CSP = (
@@ -165,39 +165,38 @@ def job_state(request: Request, job_id: int, _who: auth.CanRead):
     return JSONResponse(views.job_state(_paths(request), reader, job_id))
 
 
-def _mine(request: Request, who, job_id: int):
-    job = _job_or_404(_reader(request), job_id)
-    if not auth.may_cancel(who, job):
-        raise HTTPException(
-            403, f"job {job_id} was submitted by {job.submitted_by}; only they or an admin may"
-        )
-    return job
+def _acted(answer, fallback: str) -> str:
+    """Where to go after the API's cancel or retry answered; its refusal as the error page
+    (the CLI's line, the API's status)."""
+    import json
+
+    body = json.loads(answer.body)
+    if answer.status_code >= 300:
+        raise HTTPException(answer.status_code, body.get("error") or "refused")
+    return fallback
 
 
 @router.post("/jobs/{job_id}/cancel")
 def cancel(request: Request, job_id: int, who: auth.CanSubmit):
-    from mlxd.catalog.errors import CatalogError
+    """The cancel button: the API's cancel (``jobs cancel``; a submitter their own jobs, an
+    admin any), then back to where it was pressed."""
+    from mlxd.server import api
 
-    _mine(request, who, job_id)
-    try:
-        forms.cancel_job(_paths(request), job_id)
-    except CatalogError as e:
-        raise HTTPException(409, str(e)) from None
     back = request.query_params.get("next")
-    return RedirectResponse(_local(back) if back else f"/jobs/{job_id}", status_code=303)
+    target = _local(back) if back else f"/jobs/{job_id}"
+    return RedirectResponse(_acted(api.cancel(job_id, request, who), target), status_code=303)
 
 
 @router.post("/jobs/{job_id}/retry")
 def retry(request: Request, job_id: int, who: auth.CanSubmit):
-    from mlxd.catalog.errors import CatalogError
-    from mlxd.scheduling import SchedulingError
+    """The retry button: the API's retry (``jobs retry``); on to the new job's page."""
+    import json
 
-    _mine(request, who, job_id)
-    try:
-        new_id = forms.retry_job(_paths(request), _reader(request), job_id, who.name)
-    except (CatalogError, SchedulingError) as e:
-        raise HTTPException(409, str(e.args[0]) if e.args else str(e)) from None
-    return RedirectResponse(f"/jobs/{new_id}", status_code=303)
+    from mlxd.server import api
+
+    answer = api.retry(job_id, request, who, None)
+    _acted(answer, "/")
+    return RedirectResponse(f"/jobs/{json.loads(answer.body)['job_id']}", status_code=303)
 
 
 # -- models ----------------------------------------------------------------------------------
@@ -313,7 +312,7 @@ async def submit(request: Request, kind: str, who: auth.CanSubmit):
 
     def work():
         try:
-            done = forms.submit_form(_paths(request), _reader(request), kind, form, who.name)
+            done = forms.submit_form(request, who, kind, form)
         except forms.FieldError as e:
             return render(
                 request,
