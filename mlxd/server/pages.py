@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from mlxd.server import auth, forms, views
@@ -340,42 +340,40 @@ async def submit(request: Request, kind: str, who: auth.CanSubmit):
 # -- reports ---------------------------------------------------------------------------------
 
 
+def _report_files(request: Request, who) -> list[dict]:
+    """The API's list of reports (``GET /api/v1/reports``): every file under
+    MLXD_HOME/reports, newest first."""
+    from mlxd.server import api
+
+    return api.reports(request, who)
+
+
 @router.get("/reports", response_class=HTMLResponse)
 def reports_page(request: Request, who: auth.CanRead):
-    files = views.report_files(_paths(request))
+    files = _report_files(request, who)
     return render(request, "reports.html", principal=who, files=files, shown=None)
 
 
-@router.get("/reports/{name}", response_class=HTMLResponse)
+@router.get("/reports/{name:path}", response_class=HTMLResponse)
 def report_page(request: Request, name: str, who: auth.CanRead):
-    path = views.report_file(_paths(request), name)
+    """One report in the page: Markdown as text, HTML framed (sandboxed) from the API's
+    ``/api/v1/reports/NAME``, which refuses a path out of the folder."""
+    import json
+
+    from mlxd.server import api
+
+    answer = api.report_file(name, request, who)
+    path = getattr(answer, "path", None)
     if path is None:
-        raise HTTPException(404, "no such report")
-    text = path.read_text(encoding="utf-8", errors="replace") if path.suffix == ".md" else None
+        raise HTTPException(answer.status_code, json.loads(answer.body).get("error"))
+    text = None
+    if not str(path).endswith(".html"):
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
     return render(
         request,
         "reports.html",
         principal=who,
-        files=views.report_files(_paths(request)),
-        shown=path.name,
+        files=_report_files(request, who),
+        shown=name,
         text=text,
     )
-
-
-@router.get("/reports/{name}/raw")
-def report_raw(request: Request, name: str, _who: auth.CanRead):
-    """The report file itself (the HTML report is framed by its page, sandboxed)."""
-    path = views.report_file(_paths(request), name)
-    if path is None:
-        raise HTTPException(404, "no such report")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if path.suffix == ".html":
-        # A report is self-contained (inline styles and SVG; it needs no script).
-        return HTMLResponse(
-            text,
-            headers={
-                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                "img-src data:; frame-ancestors 'self'; sandbox"
-            },
-        )
-    return PlainTextResponse(text)

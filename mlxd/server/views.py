@@ -398,33 +398,3 @@ def machines(paths: Paths, reader: Reader) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-# -- reports ---------------------------------------------------------------------------------
-
-REPORT_SUFFIXES = (".md", ".html")
-
-
-def report_files(paths: Paths) -> list[Path]:
-    """The reports and nightly digests in MLXD_HOME/reports, newest first."""
-    folder = paths.home / "reports"
-    if not folder.is_dir():
-        return []
-    files = [p for p in folder.iterdir() if p.suffix in REPORT_SUFFIXES and p.is_file()]
-    return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
-def report_file(paths: Paths, name: str) -> Path | None:
-    """The report called ``name`` in MLXD_HOME/reports, or None: a name with a folder in it,
-    an absolute path, or a link out of the folder is refused (path traversal)."""
-    folder = (paths.home / "reports").resolve()
-    if not name or name != Path(name).name or name.startswith(".") or "\\" in name:
-        return None
-    path = folder / name
-    if path.suffix not in REPORT_SUFFIXES or not path.is_file():
-        return None
-    try:
-        resolved = path.resolve(strict=True)
-    except OSError:
-        return None
-    return resolved if resolved.parent == folder else None

@@ -309,8 +309,7 @@ def test_reports_open_in_the_page_and_paths_out_of_the_folder_are_refused(lab):
     frame = page.frame_locator("#report-frame")
     assert frame.locator("h1").text_content() == "Report"
     with lab["server"].client("viewer") as c:
-        assert c.get("/reports/report.html/raw").status_code == 200
         for bad in ("..%2Fsecret.md", "link.md", "%2Fetc%2Fpasswd", "..%2F..%2Fcatalog.db"):
             r = c.get(f"/reports/{bad}")
-            assert r.status_code == 404, bad
-            assert "not a report" not in r.text
+            assert r.status_code in (403, 404), bad
+            assert "not a report" not in r.text and "SQLite" not in r.text
