@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -216,6 +217,13 @@ def test_a_quantize_from_the_form_is_queued(lab):
     wait_for(lambda: job(lab, ahead)["status"] == "cancelled", what="the bench cancelled")
     page.wait_for_selector(f'#ended tr[data-job="{ahead}"] .status:text("cancelled")')
     shot(lab, "cancelled")
+    # Retry it from its row: a new job, same parameters, on its own page; cancel that there.
+    page.click(f'#ended tr[data-job="{ahead}"] button.retry')
+    page.wait_for_url(re.compile(r".*/jobs/\d+$"))
+    again = int(page.url.rsplit("/", 1)[1])
+    assert again > job_id and job(lab, again)["params"] == job(lab, ahead)["params"]
+    page.click("#job button.cancel")
+    wait_for(lambda: job(lab, again)["status"] == "cancelled", what="the retry cancelled")
 
 
 def test_a_bad_value_shows_the_clis_message_beside_its_field(lab):
@@ -275,10 +283,11 @@ def test_names_holding_script_tags_are_shown_as_text(lab):
     page, url = lab["page"], lab["server"].url
     alerts: list[str] = []
     page.on("dialog", lambda d: alerts.append(d.message))
-    for path in ("/models", "/"):
+    for path in ("/models", "/", "/models/" + quote(EVIL, safe="")):
         page.goto(url + path)
         assert EVIL in page.text_content("main")
         assert page.locator("main script").count() == 0
+    assert page.text_content("#model-name") == EVIL
     page.wait_for_timeout(300)
     assert alerts == []
     shot(lab, "escaped")
