@@ -19,17 +19,29 @@ ENDED = ("succeeded", "failed", "cancelled")
 # Terminal colours and cursor moves in a child's output (rich's progress lines): not text.
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 LOG_TAIL_BYTES = 16_000
+ENDED_SHOWN = 50  # the queue lists the newest ended jobs; `mlxd jobs list` has them all
 
 
 def describe(job) -> str:
-    """The job as ``jobs list`` says it ("quantize tiny -> tiny-4bit-g64")."""
-    from mlxd.jobs import UnknownJobKind, load_kind
+    """The job as ``jobs list`` says it ("quantize tiny -> tiny-4bit-g64"). A job's
+    parameters never change: each is described once (the queue polls every second)."""
+    key = (job.id, job.kind, str(job.submitted_at))
+    text = _DESCRIBED.get(key)
+    if text is None:
+        from mlxd.jobs import UnknownJobKind, load_kind
 
-    try:
-        kind = load_kind(job.kind)
-        return kind.describe(kind.Spec.from_params(job.params))
-    except (UnknownJobKind, TypeError, ValueError):
-        return job.kind
+        try:
+            kind = load_kind(job.kind)
+            text = kind.describe(kind.Spec.from_params(job.params))
+        except (UnknownJobKind, TypeError, ValueError):
+            text = job.kind
+        if len(_DESCRIBED) > 10_000:
+            _DESCRIBED.clear()
+        _DESCRIBED[key] = text
+    return text
+
+
+_DESCRIBED: dict[tuple, str] = {}
 
 
 def machines_as_seen(paths: Paths, reader: Reader) -> list:
@@ -98,6 +110,7 @@ class Queue:
     running: list[JobLine]
     queued: list[JobLine]
     ended: list[JobLine]  # the last day's finished, failed and cancelled jobs, newest first
+    more_ended: int = 0  # ended in the last day but not listed (past ENDED_SHOWN)
     rows: dict[int, Any] = field(default_factory=dict)  # id -> the job row (for permissions)
 
 
@@ -107,8 +120,12 @@ def queue(paths: Paths, reader: Reader, *, hours: float = 24, now: datetime | No
     waits = wait_reasons(paths, reader, jobs)
     running = [job_line(j) for j in jobs if j.status == "running"]
     queued = [job_line(j, waits.get(j.id, "")) for j in jobs if j.status == "queued"]
-    ended = [job_line(j) for j in reversed(jobs) if j.status in ENDED]
-    return Queue(running, queued, ended, {j.id: j for j in jobs})
+    ended_rows = [j for j in reversed(jobs) if j.status in ENDED]
+    ended = [job_line(j) for j in ended_rows[:ENDED_SHOWN]]
+    shown = [j for j in jobs if j.status not in ENDED] + ended_rows[:ENDED_SHOWN]
+    q = Queue(running, queued, ended, {j.id: j for j in shown})
+    q.more_ended = max(0, len(ended_rows) - ENDED_SHOWN)
+    return q
 
 
 # -- one job ---------------------------------------------------------------------------------
