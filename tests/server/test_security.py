@@ -83,6 +83,7 @@ def test_only_an_admin_manages_users(server):
         assert r.status_code == 403 and "admin role" in r.json()["error"]
         r = admin.post("/api/v1/users", json={"name": "bob", "role": "submitter"})
         assert r.status_code == 201, r.text
+        assert r.headers["cache-control"] == "no-store" and r.headers["x-frame-options"] == "DENY"
         bob_token = r.json()["token"]
         assert (
             admin.post("/api/v1/users", json={"name": "bob", "role": "viewer"}).status_code == 409
