@@ -177,8 +177,10 @@ def _refusal(url: str, status: int, body: bytes) -> RemoteError:
 @click.argument("url", required=False)
 @click.option("--forget", is_flag=True, help="Forget the stored URL and token: run locally again")
 def login(url: str | None, forget: bool):
-    """Use the team server at URL from this machine: asks for your token (never echoed),
-    checks it and stores both in your config folder (mode 0600)."""
+    """Use the team server at URL from this machine (MLXD_URL without setting it).
+
+    Asks for your token (never echoed), checks it with the server and stores the URL and
+    token in your config folder, readable by you only (mode 0600)."""
     from mlxd.cli.context import BadUsage, UserError
     from mlxd.config import REMOTE_FILE, store_remote_login, user_config_dir
 
