@@ -150,3 +150,12 @@ def test_login_stores_the_token_for_this_user_only_and_is_used(tour, server, tmp
     assert r.exit_code == 0 and not stored.exists()
     r = laptop.invoke("login", server.url, input="wrong\n")
     assert r.exit_code == 1 and "that token is not valid" in r.stderr and not stored.exists()
+
+
+def test_a_remote_report_is_written_here_from_the_servers_catalog(tour, server, tmp_path):
+    local, remote = tour
+    out = tmp_path / "team.md"
+    r = remote.invoke("report", "-o", str(out))
+    assert (r.exit_code, r.stdout) == (0, f"Wrote {out} (from {server.url})\n"), r.output
+    assert out.read_text() == local.invoke("report", "-o", "-").stdout
+    assert "tiny-4bit-g64" in out.read_text()
