@@ -63,7 +63,13 @@ def remote_main(args: list[str]) -> int:
     try:
         resolved = check(args, server=False)  # what the server refuses, it says
     except Refused as e:
-        click.echo(f"Error: {e}", err=True)
+        from mlxd.vocab import settings
+
+        hint = ""
+        if e.status != 400 or e.exit_code != 2:  # not a usage error: a local-only command
+            if not settings.URL.get():  # the URL came from `mlxd login`
+                hint = " ('mlxd login --forget' runs every command here again)"
+        click.echo(f"Error: {e}{hint}", err=True)
         return e.exit_code
     url, token = where()
     seen = _Seen()

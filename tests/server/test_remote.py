@@ -146,6 +146,8 @@ def test_login_stores_the_token_for_this_user_only_and_is_used(tour, server, tmp
     assert token in stored.read_text()
     # No MLXD_URL or MLXD_TOKEN: the stored login is used.
     assert laptop.json("jobs", "list") == local.json("jobs", "list")
+    r = laptop.invoke("daemon", "status")  # the stored login is why: say how to undo it
+    assert r.exit_code == 1 and "'mlxd login --forget' runs every command here again" in r.stderr
     r = laptop.invoke("login", "--forget")
     assert r.exit_code == 0 and not stored.exists()
     r = laptop.invoke("login", server.url, input="wrong\n")
