@@ -128,6 +128,10 @@ def test_refusals_and_transport_errors_are_one_line(tour, server):
     assert r.exit_code == 1
     assert r.stderr.startswith("Error: cannot reach the team server at http://127.0.0.1:9:")
     assert r.stderr.count("\n") == 1
+    tls = Local(remote.home, {**remote.env, "MLXD_URL": server.url.replace("http:", "https:")})
+    r = tls.invoke("jobs", "list")  # TLS to a plain-HTTP server
+    assert r.exit_code == 1 and r.stderr.startswith("Error: TLS error talking to https://")
+    assert r.stderr.count("\n") == 1
     r = remote.invoke("daemon", "status")
     assert r.exit_code == 1 and "'mlxd daemon status' needs the machine it runs on" in r.stderr
 
