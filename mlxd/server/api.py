@@ -34,7 +34,6 @@ Submitter = Annotated[Principal, Depends(can_submit)]
 Admin = Annotated[Principal, Depends(is_admin)]
 
 ROLE_OF_ACCESS = {"read": "viewer", "submit": "submitter", "cancel": "submitter", "admin": "admin"}
-ROLES = ("viewer", "submitter", "admin")
 
 
 class Failed(HTTPException):
@@ -88,10 +87,6 @@ def _home(request: Request) -> Path:
     return request.app.state.paths.home
 
 
-def _at_least(principal: Principal, role: str) -> bool:
-    return ROLES.index(principal.role) >= ROLES.index(role)
-
-
 def _check(request: Request, argv: list[str]):
     commands = _commands(request)
     try:
@@ -106,7 +101,7 @@ def _allowed(request: Request, principal: Principal, argv: list[str]) -> list[st
     another user's job is theirs to pass)."""
     resolved = _check(request, argv)
     role = ROLE_OF_ACCESS[resolved.access]
-    if not _at_least(principal, role):
+    if not principal.at_least(role):
         raise Failed(403, f"this needs the {role} role; {principal.name} is a {principal.role}")
     if resolved.path in (("jobs", "cancel"), ("jobs", "retry")):
         ids = resolved.params.get("job_ids") or [resolved.params.get("job_id")]
