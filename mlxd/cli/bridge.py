@@ -131,6 +131,8 @@ def resolve(argv: Sequence[str], home: Path | None = None, *, server: bool = Tru
         if not args:
             break
         name, sub, rest = cmd.resolve_command(ctx, args)
+        if home is not None and not isinstance(sub, click.Group):
+            _files_inside(sub, rest, home)  # before Click looks at them: no oracle of files
         path.append(name)
         ctx = sub.make_context(name, rest, parent=ctx)
         cmd = sub
@@ -157,6 +159,22 @@ def resolve(argv: Sequence[str], home: Path | None = None, *, server: bool = Tru
             if isinstance(p.type, click.Path) and str(params.get(p.name) or "-") != "-":
                 check_inside(home, str(params[p.name]), _opt(p))
     return Resolved(key, access, params)
+
+
+def _files_inside(cmd: click.Command, args: list[str], home: Path) -> None:
+    """Refuse a file option or argument naming a file outside ``home`` as given, before the
+    command's own checks (whether it exists) could tell anything about it."""
+    ctx = click.Context(cmd, info_name=cmd.name, resilient_parsing=True)
+    try:
+        raw, _, _ = cmd.make_parser(ctx).parse_args(args=list(args))
+    except click.UsageError:
+        return  # the real parse says what is wrong
+    for p in cmd.params:
+        if isinstance(p.type, click.Path):
+            values = raw.get(p.name)
+            for value in values if isinstance(values, list | tuple) else [values]:
+                if value not in (None, "", "-"):
+                    check_inside(home, str(value), _opt(p))
 
 
 def _opt(param: click.Parameter) -> str:

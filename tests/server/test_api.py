@@ -190,8 +190,9 @@ def test_logs_and_reports_stay_inside_mlxd_home(catalog, tmp_path):
             assert r.status_code == 403, r.text
             assert "outside the server's MLXD_HOME" in r.json()["error"]
     with catalog.client("submitter") as c:  # a file option naming a file outside
-        r = c.post("/api/v1/jobs/batch", json={"model": "tiny", "prompts": str(secret)})
-        assert r.status_code == 403 and "outside the server's MLXD_HOME" in r.json()["error"]
+        for path in (secret, tmp_path / "missing.jsonl"):  # whether it exists: not said
+            r = c.post("/api/v1/jobs/batch", json={"model": "tiny", "prompts": str(path)})
+            assert r.status_code == 403 and "outside the server's MLXD_HOME" in r.json()["error"]
 
 
 def test_the_per_user_limit_is_429_with_the_schedulers_line(catalog):
