@@ -24,7 +24,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 # Every page loads only what this server serves: its own scripts, styles and images.
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; frame-src 'self'; frame-ancestors 'self'; form-action 'self'; "
+    "connect-src 'self'; frame-src 'self'; frame-ancestors 'none'; form-action 'self'; "
     "base-uri 'none'; object-src 'none'"
 )
 NAV = (
@@ -56,7 +56,9 @@ def _env():
 _ENV = None
 
 
-def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+def render(
+    request: Request, name: str, status: int = 200, *, csp: str = CSP, **context: Any
+) -> HTMLResponse:
     global _ENV
     if _ENV is None:
         _ENV = _env()
@@ -68,7 +70,7 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
         path=request.url.path,
         **context,
     )
-    return HTMLResponse(html, status_code=status, headers={"Content-Security-Policy": CSP})
+    return HTMLResponse(html, status_code=status, headers={"Content-Security-Policy": csp})
 
 
 def _paths(request: Request):
@@ -354,10 +356,16 @@ def reports_page(request: Request, who: auth.CanRead):
     return render(request, "reports.html", principal=who, files=files, shown=None)
 
 
+# The page that shows an HTML report: the report's own inline styles may apply (in its
+# sandboxed frame, which inherits this policy); scripts still only from this server.
+REPORT_CSP = CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
+
+
 @router.get("/reports/{name:path}", response_class=HTMLResponse)
 def report_page(request: Request, name: str, who: auth.CanRead):
-    """One report in the page: Markdown as text, HTML framed (sandboxed) from the API's
-    ``/api/v1/reports/NAME``, which refuses a path out of the folder."""
+    """One report in the page: Markdown as text; HTML in a sandboxed frame of its own text
+    (``srcdoc``: the server lets no page of its own be framed). The file is the one the
+    API's ``/api/v1/reports/NAME`` serves, which refuses a path out of the folder."""
     import json
 
     from mlxd.server import api
@@ -366,14 +374,15 @@ def report_page(request: Request, name: str, who: auth.CanRead):
     path = getattr(answer, "path", None)
     if path is None:
         raise HTTPException(answer.status_code, json.loads(answer.body).get("error"))
-    text = None
-    if not str(path).endswith(".html"):
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    html = str(path).endswith(".html")
     return render(
         request,
         "reports.html",
+        csp=REPORT_CSP if html else CSP,
         principal=who,
         files=_report_files(request, who),
         shown=name,
-        text=text,
+        text=None if html else text,
+        html=text if html else None,
     )

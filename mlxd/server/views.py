@@ -123,7 +123,7 @@ def queue(paths: Paths, reader: Reader, *, hours: float = 24, now: datetime | No
     ended_rows = [j for j in reversed(jobs) if j.status in ENDED]
     ended = [job_line(j) for j in ended_rows[:ENDED_SHOWN]]
     shown = [j for j in jobs if j.status not in ENDED] + ended_rows[:ENDED_SHOWN]
-    q = Queue(running, queued, ended, {j.id: j for j in shown})
+    q = Queue(running, queued, ended, rows={j.id: j for j in shown})
     q.more_ended = max(0, len(ended_rows) - ENDED_SHOWN)
     return q
 

@@ -184,7 +184,7 @@ def test_a_quantize_from_the_form_is_queued(lab):
     page, url = lab["page"], lab["server"].url
     # Something ahead of it, so it stays queued long enough to see why it waits.
     ahead = job_id_of(
-        mlxd(lab, "bench", "tiny", "-p", "16", "-g", "8", "-n", "20", "--delay", "0.5")
+        mlxd(lab, "bench", "tiny", "-p", "16", "-g", "8", "-n", "100", "--delay", "0.5")
     )
     wait_for(lambda: job(lab, ahead)["status"] == "running", what="the bench to start")
     page.goto(url + "/submit?kind=quantize")
