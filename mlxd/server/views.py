@@ -307,13 +307,18 @@ def model_page(reader: Reader, ref: str) -> ModelPage:
     charts = []
     if fam is not None:
         rows = speed_memory_points([fam])
+        # The axis in the unit that suits its largest value, as the report's chart.
+        largest = max((v.memory_needed_bytes for _, v in rows), default=1)
+        unit, scale = next(
+            (u, k) for u, k in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("B", 1)) if largest >= k
+        )
         charts.append(
             scatter(
                 "chart-speed-memory",
                 "Generation speed against peak memory",
-                "peak memory (MB)",
+                f"peak memory ({unit})",
                 "generation tok/s",
-                [(v.memory_needed_bytes / 1e6, v.generation_tps) for _, v in rows],
+                [(v.memory_needed_bytes / scale, v.generation_tps) for _, v in rows],
                 variant_labels([v for _, v in rows]),
             )
         )
