@@ -76,6 +76,7 @@ def start_background(
         raise DaemonError(f"the daemon is already running (pid {st.pid})")
     paths.ensure()
     paths.pidfile.unlink(missing_ok=True)
+    stop_leftover(paths)  # no daemon runs: a server still recorded is a killed one's
     with open(paths.daemon_log, "a") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mlxd", "daemon", "start", "--foreground"]
