@@ -30,7 +30,9 @@ PENDING_STATUSES = ("queued", "running")
 # Tables whose rows come back with aware UTC timestamps, as the Store's SQLModel rows have
 # them: their commands read through the Store before and print the offset ("+00:00") in
 # --json. The other tables' timestamps are naive UTC, as their readers have always printed.
-UTC_TABLES = frozenset({"adapter", "finetunestep", "finetuneeval", "finetunesweep", "promptcache"})
+UTC_TABLES = frozenset(
+    {"adapter", "finetunestep", "finetuneeval", "finetunesweep", "promptcache", "apiuser"}
+)
 
 
 def connect(paths: Paths):
@@ -674,6 +676,20 @@ class Reader:
     def machines(self) -> list[Row]:
         """The daemons on this catalog (``machine`` rows), by host id."""
         return self.rows("machine", "select * from machine order by host_id")
+
+    # -- the team server's users -------------------------------------------------------------
+
+    def api_users(self) -> Rows:
+        """The server's users by name (their token hashes included: callers show none)."""
+        return self.rows("apiuser", "select * from apiuser order by name")
+
+    def api_user_by_token(self, token_sha256: str) -> Row | None:
+        """The user whose token hashes to ``token_sha256`` (the lookup is by the hash; the
+        caller compares it again in constant time)."""
+        return self._one("apiuser", "select * from apiuser where token_sha256 = ?", (token_sha256,))
+
+    def api_user(self, name: str) -> Row | None:
+        return self._one("apiuser", "select * from apiuser where name = ?", (name,))
 
     # -- benchmark results ------------------------------------------------------------------
 

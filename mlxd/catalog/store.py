@@ -425,6 +425,34 @@ class Store:
             )
         return res.rowcount == 1
 
+    # -- the team server's users (issue 20) ------------------------------------------------
+
+    def add_api_user(
+        self, name: str, role: str, token_sha256: str, created_by: str | None = None
+    ) -> None:
+        """A new server user: its name, role and the hash of its token (never the token)."""
+        from sqlalchemy.exc import IntegrityError
+
+        from mlxd.catalog.models import ApiUser
+
+        try:
+            with self.write() as s:
+                if s.exec(select(ApiUser).where(ApiUser.name == name)).first() is not None:
+                    raise CatalogError(f"a user named '{name}' already exists")
+                s.add(
+                    ApiUser(name=name, role=role, token_sha256=token_sha256, created_by=created_by)
+                )
+        except IntegrityError:  # two adds of one name at once
+            raise CatalogError(f"a user named '{name}' already exists") from None
+
+    def remove_api_user(self, name: str) -> bool:
+        """Remove a server user (their token stops working at once); False if none."""
+        from mlxd.catalog.models import ApiUser
+
+        with self.write() as s:
+            res = s.execute(delete(ApiUser).where(ApiUser.name == name))
+        return res.rowcount == 1
+
     # -- systems and benchmarks -----------------------------------------------------------
 
     def system_for(self, facts: dict[str, Any], session: Session | None = None) -> System:

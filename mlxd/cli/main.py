@@ -37,6 +37,8 @@ COMMANDS = {
     "fuse": "mlxd.cli.finetune_cmd:fuse",
     "adapters": "mlxd.cli.adapters_cmd:adapters",
     "machines": "mlxd.cli.machines_cmd:machines",
+    "serve": "mlxd.cli.serve_cmd:serve",
+    "users": "mlxd.cli.users_cmd:users",
 }
 
 
