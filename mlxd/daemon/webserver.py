@@ -30,7 +30,7 @@ from mlxd.vocab import settings
 
 log = logging.getLogger("mlxd.daemon.webserver")
 
-FIRST_PAUSE_S = 2.0  # before starting a server that died again; doubles up to MAX_PAUSE_S
+FIRST_PAUSE_S = 1.0  # before starting a server that died again; doubles up to MAX_PAUSE_S
 MAX_PAUSE_S = 300.0
 
 

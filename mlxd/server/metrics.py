@@ -28,9 +28,8 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -43,7 +42,7 @@ from prometheus_client.utils import floatToGoString
 from mlxd.catalog.read import Reader
 from mlxd.config import Paths
 from mlxd.scheduling.placement import live_machines
-from mlxd.server.auth import Principal, can_read
+from mlxd.server.auth import CanRead
 from mlxd.vocab import settings
 from mlxd.vocab.choices import BENCH_POINT_KEYS
 
@@ -173,6 +172,6 @@ def exposition(paths: Paths) -> bytes:
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics(request: Request, principal: Annotated[Principal, Depends(can_read)]) -> Response:
+def metrics(request: Request, principal: CanRead) -> Response:
     """Prometheus' text format (a viewer token, or none with --public-read)."""
     return Response(exposition(request.app.state.paths), media_type=CONTENT_TYPE_LATEST)

@@ -183,3 +183,26 @@ def test_a_catalog_that_does_not_answer_is_catalog_up_0(tmp_path, monkeypatch):
     text = exposition(paths_of(tmp_path / "home")).decode()
     assert "mlxd_catalog_up 0.0" in text
     assert "mlxd_jobs{" not in text
+
+
+@pytest.mark.sqlite_only
+def test_the_route_reads_like_any_page_a_viewer_token_or_public_read(mlxd_home):
+    """Prometheus practice: the scrape job sends a token (`authorization: credentials`), or
+    the server is --public-read."""
+    from fastapi.testclient import TestClient
+
+    from mlxd.server.app import create_app
+    from mlxd.server.users import add_user
+
+    p = paths_of(mlxd_home)
+    fill(p)
+    token = add_user(p, "scraper", "viewer")
+    with TestClient(create_app(p, secret_key=b"k" * 32)) as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
+        r = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        assert 'mlxd_jobs{pool="gpu",state="running"} 1.0' in r.text
+        assert "process_resident_memory_bytes" in r.text  # the server's own
+    with TestClient(create_app(p, public_read=True, secret_key=b"k" * 32)) as client:
+        assert client.get("/metrics").status_code == 200
