@@ -61,6 +61,8 @@ def test_the_server_runs_beside_the_daemon_and_stops_with_it(started, mlxd_home)
     r = httpx.get(f"{url}/metrics", timeout=10)
     assert r.status_code == 200
     assert 'mlxd_daemon_up{host="' in r.text and "mlxd_catalog_up 1.0" in r.text
+    assert 'mlxd_memory_budget_bytes{host="' in r.text  # the daemon's machine row
+    assert "mlxd_memory_in_use_bytes{host=" in r.text
 
     # a server that dies is started again by the daemon
     os.kill(server["pid"], signal.SIGKILL)

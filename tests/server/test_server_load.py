@@ -4,6 +4,7 @@ added), and the p95 latency is printed (run with -s to see it; never asserted)."
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -14,6 +15,8 @@ from tests.conftest import Daemon, run_mlxd
 CLIENTS = 50
 SECONDS = 60.0  # the issue's figure
 JOBS = 4
+# The queue page is the dashboard's (mlxd/server/pages.py); the API's jobs list always.
+PATHS = (["/"] if importlib.util.find_spec("mlxd.server.pages") else []) + ["/api/v1/jobs"]
 
 
 @pytest.mark.daemon
@@ -41,7 +44,7 @@ def test_fifty_clients_polling_for_a_minute_leave_the_daemons_jobs_alone(server,
             ids.append(int(proc.stdout.split()[2].rstrip(":")))  # "Queued job N: ..."
         result = poll(
             server.url,
-            ["/", "/api/v1/jobs"],
+            PATHS,
             clients=CLIENTS,
             seconds=SECONDS,
             headers={"Authorization": f"Bearer {server.tokens['viewer']}"},
