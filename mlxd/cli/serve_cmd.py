@@ -30,6 +30,7 @@ def serve(
     bind: str, tls_cert: str | None, tls_key: str | None, public_read: bool, insecure_http: bool
 ):
     """Run the team server: dashboard, JSON API, metrics; tokens and roles."""
+    from mlxd.cli.bridge import attach
     from mlxd.server.run import ServeError, check_tls, parse_bind, serve
 
     try:
@@ -45,6 +46,7 @@ def serve(
             tls_key=tls_key,
             public_read=public_read,
             insecure_http=insecure_http,
+            prepare=attach,  # the API runs the CLI's own commands (cli/bridge.py)
         )
     except ServeError as e:
         raise UserError(str(e)) from None

@@ -21,8 +21,10 @@ import logging
 import re
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlxd.config import Paths
 from mlxd.vocab import settings
@@ -203,8 +205,11 @@ def serve(
     tls_key: str | None = None,
     public_read: bool = False,
     insecure_http: bool = False,
+    prepare: Callable[[Any], None] | None = None,
 ) -> None:
-    """Check, bind and run until SIGINT/SIGTERM. Raises ServeError before serving."""
+    """Check, bind and run until SIGINT/SIGTERM. Raises ServeError before serving.
+    ``prepare(app)`` completes the app first: ``mlxd serve`` gives it the CLI's commands,
+    which the API runs (the server room does not import the CLI)."""
     bind = parse_bind(bind_text)
     tls = check_tls(tls_cert, tls_key) is not None
     warning = check_exposure(bind, tls=tls, insecure_http=insecure_http)
@@ -225,6 +230,8 @@ def serve(
     from mlxd.server.app import create_app
 
     app = create_app(paths, public_read=public_read, secret_key=secret, tls=tls)
+    if prepare is not None:
+        prepare(app)
     config = uvicorn.Config(
         app,
         ssl_certfile=tls_cert if tls else None,

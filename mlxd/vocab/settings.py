@@ -181,6 +181,22 @@ QUEUE_LIMIT_PER_USER = _declare(
     shown_default="no limit",
 )
 
+# -- the team server, from a laptop ---------------------------------------------------------
+URL = _declare(
+    "MLXD_URL",
+    None,
+    str,
+    "the team server (https://team-mac:8765): every read and submit goes through its API",
+    shown_default="the URL `mlxd login` stored, else none: this machine's catalog",
+)
+TOKEN = _declare(
+    "MLXD_TOKEN",
+    None,
+    str,
+    "the token the team server knows you by (from `mlxd users add`)",
+    shown_default="the token `mlxd login` stored",
+)
+
 # -- the team server (mlxd serve) ---------------------------------------------------------------
 SERVER_MAX_BODY_BYTES = _declare(
     "MLXD_SERVER_MAX_BODY_BYTES",
