@@ -993,6 +993,10 @@ class Reader:
         )
         return [tuple(row) for row in self.con.execute(sql, list(bounds))]
 
+    def bench_runs_mark(self) -> tuple[int, int | None]:
+        """(runs, newest run id): changes whenever a run is added or removed."""
+        return tuple(self.con.execute("select count(*), max(id) from benchrun").fetchone())
+
     def latest_speeds(self) -> list[Row]:
         """The newest run of each model's own (no adapter) at each host and benchmark point:
         model name, host, the point's columns, generation and prompt tok/s (means)."""

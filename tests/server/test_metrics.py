@@ -106,15 +106,42 @@ def fill(p) -> dict[str, int]:
 def test_the_scrape_counts_what_the_catalog_holds(mlxd_home, catalog_backend):
     """One fill per backend (a PostgreSQL database costs a second), every figure checked."""
     p = paths_of(mlxd_home)
-    fill(p)
-    samples = {}
-    for family in text_string_to_metric_families(exposition(p).decode()):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    ids = fill(p)
+    samples = scrape(p)
     jobs_by_state_and_pool(samples)
     wait_and_run_histograms_by_kind(samples)
     newest_speed_per_model_and_point(samples)
     machines_heartbeat_and_memory(samples)
+    # the speeds are kept between scrapes until the runs change: a newer run shows at once
+    store = Store(p)
+    try:
+        with store.write() as s:
+            run = s.get(BenchRun, ids[2])
+            s.add(BenchRun(**(run.model_dump(exclude={"id"}) | {"generation_tps_mean": 47.0})))
+    finally:
+        store.close()
+    point = dict(POINT, prompt_tokens="512")
+    assert value(scrape(p), "mlxd_generation_tokens_per_second", **point) == 47.0
+
+
+def scrape(p) -> dict:
+    samples = {}
+    for family in text_string_to_metric_families(exposition(p).decode()):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+POINT = dict(
+    model="tiny-4bit",
+    host="mac-a",
+    gen_tokens="64",
+    batch_size="1",
+    depth="0",
+    kv_bits="",
+    prefill_step_size="",
+    max_kv_size="",
+)
 
 
 def value(samples, name, **labels):
@@ -151,17 +178,7 @@ def wait_and_run_histograms_by_kind(samples):
 
 
 def newest_speed_per_model_and_point(samples):
-    point = dict(
-        model="tiny-4bit",
-        host="mac-a",
-        gen_tokens="64",
-        batch_size="1",
-        depth="0",
-        kv_bits="",
-        prefill_step_size="",
-        max_kv_size="",
-    )
-    a, b = dict(point, prompt_tokens="128"), dict(point, prompt_tokens="512")
+    a, b = dict(POINT, prompt_tokens="128"), dict(POINT, prompt_tokens="512")
     assert value(samples, "mlxd_generation_tokens_per_second", **a) == 61.5  # the newer run
     assert value(samples, "mlxd_prompt_tokens_per_second", **a) == 640.0
     assert value(samples, "mlxd_generation_tokens_per_second", **b) == 44.0
