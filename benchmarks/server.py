@@ -68,6 +68,8 @@ def poll(
     latencies: dict[str, list[float]] = {p: [] for p in paths}
     errors: list[str] = []
     rss: list[int] = []
+    slowest = [0.0, 0.0]  # seconds, and when it started (seconds into the run)
+    begin = time.monotonic()
 
     async def client(i: int, deadline: float) -> None:
         async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=60) as c:
@@ -84,6 +86,8 @@ def poll(
                     errors.append(f"{path}: {type(e).__name__} {e}")
                 took = time.perf_counter() - t0
                 latencies[path].append(took)
+                if took > slowest[0]:
+                    slowest[:] = [took, time.monotonic() - took - begin]
                 await asyncio.sleep(max(0.0, interval_s - took))
 
     async def watch(deadline: float) -> None:
@@ -111,6 +115,7 @@ def poll(
         "p50_s": percentile(every, 50),
         "p95_s": percentile(every, 95),
         "max_s": max(every, default=float("nan")),
+        "max_started_at_s": slowest[1],
         "by_path": {
             p: {"requests": len(ts), "p50_s": percentile(ts, 50), "p95_s": percentile(ts, 95)}
             for p, ts in latencies.items()
@@ -352,7 +357,7 @@ def show(report: dict) -> None:
     print(
         f"load: {load['clients']} clients x {load['seconds']:g} s: {load['requests']} requests, "
         f"{load['error_count']} errors, p50 {load['p50_s']:.3f} s, p95 {load['p95_s']:.3f} s, "
-        f"max {load['max_s']:.3f} s"
+        f"max {load['max_s']:.3f} s (started {load['max_started_at_s']:.1f} s in)"
     )
     for path, r in load["by_path"].items():
         print(

@@ -52,7 +52,8 @@ def test_fifty_clients_polling_for_a_minute_leave_the_daemons_jobs_alone(server,
         print(
             f"\nload: {CLIENTS} clients x {SECONDS:g} s, {result['requests']} requests, "
             f"p50 {result['p50_s']:.3f} s, p95 {result['p95_s']:.3f} s, "
-            f"max {result['max_s']:.3f} s; {json.dumps(result['by_path'])}"
+            f"max {result['max_s']:.3f} s ({result['max_started_at_s']:.1f} s in); "
+            f"{json.dumps(result['by_path'])}"
         )
         assert result["errors"] == [], result["errors"][:5]
         assert result["requests"] >= CLIENTS * 10  # each client kept polling
