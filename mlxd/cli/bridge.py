@@ -120,7 +120,7 @@ def _root():
     return cli
 
 
-def resolve(argv: Sequence[str], home: Path | None = None) -> Resolved:
+def resolve(argv: Sequence[str], home: Path | None = None, *, server: bool = True) -> Resolved:
     """What ``argv`` would run, checked for the server: a known command that does not need
     the local machine, no local-only option, files only inside MLXD_HOME. A bad command
     line is the CLI's own usage error (raised as Click raises it)."""
@@ -131,6 +131,8 @@ def resolve(argv: Sequence[str], home: Path | None = None) -> Resolved:
         if not args:
             break
         name, sub, rest = cmd.resolve_command(ctx, args)
+        if home is not None and not isinstance(sub, click.Group):
+            _files_inside(sub, rest, home)  # before Click looks at them: no oracle of files
         path.append(name)
         ctx = sub.make_context(name, rest, parent=ctx)
         cmd = sub
@@ -144,8 +146,8 @@ def resolve(argv: Sequence[str], home: Path | None = None) -> Resolved:
             exit_code=1,
         )
     params = dict(ctx.params)
-    for name in LOCAL_OPTIONS.get(key, ()):
-        if params.get(name):
+    for name in LOCAL_OPTIONS.get(key, ()) if server else ():  # the remote CLI: its own
+        if params.get(name) and str(params[name]) != "-":  # "-": standard output
             option = next(p for p in cmd.params if p.name == name)
             raise Refused(
                 f"{_opt(option)} of '{shown}' acts on the server's machine; "
@@ -154,9 +156,25 @@ def resolve(argv: Sequence[str], home: Path | None = None) -> Resolved:
             )
     if home is not None:
         for p in cmd.params:
-            if isinstance(p.type, click.Path) and params.get(p.name):
+            if isinstance(p.type, click.Path) and str(params.get(p.name) or "-") != "-":
                 check_inside(home, str(params[p.name]), _opt(p))
     return Resolved(key, access, params)
+
+
+def _files_inside(cmd: click.Command, args: list[str], home: Path) -> None:
+    """Refuse a file option or argument naming a file outside ``home`` as given, before the
+    command's own checks (whether it exists) could tell anything about it."""
+    ctx = click.Context(cmd, info_name=cmd.name, resilient_parsing=True)
+    try:
+        raw, _, _ = cmd.make_parser(ctx).parse_args(args=list(args))
+    except click.UsageError:
+        return  # the real parse says what is wrong
+    for p in cmd.params:
+        if isinstance(p.type, click.Path):
+            values = raw.get(p.name)
+            for value in values if isinstance(values, list | tuple) else [values]:
+                if value not in (None, "", "-"):
+                    check_inside(home, str(value), _opt(p))
 
 
 def _opt(param: click.Parameter) -> str:
@@ -178,13 +196,13 @@ def check_inside(home: Path, value: str, what: str, shown: str | None = None) ->
     return target
 
 
-def check(argv: Sequence[str], home: Path | None = None) -> Resolved:
+def check(argv: Sequence[str], home: Path | None = None, *, server: bool = True) -> Resolved:
     """:func:`resolve`, with the CLI's own usage errors as :class:`Refused` (their one
     line and exit status: the same message the command would print)."""
     from mlxd.cli.main import failure
 
     try:
-        return resolve(argv, home)
+        return resolve(argv, home, server=server)
     except click.exceptions.Exit as e:  # --help, --version: nothing to run remotely
         raise Refused("help is shown by the mlxd command itself", exit_code=e.exit_code) from None
     except click.ClickException as e:
@@ -243,7 +261,7 @@ def params_argv(cmd: click.Command, fields: dict[str, Any], what: str) -> list[s
                 raise Refused("'wait' is the remote CLI's; follow the job with GET /api/v1/jobs/ID")
             known = sorted(k for k in by_name if not k.startswith("_"))
             raise Refused(f"unknown field '{key}' for {what}; fields: {', '.join(known)}")
-        if value is None or value is False:
+        if value is None or value is False or (isinstance(value, list | tuple) and not value):
             continue
         if isinstance(p, click.Argument):
             positional += [str(v) for v in value] if isinstance(value, list) else [str(value)]
@@ -295,13 +313,15 @@ class _ThreadStreams(io.TextIOBase):
             return self.real.write(text)
         if isinstance(text, bytes | bytearray):  # Click probes with b""
             text = bytes(text).decode("utf-8", "replace")
-        if text:
-            sink(self.name, text)
+        sink(self.name, text)
         return len(text)
 
     def flush(self) -> None:
-        if self._sink() is None:
+        sink = self._sink()
+        if sink is None:
             self.real.flush()
+        else:
+            sink(self.name, "")  # a quiet command still hears that its client went away
 
     def isatty(self) -> bool:
         return False if self._sink() is not None else self.real.isatty()
@@ -375,7 +395,8 @@ class Run:
         def sink(name: str, text: str) -> None:
             if self._gone.is_set():
                 raise Gone()
-            self._events.put((name, text))
+            if text:
+                self._events.put((name, text))
 
         def progress(desc: str, fraction: float, message: str) -> None:
             if self._gone.is_set():
@@ -397,6 +418,17 @@ class Run:
             _local.sink = None
             context.close_reader()
             self._events.put(("exit", {"exit_code": self.exit_code, "error": self.message}))
+
+    def next_event(self, timeout_s: float) -> tuple[str, Any] | None:
+        """The next event, or None if none came within ``timeout_s``."""
+        try:
+            return self._events.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+
+    def stop(self) -> None:
+        """The client went away: the command's next write or progress ends it."""
+        self._gone.set()
 
     def events(self) -> Iterator[tuple[str, Any]]:
         try:

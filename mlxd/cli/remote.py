@@ -61,23 +61,71 @@ def remote_main(args: list[str]) -> int:
     from mlxd.cli.bridge import Refused, check
 
     try:
-        resolved = check(args)
+        resolved = check(args, server=False)  # what the server refuses, it says
     except Refused as e:
-        click.echo(f"Error: {e}", err=True)
+        from mlxd.vocab import settings
+
+        hint = ""
+        if e.status != 400 or e.exit_code != 2:  # not a usage error: a local-only command
+            if not settings.URL.get():  # the URL came from `mlxd login`
+                hint = " ('mlxd login --forget' runs every command here again)"
+        click.echo(f"Error: {e}{hint}", err=True)
         return e.exit_code
     url, token = where()
+    seen = _Seen()
     try:
-        return _stream(url, token, args, read=resolved.access == "read")
+        if resolved.path == ("report",) and str(resolved.params.get("output")) != "-":
+            return _report_here(url, token, resolved.params)
+        return _stream(url, token, args, read=resolved.access == "read", seen=seen)
     except RemoteError as e:
         click.echo(f"Error: {e}", err=True)
         return e.exit_code
     except KeyboardInterrupt:
-        click.echo(
-            "Error: interrupted; what the command queued goes on on the server "
-            "(see 'mlxd jobs list')",
-            err=True,
-        )
+        from mlxd.cli.submit import interrupted
+
+        # As a local --wait says it: the wait ends, the job goes on.
+        what = interrupted(seen.job_id) if seen.job_id else "interrupted"
+        click.echo(f"Error: {what}", err=True)
         return 130
+
+
+class _Seen:
+    """What the command printed so far that a Ctrl-C message names (the last job queued)."""
+
+    job_id: int | None = None
+
+    def out(self, text: str) -> None:
+        import re
+
+        for m in re.finditer(r"^Queued job (\d+)", text, re.M):
+            self.job_id = int(m[1])
+
+
+def _report_here(url: str, token: str | None, params: dict) -> int:
+    """`mlxd report` writes its file here: the server renders it to standard output."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from mlxd.cli.bridge import command_argv
+    from mlxd.reports.report import default_path
+
+    fields = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+    fields["output"] = "-"
+    argv = command_argv(("report",), fields)
+    text: list[str] = []
+    code = _stream(url, token, argv, read=True, out=text.append)
+    if code != 0:
+        return code
+    fmt = params.get("fmt_name") or "md"
+    path = params.get("output") or default_path(Path("reports"), fmt, datetime.now(UTC))
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(text), encoding="utf-8")
+    except OSError as e:
+        raise RemoteError(f"cannot write {path}: {e.strerror or e}") from None
+    click.echo(f"Wrote {path} (from {url})")
+    return 0
 
 
 def _client(token: str | None):
@@ -98,7 +146,11 @@ def request(method: str, url: str, token: str | None, path: str, **kwargs) -> An
         return r.json()
 
 
-def _stream(url: str, token: str | None, args: list[str], *, read: bool) -> int:
+def _stream(
+    url: str, token: str | None, args: list[str], *, read: bool, seen=None, out=None
+) -> int:
+    """Run ``args`` on the server, printing what it prints (stdout to ``out`` when given);
+    its exit status."""
     from mlxd.cli.submit import progress_bar
 
     with _client(token) as client, _errors(url):
@@ -116,9 +168,13 @@ def _stream(url: str, token: str | None, args: list[str], *, read: bool) -> int:
                     if not line.strip():
                         continue
                     event = json.loads(line)
-                    if "out" in event:
+                    if "out" in event and out is not None:
+                        out(event["out"])
+                    elif "out" in event:
                         sys.stdout.write(event["out"])
                         sys.stdout.flush()
+                        if seen is not None:
+                            seen.out(event["out"])
                     elif "err" in event:
                         sys.stderr.write(event["err"])
                         sys.stderr.flush()
@@ -177,8 +233,10 @@ def _refusal(url: str, status: int, body: bytes) -> RemoteError:
 @click.argument("url", required=False)
 @click.option("--forget", is_flag=True, help="Forget the stored URL and token: run locally again")
 def login(url: str | None, forget: bool):
-    """Use the team server at URL from this machine: asks for your token (never echoed),
-    checks it and stores both in your config folder (mode 0600)."""
+    """Use the team server at URL from this machine (MLXD_URL without setting it).
+
+    Asks for your token (never echoed), checks it with the server and stores the URL and
+    token in your config folder, readable by you only (mode 0600)."""
     from mlxd.cli.context import BadUsage, UserError
     from mlxd.config import REMOTE_FILE, store_remote_login, user_config_dir
 

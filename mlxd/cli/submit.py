@@ -216,10 +216,15 @@ def follow(job_id: int, **kwargs) -> Any:
     try:
         return _follow(job_id, **kwargs)
     except KeyboardInterrupt:
-        raise WaitInterrupted(
-            f"interrupted; job {job_id} goes on in the daemon: follow it with "
-            f"'mlxd jobs wait {job_id}' or 'mlxd jobs logs {job_id} --follow'"
-        ) from None
+        raise WaitInterrupted(interrupted(job_id)) from None
+
+
+def interrupted(job_id: int) -> str:
+    """What a Ctrl-C during a wait says (here, and in the remote CLI)."""
+    return (
+        f"interrupted; job {job_id} goes on in the daemon: follow it with "
+        f"'mlxd jobs wait {job_id}' or 'mlxd jobs logs {job_id} --follow'"
+    )
 
 
 def _follow(

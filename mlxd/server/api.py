@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,7 +34,6 @@ Submitter = Annotated[Principal, Depends(can_submit)]
 Admin = Annotated[Principal, Depends(is_admin)]
 
 ROLE_OF_ACCESS = {"read": "viewer", "submit": "submitter", "cancel": "submitter", "admin": "admin"}
-ROLES = ("viewer", "submitter", "admin")
 
 
 class Failed(HTTPException):
@@ -88,10 +87,6 @@ def _home(request: Request) -> Path:
     return request.app.state.paths.home
 
 
-def _at_least(principal: Principal, role: str) -> bool:
-    return ROLES.index(principal.role) >= ROLES.index(role)
-
-
 def _check(request: Request, argv: list[str]):
     commands = _commands(request)
     try:
@@ -106,7 +101,7 @@ def _allowed(request: Request, principal: Principal, argv: list[str]) -> list[st
     another user's job is theirs to pass)."""
     resolved = _check(request, argv)
     role = ROLE_OF_ACCESS[resolved.access]
-    if not _at_least(principal, role):
+    if not principal.at_least(role):
         raise Failed(403, f"this needs the {role} role; {principal.name} is a {principal.role}")
     if resolved.path in (("jobs", "cancel"), ("jobs", "retry")):
         ids = resolved.params.get("job_ids") or [resolved.params.get("job_id")]
@@ -307,6 +302,9 @@ def compare(
     return _json_read(request, principal, ("results",), fields)
 
 
+FIRST_TEXT_S = 2.0  # a followed log that is still empty after this streams anyway
+
+
 @router.get("/jobs/{job_id}/logs", summary="A job's log; follow=true streams it until the job ends")
 @_handled
 def job_logs(
@@ -320,20 +318,26 @@ def job_logs(
         request, principal, ["jobs", "logs", str(job_id), *(["--follow"] if follow else [])]
     )
     run = _run(request, principal, argv)
-    events = run.events()
-    for name, value in events:  # until the first text: a log that is not there is an error
+    first = ""
+    waited = 0.0
+    while waited < FIRST_TEXT_S:  # a log that is not there is an error, said at once
+        event = run.next_event(0.1)
+        waited += 0.1
+        if event is None:
+            continue
+        name, value = event
         if name == "out":
             first = value
             break
         if name == "exit":
             if run.exit_code != 0:
+                run.stop()
                 raise Failed(status_for(run.error, run.exit_code), run.message or "", run.exit_code)
-            first = ""
-            break
+            return Response(first, media_type="text/plain; charset=utf-8")
 
-    def text() -> Iterator[str]:
+    async def text() -> AsyncIterator[str]:
         yield first
-        for name, value in events:
+        async for name, value in _events(request, run):
             if name == "out":
                 yield value
 
@@ -485,8 +489,27 @@ def remove_model(
 # -- the remote CLI -----------------------------------------------------------------------------
 
 
-def _stream(run) -> Iterator[bytes]:
-    for name, value in run.events():
+async def _events(request: Request, run) -> AsyncIterator[tuple[str, Any]]:
+    """``run``'s events until its end; a client that went away stops the command (a
+    follow ends as Ctrl-C ends it; the job goes on)."""
+    from starlette.concurrency import run_in_threadpool
+
+    try:
+        while True:
+            event = await run_in_threadpool(run.next_event, 1.0)
+            if await request.is_disconnected():
+                return
+            if event is None:
+                continue
+            yield event
+            if event[0] == "exit":
+                return
+    finally:
+        run.stop()
+
+
+async def _stream(request: Request, run) -> AsyncIterator[bytes]:
+    async for name, value in _events(request, run):
         yield (json.dumps({name: value}) + "\n").encode()
 
 
@@ -494,7 +517,7 @@ def _cli(request: Request, principal: Principal, argv: list[str]) -> Response:
     if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
         raise Failed(400, "argv must be a list of strings", 2)
     run = _run(request, principal, _allowed(request, principal, argv))
-    return StreamingResponse(_stream(run), media_type="application/x-ndjson")
+    return StreamingResponse(_stream(request, run), media_type="application/x-ndjson")
 
 
 @router.post("/cli", summary="Run an mlxd command line (what the remote CLI sends)")

@@ -33,6 +33,16 @@ STATIC = Path(__file__).resolve().parent / "static"
 ROUTERS = ("mlxd.server.api", "mlxd.server.pages", "mlxd.server.metrics")
 
 
+# On every answer: no framing by another site (a form clicked through a frame), no content
+# sniffing, no URL leaked to other sites in Referer.
+SECURITY_HEADERS = (
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+)
+
+
 class TooLarge(StarletteHTTPException):
     """A request body past the limit, found while it arrives."""
 
@@ -84,15 +94,18 @@ class Guard:
                     raise TooLarge(limit)
             return message
 
+        private = scope["path"].startswith(("/api/", "/session"))
+
         async def send_with_cookie(message):
             if message["type"] == "http.response.start":
+                message = dict(message)
+                extra = list(SECURITY_HEADERS)
+                if private:  # answers that may hold a token or a user's data: never cached
+                    extra.append((b"cache-control", b"no-store"))
                 cookie = state.get("mlxd_set_cookie")
                 if cookie:
-                    message = dict(message)
-                    message["headers"] = [
-                        *message.get("headers", []),
-                        (b"set-cookie", cookie.encode()),
-                    ]
+                    extra.append((b"set-cookie", cookie.encode()))
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         await self.app(scope, receive_limited, send_with_cookie)
@@ -103,6 +116,7 @@ async def _error(send, status: int, message: str, *, close: bool = False, extra=
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
+        *SECURITY_HEADERS,
         *extra,
     ]
     if close:  # the body we did not read stays on the connection: end it

@@ -66,6 +66,8 @@ def parse_bind(text: str) -> Bind:
     m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?", text)
     if m:
         host, port = m.group(1), m.group(2)
+    elif text.startswith("["):
+        raise ServeError(f"bad --bind '{text}': [IPV6]:PORT, e.g. [::1]:{DEFAULT_PORT}")
     elif text.count(":") > 1:  # a bare IPv6 address
         host, port = text, None
     else:

@@ -15,6 +15,7 @@ import pytest
 from tests.server.cli import Local
 
 FILLED_RUNS = 30
+SERVER_ENV = {"MLXD_QUEUE_LIMIT_PER_USER": "2"}  # the server's own: its 429
 
 
 @pytest.fixture(scope="module")
@@ -189,5 +190,22 @@ def test_logs_and_reports_stay_inside_mlxd_home(catalog, tmp_path):
             assert r.status_code == 403, r.text
             assert "outside the server's MLXD_HOME" in r.json()["error"]
     with catalog.client("submitter") as c:  # a file option naming a file outside
-        r = c.post("/api/v1/jobs/batch", json={"model": "tiny", "prompts": str(secret)})
-        assert r.status_code == 403 and "outside the server's MLXD_HOME" in r.json()["error"]
+        for path in (secret, tmp_path / "missing.jsonl"):  # whether it exists: not said
+            r = c.post("/api/v1/jobs/batch", json={"model": "tiny", "prompts": str(path)})
+            assert r.status_code == 403 and "outside the server's MLXD_HOME" in r.json()["error"]
+
+
+def test_the_per_user_limit_is_429_with_the_schedulers_line(catalog):
+    with catalog.client("submitter") as c:
+        ids = []
+        for i in range(2):
+            r = c.post(
+                "/api/v1/jobs/quantize", json={"model": "tiny", "bits": 3, "name": f"lim-{i}"}
+            )
+            assert r.status_code == 201, r.text
+            ids.append(r.json()["job_id"])
+        r = c.post("/api/v1/jobs/quantize", json={"model": "tiny", "bits": 3, "name": "lim-2"})
+        assert r.status_code == 429, r.text
+        assert r.json()["exit_code"] == 1 and "alice" in r.json()["error"]
+        for job_id in ids:
+            assert c.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 200

@@ -128,6 +128,10 @@ def test_refusals_and_transport_errors_are_one_line(tour, server):
     assert r.exit_code == 1
     assert r.stderr.startswith("Error: cannot reach the team server at http://127.0.0.1:9:")
     assert r.stderr.count("\n") == 1
+    tls = Local(remote.home, {**remote.env, "MLXD_URL": server.url.replace("http:", "https:")})
+    r = tls.invoke("jobs", "list")  # TLS to a plain-HTTP server
+    assert r.exit_code == 1 and r.stderr.startswith("Error: TLS error talking to https://")
+    assert r.stderr.count("\n") == 1
     r = remote.invoke("daemon", "status")
     assert r.exit_code == 1 and "'mlxd daemon status' needs the machine it runs on" in r.stderr
 
@@ -146,7 +150,18 @@ def test_login_stores_the_token_for_this_user_only_and_is_used(tour, server, tmp
     assert token in stored.read_text()
     # No MLXD_URL or MLXD_TOKEN: the stored login is used.
     assert laptop.json("jobs", "list") == local.json("jobs", "list")
+    r = laptop.invoke("daemon", "status")  # the stored login is why: say how to undo it
+    assert r.exit_code == 1 and "'mlxd login --forget' runs every command here again" in r.stderr
     r = laptop.invoke("login", "--forget")
     assert r.exit_code == 0 and not stored.exists()
     r = laptop.invoke("login", server.url, input="wrong\n")
     assert r.exit_code == 1 and "that token is not valid" in r.stderr and not stored.exists()
+
+
+def test_a_remote_report_is_written_here_from_the_servers_catalog(tour, server, tmp_path):
+    local, remote = tour
+    out = tmp_path / "team.md"
+    r = remote.invoke("report", "-o", str(out))
+    assert (r.exit_code, r.stdout) == (0, f"Wrote {out} (from {server.url})\n"), r.output
+    assert out.read_text() == local.invoke("report", "-o", "-").stdout
+    assert "tiny-4bit-g64" in out.read_text()

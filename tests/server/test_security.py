@@ -11,14 +11,13 @@ import hashlib
 import re
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.server.conftest import server_env, start_server
+from tests.server.conftest import start_server
 
 # A short header deadline, so the slow-client test sees its connection dropped.
 SERVER_ENV = {"MLXD_SERVER_HEADER_TIMEOUT_S": "1"}
@@ -26,17 +25,25 @@ WRITE_METHODS = ("post", "put", "patch", "delete")
 MiB = 1024 * 1024
 
 
-def write_endpoints(server) -> list[tuple[str, str]]:
-    """Every (METHOD, path) of the app's OpenAPI list that changes something, with its path
-    parameters filled in."""
+# Reads that answer without a token: the login page and the session's own state, liveness.
+PUBLIC_PATHS = {"/login", "/session", "/health"}
+
+
+def listed(server, methods=WRITE_METHODS) -> list[tuple[str, str]]:
+    """Every (METHOD, path) of the app's OpenAPI list with one of ``methods`` (default: those
+    that change something), path parameters filled in."""
     with server.client("viewer") as c:
         spec = c.get("/api/v1/openapi.json").json()
     found = []
     for path, ops in spec["paths"].items():
         for method in ops:
-            if method in WRITE_METHODS:
+            if method in methods:
                 found.append((method.upper(), re.sub(r"\{[^}]+\}", "1", path)))
     return found
+
+
+def write_endpoints(server) -> list[tuple[str, str]]:
+    return listed(server)
 
 
 def test_no_token_is_401_and_a_viewer_403_on_every_write_endpoint(server):
@@ -51,8 +58,19 @@ def test_no_token_is_401_and_a_viewer_403_on_every_write_endpoint(server):
             assert r.json()["error"].startswith("a token is needed")
             r = viewer.request(method, path, json={})
             assert r.status_code == 403, (method, path, r.status_code, r.text)
-        # reads need a token too without --public-read
+        # a cookie that the server did not sign is no credential: each route checks
+        anonymous.cookies.set("mlxd_session", "eyJ1IjoiYWRtaW4ifQ.forged.x")
+        for method, path in endpoints:
+            r = anonymous.request(method, path, json={})
+            assert r.status_code == 401, (method, path, r.status_code, r.text)
+        anonymous.cookies.clear()
+        # reads need a token too without --public-read: every GET the app lists
         assert anonymous.get("/api/v1/openapi.json").status_code == 401
+        reads = [p for _, p in listed(server, ("get",)) if p not in PUBLIC_PATHS]
+        assert "/api/v1/users" in reads
+        for path in reads:
+            r = anonymous.get(path)
+            assert r.status_code == 401, (path, r.status_code, r.text)
         assert anonymous.get("/api/v1/users").status_code == 401
         r = anonymous.get("/api/v1/users", headers={"Authorization": "Basic eDp5"})
         assert r.status_code == 401 and "Bearer TOKEN" in r.json()["error"]
@@ -65,6 +83,7 @@ def test_only_an_admin_manages_users(server):
         assert r.status_code == 403 and "admin role" in r.json()["error"]
         r = admin.post("/api/v1/users", json={"name": "bob", "role": "submitter"})
         assert r.status_code == 201, r.text
+        assert r.headers["cache-control"] == "no-store" and r.headers["x-frame-options"] == "DENY"
         bob_token = r.json()["token"]
         assert (
             admin.post("/api/v1/users", json={"name": "bob", "role": "viewer"}).status_code == 409
@@ -84,12 +103,9 @@ def test_only_an_admin_manages_users(server):
 
 def test_the_users_commands(server):
     """`mlxd users add` prints the token once and keeps its hash; list shows no secret."""
-    env = server.env
 
     def mlxd(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "mlxd", *args], capture_output=True, text=True, env=env
-        )
+        return cli_run(server.home, *args)
 
     added = mlxd("users", "add", "carol", "--role", "viewer")
     assert added.returncode == 0, added.stderr
@@ -110,6 +126,18 @@ def test_the_users_commands(server):
     assert mlxd("users", "remove", "carol").returncode == 0
     with server.client(token=token) as carol:
         assert carol.get("/api/v1/openapi.json").status_code == 401
+
+
+def cli_run(home: Path, *args: str) -> subprocess.CompletedProcess:
+    """``mlxd ARGS`` in this process (Click's runner: no interpreter start-up to pay), as a
+    CompletedProcess."""
+    from click.testing import CliRunner
+
+    from mlxd.cli.main import cli
+
+    env = {"MLXD_HOME": str(home), "MLXD_DATABASE_URL": None}
+    result = CliRunner().invoke(cli, list(args), env=env, prog_name="mlxd")
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def _job_row(server, submitted_by: str) -> int:
@@ -222,16 +250,9 @@ def test_tls_and_where_the_server_may_listen(server, tmp_path):
     import ssl
 
     cert, key = _self_signed(tmp_path)
-    env = server_env(tmp_path / "home")
 
     def serve(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "mlxd", "serve", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
+        return cli_run(server.home, "serve", *args)
 
     refused = serve("--bind", "0.0.0.0:0")
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1

@@ -42,3 +42,47 @@ def test_users_are_kept_as_hashes_and_found_by_their_token(mlxd_home, catalog_ba
         users.remove_user(p, "ana")
     assert users.Principal("x", "admin").at_least("submitter")
     assert not users.Principal("x", "viewer").at_least("submitter")
+
+
+def test_the_cli_imports_no_web_framework():
+    """`mlxd --help` and `mlxd users ...` stay as fast as any command: fastapi, starlette and
+    uvicorn load only when `mlxd serve` runs."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom click.testing import CliRunner\nfrom mlxd.cli.main import cli\n"
+        "for a in (['--help'], ['serve', '--help'], ['users', 'list', '--help']):\n"
+        "    assert CliRunner().invoke(cli, a).exit_code == 0\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('fastapi', 'starlette', 'uvicorn', 'itsdangerous')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "text,host,port,loopback",
+    [
+        ("127.0.0.1:8765", "127.0.0.1", 8765, True),
+        ("localhost", "localhost", 8765, True),
+        (":9000", "127.0.0.1", 9000, True),
+        ("[::1]:8000", "::1", 8000, True),
+        ("::1", "::1", 8765, True),
+        ("0.0.0.0:80", "0.0.0.0", 80, False),
+        ("team-mac.local:8765", "team-mac.local", 8765, False),
+    ],
+)
+def test_bind_addresses(text, host, port, loopback):
+    from mlxd.server.run import parse_bind
+
+    bind = parse_bind(text)
+    assert (bind.host, bind.port, bind.loopback) == (host, port, loopback)
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1:x", "127.0.0.1:70000", "[::1]:-1"])
+def test_a_bad_bind_is_one_line(text):
+    from mlxd.server.run import ServeError, parse_bind
+
+    with pytest.raises(ServeError, match="bad --bind"):
+        parse_bind(text)
