@@ -153,6 +153,15 @@ class Paths:
     def lockfile(self) -> Path:
         return self.home / "daemon.lock"
 
+    @property
+    def server_file(self) -> Path:
+        # The team server a daemon started beside itself (`daemon start --serve`): JSON.
+        return self.home / "server.json"
+
+    @property
+    def server_log(self) -> Path:
+        return self.logs / "server.log"
+
     def job_log(self, job_id: int) -> Path:
         return self.logs / f"job-{job_id}.log"
 

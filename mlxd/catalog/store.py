@@ -746,9 +746,11 @@ class Store:
         *,
         pools: Sequence[str],
         facts: dict[str, Any] | None = None,
+        fact_updates: dict[str, Any] | None = None,
         **values: Any,
     ) -> None:
-        """Write this host's machine row (insert or update): its pools, facts, heartbeat."""
+        """Write this host's machine row (insert or update): its pools, facts (or some of
+        them: ``fact_updates``), heartbeat."""
         from mlxd.catalog.models import Machine
 
         with self.write() as s:
@@ -758,6 +760,8 @@ class Store:
             m.pools, m.heartbeat_at, m.stopped_at = list(pools), utcnow(), None
             if facts is not None:
                 m.facts = facts
+            if fact_updates:
+                m.facts = {**(m.facts or {}), **fact_updates}  # a new dict: JSON is not tracked
             for k, v in values.items():
                 setattr(m, k, v)
             s.add(m)
