@@ -156,8 +156,11 @@ def resolve(argv: Sequence[str], home: Path | None = None, *, server: bool = Tru
             )
     if home is not None:
         for p in cmd.params:
-            if isinstance(p.type, click.Path) and str(params.get(p.name) or "-") != "-":
-                check_inside(home, str(params[p.name]), _opt(p))
+            if isinstance(p.type, click.Path):
+                values = params.get(p.name)
+                for value in values if isinstance(values, list | tuple) else [values]:
+                    if value not in (None, "", "-"):
+                        check_inside(home, str(value), _opt(p))
     return Resolved(key, access, params)
 
 
