@@ -1,7 +1,7 @@
 """eval runs: task accuracy per model, with every item's answer
 
 Revision ID: 0016
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-04 22:10:00
 """
 
@@ -10,7 +10,7 @@ import sqlmodel
 from alembic import op
 
 revision = "0016"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
