@@ -55,6 +55,7 @@ def test_every_read_endpoint_answers_the_clis_json(catalog):
         ("/api/v1/sweeps", ["sweep", "list"]),
         ("/api/v1/adapters", ["adapters", "list"]),
         ("/api/v1/quality", ["quality", "list"]),
+        ("/api/v1/evals", ["eval", "list"]),
         ("/api/v1/finetunes", ["finetune", "list"]),
     ]  # fmt: skip
     with catalog.client("viewer") as c:
