@@ -195,7 +195,12 @@ def test_logs_and_reports_stay_inside_mlxd_home(catalog, tmp_path):
             r = c.post("/api/v1/jobs/batch", json={"model": "tiny", "prompts": str(path)})
             assert r.status_code == 403 and "outside the server's MLXD_HOME" in r.json()["error"]
         # Files named by options that are not checked for existence by Click: the same rule.
-        for kind, field in (("finetune", "data"), ("finetune", "config"), ("quality", "text")):
+        for kind, field in (
+            ("finetune", "data"),
+            ("finetune", "config"),
+            ("quality", "text"),
+            ("eval", "task"),
+        ):
             r = c.post(f"/api/v1/jobs/{kind}", json={"model": "tiny", field: str(secret)})
             assert r.status_code == 403, (kind, field, r.text)
             assert "outside the server's MLXD_HOME" in r.json()["error"]
