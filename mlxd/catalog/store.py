@@ -27,6 +27,8 @@ from mlxd.catalog.models import (
     FINISHED_STATUSES,
     BenchRun,
     BenchTrial,
+    EvalItem,
+    EvalRun,
     Job,
     Model,
     PromptCache,
@@ -195,6 +197,14 @@ class Store:
                 update(QualityRun)
                 .where(QualityRun.base_model_id == model_id)
                 .values(base_model_id=None)
+            )
+            # Its eval runs and their items go too; runs against it lose their base.
+            mine = select(EvalRun.id).where(EvalRun.model_id == model_id)
+            s.execute(update(EvalRun).where(EvalRun.base_run_id.in_(mine)).values(base_run_id=None))
+            s.execute(delete(EvalItem).where(EvalItem.run_id.in_(mine)))
+            s.execute(delete(EvalRun).where(EvalRun.model_id == model_id))
+            s.execute(
+                update(EvalRun).where(EvalRun.base_model_id == model_id).values(base_model_id=None)
             )
             # A sweep is a record about its base: without the base it means nothing.
             s.execute(delete(Sweep).where(Sweep.base_model_id == model_id))
@@ -425,6 +435,34 @@ class Store:
             )
         return res.rowcount == 1
 
+    # -- the team server's users (issue 20) ------------------------------------------------
+
+    def add_api_user(
+        self, name: str, role: str, token_sha256: str, created_by: str | None = None
+    ) -> None:
+        """A new server user: its name, role and the hash of its token (never the token)."""
+        from sqlalchemy.exc import IntegrityError
+
+        from mlxd.catalog.models import ApiUser
+
+        try:
+            with self.write() as s:
+                if s.exec(select(ApiUser).where(ApiUser.name == name)).first() is not None:
+                    raise CatalogError(f"a user named '{name}' already exists")
+                s.add(
+                    ApiUser(name=name, role=role, token_sha256=token_sha256, created_by=created_by)
+                )
+        except IntegrityError:  # two adds of one name at once
+            raise CatalogError(f"a user named '{name}' already exists") from None
+
+    def remove_api_user(self, name: str) -> bool:
+        """Remove a server user (their token stops working at once); False if none."""
+        from mlxd.catalog.models import ApiUser
+
+        with self.write() as s:
+            res = s.execute(delete(ApiUser).where(ApiUser.name == name))
+        return res.rowcount == 1
+
     # -- systems and benchmarks -----------------------------------------------------------
 
     def system_for(self, facts: dict[str, Any], session: Session | None = None) -> System:
@@ -485,6 +523,15 @@ class Store:
             s.add(sweep)
             s.flush()
             return sweep
+
+    def add_eval_run(self, run: EvalRun, items: list[dict[str, Any]], *, session: Session):
+        """An eval run and its items (dicts of ``EvalItem`` fields), inside a job's
+        finishing transaction; the run gets its id."""
+        session.add(run)
+        session.flush()
+        session.add_all([EvalItem(run_id=run.id, **item) for item in items])
+        session.flush()
+        return run
 
     # -- reliability (issue 8) ---------------------------------------------------------
 
@@ -718,9 +765,11 @@ class Store:
         *,
         pools: Sequence[str],
         facts: dict[str, Any] | None = None,
+        fact_updates: dict[str, Any] | None = None,
         **values: Any,
     ) -> None:
-        """Write this host's machine row (insert or update): its pools, facts, heartbeat."""
+        """Write this host's machine row (insert or update): its pools, facts (or some of
+        them: ``fact_updates``), heartbeat."""
         from mlxd.catalog.models import Machine
 
         with self.write() as s:
@@ -730,6 +779,8 @@ class Store:
             m.pools, m.heartbeat_at, m.stopped_at = list(pools), utcnow(), None
             if facts is not None:
                 m.facts = facts
+            if fact_updates:
+                m.facts = {**(m.facts or {}), **fact_updates}  # a new dict: JSON is not tracked
             for k, v in values.items():
                 setattr(m, k, v)
             s.add(m)

@@ -2,7 +2,8 @@
 
 Every chart's data series carries an SVG id (matplotlib's ``gid``) so a reader's tools, and
 the tests, can find the points: ``points-speed-memory``, ``points-quality-<model>``,
-``pareto-<model>``, ``bars-generation-<model>``, ``depth-<model>``, ``loss-<job>``,
+``pareto-<model>``, ``points-accuracy-<model>-<method>``, ``pareto-accuracy-<model>``,
+``bars-generation-<model>``, ``depth-<model>``, ``loss-<job>``,
 ``history-date-<model>``, ``history-mlx-<model>``.
 """
 
@@ -154,14 +155,20 @@ def annotate_apart(ax, xs, ys, texts, *, fontsize: float = 7) -> list:
     return out
 
 
-def speed_memory(families: list[Family]) -> Chart | None:
-    """Generation tok/s against peak memory, one colour per model."""
-    rows = [
+def speed_memory_points(families: list[Family]) -> list[tuple[Family, VariantFigures]]:
+    """The variants the speed-memory chart shows: those with both figures (the dashboard
+    draws the same points)."""
+    return [
         (f, v)
         for f in families
         for v in f.rows
         if v.generation_tps is not None and v.memory_needed_bytes
     ]
+
+
+def speed_memory(families: list[Family]) -> Chart | None:
+    """Generation tok/s against peak memory, one colour per model."""
+    rows = speed_memory_points(families)
     if not rows:
         return None
     fig = _figure()
@@ -213,13 +220,13 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def speed_quality(fam: Family) -> Chart | None:
-    """Generation tok/s against KL (or perplexity), the Pareto frontier marked."""
+def quality_points(fam: Family) -> tuple[bool, list[tuple[float, float]], list[VariantFigures]]:
+    """The speed-quality chart's points: (KL on x, else perplexity; the (x, tok/s) points;
+    their variants). The dashboard draws the same points."""
     with_q = [v for v in fam.rows if v.quality and v.generation_tps is not None]
-    if not with_q:
-        return None
     use_kl = sum(v.quality.kl_mean is not None for v in with_q) >= 2
-    pts, shown = [], []
+    pts: list[tuple[float, float]] = []
+    shown: list[VariantFigures] = []
     for v in with_q:
         if use_kl:
             kl = v.quality.kl_mean
@@ -230,6 +237,12 @@ def speed_quality(fam: Family) -> Chart | None:
             x = v.quality.perplexity
         pts.append((x, v.generation_tps))
         shown.append(v)
+    return use_kl, pts, shown
+
+
+def speed_quality(fam: Family) -> Chart | None:
+    """Generation tok/s against KL (or perplexity), the Pareto frontier marked."""
+    use_kl, pts, shown = quality_points(fam)
     if not pts:
         return None
     s = slug(fam.name)
@@ -261,6 +274,63 @@ def speed_quality(fam: Family) -> Chart | None:
     cid = f"chart-quality-{s}"
     title = f"{fam.name}: speed against quality ({'KL' if use_kl else 'perplexity'})"
     return Chart(cid, title, _svg(fig, cid))
+
+
+def accuracy_bits(fam: Family) -> Chart | None:
+    """Task accuracy (or, without eval runs, KL against the base) against bits per weight,
+    one series per quantization method, the Pareto front (fewer bits, better score) marked."""
+    seen, models = set(), []
+    for v in fam.rows:  # one point per model, whatever machine measured its speed
+        if v.model.id not in seen and v.model.bits_per_weight:
+            seen.add(v.model.id)
+            models.append(v)
+    with_acc = [v for v in models if v.accuracy is not None]
+    use_acc = len(with_acc) >= 2
+    if use_acc:
+        shown = with_acc
+        ys = [v.accuracy.accuracy for v in shown]
+    else:
+        shown = [v for v in models if v.quality and v.quality.kl_mean is not None]
+        shown += [v for v in models if not v.model.is_quantized and v not in shown]
+        ys = [v.quality.kl_mean if v.model.is_quantized else 0.0 for v in shown]
+    if len(shown) < 2:
+        return None
+    xs = [v.model.bits_per_weight for v in shown]
+    s = slug(fam.name)
+    fig = _figure()
+    ax = fig.add_subplot()
+    methods = sorted({v.model.method or "base" for v in shown}, key=lambda m: (m != "base", m))
+    for n, method in enumerate(methods):
+        idx = [i for i, v in enumerate(shown) if (v.model.method or "base") == method]
+        sc = ax.scatter(
+            [xs[i] for i in idx],
+            [ys[i] for i in idx],
+            s=36,
+            color=COLORS[n % len(COLORS)],
+            label=method,
+            zorder=3,
+        )
+        sc.set_gid(f"points-accuracy-{s}-{slug(method)}")
+    # Fewer bits and a better score: accuracy up, KL down.
+    front = pareto_front([(x, y if use_acc else -y) for x, y in zip(xs, ys, strict=True)])
+    (line,) = ax.plot(
+        [xs[i] for i in front],
+        [ys[i] for i in front],
+        "--",
+        color=COLORS[3],
+        label="Pareto front",
+        zorder=2,
+    )
+    line.set_gid(f"pareto-accuracy-{s}")
+    ax.margins(x=0.15, y=0.1)
+    annotate_apart(ax, xs, ys, [v.model.variant for v in shown])
+    ax.set_xlabel("bits per weight")
+    ax.set_ylabel("task accuracy" if use_acc else "KL divergence vs base (nats/token)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    cid = f"chart-accuracy-{s}"
+    what = "accuracy" if use_acc else "KL"
+    return Chart(cid, f"{fam.name}: {what} against bits per weight, by method", _svg(fig, cid))
 
 
 def speed_bars(fam: Family) -> Chart | None:
@@ -416,5 +486,11 @@ def _version_key(v: str) -> tuple:
 
 
 def family_charts(fam: Family) -> list[Chart]:
-    charts = [speed_quality(fam), speed_bars(fam), depth_chart(fam), history_chart(fam)]
+    charts = [
+        speed_quality(fam),
+        accuracy_bits(fam),
+        speed_bars(fam),
+        depth_chart(fam),
+        history_chart(fam),
+    ]
     return [ch for ch in charts if ch is not None] + loss_charts(fam)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,10 @@ def estimate(kind: str, params: dict[str, Any], catalog) -> Estimate | None:
         base = catalog.find_model(params["base_id"]) if params.get("base_id") else None
         both = model.size_bytes + (base.size_bytes or 0 if base else 0)
         return Estimate(int(both * MARGIN), 0, f"model and base weights {human_bytes(both)}")
+    if kind == "eval":  # the model, then its base: one at a time
+        base = catalog.find_model(params["base_id"]) if params.get("base_id") else None
+        most = max(model.size_bytes, (base.size_bytes or 0) if base else 0)
+        return Estimate(int(most * MARGIN), 0, f"weights {human_bytes(most)}, one model at a time")
     if kind == "finetune":
         return _finetune_estimate(params, model, catalog)
     if kind == "fuse":
@@ -194,7 +199,16 @@ def _trainable_parameters(params: dict[str, Any], cfg: dict[str, Any]) -> int:
     return per_layer * n
 
 
+# Who submits: the OS user, unless a server acts for the principal it authenticated
+# (``mlxd serve`` sets this around the command it runs for a request).
+ACTING_USER: ContextVar[str | None] = ContextVar("mlxd_acting_user", default=None)
+
+
 def current_user() -> str | None:
+    """Who submits and cancels: the principal a server acts for, else the OS user."""
+    acting = ACTING_USER.get()
+    if acting is not None:
+        return acting
     import getpass
 
     try:

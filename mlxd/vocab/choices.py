@@ -152,6 +152,17 @@ def quant_method_facts(model: Any) -> list[tuple[str, str]]:
     return facts
 
 
+# A model records its method in ``quant_method`` (NULL: rtn, every model made before the
+# learned methods; QUANT_METHODS above lists them).
+def quant_method(model: Any) -> str | None:
+    """How a catalog model (a row or a dict with the model's columns) was quantized: its
+    ``quant_method`` or "rtn"; None for unquantized weights."""
+    get = model.get if isinstance(model, dict) else lambda k, d=None: getattr(model, k, d)
+    if get("quant_bits") is None and get("quant_mode") is None and get("quant_recipe") is None:
+        return None
+    return get("quant_method") or "rtn"
+
+
 # Sweeps: the unquantized variant's name, and the one benchmark point each variant measures.
 SWEEP_BASE = "base"
 
@@ -185,3 +196,8 @@ def optimizer_name(iteration: int) -> str:
     """The optimizer's state saved beside checkpoint `iteration` (mlx-lm saves none), so a
     resumed run continues Adam's moments and the step count instead of starting them over."""
     return f"{iteration:07d}_optimizer.safetensors"
+
+
+# The team server's roles (issue 20), lowest first: viewers read; submitters queue and cancel
+# their own jobs; admins cancel anyone's, remove models and manage users.
+ROLES = ("viewer", "submitter", "admin")

@@ -5,7 +5,7 @@ options, with the calibration text's sha256, token count, samples and length. NU
 rows means round-to-nearest (rtn).
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0016
 Create Date: 2026-12-04 22:00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
