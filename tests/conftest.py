@@ -118,6 +118,11 @@ def mlxd_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("MLXD_DATABASE_URL", raising=False)  # SQLite unless a test asks
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    # No spare child in the daemons a test starts: each spare imports mlx and mlx_lm (~1.2 s
+    # of CPU) beside the test, and the last one a daemon starts is never used. The tests about
+    # spares (tests/test_sysinfo.py) turn it back on; module daemons started before this
+    # fixture and the seams' fill (one job of every kind) keep it, as tests/faults does not.
+    monkeypatch.setenv("MLXD_SPARE_CHILD", "0")
     import mlxd.cli.context as context
     from mlxd.scheduling.queue import get_huey
 

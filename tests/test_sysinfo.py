@@ -204,7 +204,10 @@ def submit(*args: str) -> int:
     return int(run_mlxd(*args, check=True).stdout.split()[2].rstrip(":"))
 
 
-def test_spare_child_runs_the_next_job_and_stops_with_the_daemon(daemon, tiny_model_dir):
+def test_spare_child_runs_the_next_job_and_stops_with_the_daemon(
+    daemon, tiny_model_dir, monkeypatch
+):
+    monkeypatch.setenv("MLXD_SPARE_CHILD", "1")  # the suite's default is off (conftest)
     run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     daemon.start()
     first = submit("bench", "tiny", "-p", "16", "-g", "4", "-n", "1", "--warmup", "0")
@@ -225,7 +228,8 @@ def test_spare_child_runs_the_next_job_and_stops_with_the_daemon(daemon, tiny_mo
     wait_for(lambda: all(gone(p) for p in nxt), timeout=60, what="the spare to stop")
 
 
-def test_spare_children_exit_when_the_daemon_is_killed(daemon, tiny_model_dir):
+def test_spare_children_exit_when_the_daemon_is_killed(daemon, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("MLXD_SPARE_CHILD", "1")  # the suite's default is off (conftest)
     run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
     daemon.start()
     warm = submit("bench", "tiny", "-p", "16", "-g", "4", "-n", "1", "--warmup", "0")
