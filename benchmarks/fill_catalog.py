@@ -184,6 +184,53 @@ def fill_results(
         con.close()
 
 
+def fill_jobs(home: str | os.PathLike, n_jobs: int, *, seed: int = 0) -> int:
+    """Insert ``n_jobs`` finished synthetic jobs (bench and quantize of the filled models,
+    a few failed) into ``home``'s catalog (made by :func:`fill_results` first): what a
+    jobs list or the queue page reads. Returns the number of jobs in the catalog."""
+    from mlxd.config import paths
+
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    con = sqlite3.connect(paths(home).catalog_db, timeout=30)
+    try:
+        with con:
+            names = [r[0] for r in con.execute("select name from model order by id")]
+            rows = []
+            for i in range(n_jobs):
+                kind = rng.choice(("bench", "bench", "quantize"))
+                params = {"model": rng.choice(names)} | (
+                    {"bits": 4} if kind == "quantize" else {"prompt_tokens": [128]}
+                )
+                submitted = now - timedelta(minutes=10 * (n_jobs - i))
+                started = submitted + timedelta(seconds=rng.uniform(0.2, 30))
+                finished = started + timedelta(seconds=rng.uniform(5, 600))
+                failed = rng.random() < 0.05
+                rows.append(
+                    (
+                        kind,
+                        json.dumps(params),
+                        "failed" if failed else "succeeded",
+                        "the child ran out of memory" if failed else None,
+                        rng.choice(("alice", "bob", None)),
+                        _ts(submitted),
+                        _ts(started),
+                        _ts(finished),
+                        HOSTS[i % len(HOSTS)][0],
+                    )
+                )
+            con.executemany(
+                "insert into job (kind, params, status, priority, attempts, max_attempts, "
+                "progress, error, cancel_requested, submitted_by, submitted_at, started_at, "
+                "finished_at, host, result, interruptions, crashes, pool) values "
+                "(?, ?, ?, 0, 1, 3, 1.0, ?, 0, ?, ?, ?, ?, ?, '{}', 0, 0, 'default')",
+                rows,
+            )
+        return con.execute("select count(*) from job").fetchone()[0]
+    finally:
+        con.close()
+
+
 def _std(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 

@@ -76,6 +76,44 @@ def default_home() -> Path:
     return Path(user_data_dir("mlxd", appauthor=False))
 
 
+REMOTE_FILE = "remote.toml"  # `mlxd login`'s URL and token, in the user's config folder
+
+
+def user_config_dir() -> Path:
+    """This user's mlxd config folder (not MLXD_HOME: a laptop has no state of its own)."""
+    from platformdirs import user_config_dir as where
+
+    return Path(where("mlxd", appauthor=False))
+
+
+def remote_login() -> dict:
+    """What `mlxd login` stored: ``url`` and ``token`` (empty when nobody logged in)."""
+    import tomllib
+
+    path = user_config_dir() / REMOTE_FILE
+    try:
+        with open(path, "rb") as f:
+            return dict(tomllib.load(f))
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+
+
+def store_remote_login(url: str, token: str) -> Path:
+    """Store ``url`` and ``token`` for `mlxd login`, readable by this user only (0600)."""
+    import json
+
+    folder = user_config_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / REMOTE_FILE
+    tmp = path.with_name(f".{REMOTE_FILE}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:  # TOML basic strings are JSON strings
+        f.write(f"url = {json.dumps(url)}\ntoken = {json.dumps(token)}\n")
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+    return path
+
+
 @dataclass(frozen=True)
 class Paths:
     """The layout of one ``MLXD_HOME``."""
@@ -114,6 +152,15 @@ class Paths:
     @property
     def lockfile(self) -> Path:
         return self.home / "daemon.lock"
+
+    @property
+    def server_file(self) -> Path:
+        # The team server a daemon started beside itself (`daemon start --serve`): JSON.
+        return self.home / "server.json"
+
+    @property
+    def server_log(self) -> Path:
+        return self.logs / "server.log"
 
     def job_log(self, job_id: int) -> Path:
         return self.logs / f"job-{job_id}.log"

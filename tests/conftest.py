@@ -39,6 +39,8 @@ BOTH_BACKENDS_MODULES: dict[str, set[str] | None] = {
     "test_results": None,
     "test_vocab": {"test_the_quantization_label_is_the_same_in_python_and_in_sql"},
     "test_scheduling": None,
+    "test_users": {"test_users_are_kept_as_hashes_and_found_by_their_token"},  # tests/server/
+    "test_metrics": {"test_the_scrape_counts_what_the_catalog_holds"},  # tests/server/
     "test_queue_behaviour": {
         "test_higher_priority_runs_first",
         "test_two_workers_run_two_jobs_at_once",

@@ -101,6 +101,41 @@ def test_cli_dry_run_prints_the_file_and_uninstall_says_when_there_is_none(tmp_p
     monkeypatch.setenv("HOME", str(tmp_path / "user"))
     out = run_mlxd("daemon", "install", "--dry-run", check=True).stdout
     assert out.startswith(f"# {tmp_path / 'user'}")
-    assert "-m mlxd daemon start --foreground --workers 1" in out
+    assert "-m mlxd daemon start --foreground --workers 1\n" in out
+    out = run_mlxd("daemon", "install", "--dry-run", "--serve", "127.0.0.1:8765", check=True)
+    assert "-m mlxd daemon start --foreground --workers 1 --serve 127.0.0.1:8765\n" in out.stdout
     proc = run_mlxd("daemon", "uninstall")
     assert proc.returncode == 1 and "no login service is installed" in proc.stderr
+
+
+def test_the_service_starts_the_team_server_beside_the_daemon(tmp_path):
+    """`daemon install --serve`: one service, whose daemon starts `mlxd serve` itself."""
+    from mlxd.daemon.webserver import ServeOptions
+
+    serve = ServeOptions("0.0.0.0:8765", tls_cert="/etc/mlxd/c.pem", tls_key="/etc/mlxd/k.pem")
+    plist = plistlib.loads(mac_plan(tmp_path, serve=serve).content.encode())
+    assert plist["ProgramArguments"][-7:] == [
+        "1",
+        "--serve",
+        "0.0.0.0:8765",
+        "--tls-cert",
+        "/etc/mlxd/c.pem",
+        "--tls-key",
+        "/etc/mlxd/k.pem",
+    ]
+    unit = autostart.plan(
+        paths(tmp_path / "home"),
+        system="Linux",
+        home_dir=tmp_path / "u",
+        python="/usr/bin/python3",
+        serve=ServeOptions("127.0.0.1:8765", public_read=True),
+    ).content
+    assert (
+        "ExecStart=/usr/bin/python3 -m mlxd daemon start --foreground --workers 1 "
+        "--serve 127.0.0.1:8765 --public-read\n"
+    ) in unit
+    # the flags passed on to the server need --serve; a bad address is a usage error
+    proc = run_mlxd("daemon", "install", "--dry-run", "--public-read")
+    assert proc.returncode == 2 and "--public-read needs --serve HOST:PORT" in proc.stderr
+    proc = run_mlxd("daemon", "install", "--dry-run", "--serve", "8765")
+    assert proc.returncode == 2 and "is not HOST:PORT" in proc.stderr

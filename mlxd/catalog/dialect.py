@@ -37,6 +37,10 @@ class Dialect:
         """A UTC timestamp column as its date, 'YYYY-MM-DD' text."""
         return f"substr({column}, 1, 10)"
 
+    def seconds_between(self, start: str, end: str) -> str:
+        """Seconds from one timestamp column to another, as a float."""
+        return f"(julianday({end}) - julianday({start})) * 86400.0"
+
     def json_rows_sql(self, columns: list[tuple[str, str]], bool_columns, rest: str) -> str:
         """``select`` of one JSON object text per row, keys in ``columns``' order."""
         pairs = []
@@ -68,6 +72,9 @@ class PostgresDialect(Dialect):
 
     def utc_day(self, column: str) -> str:
         return f"to_char({column}, 'YYYY-MM-DD')"
+
+    def seconds_between(self, start: str, end: str) -> str:
+        return f"extract(epoch from ({end} - {start}))::float8"
 
     def json_rows_sql(self, columns: list[tuple[str, str]], bool_columns, rest: str) -> str:
         # json_build_object takes at most 100 arguments; row_to_json keeps the column order.

@@ -459,3 +459,15 @@ class JobLog(SQLModel, table=True):
     attempt: int = 0
     text: str = ""
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiUser(SQLModel, table=True):
+    """Someone the team server (``mlxd serve``) lets in: a name, a role and the SHA-256 of
+    their token (never the token itself). In the catalog, so every host's server knows them."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    role: str  # vocab.choices.ROLES
+    token_sha256: str = Field(index=True, unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str | None = None

@@ -30,7 +30,9 @@ PENDING_STATUSES = ("queued", "running")
 # Tables whose rows come back with aware UTC timestamps, as the Store's SQLModel rows have
 # them: their commands read through the Store before and print the offset ("+00:00") in
 # --json. The other tables' timestamps are naive UTC, as their readers have always printed.
-UTC_TABLES = frozenset({"adapter", "finetunestep", "finetuneeval", "finetunesweep", "promptcache"})
+UTC_TABLES = frozenset(
+    {"adapter", "finetunestep", "finetuneeval", "finetunesweep", "promptcache", "apiuser"}
+)
 
 
 def connect(paths: Paths):
@@ -262,6 +264,10 @@ _COMPARE_SIDE = {
     "machine": "s.host = ?",
     "mlx": "s.mlx_version = ?",
 }
+
+
+# The spans of a job's life that job_durations measures: (from column, to column).
+_SPANS = {"wait": ("submitted_at", "started_at"), "run": ("started_at", "finished_at")}
 
 
 def _at_point(clauses: list[str], params: list[Any], point: dict[str, Any]):
@@ -671,6 +677,20 @@ class Reader:
         """The daemons on this catalog (``machine`` rows), by host id."""
         return self.rows("machine", "select * from machine order by host_id")
 
+    # -- the team server's users -------------------------------------------------------------
+
+    def api_users(self) -> Rows:
+        """The server's users by name (their token hashes included: callers show none)."""
+        return self.rows("apiuser", "select * from apiuser order by name")
+
+    def api_user_by_token(self, token_sha256: str) -> Row | None:
+        """The user whose token hashes to ``token_sha256`` (the lookup is by the hash; the
+        caller compares it again in constant time)."""
+        return self._one("apiuser", "select * from apiuser where token_sha256 = ?", (token_sha256,))
+
+    def api_user(self, name: str) -> Row | None:
+        return self._one("apiuser", "select * from apiuser where name = ?", (name,))
+
     # -- benchmark results ------------------------------------------------------------------
 
     def _where(self, flt: ResultFilter) -> tuple[str, list[Any]]:
@@ -945,6 +965,53 @@ class Reader:
             "select * from job where finished_at >= ? or status in ('queued', 'running') "
             "order by id",
             (since.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),),
+        )
+
+    # -- what the team server's /metrics reports -------------------------------------------
+
+    def job_counts(self) -> list[tuple[str, str, int]]:
+        """(status, pool, jobs) for every status and pool that has jobs."""
+        sql = "select status, pool, count(*) from job group by status, pool order by 1, 2"
+        return [tuple(row) for row in self.con.execute(sql)]
+
+    def running_jobs_per_host(self) -> list[tuple[str | None, int]]:
+        """(host, running jobs) for every host running some."""
+        sql = "select host, count(*) from job where status = 'running' group by host order by 1"
+        return [tuple(row) for row in self.con.execute(sql)]
+
+    def job_durations(self, span: str, bounds: Sequence[float]) -> list[tuple]:
+        """Per job kind, a histogram of the seconds a job spent in ``span`` ("wait": submitted
+        to started, "run": started to finished, finished jobs only): (kind, jobs, total
+        seconds, then the cumulative count at or under each of ``bounds``), kinds in order."""
+        start, end = _SPANS[span]
+        secs = self.dialect.seconds_between(start, end)
+        under = "".join(", sum(case when secs <= ? then 1 else 0 end)" for _ in bounds)
+        sql = (
+            f"select kind, count(*), coalesce(sum(secs), 0){under} from "
+            f"(select kind, {secs} as secs from job where {start} is not null "
+            f"and {end} is not null) t group by kind order by kind"
+        )
+        return [tuple(row) for row in self.con.execute(sql, list(bounds))]
+
+    def bench_runs_mark(self) -> tuple[int, int | None]:
+        """(runs, newest run id): changes whenever a run is added or removed."""
+        return tuple(self.con.execute("select count(*), max(id) from benchrun").fetchone())
+
+    def latest_speeds(self) -> list[Row]:
+        """The newest run of each model's own (no adapter) at each host and benchmark point:
+        model name, host, the point's columns, generation and prompt tok/s (means)."""
+        where, params = self._own_runs_where(ResultFilter(), None)
+        cols = ", ".join(f"r.{c}" for c in BENCH_POINT_KEYS)
+        newest = (
+            f"select max(r.id) from benchrun r join system s on s.id = r.system_id {where} "
+            f"group by r.model_id, s.host, {cols}"
+        )
+        return self.rows(
+            "benchrun",
+            f"select m.name as model, s.host, {cols}, r.generation_tps_mean, "
+            "r.prompt_tps_mean from benchrun r join model m on m.id = r.model_id "
+            f"join system s on s.id = r.system_id where r.id in ({newest}) order by r.id",
+            params,
         )
 
     def compare_side(self, by: str) -> str:

@@ -425,6 +425,34 @@ class Store:
             )
         return res.rowcount == 1
 
+    # -- the team server's users (issue 20) ------------------------------------------------
+
+    def add_api_user(
+        self, name: str, role: str, token_sha256: str, created_by: str | None = None
+    ) -> None:
+        """A new server user: its name, role and the hash of its token (never the token)."""
+        from sqlalchemy.exc import IntegrityError
+
+        from mlxd.catalog.models import ApiUser
+
+        try:
+            with self.write() as s:
+                if s.exec(select(ApiUser).where(ApiUser.name == name)).first() is not None:
+                    raise CatalogError(f"a user named '{name}' already exists")
+                s.add(
+                    ApiUser(name=name, role=role, token_sha256=token_sha256, created_by=created_by)
+                )
+        except IntegrityError:  # two adds of one name at once
+            raise CatalogError(f"a user named '{name}' already exists") from None
+
+    def remove_api_user(self, name: str) -> bool:
+        """Remove a server user (their token stops working at once); False if none."""
+        from mlxd.catalog.models import ApiUser
+
+        with self.write() as s:
+            res = s.execute(delete(ApiUser).where(ApiUser.name == name))
+        return res.rowcount == 1
+
     # -- systems and benchmarks -----------------------------------------------------------
 
     def system_for(self, facts: dict[str, Any], session: Session | None = None) -> System:
@@ -718,9 +746,11 @@ class Store:
         *,
         pools: Sequence[str],
         facts: dict[str, Any] | None = None,
+        fact_updates: dict[str, Any] | None = None,
         **values: Any,
     ) -> None:
-        """Write this host's machine row (insert or update): its pools, facts, heartbeat."""
+        """Write this host's machine row (insert or update): its pools, facts (or some of
+        them: ``fact_updates``), heartbeat."""
         from mlxd.catalog.models import Machine
 
         with self.write() as s:
@@ -730,6 +760,8 @@ class Store:
             m.pools, m.heartbeat_at, m.stopped_at = list(pools), utcnow(), None
             if facts is not None:
                 m.facts = facts
+            if fact_updates:
+                m.facts = {**(m.facts or {}), **fact_updates}  # a new dict: JSON is not tracked
             for k, v in values.items():
                 setattr(m, k, v)
             s.add(m)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import click
@@ -77,41 +78,53 @@ def get_paths() -> Paths:
 
 
 _store = None
+_store_lock = threading.Lock()
 
 
 def get_store():
     """The catalog (opened and migrated once per process)."""
     global _store
-    if _store is None:
-        from mlxd.catalog.store import Store
-        from mlxd.system.permissions import share_files
+    with _store_lock:  # a server's request threads share one
+        if _store is None:
+            from mlxd.catalog.store import Store
+            from mlxd.system.permissions import share_files
 
-        p = get_paths()
-        _store = Store(p)
-        share_files(p.home)  # SQLite ignores the umask's group bits
+            p = get_paths()
+            _store = Store(p)
+            share_files(p.home)  # SQLite ignores the umask's group bits
     return _store
 
 
-_reader = None
+# One Reader per thread (an SQLite connection serves the thread that opened it): a command
+# has one thread, the team server runs each request's command in its own.
+_local = threading.local()
 
 
 def get_reader():
-    """The catalog's fast read path (stdlib sqlite3; no SQLAlchemy), opened once per process."""
-    global _reader
-    if _reader is None:
+    """The catalog's fast read path (stdlib sqlite3; no SQLAlchemy), opened once per thread."""
+    reader = getattr(_local, "reader", None)
+    if reader is None:
         from mlxd.catalog.read import Reader
 
-        _reader = Reader(get_paths())
-    return _reader
+        reader = _local.reader = Reader(get_paths())
+    return reader
+
+
+def close_reader() -> None:
+    """Close this thread's Reader (a server thread's command is done)."""
+    reader = getattr(_local, "reader", None)
+    if reader is not None:
+        reader.close()
+        _local.reader = None
 
 
 def reset() -> None:
     """Forget the catalog handles (tests switch MLXD_HOME between calls)."""
-    global _store, _reader
-    for handle in (_store, _reader):
-        if handle is not None:
-            handle.close()
-    _store = _reader = None
+    global _store
+    if _store is not None:
+        _store.close()
+    _store = None
+    close_reader()
 
 
 def refused(e: Exception) -> click.ClickException:

@@ -15,7 +15,22 @@ def daemon():
 
 
 def _service_options(fn):
-    """--workers and --digest: what the daemon runs with, started now or at login."""
+    """--workers, --digest and --serve: what the daemon runs with, started now or at login."""
+    for flag, help_ in (
+        ("--insecure-http", "With --serve: let the server listen beyond loopback without TLS"),
+        ("--public-read", "With --serve: let the server answer reads without a token"),
+    ):
+        fn = click.option(flag, is_flag=True, help=help_)(fn)
+    for flag, help_ in (
+        ("--tls-key", "With --serve: the TLS private key (PEM)"),
+        ("--tls-cert", "With --serve: the TLS certificate (PEM)"),
+    ):
+        fn = click.option(flag, metavar="FILE", help=help_)(fn)
+    fn = click.option(
+        "--serve",
+        metavar="HOST:PORT",
+        help="Run the team server (mlxd serve) beside the daemon, listening here",
+    )(fn)
     fn = click.option(
         "--digest",
         metavar="HH:MM",
@@ -44,7 +59,12 @@ def _service_options(fn):
     help="Serve this pool (repeatable; default: default)",
 )
 def start(
-    foreground: bool, workers: int, digest: str | None, host_id: str | None, pools: tuple[str, ...]
+    foreground: bool,
+    workers: int,
+    digest: str | None,
+    host_id: str | None,
+    pools: tuple[str, ...],
+    **serve_flags,
 ):
     """Start the daemon (in the background unless --foreground)."""
     import os
@@ -54,6 +74,7 @@ def start(
     from mlxd.vocab import settings
 
     _check_digest(digest)
+    serve = _serve_options(**serve_flags)
     try:
         if host_id is not None:
             os.environ[settings.HOST_ID.name] = check_name(host_id, "--host-id")
@@ -66,12 +87,19 @@ def start(
         if foreground:
             from mlxd.daemon.service import run_daemon
 
-            run_daemon(p, workers=workers, digest=digest)
+            run_daemon(p, workers=workers, digest=digest, serve=serve)
             return
-        pid = start_background(p, workers=workers, digest=digest)
+        pid = start_background(p, workers=workers, digest=digest, serve=serve)
     except DaemonError as e:
         raise UserError(str(e)) from None
     click.echo(f"Daemon started (pid {pid}, home {p.home}); logs in {p.logs}")
+    if serve is not None:
+        from mlxd.daemon.webserver import wait_ready
+
+        try:
+            click.echo(f"Team server at {wait_ready(p, serve)}")
+        except RuntimeError as e:
+            raise UserError(f"{e}; the daemon runs and starts it again") from None
 
 
 @daemon.command()
@@ -113,6 +141,10 @@ def status(fmt: str):
         info["queued_jobs"] = reader.count_jobs(["queued"])
     else:
         info["running_jobs"], info["queued_jobs"] = [], 0
+    from mlxd.daemon.webserver import server_status
+
+    server = server_status(p) if st.running else None
+    info["server"] = server
     if fmt == "json":
         echo_json(info)
     else:
@@ -123,6 +155,9 @@ def status(fmt: str):
         click.echo(f"Catalog and queue: {info['database']}")
         running = ", ".join(map(str, info["running_jobs"])) or "none"
         click.echo(f"Jobs running: {running}; queued: {info['queued_jobs']}")
+        if server is not None:
+            state = f"pid {server['pid']}" if server["running"] else "not running; see logs"
+            click.echo(f"Team server: {server['url']} ({state})")
     if not st.running:
         # As `systemctl is-active`: a script can test `mlxd daemon status` directly.
         raise SystemExit(DAEMON_NOT_RUNNING_EXIT)
@@ -131,16 +166,17 @@ def status(fmt: str):
 @daemon.command()
 @_service_options
 @click.option("--dry-run", is_flag=True, help="Print the service file; change nothing")
-def install(workers: int, dry_run: bool, digest: str | None):
+def install(workers: int, dry_run: bool, digest: str | None, **serve_flags):
     """Start the daemon at login (launchd agent on macOS, systemd user unit on Linux)."""
     from mlxd.daemon import autostart
 
     _check_digest(digest)
+    serve = _serve_options(**serve_flags)
     from mlxd.daemon.control import status as daemon_status
 
     p = get_paths()
     try:
-        service = autostart.plan(p, workers=workers, digest=digest)
+        service = autostart.plan(p, workers=workers, digest=digest, serve=serve)
         if dry_run:
             click.echo(f"# {service.path}")
             click.echo(service.content, nl=False)
@@ -156,6 +192,8 @@ def install(workers: int, dry_run: bool, digest: str | None):
     except autostart.AutostartError as e:
         raise UserError(str(e)) from None
     click.echo(f"Installed {service.path} ({service.manager}); the daemon starts now and at login")
+    if serve is not None:
+        click.echo(f"The team server runs beside it at {serve.url}")
 
 
 @daemon.command()
@@ -184,3 +222,46 @@ def _check_digest(digest: str | None) -> None:
         parse_hhmm(digest)
     except DigestError as e:
         raise BadUsage(str(e)) from None
+
+
+def _serve_options(
+    serve: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    public_read: bool,
+    insecure_http: bool,
+):
+    """--serve and the flags passed on to `mlxd serve`, checked; None without --serve."""
+    from mlxd.cli.context import BadUsage
+    from mlxd.daemon.webserver import ServeOptions, parse_bind
+
+    if serve is None:
+        given = [
+            flag
+            for flag, value in (
+                ("--tls-cert", tls_cert),
+                ("--tls-key", tls_key),
+                ("--public-read", public_read),
+                ("--insecure-http", insecure_http),
+            )
+            if value
+        ]
+        if given:
+            raise BadUsage(f"{given[0]} needs --serve HOST:PORT")
+        return None
+    try:
+        parse_bind(serve)
+    except ValueError as e:
+        raise BadUsage(f"--serve: {e}") from None
+    if bool(tls_cert) != bool(tls_key):
+        raise BadUsage("--tls-cert and --tls-key go together")
+    from pathlib import Path
+
+    # The service starts elsewhere (launchd, systemd): files by absolute path.
+    return ServeOptions(
+        bind=serve,
+        tls_cert=str(Path(tls_cert).expanduser().resolve()) if tls_cert else None,
+        tls_key=str(Path(tls_key).expanduser().resolve()) if tls_key else None,
+        public_read=public_read,
+        insecure_http=insecure_http,
+    )

@@ -37,6 +37,9 @@ COMMANDS = {
     "fuse": "mlxd.cli.finetune_cmd:fuse",
     "adapters": "mlxd.cli.adapters_cmd:adapters",
     "machines": "mlxd.cli.machines_cmd:machines",
+    "login": "mlxd.cli.remote:login",
+    "serve": "mlxd.cli.serve_cmd:serve",
+    "users": "mlxd.cli.users_cmd:users",
 }
 
 
@@ -57,43 +60,66 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, name)
 
     def main(self, args=None, prog_name=None, **kwargs):
+        if remote_url():
+            # MLXD_URL: a laptop's mlxd, whose commands run on the team server.
+            from mlxd.cli.remote import remote_main
+
+            sys.exit(remote_main(sys.argv[1:] if args is None else list(args)))
+        sys.exit(self.run(args, prog_name=prog_name, **kwargs))
+
+    def run(self, args=None, prog_name=None, on_error=None, **kwargs) -> int:
+        """Run the command line ``args``; its exit status. A failure is one line on stderr
+        (``on_error(exception, line)`` hears it too: the team server maps it to a status)."""
         try:
             rv = super().main(args=args, prog_name=prog_name, standalone_mode=False, **kwargs)
-        except click.exceptions.Abort as e:
-            if isinstance(e.__cause__, KeyboardInterrupt):  # Click turns Ctrl-C into Abort
-                click.echo("Error: interrupted", err=True)
-                sys.exit(130)
-            click.echo("Error: aborted", err=True)
-            sys.exit(1)
-        except click.exceptions.NoArgsIsHelpError as e:
-            # `mlxd jobs` alone: its help, as a user asking for it would expect.
-            click.echo(e.ctx.get_help())
-            sys.exit(0)
-        except click.ClickException as e:
-            # One line, no usage dump: scripts read the first line of stderr.
-            message = " ".join(e.format_message().split())
+        except (Exception, KeyboardInterrupt) as e:
+            code, message = failure(e)
+            if message is None:
+                return code
+            if on_error is not None:
+                on_error(e, message)
             click.echo(f"Error: {message}", err=True)
-            sys.exit(e.exit_code)
-        except click.exceptions.Exit as e:
-            sys.exit(e.exit_code)
-        except KeyboardInterrupt:
-            click.echo("Error: interrupted", err=True)
-            sys.exit(130)
-        except Exception as e:
-            from mlxd.catalog.errors import CatalogError
-            from mlxd.config import HomeError
+            return code
+        return rv if isinstance(rv, int) else 0
 
-            if isinstance(e, CatalogError | HomeError):  # a state the user can mend
-                click.echo(f"Error: {' '.join(str(e).split())}", err=True)
-                sys.exit(1)
-            # A bug: one line for the user, the traceback in a log.
-            where = _log_traceback()
-            message = " ".join(str(e).split())[:300] or type(e).__name__
-            click.echo(
-                f"Error: internal error ({type(e).__name__}: {message}); see {where}", err=True
-            )
-            sys.exit(1)
-        sys.exit(rv if isinstance(rv, int) else 0)
+
+def failure(e: BaseException) -> tuple[int, str | None]:
+    """What a command's exception means: (exit status, the one-line message or None)."""
+    if isinstance(e, click.exceptions.Abort):
+        if isinstance(e.__cause__, KeyboardInterrupt):  # Click turns Ctrl-C into Abort
+            return 130, "interrupted"
+        return 1, "aborted"
+    if isinstance(e, click.exceptions.NoArgsIsHelpError):
+        # `mlxd jobs` alone: its help, as a user asking for it would expect.
+        click.echo(e.ctx.get_help())
+        return 0, None
+    if isinstance(e, click.ClickException):
+        # One line, no usage dump: scripts read the first line of stderr.
+        return e.exit_code, " ".join(e.format_message().split())
+    if isinstance(e, click.exceptions.Exit):
+        return e.exit_code, None
+    if isinstance(e, KeyboardInterrupt):
+        return 130, "interrupted"
+    from mlxd.catalog.errors import CatalogError
+    from mlxd.config import HomeError
+
+    if isinstance(e, CatalogError | HomeError):  # a state the user can mend
+        return 1, " ".join(str(e).split())
+    # A bug: one line for the user, the traceback in a log.
+    where = _log_traceback()
+    message = " ".join(str(e).split())[:300] or type(e).__name__
+    return 1, f"internal error ({type(e).__name__}: {message}); see {where}"
+
+
+def remote_url() -> str | None:
+    """The team server this mlxd talks to (MLXD_URL, else `mlxd login`'s), or None: local."""
+    from mlxd.vocab import settings
+
+    if settings.URL.get():
+        return settings.URL.get()
+    from mlxd.config import remote_login
+
+    return remote_login().get("url")
 
 
 def _log_traceback() -> str:

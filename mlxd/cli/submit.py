@@ -8,6 +8,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any
 
@@ -24,6 +25,13 @@ from mlxd.cli.context import (
 )
 
 PRIORITY_LIMIT = 1_000_000
+
+# What the team server hears of a command it runs for a remote user (``cli/bridge.py``): the
+# ids each queue() made, and a follow's progress (drawn by the remote CLI, not here).
+QUEUED_IDS: ContextVar[list[int] | None] = ContextVar("mlxd_queued_ids", default=None)
+PROGRESS_HOOK: ContextVar[Callable[[str, float, str], None] | None] = ContextVar(
+    "mlxd_progress_hook", default=None
+)
 
 
 def job_options(fn: Callable) -> Callable:
@@ -89,9 +97,13 @@ def queue(plan, *, pool: str | None):
     from mlxd.scheduling import SchedulingError, submit_graph
 
     try:
-        return submit_graph(plan, pool=pool, paths=get_paths(), reader=get_reader())
+        queued = submit_graph(plan, pool=pool, paths=get_paths(), reader=get_reader())
     except SchedulingError as e:
         raise refused(e) from None
+    heard = QUEUED_IDS.get()
+    if heard is not None:
+        heard.extend(queued.job_ids)
+    return queued
 
 
 def echo_notes(notes) -> None:
@@ -204,10 +216,15 @@ def follow(job_id: int, **kwargs) -> Any:
     try:
         return _follow(job_id, **kwargs)
     except KeyboardInterrupt:
-        raise WaitInterrupted(
-            f"interrupted; job {job_id} goes on in the daemon: follow it with "
-            f"'mlxd jobs wait {job_id}' or 'mlxd jobs logs {job_id} --follow'"
-        ) from None
+        raise WaitInterrupted(interrupted(job_id)) from None
+
+
+def interrupted(job_id: int) -> str:
+    """What a Ctrl-C during a wait says (here, and in the remote CLI)."""
+    return (
+        f"interrupted; job {job_id} goes on in the daemon: follow it with "
+        f"'mlxd jobs wait {job_id}' or 'mlxd jobs logs {job_id} --follow'"
+    )
 
 
 def _follow(
@@ -218,29 +235,20 @@ def _follow(
     show_progress: bool = True,
 ) -> Any:
     """Show a job's progress until it ends; UserError (exit 1) if it did not succeed."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     reader = get_reader()
     job = reader.job(job_id)
     if deadline is None and timeout_s:
         deadline = time.monotonic() + timeout_s  # several waits may share one deadline
     desc = f"job {job.id} {job.kind}"
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[message]}"),
-        disable=not show_progress or not sys.stderr.isatty(),
-        console=Console(stderr=True),
-        transient=True,
-    )
+    progress = progress_bar(show_progress and sys.stderr.isatty())
     stalled = 0  # consecutive checks that found nobody to run the job
     last_check = time.monotonic()
+    hook = PROGRESS_HOOK.get() if show_progress else None
     with progress:
         task = progress.add_task(desc, total=1.0, message=job.status)
         while job.status in ("queued", "running"):
+            if hook is not None:
+                hook(desc, job.progress, job.message or job.status)
             if deadline and time.monotonic() > deadline:
                 raise WaitTimedOut(
                     f"job {job_id} still {job.status} after {short_value(timeout_s, 6)} s"
@@ -264,6 +272,24 @@ def _follow(
         )
         click.echo(f"Job {job.id} succeeded" + (f": {summary}" if summary else ""))
     return job
+
+
+def progress_bar(enabled: bool):
+    """The bar a --wait draws on stderr (the remote CLI draws the same from the server's
+    progress events)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[message]}"),
+        disable=not enabled,
+        console=Console(stderr=True),
+        transient=True,
+    )
 
 
 NO_DAEMON = "no daemon is running it; start one with 'mlxd daemon start'"

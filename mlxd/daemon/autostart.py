@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import plistlib
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlxd.config import Paths
+from mlxd.daemon.webserver import ServeOptions
 from mlxd.vocab import settings
 
 LAUNCHD_LABEL = "dev.mlxd.daemon"
@@ -37,7 +39,10 @@ class ServicePlan:
     disable: list[list[str]] = field(default_factory=list)
 
 
-def daemon_command(python: str, workers: int, digest: str | None = None) -> list[str]:
+def daemon_command(
+    python: str, workers: int, digest: str | None = None, serve: ServeOptions | None = None
+) -> list[str]:
+    """The foreground daemon the service runs (with ``serve``: and its team server)."""
     return [
         python,
         "-m",
@@ -48,14 +53,15 @@ def daemon_command(python: str, workers: int, digest: str | None = None) -> list
         "--workers",
         str(workers),
         *(["--digest", digest] if digest else []),
+        *(serve.daemon_args() if serve else []),
     ]
 
 
-def launchd_plist(paths: Paths, *, python: str, workers: int = 1, digest: str | None = None) -> str:
+def launchd_plist(paths: Paths, command: list[str]) -> str:
     return plistlib.dumps(
         {
             "Label": LAUNCHD_LABEL,
-            "ProgramArguments": daemon_command(python, workers, digest),
+            "ProgramArguments": command,
             "EnvironmentVariables": {
                 settings.HOME.name: str(paths.home),
                 "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",  # sysctl, pmset, notifyutil
@@ -71,13 +77,13 @@ def launchd_plist(paths: Paths, *, python: str, workers: int = 1, digest: str | 
     ).decode()
 
 
-def systemd_unit(paths: Paths, *, python: str, workers: int = 1, digest: str | None = None) -> str:
-    command = " ".join(daemon_command(python, workers, digest))
+def systemd_unit(paths: Paths, command: list[str]) -> str:
+    exec_start = " ".join(shlex.quote(a) for a in command)
     return (
         "[Unit]\n"
         "Description=mlxd: MLX benchmarking and model-management daemon\n\n"
         "[Service]\n"
-        f"ExecStart={command}\n"
+        f"ExecStart={exec_start}\n"
         f'Environment="{settings.HOME.name}={paths.home}"\n'
         "Restart=on-failure\n"
         "KillSignal=SIGTERM\n"
@@ -93,6 +99,7 @@ def plan(
     *,
     workers: int = 1,
     digest: str | None = None,
+    serve: ServeOptions | None = None,
     system: str | None = None,
     home_dir: Path | None = None,
     uid: int | None = None,
@@ -101,14 +108,14 @@ def plan(
     """The service for this platform (arguments override the machine's, for tests)."""
     system = system or platform.system()
     home_dir = home_dir or Path.home()
-    python = python or sys.executable
+    command = daemon_command(python or sys.executable, workers, digest, serve)
     if system == "Darwin":
         uid = os.getuid() if uid is None else uid
         path = home_dir / "Library" / "LaunchAgents" / f"{LAUNCHD_LABEL}.plist"
         return ServicePlan(
             manager="launchd",
             path=path,
-            content=launchd_plist(paths, python=python, workers=workers, digest=digest),
+            content=launchd_plist(paths, command),
             enable=[["launchctl", "bootstrap", f"gui/{uid}", str(path)]],
             disable=[["launchctl", "bootout", f"gui/{uid}/{LAUNCHD_LABEL}"]],
         )
@@ -117,7 +124,7 @@ def plan(
         return ServicePlan(
             manager="systemd",
             path=path,
-            content=systemd_unit(paths, python=python, workers=workers, digest=digest),
+            content=systemd_unit(paths, command),
             enable=[
                 ["systemctl", "--user", "daemon-reload"],
                 ["systemctl", "--user", "enable", "--now", SYSTEMD_UNIT],

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 from mlxd.config import Paths
+from mlxd.daemon.webserver import ServeOptions, stop_leftover
 from mlxd.vocab import settings
 
 
@@ -62,19 +63,26 @@ def status(paths: Paths) -> DaemonStatus:
 
 
 def start_background(
-    paths: Paths, workers: int = 1, timeout_s: float = 30.0, digest: str | None = None
+    paths: Paths,
+    workers: int = 1,
+    timeout_s: float = 30.0,
+    digest: str | None = None,
+    serve: ServeOptions | None = None,
 ) -> int:
-    """Start a detached daemon and wait until it is ready; returns its pid."""
+    """Start a detached daemon and wait until it is ready (not its server: see
+    ``webserver.wait_ready``); returns its pid."""
     st = status(paths)
     if st.running:
         raise DaemonError(f"the daemon is already running (pid {st.pid})")
     paths.ensure()
     paths.pidfile.unlink(missing_ok=True)
+    stop_leftover(paths)  # no daemon runs: a server still recorded is a killed one's
     with open(paths.daemon_log, "a") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mlxd", "daemon", "start", "--foreground"]
             + ["--workers", str(workers)]
-            + (["--digest", digest] if digest else []),
+            + (["--digest", digest] if digest else [])
+            + (serve.daemon_args() if serve else []),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,
@@ -110,6 +118,7 @@ def stop(paths: Paths, timeout_s: float = 30.0) -> int | None:
         pass
     except psutil.TimeoutExpired:
         os.kill(st.pid, signal.SIGKILL)
+    stop_leftover(paths)  # the team server of a daemon that had to be killed
     return st.pid
 
 

@@ -60,6 +60,7 @@ def machine_facts_for_row() -> dict[str, Any]:
 
     facts = machine_facts()
     facts["memory_budget_bytes"] = memory_budget_bytes()
+    facts["memory_in_use_bytes"] = 0  # the housekeeper updates it as jobs start and end
     # This daemon's lease: others judge its machine row by it, not by their own setting.
     facts["lease_s"] = settings.LEASE_TIMEOUT_S.get()
     # The hub environment this daemon's pulls and pushes use (token presence only, never
@@ -68,8 +69,16 @@ def machine_facts_for_row() -> dict[str, Any]:
     return facts
 
 
-def heartbeat(store, *, workers: int, facts: dict[str, Any] | None = None, start=False) -> None:
-    """Write this daemon's machine row (its sign of life)."""
+def heartbeat(
+    store,
+    *,
+    workers: int,
+    facts: dict[str, Any] | None = None,
+    fact_updates: dict[str, Any] | None = None,
+    start=False,
+) -> None:
+    """Write this daemon's machine row (its sign of life); ``fact_updates`` change some of
+    its facts (the memory its running jobs hold) and keep the others."""
     from mlxd import __version__
 
     values: dict[str, Any] = {"daemon_pid": os.getpid(), "workers": workers}
@@ -80,6 +89,8 @@ def heartbeat(store, *, workers: int, facts: dict[str, Any] | None = None, start
             "mlxd_version": __version__,
         }
     kwargs = {"facts": facts} if facts is not None else {}
+    if fact_updates:
+        kwargs["fact_updates"] = fact_updates
     store.machine_heartbeat(host_id(), pools=joined_pools(), **kwargs, **values)
 
 

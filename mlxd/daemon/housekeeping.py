@@ -33,6 +33,7 @@ class Housekeeper(threading.Thread):
         self.store, self.paths, self.runner, self.stop = store, paths, runner, stop
         self.interval = settings.HOUSEKEEPING_S.get()
         self.workers = 1
+        self._in_use_written: int | None = None  # the memory in use the machine row says
 
     def run(self) -> None:
         failing = 0  # passes in a row that found the catalog unreachable
@@ -56,7 +57,11 @@ class Housekeeper(threading.Thread):
 
     def tick(self) -> None:
         alive_file(self.paths).touch()
-        hosts.heartbeat(self.store, workers=self.workers)  # first: other hosts judge by it
+        # first: other hosts judge by it (with the memory its jobs hold, when that changed)
+        in_use = self.runner.reserved_bytes()
+        changed = {"memory_in_use_bytes": in_use} if in_use != self._in_use_written else None
+        hosts.heartbeat(self.store, workers=self.workers, fact_updates=changed)
+        self._in_use_written = in_use
         self.runner.spare.check(self.stop)
         recover_orphaned_jobs(self.store, self.paths, supervised=self.runner.active_jobs)
         enqueued = reconcile_queue(self.store, self.paths, grace_s=RECONCILE_GRACE_S)

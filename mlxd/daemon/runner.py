@@ -245,6 +245,11 @@ class Runner:
         """The jobs this runner's workers are handling now (the housekeeper leaves them be)."""
         return set(self._active)
 
+    def reserved_bytes(self) -> int:
+        """The memory admission reserved for the jobs running now (their estimates)."""
+        with self._admit_lock:
+            return sum(self._reserved.values())
+
     def _write(self, fn: Callable[[], Any], what: str) -> Any:
         """A write that ends a job: retried while the catalog is locked or full."""
         return retry_write(fn, what=what, stop=self.stop_event)

@@ -32,6 +32,7 @@ from mlxd.daemon.housekeeping import Housekeeper
 from mlxd.daemon.recovery import recover
 from mlxd.daemon.retry import GaveUp, short_error, transient
 from mlxd.daemon.runner import INTERNAL_ERROR, Runner
+from mlxd.daemon.webserver import ServeOptions, ServerProcess
 from mlxd.scheduling.gate import fail_dependents
 from mlxd.scheduling.queue import set_handler, wake
 from mlxd.system.permissions import apply_umask, share_files
@@ -165,8 +166,14 @@ class _Signals:
         self.stop.set()
 
 
-def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> None:
-    """Run the daemon in this process until SIGTERM/SIGINT (SIGHUP: restart)."""
+def run_daemon(
+    paths: Paths,
+    workers: int = 1,
+    digest: str | None = None,
+    serve: ServeOptions | None = None,
+) -> None:
+    """Run the daemon in this process until SIGTERM/SIGINT (SIGHUP: restart); with
+    ``serve``, the team server runs beside it (its own process, stopped with it)."""
     apply_umask(paths.home)  # a group-shared home: files the whole group can use
     paths.ensure()
     lock = _lock(paths)
@@ -208,9 +215,14 @@ def run_daemon(paths: Paths, workers: int = 1, digest: str | None = None) -> Non
         ",".join(hosts.joined_pools()),
         store.database.display(),
     )
+    server = ServerProcess(paths, serve) if serve is not None else None
     try:
-        _serve(consumers, housekeeper, signals)
+        if server is not None:
+            server.start()
+        _serve(consumers, housekeeper, signals, server)
     finally:
+        if server is not None:
+            server.stop()
         for c in consumers:
             c.stop_flag.set()
         housekeeper.join()
@@ -270,7 +282,12 @@ def _record_host_id(store: Store, paths: Paths) -> None:
             log.info("models filed under %s now: %s", hosts.host_id(), ", ".join(moved))
 
 
-def _serve(consumers: list[_Consumer], housekeeper: Housekeeper, signals: _Signals) -> None:
+def _serve(
+    consumers: list[_Consumer],
+    housekeeper: Housekeeper,
+    signals: _Signals,
+    server: ServerProcess | None = None,
+) -> None:
     """Run until a signal says stop; then stop the consumers, gracefully."""
     consumer = consumers[0]
     for c in consumers:
@@ -278,6 +295,8 @@ def _serve(consumers: list[_Consumer], housekeeper: Housekeeper, signals: _Signa
     housekeeper.start()
     last_health = time.monotonic()
     while not signals.stop.wait(0.1):
+        if server is not None:
+            server.check()  # a server that died is started again
         if time.monotonic() - last_health > HEALTH_CHECK_S:
             last_health = time.monotonic()
             consumer.check_worker_health()  # a worker thread that died is replaced

@@ -154,14 +154,20 @@ def annotate_apart(ax, xs, ys, texts, *, fontsize: float = 7) -> list:
     return out
 
 
-def speed_memory(families: list[Family]) -> Chart | None:
-    """Generation tok/s against peak memory, one colour per model."""
-    rows = [
+def speed_memory_points(families: list[Family]) -> list[tuple[Family, VariantFigures]]:
+    """The variants the speed-memory chart shows: those with both figures (the dashboard
+    draws the same points)."""
+    return [
         (f, v)
         for f in families
         for v in f.rows
         if v.generation_tps is not None and v.memory_needed_bytes
     ]
+
+
+def speed_memory(families: list[Family]) -> Chart | None:
+    """Generation tok/s against peak memory, one colour per model."""
+    rows = speed_memory_points(families)
     if not rows:
         return None
     fig = _figure()
@@ -213,13 +219,13 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def speed_quality(fam: Family) -> Chart | None:
-    """Generation tok/s against KL (or perplexity), the Pareto frontier marked."""
+def quality_points(fam: Family) -> tuple[bool, list[tuple[float, float]], list[VariantFigures]]:
+    """The speed-quality chart's points: (KL on x, else perplexity; the (x, tok/s) points;
+    their variants). The dashboard draws the same points."""
     with_q = [v for v in fam.rows if v.quality and v.generation_tps is not None]
-    if not with_q:
-        return None
     use_kl = sum(v.quality.kl_mean is not None for v in with_q) >= 2
-    pts, shown = [], []
+    pts: list[tuple[float, float]] = []
+    shown: list[VariantFigures] = []
     for v in with_q:
         if use_kl:
             kl = v.quality.kl_mean
@@ -230,6 +236,12 @@ def speed_quality(fam: Family) -> Chart | None:
             x = v.quality.perplexity
         pts.append((x, v.generation_tps))
         shown.append(v)
+    return use_kl, pts, shown
+
+
+def speed_quality(fam: Family) -> Chart | None:
+    """Generation tok/s against KL (or perplexity), the Pareto frontier marked."""
+    use_kl, pts, shown = quality_points(fam)
     if not pts:
         return None
     s = slug(fam.name)

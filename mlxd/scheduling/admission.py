@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,7 +195,16 @@ def _trainable_parameters(params: dict[str, Any], cfg: dict[str, Any]) -> int:
     return per_layer * n
 
 
+# Who submits: the OS user, unless a server acts for the principal it authenticated
+# (``mlxd serve`` sets this around the command it runs for a request).
+ACTING_USER: ContextVar[str | None] = ContextVar("mlxd_acting_user", default=None)
+
+
 def current_user() -> str | None:
+    """Who submits and cancels: the principal a server acts for, else the OS user."""
+    acting = ACTING_USER.get()
+    if acting is not None:
+        return acting
     import getpass
 
     try:

@@ -120,3 +120,8 @@ def optimizer_name(iteration: int) -> str:
     """The optimizer's state saved beside checkpoint `iteration` (mlx-lm saves none), so a
     resumed run continues Adam's moments and the step count instead of starting them over."""
     return f"{iteration:07d}_optimizer.safetensors"
+
+
+# The team server's roles (issue 20), lowest first: viewers read; submitters queue and cancel
+# their own jobs; admins cancel anyone's, remove models and manage users.
+ROLES = ("viewer", "submitter", "admin")

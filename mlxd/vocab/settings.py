@@ -181,6 +181,49 @@ QUEUE_LIMIT_PER_USER = _declare(
     shown_default="no limit",
 )
 
+# -- the team server, from a laptop ---------------------------------------------------------
+URL = _declare(
+    "MLXD_URL",
+    None,
+    str,
+    "the team server (https://team-mac:8765): every read and submit goes through its API",
+    shown_default="the URL `mlxd login` stored, else none: this machine's catalog",
+)
+TOKEN = _declare(
+    "MLXD_TOKEN",
+    None,
+    str,
+    "the token the team server knows you by (from `mlxd users add`)",
+    shown_default="the token `mlxd login` stored",
+)
+
+# -- the team server (mlxd serve) ---------------------------------------------------------------
+SERVER_MAX_BODY_BYTES = _declare(
+    "MLXD_SERVER_MAX_BODY_BYTES",
+    1_048_576,
+    _positive_int,
+    "the largest request body mlxd serve reads; a bigger one gets 413",
+    shown_default="1048576 (1 MiB)",
+)
+SERVER_HEADER_TIMEOUT_S = _declare(
+    "MLXD_SERVER_HEADER_TIMEOUT_S",
+    10.0,
+    _positive_float,
+    "mlxd serve closes a connection whose request line and headers take longer",
+)
+SERVER_FAILED_LOGINS = _declare(
+    "MLXD_SERVER_FAILED_LOGINS",
+    20,
+    _positive_int,
+    "wrong tokens in a row from one address before mlxd serve answers 429",
+)
+SERVER_LOCKOUT_S = _declare(
+    "MLXD_SERVER_LOCKOUT_S",
+    60.0,
+    _positive_float,
+    "how long an address stays refused (429) after too many wrong tokens",
+)
+
 # -- for the tests -----------------------------------------------------------------------------
 FAULT_POINT = _declare(
     "MLXD_FAULT_POINT",

@@ -96,6 +96,7 @@ ARGS: dict[tuple[str, ...], Callable[[Fill], list[str]]] = {
     ("sweep", "list"): lambda f: [],
     ("sweep", "show"): lambda f: [str(f.json_once("sweep", "list")[0]["id"])],
     ("system", "show"): lambda f: [],
+    ("users", "list"): lambda f: [],
 }
 NOT_CATALOG_READERS = {("models", "scan")}  # registers models: a writer
 
