@@ -195,6 +195,43 @@ def test_q8_moves_the_model_less_than_q3(smollm2: dict[str, Any], tmp_path: Path
     assert q8.top1_agreement >= q3.top1_agreement, (q8, q3)
 
 
+# Task accuracy on the builtin capitals task, 12 items drawn with seed 0 (four choices each,
+# chance 25%; a 12-token prompt per item, ~1 s of CPU per item per model). Measured here:
+# float 9/12 (bootstrap 95% interval 50-100%), 8-bit 9/12, 2-bit rtn 3/12 (0-50%).
+EVAL_ITEMS = {"capitals": 12}
+
+
+@real_model
+def test_builtin_tasks_score_above_chance_at_float_and_8bit_and_lower_at_2bit(
+    smollm2: dict[str, Any], tmp_path: Path
+) -> None:
+    from mlxd.engine.convert import quantize_model
+    from mlxd.jobs import eval as eval_job
+    from mlxd.jobs import eval_tasks
+    from mlxd.vocab.stats import bootstrap_ci
+
+    models = {"float": smollm2["f32"]}
+    for bits in (8, 2):  # today's rtn quantize, the whole model
+        out = models[f"{bits}bit"] = tmp_path / f"q{bits}"
+        quantize_model(smollm2["f32"], out, bits=bits, group_size=64, dtype="float32")
+    scores = {}
+    for name, path in models.items():
+        right: list[float] = []
+        for task_name, limit in EVAL_ITEMS.items():
+            spec = eval_job.Spec(model=name, tasks=[task_name], limit=limit, seed=0)
+            task = eval_tasks.load(task_name)
+            run = eval_job.score_model(path, [task], spec, lambda *_: None)
+            assert run["tasks"][task_name]["chance"] == 0.25
+            right += [1.0 if item["correct"] else 0.0 for item in run["items"]]
+        low, high = bootstrap_ci(right, seed=0)
+        scores[name] = (sum(right) / len(right), low, high)
+    f, q8, q2 = scores["float"], scores["8bit"], scores["2bit"]
+    # Above chance: the whole 95% interval, not only the point.
+    assert f[1] > 0.25 and q8[1] > 0.25, scores
+    # Lower at 2 bits: its interval's top below what float and 8-bit scored.
+    assert q2[2] < f[0] and q2[2] < q8[0], scores
+
+
 # ---------------------------------------------------------------------------------------
 # LoRA fine-tuning
 # ---------------------------------------------------------------------------------------

@@ -257,7 +257,10 @@ def test_markdown_report_holds_the_planted_rows(planted, mlxd_home, tmp_path):
     md = path.read_text()
     assert md.startswith("# mlxd performance report")
     assert "## Model: llama" in md and "## Model: qwen" in md
-    rows = _md_rows(md, "| Variant | Model | Bits/weight")
+    rows = _md_rows(md, "| Variant | Method | Model | Bits/weight")
+    methods = {r[2]: r[1] for r in rows}
+    assert methods["llama-4bit"] == "rtn" and methods["llama"] == ""
+    rows = [[r[0], *r[2:]] for r in rows]  # the rest as before the method column
     by_model = {r[1]: r for r in rows}
     assert list(by_model) == ["llama", "llama-8bit", "llama-4bit", "llama-mxfp4", "llama-3bit"]
     four = by_model["llama-4bit"]
@@ -396,7 +399,7 @@ def test_html_report_renders_in_chromium(planted, tmp_path):
             assert page.locator("#loss-3-train use").count() == 3
             assert page.locator("#chart-history-qwen").count() == 1
             assert page.locator("svg").count() >= 7
-            cells = "#precision-llama tbody td:nth-child(6)"
+            cells = "#precision-llama tbody td:nth-child(7)"  # after Variant, Method, Model...
 
             def speeds() -> list[float]:
                 return [float(t.split()[0]) for t in page.locator(cells).all_inner_texts()]
@@ -449,7 +452,7 @@ def test_after_real_jobs_quality_sits_beside_speed(daemon, tiny_model_dir):
     assert "perplexity" in line and "vs tiny: KL" in line and "top-1" in line
     assert len(run_json("models", "show", "tiny-4bit-g64")["quality_runs"]) == 1
     md = run_mlxd("report", "-o", "-", check=True).stdout
-    rows = {r[1]: r for r in _md_rows(md, "| Variant | Model | Bits/weight")}
+    rows = {r[2]: [r[0], *r[2:]] for r in _md_rows(md, "| Variant | Method | Model | Bits/w")}
     assert list(rows) == ["tiny", "tiny-4bit-g64"]
     assert rows["tiny-4bit-g64"][5].startswith(f"{four['generation_tps_mean']:,.1f}")
     assert rows["tiny-4bit-g64"][8] == f"{four['kl_mean']:.3g}"

@@ -133,7 +133,7 @@ def test_sweep_end_to_end_fills_every_cell_and_resubmitting_reuses(daemon, tiny_
 
     table = run_json("sweep", "show", "1")
     rows = {r["variant"]: r for r in table["rows"]}
-    assert list(rows) == ["base", "4bit-g64", "8bit-g64"]
+    assert list(rows) == ["base", "8bit-g64", "4bit-g64"]  # by bits per weight
     for r in rows.values():
         for col in (
             "perplexity",
@@ -149,7 +149,7 @@ def test_sweep_end_to_end_fills_every_cell_and_resubmitting_reuses(daemon, tiny_
     assert rows["4bit-g64"]["bits_per_weight"] < rows["8bit-g64"]["bits_per_weight"]
     assert rows["4bit-g64"]["kl_mean"] > rows["8bit-g64"]["kl_mean"]
     md = run_mlxd("sweep", "show", "1", "--md", check=True).stdout
-    assert md.startswith("| Precision | Perplexity | KL |") and md.count("\n") == 5
+    assert md.startswith("| Precision | Method | Perplexity | KL |") and md.count("\n") == 5
 
     models_before = run_json("models", "list")
     jobs_before = run_json("jobs", "list")

@@ -248,6 +248,52 @@ class QualityRun(SQLModel, table=True):
     adapter_id: int | None = Field(default=None, foreign_key="adapter.id", index=True)
 
 
+class EvalRun(SQLModel, table=True):
+    """Task accuracy of a model (``mlxd eval``): one row per model an eval job scored (the
+    model, and its base when the job scored the base too), its items in ``evalitem``.
+
+    ``protocol`` names what was asked (each task's sha256, the item limit, shots and seed):
+    two runs with the same protocol scored the same items the same way."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int | None = Field(default=None, foreign_key="job.id", index=True)
+    model_id: int = Field(foreign_key="model.id", index=True)
+    base_model_id: int | None = Field(default=None, foreign_key="model.id")
+    base_run_id: int | None = Field(default=None, foreign_key="evalrun.id")
+    system_id: int | None = Field(default=None, foreign_key="system.id")
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    protocol: str = Field(index=True)
+    tasks: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    items: int  # items scored, all tasks together
+    correct: int
+    accuracy: float  # correct / items (multiple choice: acc, not acc_norm)
+    accuracy_low: float | None = None  # bootstrap 95% interval over the items
+    accuracy_high: float | None = None
+    base_accuracy: float | None = None
+    accuracy_drop: float | None = None  # base_accuracy - accuracy
+    shots: int = 0
+    seed: int = 0
+    item_limit: int | None = None  # --limit, per task
+    synthetic: bool = False  # random weights: the accuracy means nothing
+    # {"tasks": {name: {kind, items, acc, acc_low, acc_high, acc_norm, ..., sha256}}, ...}
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class EvalItem(SQLModel, table=True):
+    """One item of an eval run: what the model answered and whether it was right."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="evalrun.id", index=True)
+    task: str
+    item: int  # 0-based index among the task's items
+    line: int | None = None  # its line in the task file
+    correct: bool
+    correct_norm: bool | None = None  # multiple choice: by length-normalised log-likelihood
+    output: str  # the choice it picked, or its generation
+    expected: str  # the right choice, the answer, or the pattern
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
 class Sweep(SQLModel, table=True):
     """A quantization sweep: one job graph over variants of one base model."""
 
@@ -255,7 +301,7 @@ class Sweep(SQLModel, table=True):
     base_model_id: int = Field(foreign_key="model.id", index=True)
     params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     # [{"variant": "4bit-g64", "model": name, "quantize_job": id|None, "bench_job": id,
-    #   "quality_job": id}, ...]
+    #   "quality_job": id, "eval_job": id|None}, ...]
     variants: list[dict[str, Any]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )

@@ -478,6 +478,11 @@ class Reader:
                 2,
             ),
             ("sweep", "select count(*) from sweep where base_model_id = ?", 1),
+            (
+                "eval run",
+                "select count(*) from evalrun where model_id = ? or base_model_id = ?",
+                2,
+            ),
         ]
         out = []
         for what, sql, n in counts:
@@ -668,6 +673,56 @@ class Reader:
                 {"run_id": run_id, "job_id": job_id, "model": model, "model_id": model_id, **r}
             )
         return rows
+
+    # -- eval runs (task accuracy) ----------------------------------------------------------
+
+    def eval_rows(self, model_ids: Sequence[int] | None = None) -> Rows:
+        """Eval runs, oldest first, with the model's name, quantization and bits per weight,
+        its base's name and the machine."""
+        if not model_ids:
+            return self._eval_where("1 = 1", [])
+        return self._eval_where(f"e.model_id in ({','.join('?' * len(model_ids))})", model_ids)
+
+    def eval_run(self, run_id: int) -> Row:
+        found = self._eval_where("e.id = ?", [run_id])
+        if not found:
+            raise NotFound(f"eval run {run_id} not found; see 'mlxd eval list'")
+        return found[0]
+
+    def _eval_where(self, clause: str, params: Sequence[Any]) -> Rows:
+        sql = f"""
+            select e.*, m.name as model, b.name as base, {QUANT_LABEL} as quantization,
+                   m.bits_per_weight, m.dtype, s.host
+            from evalrun e
+            join model m on m.id = e.model_id
+            left join model b on b.id = e.base_model_id
+            left join system s on s.id = e.system_id
+            where {clause} order by e.id
+        """
+        return self.rows("evalrun", sql, params)
+
+    def eval_runs_of_job(self, job_id: int) -> Rows:
+        """The runs an eval job stored (its model's, and its base's when it scored it)."""
+        return self._eval_where("e.job_id = ?", [job_id])
+
+    def eval_items(self, run_id: int) -> Rows:
+        sql = "select * from evalitem where run_id = ? order by task, item"
+        return self.rows("evalitem", sql, (run_id,))
+
+    def eval_run_with_protocol(self, model_id: int, protocol: str) -> Row | None:
+        """A model's newest eval run (made by a job) that scored these items this way."""
+        sql = (
+            "select * from evalrun where model_id = ? and protocol = ? and job_id is not null "
+            "order by id desc limit 1"
+        )
+        return self._one("evalrun", sql, (model_id, protocol))
+
+    def latest_eval_runs(self) -> Rows:
+        """Each model's newest eval run."""
+        return self.rows(
+            "evalrun",
+            "select * from evalrun where id in (select max(id) from evalrun group by model_id)",
+        )
 
     def latest_probe(self, host: str) -> Row | None:
         sql = "select * from probe where host = ? order by id desc limit 1"

@@ -27,6 +27,8 @@ from mlxd.catalog.models import (
     FINISHED_STATUSES,
     BenchRun,
     BenchTrial,
+    EvalItem,
+    EvalRun,
     Job,
     Model,
     PromptCache,
@@ -195,6 +197,14 @@ class Store:
                 update(QualityRun)
                 .where(QualityRun.base_model_id == model_id)
                 .values(base_model_id=None)
+            )
+            # Its eval runs and their items go too; runs against it lose their base.
+            mine = select(EvalRun.id).where(EvalRun.model_id == model_id)
+            s.execute(update(EvalRun).where(EvalRun.base_run_id.in_(mine)).values(base_run_id=None))
+            s.execute(delete(EvalItem).where(EvalItem.run_id.in_(mine)))
+            s.execute(delete(EvalRun).where(EvalRun.model_id == model_id))
+            s.execute(
+                update(EvalRun).where(EvalRun.base_model_id == model_id).values(base_model_id=None)
             )
             # A sweep is a record about its base: without the base it means nothing.
             s.execute(delete(Sweep).where(Sweep.base_model_id == model_id))
@@ -513,6 +523,15 @@ class Store:
             s.add(sweep)
             s.flush()
             return sweep
+
+    def add_eval_run(self, run: EvalRun, items: list[dict[str, Any]], *, session: Session):
+        """An eval run and its items (dicts of ``EvalItem`` fields), inside a job's
+        finishing transaction; the run gets its id."""
+        session.add(run)
+        session.flush()
+        session.add_all([EvalItem(run_id=run.id, **item) for item in items])
+        session.flush()
+        return run
 
     # -- reliability (issue 8) ---------------------------------------------------------
 

@@ -46,6 +46,8 @@ ACCESS: dict[tuple[str, ...], str] = {
     ("models", "list"): "read",
     ("models", "show"): "read",
     ("quality", "list"): "read",
+    ("eval", "list"): "read",
+    ("eval", "show"): "read",
     ("recommend",): "read",
     ("regressions",): "read",
     ("report",): "read",
@@ -62,6 +64,7 @@ ACCESS: dict[tuple[str, ...], str] = {
     ("pull",): "submit",
     ("push",): "submit",
     ("quality", "run"): "submit",
+    ("eval", "run"): "submit",
     ("quantize",): "submit",
     ("sweep", "run"): "submit",
     ("jobs", "retry"): "submit",
@@ -79,6 +82,7 @@ SUBMITS: dict[str, tuple[str, ...]] = {
     "pull": ("pull",),
     "push": ("push",),
     "quality": ("quality", "run"),
+    "eval": ("eval", "run"),
     "finetune": ("finetune", "run"),
     "fuse": ("fuse",),
     "batch": ("batch",),
@@ -155,10 +159,36 @@ def resolve(argv: Sequence[str], home: Path | None = None, *, server: bool = Tru
                 exit_code=1,
             )
     if home is not None:
-        for p in cmd.params:
-            if isinstance(p.type, click.Path) and str(params.get(p.name) or "-") != "-":
-                check_inside(home, str(params[p.name]), _opt(p))
+        for p, value in _named_files(cmd, params):
+            check_inside(home, value, _opt(p))
     return Resolved(key, access, params)
+
+
+# Options that take a file or a name (``eval --task FILE|NAME``): a value that looks like a
+# path (a separator, a JSON suffix, or an existing file) is a file the server would read.
+FILE_OR_NAME = {"tasks"}
+
+
+def _named_files(cmd: click.Command, params: dict[str, Any]) -> Iterator[tuple[Any, str]]:
+    """Each file a command line names, with its parameter: every value of a ``click.Path``
+    parameter, and the path-like values of a file-or-name one (comma lists split)."""
+    for p in cmd.params:
+        path_type = isinstance(p.type, click.Path)
+        if not path_type and p.name not in FILE_OR_NAME:
+            continue
+        values = params.get(p.name)
+        for value in values if isinstance(values, list | tuple) else [values]:
+            if value in (None, "", "-"):
+                continue
+            if path_type:
+                yield p, str(value)
+                continue
+            for part in str(value).split(","):
+                part = part.strip()
+                if part and (
+                    os.sep in part or part.endswith((".jsonl", ".json")) or os.path.exists(part)
+                ):
+                    yield p, part
 
 
 def _files_inside(cmd: click.Command, args: list[str], home: Path) -> None:
@@ -169,12 +199,8 @@ def _files_inside(cmd: click.Command, args: list[str], home: Path) -> None:
         raw, _, _ = cmd.make_parser(ctx).parse_args(args=list(args))
     except click.UsageError:
         return  # the real parse says what is wrong
-    for p in cmd.params:
-        if isinstance(p.type, click.Path):
-            values = raw.get(p.name)
-            for value in values if isinstance(values, list | tuple) else [values]:
-                if value not in (None, "", "-"):
-                    check_inside(home, str(value), _opt(p))
+    for p, value in _named_files(cmd, raw):
+        check_inside(home, value, _opt(p))
 
 
 def _opt(param: click.Parameter) -> str:

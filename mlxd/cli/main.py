@@ -18,6 +18,7 @@ COMMANDS = {
     "quantize": "mlxd.cli.work_cmd:quantize",
     "bench": "mlxd.cli.work_cmd:bench",
     "quality": "mlxd.cli.quality_list_cmd:quality",
+    "eval": "mlxd.cli.eval_cmd:eval_",
     "generate": "mlxd.cli.generate_cmd:generate",
     "chat": "mlxd.cli.chat_cmd:chat",
     "batch": "mlxd.cli.batch_cmd:batch",

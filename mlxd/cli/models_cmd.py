@@ -310,11 +310,20 @@ def show(ref: str, fmt: str):
                 f"({q['tokens']} tokens of {q['text_name']}, {when(q['created_at'])})",
             )
         )
+    for e in get_reader().eval_rows([m.id])[-3:]:
+        drop = f", drop {e['accuracy_drop'] * 100:.1f} pt vs {e['base']}" if e["base"] else ""
+        facts.append(
+            (
+                "accuracy",
+                f"eval run {e['id']}: {e['accuracy']:.1%} of {e['items']} items "
+                f"({', '.join(e['tasks'])}){drop}, {when(e['created_at'])}",
+            )
+        )
     echo_facts(facts)
     if m.synthetic:
         click.echo(
             "note: random weights (synthetic model): speed and memory figures are real for "
-            "this shape, generated text and quality figures are meaningless"
+            "this shape, generated text, quality and accuracy figures are meaningless"
         )
 
 

@@ -31,6 +31,7 @@ def text_options(prefix: str = "") -> Callable:
         )(fn)
         return click.option(
             "--text",
+            type=click.Path(),
             metavar="FILE",
             help=say("Score this text file (default: the text that ships with mlxd)"),
         )(fn)

@@ -126,12 +126,24 @@ def write_report(rep, fmt_name: str) -> str:
     help="Slowest generation tok/s to accept",
 )
 @click.option(
+    "--min-accuracy",
+    type=click.FloatRange(0, 100),
+    metavar="PCT",
+    help="Lowest task accuracy to accept, in percent (its newest eval run)",
+)
+@click.option(
+    "--max-accuracy-drop",
+    type=click.FloatRange(min=0),
+    metavar="PT",
+    help="Largest accuracy drop against the base to accept, in points",
+)
+@click.option(
     "--machine",
     metavar="HOST",
     help="Use figures from this host (default: the one with most variants measured)",
 )
 @output_options("show")
-def recommend(ref, memory, max_kl, min_tps, machine, fmt):
+def recommend(ref, memory, max_kl, min_tps, min_accuracy, max_accuracy_drop, machine, fmt):
     """Pick the fastest variant of a model that fits the memory and quality bounds."""
     from mlxd.reports.data import build_report
     from mlxd.reports.recommend import RecommendError, parse_memory
@@ -149,7 +161,14 @@ def recommend(ref, memory, max_kl, min_tps, machine, fmt):
     if budget is None:
         budget = _default_memory(data, machine)
     rec = pick(
-        family, data.systems, memory_bytes=budget, max_kl=max_kl, min_tps=min_tps, machine=machine
+        family,
+        data.systems,
+        memory_bytes=budget,
+        max_kl=max_kl,
+        min_tps=min_tps,
+        machine=machine,
+        min_accuracy=None if min_accuracy is None else min_accuracy / 100,
+        max_accuracy_drop=None if max_accuracy_drop is None else max_accuracy_drop / 100,
     )
     if fmt == "json":
         echo_json(rec.to_dict())

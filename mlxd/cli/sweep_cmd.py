@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from mlxd.cli.context import UserError, catalog_errors, get_paths, get_reader, get_store
+from mlxd.cli.context import BadUsage, UserError, catalog_errors, get_paths, get_reader, get_store
 from mlxd.cli.groups import DefaultGroup
 from mlxd.cli.output import echo_json, emit, output_options, render_table, when
 from mlxd.cli.output import sig as significant
@@ -72,6 +72,15 @@ def sweep():
 @click.option("-n", "--trials", type=click.IntRange(min=1), **_sweep("trials"))
 @click.option("--warmup", type=click.IntRange(min=0), **_sweep("warmup"))
 @text_options("Quality: ")
+@list_option(
+    "--eval",
+    "eval_tasks",
+    metavar="FILE|NAME",
+    help="Also an eval job per variant on these tasks (a JSONL file, a builtin task, 'builtin')",
+)
+@click.option(
+    "--eval-limit", type=click.IntRange(min=1), metavar="N", help="Eval: at most N items per task"
+)
 @job_options
 @catalog_errors
 def run(
@@ -87,13 +96,15 @@ def run(
     warmup,
     text_tokens,
     text,
+    eval_tasks,
+    eval_limit,
     wait,
     after,
     priority,
     timeout_s,
     pool,
 ):
-    """Queue a sweep: quantize, bench and quality jobs for each variant and the base."""
+    """Queue a sweep: quantize, bench, quality (and eval) jobs per variant and base."""
     from mlxd.jobs.sweeps import SweepRequest, new_steps, plan_sweep, record_sweep
     from mlxd.scheduling import Node
 
@@ -115,7 +126,11 @@ def run(
         warmup=warmup,
         max_tokens=text_tokens,
         text=text,
+        eval_tasks=list(eval_tasks),
+        eval_limit=eval_limit,
     )
+    if eval_limit is not None and not eval_tasks:
+        raise BadUsage("--eval-limit needs --eval TASK")
     plan = plan_sweep(get_reader(), req)
     # One graph, queued whole or not at all: the first jobs wait on --after, the rest on
     # their variant's quantize (one of this plan, or an earlier sweep's job).
@@ -142,7 +157,7 @@ def run(
         jobs = ", ".join(
             f"{k.removesuffix('_job')} {v[k]}"
             + (" (reused)" if k.removesuffix("_job") in v["reused"] else "")
-            for k in ("quantize_job", "bench_job", "quality_job")
+            for k in ("quantize_job", "bench_job", "quality_job", "eval_job")
             if v.get(k) is not None
         )
         click.echo(f"  {v['variant']:<16} {v['model']:<28} {jobs}")
@@ -183,7 +198,7 @@ def _follow_all(sw) -> None:
 @output_options()
 @catalog_errors
 def show(sweep_id, fmt):
-    """Show a sweep as a table: perplexity, KL, speed, memory and size per variant."""
+    """A sweep as a table by bits per weight: quality, accuracy, speed, memory."""
     _print_table(sweep_id, fmt=fmt)
 
 
@@ -223,8 +238,10 @@ def list_(fmt):
 
 HEADERS = [
     "Precision",
+    "Method",
     "Perplexity",
     "KL",
+    "Accuracy",
     "Prompt (tok/s)",
     "Generation (tok/s)",
     "Peak memory",
@@ -235,6 +252,7 @@ HEADERS = [
 
 BENCH_FIELDS = ("prompt_tps", "generation_tps", "peak_memory_gb")
 QUALITY_FIELDS = ("perplexity", "kl_mean")
+EVAL_FIELDS = ("accuracy",)
 
 
 def _machine_row(row) -> dict:
@@ -242,7 +260,11 @@ def _machine_row(row) -> dict:
     import dataclasses
 
     d = dataclasses.asdict(row)
-    for status_key, fields in (("bench_status", BENCH_FIELDS), ("quality_status", QUALITY_FIELDS)):
+    for status_key, fields in (
+        ("bench_status", BENCH_FIELDS),
+        ("quality_status", QUALITY_FIELDS),
+        ("eval_status", EVAL_FIELDS),
+    ):
         states = [d[f] for f in fields if isinstance(d[f], str)]
         d[status_key] = (
             states[0] if states else ("done" if any(d[f] is not None for f in fields) else None)
@@ -270,8 +292,10 @@ def _print_table(sweep_id: int, *, fmt: str) -> None:
     table = [
         (
             r.precision,
+            r.method or "",
             _num(r.perplexity, 3),
             "-" if r.variant == "base" else _num(r.kl_mean, 3, sig=True),
+            _accuracy(r),
             _num(r.prompt_tps, 1),
             _num(r.generation_tps, 1),
             _gb(r.peak_memory_gb),  # a readable unit per row: a tiny model is not 0.000 GB
@@ -286,7 +310,23 @@ def _print_table(sweep_id: int, *, fmt: str) -> None:
             f"n={p.get('trials')}; quality "
             f"{'max ' + str(p['max_tokens']) + ' tokens' if p.get('max_tokens') else 'default text'}"
         )  # noqa: E501
-    click.echo(render_table(HEADERS, table, markdown=fmt == "md"))
+    headers = HEADERS
+    if not any(r.eval_job for r in rows):  # no --eval: no accuracy column
+        at = HEADERS.index("Accuracy")
+        headers = HEADERS[:at] + HEADERS[at + 1 :]
+        table = [row[:at] + row[at + 1 :] for row in table]
+    click.echo(render_table(headers, table, markdown=fmt == "md"))
+    if fmt == "text" and any(r.synthetic for r in rows) and any(r.eval_job for r in rows):
+        click.echo("Note: synthetic model (random weights): its accuracy is meaningless.")
+
+
+def _accuracy(r) -> str:
+    if r.eval_job is None:
+        return ""
+    if not isinstance(r.accuracy, float):
+        return _num(r.accuracy, 0)
+    drop = f" ({(-r.accuracy_drop or 0.0) * 100:+.1f} pt)" if r.accuracy_drop is not None else ""
+    return f"{r.accuracy:.1%}{drop}"
 
 
 def _gb(v) -> str:

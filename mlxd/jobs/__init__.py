@@ -20,6 +20,7 @@ KINDS: dict[str, str] = {
     "bench": "mlxd.jobs.bench",
     "bench_sharded": "mlxd.jobs.bench_sharded",
     "quality": "mlxd.jobs.quality",
+    "eval": "mlxd.jobs.eval",
     "probe": "mlxd.jobs.probe",
     "import_gguf": "mlxd.jobs.import_gguf",
     "batch": "mlxd.jobs.batch",

@@ -1,7 +1,8 @@
 """Quantization sweeps: one job graph that quantizes, benchmarks and scores many variants.
 
 For every variant (bits x group size, plus each mixed recipe) a ``quantize`` job, then a
-``bench`` and a ``quality`` job queued after it; plus bench and quality for the base. Work the
+``bench`` and a ``quality`` job queued after it (and an ``eval`` job with ``--eval``); plus
+the same for the base. Work the
 catalog already holds (or that is already queued) is reused instead of repeated. These are
 plain functions on a Store, so a test can plan a sweep without the CLI.
 """
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlxd.jobs import bench, quality, quantize
+from mlxd.jobs import eval as eval_job
 from mlxd.vocab.choices import SWEEP_BASE, is_quantized, sweep_point
 
 PENDING = ("queued", "running")
@@ -33,6 +35,8 @@ class SweepRequest:
     warmup: int = 1
     max_tokens: int | None = None  # of the quality text
     text: str | None = None  # quality text file; None: the one that ships with mlxd
+    eval_tasks: list[str] = field(default_factory=list)  # --eval: none means no eval jobs
+    eval_limit: int | None = None  # items per task
 
     def params(self) -> dict[str, Any]:
         return {
@@ -47,6 +51,8 @@ class SweepRequest:
             "warmup": self.warmup,
             "max_tokens": self.max_tokens,
             "text": self.text,
+            "eval_tasks": self.eval_tasks,
+            "eval_limit": self.eval_limit,
         }
 
 
@@ -68,10 +74,12 @@ class VariantPlan:
     quantize: Step | None  # None for the base
     bench: Step
     quality: Step
+    eval: Step | None = None  # only with --eval
 
     @property
     def reused(self) -> list[str]:
-        return [s.kind for s in (self.quantize, self.bench, self.quality) if s and s.reused]
+        steps = (self.quantize, self.bench, self.quality, self.eval)
+        return [s.kind for s in steps if s and s.reused]
 
 
 @dataclass
@@ -111,6 +119,11 @@ def plan_sweep(reader, req: SweepRequest) -> SweepPlan:
     # Validate everything before anything is queued.
     bench.Spec(model=base.name, **bench_kw)
     quality.Spec(model=base.name, text=req.text, max_tokens=req.max_tokens)
+    protocol = None
+    if req.eval_tasks:
+        espec = eval_job.Spec(model=base.name, tasks=req.eval_tasks, limit=req.eval_limit)
+        req.eval_tasks = espec.tasks  # builtin expanded, paths resolved
+        protocol = eval_job.protocol([eval_tasks_sha(t) for t in espec.tasks], espec)
     plans = [
         VariantPlan(
             variant=SWEEP_BASE,
@@ -119,6 +132,7 @@ def plan_sweep(reader, req: SweepRequest) -> SweepPlan:
             quantize=None,
             bench=_bench_step(reader, base.name, base.id, None, bench_kw),
             quality=_quality_step(reader, base.name, base.id, None, None, req),
+            eval=_eval_step(reader, base.name, base.id, req, protocol),
         )
     ]
     taken: set[str] = set()
@@ -147,6 +161,7 @@ def plan_sweep(reader, req: SweepRequest) -> SweepPlan:
                 quantize=qstep,
                 bench=_bench_step(reader, name, model_id, after, bench_kw),
                 quality=_quality_step(reader, name, model_id, base.name, base.id, req),
+                eval=_eval_step(reader, name, model_id, req, protocol),
             )
         )
     return SweepPlan(base_id=base.id, base_name=base.name, request=req, variants=plans)
@@ -161,7 +176,11 @@ def new_steps(plan: SweepPlan) -> list[tuple[Any, Any]]:
         if q is not None and q.spec is not None:
             steps.append((q, None))
         gate = q if q is not None and v.model_id is None else None
-        steps += [(step, gate) for step in (v.bench, v.quality) if step.spec is not None]
+        steps += [
+            (step, gate)
+            for step in (v.bench, v.quality, v.eval)
+            if step is not None and step.spec is not None
+        ]
     return steps
 
 
@@ -175,6 +194,7 @@ def record_sweep(store, plan: SweepPlan):
             "quantize_job": v.quantize.job_id if v.quantize else None,
             "bench_job": v.bench.job_id,
             "quality_job": v.quality.job_id,
+            "eval_job": v.eval.job_id if v.eval else None,
             "reused": v.reused,
         }
         for v in plan.variants
@@ -272,6 +292,37 @@ def _quality_step(
         ):
             return Step("quality", job_id=job.id, reused=True)
     return Step("quality", spec=spec)
+
+
+def eval_tasks_sha(ref: str) -> str:
+    from mlxd.jobs.eval_tasks import load
+
+    return load(ref).sha256
+
+
+def _eval_step(
+    reader, name: str, model_id: int | None, req: SweepRequest, protocol: str | None
+) -> Step | None:
+    """The variant's eval job: alone (its drop is read against the base's run, which
+    scored the same items); reused when a run or a queued job already asks the same."""
+    if not req.eval_tasks:
+        return None
+    spec = eval_job.Spec(model=name, model_id=model_id, tasks=req.eval_tasks, limit=req.eval_limit)
+    if model_id is not None and protocol is not None:
+        done = reader.eval_run_with_protocol(model_id, protocol)
+        if done is not None:
+            return Step("eval", job_id=done.job_id, reused=True)
+    for job in reader.jobs(PENDING, kind="eval"):
+        p = job.params
+        if (
+            _same_model(p, name, model_id)
+            and p.get("base") is None
+            and all(
+                p.get(k) == v for k, v in spec.to_params().items() if k not in ("model", "model_id")
+            )
+        ):
+            return Step("eval", job_id=job.id, reused=True)
+    return Step("eval", spec=spec)
 
 
 def _text_sha256(path: str | None) -> str:

@@ -2,7 +2,8 @@
 
 Every chart's data series carries an SVG id (matplotlib's ``gid``) so a reader's tools, and
 the tests, can find the points: ``points-speed-memory``, ``points-quality-<model>``,
-``pareto-<model>``, ``bars-generation-<model>``, ``depth-<model>``, ``loss-<job>``,
+``pareto-<model>``, ``points-accuracy-<model>-<method>``, ``pareto-accuracy-<model>``,
+``bars-generation-<model>``, ``depth-<model>``, ``loss-<job>``,
 ``history-date-<model>``, ``history-mlx-<model>``.
 """
 
@@ -275,6 +276,63 @@ def speed_quality(fam: Family) -> Chart | None:
     return Chart(cid, title, _svg(fig, cid))
 
 
+def accuracy_bits(fam: Family) -> Chart | None:
+    """Task accuracy (or, without eval runs, KL against the base) against bits per weight,
+    one series per quantization method, the Pareto front (fewer bits, better score) marked."""
+    seen, models = set(), []
+    for v in fam.rows:  # one point per model, whatever machine measured its speed
+        if v.model.id not in seen and v.model.bits_per_weight:
+            seen.add(v.model.id)
+            models.append(v)
+    with_acc = [v for v in models if v.accuracy is not None]
+    use_acc = len(with_acc) >= 2
+    if use_acc:
+        shown = with_acc
+        ys = [v.accuracy.accuracy for v in shown]
+    else:
+        shown = [v for v in models if v.quality and v.quality.kl_mean is not None]
+        shown += [v for v in models if not v.model.is_quantized and v not in shown]
+        ys = [v.quality.kl_mean if v.model.is_quantized else 0.0 for v in shown]
+    if len(shown) < 2:
+        return None
+    xs = [v.model.bits_per_weight for v in shown]
+    s = slug(fam.name)
+    fig = _figure()
+    ax = fig.add_subplot()
+    methods = sorted({v.model.method or "base" for v in shown}, key=lambda m: (m != "base", m))
+    for n, method in enumerate(methods):
+        idx = [i for i, v in enumerate(shown) if (v.model.method or "base") == method]
+        sc = ax.scatter(
+            [xs[i] for i in idx],
+            [ys[i] for i in idx],
+            s=36,
+            color=COLORS[n % len(COLORS)],
+            label=method,
+            zorder=3,
+        )
+        sc.set_gid(f"points-accuracy-{s}-{slug(method)}")
+    # Fewer bits and a better score: accuracy up, KL down.
+    front = pareto_front([(x, y if use_acc else -y) for x, y in zip(xs, ys, strict=True)])
+    (line,) = ax.plot(
+        [xs[i] for i in front],
+        [ys[i] for i in front],
+        "--",
+        color=COLORS[3],
+        label="Pareto front",
+        zorder=2,
+    )
+    line.set_gid(f"pareto-accuracy-{s}")
+    ax.margins(x=0.15, y=0.1)
+    annotate_apart(ax, xs, ys, [v.model.variant for v in shown])
+    ax.set_xlabel("bits per weight")
+    ax.set_ylabel("task accuracy" if use_acc else "KL divergence vs base (nats/token)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    cid = f"chart-accuracy-{s}"
+    what = "accuracy" if use_acc else "KL"
+    return Chart(cid, f"{fam.name}: {what} against bits per weight, by method", _svg(fig, cid))
+
+
 def speed_bars(fam: Family) -> Chart | None:
     """Prompt and generation tok/s per variant, error bars from the trials (95% CI)."""
     rows = [v for v in fam.rows if v.generation_tps is not None]
@@ -428,5 +486,11 @@ def _version_key(v: str) -> tuple:
 
 
 def family_charts(fam: Family) -> list[Chart]:
-    charts = [speed_quality(fam), speed_bars(fam), depth_chart(fam), history_chart(fam)]
+    charts = [
+        speed_quality(fam),
+        accuracy_bits(fam),
+        speed_bars(fam),
+        depth_chart(fam),
+        history_chart(fam),
+    ]
     return [ch for ch in charts if ch is not None] + loss_charts(fam)

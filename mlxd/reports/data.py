@@ -17,7 +17,7 @@ from typing import Any
 
 from mlxd.catalog.read import Reader, ResultFilter
 from mlxd.vocab.choices import BENCH_POINT_KEYS as POINT_FIELDS
-from mlxd.vocab.choices import model_quant_label
+from mlxd.vocab.choices import model_quant_label, quant_method
 from mlxd.vocab.fmt import size
 
 DTYPE_BITS = {"float32": 32.0, "float16": 16.0, "bfloat16": 16.0}
@@ -69,6 +69,7 @@ class ModelInfo:
     size_bytes: int | None
     synthetic: bool
     family: str = ""  # the root model's name
+    method: str | None = None  # rtn, awq, gptq, dwq, dynamic; None: not quantized
 
     @property
     def is_quantized(self) -> bool:
@@ -83,6 +84,20 @@ class QualityFigures:
     top1_agreement: float | None
     base: str | None  # the model it was compared with
     created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AccuracyFigures:
+    """A model's newest eval run: task accuracy, its 95% interval, and the drop against
+    the family's base on the same items (None when the base has no such run)."""
+
+    run_id: int
+    accuracy: float
+    low: float | None
+    high: float | None
+    drop: float | None
+    items: int
+    tasks: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -107,6 +122,7 @@ class VariantFigures:
     noisy: bool
     created_at: datetime | None
     quality: QualityFigures | None = None
+    accuracy: AccuracyFigures | None = None
 
     @property
     def weights_bytes(self) -> int | None:
@@ -243,6 +259,7 @@ def load_models(reader: Reader) -> dict[int, ModelInfo]:
             size_bytes=r["size_bytes"],
             synthetic=bool(r["synthetic"]),
             family=by_id[root(r["id"])]["name"],
+            method=quant_method(r),
         )
     return out
 
@@ -272,6 +289,26 @@ def latest_quality(reader: Reader) -> dict[int, QualityFigures]:
         )
         for q in reader.latest_quality_runs()
     }
+
+
+def latest_accuracy(reader: Reader, models: dict[int, ModelInfo]) -> dict[int, AccuracyFigures]:
+    """Each model's newest eval run, its drop against its family's root model: the drop
+    the run stored (eval --base), else the root's newest run of the same items."""
+    roots = {m.family: m.id for m in models.values() if m.name == m.family}
+    out = {}
+    for e in reader.latest_eval_runs():
+        drop = e.accuracy_drop
+        model = models.get(e.model_id)
+        root = roots.get(model.family) if model else None
+        if drop is None and root is not None and root != e.model_id:
+            base = reader.eval_run_with_protocol(root, e.protocol)
+            drop = None if base is None else base.accuracy - e.accuracy
+        elif drop is None and root == e.model_id:
+            drop = 0.0
+        out[e.model_id] = AccuracyFigures(
+            e.id, e.accuracy, e.accuracy_low, e.accuracy_high, drop, e.items, tuple(e.tasks)
+        )
+    return out
 
 
 def _headline(groups: list[dict[str, Any]]) -> tuple | None:
@@ -330,6 +367,7 @@ def build_report(
         )
         total += row[2 + n]
     quality = latest_quality(reader)
+    accuracy = latest_accuracy(reader, all_models)
     family_names = sorted({m.family for m in all_models.values()} if wanted is None else wanted)
     families = []
     for name in family_names:
@@ -345,7 +383,7 @@ def build_report(
             point=dict(zip(POINT_FIELDS, head, strict=True)) if head else None,
         )
         at_head = [g for g in groups if g["point"] == head]
-        fam.rows = _variant_rows(reader, at_head, all_models, quality)
+        fam.rows = _variant_rows(reader, at_head, all_models, quality, accuracy)
         fam.rows.sort(key=lambda v: (-(v.model.bits_per_weight or 0), v.model.name, v.host))
         measured = {v.model.id for v in fam.rows}
         fam.unmeasured = [m for m in members if m.id not in measured]
@@ -375,7 +413,7 @@ def _ci(run, metric: str) -> float | None:
     return value if value is not None else (run.details or {}).get(f"{metric}_ci95")
 
 
-def _variant_rows(reader: Reader, groups, all_models, quality) -> list[VariantFigures]:
+def _variant_rows(reader: Reader, groups, all_models, quality, accuracy) -> list[VariantFigures]:
     runs = reader.bench_runs([g["last_id"] for g in groups])
     rows = []
     for g in groups:
@@ -401,6 +439,7 @@ def _variant_rows(reader: Reader, groups, all_models, quality) -> list[VariantFi
                 noisy=bool(r.noisy),
                 created_at=parse_ts(r.created_at),
                 quality=quality.get(model.id),
+                accuracy=accuracy.get(model.id),
             )
         )
     return rows

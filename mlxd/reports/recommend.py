@@ -70,7 +70,10 @@ class Recommendation:
                 "generation_tps": f.generation_tps,
                 "prompt_tps": f.prompt_tps,
                 "memory_needed_bytes": f.memory_needed_bytes,
+                "method": f.model.method,
                 "kl_mean": f.quality.kl_mean if f.quality else None,
+                "accuracy": f.accuracy.accuracy if f.accuracy else None,
+                "accuracy_drop": f.accuracy.drop if f.accuracy else None,
                 "perplexity": f.quality.perplexity if f.quality else None,
                 "run_id": f.run_id,
             }
@@ -126,9 +129,12 @@ def recommend(
     max_kl: float | None = None,
     min_tps: float | None = None,
     machine: str | None = None,
+    min_accuracy: float | None = None,
+    max_accuracy_drop: float | None = None,
 ) -> Recommendation:
     """The fastest variant (generation tok/s) that fits ``memory_bytes`` (its measured
-    peak, which includes the weights) and meets the quality and speed bounds."""
+    peak, which includes the weights) and meets the quality, accuracy and speed bounds
+    (accuracies as fractions: 0.6 is 60%; a drop in the same unit)."""
     sweep = f"mlxd sweep {family.name} --bits 4,6,8"
     host, note = _choose_host(family, machine, systems, memory_bytes)
     if host is None:
@@ -157,6 +163,16 @@ def recommend(
             reasons[v.run_id] = "no quality figures"
         elif max_kl is not None and kl > max_kl:
             reasons[v.run_id] = f"KL {fmt.sig(kl, 3)} > {fmt.sig(max_kl, 6)}"
+        elif (min_accuracy is not None or max_accuracy_drop is not None) and v.accuracy is None:
+            reasons[v.run_id] = "no accuracy figures"
+        elif min_accuracy is not None and v.accuracy.accuracy < min_accuracy:
+            reasons[v.run_id] = f"accuracy {fmt.pct(v.accuracy.accuracy)} < {fmt.pct(min_accuracy)}"
+        elif max_accuracy_drop is not None and v.accuracy.drop is None:
+            reasons[v.run_id] = "no accuracy of the base on the same items"
+        elif max_accuracy_drop is not None and v.accuracy.drop > max_accuracy_drop:
+            reasons[v.run_id] = (
+                f"accuracy drop {v.accuracy.drop * 100:.1f} pt > {max_accuracy_drop * 100:g} pt"
+            )
         elif min_tps is not None and v.generation_tps < min_tps:
             reasons[v.run_id] = f"{v.generation_tps:.1f} tok/s < {fmt.sig(min_tps, 6)}"
     ok = [v for v in rows if v.run_id not in reasons]
@@ -164,7 +180,10 @@ def recommend(
     queue = None
     if missing_quality:
         queue = "; ".join(f"mlxd quality {v.model.name}" for v in missing_quality[:3])
-    bounds = _bounds(memory_bytes, max_kl, min_tps)
+    missing_accuracy = [v for v in rows if reasons.get(v.run_id, "").startswith("no accuracy")]
+    if missing_accuracy and not queue:
+        queue = f"mlxd sweep {family.name} --bits 4,8 --eval builtin"
+    bounds = _bounds(memory_bytes, max_kl, min_tps, min_accuracy, max_accuracy_drop)
     if not ok:
         why = "; ".join(f"{v.model.name} {reasons[v.run_id]}" for v in rows[:4])
         return Recommendation(
@@ -188,7 +207,9 @@ def recommend(
         f"{pick.model.name} ({pick.model.variant}) on {host}: {pick.generation_tps:.1f} tok/s "
         f"generation, needs {gb(pick.memory_needed_bytes)}"
         + (f" of {gb(memory_bytes)}" if memory_bytes else "")
+        + (f", method {pick.model.method}" if pick.model.method else "")
         + (f", KL {fmt.sig(kl, 3)}" if kl is not None and pick.model.is_quantized else "")
+        + (f", accuracy {fmt.pct(pick.accuracy.accuracy)}" if pick.accuracy else "")
         + f"; the fastest of {len(ok)} variant(s) within {bounds}."
     )
     parts = []
@@ -216,8 +237,18 @@ def recommend(
     return Recommendation(family.name, host, note, pick, runner, len(rows), lines, queue)
 
 
-def _bounds(memory: int | None, max_kl: float | None, min_tps: float | None) -> str:
+def _bounds(
+    memory: int | None,
+    max_kl: float | None,
+    min_tps: float | None,
+    min_accuracy: float | None = None,
+    max_accuracy_drop: float | None = None,
+) -> str:
     parts = []
+    if min_accuracy is not None:
+        parts.append(f"accuracy >= {fmt.pct(min_accuracy)}")
+    if max_accuracy_drop is not None:
+        parts.append(f"accuracy drop <= {max_accuracy_drop * 100:g} pt")
     if memory is not None:
         parts.append(f"{gb(memory)} of memory")
     if max_kl is not None:

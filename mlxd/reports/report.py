@@ -126,6 +126,7 @@ def _family_section(fam: Family, data: ReportData, rec: Recommendation, changes)
         rows.append(
             [
                 c(v.model.variant),
+                c(v.model.method or ""),
                 c(v.model.name),
                 c(fmt.num(v.model.bits_per_weight, 2), v.model.bits_per_weight),
                 c(fmt.size(v.model.size_bytes), v.model.size_bytes),
@@ -138,6 +139,7 @@ def _family_section(fam: Family, data: ReportData, rec: Recommendation, changes)
                     q.kl_mean if q else None,
                 ),
                 c(fmt.pct(q.top1_agreement) if q else "", q.top1_agreement if q else None),
+                c(_accuracy_cell(v.accuracy), v.accuracy.accuracy if v.accuracy else None),
                 c(v.trials, v.trials),
                 c(f"{v.host} ({sys_label[v.system_id]})", v.host),
                 c(v.run_id, v.run_id),
@@ -149,6 +151,7 @@ def _family_section(fam: Family, data: ReportData, rec: Recommendation, changes)
                 f"precision-{_slug(fam.name)}",
                 [
                     "Variant",
+                    "Method",
                     "Model",
                     "Bits/weight",
                     "Size",
@@ -158,6 +161,7 @@ def _family_section(fam: Family, data: ReportData, rec: Recommendation, changes)
                     "Perplexity",
                     "KL vs base",
                     "Top-1 agree",
+                    "Accuracy",
                     "Trials",
                     "Machine",
                     "Run",
@@ -165,6 +169,12 @@ def _family_section(fam: Family, data: ReportData, rec: Recommendation, changes)
                 rows,
             )
         )
+        tasks = sorted({t for v in fam.rows if v.accuracy for t in v.accuracy.tasks})
+        if tasks:
+            s.blocks.append(
+                f"Accuracy: the newest eval run ({', '.join(tasks)}), 95% interval, and the "
+                "drop in points against the base on the same items."
+            )
         bases = sorted({v.quality.base for v in fam.rows if v.quality and v.quality.base})
         if bases:
             s.blocks.append(f"KL and top-1 agreement are against {', '.join(bases)}.")
@@ -243,6 +253,14 @@ def _family_section(fam: Family, data: ReportData, rec: Recommendation, changes)
             f"Speed changes beyond the noise: {len(mine)} ({slower} slower); see Regressions."
         )
     return s
+
+
+def _accuracy_cell(a) -> str:
+    if a is None:
+        return ""
+    ci = f" [{fmt.pct(a.low)}, {fmt.pct(a.high)}]" if a.low is not None else ""
+    drop = f" ({(-a.drop or 0.0) * 100:+.1f} pt)" if a.drop else ""
+    return f"{fmt.pct(a.accuracy)}{ci}{drop}"
 
 
 def _systems_section(data: ReportData) -> Section:

@@ -127,6 +127,10 @@ def estimate(kind: str, params: dict[str, Any], catalog) -> Estimate | None:
         base = catalog.find_model(params["base_id"]) if params.get("base_id") else None
         both = model.size_bytes + (base.size_bytes or 0 if base else 0)
         return Estimate(int(both * MARGIN), 0, f"model and base weights {human_bytes(both)}")
+    if kind == "eval":  # the model, then its base: one at a time
+        base = catalog.find_model(params["base_id"]) if params.get("base_id") else None
+        most = max(model.size_bytes, (base.size_bytes or 0) if base else 0)
+        return Estimate(int(most * MARGIN), 0, f"weights {human_bytes(most)}, one model at a time")
     if kind == "finetune":
         return _finetune_estimate(params, model, catalog)
     if kind == "fuse":

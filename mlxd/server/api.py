@@ -268,6 +268,8 @@ _reader_endpoint("/sweeps/{sweep_id}", ("sweep", "show"), "One sweep's table", "
 _reader_endpoint("/finetunes", ("finetune", "list"), "Fine-tune sweeps")
 _reader_endpoint("/finetunes/{sweep_id}", ("finetune", "show"), "One fine-tune sweep", "sweep_id")
 _reader_endpoint("/quality", ("quality", "list"), "Quality runs (model, adapter)")
+_reader_endpoint("/evals", ("eval", "list"), "Eval runs: task accuracy (model)")
+_reader_endpoint("/evals/{run_id}", ("eval", "show"), "One eval run (items)", "run_id")
 _reader_endpoint(
     "/results", ("results",), "Bench results (model, machine, adapter, since, mlx_version, limit)"
 )
@@ -462,7 +464,7 @@ def submit(
     ],
 ):
     """The command of ``kind`` (``quantize``: `mlxd quantize`, ``sweep``: `mlxd sweep run`,
-    ``quality``: `mlxd quality run`, ``finetune``: `mlxd finetune run`, ``import-gguf``:
+    ``quality``: `mlxd quality run`, ``eval``: `mlxd eval run`, ``finetune``: `mlxd finetune run`, ``import-gguf``:
     `mlxd models import-gguf`, and ``convert``, ``bench``, ``pull``, ``push``, ``fuse``,
     ``batch``, ``cache-prompt``) with its options as fields, REF as ``model``. Answers 201
     with ``job_ids`` (every job queued, in order), ``job_id`` (the last: the one to

@@ -87,6 +87,20 @@ def model_quant_label(model: Any) -> str:
     )
 
 
+# The quantization methods (mlx-lm's round-to-nearest and its learned ones); a model records
+# its method in ``quant_method`` (NULL: rtn, every model made before the learned methods).
+QUANT_METHODS = ("rtn", "awq", "gptq", "dwq", "dynamic")
+
+
+def quant_method(model: Any) -> str | None:
+    """How a catalog model (a row or a dict with the model's columns) was quantized: its
+    ``quant_method`` or "rtn"; None for unquantized weights."""
+    get = model.get if isinstance(model, dict) else lambda k, d=None: getattr(model, k, d)
+    if get("quant_bits") is None and get("quant_mode") is None and get("quant_recipe") is None:
+        return None
+    return get("quant_method") or "rtn"
+
+
 # Sweeps: the unquantized variant's name, and the one benchmark point each variant measures.
 SWEEP_BASE = "base"
 

@@ -116,3 +116,22 @@ def means_differ(a: Summary, b: Summary) -> bool | None:
     if a.n < 2 or b.n < 2:
         return None
     return abs(b.mean - a.mean) > a.ci95 + b.ci95
+
+
+def bootstrap_ci(
+    values: Sequence[float], *, resamples: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """The 95% percentile-bootstrap interval of the mean of ``values`` (e.g. 0/1 scores of
+    a task's items): (low, high). Seeded, so the same scores give the same interval; a
+    single value (or none) has no spread: (mean, mean), or (nan, nan) when empty."""
+    import random
+
+    vals = [float(v) for v in values]
+    n = len(vals)
+    if n == 0:
+        return math.nan, math.nan
+    if n == 1 or min(vals) == max(vals):
+        return vals[0], vals[0]
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choices(vals, k=n)) / n for _ in range(resamples))
+    return means[int(0.025 * (resamples - 1))], means[int(math.ceil(0.975 * (resamples - 1)))]

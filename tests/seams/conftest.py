@@ -116,7 +116,7 @@ class WalWatch(threading.Thread):
 
 def _job_id(proc) -> int:
     """The last job a submit queued (a hub id or a sweep queues several)."""
-    found = re.findall(r"(?:Queued job|Job|quantize|bench|quality) (\d+)", proc.stdout)
+    found = re.findall(r"(?:Queued job|Job|quantize|bench|quality|eval) (\d+)", proc.stdout)
     assert found, proc.stdout + proc.stderr
     return max(int(x) for x in found)
 
@@ -175,6 +175,18 @@ def _fill(fill: Fill, root: Path, hub: Hub, watch: WalWatch | None) -> None:
     step("bench", "bench", "bench", "tiny", *BENCH)
     step("bench_q4", "bench", "bench", "tiny-q4", *BENCH)
     step("quality", "quality", "quality", "tiny-q4", "--base", "tiny", "--text-tokens", "64")
+    step(
+        "eval",
+        "eval",
+        "eval",
+        "tiny-q4",
+        "--base",
+        "tiny",
+        "--task",
+        "capitals,arithmetic",
+        "--limit",
+        "4",
+    )
     sweep_args = ("-p", "16", "-g", "4", "-n", "2", "--warmup", "0", "--text-tokens", "64")
     step("sweep", "sweep", "sweep", "tiny", "--bits", "8", *sweep_args)
     data = data_folder(root / "data")

@@ -90,6 +90,8 @@ ARGS: dict[tuple[str, ...], Callable[[Fill], list[str]]] = {
     ("models", "list"): lambda f: [],
     ("models", "show"): lambda f: ["tiny-q4"],
     ("quality", "list"): lambda f: [],
+    ("eval", "list"): lambda f: [],
+    ("eval", "show"): lambda f: [str(f.json_once("eval", "list")[-1]["id"])],
     ("recommend",): lambda f: ["tiny", "--memory", "16GB"],
     ("regressions",): lambda f: [],
     ("results",): lambda f: [],
@@ -270,6 +272,11 @@ def check_figures(path, rows, fill: Fill) -> None:
         assert {"tiny", "hubtiny", "tiny-mlx", "tiny-q4", "tiny-fact", "gtiny"} <= names, names
     elif key == "jobs list":
         assert len(rows) >= 30 and {r["status"] for r in rows} == {"succeeded"}
+    elif key == "eval list":
+        assert rows and all(r["items"] and r["synthetic"] for r in rows)
+        assert any(r["accuracy_drop"] is not None for r in rows)
+    elif key == "eval show":
+        assert rows["details"]["tasks"] and rows["base_run_id"]
     elif key == "quality list":
         assert rows and all(float(r["perplexity"]) > 0 for r in rows)
     elif key == "adapters list":

@@ -55,6 +55,7 @@ def test_every_read_endpoint_answers_the_clis_json(catalog):
         ("/api/v1/sweeps", ["sweep", "list"]),
         ("/api/v1/adapters", ["adapters", "list"]),
         ("/api/v1/quality", ["quality", "list"]),
+        ("/api/v1/evals", ["eval", "list"]),
         ("/api/v1/finetunes", ["finetune", "list"]),
     ]  # fmt: skip
     with catalog.client("viewer") as c:
@@ -193,6 +194,16 @@ def test_logs_and_reports_stay_inside_mlxd_home(catalog, tmp_path):
         for path in (secret, tmp_path / "missing.jsonl"):  # whether it exists: not said
             r = c.post("/api/v1/jobs/batch", json={"model": "tiny", "prompts": str(path)})
             assert r.status_code == 403 and "outside the server's MLXD_HOME" in r.json()["error"]
+        # Files named by options that are not checked for existence by Click: the same rule.
+        for kind, field in (
+            ("finetune", "data"),
+            ("finetune", "config"),
+            ("quality", "text"),
+            ("eval", "task"),
+        ):
+            r = c.post(f"/api/v1/jobs/{kind}", json={"model": "tiny", field: str(secret)})
+            assert r.status_code == 403, (kind, field, r.text)
+            assert "outside the server's MLXD_HOME" in r.json()["error"]
 
 
 def test_the_per_user_limit_is_429_with_the_schedulers_line(catalog):
