@@ -15,6 +15,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The suite starts well over a thousand `python -m mlxd` processes (commands, daemons, job
+# children). In a PYTHONDONTWRITEBYTECODE shell (these machines set it) each one compiled mlxd
+# from source again: ~0.03-0.09 s of CPU a process, 10-25% of a short command. Tests use the
+# bytecode an installed mlxd has, kept outside the source tree (as benchmarks/latency.py does).
+PYCACHE = REPO / ".cache" / "pycache"
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+os.environ.setdefault("PYTHONPYCACHEPREFIX", str(PYCACHE))
+sys.dont_write_bytecode = False
+sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"]
+
 
 # -- PostgreSQL (issue 13) ----------------------------------------------------------------
 # With MLXD_TEST_DATABASE_URL set (.ci/run sets it when a local server answers), these
@@ -110,6 +120,11 @@ def mlxd_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("MLXD_DATABASE_URL", raising=False)  # SQLite unless a test asks
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    # No spare child in the daemons a test starts: each spare imports mlx and mlx_lm (~1.2 s
+    # of CPU) beside the test, and the last one a daemon starts is never used. The tests about
+    # spares (tests/test_sysinfo.py) turn it back on; module daemons started before this
+    # fixture and the seams' fill (one job of every kind) keep it, as tests/faults does not.
+    monkeypatch.setenv("MLXD_SPARE_CHILD", "0")
     import mlxd.cli.context as context
     from mlxd.scheduling.queue import get_huey
 
@@ -219,6 +234,35 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models") / "tiny"
     synth_model(out, arch="llama", size="tiny", seed=0)
     return out
+
+
+# MLXD_* variables a copied catalog does not depend on (any other one, e.g. a PostgreSQL URL or
+# a host id, and add_tiny runs the command itself).
+_TEMPLATE_NEUTRAL_ENV = {"MLXD_HOME", "MLXD_SPARE_CHILD", ENV_TEST_DATABASE_URL}
+
+
+def add_tiny(tiny_model_dir: Path, home: Path | None = None) -> None:
+    """`mlxd models add TINY --name tiny`, the commonest first step of a test.
+
+    Creating a catalog and adding the model costs a CLI process ~1.5 s of CPU (the catalog's
+    migrations, then the folder's checks). On a new home and SQLite, the test gets a copy of
+    the home that command made once per session (the same catalog: one model row, at the
+    same path); otherwise the command runs. `models add` itself is tested with the command.
+    """
+    import shutil
+
+    home = home or Path(os.environ["MLXD_HOME"])
+    extra = {k for k in os.environ if k.startswith("MLXD_")} - _TEMPLATE_NEUTRAL_ENV
+    if extra or (home.exists() and any(home.iterdir())):
+        run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", home=home, check=True)
+        return
+    template = tiny_model_dir.parent / "tiny-added-home"
+    if not (template / "catalog.db").exists():
+        staging = tiny_model_dir.parent / f"tiny-added-home.{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", home=staging, check=True)
+        staging.rename(template)
+    shutil.copytree(template, home, dirs_exist_ok=True)
 
 
 def wait_for(predicate, timeout: float = 60, interval: float = 0.05, what: str = "condition"):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import mlxd_env, run_mlxd
+from tests.conftest import add_tiny, mlxd_env
 
 pytest.importorskip("mlx_lm")
 
@@ -73,7 +73,7 @@ class Terminal:
 
 @pytest.fixture
 def terminal(mlxd_home, tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     opened = []
 
     def open_chat(*args: str) -> Terminal:

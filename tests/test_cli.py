@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from mlxd.cli.main import cli
-from tests.conftest import run_json, run_mlxd
+from tests.conftest import add_tiny, run_json, run_mlxd
 
 
 def all_commands(group: click.Group, ctx: click.Context, prefix=()):
@@ -47,7 +47,7 @@ def test_help_does_not_import_mlx_or_the_catalog():
 
 
 def test_lists_and_shows_give_json_and_csv(tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     models = run_json("models", "list")
     assert models[0]["name"] == "tiny" and models[0]["architecture"] == "llama"
     assert run_json("models", "show", "tiny")["num_parameters"] == models[0]["num_parameters"]
@@ -89,7 +89,7 @@ def test_lists_and_shows_give_json_and_csv(tiny_model_dir):
     ],
 )
 def test_bad_arguments_give_one_error_line_and_exit_2(args, message, tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     proc = run_mlxd(*args)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("Error: "), proc.stderr
@@ -106,7 +106,7 @@ def test_models_add_refuses_a_folder_that_is_not_a_model(tmp_path):
 
 
 def test_wait_without_a_daemon_is_refused_and_nothing_is_queued(tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     proc = run_mlxd("convert", "tiny", "--wait")
     assert proc.returncode == 1
     assert proc.stderr.startswith("Error: the daemon is not running")
@@ -114,7 +114,7 @@ def test_wait_without_a_daemon_is_refused_and_nothing_is_queued(tiny_model_dir):
 
 
 def test_cancel_queued_job_and_its_dependents(tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     run_mlxd("convert", "tiny", check=True)
     run_mlxd("bench", "tiny-mlx", "--after", "1", check=True)
     out = run_mlxd("jobs", "cancel", "1", check=True).stdout
@@ -129,7 +129,7 @@ def test_cancel_queued_job_and_its_dependents(tiny_model_dir):
 
 
 def test_models_rm_keeps_files_it_did_not_make(tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     proc = run_mlxd("models", "rm", "tiny", "--files")
     assert proc.returncode == 1 and "was not made by mlxd" in proc.stderr
     run_mlxd("models", "rm", "tiny", check=True)
@@ -151,7 +151,7 @@ def test_synth_makes_a_catalog_model_without_a_daemon(mlxd_home):
 
 
 def test_generate_streams_text_and_is_deterministic_at_temp_0(tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     first = run_mlxd("generate", "tiny", "--prompt", "Hello there", "--max-tokens", "6", check=True)
     second = run_mlxd(
         "generate", "tiny", "--prompt", "Hello there", "--max-tokens", "6", check=True
@@ -191,7 +191,7 @@ def test_every_command_is_documented_in_the_readme():
     ],
 )
 def test_out_of_range_values_are_usage_errors(args, message, tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     proc = run_mlxd(*args)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("Error: ") and proc.stderr.count("\n") == 1
@@ -205,13 +205,13 @@ def test_a_group_alone_prints_its_help():
 
 
 def test_a_model_named_by_id_gives_outputs_its_name(tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     out = run_mlxd("quantize", "1", "--bits", "4", check=True).stdout
     assert "quantize tiny -> tiny-4bit-g64" in out
 
 
 def test_jobs_after_a_failed_job_are_refused_and_retry_keeps_the_prerequisite(tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     run_mlxd("convert", "tiny", check=True)  # job 1
     run_mlxd("bench", "tiny-mlx", "--after", "1", check=True)  # job 2
     run_mlxd("jobs", "cancel", "1", check=True)  # fails job 2 too
@@ -228,7 +228,7 @@ def test_removing_a_model_with_quality_scores_and_a_sweep(tiny_model_dir):
     from mlxd.catalog.store import Store
     from mlxd.config import paths
 
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     run_mlxd("models", "add", str(tiny_model_dir), "--name", "other", check=True)
     store = Store(paths())
     with store.write() as s:
@@ -281,7 +281,7 @@ def test_generate_on_a_deleted_folder_says_so(tmp_path, tiny_model_dir):
 
 
 def test_compare_and_quality_need_two_different_models(tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     proc = run_mlxd("quality", "tiny", "--base", "tiny")
     assert proc.returncode == 2 and "is the model itself" in proc.stderr
     proc = run_mlxd("results", "--compare", "tiny", "tiny")
@@ -289,7 +289,7 @@ def test_compare_and_quality_need_two_different_models(tiny_model_dir):
 
 
 def test_quality_refuses_a_text_that_is_not_utf8(tmp_path, tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("Caf\xe9 au lait, s'il vous pla\xeet.".encode("latin-1"))
     proc = run_mlxd("quality", "tiny", "--text", str(latin1))
@@ -298,7 +298,7 @@ def test_quality_refuses_a_text_that_is_not_utf8(tmp_path, tiny_model_dir):
 
 
 def test_an_empty_list_names_the_filters_that_matched_nothing(tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     for args, line in (
         (["results", "--since", "2030-01-01"], "No benchmark results since 2030-01-01 00:00:00."),
         (["results", "--model", "tiny"], "No benchmark results of model 'tiny'."),
@@ -362,7 +362,7 @@ def test_one_exit_status_per_kind_of_error_whichever_command_says_it(tmp_path, t
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1  # other weights, the same shape
     weights.write_bytes(bytes(data))
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     run_mlxd("models", "add", str(other), "--name", "other", check=True)
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('"hello"\n')
@@ -450,7 +450,7 @@ def test_a_draft_or_a_base_with_another_tokenizer_is_refused_naming_both(tmp_pat
     merges = tok["model"]["merges"]
     merges[-1], merges[-2] = merges[-2], merges[-1]
     (om / "tokenizer.json").write_text(json.dumps(tok))
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     run_mlxd("models", "add", str(tiny_model_dir), "--name", "twin", check=True)
     run_mlxd("models", "add", str(om), "--name", "om", check=True)
     recorded = run_json("models", "show", "om")["details"]["tokenizer"]
@@ -495,7 +495,7 @@ def test_a_draft_whose_tokenizer_changed_after_submit_fails_the_job_naming_both(
 
     twin = tmp_path / "twin"
     shutil.copytree(tiny_model_dir, twin)
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     run_mlxd("models", "add", str(twin), "--name", "twin", check=True)
     run_mlxd("bench", "tiny", "--draft-model", "twin", "-p", "8", "-g", "4", check=True)
     tok = json.loads((twin / "tokenizer.json").read_text())

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import pytest
 
-from tests.conftest import run_json, run_mlxd
+from tests.conftest import add_tiny, run_json, run_mlxd
 from tests.test_cli import COMMANDS
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -59,7 +59,7 @@ def test_two_formats_at_once_are_refused():
 
 
 def test_comma_lists_and_repeated_flags_mean_the_same(tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     run_mlxd("bench", "tiny", "-p", "16,32", "-b", "1", check=True)
     run_mlxd("bench", "tiny", "-p", "16", "-p", "32", "-b", "1", check=True)
     jobs = run_json("jobs", "list")
@@ -73,7 +73,7 @@ def test_comma_lists_and_repeated_flags_mean_the_same(tiny_model_dir):
 
 
 def test_machine_formats_carry_the_same_rows(tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     for _ in range(3):
         run_mlxd("quantize", "tiny", "--bits", "4", "--name", f"q{_}", check=True)
     as_json = run_json("jobs", "list")
@@ -86,7 +86,7 @@ def test_machine_formats_carry_the_same_rows(tiny_model_dir):
 
 
 def test_jobs_list_says_when_it_shows_only_the_newest(tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     for i in range(3):
         run_mlxd("quantize", "tiny", "--bits", "4", "--name", f"q{i}", check=True)
     proc = run_mlxd("jobs", "list", "--limit", "2", "--json", check=True)
@@ -108,7 +108,7 @@ def test_jobs_list_says_when_it_shows_only_the_newest(tiny_model_dir):
     ],
 )
 def test_ranges_are_checked_the_same_everywhere(args, message, tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     proc = run_mlxd(*args)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("Error: ") and proc.stderr.count("\n") == 1
@@ -119,7 +119,7 @@ def test_ranges_are_checked_the_same_everywhere(args, message, tiny_model_dir):
 def test_exit_statuses_for_scripts(tiny_model_dir):
     status = run_mlxd("daemon", "status")
     assert status.returncode == 3 and "not running" in status.stdout
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     run_mlxd("quantize", "tiny", "--bits", "4", check=True)
     # The wait runs out before the job ends: its own status, not 1 (which means "failed").
     proc = run_mlxd("jobs", "wait", "1", "--wait-timeout", "0.3")
@@ -128,7 +128,7 @@ def test_exit_statuses_for_scripts(tiny_model_dir):
 
 
 def test_old_option_spellings_work_with_a_note(tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     proc = run_mlxd("quality", "tiny", "--max-tokens", "64", check=True)
     assert "Note: --max-tokens is now --text-tokens" in proc.stderr
     assert run_json("jobs", "list")[0]["params"]["max_tokens"] == 64

@@ -15,7 +15,7 @@ import pytest
 
 from mlxd.catalog.store import Store
 from mlxd.config import paths
-from tests.conftest import mlxd_env, run_json, run_mlxd, wait_for
+from tests.conftest import add_tiny, mlxd_env, run_json, run_mlxd, wait_for
 
 pytestmark = pytest.mark.daemon
 
@@ -36,7 +36,7 @@ def wait_job(job_id: int, timeout: float = 180) -> dict:
 
 
 def test_pipeline_convert_quantize_bench(daemon, tiny_model_dir, mlxd_home):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     daemon.start()
     conv = submit("convert", "tiny")
     q4 = submit("quantize", "tiny-mlx", "--bits", "4", "--after", str(conv))
@@ -95,7 +95,7 @@ def _freeze_running_child(store, job_id: int, timeout: float = 30) -> int | None
 
 
 def test_kill_9_mid_job_then_restart_finishes_it(daemon, tiny_model_dir, mlxd_home):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     daemon.start()
     store = Store(paths(mlxd_home))
     # The job is frozen (SIGSTOP) mid-way so the kill lands during it however fast it is.
@@ -144,7 +144,7 @@ def test_failed_job_has_a_reason_and_the_next_job_runs(daemon, tiny_model_dir, t
     broken = tmp_path / "broken"
     shutil.copytree(tiny_model_dir, broken)
     run_mlxd("models", "add", str(broken), "--name", "broken", check=True)
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     # Damage the folder after registering it: the weights no longer match the config.
     cfg = json.loads((broken / "config.json").read_text())
     cfg["hidden_size"] = cfg["hidden_size"] * 2
@@ -167,7 +167,7 @@ def test_failed_job_has_a_reason_and_the_next_job_runs(daemon, tiny_model_dir, t
 
 
 def test_cancel_running_job_kills_its_child(daemon, tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     daemon.start()
     j = submit("bench", "tiny", "-p", "64", "-g", "1900", "-n", "100")
     wait_for(lambda: job(j)["status"] == "running" and job(j)["pid"], timeout=90, what="running")
@@ -183,7 +183,7 @@ def test_cancel_running_job_kills_its_child(daemon, tiny_model_dir):
 
 
 def test_sigterm_requeues_the_running_job(daemon, tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     daemon.start()
     j = submit("bench", "tiny", "-p", "32", "-g", "2000", "-n", "3")
     wait_for(lambda: job(j)["status"] == "running" and job(j)["pid"], timeout=90, what="running")
@@ -197,7 +197,7 @@ def test_sigterm_requeues_the_running_job(daemon, tiny_model_dir):
 
 
 def test_dependent_of_a_failed_job_fails_with_that_reason(daemon, tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     # A timeout of 0.5 s fails a bench that generates 3000 tokens. Both are queued before the
     # daemon starts: a busy machine cannot let the first fail before the second is submitted.
     first = submit("bench", "tiny", "-p", "32", "-g", "2000", "--timeout", "0.5")
@@ -282,7 +282,7 @@ def test_ctrl_c_in_a_foreground_job_cancels_it_and_cleans_up(mlxd_home):
 
 
 def test_cancel_after_the_daemon_died_ends_the_job_for_good(daemon, tiny_model_dir, mlxd_home):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     daemon.start()
     store = Store(paths(mlxd_home))
     j = submit("bench", "tiny", "-p", "32", "-g", "2000", "-n", "5")
@@ -300,7 +300,7 @@ def test_cancel_after_the_daemon_died_ends_the_job_for_good(daemon, tiny_model_d
 
 
 def test_waiting_on_a_queued_job_without_a_daemon_gives_up(tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     j = submit("convert", "tiny")
     proc = run_mlxd("jobs", "wait", str(j), timeout=60)
     assert proc.returncode == 1
@@ -310,7 +310,7 @@ def test_waiting_on_a_queued_job_without_a_daemon_gives_up(tiny_model_dir):
 
 
 def test_logs_follow_prints_until_the_job_ends(daemon, tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     daemon.start()
     j = submit("bench", "tiny", "-p", "16", "-g", "200", "-n", "2")
     proc = run_mlxd("jobs", "logs", str(j), "--follow", timeout=120)

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import run_json, run_mlxd
+from tests.conftest import add_tiny, run_json, run_mlxd
 
 
 def _bad_folders(root: Path, tiny: Path) -> dict[str, Path]:
@@ -134,7 +134,7 @@ def test_bad_inputs_are_refused_at_the_door(daemon, tiny_model_dir, tmp_path, ml
     from mlxd.config import paths
 
     folders = _bad_folders(tmp_path, tiny_model_dir)
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     run_mlxd("models", "add", str(folders["other-vocab"]), "--name", "other-vocab", check=True)
     store = Store(paths())
     parent = store.resolve_model("tiny")
@@ -220,7 +220,7 @@ def test_removing_a_parent_needs_force_and_keeps_the_lineage(tiny_model_dir):
     from mlxd.catalog.store import Store
     from mlxd.config import paths
 
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     store = Store(paths())
     parent = store.resolve_model("tiny")
     store.add_model(

@@ -19,7 +19,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 pytest.importorskip("mlx_lm")
 
-from tests.conftest import Daemon, run_json, run_mlxd, wait_for
+from tests.conftest import Daemon, add_tiny, run_json, run_mlxd, wait_for
 
 FACT = "the secret word of the garden is blue lantern"
 
@@ -128,7 +128,7 @@ def test_a_resumed_run_continues_the_optimizer_state(tiny_model_dir: Path, tmp_p
 
 @pytest.fixture
 def tiny_in_catalog(tiny_model_dir: Path) -> str:
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     return "tiny"
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from mlxd.catalog.store import Store
 from mlxd.config import paths
-from tests.conftest import mlxd_env, run_json, run_mlxd, wait_for
+from tests.conftest import add_tiny, mlxd_env, run_json, run_mlxd, wait_for
 from tests.test_reports import _model, _quality, _run, _system
 
 EXPONENT = re.compile(r"\d[eE][+-]?\d")
@@ -111,7 +111,7 @@ def test_recommend_without_memory_uses_this_machines_and_says_so(small, monkeypa
 def test_ctrl_c_during_wait_leaves_the_job_running_and_says_how_to_follow_it(
     daemon, tiny_model_dir, mlxd_home
 ):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     daemon.start()
     cli = subprocess.Popen(
         [sys.executable, "-m", "mlxd", "bench", "tiny", "-p", "32", "-g", "2000", "-n", "5"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import run_mlxd
+from tests.conftest import add_tiny, run_mlxd
 
 
 def _machines(*rows: tuple[str, list[str], int]) -> None:
@@ -33,7 +33,7 @@ def _on_shared_volume(monkeypatch, model_dir) -> None:
 
 
 def test_a_job_goes_to_the_host_that_holds_its_model(mlxd_home, tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     _machines(("mac-a", ["default"], 10**12), ("mac-b", ["default"], 10**12))
     from mlxd.catalog.store import Store
     from mlxd.config import paths
@@ -57,7 +57,7 @@ def test_a_job_no_machine_can_hold_is_refused_with_the_figures(
     mlxd_home, tiny_model_dir, monkeypatch
 ):
     _on_shared_volume(monkeypatch, tiny_model_dir)
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     _machines(("mac-a", ["default"], 1000), ("mac-b", ["big"], 2000))
     proc = run_mlxd("bench", "tiny", "-p", "8", "-g", "4")
     assert proc.returncode == 1
@@ -70,7 +70,7 @@ def test_a_pool_with_room_is_chosen_when_the_default_has_none(
     mlxd_home, tiny_model_dir, monkeypatch
 ):
     _on_shared_volume(monkeypatch, tiny_model_dir)
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     _machines(("mac-a", ["default"], 1000), ("studio", ["big"], 10**12))
     job = _submitted(run_mlxd("bench", "tiny", "-p", "8", "-g", "4"))
     assert _job(job)["pool"] == "big"

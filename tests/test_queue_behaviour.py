@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from tests.conftest import run_json, run_mlxd, wait_for
+from tests.conftest import add_tiny, run_json, run_mlxd, wait_for
 
 
 def submit(*args: str) -> int:
@@ -23,7 +23,7 @@ def job(job_id: int) -> dict:
 
 
 def test_a_failed_link_fails_the_whole_chain(tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     a = submit("convert", "tiny")
     b = submit("quantize", "tiny-mlx", "--bits", "4", "--after", str(a))
     c = submit("bench", "tiny-mlx-4bit-g64", "--after", str(b))
@@ -35,7 +35,7 @@ def test_a_failed_link_fails_the_whole_chain(tiny_model_dir):
 
 
 def test_jobs_list_filters(tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     q1 = submit("quantize", "tiny", "--bits", "4")
     b1 = submit("bench", "tiny")
     q2 = submit("quantize", "tiny", "--bits", "8")
@@ -62,7 +62,7 @@ def test_models_rm_files_deletes_a_folder_mlxd_made(mlxd_home):
 
 @pytest.mark.daemon
 def test_higher_priority_runs_first(daemon, tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     low = submit("quantize", "tiny", "--bits", "4", "--priority", "-5")
     mid = submit("quantize", "tiny", "--bits", "6")
     high = submit("quantize", "tiny", "--bits", "8", "--priority", "5")
@@ -84,7 +84,7 @@ def test_higher_priority_runs_first(daemon, tiny_model_dir):
 
 @pytest.mark.daemon
 def test_two_workers_run_two_jobs_at_once(daemon, tiny_model_dir, monkeypatch):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     daemon.start(workers=2)
     jobs = [submit("bench", "tiny", "-p", "16", "-g", "400", "-n", "3") for _ in range(2)]
     both = wait_for(
@@ -107,7 +107,7 @@ def _spares(daemon_pid: int) -> list[psutil.Process]:
 
 @pytest.mark.daemon
 def test_the_spare_child_can_be_switched_off(daemon, tiny_model_dir, monkeypatch):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     monkeypatch.setenv("MLXD_SPARE_CHILD", "0")
     daemon.start()
     j = submit("quantize", "tiny", "--bits", "4")

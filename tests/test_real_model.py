@@ -169,8 +169,10 @@ def test_perplexity_is_far_below_the_vocabulary_size(smollm2: dict[str, Any]) ->
     from mlxd.engine.quality import default_text, evaluate_quality
 
     _, text = default_text()
-    result = evaluate_quality(smollm2["q"], text, max_tokens=128)
-    assert result.tokens == 127
+    # 64 tokens of the text (the forward pass costs ~0.1 s a token here): SmolLM2 scores ~76
+    # on them, ~2.6x under the bound.
+    result = evaluate_quality(smollm2["q"], text, max_tokens=64)
+    assert result.tokens == 63
     # A model that knew nothing would sit near the vocabulary size (49152); a random-weight
     # model of this shape scores in the tens of thousands.
     assert 1 < result.perplexity < 200, result

@@ -26,7 +26,7 @@ from mlxd.catalog.models import (
 from mlxd.catalog.store import Store
 from mlxd.config import paths
 from mlxd.vocab.stats import summarize
-from tests.conftest import mlxd_env, run_json, run_mlxd
+from tests.conftest import add_tiny, mlxd_env, run_json, run_mlxd
 
 GB = 1_000_000_000
 
@@ -418,7 +418,7 @@ def test_html_report_renders_in_chromium(planted, tmp_path):
 
 @pytest.mark.daemon
 def test_after_real_jobs_quality_sits_beside_speed(daemon, tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     daemon.start()
     out = run_mlxd(
         "sweep",
@@ -504,7 +504,7 @@ def test_after_real_jobs_quality_sits_beside_speed(daemon, tiny_model_dir):
 
 
 def test_jobs_list_says_what_a_queued_job_waits_for(tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     run_mlxd("bench", "tiny", "-b", "1,2", check=True)  # no daemon: stays queued
     run_mlxd("bench", "tiny", "--after", "1", check=True)
     lines = run_mlxd("jobs", "list", check=True).stdout.splitlines()
@@ -539,7 +539,7 @@ def test_nightly_digest_is_a_periodic_task_that_writes_the_last_24_hours(planted
 
 
 def test_sweep_takes_microscaling_modes_and_a_dtype(tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     out = run_mlxd(
         "sweep", "tiny", "--bits", "4", "--mode", "mxfp4,nvfp4", "--dtype", "bfloat16", check=True
     ).stdout

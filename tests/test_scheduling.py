@@ -181,9 +181,9 @@ def test_a_submit_at_head_imports_no_sqlalchemy(args, catalog_backend, tiny_mode
     import subprocess
     import sys
 
-    from tests.conftest import mlxd_env, run_mlxd
+    from tests.conftest import add_tiny, mlxd_env
 
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     code = (
         "import sys\nfrom mlxd.cli.main import cli\n"
         f"try:\n    cli.main({args!r})\nexcept SystemExit as e:\n    assert not e.code, e.code\n"

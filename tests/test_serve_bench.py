@@ -9,7 +9,7 @@ import pytest
 
 from mlxd.catalog.store import Store
 from mlxd.config import paths
-from tests.conftest import run_json, run_mlxd, wait_for
+from tests.conftest import add_tiny, run_json, run_mlxd, wait_for
 
 pytestmark = pytest.mark.daemon
 pytest.importorskip("mlx_lm")
@@ -35,7 +35,7 @@ def gone(pid: int) -> bool:
 
 
 def test_serving_bench_records_every_request_and_stops_the_server(daemon, tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     daemon.start()
     proc = run_mlxd(
         "bench",
@@ -81,7 +81,7 @@ def test_serving_bench_records_every_request_and_stops_the_server(daemon, tiny_m
 
 
 def test_cancelling_a_serving_bench_stops_its_server(daemon, tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     daemon.start()
     j = submit(
         "bench",

@@ -27,9 +27,9 @@ def test_a_failing_launch_is_one_line(tmp_path):
 
 
 def test_bench_ranks_2_records_one_run_with_each_ranks_memory(daemon, tiny_model_dir):
-    from tests.conftest import run_json, run_mlxd
+    from tests.conftest import add_tiny, run_json, run_mlxd
 
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     daemon.start()
     out = run_mlxd("bench", "tiny", "--ranks", "2", "-p", "16", "-g", "8", "--wait", check=True)
     assert "Queued job" in out.stdout
@@ -49,9 +49,9 @@ def test_bench_ranks_2_records_one_run_with_each_ranks_memory(daemon, tiny_model
 
 
 def test_bench_ranks_refuses_a_grid(mlxd_home, tiny_model_dir):
-    from tests.conftest import run_mlxd
+    from tests.conftest import add_tiny, run_mlxd
 
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     proc = run_mlxd("bench", "tiny", "--ranks", "2", "-p", "16,32")
     assert proc.returncode == 2
     assert proc.stderr.strip() == (

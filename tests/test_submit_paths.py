@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.conftest import mlxd_env, run_mlxd
+from tests.conftest import add_tiny, mlxd_env, run_mlxd
 
 DATA = "finetune-data"
 BITS = "bits"  # new bits each time: the same variant again would be refused as a duplicate
@@ -43,7 +43,7 @@ def _jobs(home) -> list[dict]:
 def test_each_submitting_path_obeys_pool_admission_and_the_per_user_limit(
     path, mlxd_home, tiny_model_dir, monkeypatch
 ):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     data = mlxd_home.parent / DATA
     data.mkdir()
     (data / "train.jsonl").write_text('{"text": "the garden is blue"}\n' * 8)
@@ -87,7 +87,7 @@ def test_each_submitting_path_obeys_pool_admission_and_the_per_user_limit(
 def test_a_retry_keeps_the_pool_its_job_was_queued_to(mlxd_home, tiny_model_dir):
     """``jobs retry`` queues the new job where the old one was sent (``--pool``), not where
     placement would send a job given no pool."""
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     run_mlxd("quantize", "tiny", "--bits", "4", "--pool", "gpu-room", check=True)  # job 1
     run_mlxd("jobs", "cancel", "1", check=True)
     proc = run_mlxd("jobs", "retry", "1", check=True)

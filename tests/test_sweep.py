@@ -9,7 +9,7 @@ from mlxd.catalog.read import Reader
 from mlxd.catalog.store import Store
 from mlxd.config import paths
 from mlxd.jobs.sweeps import SweepRequest, new_steps, plan_sweep, record_sweep
-from tests.conftest import run_json, run_mlxd
+from tests.conftest import add_tiny, run_json, run_mlxd
 
 
 def _store_with_base(tmp_path) -> Store:
@@ -99,7 +99,7 @@ def test_a_different_model_with_the_default_name_is_not_taken_for_the_variant(tm
 
 
 def test_sweep_rejects_bad_grids_before_queueing(tmp_path, tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     bad = run_mlxd("sweep", "tiny", "--bits", "7")
     assert bad.returncode == 2 and bad.stderr.startswith("Error: --bits must be one of")
     bad = run_mlxd("sweep", "nope", "--bits", "4")
@@ -109,7 +109,7 @@ def test_sweep_rejects_bad_grids_before_queueing(tmp_path, tiny_model_dir):
 
 @pytest.mark.daemon
 def test_sweep_end_to_end_fills_every_cell_and_resubmitting_reuses(daemon, tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     daemon.start()
     args = [
         "sweep",
@@ -163,7 +163,7 @@ def test_sweep_end_to_end_fills_every_cell_and_resubmitting_reuses(daemon, tiny_
 
 
 def test_an_unfinished_sweep_shows_states_in_the_table_and_nulls_in_json(tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     run_mlxd("sweep", "tiny", "--bits", "4", check=True)  # no daemon: everything stays queued
     rows = {r["variant"]: r for r in run_json("sweep", "show", "1")["rows"]}
     q4 = rows["4bit-g64"]
@@ -221,7 +221,7 @@ def test_a_bench_run_with_other_settings_is_not_reused(tmp_path):
 
 
 def test_repeated_grid_values_make_one_variant(tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+    add_tiny(tiny_model_dir)
     out = run_mlxd("sweep", "tiny", "--bits", "8,8", "--group-size", "64,64", check=True).stdout
     variants = [v["variant"] for v in run_json("sweep", "show", "1")["rows"]]
     assert variants == ["base", "8bit-g64"], out

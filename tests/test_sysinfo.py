@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from mlxd.system import sysinfo
-from tests.conftest import run_json, run_mlxd, wait_for
+from tests.conftest import add_tiny, run_json, run_mlxd, wait_for
 
 MACOS = Path(__file__).parent / "data" / "macos"
 
@@ -204,8 +204,11 @@ def submit(*args: str) -> int:
     return int(run_mlxd(*args, check=True).stdout.split()[2].rstrip(":"))
 
 
-def test_spare_child_runs_the_next_job_and_stops_with_the_daemon(daemon, tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+def test_spare_child_runs_the_next_job_and_stops_with_the_daemon(
+    daemon, tiny_model_dir, monkeypatch
+):
+    monkeypatch.setenv("MLXD_SPARE_CHILD", "1")  # the suite's default is off (conftest)
+    add_tiny(tiny_model_dir)
     daemon.start()
     first = submit("bench", "tiny", "-p", "16", "-g", "4", "-n", "1", "--warmup", "0")
     run_mlxd("jobs", "wait", str(first), "--timeout", "120", check=True)
@@ -225,8 +228,9 @@ def test_spare_child_runs_the_next_job_and_stops_with_the_daemon(daemon, tiny_mo
     wait_for(lambda: all(gone(p) for p in nxt), timeout=60, what="the spare to stop")
 
 
-def test_spare_children_exit_when_the_daemon_is_killed(daemon, tiny_model_dir):
-    run_mlxd("models", "add", str(tiny_model_dir), "--name", "tiny", check=True)
+def test_spare_children_exit_when_the_daemon_is_killed(daemon, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("MLXD_SPARE_CHILD", "1")  # the suite's default is off (conftest)
+    add_tiny(tiny_model_dir)
     daemon.start()
     warm = submit("bench", "tiny", "-p", "16", "-g", "4", "-n", "1", "--warmup", "0")
     run_mlxd("jobs", "wait", str(warm), "--timeout", "120", check=True)
