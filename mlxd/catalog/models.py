@@ -74,7 +74,7 @@ class Model(SQLModel, table=True):
     quant_group_size: int | None = None
     quant_mode: str | None = None
     quant_recipe: str | None = None
-    # How the weights were quantized (migration 0015): rtn, awq, gptq, dwq or dynamic (None on
+    # How the weights were quantized (migration 0017): rtn, awq, gptq, dwq or dynamic (None on
     # older rows means rtn), and that method's options with its calibration data (sha256,
     # tokens, samples, length).
     quant_method: str | None = None

@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 # The newest migration in mlxd/migrations/versions; a test keeps the two in step.
-HEAD_REVISION = "0015"
+HEAD_REVISION = "0017"
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 

@@ -45,7 +45,12 @@ def finetune():
 
 @finetune.command("run")
 @click.argument("ref", required=False)
-@click.option("--data", type=click.Path(), metavar="PATH", help="Folder with train.jsonl (valid/test.jsonl), or a .jsonl/.json file")
+@click.option(
+    "--data",
+    type=click.Path(),
+    metavar="PATH",
+    help="Folder with train.jsonl (valid/test.jsonl), or a .jsonl/.json file",
+)
 @click.option(
     "--type",
     "types",
@@ -108,7 +113,13 @@ def finetune():
     help="Held out of a single data file",
     **_shown("valid_fraction"),
 )
-@click.option("--config", "config_file", type=click.Path(), metavar="FILE.yaml", help="An mlx_lm.lora YAML config")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(),
+    metavar="FILE.yaml",
+    help="An mlx_lm.lora YAML config",
+)
 @click.option("--resume", metavar="ADAPTER", help="Continue this adapter from its last checkpoint")
 @click.option(
     "--fuse", "then_fuse", is_flag=True, help="Then fuse each adapter into the base (checked)"

@@ -4,7 +4,7 @@ A model quantized by AWQ, GPTQ, DWQ or dynamic bit allocation records the method
 options, with the calibration text's sha256, token count, samples and length. NULL on older
 rows means round-to-nearest (rtn).
 
-Revision ID: 0015
+Revision ID: 0017
 Revises: 0016
 Create Date: 2026-12-04 22:00:00
 """
@@ -12,7 +12,7 @@ Create Date: 2026-12-04 22:00:00
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015"
+revision = "0017"
 down_revision = "0016"
 branch_labels = None
 depends_on = None
