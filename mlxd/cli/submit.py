@@ -268,7 +268,7 @@ def _follow(
         summary = ", ".join(
             f"{k.replace('_', ' ')} {short_value(v)}"
             for k, v in (job.result or {}).items()
-            if v is not None
+            if v is not None and not isinstance(v, dict)  # a table's worth: `jobs show`
         )
         click.echo(f"Job {job.id} succeeded" + (f": {summary}" if summary else ""))
     return job

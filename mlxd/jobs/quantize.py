@@ -451,4 +451,4 @@ def finish(spec: Spec, inputs: dict[str, Any], result: dict[str, Any], fin: Fini
         fin.summary["method"] = spec.method
         fin.summary["calibration_tokens"] = (result.get("calibration") or {}).get("tokens")
         if result.get("method_s") is not None:
-            fin.summary["method_s"] = round(result["method_s"], 3)
+            fin.summary["method_seconds"] = round(result["method_s"], 3)
