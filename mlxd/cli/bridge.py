@@ -178,7 +178,7 @@ def _named_files(cmd: click.Command, params: dict[str, Any]) -> Iterator[tuple[A
             continue
         values = params.get(p.name)
         for value in values if isinstance(values, list | tuple) else [values]:
-            if value in (None, "", "-"):
+            if value is None or str(value) in ("", "-"):  # "-": standard input or output
                 continue
             if path_type:
                 yield p, str(value)

@@ -188,7 +188,15 @@ def _fill(fill: Fill, root: Path, hub: Hub, watch: WalWatch | None) -> None:
         "4",
     )
     sweep_args = ("-p", "16", "-g", "4", "-n", "2", "--warmup", "0", "--text-tokens", "64")
-    step("sweep", "sweep", "sweep", "tiny", "--bits", "8", *sweep_args)
+    # Two methods: a learned one (AWQ, on a little calibration) beside round-to-nearest, so
+    # the method's label and lineage cross every reader; its variant is evaluated too.
+    step(
+        "sweep",
+        "sweep",
+        *("sweep", "tiny", "--bits", "8", "--method", "rtn,awq", *sweep_args),
+        *("--calibration-samples", "2", "--calibration-length", "32"),
+        *("--eval", "capitals", "--eval-limit", "2"),
+    )
     data = data_folder(root / "data")
     # a grid of two runs (a fine-tuning sweep: `finetune list` / `show` have rows)
     step(
