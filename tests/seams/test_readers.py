@@ -91,7 +91,16 @@ ARGS: dict[tuple[str, ...], Callable[[Fill], list[str]]] = {
     ("models", "show"): lambda f: ["tiny-q4"],
     ("quality", "list"): lambda f: [],
     ("eval", "list"): lambda f: [],
-    ("eval", "show"): lambda f: [str(f.json_once("eval", "list")[-1]["id"])],
+    # The fill's own eval (with --base), not one of the sweep's (scored without a base).
+    ("eval", "show"): lambda f: [
+        str(
+            next(
+                r["id"]
+                for r in f.json_once("eval", "list")
+                if r["job_id"] == f.jobs["eval"] and r["base"]
+            )
+        )
+    ],
     ("recommend",): lambda f: ["tiny", "--memory", "16GB"],
     ("regressions",): lambda f: [],
     ("results",): lambda f: [],
