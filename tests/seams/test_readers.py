@@ -334,3 +334,61 @@ def check_report_html(out: str) -> None:
     assert out.count("<svg") >= 2
     assert "loss" in out.lower()
     assert re.search(r"<svg[^>]*>(?:(?!</svg>).)*loss", out, re.S | re.I), "no loss chart"
+
+
+# ---------------------------------------------------------------------------------------
+# Seam 4: the team server on the same catalog. Its API answers each read with the CLI's
+# own --json; every dashboard page renders for every model and every job the fill made;
+# /metrics counts the same jobs. (In this file: the fill is made once per backend.)
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served(filled_catalog: Fill):
+    from tests.server.conftest import start_server
+
+    extra = {k: v for k, v in filled_catalog.env.items() if k.startswith("MLXD_")}
+    server = start_server(filled_catalog.home, env=extra)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_the_team_server_reads_the_filled_catalog_as_the_cli_does(filled_catalog: Fill, served):
+    cli = filled_catalog.json_once
+    models = cli("models", "list")
+    jobs = cli("jobs", "list", "--limit", "500")
+    assert len(models) >= 6 and len(jobs) >= 30
+    with served.client("viewer") as api:
+        # The API's reads are the CLI's --json (field names, values), on this backend.
+        assert api.get("/api/v1/models").json() == models
+        assert [j["id"] for j in api.get("/api/v1/jobs", params={"limit": 500}).json()] == [
+            j["id"] for j in jobs
+        ]
+        assert api.get("/api/v1/results").json() == cli("results")
+        assert api.get("/api/v1/evals").json() == cli("eval", "list")
+        for m in models:
+            r = api.get(f"/api/v1/models/{m['name']}")
+            assert r.status_code == 200, (m["name"], r.text)
+            assert r.json()["name"] == m["name"]
+        # Every page, for every model and job the fill made: rendered, naming what it shows.
+        for path in ("/", "/ui/queue", "/models", "/machines", "/submit", "/reports"):
+            r = api.get(path)
+            assert r.status_code == 200, (path, r.text[:300])
+        for m in models:
+            r = api.get(f"/models/{m['name']}")
+            assert r.status_code == 200 and m["name"] in r.text, (m["name"], r.text[:300])
+        for j in jobs:
+            r = api.get(f"/jobs/{j['id']}")
+            assert r.status_code == 200 and j["kind"] in r.text, (j["id"], r.text[:300])
+            r = api.get(f"/ui/jobs/{j['id']}")
+            assert r.status_code == 200 and r.json()["status"] == j["status"], r.text[:300]
+        # The metrics count the jobs the catalog holds.
+        text = api.get("/metrics").text
+        counted = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("mlxd_jobs{") and 'state="succeeded"' in line
+        )
+        assert counted == sum(1 for j in jobs if j["status"] == "succeeded")
