@@ -197,8 +197,11 @@ def test_dwq_on_an_already_quantized_model_is_refused(lab):
 
 
 def test_dwq_resumes_from_its_checkpoint(tmp_path, tiny_model_dir):
-    """A DWQ run stopped after its step-2 checkpoint goes on from step 2, not from zero."""
-    from mlxd.engine.learned_quant import DWQ_STATE, learned_quantize
+    """A DWQ run stopped after its step-2 checkpoint goes on from step 2, not from zero,
+    with the optimizer's moments and step count the checkpoint kept (as a fine-tune does)."""
+    import mlx.core as mx
+
+    from mlxd.engine.learned_quant import DWQ_OPTIMIZER, DWQ_STATE, learned_quantize
 
     ckpt = tmp_path / "ckpt"
     kw = {
@@ -223,9 +226,16 @@ def test_dwq_resumes_from_its_checkpoint(tmp_path, tiny_model_dir):
         learned_quantize(tiny_model_dir, tmp_path / "a", on_step=stop_at_3, **kw)
     state = json.loads((ckpt / DWQ_STATE).read_text())
     assert state["step"] == 2 and len(state["done"]) == 4
+    saved = mx.load(str(ckpt / DWQ_OPTIMIZER))
+    assert saved["step"].item() == 2
+    moments = [k for k in saved if k.endswith((".m", ".v"))]
+    assert any(k.endswith(".scales.m") for k in moments), moments
+    assert any(mx.abs(saved[k]).max().item() > 0 for k in moments)
     steps_seen = []
     result = learned_quantize(
         tiny_model_dir, tmp_path / "b", on_step=lambda s, n, loss: steps_seen.append(s), **kw
     )
     assert result["dwq"]["resumed_at"] == 2
     assert steps_seen == [3, 4]
+    # The step count went on from the checkpoint's 2: its moments were loaded, not zeroed.
+    assert mx.load(str(ckpt / DWQ_OPTIMIZER))["step"].item() == 4

@@ -33,6 +33,7 @@ Progress = Callable[[str, int, int | None], None]  # (phase, done, total)
 StepReport = Callable[[int, int, float], None]  # (step, steps, loss)
 
 DWQ_CHECKPOINT = "dwq-params.safetensors"
+DWQ_OPTIMIZER = "dwq-optimizer.safetensors"
 DWQ_STATE = "dwq-state.json"
 
 
@@ -321,10 +322,10 @@ def _dwq(
 
     The first batch of samples validates; the rest train, cycled to ``steps`` batches. Every
     ``checkpoint_every`` steps the learned parameters and the samples already trained on go
-    to ``checkpoint_dir``; a run that finds a matching checkpoint there goes on from it (the
-    optimizer's moments start afresh)."""
+    to ``checkpoint_dir`` with the optimizer's state (Adam's moments and step, as a
+    fine-tune's checkpoint keeps them); a run that finds a matching checkpoint there goes on
+    from it, moments included."""
     import mlx.core as mx
-    import mlx.optimizers as optim
     import numpy as np
     from mlx.utils import tree_flatten, tree_unflatten
     from mlx_lm.quant.dwq import dwq_quantize
@@ -352,6 +353,7 @@ def _dwq(
     with _stdout_to_stderr():
         _, qconfig = quantize_model(student, config, group_size=group_size, bits=bits)
 
+    opt = _CheckpointingAdam(learning_rate=float(options.get("learning_rate", 1e-6)))
     done: list[int] = []  # positions in train_ids already trained on
     state_file = checkpoint_dir / DWQ_STATE if checkpoint_dir else None
     if state_file is not None and state_file.is_file():
@@ -360,8 +362,10 @@ def _dwq(
             params = mx.load(str(checkpoint_dir / DWQ_CHECKPOINT))
             student.update(tree_unflatten(list(params.items())))
             done = list(state["done"])
+            moments = _restore_moments(opt, student, checkpoint_dir / DWQ_OPTIMIZER)
             print(
-                f"mlxd: DWQ resumes from its checkpoint after {len(done) // batch} steps",
+                f"mlxd: DWQ resumes from its checkpoint after {len(done) // batch} steps"
+                + ("" if moments else " (its optimizer state starts afresh)"),
                 file=sys.stderr,
             )
     trained_before = set(done)
@@ -380,17 +384,10 @@ def _dwq(
             with contextlib.suppress(ValueError):
                 last_loss["value"] = float(desc.split("=", 1)[1])
 
-    class CheckpointingAdam(optim.Adam):
-        count = 0
-
-        def apply_gradients(self, gradients, parameters):
-            new = super().apply_gradients(gradients, parameters)
-            CheckpointingAdam.count += 1
-            k = CheckpointingAdam.count
-            if checkpoint_dir is not None and (k % every == 0 or k == len(order)):
-                trained = done + [remaining[j * batch + i] for j in order[:k] for i in range(batch)]
-                _save_checkpoint(checkpoint_dir, new, trained, fingerprint, start + k)
-            return new
+    def after_step(k: int, new, optimizer) -> None:
+        if checkpoint_dir is not None and (k % every == 0 or k == len(order)):
+            trained = done + [remaining[j * batch + i] for j in order[:k] for i in range(batch)]
+            _save_checkpoint(checkpoint_dir, new, optimizer, trained, fingerprint, start + k)
 
     def report(desc, n, total):
         if desc == "":  # the training bar (its description is the loss, see described)
@@ -398,7 +395,7 @@ def _dwq(
             if on_step is not None:
                 on_step(start + n, steps, last_loss["value"])
 
-    opt = CheckpointingAdam(learning_rate=float(options.get("learning_rate", 1e-6)))
+    opt.after_step = after_step
     train = [(rows[batch + train_ids[p]], 0) for p in remaining]
     if len(train) >= batch:
         dtype = next(v.dtype for _, v in tree_flatten(teacher.parameters()))
@@ -423,7 +420,52 @@ def _dwq(
     return student, qconfig
 
 
-def _save_checkpoint(folder: Path, params, done: list[int], fingerprint: str, step: int):
+def _CheckpointingAdam(**kwargs):
+    """Adam that calls ``after_step(k, new_parameters, self)`` after its k-th update (DWQ's
+    checkpoints: mlx-lm's loop has no hook of its own)."""
+    import mlx.optimizers as optim
+
+    class CheckpointingAdam(optim.Adam):
+        after_step: Callable[[int, Any, Any], None] | None = None
+        count = 0
+
+        def apply_gradients(self, gradients, parameters):
+            new = super().apply_gradients(gradients, parameters)
+            self.count += 1
+            if self.after_step is not None:
+                self.after_step(self.count, new, self)
+            return new
+
+    return CheckpointingAdam(**kwargs)
+
+
+def _unfreeze_learned(student) -> None:
+    """The parameters DWQ trains, made trainable as mlx-lm's ``dwq_quantize`` makes them
+    (affine layers under 8 bits: their scales and biases)."""
+
+    def unfreeze(_, m):
+        if hasattr(m, "bits") and hasattr(m, "group_size") and m.mode == "affine" and m.bits < 8:
+            m.unfreeze(keys=["scales", "biases"], recurse=False)
+
+    student.apply_to_modules(unfreeze)
+
+
+def _restore_moments(opt, student, path: Path) -> bool:
+    """The optimizer state a checkpoint saved (a fine-tune's restore, on the parameters DWQ
+    trains, in the float32 it trains them in); False when there is none or it does not fit."""
+    import mlx.core as mx
+    from mlx.utils import tree_map
+
+    from .finetune import _restore_optimizer
+
+    _unfreeze_learned(student)
+    params = tree_map(lambda x: x.astype(mx.float32), student.trainable_parameters())
+    return _restore_optimizer(opt, params, path)
+
+
+def _save_checkpoint(folder: Path, params, optimizer, done: list[int], fingerprint: str, step: int):
+    """The learned parameters and the optimizer's state, then the state file that names
+    them (written last: a checkpoint without it is not one)."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
@@ -431,6 +473,10 @@ def _save_checkpoint(folder: Path, params, done: list[int], fingerprint: str, st
     tmp = folder / ("tmp-" + DWQ_CHECKPOINT)
     mx.save_safetensors(str(tmp), dict(tree_flatten(params)))
     tmp.replace(folder / DWQ_CHECKPOINT)
+    moments = {k: v for k, v in tree_flatten(optimizer.state) if k != "learning_rate"}
+    tmp = folder / ("tmp-" + DWQ_OPTIMIZER)
+    mx.save_safetensors(str(tmp), moments)
+    tmp.replace(folder / DWQ_OPTIMIZER)
     state = {"fingerprint": fingerprint, "done": done, "step": step}
     tmp_state = folder / ("tmp-" + DWQ_STATE)
     tmp_state.write_text(json.dumps(state))
