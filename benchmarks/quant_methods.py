@@ -173,9 +173,11 @@ def measure(home: Path, a, name: str, base: str) -> dict:
     row["label"] = res[-1]["quantization"]
     row["accuracy"] = None
     if a.eval and has_eval(home):
-        proc = mlxd(home, "eval", name, "--task", "builtin", "--limit", str(a.eval_limit),
-                    "--wait", "--json", check=False)  # fmt: skip
-        row["accuracy_raw"] = proc.stdout[-2000:] if proc.returncode == 0 else None
+        mlxd(home, "eval", name, "--task", a.eval_task, "--limit", str(a.eval_limit), "--wait")
+        run = mlxd_json(home, "eval", "list", "--model", name, "--json")[-1]
+        row["accuracy"] = run["accuracy"]
+        row["accuracy_ci"] = [run["accuracy_low"], run["accuracy_high"]]
+        row["eval_items"] = run["items"]
     return row
 
 
@@ -192,7 +194,8 @@ def main() -> None:
     p.add_argument("--kl-tokens", type=int, default=128)
     p.add_argument("--gen-tokens", type=int, default=16)
     p.add_argument("--eval", action="store_true", help="also `mlxd eval` (when it exists)")
-    p.add_argument("--eval-limit", type=int, default=20)
+    p.add_argument("--eval-task", default="builtin", help="task(s) for --eval")
+    p.add_argument("--eval-limit", type=int, default=10, help="items per task for --eval")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "quant-methods.jsonl"))
     # --direct mode (internal): one direct call in its own process
     p.add_argument("--direct")
@@ -253,7 +256,7 @@ def _line(r: dict) -> str:
         f"{r['method']:<8} {str(r.get('bits') or ''):>2}  {str(r.get('label') or ''):<16} "
         f"bpw {f('bpw', '.3f')}  KL {f('kl', '.4g')}  top1 {f('top1', '.3f')}  "
         f"tok/s {f('gen_tps', '.1f')}  job {f('job_s', '.1f')} s  direct {f('direct_s', '.1f')} s"
-        f"  ratio {f('ratio', '.3f')}  acc {r.get('accuracy') if r.get('accuracy') else '-'}"
+        f"  ratio {f('ratio', '.3f')}  acc {f('accuracy', '.1%')}"
     )
 
 
