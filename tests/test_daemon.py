@@ -108,7 +108,11 @@ def test_kill_9_mid_job_then_restart_finishes_it(daemon, tiny_model_dir, mlxd_ho
     else:
         raise AssertionError("every job finished before it could be frozen")
     name = f"tiny-{bits}bit-g64"
+    assert [m["state"] for m in run_json("machines", "list")] == ["up"]
     daemon.kill9()
+    # Its lock is free: the machine reads stopped at once, in `machines list` as in the wait
+    # reasons, though its last heartbeat is fresh (hosts.machine_state, one rule for both).
+    assert [m["state"] for m in run_json("machines", "list")] == ["stopped"]
     os.kill(child_pid, signal.SIGCONT)
     # The orphaned child notices its daemon is gone and exits by itself.
     wait_for(

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import click
 
-from mlxd.cli.context import catalog_errors, get_reader
+from mlxd.cli.context import catalog_errors, get_paths, get_reader
 from mlxd.cli.output import emit, human_bytes, output_options, when
 
 
@@ -28,9 +28,11 @@ FIELDS = (
 @catalog_errors
 def list_(fmt: str):
     """Each host: its facts, pools, last heartbeat and running jobs."""
+    from mlxd.daemon import hosts
     from mlxd.vocab import settings
 
     reader = get_reader()
+    local = hosts.local_daemon_running(get_paths())
     lease_s = settings.LEASE_TIMEOUT_S.get()
     running: dict[str, list[int]] = {}
     for job in reader.jobs(["running"]):
@@ -40,7 +42,7 @@ def list_(fmt: str):
     for m in reader.machines():
         beat = m.heartbeat_at if m.heartbeat_at.tzinfo else m.heartbeat_at.replace(tzinfo=UTC)
         age = (now - beat).total_seconds()
-        state = "stopped" if m.stopped_at else ("up" if age < lease_s else "lost")
+        state = hosts.machine_state(m, lease_s, local_daemon=local, now=now)
         facts = m.facts or {}
         values = (
             *(m.host_id, state, m.pools, m.heartbeat_at, round(age, 1)),

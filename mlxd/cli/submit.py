@@ -322,30 +322,17 @@ def _nobody_runs(job) -> str | None:
 
 
 def why_waiting(jobs) -> dict[int, str]:
-    """For each queued job of ``jobs``: why it has not started (``placement.wait_reason``),
-    computed from the catalog by the reader, the same words on every machine."""
-    queued = [j for j in jobs if j.status == "queued"]
-    if not queued:
-        return {}
-    from mlxd.scheduling.placement import wait_reason
-    from mlxd.vocab import settings
+    """For each queued job of ``jobs``: why it has not started (``hosts.wait_reasons``)."""
+    from mlxd.daemon import hosts
 
-    reader = get_reader()
-    machines, pending = machines_as_seen(), reader.jobs(["queued", "running"])
-    lease = settings.LEASE_TIMEOUT_S.get()
-    return {j.id: wait_reason(j, machines, lease, pending) for j in queued}
+    return hosts.wait_reasons(get_paths(), get_reader(), jobs)
 
 
 def machines_as_seen() -> list:
-    """The catalog's machine rows; on one machine (SQLite) the daemon's lock is the truth,
-    whatever its last heartbeat says (a killed daemon leaves a fresh one)."""
-    from mlxd.catalog import backend
+    """The catalog's machine rows as the wait reasons judge them (``hosts.machines_as_seen``)."""
     from mlxd.daemon import hosts
-    from mlxd.daemon.control import status
 
-    p = get_paths()
-    local = None if backend.database(p).is_postgres else status(p).running
-    return hosts.seen_machines(get_reader().machines(), local_daemon=local)
+    return hosts.machines_as_seen(get_paths(), get_reader())
 
 
 def foreground_runner(on_progress: Callable[[float, str], None] | None = None):

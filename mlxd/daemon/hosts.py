@@ -138,3 +138,43 @@ def seen_machines(machines, *, local_daemon: bool | None = None) -> list:
         )
         for m in machines
     ]
+
+
+def local_daemon_running(paths) -> bool | None:
+    """On one machine (SQLite) whether its daemon holds its lock: the truth whatever its
+    last heartbeat says (a killed daemon leaves a fresh one). None on a shared catalog
+    (PostgreSQL), where the heartbeats are the truth."""
+    from mlxd.catalog import backend
+    from mlxd.daemon.control import status
+
+    return None if backend.database(paths).is_postgres else status(paths).running
+
+
+def machines_as_seen(paths, reader) -> list:
+    """The catalog's machine rows as every reader judges them (``seen_machines`` with the
+    local daemon's lock): ``jobs list``'s wait reasons, the dashboard's queue."""
+    return seen_machines(reader.machines(), local_daemon=local_daemon_running(paths))
+
+
+def machine_state(m, lease_s: float, *, local_daemon: bool | None = None, now=None) -> str:
+    """A machine row's state as ``machines list`` and the dashboard show it: stopped (its
+    daemon said so, or the local daemon's lock is free), up (a heartbeat within the lease)
+    or lost."""
+    if m.stopped_at or local_daemon is False:
+        return "stopped"
+    beat = m.heartbeat_at if m.heartbeat_at.tzinfo else m.heartbeat_at.replace(tzinfo=UTC)
+    age = ((now or datetime.now(UTC)) - beat).total_seconds()
+    return "up" if age < lease_s else "lost"
+
+
+def wait_reasons(paths, reader, jobs) -> dict[int, str]:
+    """For each queued job of ``jobs``: why it has not started (``placement.wait_reason``),
+    from the catalog, the same words on every machine and through every reader."""
+    queued = [j for j in jobs if j.status == "queued"]
+    if not queued:
+        return {}
+    from mlxd.scheduling.placement import wait_reason
+
+    machines, pending = machines_as_seen(paths, reader), reader.jobs(["queued", "running"])
+    lease = settings.LEASE_TIMEOUT_S.get()
+    return {j.id: wait_reason(j, machines, lease, pending) for j in queued}

@@ -5,7 +5,6 @@ Plain functions of a Reader, so a page and its small JSON twin (the live parts) 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 from mlxd.catalog.read import Reader
 from mlxd.config import Paths
+from mlxd.daemon import hosts
 from mlxd.vocab import fmt
 
 ENDED = ("succeeded", "failed", "cancelled")
@@ -42,30 +42,6 @@ def describe(job) -> str:
 
 
 _DESCRIBED: dict[tuple, str] = {}
-
-
-def machines_as_seen(paths: Paths, reader: Reader) -> list:
-    """The machine rows as the wait reasons judge them (on SQLite the daemon's lock is the
-    truth, whatever its last heartbeat says): ``jobs list``'s view."""
-    from mlxd.catalog import backend
-    from mlxd.daemon import hosts
-    from mlxd.daemon.control import status
-
-    local = None if backend.database(paths).is_postgres else status(paths).running
-    return hosts.seen_machines(reader.machines(), local_daemon=local)
-
-
-def wait_reasons(paths: Paths, reader: Reader, jobs: Sequence) -> dict[int, str]:
-    """Why each queued job of ``jobs`` waits (``placement.wait_reason``, as ``jobs list``)."""
-    queued = [j for j in jobs if j.status == "queued"]
-    if not queued:
-        return {}
-    from mlxd.scheduling.placement import wait_reason
-    from mlxd.vocab import settings
-
-    machines, pending = machines_as_seen(paths, reader), reader.jobs(["queued", "running"])
-    lease = settings.LEASE_TIMEOUT_S.get()
-    return {j.id: wait_reason(j, machines, lease, pending) for j in queued}
 
 
 @dataclass
@@ -117,7 +93,7 @@ class Queue:
 def queue(paths: Paths, reader: Reader, *, hours: float = 24, now: datetime | None = None):
     now = now or datetime.now(UTC)
     jobs = reader.jobs_since(now - timedelta(hours=hours))
-    waits = wait_reasons(paths, reader, jobs)
+    waits = hosts.wait_reasons(paths, reader, jobs)
     running = [job_line(j) for j in jobs if j.status == "running"]
     queued = [job_line(j, waits.get(j.id, "")) for j in jobs if j.status == "queued"]
     ended_rows = [j for j in reversed(jobs) if j.status in ENDED]
@@ -174,7 +150,7 @@ def job_state(paths: Paths, reader: Reader, job_id: int) -> dict[str, Any]:
     """What the job page refreshes: status, progress, the one-line message, attempts, the
     log's tail and, for a fine-tune, its loss curve."""
     job = reader.job(job_id)
-    waits = wait_reasons(paths, reader, [job])
+    waits = hosts.wait_reasons(paths, reader, [job])
     line = job_line(job, waits.get(job.id, ""))
     return {
         "id": job.id,
@@ -395,6 +371,7 @@ def machines(paths: Paths, reader: Reader) -> list[dict[str, Any]]:
     running: dict[str, list[int]] = {}
     for job in reader.jobs(["running"]):
         running.setdefault(job.host or "?", []).append(job.id)
+    local = hosts.local_daemon_running(paths)
     now = datetime.now(UTC)
     out = []
     for m in reader.machines():
@@ -405,7 +382,7 @@ def machines(paths: Paths, reader: Reader) -> list[dict[str, Any]]:
             {
                 "host": m.host_id,
                 "hostname": m.hostname or "",
-                "state": "stopped" if m.stopped_at else ("up" if age < lease_s else "lost"),
+                "state": hosts.machine_state(m, lease_s, local_daemon=local, now=now),
                 "pools": ", ".join(m.pools),
                 "heartbeat": f"{fmt.stamp(beat)} ({fmt.duration(age)} ago)",
                 "running": running.get(m.host_id, []),
