@@ -6,7 +6,8 @@ start-up is done, starts it again if it dies (after a pause that grows, so a por
 not hammered), and stops it when it stops. ``daemon install --serve`` puts the same command
 line in the login service, so the daemon starts the server there too, and the service
 manager's own clean-up (systemd's control group, launchd's process group) covers a daemon
-killed outright. ``server.json`` in MLXD_HOME says where the server listens (what ``daemon
+killed outright; without one, the server sees its daemon gone (its parent changes) and stops
+within a second. ``server.json`` in MLXD_HOME says where the server listens (what ``daemon
 status`` prints) and which process it is, so a later start or ``daemon stop`` ends one that
 a killed daemon left behind.
 
@@ -96,7 +97,14 @@ class ServerProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
-                env=dict(os.environ, **{settings.HOME.name: str(self.paths.home)}),
+                env=dict(
+                    os.environ,
+                    **{
+                        settings.HOME.name: str(self.paths.home),
+                        # It stops when this daemon is gone, a kill -9 included.
+                        settings.SERVER_PARENT_PID.name: str(os.getpid()),
+                    },
+                ),
             )
         record = {"pid": self.proc.pid, "started_at": _create_time(self.proc.pid)}
         record |= {"url": self.options.url, **asdict(self.options)}

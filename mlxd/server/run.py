@@ -18,9 +18,12 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import os
 import re
 import socket
 import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,4 +259,18 @@ def serve(
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    parent = settings.SERVER_PARENT_PID.get()
+    if parent:
+        threading.Thread(target=_stop_without, args=(server, parent), daemon=True).start()
+    server.run(sockets=[sock])
+
+
+def _stop_without(server, parent_pid: int) -> None:
+    """A daemon's server stops (gracefully) once its daemon is gone, kill -9 included: its
+    parent changes. The daemon's next start would end it anyway (``server.json``); this
+    frees the port and stops serving a queue that nobody works through now."""
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    print(f"mlxd serve: its daemon (pid {parent_pid}) is gone; stopping", file=sys.stderr)
+    server.should_exit = True

@@ -224,6 +224,15 @@ SERVER_LOCKOUT_S = _declare(
     "how long an address stays refused (429) after too many wrong tokens",
 )
 
+SERVER_PARENT_PID = _declare(
+    "MLXD_SERVER_PARENT_PID",
+    None,
+    int,
+    "the daemon whose team server this is (set by `daemon start --serve`): the server stops "
+    "when that process is gone, kill -9 included",
+    internal=True,
+)
+
 # -- for the tests -----------------------------------------------------------------------------
 FAULT_POINT = _declare(
     "MLXD_FAULT_POINT",

@@ -93,6 +93,28 @@ def _answers(url: str) -> bool:
         return False
 
 
+def test_a_daemon_killed_outright_takes_its_server_down(started, mlxd_home):
+    """kill -9 of the daemon (no service manager to clean up): its server notices its parent
+    gone and stops, freeing the port; the next start serves there again."""
+    proc, port = started
+    assert proc.returncode == 0, proc.stderr
+    url = f"http://127.0.0.1:{port}"
+    status = json.loads(run_mlxd("daemon", "status", "--json", check=True).stdout)
+    server_pid = status["server"]["pid"]
+    assert _answers(url)
+    os.kill(status["pid"], signal.SIGKILL)
+    wait_for(lambda: _gone(server_pid), timeout=20, what="the orphaned server to stop")
+    assert not _answers(url)
+    assert (
+        f"its daemon (pid {status['pid']}) is gone; stopping"
+        in (mlxd_home / "logs" / "server.log").read_text()
+    )
+    again = run_mlxd("daemon", "start", "--serve", f"127.0.0.1:{port}", "--public-read")
+    assert again.returncode == 0, again.stderr
+    wait_for(lambda: _answers(url), timeout=30, what="the new server to answer")
+    run_mlxd("daemon", "stop", check=True)
+
+
 def test_serve_flags_need_serve_and_a_bad_address_is_refused(mlxd_home):
     proc = run_mlxd("daemon", "start", "--tls-cert", "c.pem")
     assert proc.returncode == 2 and "--tls-cert needs --serve HOST:PORT" in proc.stderr
