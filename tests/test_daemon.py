@@ -186,6 +186,25 @@ def test_cancel_running_job_kills_its_child(daemon, tiny_model_dir):
     assert wait_job(nxt)["status"] == "succeeded"
 
 
+def test_cancel_no_wait_returns_before_the_daemon_stopped_the_job(daemon, tiny_model_dir):
+    """`jobs cancel --no-wait` (the dashboard's button) records the request and returns; the
+    daemon, paused here (SIGSTOP) so it cannot have acted yet, stops the job once it runs."""
+    add_tiny(tiny_model_dir)
+    daemon.start()
+    j = submit("bench", "tiny", "-p", "64", "-g", "1900", "-n", "100")
+    wait_for(lambda: job(j)["status"] == "running" and job(j)["pid"], timeout=90, what="running")
+    os.kill(daemon.pid, signal.SIGSTOP)
+    try:
+        proc = run_mlxd("jobs", "cancel", str(j), "--no-wait", check=True, timeout=20)
+        assert (
+            proc.stdout.strip() == f"Stopping job {j}: its daemon stops it ('mlxd jobs show {j}')"
+        )
+        assert job(j)["status"] == "running" and job(j)["cancel_requested"]
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)
+    wait_for(lambda: job(j)["status"] == "cancelled", timeout=60, what="the job cancelled")
+
+
 def test_sigterm_requeues_the_running_job(daemon, tiny_model_dir):
     add_tiny(tiny_model_dir)
     daemon.start()

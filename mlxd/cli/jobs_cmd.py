@@ -202,10 +202,17 @@ def logs(job_id: int, follow: bool):
 @jobs.command()
 @click.argument("job_ids", type=int, nargs=-1, required=True)
 @click.option("--force", is_flag=True, help="Cancel jobs another user submitted")
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Return once a running job's stop is asked for; its daemon stops it (seconds)",
+)
 @catalog_errors
-def cancel(job_ids: tuple[int, ...], force: bool):
+def cancel(job_ids: tuple[int, ...], force: bool, no_wait: bool):
     """Cancel queued jobs, or stop running ones (several ids at once)."""
-    _each_job(job_ids, lambda job_id: _cancel_one(job_id, force), "were not cancelled")
+    _each_job(
+        job_ids, lambda job_id: _cancel_one(job_id, force, wait=not no_wait), "were not cancelled"
+    )
 
 
 def _each_job(job_ids, action, failed: str) -> None:
@@ -226,7 +233,7 @@ def _each_job(job_ids, action, failed: str) -> None:
         raise UserError(f"job(s) {', '.join(map(str, errors))} {failed}")
 
 
-def _cancel_one(job_id: int, force: bool = False) -> None:
+def _cancel_one(job_id: int, force: bool = False, wait: bool = True) -> None:
     from mlxd.catalog.errors import CatalogError, FencedOut, NotFound
     from mlxd.daemon.control import request_cancel_file
     from mlxd.daemon.liveness import owner_alive
@@ -276,6 +283,9 @@ def _cancel_one(job_id: int, force: bool = False) -> None:
         click.echo(
             f"Cancelled job {job_id}" + (f"; failed dependent job(s) {failed}" if failed else "")
         )
+        return
+    if not wait:
+        click.echo(f"Stopping job {job_id}: its daemon stops it ('mlxd jobs show {job_id}')")
         return
     click.echo(f"Stopping job {job_id}...")
     job = _wait_end(job_id)

@@ -426,9 +426,11 @@ def _submitted(run, out: str, err: str, status: int = 201) -> JSONResponse:
 
 @router.post("/jobs/{job_id}/cancel", summary="Cancel a queued job or stop a running one")
 @_handled
-def cancel(job_id: int, request: Request, principal: Submitter):
-    """`mlxd jobs cancel ID`: submitters their own jobs, admins any (403 otherwise)."""
-    argv = _allowed(request, principal, ["jobs", "cancel", str(job_id)])
+def cancel(job_id: int, request: Request, principal: Submitter, wait: bool = True):
+    """`mlxd jobs cancel ID`: submitters their own jobs, admins any (403 otherwise). A running
+    job is waited for until it stopped (up to 30 s), unless `wait=false` (`--no-wait`)."""
+    argv = ["jobs", "cancel", str(job_id)] + ([] if wait else ["--no-wait"])
+    argv = _allowed(request, principal, argv)
     run = _run(request, principal, argv)
     out, err = _finish(run)
     return _submitted(run, out, err, 200)

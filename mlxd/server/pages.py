@@ -180,13 +180,15 @@ def _acted(answer, fallback: str) -> str:
 
 @router.post("/jobs/{job_id}/cancel")
 def cancel(request: Request, job_id: int, who: auth.CanSubmit):
-    """The cancel button: the API's cancel (``jobs cancel``; a submitter their own jobs, an
-    admin any), then back to where it was pressed."""
+    """The cancel button: the API's cancel (``jobs cancel --no-wait``; a submitter their own
+    jobs, an admin any), then back to where it was pressed at once: the page shows the job
+    stopping and stopped live, rather than the request waiting for it."""
     from mlxd.server import api
 
     back = request.query_params.get("next")
     target = _local(back) if back else f"/jobs/{job_id}"
-    return RedirectResponse(_acted(api.cancel(job_id, request, who), target), status_code=303)
+    answer = api.cancel(job_id, request, who, wait=False)
+    return RedirectResponse(_acted(answer, target), status_code=303)
 
 
 @router.post("/jobs/{job_id}/retry")
