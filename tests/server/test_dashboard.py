@@ -175,6 +175,10 @@ def test_a_finetune_loss_chart_gains_points_as_steps_arrive(lab):
     assert counts == sorted(counts)
     assert page.evaluate("window.__same_page") is True
     assert not page.is_visible("#job button.cancel")  # it ended: nothing to cancel
+    # Its end's facts came in place, without a reload: when it finished and its result.
+    page.wait_for_selector('#job-facts th:text("finished")')
+    assert "train_loss=" in page.text_content("#job-facts")
+    assert page.evaluate("window.__same_page") is True
     log = page.text_content("#log")  # the log's tail, live, without terminal colours
     assert "train_loss" in log and "\x1b" not in log
     shot(lab, "finetune")

@@ -90,11 +90,12 @@ function liveJob(box) {
       if (atEnd) log.scrollTop = log.scrollHeight;
     }
     drawLoss(s.loss);
-    // A job that ended can no longer be cancelled: its button goes (retry needs a reload).
+    // A job that ended can no longer be cancelled: its button goes at once.
     if (!["queued", "running"].includes(s.status)) {
       for (const b of box.querySelectorAll("button.cancel")) b.closest("form").hidden = true;
     }
   };
+  const wasLive = ["queued", "running"].includes(box.dataset.status);
   let ended = 0;
   every(Number(box.dataset.every || 700), async () => {
     const r = await fetch(box.dataset.state, {credentials: "same-origin"});
@@ -102,9 +103,23 @@ function liveJob(box) {
     if (!r.ok) return;
     const s = await r.json();
     show(s);
-    // Once it ended, two more looks (the last log lines), then stop.
-    if (!["queued", "running"].includes(s.status) && ++ended > 2) return false;
+    // Once it ended, two more looks (the last log lines), then its facts (finished, result)
+    // and its buttons (retry) as the page now renders them, in place: no reload.
+    if (!["queued", "running"].includes(s.status) && ++ended > 2) {
+      if (wasLive) await swapInEnded();
+      return false;
+    }
   });
+}
+
+async function swapInEnded() {
+  const r = await fetch(window.location.pathname, {credentials: "same-origin"});
+  if (!r.ok) return;
+  const page = new DOMParser().parseFromString(await r.text(), "text/html");
+  for (const id of ["job-facts", "job-actions"]) {
+    const now = document.getElementById(id), fresh = page.getElementById(id);
+    if (now && fresh) now.replaceWith(document.importNode(fresh, true));
+  }
 }
 
 function confirmCancel(ev) {
