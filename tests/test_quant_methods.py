@@ -239,3 +239,41 @@ def test_dwq_resumes_from_its_checkpoint(tmp_path, tiny_model_dir):
     assert steps_seen == [3, 4]
     # The step count went on from the checkpoint's 2: its moments were loaded, not zeroed.
     assert mx.load(str(ckpt / DWQ_OPTIMIZER))["step"].item() == 4
+
+
+def test_a_cancelled_dwq_job_retried_goes_on_from_its_checkpoint(lab):
+    """Through the daemon, as a user would: a DWQ job stopped after a checkpoint (frozen, then
+    cancelled) and retried under its name goes on from that step, says so, and the finished
+    job leaves no checkpoint behind."""
+    import os
+    import signal
+
+    from tests.conftest import wait_for
+
+    home = lab["home"]
+    name = "tiny-dwq-resumed"
+    state = home / "checkpoints" / "quantize" / name / "dwq-state.json"
+    daemon = Daemon(home).start()
+    try:
+        proc = run_mlxd(
+            "quantize", "tiny", "--method", "dwq", "--bits", "4", "--steps", "60",
+            "--batch-size", "2", "--calibration", str(lab["files"]["txt"]),
+            "--calibration-samples", "6", "--calibration-length", "16", "--name", name,
+            home=home, check=True,
+        )  # fmt: skip
+        job_id = int(proc.stdout.split()[2].rstrip(":"))
+        wait_for(state.is_file, timeout=120, interval=0.02, what="DWQ's first checkpoint")
+        pid = run_json("jobs", "show", str(job_id), home=home)["pid"]
+        os.kill(pid, signal.SIGSTOP)  # no further steps: the checkpoint stays where it is
+        run_mlxd("jobs", "cancel", str(job_id), home=home, check=True)
+        step = json.loads(state.read_text())["step"]
+        assert 10 <= step < 60
+        retry = run_mlxd("jobs", "retry", str(job_id), "--wait", home=home, check=True)
+    finally:
+        daemon.stop()
+    assert retry.stderr == f"Note: the retry continues DWQ from its checkpoint at step {step}\n"
+    assert not state.parent.exists()
+    model = run_json("models", "show", name, home=home)
+    assert model["quant_method"] == "dwq"
+    assert model["quant_options"]["dwq"]["resumed_at"] == step
+    assert model["quant_options"]["dwq"]["steps"] == 60
