@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -194,62 +193,6 @@ def test_q8_moves_the_model_less_than_q3(smollm2: dict[str, Any], tmp_path: Path
     assert q8.tokens == q3.tokens == 31
     assert 0 <= q8.kl_mean < q3.kl_mean, (q8, q3)
     assert q8.top1_agreement >= q3.top1_agreement, (q8, q3)
-
-
-# mlx-lm's GPTQ walks every input column of every linear layer with an eval each (~150,000
-# on SmolLM2): ~8 minutes on this CPU backend whatever the calibration size, seconds on Metal.
-SLOW_CPU = sys.platform != "darwin" and not os.environ.get("MLXD_TEST_SLOW")
-
-
-@real_model
-@pytest.mark.skipif(
-    SLOW_CPU,
-    reason="GPTQ on SmolLM2 takes ~8 min on the CPU backend (its per-column loop), past the "
-    "tier's budget: set MLXD_TEST_SLOW=1 to run it (benchmarks/quant_methods.py has the figures)",
-)
-def test_gptq_moves_the_model_less_than_rtn_at_4_bits(
-    smollm2: dict[str, Any], tmp_path: Path
-) -> None:
-    """The whole model quantized at 4 bits, groups of 64, on the shipped calibration text
-    (few samples, short runs); KL against the float model on the quality text. AWQ's, DWQ's
-    and dynamic's figures are printed beside them when MLXD_TEST_SLOW asks for everything:
-    one that loses to rtn is a finding, not a failure."""
-    from mlxd.engine.convert import quantize_model
-    from mlxd.engine.learned_quant import learned_quantize
-    from mlxd.engine.quality import default_text, evaluate_quality
-    from mlxd.jobs.calibration import read_calibration
-
-    _, text = default_text()
-    texts = read_calibration(None).texts
-    made = {"rtn": tmp_path / "rtn"}
-    quantize_model(smollm2["f32"], made["rtn"], bits=4, group_size=64, dtype="float32")
-    methods = {"gptq": {}}
-    if os.environ.get("MLXD_TEST_SLOW"):
-        methods |= {
-            "awq": {"n_grid": 5},
-            "dwq": {"batch_size": 2, "learning_rate": 1e-5},
-            "dynamic": {"target_bpw": 5.5, "high_bits": 5},
-        }
-    bpw, kl = {}, {}
-
-    def score(method: str) -> None:
-        kl[method] = evaluate_quality(
-            made[method], text, base_path=smollm2["f32"], max_tokens=32
-        ).kl_mean
-        print(f"{method} at 4 bits: KL {kl[method]:.4g}, bpw {bpw.get(method)}", flush=True)
-
-    score("rtn")
-    for method, options in methods.items():
-        made[method] = tmp_path / method
-        info = learned_quantize(
-            smollm2["f32"], made[method], method=method, bits=4, group_size=64,
-            texts=texts, samples=4, length=64, dtype="float32", options=options,
-        )  # fmt: skip
-        bpw[method] = info["bits_per_weight"]
-        score(method)
-    print("KL at 4 bits against float32:", kl, "bits per weight:", bpw)
-    assert bpw["gptq"] == pytest.approx(5.007, abs=0.01)  # the same bits as rtn's 4-bit
-    assert 0 < kl["gptq"] < kl["rtn"], kl
 
 
 # Task accuracy on the builtin capitals task, 12 items drawn with seed 0 (four choices each,
