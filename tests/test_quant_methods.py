@@ -277,3 +277,5 @@ def test_a_cancelled_dwq_job_retried_goes_on_from_its_checkpoint(lab):
     assert model["quant_method"] == "dwq"
     assert model["quant_options"]["dwq"]["resumed_at"] == step
     assert model["quant_options"]["dwq"]["steps"] == 60
+    shown = run_mlxd("models", "show", name, home=home, check=True).stdout
+    assert "60 steps, final loss " in shown and f", resumed at step {step}\n" in shown

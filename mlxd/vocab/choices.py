@@ -148,7 +148,10 @@ def quant_method_facts(model: Any) -> list[tuple[str, str]]:
         )
     dwq = qo.get("dwq") or {}
     if dwq.get("final_loss") is not None:
-        facts.append(("dwq", f"{dwq.get('steps')} steps, final loss {dwq['final_loss']:.4g}"))
+        resumed = f", resumed at step {dwq['resumed_at']}" if dwq.get("resumed_at") else ""
+        facts.append(
+            ("dwq", f"{dwq.get('steps')} steps, final loss {dwq['final_loss']:.4g}{resumed}")
+        )
     return facts
 
 
